@@ -1,0 +1,135 @@
+# galaxyd — one Makefile for the engine, the binaries, the tests and the benchmarks.
+#
+#   make              build the static library (and binaries, as they arrive)
+#   make test         install missing dependencies, build, run every test
+#   make test-asan    the same tests under AddressSanitizer + UBSan (build-asan/)
+#   make bench        kernel benchmarks beside PyTorch on the same machine
+#   make fixtures     regenerate the PyTorch parity fixtures (tests/fixtures/)
+#
+# Options: MARCH=1 (tune for this CPU: -march=native; off by default so the
+# binaries run on any x86-64), CUDA=0|1 (default: 1 when nvcc is found),
+# WERROR=0 (drop -Werror), BUILD=dir, SAN=1 (sanitizers; used by test-asan).
+
+BUILD   ?= build
+CC      ?= gcc
+WERROR  ?= 1
+MARCH   ?= 0
+SAN     ?= 0
+PYTHON  ?= /usr/bin/python3
+
+NVCC    := $(shell command -v nvcc 2>/dev/null)
+ifeq ($(NVCC),)
+CUDA    ?= 0
+else
+CUDA    ?= 1
+endif
+
+CFLAGS_COMMON := -std=c11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -fopenmp -Ikernels -Itests -MMD -MP
+ifeq ($(WERROR),1)
+CFLAGS_COMMON += -Werror
+endif
+ifeq ($(MARCH),1)
+CFLAGS_COMMON += -march=native
+endif
+ifeq ($(SAN),1)
+CFLAGS_COMMON += -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+LDFLAGS       += -fsanitize=address,undefined
+endif
+LDLIBS := -lopenblas -ljansson -lm -fopenmp
+
+# ---------------------------------------------------------------- sources
+KERNEL_SRCS := $(sort $(wildcard kernels/*.c))
+LIB_SRCS    := $(KERNEL_SRCS)
+CU_SRCS     := $(sort $(wildcard kernels/cuda/*.cu))
+TESTLIB_SRC := tests/gx_test.c
+UNIT_SRCS   := $(sort $(wildcard tests/unit/*.c))
+GRAD_SRCS   := $(sort $(wildcard tests/grad/*.c))
+BENCH_SRCS  := $(sort $(wildcard bench/*.c))
+
+OBJ32 := $(BUILD)/obj
+OBJ64 := $(BUILD)/obj64
+LIB   := $(BUILD)/libgalaxyd.a
+LIB64 := $(BUILD)/libgalaxyd_f64.a
+
+LIB_OBJS   := $(LIB_SRCS:%.c=$(OBJ32)/%.o)
+LIB64_OBJS := $(KERNEL_SRCS:%.c=$(OBJ64)/%.o)
+UNIT_OBJS  := $(UNIT_SRCS:%.c=$(OBJ32)/%.o) $(TESTLIB_SRC:%.c=$(OBJ32)/%.o)
+GRAD_OBJS  := $(GRAD_SRCS:%.c=$(OBJ64)/%.o) $(TESTLIB_SRC:%.c=$(OBJ64)/%.o)
+
+ifeq ($(CUDA),1)
+ifneq ($(CU_SRCS),)
+CU_OBJS    := $(CU_SRCS:%.cu=$(OBJ32)/%.o)
+LIB_OBJS   += $(CU_OBJS)
+LDLIBS     += -lcudart -lcublas
+NVCCFLAGS  ?= -O2 -Ikernels -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90
+endif
+endif
+
+.PHONY: all lib test test-run test-asan bench fixtures deps clean info
+all: info lib
+
+info:
+	@printf 'galaxyd build: %s, threads via OpenMP, GEMM via OpenBLAS\n' "$(BUILD)"
+ifeq ($(CUDA),1)
+	@printf '  ✓ CUDA: nvcc found (%s); %d .cu file(s) in kernels/cuda/\n' "$(NVCC)" $(words $(CU_SRCS))
+else
+	@printf '  ✗ CUDA: off (nvcc not found or CUDA=0); CPU backend only\n'
+endif
+
+lib: $(LIB) $(LIB64)
+
+$(LIB): $(LIB_OBJS)
+	@mkdir -p $(@D)
+	$(AR) rcs $@ $^
+
+$(LIB64): $(LIB64_OBJS)
+	@mkdir -p $(@D)
+	$(AR) rcs $@ $^
+
+$(OBJ32)/%.o: %.c
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS_COMMON) $(CFLAGS) -c $< -o $@
+
+$(OBJ64)/%.o: %.c
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS_COMMON) $(CFLAGS) -DGX_F64 -c $< -o $@
+
+$(OBJ32)/%.o: %.cu
+	@mkdir -p $(@D)
+	$(NVCC) $(NVCCFLAGS) -c $< -o $@
+
+$(BUILD)/test_unit: $(UNIT_OBJS) $(LIB)
+	$(CC) $(LDFLAGS) $(UNIT_OBJS) $(LIB) $(LDLIBS) -o $@
+
+$(BUILD)/test_grad: $(GRAD_OBJS) $(LIB64)
+	$(CC) $(LDFLAGS) $(GRAD_OBJS) $(LIB64) $(LDLIBS) -o $@
+
+$(BUILD)/bench_kernels: $(BENCH_SRCS:%.c=$(OBJ32)/%.o) $(LIB)
+	$(CC) $(LDFLAGS) $(BENCH_SRCS:%.c=$(OBJ32)/%.o) $(LIB) $(LDLIBS) -o $@
+
+# ---------------------------------------------------------------- targets
+deps:
+	@scripts/deps.sh build
+
+test: deps
+	@$(MAKE) --no-print-directory test-run
+
+test-run: all $(BUILD)/test_unit $(BUILD)/test_grad
+	@scripts/run_tests.sh $(BUILD)
+
+test-asan: deps
+	@$(MAKE) --no-print-directory BUILD=build-asan SAN=1 test-run
+
+bench: deps
+	@scripts/deps.sh bench
+	@$(MAKE) --no-print-directory $(BUILD)/bench_kernels
+	@scripts/bench.sh $(BUILD)
+
+fixtures:
+	@scripts/deps.sh bench
+	@for s in tests/parity/gen_*.py; do echo "== $$s"; $(PYTHON) $$s || exit 1; done
+
+clean:
+	rm -rf build build-asan
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -1,0 +1,26 @@
+/*
+ * gx_conv.h — convolutions (kernels/gx_conv.c).
+ */
+#ifndef GX_CONV_H
+#define GX_CONV_H
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* 2-D cross-correlation as torch.nn.functional.conv2d (dilation 1).
+ * x [B, Cin, H, W], w [Cout, Cin/groups, kh, kw], b [Cout] or NULL.
+ * Output [B, Cout, (H + 2p - kh)/s + 1, (W + 2p - kw)/s + 1].
+ * groups == Cin == Cout is depthwise and takes a direct (non-GEMM) path. */
+gx_tensor *gx_conv2d(gx_ctx *ctx, gx_tensor *x, gx_tensor *w, gx_tensor *b,
+                     int stride, int padding, int groups);
+
+/* Causal depthwise 1-D convolution over time, channels last (the SSM's
+ * layout, so no transposes are needed): x [B, L, E], w [E, 1, K] (PyTorch
+ * Conv1d(E, E, K, groups=E) weight), b [E] or NULL.
+ * out[b,t,e] = bias[e] + sum_{k<K} w[e,0,k] * x[b, t-(K-1)+k, e], zero before t=0. */
+gx_tensor *gx_conv1d_causal_dw(gx_ctx *ctx, gx_tensor *x, gx_tensor *w, gx_tensor *b);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

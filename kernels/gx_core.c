@@ -1,0 +1,331 @@
+/*
+ * gx_core.c — status and assertion helpers, the arena, tensors, the tape and
+ * the reverse-mode sweep, and the parameter registry.
+ *
+ * The tape is a singly linked list of nodes allocated in the arena, newest
+ * first, so backward is a plain walk from the head and gx_ctx_reset drops it
+ * with everything else in O(1).
+ */
+#include "gx_impl.h"
+
+#include <execinfo.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+/* ------------------------------------------------------------ errors */
+
+const char *gx_status_str(gx_status s) {
+    switch (s) {
+    case GX_OK: return "ok";
+    case GX_ERR_NOMEM: return "out of memory";
+    case GX_ERR_INVALID: return "invalid argument";
+    case GX_ERR_SHAPE: return "shape mismatch";
+    case GX_ERR_IO: return "i/o error";
+    case GX_ERR_FORMAT: return "malformed data";
+    case GX_ERR_NOTFOUND: return "not found";
+    case GX_ERR_UNSUPPORTED: return "unsupported";
+    }
+    return "unknown status";
+}
+
+gx_status gx_err_set(gx_err *err, gx_status s, const char *fmt, ...) {
+    if (err) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err->msg, sizeof err->msg, fmt, ap);
+        va_end(ap);
+    }
+    return s;
+}
+
+void gx_assert_fail(const char *expr, const char *file, int line, const char *msg) {
+    fprintf(stderr, "GX_ASSERT failed at %s:%d: %s%s%s\n", file, line, expr,
+            msg ? " — " : "", msg ? msg : "");
+    void *frames[32];
+    int n = backtrace(frames, 32);
+    backtrace_symbols_fd(frames, n, 2);
+    abort();
+}
+
+/* ------------------------------------------------------------ arena */
+
+struct gx_arena_block {
+    gx_arena_block *prev;
+    size_t cap, used;
+    /* data follows, 64-byte aligned */
+};
+
+#define GX_ARENA_ALIGN 64
+#define GX_BLOCK_HDR ((sizeof(gx_arena_block) + GX_ARENA_ALIGN - 1) & ~(size_t)(GX_ARENA_ALIGN - 1))
+
+static gx_arena_block *gx_arena_block_new(size_t cap) {
+    gx_arena_block *b = aligned_alloc(GX_ARENA_ALIGN, GX_BLOCK_HDR + cap);
+    if (!b) return NULL;
+    b->prev = NULL; b->cap = cap; b->used = 0;
+    return b;
+}
+
+void gx_arena_init(gx_arena *a, size_t initial_bytes, size_t limit_bytes) {
+    memset(a, 0, sizeof *a);
+    a->limit = limit_bytes;
+    if (initial_bytes) {
+        initial_bytes = (initial_bytes + GX_ARENA_ALIGN - 1) & ~(size_t)(GX_ARENA_ALIGN - 1);
+        a->head = gx_arena_block_new(initial_bytes);
+    }
+}
+
+void gx_arena_free(gx_arena *a) {
+    gx_arena_block *b = a->head;
+    while (b) { gx_arena_block *p = b->prev; free(b); b = p; }
+    memset(a, 0, sizeof *a);
+}
+
+void *gx_arena_alloc(gx_arena *a, size_t bytes) {
+    size_t need = (bytes + GX_ARENA_ALIGN - 1) & ~(size_t)(GX_ARENA_ALIGN - 1);
+    if (need == 0) need = GX_ARENA_ALIGN;
+    if (a->limit && a->used_total + need > a->limit) return NULL;
+    gx_arena_block *b = a->head;
+    if (!b || b->cap - b->used < need) {
+        size_t cap = b ? b->cap * 2 : (size_t)1 << 20;
+        if (cap < need) cap = need;
+        gx_arena_block *nb = gx_arena_block_new(cap);
+        if (!nb) return NULL;
+        nb->prev = b;
+        a->head = b = nb;
+    }
+    void *p = (uint8_t *)b + GX_BLOCK_HDR + b->used;
+    b->used += need;
+    a->used_total += need;
+    if (a->used_total > a->high_water) a->high_water = a->used_total;
+    return p;
+}
+
+size_t gx_arena_capacity(const gx_arena *a) {
+    size_t c = 0;
+    for (gx_arena_block *b = a->head; b; b = b->prev) c += b->cap;
+    return c;
+}
+
+void gx_arena_reset(gx_arena *a) {
+    /* With several blocks, replace them by one block big enough for the
+     * high-water mark, so the next step runs without any malloc. */
+    if (a->head && a->head->prev) {
+        size_t cap = a->high_water;
+        gx_arena_block *b = a->head;
+        while (b) { gx_arena_block *p = b->prev; free(b); b = p; }
+        a->head = gx_arena_block_new(cap);
+    } else if (a->head) {
+        a->head->used = 0;
+    }
+    a->used_total = 0;
+}
+
+/* ------------------------------------------------------------ tensors */
+
+int64_t gx_shape_numel(int ndim, const int64_t *shape) {
+    int64_t n = 1;
+    for (int i = 0; i < ndim; i++) n *= shape[i];
+    return n;
+}
+
+int gx_tensor_dim(const gx_tensor *t, int dim) {
+    int d = dim < 0 ? dim + t->ndim : dim;
+    GX_ASSERT_MSG(d >= 0 && d < t->ndim, "dim %d out of range for a %d-D tensor", dim, t->ndim);
+    return d;
+}
+
+int gx_tensor_same_shape(const gx_tensor *a, const gx_tensor *b) {
+    if (a->ndim != b->ndim) return 0;
+    for (int i = 0; i < a->ndim; i++)
+        if (a->shape[i] != b->shape[i]) return 0;
+    return 1;
+}
+
+char *gx_tensor_shape_str(const gx_tensor *t, char *buf, size_t n) {
+    size_t k = 0;
+    k += (size_t)snprintf(buf + k, n - k, "[");
+    for (int i = 0; i < t->ndim && k < n; i++)
+        k += (size_t)snprintf(buf + k, n - k, "%s%lld", i ? "," : "", (long long)t->shape[i]);
+    if (k < n) snprintf(buf + k, n - k, "]");
+    return buf;
+}
+
+void *gx_ctx_alloc(gx_ctx *ctx, size_t bytes) {
+    void *p = gx_arena_alloc(&ctx->arena, bytes);
+    GX_ASSERT_MSG(p != NULL, "activation arena exhausted (%zu bytes requested, %zu in use, limit %zu)",
+                  bytes, ctx->arena.used_total, ctx->arena.limit);
+    return p;
+}
+
+gx_tensor *gx_tensor_new(gx_ctx *ctx, int ndim, const int64_t *shape) {
+    GX_ASSERT(ndim >= 0 && ndim <= GX_MAX_DIMS);
+    gx_tensor *t = gx_ctx_alloc(ctx, sizeof *t);
+    memset(t, 0, sizeof *t);
+    t->ndim = ndim;
+    for (int i = 0; i < ndim; i++) {
+        GX_ASSERT_MSG(shape[i] >= 0, "negative dimension %lld", (long long)shape[i]);
+        t->shape[i] = shape[i];
+    }
+    t->numel = gx_shape_numel(ndim, shape);
+    t->data = gx_ctx_alloc(ctx, (size_t)t->numel * sizeof(gx_real));
+    return t;
+}
+
+gx_tensor *gx_tensor_zeros(gx_ctx *ctx, int ndim, const int64_t *shape) {
+    gx_tensor *t = gx_tensor_new(ctx, ndim, shape);
+    memset(t->data, 0, (size_t)t->numel * sizeof(gx_real));
+    return t;
+}
+
+gx_tensor *gx_tensor_like(gx_ctx *ctx, const gx_tensor *t) {
+    return gx_tensor_new(ctx, t->ndim, t->shape);
+}
+
+gx_tensor *gx_tensor_from(gx_ctx *ctx, int ndim, const int64_t *shape, const gx_real *src) {
+    gx_tensor *t = gx_tensor_new(ctx, ndim, shape);
+    memcpy(t->data, src, (size_t)t->numel * sizeof(gx_real));
+    return t;
+}
+
+gx_tensor *gx_tensor_scalar(gx_ctx *ctx, gx_real v) {
+    gx_tensor *t = gx_tensor_new(ctx, 0, NULL);
+    t->data[0] = v;
+    return t;
+}
+
+/* ------------------------------------------------------------ context, tape */
+
+void gx_ctx_init(gx_ctx *ctx, size_t arena_bytes) {
+    memset(ctx, 0, sizeof *ctx);
+    gx_arena_init(&ctx->arena, arena_bytes, 0);
+}
+
+void gx_ctx_free(gx_ctx *ctx) {
+    gx_arena_free(&ctx->arena);
+    memset(ctx, 0, sizeof *ctx);
+}
+
+void gx_ctx_reset(gx_ctx *ctx) {
+    gx_arena_reset(&ctx->arena);
+    ctx->tape = NULL;
+    ctx->n_nodes = 0;
+}
+
+gx_node *gx_tape_record(gx_ctx *ctx, const char *op, gx_backward_fn bw,
+                        gx_tensor *out, int n_in, gx_tensor *const *in) {
+    if (!ctx->grad_enabled) return NULL;
+    GX_ASSERT(n_in <= GX_NODE_MAX_IN);
+    int any = 0;
+    for (int i = 0; i < n_in; i++) any |= in[i] && in[i]->requires_grad;
+    if (!any) return NULL;
+    gx_node *n = gx_ctx_alloc(ctx, sizeof *n);
+    memset(n, 0, sizeof *n);
+    n->backward = bw;
+    n->op = op;
+    n->out = out;
+    n->n_in = n_in;
+    for (int i = 0; i < n_in; i++) n->in[i] = in[i];
+    n->prev = ctx->tape;
+    ctx->tape = n;
+    ctx->n_nodes++;
+    out->requires_grad = 1;
+    return n;
+}
+
+gx_real *gx_grad(gx_ctx *ctx, gx_tensor *t) {
+    if (!t || !t->requires_grad) return NULL;
+    if (!t->grad) {
+        t->grad = gx_ctx_alloc(ctx, (size_t)t->numel * sizeof(gx_real));
+        memset(t->grad, 0, (size_t)t->numel * sizeof(gx_real));
+    }
+    return t->grad;
+}
+
+void gx_backward(gx_ctx *ctx, gx_tensor *t, const gx_real *seed) {
+    GX_ASSERT_MSG(t->requires_grad, "backward from a tensor that does not require grad");
+    gx_real *g = gx_grad(ctx, t);
+    for (int64_t i = 0; i < t->numel; i++) g[i] += seed ? seed[i] : 1;
+    /* Nodes run newest first. A node whose output received no gradient
+     * (e.g. an unused branch) is skipped. Grad recording is off during the
+     * sweep so backward code that calls ops does not extend the tape. */
+    int saved = ctx->grad_enabled;
+    ctx->grad_enabled = 0;
+    for (gx_node *n = ctx->tape; n; n = n->prev)
+        if (n->out->grad) n->backward(ctx, n);
+    ctx->grad_enabled = saved;
+}
+
+/* ------------------------------------------------------------ parameters */
+
+void gx_params_init(gx_params *p) { memset(p, 0, sizeof *p); }
+
+void gx_params_free(gx_params *p) {
+    for (int i = 0; i < p->n; i++) {
+        free(p->items[i]->t.data);
+        free(p->items[i]->t.grad);
+        free(p->items[i]);
+    }
+    free(p->items);
+    memset(p, 0, sizeof *p);
+}
+
+gx_tensor *gx_params_add(gx_params *p, const char *name, int ndim,
+                         const int64_t *shape, unsigned flags) {
+    GX_ASSERT_MSG(strlen(name) < sizeof(((gx_param *)0)->name), "parameter name too long: %s", name);
+    GX_ASSERT_MSG(!gx_params_find(p, name), "duplicate parameter name %s", name);
+    GX_ASSERT(ndim >= 0 && ndim <= GX_MAX_DIMS);
+    if (p->n == p->cap) {
+        p->cap = p->cap ? 2 * p->cap : 64;
+        p->items = realloc(p->items, (size_t)p->cap * sizeof *p->items);
+        GX_ASSERT(p->items);
+    }
+    gx_param *q = calloc(1, sizeof *q);
+    GX_ASSERT(q);
+    snprintf(q->name, sizeof q->name, "%s", name);
+    q->flags = flags;
+    q->t.ndim = ndim;
+    for (int i = 0; i < ndim; i++) q->t.shape[i] = shape[i];
+    q->t.numel = gx_shape_numel(ndim, shape);
+    q->t.name = q->name;
+    size_t bytes = (size_t)(q->t.numel ? q->t.numel : 1) * sizeof(gx_real);
+    q->t.data = calloc(1, bytes);
+    GX_ASSERT(q->t.data);
+    if (!(flags & (GX_PARAM_BUFFER | GX_PARAM_FROZEN))) {
+        q->t.grad = calloc(1, bytes);
+        GX_ASSERT(q->t.grad);
+        q->t.requires_grad = 1;
+    }
+    p->items[p->n++] = q;
+    return &q->t;
+}
+
+gx_param *gx_params_find(const gx_params *p, const char *name) {
+    for (int i = 0; i < p->n; i++)
+        if (strcmp(p->items[i]->name, name) == 0) return p->items[i];
+    return NULL;
+}
+
+void gx_params_zero_grad(gx_params *p) {
+    for (int i = 0; i < p->n; i++)
+        if (p->items[i]->t.grad)
+            memset(p->items[i]->t.grad, 0, (size_t)p->items[i]->t.numel * sizeof(gx_real));
+}
+
+int64_t gx_params_count(const gx_params *p, unsigned mask) {
+    int64_t n = 0;
+    for (int i = 0; i < p->n; i++) {
+        unsigned f = p->items[i]->flags;
+        int take = mask ? (f & mask) != 0 : !(f & (GX_PARAM_BUFFER | GX_PARAM_FROZEN));
+        if (take) n += p->items[i]->t.numel;
+    }
+    return n;
+}
+
+void gx_params_scale_grad(gx_params *p, double s) {
+    for (int i = 0; i < p->n; i++) {
+        gx_tensor *t = &p->items[i]->t;
+        if (!t->grad) continue;
+        for (int64_t k = 0; k < t->numel; k++) t->grad[k] = (gx_real)(t->grad[k] * s);
+    }
+}

@@ -1,0 +1,22 @@
+/*
+ * gx_pool.h — pooling and resampling of [B, C, H, W] tensors (kernels/gx_pool.c).
+ */
+#ifndef GX_POOL_H
+#define GX_POOL_H
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* PyTorch's adaptive average pooling: output cell i covers input rows
+ * floor(i*H/oh) .. ceil((i+1)*H/oh) - 1 (bins may overlap or differ in size). */
+gx_tensor *gx_adaptive_avg_pool2d(gx_ctx *ctx, gx_tensor *x, int64_t oh, int64_t ow);
+/* Bilinear resize, align_corners = false, no antialiasing (as
+ * F.interpolate(mode="bilinear")). Antialiased image resizing is io/'s job. */
+gx_tensor *gx_resize_bilinear(gx_ctx *ctx, gx_tensor *x, int64_t oh, int64_t ow);
+/* Nearest-neighbour upsampling by 2 in H and W. */
+gx_tensor *gx_upsample_nearest2x(gx_ctx *ctx, gx_tensor *x);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# deps.sh — installs what galaxyd needs, idempotently (nothing happens when
+# everything is present). Profiles:
+#   build   compiler, OpenBLAS, jansson: what `make` and `make test` need
+#   bench   + PyTorch and NumPy (Debian python3-torch): benchmarks, fixture regeneration
+#   all     every profile
+# Runs apt-get only for missing packages, and `apt-get update` at most once.
+set -euo pipefail
+profile=${1:-build}
+
+build_pkgs=(gcc make pkg-config libopenblas-dev libjansson-dev)
+bench_pkgs=(python3 python3-torch python3-numpy)
+
+case "$profile" in
+  build) want=("${build_pkgs[@]}") ;;
+  bench) want=("${build_pkgs[@]}" "${bench_pkgs[@]}") ;;
+  all)   want=("${build_pkgs[@]}" "${bench_pkgs[@]}") ;;
+  *) echo "deps.sh: unknown profile '$profile' (build|bench|all)" >&2; exit 2 ;;
+esac
+
+missing=()
+for p in "${want[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+echo "deps.sh: installing ${missing[*]}"
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"

@@ -10,7 +10,11 @@ extern "C" {
 /* 2-D cross-correlation as torch.nn.functional.conv2d (dilation 1).
  * x [B, Cin, H, W], w [Cout, Cin/groups, kh, kw], b [Cout] or NULL.
  * Output [B, Cout, (H + 2p - kh)/s + 1, (W + 2p - kw)/s + 1].
- * groups == Cin == Cout is depthwise and takes a direct (non-GEMM) path. */
+ * groups == Cin == Cout (> 1) is depthwise and takes a direct (non-GEMM)
+ * path; stride 1 runs kh*kw shifted GEMMs on a padded copy (no copy at all
+ * for padding 0, so 1x1 convs are a single GEMM); stride > 1 uses im2col.
+ * Scratch: about one padded (sample, group) input plus one output plane set
+ * (stride 1) or Cin_g*kh*kw*Ho*Wo values (stride > 1), from the arena. */
 gx_tensor *gx_conv2d(gx_ctx *ctx, gx_tensor *x, gx_tensor *w, gx_tensor *b,
                      int stride, int padding, int groups);
 

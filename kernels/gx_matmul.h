@@ -16,7 +16,11 @@ gx_tensor *gx_matmul(gx_ctx *ctx, gx_tensor *a, gx_tensor *b);
 /* Gram / similarity matrix a b^T: a [N, D], b [M, D] -> [N, M]. a may be b. */
 gx_tensor *gx_gram(gx_ctx *ctx, gx_tensor *a, gx_tensor *b);
 /* Squared Euclidean distances ||a_i - b_j||^2: a [N, D], b [M, D] -> [N, M],
- * clamped at 0 (the expansion |a|^2 + |b|^2 - 2ab can round below zero). */
+ * clamped at 0 (the expansion |a|^2 + |b|^2 - 2ab can round below zero).
+ * Entries that come out <= 0 (clamped, or exactly 0) get zero gradient; for
+ * a == b this includes the diagonal, where the true derivative is 0 too.
+ * Note: for nearly equal rows the f32 result has an absolute error of about
+ * eps * (|a|^2 + |b|^2), not relative to the (tiny) distance. */
 gx_tensor *gx_pairwise_sqdist(gx_ctx *ctx, gx_tensor *a, gx_tensor *b);
 
 #ifdef __cplusplus

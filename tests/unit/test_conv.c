@@ -1,0 +1,180 @@
+/*
+ * test_conv.c — conv2d and the causal depthwise conv1d on hand-checked
+ * cases, plus agreement between conv2d's code paths (shifted GEMM, 1x1
+ * zero-copy, depthwise direct) on random data.
+ */
+#include "gx_test.h"
+
+#include <string.h>
+
+GX_TEST(conv2d_valid_2x2_ones) {
+    gx_ctx ctx;
+    gx_ctx_init(&ctx, 1 << 16);
+    gx_tensor *x = gx_tensor_from(&ctx, 4, GX_SHAPE(1, 1, 3, 3), (gx_real[]){ 1, 2, 3, 4, 5, 6, 7, 8, 9 });
+    gx_tensor *w = gx_tensor_from(&ctx, 4, GX_SHAPE(1, 1, 2, 2), (gx_real[]){ 1, 1, 1, 1 });
+    gx_tensor *b = gx_tensor_from(&ctx, 1, GX_SHAPE(1), (gx_real[]){ 0.5 });
+    gx_tensor *y = gx_conv2d(&ctx, x, w, b, 1, 0, 1);
+    CHECK(y->shape[2] == 2 && y->shape[3] == 2);
+    gx_test_allclose(T, "2x2 sums", y->data, (gx_real[]){ 12.5, 16.5, 24.5, 28.5 }, 4, 1e-6, 0);
+    gx_ctx_free(&ctx);
+}
+
+GX_TEST(conv2d_padding_counts_neighbours) {
+    gx_ctx ctx;
+    gx_ctx_init(&ctx, 1 << 16);
+    gx_real ones[9] = { 1, 1, 1, 1, 1, 1, 1, 1, 1 };
+    gx_tensor *x = gx_tensor_from(&ctx, 4, GX_SHAPE(1, 1, 3, 3), ones);
+    gx_tensor *w = gx_tensor_from(&ctx, 4, GX_SHAPE(1, 1, 3, 3), ones);
+    /* A 3x3 box sum with zero padding counts each pixel's in-bounds neighbours. */
+    gx_tensor *y = gx_conv2d(&ctx, x, w, NULL, 1, 1, 1);
+    gx_test_allclose(T, "neighbour counts", y->data, (gx_real[]){ 4, 6, 4, 6, 9, 6, 4, 6, 4 }, 9, 1e-6, 0);
+    gx_ctx_free(&ctx);
+}
+
+GX_TEST(conv2d_stride2_sums_blocks) {
+    gx_ctx ctx;
+    gx_ctx_init(&ctx, 1 << 16);
+    gx_real v[16];
+    for (int i = 0; i < 16; i++) v[i] = (gx_real)i;
+    gx_tensor *x = gx_tensor_from(&ctx, 4, GX_SHAPE(1, 1, 4, 4), v);
+    gx_tensor *w = gx_tensor_from(&ctx, 4, GX_SHAPE(1, 1, 2, 2), (gx_real[]){ 1, 1, 1, 1 });
+    gx_tensor *y = gx_conv2d(&ctx, x, w, NULL, 2, 0, 1);
+    gx_test_allclose(T, "2x2 blocks", y->data, (gx_real[]){ 10, 18, 42, 50 }, 4, 1e-6, 0);
+    /* Stride 2, padding 1, 4x4 kernel (the encoder's downsampler): the
+     * output is 2x2 and the top-left window covers x[0..2][0..2]. */
+    gx_real w16[16];
+    for (int i = 0; i < 16; i++) w16[i] = 1;
+    gx_tensor *w4 = gx_tensor_from(&ctx, 4, GX_SHAPE(1, 1, 4, 4), w16);
+    gx_tensor *y4 = gx_conv2d(&ctx, x, w4, NULL, 2, 1, 1);
+    CHECK(y4->shape[2] == 2 && y4->shape[3] == 2);
+    /* top-left: rows 0-2, cols 0-2 = 0+1+2+4+5+6+8+9+10 = 45 */
+    CHECK_NEAR(y4->data[0], 45, 1e-5);
+    /* bottom-right: rows 1-3, cols 1-3 = 5+6+7+9+10+11+13+14+15 = 90 */
+    CHECK_NEAR(y4->data[3], 90, 1e-5);
+    gx_ctx_free(&ctx);
+}
+
+GX_TEST(conv2d_grouped_pointwise_by_hand) {
+    gx_ctx ctx;
+    gx_ctx_init(&ctx, 1 << 16);
+    /* Cin 2 -> Cout 4 with 2 groups, 1x1: out 0,1 see only channel 0,
+     * out 2,3 only channel 1. */
+    gx_tensor *x = gx_tensor_from(&ctx, 4, GX_SHAPE(1, 2, 1, 2), (gx_real[]){ 1, 2, 10, 20 });
+    gx_tensor *w = gx_tensor_from(&ctx, 4, GX_SHAPE(4, 1, 1, 1), (gx_real[]){ 1, -1, 2, 0.5 });
+    gx_tensor *b = gx_tensor_from(&ctx, 1, GX_SHAPE(4), (gx_real[]){ 0, 1, 0, 0 });
+    gx_tensor *y = gx_conv2d(&ctx, x, w, b, 1, 0, 2);
+    gx_test_allclose(T, "grouped 1x1", y->data, (gx_real[]){ 1, 2, 0, -1, 20, 40, 5, 10 }, 8, 1e-6, 0);
+    gx_ctx_free(&ctx);
+}
+
+GX_TEST(conv2d_depthwise_identity_kernel_plus_bias) {
+    gx_ctx ctx;
+    gx_ctx_init(&ctx, 1 << 16);
+    gx_rng rng;
+    gx_rng_init(&rng, 3);
+    gx_tensor *x = gx_test_const(&ctx, &rng, 4, GX_SHAPE(2, 3, 5, 4), -1, 1);
+    gx_real wv[27] = { 0 };
+    for (int c = 0; c < 3; c++) wv[c * 9 + 4] = (gx_real)(c + 1);   /* centre tap = c+1 */
+    gx_tensor *w = gx_tensor_from(&ctx, 4, GX_SHAPE(3, 1, 3, 3), wv);
+    gx_tensor *b = gx_tensor_from(&ctx, 1, GX_SHAPE(3), (gx_real[]){ 1, 2, 3 });
+    gx_tensor *y = gx_conv2d(&ctx, x, w, b, 1, 1, 3);
+    int bad = 0;
+    for (int64_t i = 0; i < y->numel; i++) {
+        int64_t c = (i / 20) % 3;
+        if (fabs((double)y->data[i] - ((c + 1) * (double)x->data[i] + (c + 1))) > 1e-5) bad++;
+    }
+    CHECK(bad == 0);
+    gx_ctx_free(&ctx);
+}
+
+/* Depthwise via the direct path vs per-channel groups=1 convs (GEMM path),
+ * forward and backward, for a stride/padding combination. */
+static void dw_vs_gemm(gx_test_state *T, int k, int s, int p) {
+    gx_ctx ctx;
+    gx_ctx_init(&ctx, 1 << 20);
+    ctx.grad_enabled = 1;
+    gx_rng rng;
+    gx_rng_init(&rng, 11);
+    int64_t B = 2, C = 3, H = 7, W = 9;
+    gx_tensor *x = gx_test_leaf(&ctx, &rng, 4, GX_SHAPE(B, C, H, W), -1, 1);
+    gx_tensor *w = gx_test_leaf(&ctx, &rng, 4, GX_SHAPE(C, 1, k, k), -1, 1);
+    gx_tensor *y = gx_conv2d(&ctx, x, w, NULL, s, p, (int)C);
+    gx_real *seed = gx_ctx_alloc(&ctx, (size_t)y->numel * sizeof(gx_real));
+    gx_rng_fill_uniform(&rng, seed, y->numel, -1, 1);
+    gx_backward(&ctx, y, seed);
+    int64_t Ho = y->shape[2], Wo = y->shape[3];
+    for (int64_t c = 0; c < C; c++) {
+        gx_ctx c2;
+        gx_ctx_init(&c2, 1 << 20);
+        c2.grad_enabled = 1;
+        gx_tensor *xc = gx_tensor_new(&c2, 4, GX_SHAPE(B, 1, H, W));
+        gx_tensor *yc_seed = gx_tensor_new(&c2, 4, GX_SHAPE(B, 1, Ho, Wo));
+        for (int64_t n = 0; n < B; n++) {
+            memcpy(xc->data + n * H * W, x->data + (n * C + c) * H * W, (size_t)(H * W) * sizeof(gx_real));
+            memcpy(yc_seed->data + n * Ho * Wo, seed + (n * C + c) * Ho * Wo, (size_t)(Ho * Wo) * sizeof(gx_real));
+        }
+        xc->requires_grad = 1;
+        gx_tensor *wc = gx_tensor_from(&c2, 4, GX_SHAPE(1, 1, k, k), w->data + c * k * k);
+        wc->requires_grad = 1;
+        gx_tensor *yc = gx_conv2d(&c2, xc, wc, NULL, s, p, 1);
+        gx_backward(&c2, yc, yc_seed->data);
+        for (int64_t n = 0; n < B; n++) {
+            gx_test_allclose(T, "dw y", y->data + (n * C + c) * Ho * Wo, yc->data + n * Ho * Wo, Ho * Wo, 1e-5, 1e-5);
+            gx_test_allclose(T, "dw dx", x->grad + (n * C + c) * H * W, xc->grad + n * H * W, H * W, 1e-5, 1e-5);
+        }
+        gx_test_allclose(T, "dw dw", w->grad + c * k * k, wc->grad, k * k, 1e-5, 1e-5);
+        gx_ctx_free(&c2);
+    }
+    gx_ctx_free(&ctx);
+}
+
+GX_TEST(conv2d_depthwise_matches_gemm_path) {
+    dw_vs_gemm(T, 3, 1, 1);
+    dw_vs_gemm(T, 3, 2, 1);
+    dw_vs_gemm(T, 4, 2, 1);
+    dw_vs_gemm(T, 5, 1, 0);
+}
+
+/* The 1x1 zero-copy path vs the same conv on a padded copy: padding 1 then
+ * cropping the border of the output gives the unpadded result. */
+GX_TEST(conv2d_pointwise_matches_padded_path) {
+    gx_ctx ctx;
+    gx_ctx_init(&ctx, 1 << 20);
+    gx_rng rng;
+    gx_rng_init(&rng, 5);
+    int64_t B = 2, Ci = 5, Co = 3, H = 4, W = 3;
+    gx_tensor *x = gx_test_const(&ctx, &rng, 4, GX_SHAPE(B, Ci, H, W), -1, 1);
+    gx_tensor *w = gx_test_const(&ctx, &rng, 4, GX_SHAPE(Co, Ci, 1, 1), -1, 1);
+    gx_tensor *b = gx_test_const(&ctx, &rng, 1, GX_SHAPE(Co), -1, 1);
+    gx_tensor *y = gx_conv2d(&ctx, x, w, b, 1, 0, 1);
+    gx_tensor *yp = gx_conv2d(&ctx, x, w, b, 1, 1, 1);   /* [B, Co, H+2, W+2] */
+    int bad = 0;
+    for (int64_t n = 0; n < B * Co; n++)
+        for (int64_t i = 0; i < H; i++)
+            for (int64_t j = 0; j < W; j++)
+                bad += fabs((double)y->data[(n * H + i) * W + j] -
+                            (double)yp->data[(n * (H + 2) + i + 1) * (W + 2) + j + 1]) > 1e-5;
+    CHECK(bad == 0);
+    gx_ctx_free(&ctx);
+}
+
+GX_TEST(conv1d_causal_dw_by_hand) {
+    gx_ctx ctx;
+    gx_ctx_init(&ctx, 1 << 16);
+    ctx.grad_enabled = 1;
+    /* x [1, 4, 2]: channel 0 = 1,2,3,4; channel 1 = 10,20,30,40. */
+    gx_tensor *x = gx_tensor_from(&ctx, 3, GX_SHAPE(1, 4, 2), (gx_real[]){ 1, 10, 2, 20, 3, 30, 4, 40 });
+    x->requires_grad = 1;
+    /* K = 2: channel 0 sums x[t-1] + x[t]; channel 1 takes 2*x[t-1]. */
+    gx_tensor *w = gx_tensor_from(&ctx, 3, GX_SHAPE(2, 1, 2), (gx_real[]){ 1, 1, 2, 0 });
+    w->requires_grad = 1;
+    gx_tensor *b = gx_tensor_from(&ctx, 1, GX_SHAPE(2), (gx_real[]){ 0, 0.5 });
+    gx_tensor *y = gx_conv1d_causal_dw(&ctx, x, w, b);
+    gx_test_allclose(T, "causal y", y->data, (gx_real[]){ 1, 0.5, 3, 20.5, 5, 40.5, 7, 60.5 }, 8, 1e-6, 0);
+    /* dY = ones: dx[s] = sum of taps that reach a future output; the last
+     * step feeds only tap K-1. dw[e,k] = sum_t x[t-1+k]. */
+    gx_backward(&ctx, y, NULL);
+    gx_test_allclose(T, "causal dx", x->grad, (gx_real[]){ 2, 2, 2, 2, 2, 2, 1, 0 }, 8, 1e-6, 0);
+    gx_test_allclose(T, "causal dw", w->grad, (gx_real[]){ 6, 10, 60, 100 }, 4, 1e-6, 0);
+    gx_ctx_free(&ctx);
+}

@@ -8,12 +8,15 @@ extern "C" {
 #endif
 
 /* PyTorch's adaptive average pooling: output cell i covers input rows
- * floor(i*H/oh) .. ceil((i+1)*H/oh) - 1 (bins may overlap or differ in size). */
+ * floor(i*H/oh) .. ceil((i+1)*H/oh) - 1 (bins may overlap or differ in size;
+ * oh > H works too, repeating rows). x [B, C, H, W] -> [B, C, oh, ow]. */
 gx_tensor *gx_adaptive_avg_pool2d(gx_ctx *ctx, gx_tensor *x, int64_t oh, int64_t ow);
 /* Bilinear resize, align_corners = false, no antialiasing (as
- * F.interpolate(mode="bilinear")). Antialiased image resizing is io/'s job. */
+ * F.interpolate(x, size=(oh, ow), mode="bilinear"): the ratio is in/out, as
+ * when a size, not a scale factor, is given). Antialiased image resizing is
+ * io/'s job. */
 gx_tensor *gx_resize_bilinear(gx_ctx *ctx, gx_tensor *x, int64_t oh, int64_t ow);
-/* Nearest-neighbour upsampling by 2 in H and W. */
+/* Nearest-neighbour upsampling by 2 in H and W: [B, C, 2H, 2W]. */
 gx_tensor *gx_upsample_nearest2x(gx_ctx *ctx, gx_tensor *x);
 
 #ifdef __cplusplus

@@ -32,8 +32,10 @@ typedef struct gx_optim {
     gx_optim_cfg cfg;
     int64_t  step;                 /* completed steps */
     int      nparams;              /* registry size at init (must not change) */
-    gx_real *state;                /* one allocation: Adam m,v / SGD buffer per param */
-    int64_t *offset;               /* per param: start of its slots in state */
+    gx_real *state;                /* Adam: m then v per param; SGD: momentum buffer */
+    int64_t *offset;               /* per param: start of its slots in state, -1 when
+                                      not optimised (BUFFER/FROZEN). offset and state
+                                      share one allocation, owned through offset */
     int64_t  state_len;
 } gx_optim;
 
@@ -42,12 +44,37 @@ gx_optim_cfg gx_optim_defaults(gx_opt_kind kind);
 gx_status gx_optim_init(gx_optim *o, const gx_params *p, const gx_optim_cfg *cfg, gx_err *err);
 void      gx_optim_free(gx_optim *o);
 /* One update of every trainable parameter; lr_by_group[g] is the learning
- * rate of parameter group g (per-group learning rates). */
+ * rate of parameter group g (per-group learning rates). Gradients are read,
+ * not cleared. Arithmetic is in double per element, rounded once to gx_real.
+ * SGD has no dampening (torch's default 0). init refuses (GX_ERR_INVALID)
+ * betas outside [0,1), negative eps/weight decay/momentum, Nesterov without
+ * momentum, and parameter groups outside [0, GX_OPT_MAX_GROUPS). */
 void      gx_optim_step(gx_optim *o, gx_params *p, const double *lr_by_group);
+
+/* Training-state files. Adds the optimiser state of every trainable
+ * parameter to w: Adam(W) moments as "optim.m.<param>" and "optim.v.<param>",
+ * the SGD momentum buffer as "optim.buf.<param>" (only when momentum != 0),
+ * all F32 with the parameter's shape; the step count as the I64 scalar
+ * "optim.step"; the kind as metadata "optim.kind" ("adamw", "adam", "sgd").
+ * The configuration (betas, lr, ...) is not saved: it comes from the config. */
+struct gx_st_writer;
+struct gx_st_file;
+gx_status gx_optim_state_to_writer(const gx_optim *o, const gx_params *p,
+                                   struct gx_st_writer *w, gx_err *err);
+/* Restores what gx_optim_state_to_writer saved, into an optimiser
+ * initialised on the same registry. All-or-nothing like gx_params_load: a
+ * wrong kind (GX_ERR_INVALID), a missing tensor (GX_ERR_NOTFOUND) or a shape
+ * mismatch (GX_ERR_SHAPE) is reported by name before anything changes.
+ * Tensors of f that are not optimiser state ("optim." prefix) are ignored. */
+gx_status gx_optim_state_load(gx_optim *o, const gx_params *p, const struct gx_st_file *f,
+                              gx_err *err);
 
 /* Scales all gradients so their global L2 norm is at most max_norm (as
  * torch.nn.utils.clip_grad_norm_, factor max_norm/(norm+1e-6)); returns the
- * norm before clipping. */
+ * norm before clipping. The norm is summed in double over trainable
+ * parameters. Unlike torch, a non-finite norm leaves the gradients untouched
+ * (torch would fill them with NaN): the caller sees the NaN/inf return value
+ * and can skip the step. */
 double gx_clip_grad_norm(gx_params *p, double max_norm);
 
 /* Linear warm-up from lr_start to lr_peak over `warmup` steps, then cosine

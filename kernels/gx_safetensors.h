@@ -11,6 +11,16 @@
  * refusal names the problem and, where there is one, the tensor.
  * Writes go to "<path>.tmp.<pid>", are fsynced, renamed over <path>, and the
  * directory is fsynced: a crash leaves either the old file or the new one.
+ *
+ * Layout rule (as the reference implementation): sorted by offset, tensors
+ * must tile the data area exactly — first at 0, each starting where the
+ * previous ended, the last ending at the end of the file. Gaps, overlaps and
+ * unused trailing bytes are refused. Entries must carry exactly the fields
+ * dtype, shape, data_offsets. All refusals are GX_ERR_FORMAT.
+ * The writer orders tensors by element size (8, 4, 2, 1 bytes; insertion
+ * order within a size) so every tensor is aligned to its element size, and
+ * pads the header with spaces to a multiple of 8. Writing an existing
+ * tensor name again is refused; writing a metadata key again replaces it.
  */
 #ifndef GX_SAFETENSORS_H
 #define GX_SAFETENSORS_H
@@ -85,6 +95,11 @@ gx_status gx_params_to_writer(const gx_params *p, gx_st_writer *w, gx_err *err);
  * registry lacks are refused when strict, except PyTorch's
  * "*.num_batches_tracked" counters, which are always ignored. */
 gx_status gx_params_load(gx_params *p, const gx_st_file *f, int strict, gx_err *err);
+/* The check gx_params_load applies to one tensor: st present (else
+ * GX_ERR_NOTFOUND), a float dtype (else GX_ERR_UNSUPPORTED) and the same
+ * shape as t (else GX_ERR_SHAPE, naming both shapes). `name` is reported. */
+gx_status gx_st_check_compatible(const gx_st_tensor *st, const gx_tensor *t, const char *name,
+                                 gx_err *err);
 
 #ifdef __cplusplus
 }

@@ -24,7 +24,7 @@ else
 CUDA    ?= 1
 endif
 
-CFLAGS_COMMON := -std=c11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -fopenmp -Ikernels -Itests -MMD -MP
+CFLAGS_COMMON := -std=c11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -fopenmp -Ikernels -Iio -Imodels -Itests -MMD -MP
 ifeq ($(WERROR),1)
 CFLAGS_COMMON += -Werror
 endif
@@ -35,11 +35,13 @@ ifeq ($(SAN),1)
 CFLAGS_COMMON += -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
 LDFLAGS       += -fsanitize=address,undefined
 endif
-LDLIBS := -lopenblas -ljansson -lm -fopenmp
+LDLIBS := -lopenblas -ljansson -lpng -ljpeg -lcfitsio -lz -lm -fopenmp
 
 # ---------------------------------------------------------------- sources
 KERNEL_SRCS := $(sort $(wildcard kernels/*.c))
-LIB_SRCS    := $(KERNEL_SRCS)
+IO_SRCS     := $(sort $(wildcard io/*.c))
+MODEL_SRCS  := $(sort $(wildcard models/*.c))
+LIB_SRCS    := $(KERNEL_SRCS) $(IO_SRCS) $(MODEL_SRCS)
 CU_SRCS     := $(sort $(wildcard kernels/cuda/*.cu))
 TESTLIB_SRC := tests/gx_test.c
 UNIT_SRCS   := $(sort $(wildcard tests/unit/*.c))
@@ -104,6 +106,9 @@ $(BUILD)/test_unit: $(UNIT_OBJS) $(LIB)
 $(BUILD)/test_grad: $(GRAD_OBJS) $(LIB64)
 	$(CC) $(LDFLAGS) $(GRAD_OBJS) $(LIB64) $(LDLIBS) -o $@
 
+# io/ and models/ are compiled into the f32 library only: the f64 library exists for the
+# engine's gradient checks.
+
 $(BUILD)/bench_kernels: $(BENCH_SRCS:%.c=$(OBJ32)/%.o) $(LIB)
 	$(CC) $(LDFLAGS) $(BENCH_SRCS:%.c=$(OBJ32)/%.o) $(LIB) $(LDLIBS) -o $@
 
@@ -131,5 +136,8 @@ fixtures:
 
 clean:
 	rm -rf build build-asan
+
+# Fragments owned by one component each (fuzzing, benchmarks, ...).
+include $(sort $(wildcard mk/*.mk))
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -2,14 +2,16 @@
 # deps.sh — installs what galaxyd needs, idempotently (nothing happens when
 # everything is present). Profiles:
 #   build   compiler, OpenBLAS, jansson, libpng, libjpeg-turbo, cfitsio, zlib:
-#           what `make` and `make test` need
+#           what `make` and `make test` need; clang + libFuzzer runtime for the
+#           fuzz smoke run that `make test` includes
 #   bench   + PyTorch, NumPy, PIL, astropy: benchmarks, fixture regeneration
 #   all     every profile
 # Runs apt-get only for missing packages, and `apt-get update` at most once.
 set -euo pipefail
 profile=${1:-build}
 
-build_pkgs=(gcc make pkg-config libopenblas-dev libjansson-dev libpng-dev libjpeg62-turbo-dev libcfitsio-dev zlib1g-dev)
+build_pkgs=(gcc make pkg-config libopenblas-dev libjansson-dev libpng-dev libjpeg62-turbo-dev libcfitsio-dev zlib1g-dev
+            clang libclang-rt-14-dev)
 bench_pkgs=(python3 python3-torch python3-numpy python3-pil python3-astropy)
 
 case "$profile" in

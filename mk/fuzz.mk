@@ -1,0 +1,73 @@
+# mk/fuzz.mk — libFuzzer targets for the image decoders (included by the root Makefile).
+#
+#   make fuzz          build and run each target for FUZZ_SECS (default 60 s)
+#   make fuzz-smoke    the same for FUZZ_SMOKE_SECS (default 10 s); part of `make test`
+#
+# Each target (tests/fuzz/fuzz_*.c) is built with clang -fsanitize=fuzzer,address,undefined
+# and the io sources linked directly (not libgalaxyd.a, which is built with gcc and without
+# coverage instrumentation). Seeds are the committed fixtures in tests/fixtures/io/; the
+# growing corpus and any crash-* reproducers live in $(FUZZ_BUILD)/. When clang or its
+# libFuzzer runtime is missing, both targets print a message and succeed.
+
+FUZZ_CC         ?= clang
+FUZZ_BUILD      ?= build-fuzz
+FUZZ_SECS       ?= 60
+FUZZ_SMOKE_SECS ?= 10
+FUZZ_TARGETS    := png jpeg fits image
+FUZZ_CFLAGS     := -std=c11 -D_GNU_SOURCE -O1 -g -fno-omit-frame-pointer \
+                   -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+                   -Wno-unknown-pragmas -Ikernels -Iio -Imodels -Itests
+FUZZ_SRCS       := io/gx_image.c io/gx_png.c io/gx_jpeg.c io/gx_fits.c io/gx_preprocess.c \
+                   kernels/gx_core.c kernels/gx_rng.c
+FUZZ_LIBS       := -lpng -ljpeg -lcfitsio -lz -lm
+FUZZ_BINS       := $(FUZZ_TARGETS:%=$(FUZZ_BUILD)/fuzz_%)
+# Seed files per target: the fixtures of that format (all formats for the dispatcher).
+FUZZ_SEEDS_png   := tests/fixtures/io/*.png
+FUZZ_SEEDS_jpeg  := tests/fixtures/io/*.jpg
+FUZZ_SEEDS_fits  := tests/fixtures/io/*.fits
+FUZZ_SEEDS_image := tests/fixtures/io/*.png tests/fixtures/io/*.jpg tests/fixtures/io/*.fits
+
+# 1 when $(FUZZ_CC) can link a libFuzzer program (evaluated only in recipes).
+FUZZ_HAVE = $(shell printf 'int LLVMFuzzerTestOneInput(const unsigned char *d, unsigned long n) { (void)d; (void)n; return 0; }\n' \
+              | $(FUZZ_CC) -x c -fsanitize=fuzzer - -o /dev/null >/dev/null 2>&1 && echo 1)
+
+.PHONY: fuzz fuzz-smoke fuzz-build
+
+$(FUZZ_BUILD)/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_SRCS) io/gx_image.h io/gx_image_impl.h
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) $< $(FUZZ_SRCS) $(FUZZ_LIBS) -o $@
+
+# $(1) = seconds per target. Runs every target even if one fails; fails at the end.
+define fuzz_run
+	@if [ "$(FUZZ_HAVE)" != 1 ]; then \
+	  echo "fuzz: skipped ($(FUZZ_CC) with libFuzzer not found; install clang to fuzz)"; exit 0; fi; \
+	$(MAKE) --no-print-directory $(FUZZ_BINS) || exit 1; \
+	status=0; \
+	for t in $(FUZZ_TARGETS); do \
+	  corpus=$(FUZZ_BUILD)/corpus-$$t; mkdir -p $$corpus; \
+	  case $$t in png) seeds="$(FUZZ_SEEDS_png)";; jpeg) seeds="$(FUZZ_SEEDS_jpeg)";; \
+	              fits) seeds="$(FUZZ_SEEDS_fits)";; *) seeds="$(FUZZ_SEEDS_image)";; esac; \
+	  cp -n $$seeds $$corpus/ 2>/dev/null || true; \
+	  echo "fuzz: $$t for $(1) s"; \
+	  ( cd $(FUZZ_BUILD) && ./fuzz_$$t -max_total_time=$(1) -timeout=10 -rss_limit_mb=2048 \
+	      -artifact_prefix=crash-$$t- -print_final_stats=0 corpus-$$t ) > $(FUZZ_BUILD)/fuzz_$$t.log 2>&1 \
+	    && echo "fuzz: $$t ok ($$(ls $$corpus | wc -l) corpus files)" \
+	    || { echo "fuzz: $$t FAILED (see $(FUZZ_BUILD)/fuzz_$$t.log)"; tail -n 30 $(FUZZ_BUILD)/fuzz_$$t.log; status=1; }; \
+	done; exit $$status
+endef
+
+fuzz-build:
+	@if [ "$(FUZZ_HAVE)" = 1 ]; then $(MAKE) --no-print-directory $(FUZZ_BINS); \
+	 else echo "fuzz: skipped ($(FUZZ_CC) with libFuzzer not found)"; fi
+
+fuzz:
+	$(call fuzz_run,$(FUZZ_SECS))
+
+fuzz-smoke:
+	$(call fuzz_run,$(FUZZ_SMOKE_SECS))
+
+# `make test` runs the smoke fuzz once (not again in the sanitizer pass of test-asan,
+# where the fuzz targets would add nothing: they already run under ASan and UBSan).
+ifneq ($(SAN),1)
+test-run: fuzz-smoke
+endif

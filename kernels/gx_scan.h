@@ -15,7 +15,10 @@ extern "C" {
  *   Abar = exp(delta*A);  Bbar = (Abar - 1)/A * Bm   (delta*Bm where |delta*A| < 1e-6)
  *   h_t = Abar_t * h_{t-1} + Bbar_t * xs_t,  h_{-1} = 0
  *   y[b,t,e] = sum_n h_t[e,n] * Cm[e,n]
- * Output y [B, L, E]. Gradients flow to xs, delta, A, Bm and Cm. */
+ * Output y [B, L, E]. Gradients flow to xs, delta, A, Bm and Cm; in the
+ * limit branch they are those of the value computed (dBbar/ddelta = Bm,
+ * dBbar/dA = 0), as autograd through torch.where gives. Nothing is saved for
+ * backward: it recomputes the states one (b, e) at a time (see gx_scan.c). */
 gx_tensor *gx_ssm_scan(gx_ctx *ctx, gx_tensor *xs, gx_tensor *delta, gx_tensor *A,
                        gx_tensor *Bm, gx_tensor *Cm);
 

@@ -12,7 +12,9 @@ extern "C" {
  * repeat iters times: u = a_b / (K v + eps); v = b_b / (K^T u + eps);
  * out[b] = sqrt(max(sum_ij u_i K_ij v_j C_ij, 0) + 1e-8).
  * a, b [B, n] (histograms), C [n, n] constant cost. Output [B].
- * Differentiable with respect to a and b through every iteration. */
+ * Differentiable with respect to a and b through every iteration (the
+ * denominators of every iteration are kept in the arena: B*iters*2n doubles,
+ * only when grad is recorded); C gets no gradient. */
 gx_tensor *gx_sinkhorn_hk(gx_ctx *ctx, gx_tensor *a, gx_tensor *b, const gx_tensor *C,
                           double lambda, int iters, double eps);
 

@@ -33,7 +33,7 @@ FUZZ_HAVE = $(shell printf 'int LLVMFuzzerTestOneInput(const unsigned char *d, u
 
 .PHONY: fuzz fuzz-smoke fuzz-build
 
-$(FUZZ_BUILD)/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_SRCS) io/gx_image.h io/gx_image_impl.h
+$(FUZZ_BUILD)/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz_common.h $(FUZZ_SRCS) io/gx_image.h io/gx_image_impl.h
 	@mkdir -p $(@D)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) $< $(FUZZ_SRCS) $(FUZZ_LIBS) -o $@
 

@@ -8,27 +8,16 @@
  * fails with a message and a cleared image, or succeeds with 3 bands whose
  * values are finite and in [0,1].
  */
-#include "gx_image.h"
-
-#include <stdlib.h>
-#include <string.h>
+#include "fuzz_common.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-    gx_image_limits lim = { 1024, 1024, 1 << 18 };
+    gx_image_limits lim = GX_FUZZ_LIMITS;
     gx_image im;
     gx_err err;
     err.msg[0] = 0;
-    gx_status s = gx_image_decode(data, size, &lim, NULL, &im, &err);
-    if (s != GX_OK) {
-        if (err.msg[0] == 0 || im.data || im.mask) abort();
-        return 0;
-    }
-    if (im.c != 3 || im.h <= 0 || im.w <= 0) abort();
-    size_t n = (size_t)3 * im.h * im.w;
-    for (size_t i = 0; i < n; i++)
-        if (!(im.data[i] >= 0.0f && im.data[i] <= 1.0f)) abort();
+    if (!gx_fuzz_check_decoded(gx_image_decode(data, size, &lim, NULL, &im, &err), &im, &err)) return 0;
     gx_image x;
     gx_pre_opts o = { 0.8, 16 };
     if (gx_pre_prepare(&im, &o, &x, &err) != GX_OK) abort();

@@ -24,7 +24,7 @@ else
 CUDA    ?= 1
 endif
 
-CFLAGS_COMMON := -std=c11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -fopenmp -Ikernels -Iio -Imodels -Itests -MMD -MP
+CFLAGS_COMMON = -std=c11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -fopenmp -Ikernels -Iio -Imodels -Isynth -Itests $(HDF5_CFLAGS) -MMD -MP
 ifeq ($(WERROR),1)
 CFLAGS_COMMON += -Werror
 endif
@@ -35,13 +35,19 @@ ifeq ($(SAN),1)
 CFLAGS_COMMON += -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
 LDFLAGS       += -fsanitize=address,undefined
 endif
-LDLIBS := -lopenblas -ljansson -lpng -ljpeg -lcfitsio -lz -lm -fopenmp
+HDF5_CFLAGS := $(shell pkg-config --cflags hdf5 2>/dev/null)
+HDF5_LIBS   := $(or $(shell pkg-config --libs hdf5 2>/dev/null),-lhdf5)
+LDLIBS := -lopenblas -ljansson -lpng -ljpeg -lcfitsio $(HDF5_LIBS) -lz -lm -fopenmp
 
 # ---------------------------------------------------------------- sources
 KERNEL_SRCS := $(sort $(wildcard kernels/*.c))
 IO_SRCS     := $(sort $(wildcard io/*.c))
 MODEL_SRCS  := $(sort $(wildcard models/*.c))
-LIB_SRCS    := $(KERNEL_SRCS) $(IO_SRCS) $(MODEL_SRCS)
+SYNTH_SRCS  := $(sort $(wildcard synth/*.c))
+LIB_SRCS    := $(KERNEL_SRCS) $(IO_SRCS) $(MODEL_SRCS) $(SYNTH_SRCS)
+# Programs: tools/<name>.c holds the main() of build/<name> (galaxy-synth, ...).
+PROG_SRCS   := $(sort $(wildcard tools/*.c))
+PROGS       := $(PROG_SRCS:tools/%.c=$(BUILD)/%)
 CU_SRCS     := $(sort $(wildcard kernels/cuda/*.cu))
 TESTLIB_SRC := tests/gx_test.c
 UNIT_SRCS   := $(sort $(wildcard tests/unit/*.c))
@@ -68,7 +74,7 @@ endif
 endif
 
 .PHONY: all lib test test-run test-asan bench fixtures deps clean info
-all: info lib
+all: info lib $(PROGS)
 
 info:
 	@printf 'galaxyd build: %s, threads via OpenMP, GEMM via OpenBLAS\n' "$(BUILD)"
@@ -100,13 +106,16 @@ $(OBJ32)/%.o: %.cu
 	@mkdir -p $(@D)
 	$(NVCC) $(NVCCFLAGS) -c $< -o $@
 
+$(BUILD)/%: $(OBJ32)/tools/%.o $(LIB)
+	$(CC) $(LDFLAGS) $< $(LIB) $(LDLIBS) -o $@
+
 $(BUILD)/test_unit: $(UNIT_OBJS) $(LIB)
 	$(CC) $(LDFLAGS) $(UNIT_OBJS) $(LIB) $(LDLIBS) -o $@
 
 $(BUILD)/test_grad: $(GRAD_OBJS) $(LIB64)
 	$(CC) $(LDFLAGS) $(GRAD_OBJS) $(LIB64) $(LDLIBS) -o $@
 
-# io/ and models/ are compiled into the f32 library only: the f64 library exists for the
+# io/, models/ and synth/ are compiled into the f32 library only: the f64 library exists for the
 # engine's gradient checks.
 
 $(BUILD)/bench_kernels: $(BENCH_SRCS:%.c=$(OBJ32)/%.o) $(LIB)

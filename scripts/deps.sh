@@ -1,18 +1,18 @@
 #!/usr/bin/env bash
 # deps.sh — installs what galaxyd needs, idempotently (nothing happens when
 # everything is present). Profiles:
-#   build   compiler, OpenBLAS, jansson, libpng, libjpeg-turbo, cfitsio, zlib:
+#   build   compiler, OpenBLAS, jansson, libpng, libjpeg-turbo, cfitsio, zlib, HDF5:
 #           what `make` and `make test` need; clang + libFuzzer runtime for the
 #           fuzz smoke run that `make test` includes
-#   bench   + PyTorch, NumPy, PIL, astropy: benchmarks, fixture regeneration
+#   bench   + PyTorch, NumPy, PIL, astropy, h5py: benchmarks, fixture regeneration
 #   all     every profile
 # Runs apt-get only for missing packages, and `apt-get update` at most once.
 set -euo pipefail
 profile=${1:-build}
 
-build_pkgs=(gcc make pkg-config libopenblas-dev libjansson-dev libpng-dev libjpeg62-turbo-dev libcfitsio-dev zlib1g-dev
+build_pkgs=(gcc make pkg-config libopenblas-dev libjansson-dev libpng-dev libjpeg62-turbo-dev libcfitsio-dev zlib1g-dev libhdf5-dev
             clang libclang-rt-14-dev)
-bench_pkgs=(python3 python3-torch python3-numpy python3-pil python3-astropy)
+bench_pkgs=(python3 python3-torch python3-numpy python3-pil python3-astropy python3-h5py)
 
 case "$profile" in
   build) want=("${build_pkgs[@]}") ;;

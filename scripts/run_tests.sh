@@ -1,17 +1,21 @@
 #!/usr/bin/env bash
 # run_tests.sh BUILD — runs every test binary in BUILD and prints one closing
-# line "N passed, N failed" summing them (the line CI reads).
+# line "all: N passed, N failed" summing them (the line CI reads).
+# Output goes to stdout through a temp file (not tee /dev/stderr: reopening
+# /dev/stderr truncates a log file that stderr is redirected to).
 set -uo pipefail
 build=${1:-build}
 total_pass=0; total_fail=0; status=0
+log=$(mktemp); trap 'rm -f "$log"' EXIT
 for bin in test_unit test_grad; do
   exe="$build/$bin"
   echo "== $exe"
-  out=$("$exe" 2>&1 | tee /dev/stderr | tail -n 1); rc=${PIPESTATUS[0]}
+  "$exe" 2>&1 | tee "$log"; rc=${PIPESTATUS[0]}
+  out=$(tail -n 1 "$log")
   if [[ $out =~ ^([0-9]+)\ passed,\ ([0-9]+)\ failed$ ]]; then
     total_pass=$((total_pass + BASH_REMATCH[1])); total_fail=$((total_fail + BASH_REMATCH[2]))
   else
-    echo "run_tests.sh: $exe ended without a summary (crashed? rc=$rc)" >&2
+    echo "run_tests.sh: $exe ended without a summary (crashed? rc=$rc)"
     total_fail=$((total_fail + 1))
   fi
   [ "$rc" -ne 0 ] && status=1

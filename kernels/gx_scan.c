@@ -45,8 +45,8 @@
  * function has df/d(delta) = exp(dA) = 1 + O(1e-6) and df/dA = delta^2/2 +
  * O(delta^2 |dA|) there: the first differs by < 1e-6 relative; the second
  * is only non-negligible when |A| < 1e-6 / delta (A_log < -13.8 for
- * delta ~ 1), which the model never reaches (A_log is initialised to
- * log(1..N)).
+ * delta ~ 1), which the model does not reach (WaveletMamba initialises
+ * A_log in U(-4, -1), so |A| >= exp(-4)).
  *
  * Speed. The token-mode forward needs one exp per (b, t, e, n). glibc's exp
  * is not vectorised without -ffast-math, so gx_scan_exp below is a

@@ -24,7 +24,7 @@ else
 CUDA    ?= 1
 endif
 
-CFLAGS_COMMON = -std=c11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -fopenmp -Ikernels -Iio -Imodels -Isynth -Itests $(HDF5_CFLAGS) -MMD -MP
+CFLAGS_COMMON = -std=c11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -fopenmp -Ikernels -Iio -Imodels -Isynth -Itrainer -Itests $(HDF5_CFLAGS) -MMD -MP
 ifeq ($(WERROR),1)
 CFLAGS_COMMON += -Werror
 endif
@@ -37,14 +37,19 @@ LDFLAGS       += -fsanitize=address,undefined
 endif
 HDF5_CFLAGS := $(shell pkg-config --cflags hdf5 2>/dev/null)
 HDF5_LIBS   := $(or $(shell pkg-config --libs hdf5 2>/dev/null),-lhdf5)
-LDLIBS := -lopenblas -ljansson -lpng -ljpeg -lcfitsio $(HDF5_LIBS) -lz -lm -fopenmp
+LDLIBS := -lopenblas -ljansson -lsqlite3 -lpng -ljpeg -lcfitsio $(HDF5_LIBS) -lz -lpthread -lm -fopenmp
 
 # ---------------------------------------------------------------- sources
 KERNEL_SRCS := $(sort $(wildcard kernels/*.c))
 IO_SRCS     := $(sort $(wildcard io/*.c))
 MODEL_SRCS  := $(sort $(wildcard models/*.c))
 SYNTH_SRCS  := $(sort $(wildcard synth/*.c))
-LIB_SRCS    := $(KERNEL_SRCS) $(IO_SRCS) $(MODEL_SRCS) $(SYNTH_SRCS)
+TRAIN_SRCS  := $(sort $(wildcard trainer/*.c))
+# Database migrations are compiled into the library (scripts/embed_migrations.sh
+# turns migrations/*.sql into one C array), so both binaries carry their schema.
+MIGRATIONS  := $(sort $(wildcard migrations/*.sql))
+GEN_SRCS    := $(if $(MIGRATIONS),$(BUILD)/gen/migrations.c)
+LIB_SRCS    := $(KERNEL_SRCS) $(IO_SRCS) $(MODEL_SRCS) $(SYNTH_SRCS) $(TRAIN_SRCS) $(GEN_SRCS)
 # Programs: tools/<name>.c holds the main() of build/<name> (galaxy-synth, ...).
 PROG_SRCS   := $(sort $(wildcard tools/*.c))
 PROGS       := $(PROG_SRCS:tools/%.c=$(BUILD)/%)
@@ -102,6 +107,10 @@ $(OBJ64)/%.o: %.c
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS_COMMON) $(CFLAGS) -DGX_F64 -c $< -o $@
 
+$(BUILD)/gen/migrations.c: $(MIGRATIONS) scripts/embed_migrations.sh
+	@mkdir -p $(@D)
+	scripts/embed_migrations.sh $(MIGRATIONS) > $@.tmp && mv $@.tmp $@
+
 $(OBJ32)/%.o: %.cu
 	@mkdir -p $(@D)
 	$(NVCC) $(NVCCFLAGS) -c $< -o $@
@@ -115,7 +124,7 @@ $(BUILD)/test_unit: $(UNIT_OBJS) $(LIB)
 $(BUILD)/test_grad: $(GRAD_OBJS) $(LIB64)
 	$(CC) $(LDFLAGS) $(GRAD_OBJS) $(LIB64) $(LDLIBS) -o $@
 
-# io/, models/ and synth/ are compiled into the f32 library only: the f64 library exists for the
+# io/, models/, synth/ and trainer/ are compiled into the f32 library only: the f64 library exists for the
 # engine's gradient checks.
 
 $(BUILD)/bench_kernels: $(BENCH_SRCS:%.c=$(OBJ32)/%.o) $(LIB)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # deps.sh — installs what galaxyd needs, idempotently (nothing happens when
 # everything is present). Profiles:
-#   build   compiler, OpenBLAS, jansson, libpng, libjpeg-turbo, cfitsio, zlib, HDF5:
+#   build   compiler, OpenBLAS, jansson, libpng, libjpeg-turbo, cfitsio, zlib, HDF5, SQLite:
 #           what `make` and `make test` need; clang + libFuzzer runtime for the
 #           fuzz smoke run that `make test` includes
 #   bench   + PyTorch, NumPy, PIL, astropy, h5py: benchmarks, fixture regeneration
@@ -11,6 +11,7 @@ set -euo pipefail
 profile=${1:-build}
 
 build_pkgs=(gcc make pkg-config libopenblas-dev libjansson-dev libpng-dev libjpeg62-turbo-dev libcfitsio-dev zlib1g-dev libhdf5-dev
+            libsqlite3-dev sqlite3
             clang libclang-rt-14-dev)
 bench_pkgs=(python3 python3-torch python3-numpy python3-pil python3-astropy python3-h5py)
 

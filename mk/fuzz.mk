@@ -1,4 +1,5 @@
-# mk/fuzz.mk — libFuzzer targets for the image decoders (included by the root Makefile).
+# mk/fuzz.mk — libFuzzer targets for the image decoders and the CSV catalogue parser
+# (included by the root Makefile).
 #
 #   make fuzz          build and run each target for FUZZ_SECS (default 60 s)
 #   make fuzz-smoke    the same for FUZZ_SMOKE_SECS (default 10 s); part of `make test`
@@ -13,11 +14,12 @@ FUZZ_CC         ?= clang
 FUZZ_BUILD      ?= build-fuzz
 FUZZ_SECS       ?= 60
 FUZZ_SMOKE_SECS ?= 10
-FUZZ_TARGETS    := png jpeg fits image
+FUZZ_TARGETS    := png jpeg fits image csv
 FUZZ_CFLAGS     := -std=c11 -D_GNU_SOURCE -O1 -g -fno-omit-frame-pointer \
                    -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
                    -Wno-unknown-pragmas -Ikernels -Iio -Imodels -Itests
 FUZZ_SRCS       := io/gx_image.c io/gx_png.c io/gx_jpeg.c io/gx_fits.c io/gx_preprocess.c \
+                   io/gx_catalog.c \
                    kernels/gx_core.c kernels/gx_rng.c
 FUZZ_LIBS       := -lpng -ljpeg -lcfitsio -lz -lm
 FUZZ_BINS       := $(FUZZ_TARGETS:%=$(FUZZ_BUILD)/fuzz_%)
@@ -26,6 +28,7 @@ FUZZ_SEEDS_png   := tests/fixtures/io/*.png
 FUZZ_SEEDS_jpeg  := tests/fixtures/io/*.jpg
 FUZZ_SEEDS_fits  := tests/fixtures/io/*.fits
 FUZZ_SEEDS_image := tests/fixtures/io/*.png tests/fixtures/io/*.jpg tests/fixtures/io/*.fits
+FUZZ_SEEDS_csv   := tests/fixtures/io/csv/*.csv
 
 # 1 when $(FUZZ_CC) can link a libFuzzer program (evaluated only in recipes).
 FUZZ_HAVE = $(shell printf 'int LLVMFuzzerTestOneInput(const unsigned char *d, unsigned long n) { (void)d; (void)n; return 0; }\n' \
@@ -33,7 +36,8 @@ FUZZ_HAVE = $(shell printf 'int LLVMFuzzerTestOneInput(const unsigned char *d, u
 
 .PHONY: fuzz fuzz-smoke fuzz-build
 
-$(FUZZ_BUILD)/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz_common.h $(FUZZ_SRCS) io/gx_image.h io/gx_image_impl.h
+$(FUZZ_BUILD)/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz_common.h $(FUZZ_SRCS) io/gx_image.h io/gx_image_impl.h \
+                     io/gx_dataset.h
 	@mkdir -p $(@D)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) $< $(FUZZ_SRCS) $(FUZZ_LIBS) -o $@
 
@@ -46,7 +50,8 @@ define fuzz_run
 	for t in $(FUZZ_TARGETS); do \
 	  corpus=$(FUZZ_BUILD)/corpus-$$t; mkdir -p $$corpus; \
 	  case $$t in png) seeds="$(FUZZ_SEEDS_png)";; jpeg) seeds="$(FUZZ_SEEDS_jpeg)";; \
-	              fits) seeds="$(FUZZ_SEEDS_fits)";; *) seeds="$(FUZZ_SEEDS_image)";; esac; \
+	              fits) seeds="$(FUZZ_SEEDS_fits)";; csv) seeds="$(FUZZ_SEEDS_csv)";; \
+	              *) seeds="$(FUZZ_SEEDS_image)";; esac; \
 	  cp -n $$seeds $$corpus/ 2>/dev/null || true; \
 	  echo "fuzz: $$t for $(1) s"; \
 	  ( cd $(FUZZ_BUILD) && ./fuzz_$$t -max_total_time=$(1) -timeout=10 -rss_limit_mb=2048 \

@@ -3,7 +3,7 @@
 #   make              build the static library (and binaries, as they arrive)
 #   make test         install missing dependencies, build, run every test
 #   make test-asan    the same tests under AddressSanitizer + UBSan (build-asan/)
-#   make bench        kernel benchmarks beside PyTorch on the same machine
+#   make bench        kernel benchmarks beside PyTorch, decode throughput beside PIL/astropy
 #   make fixtures     regenerate the PyTorch parity fixtures (tests/fixtures/)
 #
 # Options: MARCH=1 (tune for this CPU: -march=native; off by default so the
@@ -130,6 +130,9 @@ $(BUILD)/test_grad: $(GRAD_OBJS) $(LIB64)
 $(BUILD)/bench_kernels: $(BENCH_SRCS:%.c=$(OBJ32)/%.o) $(LIB)
 	$(CC) $(LDFLAGS) $(BENCH_SRCS:%.c=$(OBJ32)/%.o) $(LIB) $(LDLIBS) -o $@
 
+$(BUILD)/bench_io: $(OBJ32)/bench/io/bench_io.o $(LIB)
+	$(CC) $(LDFLAGS) $< $(LIB) $(LDLIBS) -o $@
+
 # ---------------------------------------------------------------- targets
 deps:
 	@scripts/deps.sh build
@@ -145,8 +148,9 @@ test-asan: deps
 
 bench: deps
 	@scripts/deps.sh bench
-	@$(MAKE) --no-print-directory $(BUILD)/bench_kernels
+	@$(MAKE) --no-print-directory $(BUILD)/bench_kernels $(BUILD)/bench_io
 	@scripts/bench.sh $(BUILD)
+	@scripts/bench_io.sh $(BUILD)
 
 fixtures:
 	@scripts/deps.sh bench

@@ -107,6 +107,21 @@ int gx_test_allclose_f(gx_test_state *T, const char *label, const gx_real *got,
     return gx_allclose_impl(T, label, got, NULL, want, n, atol, rtol);
 }
 
+int gx_test_expect(gx_test_state *T, const char *label, const gx_tensor *y,
+                   const double *want, int64_t n, double atol, double rtol) {
+    T->checks++;
+    if (y->numel != n) {
+        gx_test_fail(T, __FILE__, __LINE__, "%s: numel %lld, want %lld", label,
+                     (long long)y->numel, (long long)n);
+        return 0;
+    }
+    gx_real *w = malloc((size_t)(n + 1) * sizeof *w);
+    for (int64_t i = 0; i < n; i++) w[i] = (gx_real)want[i];
+    int ok = gx_test_allclose(T, label, y->data, w, n, atol, rtol);
+    free(w);
+    return ok;
+}
+
 gx_tensor *gx_test_const(gx_ctx *ctx, gx_rng *rng, int ndim, const int64_t *shape,
                          double lo, double hi) {
     gx_tensor *t = gx_tensor_new(ctx, ndim, shape);
@@ -258,4 +273,24 @@ int gx_fixture_check(gx_test_state *T, const gx_st_file *f, const char *key,
         ok = gx_test_allclose(T, key, got, want, n, atol, rtol);
     free(want);
     return ok;
+}
+
+gx_tensor *gx_fixture_tensorf(gx_test_state *T, gx_ctx *ctx, const gx_st_file *f,
+                              const char *fmt, ...) {
+    char key[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(key, sizeof key, fmt, ap);
+    va_end(ap);
+    return gx_fixture_tensor(T, ctx, f, key);
+}
+
+int gx_fixture_checkf(gx_test_state *T, const gx_st_file *f, const gx_real *got, int64_t n,
+                      double atol, double rtol, const char *fmt, ...) {
+    char key[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(key, sizeof key, fmt, ap);
+    va_end(ap);
+    return gx_fixture_check(T, f, key, got, n, atol, rtol);
 }

@@ -55,6 +55,11 @@ int gx_test_allclose(gx_test_state *T, const char *label, const gx_real *got,
 int gx_test_allclose_f(gx_test_state *T, const char *label, const gx_real *got,
                        const float *want, int64_t n, double atol, double rtol);
 
+/* y must hold exactly n values, each close to want[i] (hand-computed values
+ * written as double literals). Returns 1 if so. */
+int gx_test_expect(gx_test_state *T, const char *label, const gx_tensor *y,
+                   const double *want, int64_t n, double atol, double rtol);
+
 /* Leaf tensor in ctx filled with uniform values in [lo, hi) from a seeded
  * stream; requires_grad set so gradients are collected for it. */
 gx_tensor *gx_test_leaf(gx_ctx *ctx, gx_rng *rng, int ndim, const int64_t *shape,
@@ -83,8 +88,14 @@ int gx_fixture_open(gx_test_state *T, gx_st_file *f, const char *name);
  * shape; NULL (and a test failure) when absent. */
 gx_tensor *gx_fixture_tensor(gx_test_state *T, gx_ctx *ctx, const gx_st_file *f,
                              const char *key);
-/* Compares t's data (or grad when use_grad) with fixture tensor `key`. */
+/* Compares got[0..n) with fixture tensor `key`. */
 int gx_fixture_check(gx_test_state *T, const gx_st_file *f, const char *key,
                      const gx_real *got, int64_t n, double atol, double rtol);
+/* The same two with a printf-style key: gx_fixture_tensorf(T, ctx, f, "%s.x", case_name). */
+gx_tensor *gx_fixture_tensorf(gx_test_state *T, gx_ctx *ctx, const gx_st_file *f,
+                              const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+int gx_fixture_checkf(gx_test_state *T, const gx_st_file *f, const gx_real *got, int64_t n,
+                      double atol, double rtol, const char *fmt, ...)
+    __attribute__((format(printf, 7, 8)));
 
 #endif

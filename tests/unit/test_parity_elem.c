@@ -34,20 +34,7 @@ static const unary_case UNARY[] = {
     { "add_scalar", p_adds }, { "pow_scalar", p_pow }, { "clamp", p_clamp },
 };
 
-/* Fixture tensor "<base>.<suffix>". */
-static gx_tensor *fx(gx_test_state *T, gx_ctx *ctx, const gx_st_file *f, const char *base,
-                     const char *suffix) {
-    char key[128];
-    snprintf(key, sizeof key, "%s.%s", base, suffix);
-    return gx_fixture_tensor(T, ctx, f, key);
-}
 
-static void fx_check(gx_test_state *T, const gx_st_file *f, const char *base, const char *suffix,
-                     const gx_tensor *t, const gx_real *v) {
-    char key[128];
-    snprintf(key, sizeof key, "%s.%s", base, suffix);
-    gx_fixture_check(T, f, key, v, t->numel, ATOL, RTOL);
-}
 
 GX_TEST(elem_parity_unary_ops_vs_pytorch) {
     gx_st_file f;
@@ -57,14 +44,15 @@ GX_TEST(elem_parity_unary_ops_vs_pytorch) {
     ctx.grad_enabled = 1;
     for (size_t k = 0; k < sizeof UNARY / sizeof UNARY[0]; k++) {
         const char *n = UNARY[k].name;
-        gx_tensor *x = fx(T, &ctx, &f, n, "x"), *gout = fx(T, &ctx, &f, n, "gout");
+        gx_tensor *x = gx_fixture_tensorf(T, &ctx, &f, "%s.x", n);
+        gx_tensor *gout = gx_fixture_tensorf(T, &ctx, &f, "%s.gout", n);
         if (!x || !gout) continue;
         x->requires_grad = 1;
         gx_tensor *y = UNARY[k].f(&ctx, x);
         CHECK_MSG(y->numel == gout->numel, "%s: output size", n);
-        fx_check(T, &f, n, "out", y, y->data);
+        gx_fixture_checkf(T, &f, y->data, y->numel, ATOL, RTOL, "%s.out", n);
         gx_backward(&ctx, y, gout->data);
-        fx_check(T, &f, n, "gx", x, x->grad);
+        gx_fixture_checkf(T, &f, x->grad, x->numel, ATOL, RTOL, "%s.gx", n);
         gx_ctx_reset(&ctx);
     }
     gx_ctx_free(&ctx);
@@ -85,16 +73,17 @@ GX_TEST(elem_parity_broadcast_binary_ops_vs_pytorch) {
         for (size_t p = 0; p < sizeof PATTERNS / sizeof PATTERNS[0]; p++) {
             char base[64];
             snprintf(base, sizeof base, "%s.%s", OPS[o].name, PATTERNS[p]);
-            gx_tensor *a = fx(T, &ctx, &f, base, "a"), *b = fx(T, &ctx, &f, base, "b");
-            gx_tensor *gout = fx(T, &ctx, &f, base, "gout");
+            gx_tensor *a = gx_fixture_tensorf(T, &ctx, &f, "%s.a", base);
+            gx_tensor *b = gx_fixture_tensorf(T, &ctx, &f, "%s.b", base);
+            gx_tensor *gout = gx_fixture_tensorf(T, &ctx, &f, "%s.gout", base);
             if (!a || !b || !gout) continue;
             a->requires_grad = b->requires_grad = 1;
             gx_tensor *y = OPS[o].f(&ctx, a, b);
             CHECK_MSG(y->numel == gout->numel, "%s: output size %lld", base, (long long)y->numel);
-            fx_check(T, &f, base, "out", y, y->data);
+            gx_fixture_checkf(T, &f, y->data, y->numel, ATOL, RTOL, "%s.out", base);
             gx_backward(&ctx, y, gout->data);
-            fx_check(T, &f, base, "ga", a, a->grad);
-            fx_check(T, &f, base, "gb", b, b->grad);
+            gx_fixture_checkf(T, &f, a->grad, a->numel, ATOL, RTOL, "%s.ga", base);
+            gx_fixture_checkf(T, &f, b->grad, b->numel, ATOL, RTOL, "%s.gb", base);
             gx_ctx_reset(&ctx);
         }
     gx_ctx_free(&ctx);

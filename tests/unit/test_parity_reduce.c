@@ -54,19 +54,7 @@ static gx_tensor *run_case(gx_ctx *ctx, const red_case *c, gx_tensor *x) {
     }
 }
 
-static gx_tensor *fx(gx_test_state *T, gx_ctx *ctx, const gx_st_file *f, const char *base,
-                     const char *suffix) {
-    char key[128];
-    snprintf(key, sizeof key, "%s.%s", base, suffix);
-    return gx_fixture_tensor(T, ctx, f, key);
-}
 
-static void fx_check(gx_test_state *T, const gx_st_file *f, const char *base, const char *suffix,
-                     const gx_real *v, int64_t n, double atol, double rtol) {
-    char key[128];
-    snprintf(key, sizeof key, "%s.%s", base, suffix);
-    gx_fixture_check(T, f, key, v, n, atol, rtol);
-}
 
 /* Copies the int32 class indices "<base>.target" into idx (at most cap). */
 static int64_t fx_target(gx_test_state *T, const gx_st_file *f, const char *base, int32_t *idx, int64_t cap) {
@@ -88,16 +76,17 @@ GX_TEST(reduce_parity_reductions_softmax_l2_vs_pytorch) {
     ctx.grad_enabled = 1;
     for (size_t k = 0; k < sizeof CASES / sizeof CASES[0]; k++) {
         const red_case *c = &CASES[k];
-        gx_tensor *x = fx(T, &ctx, &f, c->name, "x"), *gout = fx(T, &ctx, &f, c->name, "gout");
+        gx_tensor *x = gx_fixture_tensorf(T, &ctx, &f, "%s.x", c->name);
+        gx_tensor *gout = gx_fixture_tensorf(T, &ctx, &f, "%s.gout", c->name);
         if (!x || !gout) continue;
         x->requires_grad = 1;
         gx_tensor *y = run_case(&ctx, c, x);
         /* Shape, not only size: keepdim must keep the size-1 dim. */
         CHECK_MSG(y->ndim == gout->ndim && y->numel == gout->numel, "%s: output is %d-D with %lld values, want %d-D with %lld",
                   c->name, y->ndim, (long long)y->numel, gout->ndim, (long long)gout->numel);
-        fx_check(T, &f, c->name, "out", y->data, y->numel, ATOL, RTOL);
+        gx_fixture_checkf(T, &f, y->data, y->numel, ATOL, RTOL, "%s.out", c->name);
         gx_backward(&ctx, y, gout->data);
-        fx_check(T, &f, c->name, "gx", x->grad, x->numel, ATOL, RTOL);
+        gx_fixture_checkf(T, &f, x->grad, x->numel, ATOL, RTOL, "%s.gx", c->name);
         gx_ctx_reset(&ctx);
     }
     gx_ctx_free(&ctx);
@@ -114,14 +103,15 @@ GX_TEST(reduce_parity_cross_entropy_gather_one_hot_vs_pytorch) {
     static const struct { const char *name; double ls; } CE[] = { { "ce_ls0", 0.0 }, { "ce_ls01", 0.1 }, { "gather", -1 } };
     for (int k = 0; k < 3; k++) {
         const char *n = CE[k].name;
-        gx_tensor *x = fx(T, &ctx, &f, n, "x"), *gout = fx(T, &ctx, &f, n, "gout");
+        gx_tensor *x = gx_fixture_tensorf(T, &ctx, &f, "%s.x", n);
+        gx_tensor *gout = gx_fixture_tensorf(T, &ctx, &f, "%s.gout", n);
         int64_t B = fx_target(T, &f, n, t, 64);
         if (!x || !gout || B != x->shape[0]) continue;
         x->requires_grad = 1;
         gx_tensor *y = CE[k].ls >= 0 ? gx_cross_entropy(&ctx, x, t, CE[k].ls) : gx_gather(&ctx, x, t);
-        fx_check(T, &f, n, "out", y->data, y->numel, ATOL, RTOL);
+        gx_fixture_checkf(T, &f, y->data, y->numel, ATOL, RTOL, "%s.out", n);
         gx_backward(&ctx, y, gout->data);
-        fx_check(T, &f, n, "gx", x->grad, x->numel, ATOL, RTOL);
+        gx_fixture_checkf(T, &f, x->grad, x->numel, ATOL, RTOL, "%s.gx", n);
         gx_ctx_reset(&ctx);
     }
     int64_t B = fx_target(T, &f, "one_hot", t, 64);
@@ -129,7 +119,7 @@ GX_TEST(reduce_parity_cross_entropy_gather_one_hot_vs_pytorch) {
     if (B > 0 && want) {
         gx_tensor *oh = gx_one_hot(&ctx, t, B, want->shape[1]);
         CHECK(!oh->requires_grad);
-        fx_check(T, &f, "one_hot", "out", oh->data, oh->numel, 0, 0);
+        gx_fixture_checkf(T, &f, oh->data, oh->numel, 0, 0, "%s.out", "one_hot");
     }
     gx_ctx_free(&ctx);
     gx_st_close(&f);

@@ -79,6 +79,8 @@ endif
 endif
 
 .PHONY: all lib test test-run test-asan bench fixtures deps clean info
+# Keep tools' objects (make would delete them as intermediates and relink every time).
+.SECONDARY:
 all: info lib $(PROGS)
 
 info:

@@ -17,10 +17,10 @@
  *      group is all overhead, so a direct loop runs per (sample, channel)
  *      plane.
  *
- * Threading. OpenBLAS (pthread build) threads every GEMM over the cores.
- * Also running the batch in an OpenMP loop would put cores x cores threads
- * on the machine (OpenBLAS cannot be told per call to stay single-threaded
- * without changing its global thread count), so the GEMM paths keep the
+ * Threading. OpenBLAS threads every GEMM over the cores (the build links its
+ * OpenMP flavour, so BLAS and our loops share libgomp's one pool; see the
+ * Makefile). Also running the batch in an OpenMP loop would nest a parallel
+ * GEMM inside a parallel loop, so the GEMM paths keep the
  * (sample, group) loop sequential and thread only the memory-bound copies
  * (pad, im2col, col2im, unpad) with OpenMP, which never run at the same
  * time as a GEMM. The GEMMs are large (M = Cout_g, N ~ Ho*Wo, K = Cin_g or

@@ -10,7 +10,7 @@
 set -euo pipefail
 profile=${1:-build}
 
-build_pkgs=(gcc make pkg-config libopenblas-dev libjansson-dev libpng-dev libjpeg62-turbo-dev libcfitsio-dev zlib1g-dev libhdf5-dev
+build_pkgs=(gcc make pkg-config libopenblas-openmp-dev libjansson-dev libpng-dev libjpeg62-turbo-dev libcfitsio-dev zlib1g-dev libhdf5-dev
             libsqlite3-dev sqlite3
             clang libclang-rt-14-dev)
 bench_pkgs=(python3 python3-torch python3-numpy python3-pil python3-astropy python3-h5py)

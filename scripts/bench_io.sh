@@ -17,9 +17,8 @@ echo "date: $(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git -C "$here" rev-parse 
 echo
 echo "| format | size | galaxyd images/s | PIL/astropy images/s | ratio |"
 echo "|---|---:|---:|---:|---:|"
-awk -F'\t' 'FNR == 1 { f++ }
-  f == 1 && $1 == "row" { k = $2 SUBSEP $3; n++; key[n] = k; fmt[n] = $2; sz[n] = $3; c[k] = $4 }
-  f == 2 && $1 == "row" { p[$2 SUBSEP $3] = $4 }
+awk -F'\t' 'FILENAME == ARGV[1] && $1 == "row" { k = $2 SUBSEP $3; n++; key[n] = k; fmt[n] = $2; sz[n] = $3; c[k] = $4 }
+  FILENAME == ARGV[2] && $1 == "row" { p[$2 SUBSEP $3] = $4 }
   END { for (i = 1; i <= n; i++) { k = key[i]; r = (k in p) ? sprintf("%.2f", c[k] / p[k]) : "n/a"
         printf "| %s | %dx%d | %.0f | %s | %s |\n", fmt[i], sz[i], sz[i], c[k], (k in p) ? sprintf("%.0f", p[k]) : "n/a", r } }' \
   "$tmp/c.tsv" "$tmp/py.tsv"

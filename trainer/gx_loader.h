@@ -17,10 +17,13 @@
  *
  * Determinism (what --resume relies on): the sample order of epoch e is a
  * function of (seed, e) only, and the augmentation of the sample at position
- * p of epoch e is drawn from gx_rng_fork of (seed, e, dataset index) only —
- * never from a running generator shared across samples. So an epoch's
- * batches are identical whether the process ran the earlier epochs or was
- * restarted at epoch e, whatever the thread count or prefetch depth.
+ * p of epoch e is drawn from gx_rng_fork of (seed, e, p, dataset index) only
+ * — never from a running generator shared across samples. (p is part of the
+ * key so the repeats of balanced sampling are augmented differently.) So an
+ * epoch's batches are identical whether the process ran the earlier epochs
+ * or was restarted at epoch e, whatever the thread count or prefetch depth.
+ * Streams: order = fork(fork(init(seed), 1), e); augmentation =
+ * fork(fork(fork(fork(init(seed), 2), e), p), index).
  *
  * Class-balanced sampling (balanced = 1): each epoch draws n samples (the
  * size of the index set) with replacement, every class with equal
@@ -29,7 +32,18 @@
  * drop_last.
  *
  * Errors: a sample that fails to read or decode makes gx_loader_next return
- * -1 with the message (naming the dataset index); nothing aborts.
+ * -1 with the message (naming the dataset index); nothing aborts. That
+ * batch is skipped: the next call goes on with the following batch (or the
+ * caller may start another epoch). gx_loader_next before any
+ * gx_loader_start_epoch is also -1.
+ *
+ * Threading: one worker thread per loader; it fills prefetch + 1 batch
+ * buffers allocated at open (the extra one is the batch the caller holds).
+ * Within a batch, samples are read sorted by dataset index (HDF5 blocks are
+ * read once) and placed at their position. start_epoch cancels the epoch in
+ * progress (the worker stops after the image it is on) and close joins the
+ * worker; both are safe at any point. The API itself (start_epoch, next,
+ * close) is meant for one caller thread.
  */
 #ifndef GX_LOADER_H
 #define GX_LOADER_H
@@ -58,7 +72,8 @@ typedef struct gx_loader_opts {
     ((gx_loader_opts){ 64, 64, 1.0, 0, 0, GX_PRE_AUG_NONE, 0, 2, 0 })
 
 /* One batch. Arrays are owned by the loader and stay valid until the next
- * gx_loader_next / gx_loader_start_epoch / gx_loader_close. */
+ * gx_loader_next / gx_loader_start_epoch / gx_loader_close. Values are
+ * bit-identical for a given (dataset, index set, opts, epoch). */
 typedef struct gx_batch {
     int64_t  n;              /* samples in this batch (<= opts.batch) */
     int64_t  step;           /* batch number within the epoch, from 0 */

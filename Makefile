@@ -24,7 +24,7 @@ else
 CUDA    ?= 1
 endif
 
-CFLAGS_COMMON = -std=c11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -fopenmp -Ikernels -Iio -Imodels -Isynth -Itrainer -Itests $(HDF5_CFLAGS) -MMD -MP
+CFLAGS_COMMON = -std=c11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -fopenmp -Ikernels -Iio -Imodels -Isynth -Itrainer -Idaemon -Itests $(HDF5_CFLAGS) -MMD -MP
 ifeq ($(WERROR),1)
 CFLAGS_COMMON += -Werror
 endif
@@ -46,7 +46,7 @@ MULTIARCH   := $(shell $(CC) -print-multiarch 2>/dev/null)
 BLAS_DIR    ?= /usr/lib/$(MULTIARCH)/openblas-openmp
 comma       := ,
 BLAS_LIBS   := $(if $(wildcard $(BLAS_DIR)/libopenblas.so),-L$(BLAS_DIR) -Wl$(comma)-rpath$(comma)$(BLAS_DIR)) -lopenblas
-LDLIBS := $(BLAS_LIBS) -ljansson -lsqlite3 -lpng -ljpeg -lcfitsio $(HDF5_LIBS) -lz -lpthread -lm -fopenmp
+LDLIBS := $(BLAS_LIBS) -lmicrohttpd -ljansson -lsqlite3 -lpng -ljpeg -lcfitsio $(HDF5_LIBS) -lz -lpthread -lm -fopenmp
 
 # ---------------------------------------------------------------- sources
 KERNEL_SRCS := $(sort $(wildcard kernels/*.c))
@@ -54,11 +54,12 @@ IO_SRCS     := $(sort $(wildcard io/*.c))
 MODEL_SRCS  := $(sort $(wildcard models/*.c))
 SYNTH_SRCS  := $(sort $(wildcard synth/*.c))
 TRAIN_SRCS  := $(sort $(wildcard trainer/*.c))
+SERVE_SRCS  := $(sort $(wildcard daemon/*.c))
 # Database migrations are compiled into the library (scripts/embed_migrations.sh
 # turns migrations/*.sql into one C array), so both binaries carry their schema.
 MIGRATIONS  := $(sort $(wildcard migrations/*.sql))
 GEN_SRCS    := $(if $(MIGRATIONS),$(BUILD)/gen/migrations.c)
-LIB_SRCS    := $(KERNEL_SRCS) $(IO_SRCS) $(MODEL_SRCS) $(SYNTH_SRCS) $(TRAIN_SRCS) $(GEN_SRCS)
+LIB_SRCS    := $(KERNEL_SRCS) $(IO_SRCS) $(MODEL_SRCS) $(SYNTH_SRCS) $(TRAIN_SRCS) $(SERVE_SRCS) $(GEN_SRCS)
 # Programs: tools/<name>.c holds the main() of build/<name> (galaxy-synth, ...).
 PROG_SRCS   := $(sort $(wildcard tools/*.c))
 PROGS       := $(PROG_SRCS:tools/%.c=$(BUILD)/%)

@@ -79,7 +79,10 @@ typedef enum {
     GX_ERR_IO,          /* open/read/write/fsync/rename failed */
     GX_ERR_FORMAT,      /* malformed file contents */
     GX_ERR_NOTFOUND,    /* a named item (tensor, key) does not exist */
-    GX_ERR_UNSUPPORTED  /* valid but not handled (e.g. a dtype) */
+    GX_ERR_UNSUPPORTED, /* valid but not handled (e.g. a dtype) */
+    GX_ERR_BUSY,        /* a bounded queue is full: retry later */
+    GX_ERR_TIMEOUT,     /* a deadline passed before the work was done */
+    GX_ERR_CLOSED       /* the service is shutting down or was closed */
 } gx_status;
 
 /* Caller-owned buffer for a human-readable error message. */

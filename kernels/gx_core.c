@@ -25,6 +25,9 @@ const char *gx_status_str(gx_status s) {
     case GX_ERR_FORMAT: return "malformed data";
     case GX_ERR_NOTFOUND: return "not found";
     case GX_ERR_UNSUPPORTED: return "unsupported";
+    case GX_ERR_BUSY: return "busy";
+    case GX_ERR_TIMEOUT: return "timeout";
+    case GX_ERR_CLOSED: return "closed";
     }
     return "unknown status";
 }

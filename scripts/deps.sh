@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # deps.sh — installs what galaxyd needs, idempotently (nothing happens when
 # everything is present). Profiles:
-#   build   compiler, OpenBLAS, jansson, libpng, libjpeg-turbo, cfitsio, zlib, HDF5, SQLite:
-#           what `make` and `make test` need; clang + libFuzzer runtime for the
-#           fuzz smoke run that `make test` includes
+#   build   compiler, OpenBLAS, jansson, libpng, libjpeg-turbo, cfitsio, zlib, HDF5, SQLite,
+#           libmicrohttpd: what `make` and `make test` need; clang + libFuzzer runtime for
+#           the fuzz smoke run that `make test` includes; Debian's python3 with pytest,
+#           requests, PyYAML and jsonschema for the daemon's HTTP tests
 #   bench   + PyTorch, NumPy, PIL, astropy, h5py: benchmarks, fixture regeneration
 #   all     every profile
 # Runs apt-get only for missing packages, and `apt-get update` at most once.
@@ -11,8 +12,9 @@ set -euo pipefail
 profile=${1:-build}
 
 build_pkgs=(gcc make pkg-config libopenblas-openmp-dev libjansson-dev libpng-dev libjpeg62-turbo-dev libcfitsio-dev zlib1g-dev libhdf5-dev
-            libsqlite3-dev sqlite3
-            clang libclang-rt-14-dev)
+            libsqlite3-dev sqlite3 libmicrohttpd-dev
+            clang libclang-rt-14-dev
+            python3 python3-pytest python3-requests python3-yaml python3-jsonschema)
 bench_pkgs=(python3 python3-torch python3-numpy python3-pil python3-astropy python3-h5py)
 
 case "$profile" in

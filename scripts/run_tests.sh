@@ -20,5 +20,23 @@ for bin in test_unit test_grad; do
   fi
   [ "$rc" -ne 0 ] && status=1
 done
+# Black-box tests of the binaries (pytest, Debian's python3): tests/cli (galaxy-train
+# kill -9 + resume) and tests/daemon (galaxyd over HTTP), against the binaries of $build.
+pydirs=()
+for d in tests/cli tests/daemon; do [ -d "$d" ] && pydirs+=("$d"); done
+if [ ${#pydirs[@]} -gt 0 ]; then
+  echo "== pytest ${pydirs[*]} (GALAXYD_BUILD=$build)"
+  GALAXYD_BUILD="$build" /usr/bin/python3 -m pytest -q -p no:cacheprovider "${pydirs[@]}" 2>&1 | tee "$log"
+  rc=${PIPESTATUS[0]}
+  summary=$(grep -E '^(=+ )?[0-9]+ (passed|failed|error)' "$log" | tail -n 1)
+  p=$(grep -oE '[0-9]+ passed' <<<"$summary" | grep -oE '[0-9]+' || echo 0)
+  f=$(grep -oE '[0-9]+ (failed|errors?)' <<<"$summary" | awk '{s += $1} END {print s + 0}')
+  [ -z "$f" ] && f=0
+  total_pass=$((total_pass + p)); total_fail=$((total_fail + f))
+  if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
+    echo "run_tests.sh: pytest exited $rc without failures counted"; total_fail=$((total_fail + 1))
+  fi
+  [ "$rc" -ne 0 ] && status=1
+fi
 echo "all: $total_pass passed, $total_fail failed"
 [ "$total_fail" -eq 0 ] && [ "$status" -eq 0 ]

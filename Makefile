@@ -24,7 +24,7 @@ else
 CUDA    ?= 1
 endif
 
-CFLAGS_COMMON = -std=c11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -fopenmp -Ikernels -Iio -Imodels -Isynth -Itrainer -Idaemon -Itests $(HDF5_CFLAGS) -MMD -MP
+CFLAGS_COMMON = -std=c11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -fopenmp -Ikernels -Iio -Imodels -Isynth -Itrainer -Idaemon -Imorph -Itests $(HDF5_CFLAGS) -MMD -MP
 ifeq ($(WERROR),1)
 CFLAGS_COMMON += -Werror
 endif
@@ -55,11 +55,12 @@ MODEL_SRCS  := $(sort $(wildcard models/*.c))
 SYNTH_SRCS  := $(sort $(wildcard synth/*.c))
 TRAIN_SRCS  := $(sort $(wildcard trainer/*.c))
 SERVE_SRCS  := $(sort $(wildcard daemon/*.c))
+MORPH_SRCS  := $(sort $(wildcard morph/*.c))
 # Database migrations are compiled into the library (scripts/embed_migrations.sh
 # turns migrations/*.sql into one C array), so both binaries carry their schema.
 MIGRATIONS  := $(sort $(wildcard migrations/*.sql))
 GEN_SRCS    := $(if $(MIGRATIONS),$(BUILD)/gen/migrations.c)
-LIB_SRCS    := $(KERNEL_SRCS) $(IO_SRCS) $(MODEL_SRCS) $(SYNTH_SRCS) $(TRAIN_SRCS) $(SERVE_SRCS) $(GEN_SRCS)
+LIB_SRCS    := $(KERNEL_SRCS) $(IO_SRCS) $(MODEL_SRCS) $(SYNTH_SRCS) $(TRAIN_SRCS) $(SERVE_SRCS) $(MORPH_SRCS) $(GEN_SRCS)
 # Programs: tools/<name>.c holds the main() of build/<name> (galaxy-synth, ...).
 PROG_SRCS   := $(sort $(wildcard tools/*.c))
 PROGS       := $(PROG_SRCS:tools/%.c=$(BUILD)/%)

@@ -178,6 +178,11 @@ struct gx_ctx {
     gx_node *tape;             /* newest node, or NULL */
     int64_t  n_nodes;
     int      grad_enabled;     /* record ops whose inputs require grad */
+    int      batch_invariant;  /* 1 (gx_ctx_init's default): a sample's
+                                  forward bits equal its batch-of-1 result
+                                  (x's leading dim is the batch); 0 lets
+                                  gx_linear fold the batch into one GEMM
+                                  (training may; see gx_matmul.c) */
 };
 
 void gx_ctx_init(gx_ctx *ctx, size_t arena_bytes);

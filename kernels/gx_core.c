@@ -201,6 +201,9 @@ gx_tensor *gx_tensor_scalar(gx_ctx *ctx, gx_real v) {
 
 void gx_ctx_init(gx_ctx *ctx, size_t arena_bytes) {
     memset(ctx, 0, sizeof *ctx);
+    /* On by default: it costs well under 1% (gx_matmul.c), and a caller
+     * that forgets it would get answers that depend on the batch. */
+    ctx->batch_invariant = 1;
     gx_arena_init(&ctx->arena, arena_bytes, 0);
 }
 

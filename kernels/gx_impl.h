@@ -15,6 +15,21 @@ void gx_gemm(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, double a
              const gx_real *A, int64_t lda, const gx_real *B, int64_t ldb,
              double beta, gx_real *C, int64_t ldc);
 
+/* gx_gemm with op(A) = A, run as one GEMM per panel of `panel` rows of A
+ * and C (the last panel may be shorter only when M is not a multiple).
+ * BLAS picks kernels, tails and thread splits from the whole call's shape,
+ * so a row's bits depend on M and on where the row sits; with a panel per
+ * sample every sample's rows see the same call whatever the batch. */
+static inline void gx_gemm_panels(int trans_b, int64_t M, int64_t panel, int64_t N, int64_t K,
+                                  double alpha, const gx_real *A, int64_t lda, const gx_real *B,
+                                  int64_t ldb, double beta, gx_real *C, int64_t ldc) {
+    if (panel <= 0 || panel >= M) panel = M;
+    for (int64_t r = 0; r < M; r += panel) {
+        int64_t m = M - r < panel ? M - r : panel;
+        gx_gemm(0, trans_b, m, N, K, alpha, A + r * lda, lda, B, ldb, beta, C + r * ldc, ldc);
+    }
+}
+
 /* Shared shape checks for op entry points. */
 #define GX_CHECK_NDIM(t, n) GX_ASSERT_MSG((t)->ndim == (n), "%s: expected %d-D tensor, got %d-D", __func__, (n), (t)->ndim)
 

@@ -1,7 +1,7 @@
 /*
  * gx_pool.c — pooling and resampling of [B, C, H, W] tensors: adaptive
- * average pooling, bilinear resize (align_corners = false) and nearest x2
- * upsampling, each forward beside its backward.
+ * average pooling, bilinear resize (align_corners = false), nearest x2
+ * upsampling and max pooling, each forward beside its backward.
  *
  * All three act on each of the B*C planes independently with the same
  * geometry, so the geometry (bin bounds, source indices and weights) is
@@ -17,7 +17,9 @@
  *     i0 = floor(src) (at most in-1), i1 = min(i0+1, in-1), weight of i1 is
  *     src - i0 (torch's area_pixel_compute_source_index with the size, not a
  *     scale factor, giving the ratio);
- *   nearest x2: out[y, x] = in[y/2, x/2].
+ *   nearest x2: out[y, x] = in[y/2, x/2];
+ *   max pool: window i starts at i*s - p (padding is -inf); the first
+ *     maximum in row-major order wins (strict >, NaN wins).
  * Weights are computed in double and each output is accumulated in double.
  */
 #include "gx_impl.h"
@@ -243,5 +245,71 @@ gx_tensor *gx_upsample_nearest2x(gx_ctx *ctx, gx_tensor *x) {
         memcpy(o1, o0, (size_t)(2 * W) * sizeof(gx_real));
     }
     gx_tape_record(ctx, "upsample_nearest2x", gx_upsample_nearest2x_backward, out, 1, &x);
+    return out;
+}
+
+/* ====================================================== max pool */
+
+/* One plane: out[i, j] = max of the window, idx[i, j] = its in-plane index.
+ * The scan order and the comparison (v > best, or v is NaN) are PyTorch's
+ * CPU kernel's, so ties go to the first index in row-major order and the
+ * routing of the gradient matches autograd exactly. */
+static void gx_maxpool_plane_fwd(const gx_real *in, gx_real *out, int32_t *idx, int64_t H,
+                                 int64_t W, int64_t oh, int64_t ow, int k, int s, int pad) {
+    for (int64_t i = 0; i < oh; i++) {
+        const int64_t y0 = i * s - pad, y1 = y0 + k < H ? y0 + k : H, ys = y0 > 0 ? y0 : 0;
+        for (int64_t j = 0; j < ow; j++) {
+            const int64_t x0 = j * s - pad, x1 = x0 + k < W ? x0 + k : W, xs = x0 > 0 ? x0 : 0;
+            int64_t best_i = ys * W + xs;
+            gx_real best = -INFINITY;
+            for (int64_t y = ys; y < y1; y++)
+                for (int64_t x = xs; x < x1; x++) {
+                    const gx_real v = in[y * W + x];
+                    if (v > best || isnan(v)) { best = v; best_i = y * W + x; }
+                }
+            out[i * ow + j] = best;
+            idx[i * ow + j] = (int32_t)best_i;
+        }
+    }
+}
+
+/* node: saved = the int32 argmax table, one entry per output element. The
+ * scatter of a plane stays in one thread (windows overlap when s < k). */
+static void gx_max_pool2d_backward(gx_ctx *ctx, gx_node *n) {
+    gx_tensor *x = n->in[0];
+    gx_real *gx = gx_grad(ctx, x);
+    if (!gx) return;
+    const int64_t P = x->shape[0] * x->shape[1], HW = x->shape[2] * x->shape[3];
+    const int64_t OHW = n->out->shape[2] * n->out->shape[3];
+    const int32_t *idx = n->saved;
+    const gx_real *go = n->out->grad;
+    #pragma omp parallel for if (GX_POOL_PAR(x->numel))
+    for (int64_t p = 0; p < P; p++) {
+        gx_real *d = gx + p * HW;
+        for (int64_t o = 0; o < OHW; o++) d[idx[p * OHW + o]] += go[p * OHW + o];
+    }
+}
+
+gx_tensor *gx_max_pool2d(gx_ctx *ctx, gx_tensor *x, int kernel, int stride, int padding) {
+    char buf[96];
+    GX_ASSERT_MSG(x->ndim == 4, "gx_max_pool2d: x must be [B, C, H, W], got %s",
+                  gx_tensor_shape_str(x, buf, sizeof buf));
+    GX_ASSERT_MSG(kernel >= 1 && stride >= 1 && padding >= 0 && 2 * padding <= kernel,
+                  "gx_max_pool2d: bad kernel %d, stride %d, padding %d (need padding <= k/2)",
+                  kernel, stride, padding);
+    const int64_t P = x->shape[0] * x->shape[1], H = x->shape[2], W = x->shape[3];
+    GX_ASSERT_MSG(H + 2 * padding >= kernel && W + 2 * padding >= kernel && H * W < INT32_MAX,
+                  "gx_max_pool2d: input %s too small for kernel %d (padding %d)",
+                  gx_tensor_shape_str(x, buf, sizeof buf), kernel, padding);
+    const int64_t oh = (H + 2 * padding - kernel) / stride + 1;
+    const int64_t ow = (W + 2 * padding - kernel) / stride + 1;
+    gx_tensor *out = gx_tensor_new(ctx, 4, GX_SHAPE(x->shape[0], x->shape[1], oh, ow));
+    int32_t *idx = gx_ctx_alloc(ctx, (size_t)out->numel * sizeof(int32_t));
+    #pragma omp parallel for if (GX_POOL_PAR(x->numel))
+    for (int64_t p = 0; p < P; p++)
+        gx_maxpool_plane_fwd(x->data + p * H * W, out->data + p * oh * ow, idx + p * oh * ow,
+                             H, W, oh, ow, kernel, stride, padding);
+    gx_node *n = gx_tape_record(ctx, "max_pool2d", gx_max_pool2d_backward, out, 1, &x);
+    if (n) n->saved = idx;
     return out;
 }

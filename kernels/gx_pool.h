@@ -18,6 +18,13 @@ gx_tensor *gx_adaptive_avg_pool2d(gx_ctx *ctx, gx_tensor *x, int64_t oh, int64_t
 gx_tensor *gx_resize_bilinear(gx_ctx *ctx, gx_tensor *x, int64_t oh, int64_t ow);
 /* Nearest-neighbour upsampling by 2 in H and W: [B, C, 2H, 2W]. */
 gx_tensor *gx_upsample_nearest2x(gx_ctx *ctx, gx_tensor *x);
+/* Max pooling as F.max_pool2d(x, kernel, stride, padding) (square window,
+ * dilation 1, ceil_mode false): x [B, C, H, W] ->
+ * [B, C, (H + 2p - k)/s + 1, (W + 2p - k)/s + 1]. Padding counts as -inf and
+ * must be at most k/2 (as PyTorch), so every window holds an input pixel.
+ * Each output takes the first maximum of its window in row-major order (a
+ * NaN wins, as PyTorch); backward routes the whole gradient to that pixel. */
+gx_tensor *gx_max_pool2d(gx_ctx *ctx, gx_tensor *x, int kernel, int stride, int padding);
 
 #ifdef __cplusplus
 }

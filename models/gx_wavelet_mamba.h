@@ -35,6 +35,7 @@
 #define GX_WAVELET_MAMBA_H
 
 #include "gx.h"
+#include "gx_resnet18.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -44,6 +45,12 @@ typedef enum {
     GX_WM_DELTA_MEAN = 0,   /* reference: Delta averaged over the sequence (per sample) */
     GX_WM_DELTA_TOKEN = 1   /* paper eq. 4: Delta per token */
 } gx_wm_delta_mode;
+
+/* The image branch that produces the 256-d features w. */
+typedef enum {
+    GX_WM_BACKBONE_WAVELET = 0,   /* the spec's wavelet encoder (we.) */
+    GX_WM_BACKBONE_RESNET18 = 1   /* baseline: ResNet-18 trunk + lin 8w->256 (see below) */
+} gx_wm_backbone;
 
 /* Widths of the per-pixel layers. Everything after the image branch (colour,
  * morphology, coordinates, bottleneck, heads) has fixed widths (256, ...). */
@@ -59,6 +66,20 @@ typedef struct gx_wm_config {
     int64_t fusion;         /* F, fast-fusion width */
     int64_t classes;        /* K */
     gx_wm_delta_mode delta_mode;
+    /* ---- ResNet-18 baseline (issue 4's Table 2 row) ----
+     * backbone RESNET18 replaces the wavelet encoder (stem, WaveletMamba
+     * block, fast fusion: none of their tensors is registered, and c1..fusion
+     * are ignored) with a torchvision ResNet-18 trunk `fe.resnet.` (base width
+     * resnet_width, 64 = torchvision) whose pooled features f [B,8w] give
+     * w = `fe.resnet_proj`(f) (lin 8w->256; the wavelet encoder's w is also a
+     * plain linear output). The morphology branch, which reads
+     * avgpool(stem output x2) in the spec, reads f instead
+     * (shared_feature_projection becomes lin 8w->256): the trunk has no
+     * counterpart of the full-resolution stem, and its pooled output is the
+     * only image feature a ResNet-18 exposes. Everything else (colours,
+     * coordinates, VIB, heads, losses) is unchanged. */
+    gx_wm_backbone backbone;
+    int64_t resnet_width;
 } gx_wm_config;
 
 /* The paper's 3.54 M-parameter model (S 64, c 64/128, D 128, N 16, G 8, F 256). */
@@ -115,6 +136,9 @@ typedef struct gx_wm_model {
     gx_wm_lin    red0, red3, red5;
     gx_tensor   *redshift_scale;       /* [] */
     gx_tensor   *lsi_c_log;            /* [] (loss parameter, part of the checkpoint) */
+    /* backbone RESNET18 only (the wavelet encoder's fields above stay NULL) */
+    gx_rn18      resnet;               /* fe.resnet. */
+    gx_wm_lin    resnet_proj;          /* fe.resnet_proj: [256,8w], [256] */
 } gx_wm_model;
 
 /* Registers every tensor (names: see models/wavelet_mamba.c) and initialises it
@@ -130,7 +154,7 @@ typedef struct gx_wm_out {
     gx_tensor *redshift;   /* [B] z-hat >= 1e-6 */
     gx_tensor *mu, *logvar;/* [B,256] VIB posterior */
     gx_tensor *z;          /* [B,256] (mu in eval) */
-    gx_tensor *w;          /* [B,256] wavelet features */
+    gx_tensor *w;          /* [B,256] wavelet features (ResNet-18 features with that backbone) */
     gx_tensor *mags;       /* [B,5] pseudo-magnitudes u,g,r,i,z */
     gx_tensor *colors;     /* [B,4] raw colours u-g, g-r, r-i, i-z */
     gx_tensor *c4;         /* [B,4] normalised colours (c4[:,1] = g-r feature) */

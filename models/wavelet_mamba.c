@@ -24,6 +24,10 @@
  *    statistics receive gradient. Implemented as gathers of host-chosen indices.
  *  - Missing coordinates: coords NULL, or a row containing a NaN, gives zero
  *    coordinate features for that sample (a mask multiply).
+ *  - [resnet18] Backbone RESNET18 (the ResNet-18 baseline, see the header):
+ *    the lines marked [resnet18] swap the wavelet encoder for the trunk of
+ *    models/resnet18.c plus fe.resnet_proj, and feed the morphology branch
+ *    the trunk's pooled features instead of avgpool(x2).
  */
 #include "gx_wavelet_mamba.h"
 #include <math.h>
@@ -37,19 +41,22 @@
 gx_wm_config gx_wm_config_default(void) {
     return (gx_wm_config){ .size = 64, .c1 = 64, .c2 = 128, .d_model = 128, .d_state = 16,
                            .d_conv = 4, .expand = 2, .dt_rank = 16, .grid = 8, .fusion = 256,
-                           .classes = 10, .delta_mode = GX_WM_DELTA_MEAN };
+                           .classes = 10, .delta_mode = GX_WM_DELTA_MEAN,
+                           .backbone = GX_WM_BACKBONE_WAVELET, .resnet_width = 64 };
 }
 
 gx_wm_config gx_wm_config_tiny(void) {
     return (gx_wm_config){ .size = 32, .c1 = 8, .c2 = 16, .d_model = 16, .d_state = 4,
                            .d_conv = 4, .expand = 2, .dt_rank = 4, .grid = 4, .fusion = 32,
-                           .classes = 10, .delta_mode = GX_WM_DELTA_MEAN };
+                           .classes = 10, .delta_mode = GX_WM_DELTA_MEAN,
+                           .backbone = GX_WM_BACKBONE_WAVELET, .resnet_width = 64 };
 }
 
 gx_wm_config gx_wm_config_small(void) {
     return (gx_wm_config){ .size = 64, .c1 = 32, .c2 = 64, .d_model = 64, .d_state = 16,
                            .d_conv = 4, .expand = 2, .dt_rank = 16, .grid = 8, .fusion = 128,
-                           .classes = 10, .delta_mode = GX_WM_DELTA_MEAN };
+                           .classes = 10, .delta_mode = GX_WM_DELTA_MEAN,
+                           .backbone = GX_WM_BACKBONE_WAVELET, .resnet_width = 64 };
 }
 
 /* ------------------------------------------------------------ registration */
@@ -234,7 +241,9 @@ static void reg_features(wm_reg *r, gx_wm_model *m) {
     fill_const(m->color_iqr, 1.0);
 
 #define MA FE "morphology_analyzer."
-    m->m_proj = reg_linear(r, MA "shared_feature_projection", m->cfg.c2, 256, 1);
+    /* [resnet18] the morphology branch reads the trunk's pooled features. */
+    int64_t m_in = m->cfg.backbone == GX_WM_BACKBONE_RESNET18 ? 8 * m->cfg.resnet_width : m->cfg.c2;
+    m->m_proj = reg_linear(r, MA "shared_feature_projection", m_in, 256, 1);
     m->se0 = reg_linear(r, MA "se_gate.0", 256 + 4 + 10, 256, 1);
     m->se2 = reg_linear(r, MA "se_gate.2", 256, 256, 1);
     m->film_gamma = reg_linear(r, MA "film_gamma", 256, 256, 1);
@@ -290,6 +299,10 @@ static void reg_heads(wm_reg *r, gx_wm_model *m) {
 }
 
 void gx_wm_init(gx_wm_model *m, gx_wm_config cfg, uint64_t seed) {
+    GX_ASSERT_MSG(cfg.backbone == GX_WM_BACKBONE_WAVELET ||
+                  (cfg.backbone == GX_WM_BACKBONE_RESNET18 && cfg.resnet_width > 0),
+                  "gx_wm_init: bad backbone %d / resnet_width %lld", (int)cfg.backbone,
+                  (long long)cfg.resnet_width);
     GX_ASSERT_MSG(cfg.c2 % 4 == 0 && cfg.fusion % 4 == 0 && cfg.c1 > 0 && cfg.d_model > 0 &&
                   cfg.grid > 0 && cfg.d_state > 0 && cfg.dt_rank > 0 && cfg.d_conv > 0,
                   "gx_wm_init: bad config (c2 %lld and fusion %lld must be multiples of 4)",
@@ -302,8 +315,14 @@ void gx_wm_init(gx_wm_model *m, gx_wm_config cfg, uint64_t seed) {
     m->coord_dropout = 0.1;
     wm_reg r = { &m->params, { 0, 0 }, 0 };
     gx_rng_init(&r.rng, seed);
-    reg_image_stem_and_block(&r, m);
-    reg_fast_fusion(&r, m);
+    if (cfg.backbone == GX_WM_BACKBONE_RESNET18) {           /* [resnet18] */
+        gx_rng rs = gx_rng_fork(&r.rng, r.stream++);
+        gx_rn18_init(&m->resnet, &m->params, FE "resnet", 3, cfg.resnet_width, &rs);
+        m->resnet_proj = reg_linear(&r, FE "resnet_proj", gx_rn18_features(&m->resnet), 256, 1);
+    } else {
+        reg_image_stem_and_block(&r, m);
+        reg_fast_fusion(&r, m);
+    }
     reg_features(&r, m);
     reg_heads(&r, m);
 }
@@ -522,8 +541,9 @@ static void colours(gx_ctx *ctx, const gx_wm_model *m, gx_tensor *x, int trainin
 
 /* -------------------------------------------------------- forward: morphology */
 
-static gx_tensor *morphology(gx_ctx *ctx, const gx_wm_model *m, gx_tensor *x2, gx_tensor *c4) {
-    int64_t B = x2->shape[0];
+/* pooled [B,c2] = avgpool(x2) (or [B,8w] trunk features with the ResNet-18 backbone). */
+static gx_tensor *morphology(gx_ctx *ctx, const gx_wm_model *m, gx_tensor *pooled, gx_tensor *c4) {
+    int64_t B = pooled->shape[0];
     /* Weak class from the g-r feature (no gradient: a class index). */
     int32_t *k0 = gx_ctx_alloc(ctx, (size_t)B * sizeof(int32_t));
     for (int64_t b = 0; b < B; b++) {
@@ -531,7 +551,7 @@ static gx_tensor *morphology(gx_ctx *ctx, const gx_wm_model *m, gx_tensor *x2, g
         k0[b] = gr > 0.8 ? 3 : (gr > 0.5 ? 6 : 0);
     }
     gx_tensor *onehot = gx_one_hot(ctx, k0, B, 10);
-    gx_tensor *base = lin(ctx, global_avg(ctx, x2), &m->m_proj);           /* [B,256] */
+    gx_tensor *base = lin(ctx, pooled, &m->m_proj);                         /* [B,256] */
     gx_tensor *gin[3] = { base, c4, onehot };
     gx_tensor *gate = gx_relu(ctx, lin(ctx, gx_concat(ctx, 3, gin, 1), &m->se0));
     gate = gx_sigmoid(ctx, lin(ctx, gate, &m->se2));
@@ -622,9 +642,16 @@ gx_wm_out gx_wm_forward(gx_ctx *ctx, gx_wm_model *m, gx_tensor *x, gx_tensor *co
     gx_wm_out o;
     memset(&o, 0, sizeof o);
     colours(ctx, m, x, training, &o);
-    gx_tensor *x2 = stem(ctx, m, x, training);
-    o.w = fast_fusion(ctx, m, x2, training);
-    gx_tensor *morph = morphology(ctx, m, x2, o.c4);
+    gx_tensor *pooled;                     /* input of the morphology branch */
+    if (m->cfg.backbone == GX_WM_BACKBONE_RESNET18) {        /* [resnet18] */
+        pooled = gx_rn18_forward(ctx, &m->resnet, x, training);
+        o.w = lin(ctx, pooled, &m->resnet_proj);
+    } else {
+        gx_tensor *x2 = stem(ctx, m, x, training);
+        o.w = fast_fusion(ctx, m, x2, training);
+        pooled = global_avg(ctx, x2);
+    }
+    gx_tensor *morph = morphology(ctx, m, pooled, o.c4);
     gx_tensor *coord = coordinates(ctx, m, coords, x->shape[0], training);
     bottleneck(ctx, m, morph, training, &o);
     heads(ctx, m, coord, training, &o);

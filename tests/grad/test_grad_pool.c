@@ -54,3 +54,27 @@ GX_TEST(grad_pool_nearest2x) {
     CHECK(gx_gradcheck(T, "nearest2x [1,1,1,1]", fn_nearest, NULL, 1, &y, GX_GC_DEFAULTS));
     gx_ctx_free(&ctx);
 }
+
+/* Max pooling is piecewise linear: the check holds while every window's
+ * maximum leads the runner-up by far more than h = 1e-6, which random
+ * uniform inputs give (overlapping windows, s < k, included). */
+typedef struct { int k, s, p; } maxpool_arg;
+
+static gx_tensor *fn_maxpool(gx_ctx *ctx, gx_tensor *const *in, void *arg) {
+    const maxpool_arg *a = arg;
+    return gx_max_pool2d(ctx, in[0], a->k, a->s, a->p);
+}
+
+GX_TEST(grad_pool_max) {
+    gx_ctx ctx; gx_ctx_init(&ctx, 1 << 16);
+    gx_rng rng; gx_rng_init(&rng, 24);
+    gx_tensor *x = gx_test_leaf(&ctx, &rng, 4, GX_SHAPE(2, 3, 7, 9), -1, 1);
+    maxpool_arg resnet = { 3, 2, 1 }, plain = { 2, 2, 0 }, dense = { 3, 1, 1 };
+    CHECK(gx_gradcheck(T, "maxpool k3 s2 p1 7x9", fn_maxpool, &resnet, 1, &x, GX_GC_DEFAULTS));
+    CHECK(gx_gradcheck(T, "maxpool k2 s2 p0 7x9", fn_maxpool, &plain, 1, &x, GX_GC_DEFAULTS));
+    CHECK(gx_gradcheck(T, "maxpool k3 s1 p1 7x9", fn_maxpool, &dense, 1, &x, GX_GC_DEFAULTS));
+    gx_tensor *y = gx_test_leaf(&ctx, &rng, 4, GX_SHAPE(1, 2, 5, 4), -1, 1);
+    maxpool_arg wide = { 4, 3, 2 };
+    CHECK(gx_gradcheck(T, "maxpool k4 s3 p2 5x4", fn_maxpool, &wide, 1, &y, GX_GC_DEFAULTS));
+    gx_ctx_free(&ctx);
+}

@@ -13,9 +13,19 @@ coordinate features. In training, batch median (torch.median: lower median) and 
 (torch.quantile, linear interpolation) are differentiable exactly as autograd makes them:
 the gradient reaches the order statistics that were selected / interpolated.
 
+ResNet-18 baseline (backbone="resnet18", models/gx_resnet18.h): the wavelet encoder is
+replaced by a torchvision-style ResNet-18 trunk `feature_extractor.resnet.` (torchvision's
+names, no fc) and `feature_extractor.resnet_proj` (lin 8w->256) gives w; the morphology
+branch reads the trunk's pooled features (shared_feature_projection lin 8w->256). Its
+fixture (tests/fixtures/wm_rn18*.safetensors) uses base width w = 8 (every code path of
+w = 64 at 1/64 of the weights) on the tiny config: every tensor the two models share is
+taken from the committed wm_tiny.safetensors, so wm_rn18.safetensors stores only the
+trunk, resnet_proj and shared_feature_projection (the C test loads both files).
+
 Usage:
-  /usr/bin/python3 tests/models/wm_ref.py            # writes the fixture, prints counts
+  /usr/bin/python3 tests/models/wm_ref.py            # writes both fixtures, prints counts
   /usr/bin/python3 tests/models/wm_ref.py --count    # parameter counts only
+  /usr/bin/python3 tests/models/wm_ref.py --rn18     # only the ResNet-18 fixture
 
 Fixture size: the tiny config still has ~1 M parameters (everything after the image branch
 keeps the full widths), so weights are stored as F16 (the model is evaluated with exactly
@@ -210,6 +220,49 @@ class WaveletEncoder(nn.Module):
         return self.fast_fusion(x3), x2
 
 
+class BasicBlock(nn.Module):
+    """torchvision's BasicBlock (expansion 1), names included."""
+
+    def __init__(self, cin, cout, stride):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.downsample = None
+        if stride != 1 or cin != cout:
+            self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False),
+                                            nn.BatchNorm2d(cout))
+
+    def forward(self, x):
+        out = self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
+        idt = x if self.downsample is None else self.downsample(x)
+        return F.relu(out + idt)
+
+
+class ResNet18Trunk(nn.Module):
+    """torchvision resnet18 without fc, base width w (64 = torchvision): x -> [B, 8w]."""
+
+    def __init__(self, width=64, cin=3):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, width, 7, 2, 3, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        c = width
+        for i in range(1, 5):
+            out = width * 2 ** (i - 1)
+            stride = 1 if i == 1 else 2
+            setattr(self, f"layer{i}", nn.Sequential(BasicBlock(c, out, stride), BasicBlock(out, out, 1)))
+            c = out
+        for mod in self.modules():
+            if isinstance(mod, nn.Conv2d):
+                nn.init.kaiming_normal_(mod.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward(self, x):
+        h = F.max_pool2d(F.relu(self.bn1(self.conv1(x))), 3, 2, 1)
+        h = self.layer4(self.layer3(self.layer2(self.layer1(h))))
+        return h.mean(dim=(2, 3))
+
+
 class ColorStats(nn.Module):
     def __init__(self):
         super().__init__()
@@ -227,11 +280,11 @@ class MorphologyAnalyzer(nn.Module):
         self.fusion_layer = nn.Sequential(nn.LayerNorm(512), nn.ReLU(), nn.Linear(512, 256))
         self.residual_projection = nn.Linear(256, 256)
 
-    def forward(self, x2, c4):
+    def forward(self, pooled, c4):                 # pooled: avgpool(x2), or the ResNet features
         g_r = c4[:, 1].detach()
         k0 = torch.where(g_r > 0.8, 3, torch.where(g_r > 0.5, 6, 0))
         onehot = F.one_hot(k0, 10).to(c4.dtype)
-        base = self.shared_feature_projection(x2.mean(dim=(2, 3)))
+        base = self.shared_feature_projection(pooled)
         gate = self.se_gate(torch.cat([base, c4, onehot], dim=1))
         a = base * gate
         film = self.film_gamma(a) * base + self.film_beta(a)
@@ -260,14 +313,21 @@ class CoordinateEncoder(nn.Module):
 
 
 class FeatureExtractor(nn.Module):
-    def __init__(self, cfg, delta_mode):
+    def __init__(self, cfg, delta_mode, backbone="wavelet", resnet_width=64):
         super().__init__()
-        self.wavelet_encoder = WaveletEncoder(cfg, delta_mode)
+        self.backbone = backbone
+        if backbone == "resnet18":
+            self.resnet = ResNet18Trunk(resnet_width)
+            self.resnet_proj = nn.Linear(8 * resnet_width, 256)
+            morph_in = 8 * resnet_width
+        else:
+            self.wavelet_encoder = WaveletEncoder(cfg, delta_mode)
+            morph_in = cfg["c2"]
         self.color_magnitude_extractor = nn.Sequential(
             nn.AdaptiveAvgPool2d((8, 8)), nn.Flatten(), nn.Linear(192, 128), nn.ReLU(),
             nn.Linear(128, 64), nn.ReLU(), nn.Linear(64, 5))
         self.color_stats = ColorStats()
-        self.morphology_analyzer = MorphologyAnalyzer(cfg["c2"])
+        self.morphology_analyzer = MorphologyAnalyzer(morph_in)
         self.coordinate_encoder = CoordinateEncoder()
         self.image_to_task_projection = nn.Sequential(nn.Linear(512, 256), nn.LayerNorm(256), nn.ReLU())
         self.vib_mu = nn.Linear(256, 256)
@@ -301,9 +361,9 @@ class LossParams(nn.Module):
 
 
 class WaveletMambaModel(nn.Module):
-    def __init__(self, cfg, delta_mode="mean"):
+    def __init__(self, cfg, delta_mode="mean", backbone="wavelet", resnet_width=64):
         super().__init__()
-        self.feature_extractor = FeatureExtractor(cfg, delta_mode)
+        self.feature_extractor = FeatureExtractor(cfg, delta_mode, backbone, resnet_width)
         self.task_relationship = RelationshipModel()
         self.task_heads = TaskHeads(cfg["K"])
         self.redshift_image_branch = nn.Sequential(
@@ -330,8 +390,13 @@ class WaveletMambaModel(nn.Module):
         else:
             med, iqr = fe.color_stats.median, fe.color_stats.iqr
         c4 = (c - med) / torch.clamp(iqr, min=1e-3)
-        w, x2 = fe.wavelet_encoder(x)
-        m = fe.morphology_analyzer(x2, c4)
+        if fe.backbone == "resnet18":
+            pooled = fe.resnet(x)
+            w = fe.resnet_proj(pooled)
+        else:
+            w, x2 = fe.wavelet_encoder(x)
+            pooled = x2.mean(dim=(2, 3))
+        m = fe.morphology_analyzer(pooled, c4)
         if coords is None:
             coord = torch.zeros(x.shape[0], 64, dtype=x.dtype)
         else:
@@ -377,6 +442,9 @@ def write_safetensors(path, tensors):
     print(f"wrote {path} ({len(tensors)} tensors, {off} data bytes)")
 
 
+FIXDIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fixtures")
+
+
 def export_fixture():
     torch.manual_seed(0)
     cfg = CONFIGS["tiny"]
@@ -405,7 +473,17 @@ def export_fixture():
     coords = torch.stack([torch.rand(Bn, generator=g) * 360, torch.rand(Bn, generator=g) * 180 - 90], 1)
     coords = coords.float().double()
     out["in.x"], out["in.coords"] = ("F32", x), ("F32", coords)
+    out.update(io_tensors(model, x, coords, g))
+    # Two files: the weights alone (a state_dict, loaded strictly by name) and the test data.
+    write_safetensors(os.path.join(FIXDIR, "wm_tiny.safetensors"), {k: out[k] for k in sd})
+    write_safetensors(os.path.join(FIXDIR, "wm_tiny_io.safetensors"),
+                      {k: v for k, v in out.items() if k not in sd})
 
+
+def io_tensors(model, x, coords, g):
+    """Eval and training outputs, updated running statistics and the gradients of
+    L = sum(logits R1) + sum(zhat R2) + sum(logvar R3) (R* drawn from g)."""
+    out = {}
     model.eval()
     with torch.no_grad():
         ev = model(x, coords)
@@ -440,19 +518,71 @@ def export_fixture():
             out["gs." + name] = ("F32", gr[idx])
             out["gn." + name] = ("F32", gr.norm().reshape(1))
             out["gsum." + name] = ("F32", gr.sum().reshape(1))
-    # Two files: the weights alone (a state_dict, loaded strictly by name) and the test data.
-    fixdir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fixtures")
-    write_safetensors(os.path.join(fixdir, "wm_tiny.safetensors"), {k: out[k] for k in sd})
-    write_safetensors(os.path.join(fixdir, "wm_tiny_io.safetensors"),
-                      {k: v for k, v in out.items() if k not in sd})
+    return out
+
+
+def read_safetensors(path):
+    """{name: float64 tensor} of an F16/F32 safetensors file."""
+    with open(path, "rb") as f:
+        blob = f.read()
+    n = struct.unpack("<Q", blob[:8])[0]
+    header, data = json.loads(blob[8:8 + n]), blob[8 + n:]
+    out = {}
+    for k, v in header.items():
+        if k == "__metadata__":
+            continue
+        a, b = v["data_offsets"]
+        dt = {"F16": torch.float16, "F32": torch.float32}[v["dtype"]]
+        out[k] = torch.frombuffer(bytearray(data[a:b]), dtype=dt).reshape(v["shape"]).double()
+    return out
+
+
+def export_rn18_fixture(width=8, batch=3, size=45):
+    """The ResNet-18 baseline (tiny config, base width `width`) on batch x 3 x size^2:
+    shared tensors from the committed wm_tiny.safetensors, the rest fresh."""
+    tiny = read_safetensors(os.path.join(FIXDIR, "wm_tiny.safetensors"))
+    torch.manual_seed(10)
+    model = WaveletMambaModel(CONFIGS["tiny"], backbone="resnet18", resnet_width=width)
+    g = torch.Generator().manual_seed(11)
+    own = []
+    with torch.no_grad():
+        for name, t in model.state_dict(keep_vars=True).items():
+            if name.endswith("num_batches_tracked"):
+                continue
+            if name in tiny and tuple(tiny[name].shape) == tuple(t.shape):
+                t.copy_(tiny[name])
+                continue
+            own.append(name)
+            if name.endswith("running_mean"):
+                t.copy_(torch.rand(t.shape, generator=g) * 0.2 - 0.1)
+            elif name.endswith("running_var"):
+                t.copy_(torch.rand(t.shape, generator=g) + 0.5)
+            t.copy_(t.half().float())
+    model = model.double()
+    out = {k: ("F16", v.clone()) for k, v in model.state_dict().items() if k in own}
+    x = (torch.rand(batch, 3, size, size, generator=g) * 0.9 + 0.05).half().double()
+    coords = torch.stack([torch.rand(batch, generator=g) * 360,
+                          torch.rand(batch, generator=g) * 180 - 90], 1).float().double()
+    io = {"in.x": ("F32", x), "in.coords": ("F32", coords)}
+    io.update(io_tensors(model, x, coords, g))
+    write_safetensors(os.path.join(FIXDIR, "wm_rn18.safetensors"), out)
+    write_safetensors(os.path.join(FIXDIR, "wm_rn18_io.safetensors"), io)
 
 
 def main():
     for name, cfg in CONFIGS.items():
         torch.manual_seed(0)
         print(f"{name}: {count(WaveletMambaModel(cfg))} parameters")
-    if "--count" not in sys.argv:
+    for name in ("tiny", "default"):
+        torch.manual_seed(0)
+        rn = WaveletMambaModel(CONFIGS[name], backbone="resnet18")
+        print(f"{name} backbone=resnet18: {count(rn)} parameters "
+              f"(trunk {count(rn.feature_extractor.resnet)})")
+    if "--count" in sys.argv:
+        return
+    if "--rn18" not in sys.argv:
         export_fixture()
+    export_rn18_fixture()
 
 
 if __name__ == "__main__":

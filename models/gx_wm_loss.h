@@ -65,6 +65,9 @@ typedef struct gx_wm_loss_cfg {
     double w_lsi;            /* 0.12 (inside L_lsi, as the spec writes it) */
     double hk_weight;        /* weight of HK in this step: the trainer sets it per
                               * epoch with gx_wm_loss_hk_weight (default 0.035 = on) */
+    int    colour_weights;   /* 1: colour-aware weights in red (the spec, default);
+                              * 0: every participating sample weighs 1 (plain
+                              * log-MSE: the "MSE only" rows of the paper's Table 3) */
     /* HK schedule, used only by gx_wm_loss_hk_weight */
     double hk_weight_max;    /* 0.035 (Table 3: 0.30) */
     int    hk_start_epoch;   /* 2: epochs are 0-based, as the authors' loop index */

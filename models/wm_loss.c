@@ -52,7 +52,7 @@
 
 gx_wm_loss_cfg gx_wm_loss_cfg_default(void) {
     return (gx_wm_loss_cfg){
-        .w_cls = 0.90, .w_red = 0.10, .w_vib = 0.25, .w_lsi = 0.12,
+        .w_cls = 0.90, .w_red = 0.10, .w_vib = 0.25, .w_lsi = 0.12, .colour_weights = 1,
         .hk_weight = 0.035, .hk_weight_max = 0.035, .hk_start_epoch = 2, .hk_ramp_end_epoch = 2,
         .hk_mode = GX_WM_HK_SAMPLE, .sk_lambda = 0.5, .sk_iters = 50, .sk_eps = 1e-4,
         .hk_bins = 40, .hk_delta = 1.0,
@@ -311,7 +311,8 @@ gx_wm_loss_out gx_wm_loss(gx_ctx *ctx, const gx_wm_loss_cfg *cfg, const gx_wm_lo
         part[i] = (uint8_t)gx_wm_loss_has_redshift(in->z_true[i]);
         o.n_red += part[i];
     }
-    gx_wm_loss_colour_weights(in->c4->data + 1, 4, B, cw);
+    if (cfg->colour_weights) gx_wm_loss_colour_weights(in->c4->data + 1, 4, B, cw);
+    else for (int64_t i = 0; i < B; i++) cw[i] = 1.0;
 
     o.t_cls = wm_focal(ctx, cfg, in->logits, in->labels, &o.gamma);
     o.t_red = o.n_red ? wm_red(ctx, zh, in->z_true, part, cw, o.n_red) : gx_tensor_scalar(ctx, 0);

@@ -87,13 +87,14 @@ static const wm_set_key wm_set_keys[] = {
     K_("d_state", 'l', model.d_state), K_("d_conv", 'l', model.d_conv),
     K_("expand", 'l', model.expand), K_("dt_rank", 'l', model.dt_rank),
     K_("grid", 'l', model.grid), K_("fusion", 'l', model.fusion),
+    K_("resnet_width", 'l', model.resnet_width),
     K_("w_cls", 'd', loss.w_cls), K_("w_red", 'd', loss.w_red), K_("w_vib", 'd', loss.w_vib),
     K_("w_lsi", 'd', loss.w_lsi), K_("hk_weight_max", 'd', loss.hk_weight_max),
     K_("hk_start_epoch", 'i', loss.hk_start_epoch), K_("hk_ramp_end_epoch", 'i', loss.hk_ramp_end_epoch),
     K_("sk_lambda", 'd', loss.sk_lambda), K_("sk_iters", 'i', loss.sk_iters),
     K_("sk_eps", 'd', loss.sk_eps), K_("hk_bins", 'i', loss.hk_bins), K_("hk_delta", 'd', loss.hk_delta),
     K_("focal_gamma0", 'd', loss.focal_gamma0), K_("focal_alpha", 'd', loss.focal_alpha),
-    K_("focal_alpha0", 'd', loss.focal_alpha0),
+    K_("focal_alpha0", 'd', loss.focal_alpha0), K_("colour_weights", 'i', loss.colour_weights),
     K_("aug_rot", 'd', aug.rot_max_deg), K_("aug_hflip", 'd', aug.p_hflip),
     K_("aug_vflip", 'd', aug.p_vflip), K_("aug_brightness", 'd', aug.brightness),
     K_("aug_contrast", 'd', aug.contrast), K_("aug_p_contrast", 'd', aug.p_contrast),
@@ -104,6 +105,20 @@ static const wm_set_key wm_set_keys[] = {
 
 gx_status gx_train_wm_set(gx_train_wm_opts *o, const char *key, const char *value, gx_err *err) {
     if (!key || !value) return gx_err_set(err, GX_ERR_INVALID, "--set: expected key=value");
+    if (!strcmp(key, "z_train")) {
+        int v = !strcmp(value, "all") ? 0 : !strcmp(value, "spec_selected") ? 1 : -1;
+        if (v < 0)
+            return gx_err_set(err, GX_ERR_INVALID, "--set z_train: bad value '%s' (all or spec_selected)", value);
+        o->z_train_spec = v;
+        return GX_OK;
+    }
+    if (!strcmp(key, "backbone")) {        /* the ResNet-18 baseline (gx_wavelet_mamba.h) */
+        int v = !strcmp(value, "wavelet") ? 0 : !strcmp(value, "resnet18") ? 1 : -1;
+        if (v < 0)
+            return gx_err_set(err, GX_ERR_INVALID, "--set backbone: bad value '%s' (wavelet or resnet18)", value);
+        o->model.backbone = (gx_wm_backbone)v;
+        return GX_OK;
+    }
     if (!strcmp(key, "delta_mode") || !strcmp(key, "hk_mode")) {
         int is_delta = key[0] == 'd';
         const char *a = is_delta ? "mean" : "sample", *b = is_delta ? "token" : "batch";
@@ -156,6 +171,11 @@ static gx_status wm_opts_check(const gx_train_wm_opts *o, gx_err *err) {
         return gx_err_set(err, GX_ERR_INVALID, "--set lr_*: learning rates must be >= 0 (peak > 0)");
     if (o->clip < 0) return gx_err_set(err, GX_ERR_INVALID, "--set clip: must be >= 0");
     if (o->prefetch < 1) return gx_err_set(err, GX_ERR_INVALID, "--set prefetch: must be >= 1");
+    if (o->model.resnet_width < 1 || o->model.resnet_width > 1024)
+        return gx_err_set(err, GX_ERR_INVALID, "--set resnet_width: must be in [1, 1024]");
+    if (o->loss.colour_weights != 0 && o->loss.colour_weights != 1)
+        return gx_err_set(err, GX_ERR_INVALID, "--set colour_weights: must be 0 or 1 (got %d)",
+                          o->loss.colour_weights);
     return GX_OK;
 }
 
@@ -250,12 +270,22 @@ static char *wm_config_json(const gx_wm_config *c) {
         "dt_rank", (json_int_t)c->dt_rank, "grid", (json_int_t)c->grid,
         "fusion", (json_int_t)c->fusion, "classes", (json_int_t)c->classes,
         "delta_mode", c->delta_mode == GX_WM_DELTA_TOKEN ? "token" : "mean");
+    /* The image branch (ResNet-18 baseline or the wavelet encoder). */
+    if (j && (json_object_set_new(j, "backbone", json_string(c->backbone == GX_WM_BACKBONE_RESNET18
+                                                             ? "resnet18" : "wavelet")) ||
+              json_object_set_new(j, "resnet_width", json_integer((json_int_t)c->resnet_width)))) {
+        json_decref(j);
+        j = NULL;
+    }
     char *s = j ? json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
     json_decref(j);
     return s;
 }
 
-/* Parses wm_config_json's output; every key is required. */
+/* Parses wm_config_json's output; every key is required. The bounds (far
+ * above any real config) and the multiples of 4 are checked here because
+ * gx_wm_init asserts on them and would otherwise allocate whatever a
+ * corrupt file claims: a bad checkpoint must be refused, not abort. */
 static gx_status wm_config_parse(const char *s, gx_wm_config *c, gx_err *err) {
     json_error_t je;
     json_t *j = s ? json_loads(s, 0, &je) : NULL;
@@ -267,9 +297,12 @@ static gx_status wm_config_parse(const char *s, gx_wm_config *c, gx_err *err) {
                                         "expand", "dt_rank", "grid", "fusion", "classes" };
     int64_t *dst[] = { &c->size, &c->c1, &c->c2, &c->d_model, &c->d_state, &c->d_conv,
                        &c->expand, &c->dt_rank, &c->grid, &c->fusion, &c->classes };
+    static const int64_t lo[] = { 8, 1, 4, 1, 1, 1, 1, 1, 1, 4, 1 };
+    static const int64_t hi[] = { 1024, 1024, 1024, 1024, 256, 16, 8, 1024, 64, 1024, 1024 };
     for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
         json_t *v = json_object_get(j, keys[i]);
-        if (!json_is_integer(v) || json_integer_value(v) < 1) {
+        if (!json_is_integer(v) || json_integer_value(v) < lo[i] || json_integer_value(v) > hi[i] ||
+            ((i == 2 || i == 9) && json_integer_value(v) % 4)) {
             json_decref(j);
             return gx_err_set(err, GX_ERR_FORMAT, "checkpoint: config key '%s' missing or invalid", keys[i]);
         }
@@ -277,7 +310,17 @@ static gx_status wm_config_parse(const char *s, gx_wm_config *c, gx_err *err) {
     }
     const char *dm = json_string_value(json_object_get(j, "delta_mode"));
     c->delta_mode = dm && !strcmp(dm, "token") ? GX_WM_DELTA_TOKEN : GX_WM_DELTA_MEAN;
-    json_decref(j);
+    /* backbone / resnet_width: absent in checkpoints from before the
+     * ResNet-18 baseline, which are wavelet models. */
+    json_t *bb = json_object_get(j, "backbone"), *rw = json_object_get(j, "resnet_width");
+    const char *bs = bb ? json_string_value(bb) : "wavelet";
+    c->backbone = bs && !strcmp(bs, "resnet18") ? GX_WM_BACKBONE_RESNET18 : GX_WM_BACKBONE_WAVELET;
+    c->resnet_width = rw ? (int64_t)json_integer_value(rw) : 64;
+    const char *bad = !bs || (strcmp(bs, "wavelet") && strcmp(bs, "resnet18")) ? "backbone"
+                    : rw && (!json_is_integer(rw) || c->resnet_width < 1 || c->resnet_width > 1024)
+                    ? "resnet_width" : NULL;
+    json_decref(j);                      /* bs points into j: not used below */
+    if (bad) return gx_err_set(err, GX_ERR_FORMAT, "checkpoint: config key '%s' invalid", bad);
     return GX_OK;
 }
 
@@ -291,6 +334,37 @@ static char *wm_classes_json(int k) {
     }
     char *s = json_dumps(a, JSON_COMPACT);
     json_decref(a);
+    return s;
+}
+
+/* The run's config_json (runs table): the model config plus a "train"
+ * object with the resolved training options, so reports (trainer/gx_report.h)
+ * can label a run by its loss switches without parsing the command line.
+ * Takes ownership of model_json; NULL when out of memory. */
+static char *wm_run_config_json(char *model_json, const gx_train_wm_opts *o) {
+    json_t *j = model_json ? json_loads(model_json, 0, NULL) : NULL;
+    free(model_json);
+    const gx_wm_loss_cfg *l = &o->loss;
+    json_t *t = json_pack("{s:s,s:i,s:i,s:i,s:I,s:I,s:f,s:f,s:f,s:f,s:f,s:f,s:i,s:i,s:f,s:s,"
+                          "s:f,s:f,s:f,s:f,s:i,s:f,s:s,s:i,s:i,s:f,s:i}",
+        "config", o->config_name ? o->config_name : "", "epochs", o->epochs, "batch", o->batch,
+        "accum", o->accum, "seed", (json_int_t)o->seed, "max_train", (json_int_t)o->max_train,
+        "lr_start", o->lr_start, "lr_peak", o->lr_peak, "lr_end", o->lr_end,
+        "warmup_epochs", o->warmup_epochs, "weight_decay", o->weight_decay, "clip", o->clip,
+        "balanced", o->balanced, "augment", o->augment, "coord_dropout", o->coord_dropout,
+        "z_train", o->z_train_spec ? "spec_selected" : "all",
+        "w_cls", l->w_cls, "w_red", l->w_red, "w_vib", l->w_vib, "w_lsi", l->w_lsi,
+        "colour_weights", l->colour_weights, "hk_weight_max", l->hk_weight_max,
+        "hk_mode", l->hk_mode == GX_WM_HK_BATCH ? "batch" : "sample",
+        "hk_start_epoch", l->hk_start_epoch, "hk_ramp_end_epoch", l->hk_ramp_end_epoch,
+        "sk_lambda", l->sk_lambda, "sk_iters", l->sk_iters);
+    char *s = NULL;
+    if (j && t && json_object_set_new(j, "train", t) == 0) {
+        t = NULL;                    /* the object owns it now */
+        s = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS);
+    }
+    json_decref(t);
+    json_decref(j);
     return s;
 }
 
@@ -409,6 +483,12 @@ static double wm_train_micro(wm_run *R, const gx_wm_loss_cfg *lc, const gx_rng *
     gx_tensor *coords = wm_batch_coords(ctx, b);
     gx_real *zt = gx_ctx_alloc(ctx, (size_t)b->n * sizeof *zt);   /* NaN stays NaN: no redshift */
     for (int64_t i = 0; i < b->n; i++) zt[i] = (gx_real)b->redshift[i];
+    /* z_train=spec_selected: photometric-only objects train the classifier
+     * but not the redshift head (NaN = missing to the loss). Only here:
+     * validation and test passes keep every redshift. */
+    if (o->z_train_spec)
+        for (int64_t i = 0; i < b->n; i++)
+            if (!R->ds->spec_selected[b->index[i]]) zt[i] = (gx_real)NAN;
     gx_wm_out out = gx_wm_forward(ctx, &R->m, x, coords, 1);
     gx_wm_loss_in in = gx_wm_loss_inputs(&out, &R->m, b->label, zt);
     gx_wm_loss_out L = gx_wm_loss(ctx, lc, &in);
@@ -765,6 +845,9 @@ static gx_status wm_setup(wm_run *R, gx_err *err) {
     gx_err e2;
     gx_status s = gx_dataset_open(o->data, NULL, &R->ds, &e2);
     if (s != GX_OK) return gx_err_set(err, s, "--data %s: %s", o->data, e2.msg);
+    if (o->z_train_spec && !R->ds->spec_selected)
+        return gx_err_set(err, GX_ERR_INVALID, "--set z_train=spec_selected: %s has no spec_selected "
+                          "column (galaxy-synth files have one; Galaxy10 files do not)", o->data);
     s = gx_db_open(&R->db, o->db_path, &e2);
     if (s != GX_OK) return gx_err_set(err, s, "--db %s: %s", o->db_path, e2.msg);
     o->model.classes = R->ds->n_classes;
@@ -788,6 +871,8 @@ static gx_status wm_setup(wm_run *R, gx_err *err) {
         R->run_id = o->resume_run;
     } else {
         char *cfg = wm_config_json(&o->model);
+        cfg = wm_run_config_json(cfg, o);
+        if (!cfg) return gx_err_set(err, GX_ERR_NOMEM, "train: run config JSON: out of memory");
         gx_db_run_info ri = { .model_kind = "wavelet-mamba", .config_json = cfg,
                               .command_line = o->command_line, .seed = (int64_t)o->seed };
         s = gx_db_run_begin(R->db, &ri, &R->run_id, err);
@@ -956,6 +1041,24 @@ gx_status gx_train_wm(const gx_train_wm_opts *opts, gx_train_wm_result *res, gx_
 
 /* ================================================================== eval */
 
+gx_status gx_wm_checkpoint_load(const gx_st_file *f, gx_wm_model *m, gx_err *err) {
+    const char *fmt = gx_st_meta(f, "format"), *kind = gx_st_meta(f, "model");
+    gx_wm_config cfg;
+    memset(&cfg, 0, sizeof cfg);   /* fields the config JSON lacks take 0 = their defaults */
+    memset(m, 0, sizeof *m);
+    if (!fmt || strcmp(fmt, WM_CKPT_FORMAT))
+        return gx_err_set(err, GX_ERR_FORMAT, "not a galaxyd checkpoint (format '%s')", fmt ? fmt : "none");
+    if (!kind || strcmp(kind, "wavelet-mamba"))
+        return gx_err_set(err, GX_ERR_FORMAT, "checkpoint of model '%s', not wavelet-mamba",
+                          kind ? kind : "none");
+    gx_status s = wm_config_parse(gx_st_meta(f, "config"), &cfg, err);
+    if (s != GX_OK) return s;
+    gx_wm_init(m, cfg, 0);
+    s = gx_params_load(&m->params, f, 1, err);
+    if (s != GX_OK) gx_wm_free(m);
+    return s;
+}
+
 /* Loads a checkpoint into a freshly initialised model. */
 static gx_status wm_eval_load(const char *path, gx_wm_model *m, int *model_ready, double *crop,
                               uint64_t *split_seed, int64_t *run_id, int *epoch, gx_err *err) {
@@ -963,28 +1066,22 @@ static gx_status wm_eval_load(const char *path, gx_wm_model *m, int *model_ready
     memset(&f, 0, sizeof f);
     gx_err e2;
     gx_status s = gx_st_read(&f, path, &e2);
-    if (s != GX_OK) return gx_err_set(err, s, "--checkpoint %s: %s", path, e2.msg);
-    const char *fmt = gx_st_meta(&f, "format");
-    gx_wm_config cfg;
-    int64_t v;
-    if (!fmt || strcmp(fmt, WM_CKPT_FORMAT))
-        s = gx_err_set(err, GX_ERR_FORMAT, "--checkpoint %s: not a galaxyd checkpoint (format '%s')",
-                       path, fmt ? fmt : "none");
-    if (s == GX_OK) s = wm_config_parse(gx_st_meta(&f, "config"), &cfg, err);
-    if (s == GX_OK) {
-        *split_seed = wm_meta_i64(&f, "split_seed", &v) ? (uint64_t)v : 1;
-        *run_id = wm_meta_i64(&f, "run_id", &v) ? v : 0;
-        *epoch = wm_meta_i64(&f, "epoch", &v) ? (int)v : 0;
-        json_t *p = json_loads(gx_st_meta(&f, "preprocess") ? gx_st_meta(&f, "preprocess") : "{}", 0, NULL);
-        json_t *cf = p ? json_object_get(p, "crop_frac") : NULL;
-        *crop = json_is_number(cf) ? json_number_value(cf) : 1.0;
-        json_decref(p);
-        gx_wm_init(m, cfg, 0);
-        *model_ready = 1;
-        s = gx_params_load(&m->params, &f, 1, err);
+    if (s == GX_OK) s = gx_wm_checkpoint_load(&f, m, &e2);
+    if (s != GX_OK) {
+        gx_st_close(&f);
+        return gx_err_set(err, s, "--checkpoint %s: %s", path, e2.msg);
     }
+    *model_ready = 1;
+    int64_t v;
+    *split_seed = wm_meta_i64(&f, "split_seed", &v) ? (uint64_t)v : 1;
+    *run_id = wm_meta_i64(&f, "run_id", &v) ? v : 0;
+    *epoch = wm_meta_i64(&f, "epoch", &v) ? (int)v : 0;
+    json_t *p = json_loads(gx_st_meta(&f, "preprocess") ? gx_st_meta(&f, "preprocess") : "{}", 0, NULL);
+    json_t *cf = p ? json_object_get(p, "crop_frac") : NULL;
+    *crop = json_is_number(cf) ? json_number_value(cf) : 1.0;
+    json_decref(p);
     gx_st_close(&f);
-    return s;
+    return GX_OK;
 }
 
 static void wm_eval_print(FILE *fp, int S, const gx_cls_metrics *cm, const gx_z_metrics *zm) {
@@ -1072,10 +1169,20 @@ static gx_status wm_eval_size(wm_eval_env *E, int S, int full, gx_eval_wm_result
     gx_z_metrics zm;
     gx_status s = wm_open_loader(&L, E->ds, E->eidx, E->en, &lo, S, 0, E->split_seed, err);
     if (s == GX_OK) s = wm_eval_alloc(&a, E->en, (int)E->m.cfg.classes, err);
+    double t0 = wm_now();
     if (s == GX_OK) s = wm_eval_pass(&E->ctx, &E->m, L, S, NULL, &a, err);
+    double dt = wm_now() - t0;
     if (s == GX_OK && full) {
         s = wm_rows_eval(E->rows, "test", &a, &cm, &zm, err);
         if (s == GX_OK) {
+            /* Inference throughput of the whole pass (loader thread
+             * overlapping), and the model size: the Table-2 columns. */
+            r->images_per_s = dt > 0 ? (double)a.n / dt : NAN;
+            r->n_params = gx_params_count(&E->m.params, 0);
+            wm_row(E->rows, "test", r->images_per_s, "images_per_s");
+            wm_row(E->rows, "test", (double)r->n_params, "n_params");
+            r->cls = cm;
+            r->z = zm;
             r->n = a.n;
             r->accuracy_nominal = cm.accuracy;
             r->auc_macro = cm.auc_macro;

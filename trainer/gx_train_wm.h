@@ -52,6 +52,12 @@
  * k, auc_macro, auc_micro, ap_macro, auc_skipped, z_log_mse, z_mae, z_r2,
  * z_bias, z_nmad, z_outlier_rate, z_n, z_bin<b>_log_mse, z_bin<b>_bias,
  * z_bin<b>_n (b = 0..3 for [0,.5) [.5,1) [1,1.5) [1.5,2)).
+ *
+ * The run's config_json (runs table) is the model config (the checkpoint's
+ * "config" keys) plus "train": the resolved options (config name, epochs,
+ * batch, accum, seed, max_train, schedule, z_train, and the loss switches
+ * w_*, colour_weights, hk_weight_max, hk_mode, hk_*_epoch, sk_lambda,
+ * sk_iters), which `galaxy-train report` labels runs by.
  */
 #ifndef GX_TRAIN_WM_H
 #define GX_TRAIN_WM_H
@@ -62,6 +68,7 @@
 #include <signal.h>
 #include "gx_wavelet_mamba.h"
 #include "gx_wm_loss.h"
+#include "gx_metrics.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -103,6 +110,15 @@ typedef struct gx_train_wm_opts {
     double coord_dropout;      /* 0.1 */
     int    vib_sample;         /* 1 */
     gx_wm_loss_cfg loss;       /* gx_wm_loss_cfg_default() */
+    int    z_train_spec;       /* --set z_train=spec_selected (1) | all (0, default).
+                                  1: training-part objects whose spec_selected flag
+                                  is 0 count as having no redshift, so they leave
+                                  the redshift terms (red, HK) only; validation and
+                                  test metrics use every object (the paper's Table 3
+                                  setting: train on the spectroscopic sample, test
+                                  on all). The dataset needs a spec_selected column
+                                  (galaxy-synth files have one, Galaxy10 does not:
+                                  then training refuses to start, naming the file). */
     int    threads;            /* > 0: gx_set_threads; 0 = leave */
     int    progress;           /* -1 auto (\r line on a tty, a line per epoch
                                   otherwise), 0 quiet, 1 a line per epoch */
@@ -125,7 +141,8 @@ gx_status gx_train_wm_opts_default(gx_train_wm_opts *o, const char *config, gx_e
  * mean|token), loss (w_cls, w_red, w_vib, w_lsi, hk_weight_max,
  * hk_start_epoch, hk_ramp_end_epoch, hk_mode = sample|batch, sk_lambda,
  * sk_iters, sk_eps, hk_bins, hk_delta, focal_gamma0, focal_alpha,
- * focal_alpha0) and augmentation (aug_rot, aug_hflip, aug_vflip,
+ * focal_alpha0, colour_weights = 0|1), z_train = all|spec_selected
+ * and augmentation (aug_rot, aug_hflip, aug_vflip,
  * aug_brightness, aug_contrast, aug_p_contrast, aug_noise_lo, aug_noise_hi,
  * aug_p_noise). GX_ERR_NOTFOUND names an unknown key; GX_ERR_INVALID names
  * the key and the bad value. */
@@ -144,6 +161,16 @@ typedef struct gx_train_wm_result {
 /* Runs (or resumes) training. Errors in data, database or files return a
  * status with a message; nothing aborts on bad input. */
 gx_status gx_train_wm(const gx_train_wm_opts *o, gx_train_wm_result *r, gx_err *err);
+
+/* ------------------------------------------------------------- checkpoints */
+
+/* Checks a parsed checkpoint written by gx_train_wm (metadata format
+ * "galaxyd-checkpoint-1", model "wavelet-mamba", a valid config) and loads
+ * its weights into m, which this initialises from the config (gx_params_load,
+ * strict, all-or-nothing). On GX_OK the caller owns m (gx_wm_free); on an
+ * error m holds nothing. Messages do not name the file: callers prefix it.
+ * Used by `galaxy-train eval` and by galaxyd (daemon/gx_serve_model.c). */
+gx_status gx_wm_checkpoint_load(const gx_st_file *f, gx_wm_model *m, gx_err *err);
 
 /* ------------------------------------------------------------- evaluation */
 
@@ -167,13 +194,19 @@ typedef struct gx_eval_wm_result {
     double  cv;                /* population std / mean of accuracy[] */
     double  accuracy_nominal;  /* at the checkpoint's size */
     double  auc_macro, z_log_mse, z_nmad;   /* at the checkpoint's size */
+    gx_cls_metrics cls;        /* the full sets at the checkpoint's size */
+    gx_z_metrics   z;
+    double  images_per_s;      /* evaluation throughput at the checkpoint's size
+                                  (batch o.batch, loader included) */
+    int64_t n_params;          /* trainable parameters (gx_params_count mask 0) */
 } gx_eval_wm_result;
 
 /* Evaluates a checkpoint (eval mode: BN running statistics, the stored
  * colour statistics, z = mu). The full metric set (the val names above) is
  * computed at the checkpoint's nominal size, always; each asked size adds
  * its accuracy (accuracy_s<size>), and size_cv is the CV over the asked
- * sizes. Stored, when db_path is given, under the checkpoint's run and epoch
+ * sizes; images_per_s (inference throughput) and n_params come with the
+ * full set (trainer/gx_report.h reads them for the Table-2 report). Stored, when db_path is given, under the checkpoint's run and epoch
  * with split "test". Printed to o->print. */
 gx_status gx_eval_wm(const gx_eval_wm_opts *o, gx_eval_wm_result *r, gx_err *err);
 

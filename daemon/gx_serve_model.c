@@ -1,0 +1,307 @@
+/*
+ * gx_serve_model.c — a checkpoint as galaxyd serves it (contract in
+ * gx_serve_model.h).
+ *
+ * Loading: the file is read once (gx_st_read); its bytes are hashed for the
+ * version, the trainer's own loader (gx_wm_checkpoint_load, shared with
+ * `galaxy-train eval`) checks format, kind and config and loads every tensor,
+ * and the rest of the metadata (classes, preprocess, run_id, test_metrics)
+ * is validated here. Every refusal names the file.
+ *
+ * Preprocessing is the trainer's path for a folder dataset, call for call:
+ * gx_image_decode with the default stretch (what gx_dataset_get does; the
+ * decoders already turn gray into three bands and alpha into the mask), then
+ * gx_pre_prepare with the checkpoint's size and crop_frac (what the loader
+ * does before augmenting, and evaluation never augments).
+ *
+ * Predict: eval mode, no tape, activations in the model's own arena reset
+ * after each chunk. Rows are processed in chunks of at most
+ * GX_SERVE_CHUNK_DEFAULT so the arena's size is bounded by one chunk whatever
+ * n is; after the first chunk of the largest size the arena is one block of
+ * its high-water size and later calls do not malloc. Chunking cannot change
+ * a row's answer: in eval mode no sample sees the rest of its batch.
+ */
+#include "gx_serve_model.h"
+
+#include "gx_sha256.h"
+#include "gx_train_wm.h"
+#include "gx_wavelet_mamba.h"
+
+#include <jansson.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* Rows per forward inside predict (memory bound; see the file comment). */
+#define GX_SERVE_CHUNK_DEFAULT 32
+
+struct gx_serve_model {
+    gx_serve_info info;
+    gx_wm_model   wm;
+    int           wm_ready;
+    gx_ctx        ctx;         /* activations of one chunk */
+    int           chunk;       /* rows per forward */
+    pthread_mutex_t mu;        /* serialises predict (ctx is one arena) */
+    int           mu_ready;
+};
+
+/* ------------------------------------------------------------- loading */
+
+/* "dir/name.safetensors" -> "name" (the route name). */
+static gx_status serve_name_from_path(const char *path, char *name, size_t cap, gx_err *err) {
+    const char *base = strrchr(path, '/');
+    base = base ? base + 1 : path;
+    size_t n = strlen(base);
+    static const char ext[] = ".safetensors";
+    if (n > sizeof ext - 1 && !strcmp(base + n - (sizeof ext - 1), ext)) n -= sizeof ext - 1;
+    if (n == 0 || n >= cap)
+        return gx_err_set(err, GX_ERR_INVALID, "%s: model name must be 1..%zu characters", path, cap - 1);
+    memcpy(name, base, n);
+    name[n] = 0;
+    return GX_OK;
+}
+
+/* metadata "classes": a JSON list of K strings (K = the config's classes). */
+static gx_status serve_parse_classes(gx_serve_info *in, const char *js, int64_t K, gx_err *err) {
+    if (K > GX_SERVE_MAX_CLASSES)
+        return gx_err_set(err, GX_ERR_UNSUPPORTED, "%s: %lld classes (at most %d are served)", in->path,
+                          (long long)K, GX_SERVE_MAX_CLASSES);
+    json_t *a = js ? json_loads(js, 0, NULL) : NULL;
+    gx_status s = GX_OK;
+    if (!json_is_array(a) || (int64_t)json_array_size(a) != K)
+        s = gx_err_set(err, GX_ERR_FORMAT, "%s: metadata 'classes' is not a list of %lld names", in->path,
+                       (long long)K);
+    for (size_t i = 0; s == GX_OK && i < (size_t)K; i++) {
+        const char *c = json_string_value(json_array_get(a, i));
+        if (!c || !*c || strlen(c) >= sizeof in->class_names[0])
+            s = gx_err_set(err, GX_ERR_FORMAT, "%s: metadata 'classes'[%zu] is not a name of 1..%zu characters",
+                           in->path, i, sizeof in->class_names[0] - 1);
+        else
+            strcpy(in->class_names[i], c);
+    }
+    json_decref(a);
+    if (s == GX_OK) in->n_classes = (int)K;
+    return s;
+}
+
+/* metadata "preprocess": {"size": S, "crop_frac": c}; absent keys take the
+ * config's size and 1.0 (what `galaxy-train eval` assumes). */
+static gx_status serve_parse_preprocess(gx_serve_info *in, const char *js, int64_t cfg_size, gx_err *err) {
+    json_t *p = js ? json_loads(js, 0, NULL) : json_object();
+    gx_status s = GX_OK;
+    json_t *sz = json_object_get(p, "size"), *cf = json_object_get(p, "crop_frac");
+    if (!json_is_object(p))
+        s = gx_err_set(err, GX_ERR_FORMAT, "%s: metadata 'preprocess' is not a JSON object", in->path);
+    else if (sz && (!json_is_integer(sz) || json_integer_value(sz) < 8 || json_integer_value(sz) > 1024))
+        s = gx_err_set(err, GX_ERR_FORMAT, "%s: metadata 'preprocess' size must be an integer in [8, 1024]",
+                       in->path);
+    else if (cf && (!json_is_number(cf) || !(json_number_value(cf) > 0 && json_number_value(cf) <= 1)))
+        s = gx_err_set(err, GX_ERR_FORMAT, "%s: metadata 'preprocess' crop_frac must be in (0, 1]", in->path);
+    if (s == GX_OK) {
+        in->input_size = sz ? (int)json_integer_value(sz) : (int)cfg_size;
+        in->crop_frac = cf ? json_number_value(cf) : 1.0;
+    }
+    json_decref(p);
+    return s;
+}
+
+/* A JSON object's text, normalised (compact, sorted keys); malloc'ed. */
+static gx_status serve_json_object(const char *path, const char *key, const char *js, char **out,
+                                   gx_err *err) {
+    json_t *j = json_loads(js, 0, NULL);
+    *out = json_is_object(j) ? json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+    int was_object = json_is_object(j);
+    json_decref(j);
+    if (!was_object) return gx_err_set(err, GX_ERR_FORMAT, "%s: metadata '%s' is not a JSON object", path, key);
+    if (!*out) return gx_err_set(err, GX_ERR_NOMEM, "%s: out of memory", path);
+    return GX_OK;
+}
+
+/* Everything in info that comes from the metadata (the weights are loaded). */
+static gx_status serve_fill_info(gx_serve_model *m, const gx_st_file *f, gx_err *err) {
+    gx_serve_info *in = &m->info;
+    snprintf(in->kind, sizeof in->kind, "wavelet-mamba");
+    snprintf(in->device, sizeof in->device, "cpu");
+    gx_status s = serve_parse_classes(in, gx_st_meta(f, "classes"), m->wm.cfg.classes, err);
+    if (s == GX_OK) s = serve_parse_preprocess(in, gx_st_meta(f, "preprocess"), m->wm.cfg.size, err);
+    if (s == GX_OK) s = serve_json_object(in->path, "config", gx_st_meta(f, "config"), &in->config_json, err);
+    const char *tm = gx_st_meta(f, "test_metrics");
+    if (s == GX_OK) s = serve_json_object(in->path, "test_metrics", tm ? tm : "{}", &in->test_metrics_json, err);
+    in->run_id = -1;
+    const char *rid = gx_st_meta(f, "run_id");
+    if (rid) {
+        char *end;
+        long long v = strtoll(rid, &end, 10);
+        if (end != rid && !*end && v > 0) in->run_id = v;
+    }
+    /* Parameters, not buffers (BN running statistics, colour statistics). */
+    in->n_params = 0;
+    for (int i = 0; i < m->wm.params.n; i++)
+        if (!(m->wm.params.items[i]->flags & GX_PARAM_BUFFER)) in->n_params += m->wm.params.items[i]->t.numel;
+    return s;
+}
+
+/* Route names go into URLs (/v2/models/{name}): letters, digits, . _ - only. */
+static gx_status serve_check_name(const char *path, const char *name, gx_err *err) {
+    for (const char *c = name; *c; c++)
+        if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') ||
+              *c == '.' || *c == '_' || *c == '-'))
+            return gx_err_set(err, GX_ERR_INVALID, "%s: model name '%s' may hold only letters, digits, '.', "
+                              "'_' and '-'", path, name);
+    return GX_OK;
+}
+
+gx_status gx_serve_model_load(gx_serve_model **out, const char *path, const char *name, gx_err *err) {
+    *out = NULL;
+    if (!path) return gx_err_set(err, GX_ERR_INVALID, "gx_serve_model_load: no path");
+    gx_serve_model *m = calloc(1, sizeof *m);
+    if (!m) return gx_err_set(err, GX_ERR_NOMEM, "%s: out of memory", path);
+    gx_serve_info *in = &m->info;
+    gx_status s = GX_OK;
+    if (strlen(path) >= sizeof in->path)
+        s = gx_err_set(err, GX_ERR_INVALID, "%.200s...: path too long", path);
+    else
+        strcpy(in->path, path);
+    if (s == GX_OK && name) {
+        if (!*name || strlen(name) >= sizeof in->name)
+            s = gx_err_set(err, GX_ERR_INVALID, "%s: model name must be 1..%zu characters", path,
+                           sizeof in->name - 1);
+        else
+            strcpy(in->name, name);
+    } else if (s == GX_OK) {
+        s = serve_name_from_path(path, in->name, sizeof in->name, err);
+    }
+    if (s == GX_OK) s = serve_check_name(path, in->name, err);
+    gx_st_file f;
+    memset(&f, 0, sizeof f);
+    gx_err e2;
+    if (s == GX_OK && (s = gx_st_read(&f, path, &e2)) != GX_OK) gx_err_set(err, s, "checkpoint %s: %s", path, e2.msg);
+    if (s == GX_OK) {
+        gx_sha256_hex(f.buf, f.len, in->version);
+        /* A missing or misshapen tensor is a bad file like any other. */
+        if ((s = gx_wm_checkpoint_load(&f, &m->wm, &e2)) != GX_OK)
+            s = gx_err_set(err, s == GX_ERR_NOMEM ? s : GX_ERR_FORMAT, "checkpoint %s: %s", path, e2.msg);
+        else
+            m->wm_ready = 1;
+    }
+    if (s == GX_OK) s = serve_fill_info(m, &f, err);
+    gx_st_close(&f);
+    if (s != GX_OK) {
+        gx_serve_model_free(m);
+        return s;
+    }
+    m->chunk = GX_SERVE_CHUNK_DEFAULT;
+    gx_ctx_init(&m->ctx, 0);   /* grows on first use, then stays one block */
+    if (pthread_mutex_init(&m->mu, NULL)) {
+        gx_serve_model_free(m);
+        return gx_err_set(err, GX_ERR_NOMEM, "%s: cannot create a mutex", path);
+    }
+    m->mu_ready = 1;
+    *out = m;
+    return GX_OK;
+}
+
+void gx_serve_model_free(gx_serve_model *m) {
+    if (!m) return;
+    if (m->wm_ready) gx_wm_free(&m->wm);
+    if (m->mu_ready) pthread_mutex_destroy(&m->mu);
+    gx_ctx_free(&m->ctx);
+    free(m->info.config_json);
+    free(m->info.test_metrics_json);
+    free(m);
+}
+
+const gx_serve_info *gx_serve_model_info(const gx_serve_model *m) {
+    return &m->info;
+}
+
+size_t gx_serve_model_arena_bytes(gx_serve_model *m) {
+    pthread_mutex_lock(&m->mu);
+    size_t n = gx_arena_capacity(&m->ctx.arena);
+    pthread_mutex_unlock(&m->mu);
+    return n;
+}
+
+/* ------------------------------------------------------------- prepare */
+
+gx_status gx_serve_prepare(const gx_serve_info *info, const void *buf, size_t n,
+                           const gx_image_limits *lim, float *x, gx_serve_meta *meta, gx_err *err) {
+    if (!info || !x) return gx_err_set(err, GX_ERR_INVALID, "gx_serve_prepare: NULL argument");
+    gx_image raw, im;
+    memset(&im, 0, sizeof im);
+    gx_status s = gx_image_decode(buf, n, lim, NULL, &raw, err);
+    if (s != GX_OK) return s;
+    gx_pre_opts po = { info->crop_frac, info->input_size };
+    s = gx_pre_prepare(&raw, &po, &im, err);
+    int S = info->input_size;
+    if (s == GX_OK && (im.c != 3 || im.h != S || im.w != S))
+        s = gx_err_set(err, GX_ERR_SHAPE, "prepared image is %dx%dx%d, want 3x%dx%d", im.c, im.h, im.w, S, S);
+    if (s == GX_OK) {
+        memcpy(x, im.data, (size_t)3 * (size_t)S * (size_t)S * sizeof *x);
+        if (meta) {
+            memset(meta, 0, sizeof *meta);
+            snprintf(meta->format, sizeof meta->format, "%s", gx_image_format_name(gx_image_sniff(buf, n)));
+            meta->width = raw.w;
+            meta->height = raw.h;
+            meta->bands = raw.replicated ? 1 : 3;
+            gx_sha256_hex(buf, n, meta->sha256);
+        }
+    }
+    gx_image_free(&raw);
+    gx_image_free(&im);
+    return s;
+}
+
+/* ------------------------------------------------------------- predict */
+
+/* One forward over rows [0, b) of x: eval mode, no tape, softmax in double
+ * (max-shifted, as `galaxy-train eval` computes its probabilities). */
+static void serve_forward_chunk(gx_serve_model *m, const float *x, int64_t side, const float *coords, int b,
+                                float *logits, float *probs, float *redshift) {
+    gx_ctx *ctx = &m->ctx;
+    int64_t K = m->info.n_classes, per = 3 * side * side;
+    ctx->grad_enabled = 0;
+    gx_tensor *xt = gx_tensor_new(ctx, 4, GX_SHAPE(b, 3, side, side));
+    for (int64_t i = 0; i < (int64_t)b * per; i++) xt->data[i] = (gx_real)x[i];
+    gx_tensor *ct = NULL;
+    if (coords) {
+        ct = gx_tensor_new(ctx, 2, GX_SHAPE(b, 2));
+        for (int64_t i = 0; i < 2 * (int64_t)b; i++) ct->data[i] = (gx_real)coords[i];
+    }
+    gx_wm_out o = gx_wm_forward(ctx, &m->wm, xt, ct, 0);
+    for (int64_t i = 0; i < b; i++) {
+        const gx_real *r = o.logits->data + i * K;
+        double mx = r[0], sum = 0;
+        for (int64_t k = 1; k < K; k++) mx = r[k] > mx ? r[k] : mx;
+        for (int64_t k = 0; k < K; k++) sum += exp((double)r[k] - mx);
+        for (int64_t k = 0; k < K; k++) {
+            logits[i * K + k] = (float)r[k];
+            probs[i * K + k] = (float)(exp((double)r[k] - mx) / sum);
+        }
+        redshift[i] = (float)o.redshift->data[i];
+    }
+    gx_ctx_reset(ctx);
+}
+
+gx_status gx_serve_model_predict(gx_serve_model *m, const float *x, int64_t side, const float *coords, int n,
+                                 gx_serve_out *out, gx_err *err) {
+    if (!m || !x || !out || !out->logits || !out->probs || !out->redshift)
+        return gx_err_set(err, GX_ERR_INVALID, "predict: NULL argument");
+    if (n < 1) return gx_err_set(err, GX_ERR_INVALID, "predict: n must be >= 1 (got %d)", n);
+    if (side < 8 || side > 1024)
+        return gx_err_set(err, GX_ERR_INVALID, "predict: image side %lld is outside [8, 1024]", (long long)side);
+    int64_t K = m->info.n_classes, per = 3 * side * side;
+    /* The batcher's worker is normally the only caller; the lock makes a
+     * direct call from another thread (e.g. a whole-tensor /v2 infer) wait
+     * instead of sharing the arena. */
+    pthread_mutex_lock(&m->mu);
+    for (int i0 = 0; i0 < n; i0 += m->chunk) {
+        int b = n - i0 < m->chunk ? n - i0 : m->chunk;
+        serve_forward_chunk(m, x + (int64_t)i0 * per, side, coords ? coords + 2 * (int64_t)i0 : NULL, b,
+                            out->logits + (int64_t)i0 * K, out->probs + (int64_t)i0 * K, out->redshift + i0);
+    }
+    pthread_mutex_unlock(&m->mu);
+    return GX_OK;
+}

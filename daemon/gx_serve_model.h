@@ -1,0 +1,104 @@
+/*
+ * gx_serve_model.h — a trained model as galaxyd serves it: loaded from a
+ * checkpoint, described (for /v1/models and /v2/models/{name}), and run on a
+ * batch of already-preprocessed images (daemon/gx_serve_model.c).
+ *
+ *   gx_serve_model *m;
+ *   if (gx_serve_model_load(&m, "models/default/wavelet-mamba.safetensors", NULL, &err)) ...
+ *   const gx_serve_info *info = gx_serve_model_info(m);
+ *   float *x = malloc(n * 3 * S * S * sizeof *x);            // S = info->input_size
+ *   gx_serve_prepare(info, png, png_len, &lim, x, &meta, &err); // decode + preprocess one cutout
+ *   gx_serve_model_predict(m, x, S, coords_or_NULL, n, &out, &err);
+ *
+ * A checkpoint is a safetensors file written by galaxy-train (metadata format
+ * "galaxyd-checkpoint-1", see trainer/gx_train_wm.h). Loading verifies the
+ * format, the model kind, the config and every tensor (gx_params_load is
+ * all-or-nothing) and refuses with a message that names the file.
+ *
+ * Determinism: predict() runs the model in eval mode; one sample's outputs do
+ * not depend on the other rows of x (the spec's serving rules).
+ * Thread safety: predict is serialised per model by a mutex (normally its
+ * batcher's worker is the only caller; a direct call from another thread
+ * waits for the running batch); info is immutable after load and may be
+ * read from any thread.
+ */
+#ifndef GX_SERVE_MODEL_H
+#define GX_SERVE_MODEL_H
+
+#include "gx.h"
+#include "gx_image.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define GX_SERVE_MAX_CLASSES 32
+
+typedef struct gx_serve_info {
+    char    name[64];          /* route name: the file name without .safetensors */
+    char    kind[32];          /* "wavelet-mamba" */
+    char    version[65];       /* sha256 of the checkpoint file, lowercase hex */
+    char    path[1024];        /* the checkpoint file */
+    char    device[16];        /* "cpu" */
+    int     input_size;        /* S: preprocess resizes to S x S */
+    double  crop_frac;         /* preprocess centre crop */
+    int     n_classes;         /* K */
+    char    class_names[GX_SERVE_MAX_CLASSES][48];
+    int64_t n_params;          /* parameters (buffers excluded) */
+    int64_t run_id;            /* training run in the trainer's database, or -1 */
+    char   *config_json;       /* the checkpoint's config (JSON text) */
+    char   *test_metrics_json; /* metadata "test_metrics" (JSON object text), "{}" if absent */
+} gx_serve_info;
+
+typedef struct gx_serve_model gx_serve_model;
+
+/* Loads one checkpoint. name NULL = derived from the file name (letters,
+ * digits, '.', '_', '-' only: it is a route segment). Errors: GX_ERR_IO
+ * (cannot read), GX_ERR_FORMAT (anything wrong inside the file: not
+ * safetensors, format/model metadata, config, classes, preprocess,
+ * test_metrics, a missing or misshapen tensor), GX_ERR_INVALID (the name);
+ * every message names the path. *out is NULL on error. */
+gx_status gx_serve_model_load(gx_serve_model **out, const char *path, const char *name,
+                              gx_err *err);
+void gx_serve_model_free(gx_serve_model *m);   /* NULL is fine */
+const gx_serve_info *gx_serve_model_info(const gx_serve_model *m);
+/* Bytes held by the model's activation arena (for /metrics and tests): it
+ * grows to the high-water mark of one chunk of rows and then stays. Any
+ * thread (waits while a predict runs). */
+size_t gx_serve_model_arena_bytes(gx_serve_model *m);
+
+/* What gx_serve_prepare learned about the upload (stored with predictions). */
+typedef struct gx_serve_meta {
+    char   format[8];          /* png | jpeg | fits */
+    int    width, height, bands;
+    char   sha256[65];         /* of the uploaded bytes */
+} gx_serve_meta;
+
+/* Decodes one cutout (PNG, JPEG or FITS, sniffed from the bytes) with io/
+ * and preprocesses it exactly as the trainer does (gx_pre_prepare with the
+ * checkpoint's size and crop) into x (3*S*S floats, CHW). Errors:
+ * GX_ERR_NOMEM for an image over the limits (413), GX_ERR_FORMAT /
+ * GX_ERR_UNSUPPORTED for undecodable bytes (422). meta may be NULL. */
+gx_status gx_serve_prepare(const gx_serve_info *info, const void *buf, size_t n,
+                           const gx_image_limits *lim, float *x, gx_serve_meta *meta,
+                           gx_err *err);
+
+/* Outputs of predict for n samples (caller-allocated). */
+typedef struct gx_serve_out {
+    float *logits;             /* n*K */
+    float *probs;              /* n*K softmax of the logits */
+    float *redshift;           /* n */
+} gx_serve_out;
+
+/* Eval-mode forward on x (n*3*S'*S' floats; S' is normally info->input_size
+ * but any S' in [8, 1024] works: pooling is adaptive) with coords (n*2
+ * ra,dec in degrees, a NaN row = missing) or NULL (every row missing). Rows
+ * are computed in chunks of at most 32 (bounded memory); no row's outputs
+ * depend on the others. GX_ERR_INVALID for n < 1, a bad side or NULLs. */
+gx_status gx_serve_model_predict(gx_serve_model *m, const float *x, int64_t side,
+                                 const float *coords, int n, gx_serve_out *out, gx_err *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,629 @@
+/*
+ * gx_server_v1.c — galaxyd's own routes: /healthz, /readyz, /metrics and
+ * /v1/... (shapes in api/openapi.yaml).
+ *
+ * Classify and batch decode + preprocess in the request thread (a failure
+ * answers that image alone), then hand one job per image to the model's
+ * batcher (gx_server.c suspends the connection); the *_finish functions run
+ * on the resumed call and turn each job's outputs into JSON, storing the
+ * prediction when the client gave an object_id.
+ */
+#include "gx_server_impl.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define V1_ACCEPTED "image/png, image/jpeg, application/fits, image/fits, " \
+                    "application/octet-stream, multipart/form-data, application/json"
+
+/* ------------------------------------------------------------ fields */
+
+void srv_fields_init(srv_fields *f) {
+    memset(f, 0, sizeof *f);
+    f->ra = f->dec = NAN;
+}
+
+static void srv_field_fail(srv_fields *f, const char *msg) {
+    if (!f->error[0]) srv_strcpy(f->error, sizeof f->error, msg);
+}
+
+/* The index of a field name (0 ra, 1 dec, 2 object_id, 3 survey, 4 model)
+ * or -1; ra and dec are the numeric ones. */
+static int v1_field_index(const char *name) {
+    static const char *known[] = { "ra", "dec", "object_id", "survey", "model" };
+    for (int i = 0; i < 5; i++)
+        if (strcmp(name, known[i]) == 0) return i;
+    return -1;
+}
+
+int srv_field_set(srv_fields *f, const char *name, const char *value, size_t len) {
+    int k = v1_field_index(name);
+    if (k < 0) return 0;
+    char v[512];
+    if (len >= sizeof v || memchr(value, 0, len)) {
+        char m[96];
+        snprintf(m, sizeof m, "field '%s': too long or holds a NUL byte", name);
+        srv_field_fail(f, m);
+        return 1;
+    }
+    memcpy(v, value, len);
+    v[len] = 0;
+    gx_err err = { { 0 } };
+    gx_status s = GX_OK;
+    double d = NAN;
+    switch (k) {
+    case 0:
+        s = gx_parse_double("ra", v, 0, 360, &d, &err);
+        if (s == GX_OK && d >= 360) s = gx_err_set(&err, GX_ERR_INVALID, "field 'ra': %s is not in [0, 360)", v);
+        if (s == GX_OK) f->ra = d;
+        break;
+    case 1:
+        s = gx_parse_double("dec", v, -90, 90, &d, &err);
+        if (s == GX_OK) f->dec = d;
+        break;
+    case 2: case 3:
+        s = gx_parse_ident(name, v, &err);
+        if (s == GX_OK) srv_strcpy(k == 2 ? f->object_id : f->survey, SRV_FIELD_MAX, v);
+        break;
+    case 4:
+        s = gx_parse_ident("model", v, &err);
+        if (s == GX_OK && len >= sizeof f->model)
+            s = gx_err_set(&err, GX_ERR_INVALID, "field 'model': longer than %zu characters",
+                           sizeof f->model - 1);
+        if (s == GX_OK) memcpy(f->model, v, len + 1);
+        break;
+    }
+    if (s != GX_OK) srv_field_fail(f, err.msg);
+    return 1;
+}
+
+void srv_fields_from_query(srv_req *r, srv_fields *f) {
+    static const char *keys[] = { "ra", "dec", "object_id", "survey", "model" };
+    for (int i = 0; i < 5; i++) {
+        const char *v = srv_query(r, keys[i]);
+        if (v) srv_field_set(f, keys[i], v, strlen(v));
+    }
+}
+
+/* ------------------------------------------------------------ shared */
+
+/* The model of the request (r->reg is held until the request completes). */
+static int v1_pick_model(srv_req *r, const char *name) {
+    if (!r->reg) r->reg = gx_registry_acquire(r->srv->models);
+    if (!r->reg) return 0;
+    r->entry = name && name[0] ? gx_registry_find(r->reg, name) : gx_registry_default(r->reg);
+    return r->entry != NULL;
+}
+
+static void v1_item_fail(srv_item *it, int status, const char *code, const char *msg) {
+    it->status = status;
+    it->code = code;
+    srv_strcpy(it->message, sizeof it->message, msg);
+}
+
+/* Decode + preprocess image i into r->x exactly as the trainer does. */
+static void v1_prepare(srv_req *r, int i, const void *img, size_t n) {
+    srv_item *it = &r->items[i];
+    const gx_serve_info *info = r->entry->info;
+    size_t per = (size_t)3 * (size_t)info->input_size * (size_t)info->input_size;
+    if (n == 0) { v1_item_fail(it, 400, "bad_field", "field 'file': the image is empty"); return; }
+    gx_err err = { { 0 } };
+    int64_t t0 = gx_batcher_now_ns();
+    gx_status s = gx_serve_prepare(info, img, n, &r->srv->limits, r->x + (size_t)i * per, &it->meta, &err);
+    it->decode_ms = srv_ms_since(t0);
+    if (s != GX_OK) {
+        it->status = gx_server_status_map(s, GX_STAGE_DECODE, &it->code);
+        srv_strcpy(it->message, sizeof it->message, err.msg);
+    }
+}
+
+json_t *srv_classification_json(srv_req *r, int i) {
+    const gx_serve_info *info = r->entry->info;
+    const gx_job *j = &r->jobs[i];
+    const srv_item *it = &r->items[i];
+    json_t *probs = json_array(), *named = json_object();
+    for (int k = 0; probs && named && k < info->n_classes; k++) {
+        json_array_append_new(probs, json_real(j->probs[k]));
+        json_object_set_new(named, info->class_names[k], json_real(j->probs[k]));
+    }
+    int ci = j->class_index >= 0 && j->class_index < info->n_classes ? j->class_index : 0;
+    json_t *o = json_pack("{s:s, s:s, s:s, s:i, s:s, s:o, s:o, s:f, s:b,"
+                          " s:{s:f, s:f, s:f, s:f, s:i},"
+                          " s:{s:s, s:i, s:i, s:i, s:s}}",
+                          "request_id", r->id, "model", info->name, "model_version", info->version,
+                          "class_index", j->class_index, "class_name", info->class_names[ci],
+                          "probabilities", named, "probs", probs, "redshift", (double)j->redshift,
+                          "stored", 0,
+                          "timing", "decode_ms", it->decode_ms, "queue_ms", j->queue_ms,
+                          "forward_ms", j->forward_ms, "total_ms", srv_ms_since(r->t0_ns),
+                          "batch_size", j->batch_size,
+                          "image", "format", it->meta.format, "width", it->meta.width,
+                          "height", it->meta.height, "bands", it->meta.bands,
+                          "sha256", it->meta.sha256);
+    if (!o) return NULL;
+    if (it->f.object_id[0]) json_object_set_new(o, "object_id", json_string(it->f.object_id));
+    if (it->f.survey[0]) json_object_set_new(o, "survey", json_string(it->f.survey));
+    if (!isnan(it->f.ra)) json_object_set_new(o, "ra", json_real(it->f.ra));
+    if (!isnan(it->f.dec)) json_object_set_new(o, "dec", json_real(it->f.dec));
+    return o;
+}
+
+/* Stores item i's prediction (only called with an object_id) and marks o. */
+static gx_status v1_store(srv_req *r, int i, json_t *o, gx_err *err) {
+    const gx_serve_info *info = r->entry->info;
+    const gx_job *j = &r->jobs[i];
+    const srv_item *it = &r->items[i];
+    int64_t model_id = 0, pred_id = 0;
+    char created[32] = "";
+    gx_status s = gx_store_register_model(r->srv->store, info, &model_id, err);
+    if (s != GX_OK) return s;
+    int ci = j->class_index >= 0 && j->class_index < info->n_classes ? j->class_index : 0;
+    gx_store_pred p = {
+        .object_id = it->f.object_id, .survey = it->f.survey[0] ? it->f.survey : NULL,
+        .ra = it->f.ra, .dec = it->f.dec, .meta = &it->meta, .model_id = model_id,
+        .model_name = info->name, .model_version = info->version,
+        .class_index = j->class_index, .class_name = info->class_names[ci],
+        .probs = j->probs, .n_classes = info->n_classes, .redshift = j->redshift,
+        .latency_ms = srv_ms_since(r->t0_ns),
+    };
+    s = gx_store_put_prediction(r->srv->store, &p, &pred_id, created, err);
+    if (s != GX_OK) return s;
+    json_object_set_new(o, "stored", json_true());
+    json_object_set_new(o, "prediction_id", json_integer(pred_id));
+    json_object_set_new(o, "created_at", json_string(created));
+    gx_prom_counter_add(r->srv->prom, "galaxyd_predictions_stored_total", "", 1);
+    return GX_OK;
+}
+
+/* ------------------------------------------------------------ /v1/classify */
+
+static enum MHD_Result v1_classify_finish(srv_req *r) {
+    srv_item *it = &r->items[0];
+    gx_job *j = &r->jobs[0];
+    if (it->status) return srv_error(r, it->status, it->code, "%s", it->message);
+    if (j->status != GX_OK) return srv_error_status(r, j->status, GX_STAGE_JOB, j->error);
+    json_t *o = srv_classification_json(r, 0);
+    if (!o) return srv_error(r, 500, "internal", "out of memory building the answer");
+    if (it->f.object_id[0]) {
+        gx_err err = { { 0 } };
+        if (v1_store(r, 0, o, &err) != GX_OK) {
+            json_decref(o);
+            return srv_error(r, 500, "internal", "storing the prediction failed: %s", err.msg);
+        }
+    }
+    return srv_json(r, 200, o);
+}
+
+/* A failed gx_multipart_parse: GX_ERR_NOMEM is its "more parts than
+ * allowed" (a size limit, 413); anything else is a malformed body (400). */
+static enum MHD_Result v1_multipart_error(srv_req *r, gx_status st, const gx_err *err) {
+    if (st == GX_ERR_NOMEM) return srv_error(r, 413, "payload_too_large", "multipart body: %s", err->msg);
+    return srv_error(r, 400, "bad_field", "multipart body: %s", err->msg);
+}
+
+/* multipart/form-data: exactly one part named "file" plus fields. */
+static enum MHD_Result v1_classify_multipart(srv_req *r, const char *boundary, srv_fields *f,
+                                             const unsigned char **img, size_t *img_n) {
+    enum { MAXP = 16 };
+    gx_mpart *parts = calloc(MAXP, sizeof *parts);
+    if (!parts) return srv_error(r, 500, "internal", "out of memory");
+    int np = 0, files = 0;
+    gx_err err = { { 0 } };
+    gx_status st = gx_multipart_parse(r->body, r->len, boundary, parts, MAXP, &np, &err);
+    if (st != GX_OK) {
+        free(parts);
+        return v1_multipart_error(r, st, &err);
+    }
+    for (int i = 0; i < np; i++) {
+        if (strcmp(parts[i].name, "file") == 0) {
+            files++;
+            *img = parts[i].data;
+            *img_n = parts[i].len;
+        } else {
+            srv_field_set(f, parts[i].name, (const char *)parts[i].data, parts[i].len);
+        }
+    }
+    free(parts);
+    if (files != 1)
+        return srv_error(r, 400, "bad_field", "field 'file': expected exactly one part named 'file', got %d"
+                         " (use /v1/classify/batch for many)", files);
+    return MHD_YES;
+}
+
+/* application/json: {"image": base64, "ra", "dec", "object_id", "survey", "model"}.
+ * Types are strict as in api/openapi.yaml (ra and dec numbers, the rest
+ * strings): unlike query and form fields, JSON has types of its own. */
+static enum MHD_Result v1_classify_json(srv_req *r, srv_fields *f, const unsigned char **img,
+                                        size_t *img_n) {
+    json_error_t je;
+    json_t *doc = json_loadb((const char *)r->body, r->len, JSON_REJECT_DUPLICATES, &je);
+    if (!doc) return srv_error(r, 400, "bad_field", "JSON body: %s (line %d)", je.text, je.line);
+    r->doc = doc;
+    if (!json_is_object(doc)) return srv_error(r, 400, "bad_field", "JSON body: expected an object");
+    const char *key;
+    json_t *v;
+    json_object_foreach(doc, key, v) {
+        if (strcmp(key, "image") == 0) continue;
+        int k = v1_field_index(key);
+        if (k < 0)
+            return srv_error(r, 400, "bad_field", "field '%.64s': unknown (accepted: image, ra, dec, "
+                             "object_id, survey, model)", key);
+        int numeric = k <= 1;
+        char text[64];
+        const char *s;
+        size_t n;
+        if (numeric && json_is_number(v)) {
+            snprintf(text, sizeof text, "%.17g", json_number_value(v));
+            s = text, n = strlen(text);
+        } else if (!numeric && json_is_string(v)) {
+            s = json_string_value(v), n = json_string_length(v);
+        } else {
+            return srv_error(r, 400, "bad_field", "field '%s': must be a JSON %s", key,
+                             numeric ? "number" : "string");
+        }
+        srv_field_set(f, key, s, n);
+    }
+    json_t *im = json_object_get(doc, "image");
+    if (!json_is_string(im)) return srv_error(r, 400, "bad_field", "field 'image': missing or not a base64 string");
+    gx_err err = { { 0 } };
+    size_t n = 0;
+    if (gx_base64_decode(json_string_value(im), json_string_length(im), &r->aux, &n, &err) != GX_OK)
+        return srv_error(r, 400, "bad_field", "field 'image': %s", err.msg);
+    *img = r->aux;
+    *img_n = n;
+    return MHD_YES;
+}
+
+static int v1_is_raw_image(const char *t) {
+    return !strcmp(t, "image/png") || !strcmp(t, "image/jpeg") || !strcmp(t, "image/jpg") ||
+           !strcmp(t, "application/fits") || !strcmp(t, "image/fits") ||
+           !strcmp(t, "application/octet-stream");
+}
+
+static enum MHD_Result v1_classify(srv_req *r) {
+    srv_fields f;
+    srv_fields_init(&f);
+    srv_fields_from_query(r, &f);
+    const char *ct = srv_header(r, "Content-Type");
+    if (!ct || !ct[0])
+        return srv_error(r, 415, "unsupported_media_type", "missing Content-Type; accepted: " V1_ACCEPTED);
+    char type[128], boundary[128];
+    gx_err err = { { 0 } };
+    if (gx_http_content_type(ct, type, sizeof type, "boundary", boundary, sizeof boundary, &err) != GX_OK)
+        return srv_error(r, 415, "unsupported_media_type", "Content-Type: %s; accepted: " V1_ACCEPTED, err.msg);
+    int raw = v1_is_raw_image(type), mp = !strcmp(type, "multipart/form-data"),
+        js = !strcmp(type, "application/json");
+    if (!raw && !mp && !js)
+        return srv_error(r, 415, "unsupported_media_type", "Content-Type '%.100s' is not accepted; "
+                         "accepted: " V1_ACCEPTED, type);
+    if (r->len == 0) return srv_error(r, 400, "bad_field", "empty body: send one image");
+    const unsigned char *img = r->body;
+    size_t img_n = r->len;
+    enum MHD_Result q = MHD_YES;
+    if (mp) q = v1_classify_multipart(r, boundary, &f, &img, &img_n);
+    else if (js) q = v1_classify_json(r, &f, &img, &img_n);
+    if (r->answered) return q;
+    if (f.error[0]) return srv_error(r, 400, "bad_field", "%s", f.error);
+    if (!v1_pick_model(r, f.model))
+        return srv_error(r, 404, "not_found", "model '%s' not found (GET /v1/models lists them)", f.model);
+    if (srv_alloc_items(r, 1, &err) != GX_OK) return srv_error(r, 500, "internal", "%s", err.msg);
+    r->items[0].f = f;
+    v1_prepare(r, 0, img, img_n);
+    if (r->items[0].status)
+        return srv_error(r, r->items[0].status, r->items[0].code, "%s", r->items[0].message);
+    return srv_submit_and_suspend(r, v1_classify_finish);
+}
+
+/* ------------------------------------------------------------ /v1/classify/batch */
+
+static json_t *v1_batch_item(srv_req *r, int i) {
+    srv_item *it = &r->items[i];
+    gx_job *j = &r->jobs[i];
+    json_t *o = NULL;
+    if (!it->status && j->status != GX_OK) {
+        it->status = gx_server_status_map(j->status, GX_STAGE_JOB, &it->code);
+        srv_strcpy(it->message, sizeof it->message, j->error[0] ? j->error : gx_status_str(j->status));
+    }
+    if (!it->status) {
+        o = srv_classification_json(r, i);
+        gx_err err = { { 0 } };
+        if (o && it->f.object_id[0] && v1_store(r, i, o, &err) != GX_OK) {
+            json_decref(o);
+            o = NULL;
+            char m[600];
+            snprintf(m, sizeof m, "storing the prediction failed: %s", err.msg);
+            v1_item_fail(it, 500, "internal", m);
+        }
+        if (o) json_object_set_new(o, "status", json_integer(200));
+    }
+    if (!o) {
+        char m[sizeof it->message];
+        memcpy(m, it->message, sizeof m);
+        o = json_pack("{s:i, s:{s:s, s:s}}", "status", it->status, "error", "code",
+                      it->code ? it->code : "internal", "message", m[0] ? m : "error");
+        if (!o) return NULL;
+    }
+    json_object_set_new(o, "index", json_integer(i));
+    if (it->filename[0]) json_object_set_new(o, "filename", json_string(it->filename));
+    return o;
+}
+
+static enum MHD_Result v1_batch_finish(srv_req *r) {
+    json_t *results = json_array();
+    for (int i = 0; results && i < r->n; i++) {
+        json_t *o = v1_batch_item(r, i);
+        if (!o || json_array_append_new(results, o) != 0) { json_decref(results); results = NULL; }
+    }
+    if (!results) return srv_error(r, 500, "internal", "out of memory building the answer");
+    const gx_serve_info *info = r->entry->info;
+    return srv_json(r, 200, json_pack("{s:s, s:s, s:s, s:o}", "request_id", r->id, "model", info->name,
+                                      "model_version", info->version, "results", results));
+}
+
+/* A part's file name as valid JSON text (ASCII; others become '?'). */
+static void v1_filename(char *out, size_t n, const char *in) {
+    size_t k = 0;
+    for (; *in && k + 1 < n; in++)
+        out[k++] = ((unsigned char)*in < 0x20 || (unsigned char)*in >= 0x7f) ? '?' : *in;
+    out[k] = 0;
+}
+
+/* Fields before a file part belong to it; query fields are defaults. */
+static void v1_batch_items(srv_req *r, const gx_mpart *parts, int np, const srv_fields *base) {
+    srv_fields next = *base;
+    int k = 0;
+    for (int i = 0; i < np; i++) {
+        if (strcmp(parts[i].name, "file") != 0) {
+            if (strcmp(parts[i].name, "model") != 0)
+                srv_field_set(&next, parts[i].name, (const char *)parts[i].data, parts[i].len);
+            continue;
+        }
+        srv_item *it = &r->items[k];
+        it->f = next;
+        v1_filename(it->filename, sizeof it->filename, parts[i].filename);
+        if (next.error[0]) v1_item_fail(it, 400, "bad_field", next.error);
+        else v1_prepare(r, k, parts[i].data, parts[i].len);
+        next = *base;
+        k++;
+    }
+}
+
+static enum MHD_Result v1_batch_parts(srv_req *r, gx_mpart *parts, int np) {
+    srv_fields base;
+    srv_fields_init(&base);
+    srv_fields_from_query(r, &base);
+    int files = 0;
+    for (int i = 0; i < np; i++) {
+        if (strcmp(parts[i].name, "file") == 0) files++;
+        else if (strcmp(parts[i].name, "model") == 0)
+            srv_field_set(&base, "model", (const char *)parts[i].data, parts[i].len);
+    }
+    if (base.error[0]) return srv_error(r, 400, "bad_field", "%s", base.error);
+    if (files == 0) return srv_error(r, 400, "bad_field", "field 'file': no part named 'file'");
+    if (files > r->srv->o.max_batch_parts)
+        return srv_error(r, 413, "payload_too_large", "%d file parts exceed the limit of %d", files,
+                         r->srv->o.max_batch_parts);
+    if (!v1_pick_model(r, base.model))
+        return srv_error(r, 404, "not_found", "model '%s' not found (GET /v1/models lists them)", base.model);
+    gx_err err = { { 0 } };
+    if (srv_alloc_items(r, files, &err) != GX_OK) return srv_error(r, 500, "internal", "%s", err.msg);
+    v1_batch_items(r, parts, np, &base);
+    return srv_submit_and_suspend(r, v1_batch_finish);
+}
+
+static enum MHD_Result v1_batch(srv_req *r) {
+    const char *ct = srv_header(r, "Content-Type");
+    char type[128] = "", boundary[128] = "";
+    gx_err err = { { 0 } };
+    if (!ct || gx_http_content_type(ct, type, sizeof type, "boundary", boundary, sizeof boundary, &err) != GX_OK ||
+        strcmp(type, "multipart/form-data") != 0)
+        return srv_error(r, 415, "unsupported_media_type", "batch requests need multipart/form-data "
+                         "(parts named 'file'); got '%.100s'", ct ? ct : "");
+    if (r->len == 0) return srv_error(r, 400, "bad_field", "empty body");
+    /* Field parts count too: room for a few fields per file. */
+    int maxp = 4 * r->srv->o.max_batch_parts + 16, np = 0;
+    gx_mpart *parts = calloc((size_t)maxp, sizeof *parts);
+    if (!parts) return srv_error(r, 500, "internal", "out of memory");
+    enum MHD_Result q;
+    gx_status st = gx_multipart_parse(r->body, r->len, boundary, parts, maxp, &np, &err);
+    if (st != GX_OK)
+        q = v1_multipart_error(r, st, &err);
+    else
+        q = v1_batch_parts(r, parts, np);
+    free(parts);
+    return q;
+}
+
+/* ------------------------------------------------------------ reads */
+
+static json_t *v1_parse_json_or_empty(const char *text) {
+    json_t *v = text ? json_loads(text, 0, NULL) : NULL;
+    if (!json_is_object(v)) { json_decref(v); v = json_object(); }
+    return v;
+}
+
+static enum MHD_Result v1_models(srv_req *r) {
+    gx_registry *reg = gx_registry_acquire(r->srv->models);
+    json_t *arr = json_array();
+    gx_registry_entry *def = reg ? gx_registry_default(reg) : NULL;
+    for (int i = 0; reg && arr && i < gx_registry_count(reg); i++) {
+        gx_registry_entry *e = gx_registry_at(reg, i);
+        const gx_serve_info *in = e->info;
+        json_t *cls = json_array();
+        for (int k = 0; cls && k < in->n_classes; k++) json_array_append_new(cls, json_string(in->class_names[k]));
+        json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:i, s:f, s:i, s:o, s:I, s:o, s:o, s:o, s:b}",
+                              "name", in->name, "kind", in->kind, "version", in->version,
+                              "device", in->device, "input_size", in->input_size,
+                              "crop_frac", in->crop_frac, "n_classes", in->n_classes, "classes", cls,
+                              "n_params", (json_int_t)in->n_params,
+                              "run_id", in->run_id >= 0 ? json_integer(in->run_id) : json_null(),
+                              "test_metrics", v1_parse_json_or_empty(in->test_metrics_json),
+                              "config", v1_parse_json_or_empty(in->config_json), "default", e == def);
+        if (!o || json_array_append_new(arr, o) != 0) { json_decref(arr); arr = NULL; }
+    }
+    gx_registry_release(reg);
+    if (!arr) return srv_error(r, 500, "internal", "out of memory");
+    return srv_json(r, 200, json_pack("{s:o}", "models", arr));
+}
+
+static enum MHD_Result v1_object(srv_req *r) {
+    gx_err err = { { 0 } };
+    json_t *o = NULL;
+    gx_status s = gx_parse_ident("object_id", r->rm.params[0], &err);
+    if (s == GX_OK) s = gx_store_get_object(r->srv->store, r->rm.params[0], &o, &err);
+    if (s != GX_OK) return srv_error_status(r, s, GX_STAGE_STORE, err.msg);
+    return srv_json(r, 200, o);
+}
+
+/* ?class= is an index or a class name of the default model. */
+static int v1_class_arg(srv_req *r, const char *v, int *out, gx_err *err) {
+    long long k;
+    if (gx_parse_int("class", v, 0, GX_SERVE_MAX_CLASSES - 1, &k, err) == GX_OK) { *out = (int)k; return 1; }
+    gx_registry *reg = gx_registry_acquire(r->srv->models);
+    gx_registry_entry *e = reg ? gx_registry_default(reg) : NULL;
+    int found = -1;
+    for (int i = 0; e && i < e->info->n_classes; i++)
+        if (strcmp(e->info->class_names[i], v) == 0) found = i;
+    gx_registry_release(reg);
+    if (found < 0) { gx_err_set(err, GX_ERR_INVALID, "field 'class': '%.64s' is neither a class index nor a class name", v); return 0; }
+    *out = found;
+    return 1;
+}
+
+static enum MHD_Result v1_predictions(srv_req *r) {
+    gx_store_query q = { .survey = srv_query(r, "survey"), .class_index = -1,
+                         .since = srv_query(r, "since"), .limit = 100, .cursor = srv_query(r, "cursor") };
+    const char *lim = srv_query(r, "limit"), *cls = srv_query(r, "class"), *fmt = srv_query(r, "format");
+    gx_err err = { { 0 } };
+    long long l;
+    if (lim) {
+        if (gx_parse_int("limit", lim, 1, GX_STORE_LIMIT_MAX, &l, &err) != GX_OK)
+            return srv_error(r, 400, "bad_field", "%s", err.msg);
+        q.limit = (int)l;
+    }
+    if (cls && !v1_class_arg(r, cls, &q.class_index, &err)) return srv_error(r, 400, "bad_field", "%s", err.msg);
+    int csv = fmt && strcmp(fmt, "csv") == 0;
+    if (fmt && !csv && strcmp(fmt, "json") != 0)
+        return srv_error(r, 400, "bad_field", "field 'format': '%.32s' is not json or csv", fmt);
+    json_t *items = NULL;
+    char next[GX_STORE_CURSOR_MAX] = "";
+    gx_status s = gx_store_list_predictions(r->srv->store, &q, &items, next, sizeof next, &err);
+    if (s != GX_OK) return srv_error_status(r, s, GX_STAGE_STORE, err.msg);
+    if (!csv)
+        return srv_json(r, 200, json_pack("{s:o, s:o}", "items", items,
+                                          "next_cursor", next[0] ? json_string(next) : json_null()));
+    char *text = gx_store_items_csv(items);
+    json_decref(items);
+    if (!text) return srv_error(r, 500, "internal", "out of memory writing CSV");
+    const char *h[] = { "X-Next-Cursor", next[0] ? next : NULL, NULL };
+    return srv_respond(r, 200, "text/csv; charset=utf-8", text, strlen(text), h);
+}
+
+/* ------------------------------------------------------------ health, metrics, admin */
+
+/* Appends the batchers' statistics (they live in the batchers, not in
+ * gx_prom) to the exposition text. */
+static void v1_batcher_metrics(FILE *f, gx_registry *reg) {
+    static const char *le[8] = { "1", "2", "4", "8", "16", "32", "64", "+Inf" };
+    fputs("# HELP galaxyd_queue_depth Jobs waiting in the model's queue\n# TYPE galaxyd_queue_depth gauge\n", f);
+    int n = reg ? gx_registry_count(reg) : 0;
+    gx_batcher_stats *st = calloc((size_t)(n ? n : 1), sizeof *st);
+    if (!st) return;
+    char (*lab)[160] = calloc((size_t)(n ? n : 1), sizeof *lab);
+    if (!lab) { free(st); return; }
+    for (int i = 0; i < n; i++) {
+        gx_registry_entry *e = gx_registry_at(reg, i);
+        gx_batcher_stats_get(e->batcher, &st[i]);
+        gx_prom_label_escape(e->info->name, lab[i], sizeof lab[i]);
+        fprintf(f, "galaxyd_queue_depth{model=\"%s\"} %lld\n", lab[i], (long long)st[i].queue_depth);
+    }
+    fputs("# HELP galaxyd_batch_size Jobs per forward pass\n# TYPE galaxyd_batch_size histogram\n", f);
+    for (int i = 0; i < n; i++) {
+        long long cum = 0;
+        for (int b = 0; b < 8; b++) {
+            cum += st[i].batch_size_hist[b];
+            fprintf(f, "galaxyd_batch_size_bucket{model=\"%s\",le=\"%s\"} %lld\n", lab[i], le[b], cum);
+        }
+        fprintf(f, "galaxyd_batch_size_sum{model=\"%s\"} %lld\ngalaxyd_batch_size_count{model=\"%s\"} %lld\n",
+                lab[i], (long long)st[i].images, lab[i], (long long)st[i].batches);
+    }
+    static const struct { const char *name, *help; } c[] = {
+        { "galaxyd_forward_seconds_total", "Time spent in forward passes" },
+        { "galaxyd_batches_total", "Forward passes" },
+        { "galaxyd_images_processed_total", "Images computed" },
+        { "galaxyd_queue_timeouts_total", "Jobs answered 504 because their deadline passed in the queue" },
+        { "galaxyd_queue_rejected_total", "Jobs refused because the queue was full" },
+    };
+    for (int m = 0; m < 5; m++) {
+        fprintf(f, "# HELP %s %s (current model registry)\n# TYPE %s counter\n", c[m].name, c[m].help, c[m].name);
+        for (int i = 0; i < n; i++) {
+            double v = m == 0 ? st[i].forward_ms_total / 1e3 : m == 1 ? (double)st[i].batches
+                     : m == 2 ? (double)st[i].images : m == 3 ? (double)st[i].timeouts : (double)st[i].rejected;
+            fprintf(f, "%s{model=\"%s\"} %.17g\n", c[m].name, lab[i], v);
+        }
+    }
+    free(lab);
+    free(st);
+}
+
+static enum MHD_Result v1_metrics(srv_req *r) {
+    gx_server *s = r->srv;
+    gx_prom_gauge_set(s->prom, "galaxyd_inflight_requests", "", atomic_load(&s->inflight));
+    char *base = gx_prom_render(s->prom);
+    char *text = NULL;
+    size_t n = 0;
+    FILE *f = open_memstream(&text, &n);
+    if (!base || !f) {
+        free(base);
+        if (f) { fclose(f); free(text); }
+        return srv_error(r, 500, "internal", "out of memory rendering metrics");
+    }
+    fputs(base, f);
+    free(base);
+    gx_registry *reg = gx_registry_acquire(s->models);
+    v1_batcher_metrics(f, reg);
+    gx_registry_release(reg);
+    fclose(f);
+    return srv_respond(r, 200, "text/plain; version=0.0.4; charset=utf-8", text, n, NULL);
+}
+
+static enum MHD_Result v1_readyz(srv_req *r) {
+    if (atomic_load(&r->srv->draining))
+        return srv_error(r, 503, "unavailable", "shutting down");
+    gx_registry *reg = gx_registry_acquire(r->srv->models);
+    int n = reg ? gx_registry_count(reg) : 0;
+    gx_registry_release(reg);
+    if (n < 1) return srv_error(r, 503, "unavailable", "no model loaded");
+    return srv_json(r, 200, json_pack("{s:s, s:i}", "status", "ready", "models", n));
+}
+
+static enum MHD_Result v1_reload(srv_req *r) {
+    gx_err err = { { 0 } };
+    if (gx_server_reload(r->srv, &err) != GX_OK)
+        return srv_error(r, 500, "reload_failed", "reload failed, the previous models stay: %s", err.msg);
+    gx_registry *reg = gx_registry_acquire(r->srv->models);
+    json_t *arr = json_array();
+    for (int i = 0; reg && arr && i < gx_registry_count(reg); i++) {
+        const gx_serve_info *in = gx_registry_at(reg, i)->info;
+        json_array_append_new(arr, json_pack("{s:s, s:s}", "name", in->name, "version", in->version));
+    }
+    gx_registry_release(reg);
+    if (!arr) return srv_error(r, 500, "internal", "out of memory");
+    return srv_json(r, 200, json_pack("{s:b, s:o}", "reloaded", 1, "models", arr));
+}
+
+enum MHD_Result srv_v1_dispatch(srv_req *r) {
+    switch (r->rm.id) {
+    case GX_RT_HEALTHZ:     return srv_json(r, 200, json_pack("{s:s}", "status", "ok"));
+    case GX_RT_READYZ:      return v1_readyz(r);
+    case GX_RT_METRICS:     return v1_metrics(r);
+    case GX_RT_MODELS:      return v1_models(r);
+    case GX_RT_CLASSIFY:    return v1_classify(r);
+    case GX_RT_BATCH:       return v1_batch(r);
+    case GX_RT_OBJECT:      return v1_object(r);
+    case GX_RT_PREDICTIONS: return v1_predictions(r);
+    case GX_RT_RELOAD:      return v1_reload(r);
+    default:                return srv_error(r, 404, "not_found", "no route for %s %s", r->method, r->path);
+    }
+}

@@ -24,20 +24,10 @@
  *   ~1e-6. A wrong formula gives errors of order 1.
  */
 #include "gx_test.h"
+#include "test_wm_util.h"
 #include "gx_wavelet_mamba.h"
 #include <stdlib.h>
 #include <string.h>
-
-#define OUT_ATOL 1e-4
-#define OUT_RTOL 1e-4
-#define GRAD_REL 3e-3
-#define GRAD_ABS 1e-5
-
-static void fill_images(gx_tensor *x, uint64_t seed) {
-    gx_rng r;
-    gx_rng_init(&r, seed);
-    gx_rng_fill_uniform(&r, x->data, x->numel, 0.05, 0.95);
-}
 
 /* ------------------------------------------------------------ parameters */
 
@@ -82,57 +72,6 @@ GX_TEST(wm_param_counts_and_names) {
 }
 
 /* -------------------------------------------------------- PyTorch parity */
-
-/* Relative L2 check of a whole gradient: ||got - want|| <= GRAD_REL ||want||
- * + GRAD_ABS sqrt(n) (the absolute floor covers gradients that are zero in
- * exact arithmetic, e.g. conv biases feeding a batch norm). */
-static void check_full(gx_test_state *T, const char *name, const gx_real *got, const gx_real *want,
-                       int64_t n) {
-    double d = 0, r = 0;
-    for (int64_t i = 0; i < n; i++) {
-        d += ((double)got[i] - want[i]) * ((double)got[i] - want[i]);
-        r += (double)want[i] * want[i];
-    }
-    d = sqrt(d), r = sqrt(r);
-    CHECK_MSG(d <= GRAD_REL * r + GRAD_ABS * sqrt((double)n),
-              "%s: |grad - ref| = %.3g, |ref| = %.3g (rel %.2e)", name, d, r, d / (r + 1e-30));
-}
-
-/* Compares one parameter's gradient with the fixture (full or sampled). */
-static void check_param_grad(gx_test_state *T, const gx_st_file *f, gx_ctx *ctx, gx_param *p) {
-    char key[256];
-    const gx_real *g = p->t.grad;
-    int64_t n = p->t.numel;
-    snprintf(key, sizeof key, "g.%s", p->name);
-    if (gx_st_find(f, key)) {
-        gx_tensor *want = gx_fixture_tensor(T, ctx, f, key);
-        if (want) check_full(T, p->name, g, want->data, n);
-        return;
-    }
-    snprintf(key, sizeof key, "gi.%s", p->name);
-    gx_tensor *idx = gx_fixture_tensor(T, ctx, f, key);
-    snprintf(key, sizeof key, "gs.%s", p->name);
-    gx_tensor *want = gx_fixture_tensor(T, ctx, f, key);
-    snprintf(key, sizeof key, "gn.%s", p->name);
-    gx_tensor *gn = gx_fixture_tensor(T, ctx, f, key);
-    snprintf(key, sizeof key, "gsum.%s", p->name);
-    gx_tensor *gs = gx_fixture_tensor(T, ctx, f, key);
-    if (!idx || !want || !gn || !gs) return;
-    double ss = 0, sum = 0, ref_norm = gn->data[0], rms = ref_norm / sqrt((double)n);
-    for (int64_t i = 0; i < n; i++) { ss += (double)g[i] * g[i]; sum += g[i]; }
-    /* Sampled elements: rtol GRAD_REL, atol 2% of the reference's RMS. */
-    gx_real *got = gx_ctx_alloc(ctx, (size_t)idx->numel * sizeof(gx_real));
-    for (int64_t i = 0; i < idx->numel; i++) got[i] = g[(int64_t)idx->data[i]];
-    gx_test_allclose(T, p->name, got, want->data, idx->numel, 2e-2 * rms + GRAD_ABS, GRAD_REL);
-    CHECK_MSG(fabs(sqrt(ss) - ref_norm) <= GRAD_REL * ref_norm + GRAD_ABS * sqrt((double)n),
-              "%s: grad norm %.9g, want %.9g", p->name, sqrt(ss), ref_norm);
-    CHECK_MSG(fabs(sum - gs->data[0]) <= GRAD_REL * ref_norm * sqrt((double)n) + GRAD_ABS * n,
-              "%s: grad sum %.9g, want %.9g", p->name, sum, (double)gs->data[0]);
-}
-
-static gx_tensor *dot(gx_ctx *ctx, gx_tensor *a, gx_tensor *r) {
-    return gx_sum_all(ctx, gx_mul(ctx, a, gx_reshape(ctx, r, a->ndim, a->shape)));
-}
 
 GX_TEST(wm_parity_tiny_eval_train_and_gradients) {
     gx_st_file wf, f;

@@ -138,7 +138,7 @@ gx_status gx_train_wm_opts_default(gx_train_wm_opts *o, const char *config, gx_e
  * clip, crop_frac, balanced, augment, prefetch, max_train, coord_dropout,
  * vib_sample, threads, epochs, batch, accum, seed, size), model widths (c1,
  * c2, d_model, d_state, d_conv, expand, dt_rank, grid, fusion, delta_mode =
- * mean|token), loss (w_cls, w_red, w_vib, w_lsi, hk_weight_max,
+ * mean|token, backbone = wavelet|resnet18, resnet_width), loss (w_cls, w_red, w_vib, w_lsi, hk_weight_max,
  * hk_start_epoch, hk_ramp_end_epoch, hk_mode = sample|batch, sk_lambda,
  * sk_iters, sk_eps, hk_bins, hk_delta, focal_gamma0, focal_alpha,
  * focal_alpha0, colour_weights = 0|1), z_train = all|spec_selected

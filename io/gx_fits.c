@@ -179,8 +179,12 @@ static gx_status gx_fits_body(fitsfile *f, size_t n, const gx_image_limits *lim,
     size_t px = (size_t)h * w;
     if (lin > 0) {
         for (size_t i = 0; i < px * c; i++) {
-            float v = out->data[i];
-            out->data[i] = out->mask[i % px] ? (float)(v / lin) : 0.0f;
+            /* BSCALE/BZERO can put values outside the unsigned range the
+             * equivalent type promises (found by fuzz_fits): saturate them,
+             * as the stretch path does, so the result stays in [0,1]. */
+            double v = out->data[i] / lin;
+            v = v < 0 ? 0 : (v > 1 ? 1 : v);
+            out->data[i] = out->mask[i % px] ? (float)v : 0.0f;
         }
     } else {
         s = gx_image_stretch(out->data, out->mask, c, h, w, st, NULL, err);

@@ -49,6 +49,8 @@ struct gx_batcher {
     float          *x;            /* [max_batch, 3, S, S] */
     float          *coords;       /* [max_batch, 2] */
     float          *logits, *probs, *redshift;   /* [max_batch, K], [max_batch, K], [max_batch] */
+    float          *score;        /* [max_batch] */
+    int8_t         *domain;       /* [max_batch] */
 };
 
 int64_t gx_batcher_now_ns(void) {
@@ -115,10 +117,11 @@ static gx_status run_forward(gx_batcher *b, int n, double *ms, gx_err *err) {
         memcpy(b->x + i * per, b->batch[i]->x, (size_t)per * sizeof *b->x);
         b->coords[2 * i] = b->batch[i]->coords[0];
         b->coords[2 * i + 1] = b->batch[i]->coords[1];
+        b->domain[i] = b->batch[i]->source_domain ? 0 : 1;   /* predict_ex: 0 source, 1 target */
     }
-    gx_serve_out out = { b->logits, b->probs, b->redshift };
+    gx_serve_out out = { b->logits, b->probs, b->redshift, b->score };
     int64_t t0 = gx_batcher_now_ns();
-    gx_status s = gx_serve_model_predict(b->model, b->x, b->S, b->coords, n, &out, err);
+    gx_status s = gx_serve_model_predict_ex(b->model, b->x, b->S, b->coords, b->domain, n, &out, err);
     *ms = (double)(gx_batcher_now_ns() - t0) / 1e6;
     for (int i = 0; i < n; i++) {
         gx_job *j = b->batch[i];
@@ -132,6 +135,7 @@ static gx_status run_forward(gx_batcher *b, int n, double *ms, gx_err *err) {
         }
         j->class_index = a;
         j->redshift = b->redshift[i];
+        j->score = b->score[i];
         j->status = GX_OK;
         j->error[0] = 0;
         j->forward_ms = *ms;
@@ -215,6 +219,8 @@ static void batcher_free_buffers(gx_batcher *b) {
     free(b->logits);
     free(b->probs);
     free(b->redshift);
+    free(b->score);
+    free(b->domain);
 }
 
 static gx_status batcher_sync_init(gx_batcher *b, gx_err *err) {
@@ -250,7 +256,9 @@ gx_status gx_batcher_open(gx_batcher **out, gx_serve_model *model, const gx_batc
     b->logits = malloc(mb * (size_t)b->K * sizeof *b->logits);
     b->probs = malloc(mb * (size_t)b->K * sizeof *b->probs);
     b->redshift = malloc(mb * sizeof *b->redshift);
-    if (!b->batch || !b->x || !b->coords || !b->logits || !b->probs || !b->redshift) {
+    b->score = malloc(mb * sizeof *b->score);
+    b->domain = malloc(mb * sizeof *b->domain);
+    if (!b->batch || !b->x || !b->coords || !b->logits || !b->probs || !b->redshift || !b->score || !b->domain) {
         batcher_free_buffers(b);
         free(b);
         return gx_err_set(err, GX_ERR_NOMEM, "batcher %s: out of memory for %d images", in->name, opts.max_batch);

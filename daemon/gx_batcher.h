@@ -40,6 +40,8 @@ struct gx_job {
      * until done() has been called) */
     const float *x;            /* 3*S*S, S = the model's input_size */
     float        coords[2];    /* ra, dec; NaN = missing */
+    int8_t       source_domain;/* uda models: 1 = the source BN set; 0 (default) = the
+                                  target set (the spec's default); others ignore it */
     int64_t      deadline_ns;  /* CLOCK_MONOTONIC (gx_batcher_now_ns); 0 = none */
     gx_job_done_fn done;
     void        *user;
@@ -50,6 +52,7 @@ struct gx_job {
     float        probs[GX_SERVE_MAX_CLASSES];
     float        logits[GX_SERVE_MAX_CLASSES];
     float        redshift;
+    float        score;        /* cf-inn NLL, uda H / ln K, NaN otherwise */
     double       queue_ms;     /* submit -> batch start */
     double       forward_ms;   /* the batch's forward time */
     int          batch_size;   /* how many jobs shared the forward (0: not computed) */

@@ -155,8 +155,16 @@ gx_registry_entry *gx_registry_find(gx_registry *r, const char *name) {
     return NULL;
 }
 
+gx_registry_entry *gx_registry_find_kind(gx_registry *r, const char *kind) {
+    gx_registry_entry *e = gx_registry_find(r, kind);
+    if (e && !strcmp(e->info->kind, kind)) return e;
+    for (int i = 0; r && kind && i < r->n; i++)
+        if (!strcmp(r->e[i].info->kind, kind)) return &r->e[i];
+    return NULL;
+}
+
 gx_registry_entry *gx_registry_default(gx_registry *r) {
-    gx_registry_entry *e = gx_registry_find(r, "wavelet-mamba");
+    gx_registry_entry *e = gx_registry_find_kind(r, "wavelet-mamba");
     return e ? e : gx_registry_at(r, 0);
 }
 

@@ -52,7 +52,12 @@ int gx_registry_count(const gx_registry *r);
 gx_registry_entry *gx_registry_at(gx_registry *r, int i);
 /* By route name; NULL when absent. */
 gx_registry_entry *gx_registry_find(gx_registry *r, const char *name);
-/* The model /v1/classify uses: the one named "wavelet-mamba" if present, else the first. */
+/* The model of a kind ("cf-inn", "uda", ...): the one whose route name is the
+ * kind if it has that kind, else the first of that kind by name; NULL when
+ * none is loaded. */
+gx_registry_entry *gx_registry_find_kind(gx_registry *r, const char *kind);
+/* The model /v1/classify uses: gx_registry_find_kind(r, "wavelet-mamba"),
+ * else the first model. */
 gx_registry_entry *gx_registry_default(gx_registry *r);
 
 /* Takes over the caller's reference to initial. */

@@ -22,6 +22,7 @@
  * a row's answer: in eval mode no sample sees the rest of its batch.
  */
 #include "gx_serve_model.h"
+#include "gx_serve_impl.h"
 
 #include "gx_sha256.h"
 #include "gx_train_wm.h"
@@ -37,15 +38,67 @@
 /* Rows per forward inside predict (memory bound; see the file comment). */
 #define GX_SERVE_CHUNK_DEFAULT 32
 
-struct gx_serve_model {
-    gx_serve_info info;
-    gx_wm_model   wm;
-    int           wm_ready;
-    gx_ctx        ctx;         /* activations of one chunk */
-    int           chunk;       /* rows per forward */
-    pthread_mutex_t mu;        /* serialises predict (ctx is one arena) */
-    int           mu_ready;
+/* The kinds galaxyd can serve, by metadata "model". */
+static const gx_serve_kind *const serve_kinds[] = {
+    &gx_serve_kind_wm,
 };
+
+/* ------------------------------------------------------ wavelet-mamba kind */
+
+static gx_status wm_kind_load(gx_serve_model *m, const gx_st_file *f, gx_err *err) {
+    gx_wm_model *wm = calloc(1, sizeof *wm);
+    if (!wm) return gx_err_set(err, GX_ERR_NOMEM, "out of memory");
+    gx_status s = gx_wm_checkpoint_load(f, wm, err);
+    if (s != GX_OK) {
+        free(wm);   /* gx_wm_checkpoint_load frees what it made on error */
+        return s;
+    }
+    m->impl = wm;
+    m->params = &wm->params;
+    m->cfg_classes = wm->cfg.classes;
+    m->cfg_size = wm->cfg.size;
+    return GX_OK;
+}
+
+static void wm_kind_free(gx_serve_model *m) {
+    gx_wm_free(m->impl);
+    free(m->impl);
+}
+
+static void wm_kind_forward(gx_serve_model *m, const float *x, int64_t side, const float *coords,
+                            const int8_t *domain, int b, const gx_serve_out *out) {
+    (void)domain;
+    gx_ctx *ctx = &m->ctx;
+    int64_t per = 3 * side * side;
+    gx_tensor *xt = gx_tensor_new(ctx, 4, GX_SHAPE(b, 3, side, side));
+    for (int64_t i = 0; i < (int64_t)b * per; i++) xt->data[i] = (gx_real)x[i];
+    gx_tensor *ct = NULL;
+    if (coords) {
+        ct = gx_tensor_new(ctx, 2, GX_SHAPE(b, 2));
+        for (int64_t i = 0; i < 2 * (int64_t)b; i++) ct->data[i] = (gx_real)coords[i];
+    }
+    gx_wm_out o = gx_wm_forward(ctx, m->impl, xt, ct, 0);
+    gx_serve_softmax_rows(o.logits->data, b, m->info.n_classes, out->logits, out->probs);
+    for (int64_t i = 0; i < b; i++) {
+        out->redshift[i] = (float)o.redshift->data[i];
+        if (out->score) out->score[i] = NAN;
+    }
+}
+
+const gx_serve_kind gx_serve_kind_wm = { "wavelet-mamba", wm_kind_load, wm_kind_free, wm_kind_forward };
+
+void gx_serve_softmax_rows(const gx_real *logits, int b, int64_t K, float *logits_out, float *probs_out) {
+    for (int64_t i = 0; i < b; i++) {
+        const gx_real *r = logits + i * K;
+        double mx = r[0], sum = 0;
+        for (int64_t k = 1; k < K; k++) mx = r[k] > mx ? r[k] : mx;
+        for (int64_t k = 0; k < K; k++) sum += exp((double)r[k] - mx);
+        for (int64_t k = 0; k < K; k++) {
+            logits_out[i * K + k] = (float)r[k];
+            probs_out[i * K + k] = (float)(exp((double)r[k] - mx) / sum);
+        }
+    }
+}
 
 /* ------------------------------------------------------------- loading */
 
@@ -122,10 +175,11 @@ static gx_status serve_json_object(const char *path, const char *key, const char
 /* Everything in info that comes from the metadata (the weights are loaded). */
 static gx_status serve_fill_info(gx_serve_model *m, const gx_st_file *f, gx_err *err) {
     gx_serve_info *in = &m->info;
-    snprintf(in->kind, sizeof in->kind, "wavelet-mamba");
+    snprintf(in->kind, sizeof in->kind, "%s", m->kind->name);
     snprintf(in->device, sizeof in->device, "cpu");
-    gx_status s = serve_parse_classes(in, gx_st_meta(f, "classes"), m->wm.cfg.classes, err);
-    if (s == GX_OK) s = serve_parse_preprocess(in, gx_st_meta(f, "preprocess"), m->wm.cfg.size, err);
+    in->anomaly_threshold = NAN;
+    gx_status s = serve_parse_classes(in, gx_st_meta(f, "classes"), m->cfg_classes, err);
+    if (s == GX_OK) s = serve_parse_preprocess(in, gx_st_meta(f, "preprocess"), m->cfg_size, err);
     if (s == GX_OK) s = serve_json_object(in->path, "config", gx_st_meta(f, "config"), &in->config_json, err);
     const char *tm = gx_st_meta(f, "test_metrics");
     if (s == GX_OK) s = serve_json_object(in->path, "test_metrics", tm ? tm : "{}", &in->test_metrics_json, err);
@@ -138,8 +192,8 @@ static gx_status serve_fill_info(gx_serve_model *m, const gx_st_file *f, gx_err 
     }
     /* Parameters, not buffers (BN running statistics, colour statistics). */
     in->n_params = 0;
-    for (int i = 0; i < m->wm.params.n; i++)
-        if (!(m->wm.params.items[i]->flags & GX_PARAM_BUFFER)) in->n_params += m->wm.params.items[i]->t.numel;
+    for (int i = 0; i < m->params->n; i++)
+        if (!(m->params->items[i]->flags & GX_PARAM_BUFFER)) in->n_params += m->params->items[i]->t.numel;
     return s;
 }
 
@@ -151,6 +205,19 @@ static gx_status serve_check_name(const char *path, const char *name, gx_err *er
             return gx_err_set(err, GX_ERR_INVALID, "%s: model name '%s' may hold only letters, digits, '.', "
                               "'_' and '-'", path, name);
     return GX_OK;
+}
+
+/* The kind named by the metadata "model" (wavelet-mamba when absent: the
+ * first checkpoints carried no other). */
+static gx_status serve_pick_kind(const gx_st_file *f, const gx_serve_kind **kind, gx_err *err) {
+    const char *name = gx_st_meta(f, "model");
+    if (!name) name = "wavelet-mamba";
+    for (size_t i = 0; i < sizeof serve_kinds / sizeof serve_kinds[0]; i++)
+        if (!strcmp(serve_kinds[i]->name, name)) {
+            *kind = serve_kinds[i];
+            return GX_OK;
+        }
+    return gx_err_set(err, GX_ERR_FORMAT, "metadata 'model' is '%.64s', which galaxyd does not serve", name);
 }
 
 gx_status gx_serve_model_load(gx_serve_model **out, const char *path, const char *name, gx_err *err) {
@@ -180,11 +247,13 @@ gx_status gx_serve_model_load(gx_serve_model **out, const char *path, const char
     if (s == GX_OK && (s = gx_st_read(&f, path, &e2)) != GX_OK) gx_err_set(err, s, "checkpoint %s: %s", path, e2.msg);
     if (s == GX_OK) {
         gx_sha256_hex(f.buf, f.len, in->version);
+        if ((s = serve_pick_kind(&f, &m->kind, &e2)) != GX_OK)
+            gx_err_set(err, s, "checkpoint %s: %s", path, e2.msg);
+    }
+    if (s == GX_OK) {
         /* A missing or misshapen tensor is a bad file like any other. */
-        if ((s = gx_wm_checkpoint_load(&f, &m->wm, &e2)) != GX_OK)
+        if ((s = m->kind->load(m, &f, &e2)) != GX_OK)
             s = gx_err_set(err, s == GX_ERR_NOMEM ? s : GX_ERR_FORMAT, "checkpoint %s: %s", path, e2.msg);
-        else
-            m->wm_ready = 1;
     }
     if (s == GX_OK) s = serve_fill_info(m, &f, err);
     gx_st_close(&f);
@@ -205,7 +274,7 @@ gx_status gx_serve_model_load(gx_serve_model **out, const char *path, const char
 
 void gx_serve_model_free(gx_serve_model *m) {
     if (!m) return;
-    if (m->wm_ready) gx_wm_free(&m->wm);
+    if (m->impl) m->kind->free(m);
     if (m->mu_ready) pthread_mutex_destroy(&m->mu);
     gx_ctx_free(&m->ctx);
     free(m->info.config_json);
@@ -256,37 +325,13 @@ gx_status gx_serve_prepare(const gx_serve_info *info, const void *buf, size_t n,
 
 /* ------------------------------------------------------------- predict */
 
-/* One forward over rows [0, b) of x: eval mode, no tape, softmax in double
- * (max-shifted, as `galaxy-train eval` computes its probabilities). */
-static void serve_forward_chunk(gx_serve_model *m, const float *x, int64_t side, const float *coords, int b,
-                                float *logits, float *probs, float *redshift) {
-    gx_ctx *ctx = &m->ctx;
-    int64_t K = m->info.n_classes, per = 3 * side * side;
-    ctx->grad_enabled = 0;
-    gx_tensor *xt = gx_tensor_new(ctx, 4, GX_SHAPE(b, 3, side, side));
-    for (int64_t i = 0; i < (int64_t)b * per; i++) xt->data[i] = (gx_real)x[i];
-    gx_tensor *ct = NULL;
-    if (coords) {
-        ct = gx_tensor_new(ctx, 2, GX_SHAPE(b, 2));
-        for (int64_t i = 0; i < 2 * (int64_t)b; i++) ct->data[i] = (gx_real)coords[i];
-    }
-    gx_wm_out o = gx_wm_forward(ctx, &m->wm, xt, ct, 0);
-    for (int64_t i = 0; i < b; i++) {
-        const gx_real *r = o.logits->data + i * K;
-        double mx = r[0], sum = 0;
-        for (int64_t k = 1; k < K; k++) mx = r[k] > mx ? r[k] : mx;
-        for (int64_t k = 0; k < K; k++) sum += exp((double)r[k] - mx);
-        for (int64_t k = 0; k < K; k++) {
-            logits[i * K + k] = (float)r[k];
-            probs[i * K + k] = (float)(exp((double)r[k] - mx) / sum);
-        }
-        redshift[i] = (float)o.redshift->data[i];
-    }
-    gx_ctx_reset(ctx);
-}
-
 gx_status gx_serve_model_predict(gx_serve_model *m, const float *x, int64_t side, const float *coords, int n,
                                  gx_serve_out *out, gx_err *err) {
+    return gx_serve_model_predict_ex(m, x, side, coords, NULL, n, out, err);
+}
+
+gx_status gx_serve_model_predict_ex(gx_serve_model *m, const float *x, int64_t side, const float *coords,
+                                    const int8_t *domain, int n, gx_serve_out *out, gx_err *err) {
     if (!m || !x || !out || !out->logits || !out->probs || !out->redshift)
         return gx_err_set(err, GX_ERR_INVALID, "predict: NULL argument");
     if (n < 1) return gx_err_set(err, GX_ERR_INVALID, "predict: n must be >= 1 (got %d)", n);
@@ -299,9 +344,29 @@ gx_status gx_serve_model_predict(gx_serve_model *m, const float *x, int64_t side
     pthread_mutex_lock(&m->mu);
     for (int i0 = 0; i0 < n; i0 += m->chunk) {
         int b = n - i0 < m->chunk ? n - i0 : m->chunk;
-        serve_forward_chunk(m, x + (int64_t)i0 * per, side, coords ? coords + 2 * (int64_t)i0 : NULL, b,
-                            out->logits + (int64_t)i0 * K, out->probs + (int64_t)i0 * K, out->redshift + i0);
+        gx_serve_out o = { out->logits + (int64_t)i0 * K, out->probs + (int64_t)i0 * K, out->redshift + i0,
+                           out->score ? out->score + i0 : NULL };
+        m->ctx.grad_enabled = 0;
+        m->kind->forward(m, x + (int64_t)i0 * per, side, coords ? coords + 2 * (int64_t)i0 : NULL,
+                         domain ? domain + i0 : NULL, b, &o);
+        gx_ctx_reset(&m->ctx);
     }
     pthread_mutex_unlock(&m->mu);
     return GX_OK;
+}
+
+void *gx_serve_model_impl(gx_serve_model *m) {
+    return m->impl;
+}
+
+gx_ctx *gx_serve_model_ctx(gx_serve_model *m) {
+    return &m->ctx;
+}
+
+void gx_serve_model_lock(gx_serve_model *m) {
+    pthread_mutex_lock(&m->mu);
+}
+
+void gx_serve_model_unlock(gx_serve_model *m) {
+    pthread_mutex_unlock(&m->mu);
 }

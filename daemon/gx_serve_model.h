@@ -36,7 +36,7 @@ extern "C" {
 
 typedef struct gx_serve_info {
     char    name[64];          /* route name: the file name without .safetensors */
-    char    kind[32];          /* "wavelet-mamba" */
+    char    kind[32];          /* metadata "model": "wavelet-mamba" | "cf-inn" | "uda" */
     char    version[65];       /* sha256 of the checkpoint file, lowercase hex */
     char    path[1024];        /* the checkpoint file */
     char    device[16];        /* "cpu" */
@@ -48,6 +48,7 @@ typedef struct gx_serve_info {
     int64_t run_id;            /* training run in the trainer's database, or -1 */
     char   *config_json;       /* the checkpoint's config (JSON text) */
     char   *test_metrics_json; /* metadata "test_metrics" (JSON object text), "{}" if absent */
+    double  anomaly_threshold; /* uda: the tuned rho on the score scale (rho / ln K); else NaN */
 } gx_serve_info;
 
 typedef struct gx_serve_model gx_serve_model;
@@ -85,9 +86,11 @@ gx_status gx_serve_prepare(const gx_serve_info *info, const void *buf, size_t n,
 
 /* Outputs of predict for n samples (caller-allocated). */
 typedef struct gx_serve_out {
-    float *logits;             /* n*K */
+    float *logits;             /* n*K (cf-inn: g_c(h), the mixture log-densities) */
     float *probs;              /* n*K softmax of the logits */
-    float *redshift;           /* n */
+    float *redshift;           /* n (NaN for kinds without redshift) */
+    float *score;              /* n or NULL: cf-inn the hidden-space NLL, uda the
+                                  anomaly score H / ln K; NaN for wavelet-mamba */
 } gx_serve_out;
 
 /* Eval-mode forward on x (n*3*S'*S' floats; S' is normally info->input_size
@@ -97,6 +100,19 @@ typedef struct gx_serve_out {
  * depend on the others. GX_ERR_INVALID for n < 1, a bad side or NULLs. */
 gx_status gx_serve_model_predict(gx_serve_model *m, const float *x, int64_t side,
                                  const float *coords, int n, gx_serve_out *out, gx_err *err);
+/* predict with a per-row domain (n values, 0 source / 1 target; NULL = every
+ * row target). Only uda models read it (their BN set); others ignore it. */
+gx_status gx_serve_model_predict_ex(gx_serve_model *m, const float *x, int64_t side,
+                                    const float *coords, const int8_t *domain, int n,
+                                    gx_serve_out *out, gx_err *err);
+
+/* The kind-specific model behind m (gx_wm_model *, gx_cf_model *, gx_uda_model *
+ * by info->kind), for routes that need more than predict (counterfactuals).
+ * Callers hold gx_serve_model_lock while they use it and its arena. */
+void   *gx_serve_model_impl(gx_serve_model *m);
+gx_ctx *gx_serve_model_ctx(gx_serve_model *m);
+void    gx_serve_model_lock(gx_serve_model *m);
+void    gx_serve_model_unlock(gx_serve_model *m);
 
 #ifdef __cplusplus
 }

@@ -87,7 +87,7 @@ static int sf_forward(gx_serve_model *m, const float *x, int64_t S, int B, doubl
         gx_err_set(err, GX_ERR_NOMEM, "out of memory for batch %d", B);
         goto done;
     }
-    gx_serve_out out = { lg, pr, z };
+    gx_serve_out out = { lg, pr, z, NULL };
     /* one untimed call: the arena grows to its high-water size, as in a warm server */
     if (gx_serve_model_predict(m, x, S, NULL, B, &out, err) != GX_OK) goto done;
     double end = sf_now() + seconds;

@@ -189,7 +189,7 @@ GX_TEST(batcher_threads_equal_single_predictions) {
         coords[2 * i] = i % 2 ? (float)(3.0 * i) : NAN;
         coords[2 * i + 1] = i % 2 ? (float)(i - 20.0) : NAN;
         CHECK(gx_serve_model_predict(m, x + i * TB_PER, TB_S, coords + 2 * i, 1,
-                                     &(gx_serve_out){ ref_lg[i], ref_pr[i], &ref_z[i] }, &err) == GX_OK);
+                                     &(gx_serve_out){ ref_lg[i], ref_pr[i], &ref_z[i], NULL }, &err) == GX_OK);
     }
     gx_batcher *b = NULL;
     CHECK(gx_batcher_open(&b, m, &(gx_batcher_opts){ 8, 2000, 256 }, &err) == GX_OK);

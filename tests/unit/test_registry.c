@@ -178,7 +178,7 @@ static int tr_reference(gx_test_state *T, const char *path, const float *x, floa
     float pr[TR_K], z;
     gx_status s = gx_serve_model_load(&m, path, NULL, &err);
     CHECK_MSG(s == GX_OK, "%s", err.msg);
-    if (s == GX_OK) s = gx_serve_model_predict(m, x, TR_S, (float[2]){ NAN, NAN }, 1, &(gx_serve_out){ lg, pr, &z }, &err);
+    if (s == GX_OK) s = gx_serve_model_predict(m, x, TR_S, (float[2]){ NAN, NAN }, 1, &(gx_serve_out){ lg, pr, &z, NULL }, &err);
     if (m) strcpy(version, gx_serve_model_info(m)->version);
     gx_serve_model_free(m);
     return s == GX_OK;

@@ -454,11 +454,11 @@ GX_TEST(serve_predict_per_sample_determinism) {
         coords[2 * i + 1] = i % 3 ? (float)(-30.0 + 1.5 * i) : NAN;
     }
     gx_err err;
-    gx_status s = gx_serve_model_predict(m, x, S, coords, N, &(gx_serve_out){ lg, pr, z }, &err);
+    gx_status s = gx_serve_model_predict(m, x, S, coords, N, &(gx_serve_out){ lg, pr, z, NULL }, &err);
     CHECK_MSG(s == GX_OK, "predict: %s", err.msg);
     int bitwise = 0;
     for (int i = 0; s == GX_OK && i < N; i++) {
-        CHECK(gx_serve_model_predict(m, x + i * 3 * S * S, S, coords + 2 * i, 1, &(gx_serve_out){ lg1, pr1, &z1 },
+        CHECK(gx_serve_model_predict(m, x + i * 3 * S * S, S, coords + 2 * i, 1, &(gx_serve_out){ lg1, pr1, &z1, NULL },
                                      &err) == GX_OK);
         char label[32];
         snprintf(label, sizeof label, "row %d", i);
@@ -474,22 +474,22 @@ GX_TEST(serve_predict_per_sample_determinism) {
     /* Repeating a call gives the same bits, and the arena does not grow. */
     size_t cap = gx_serve_model_arena_bytes(m);
     float lg2[N * K], pr2[N * K], z2[N];
-    CHECK(gx_serve_model_predict(m, x, S, coords, N, &(gx_serve_out){ lg2, pr2, z2 }, &err) == GX_OK);
+    CHECK(gx_serve_model_predict(m, x, S, coords, N, &(gx_serve_out){ lg2, pr2, z2, NULL }, &err) == GX_OK);
     CHECK(!memcmp(lg, lg2, sizeof lg) && !memcmp(z, z2, sizeof z));
     CHECK(cap > 0 && gx_serve_model_arena_bytes(m) == cap);
     /* NULL coordinates mean "all missing", like NaN rows (row 0 has NaNs). */
     float lg0[K], pr0[K], z0;
     int same_null = 0;
-    CHECK(gx_serve_model_predict(m, x, S, coords, 1, &(gx_serve_out){ lg0, pr0, &z0 }, &err) == GX_OK);
-    CHECK(gx_serve_model_predict(m, x, S, NULL, 1, &(gx_serve_out){ lg1, pr1, &z1 }, &err) == GX_OK);
+    CHECK(gx_serve_model_predict(m, x, S, coords, 1, &(gx_serve_out){ lg0, pr0, &z0, NULL }, &err) == GX_OK);
+    CHECK(gx_serve_model_predict(m, x, S, NULL, 1, &(gx_serve_out){ lg1, pr1, &z1, NULL }, &err) == GX_OK);
     compare_row(T, "NULL coords", K, lg1, pr1, z1, lg0, pr0, z0, &same_null);
     /* Another input side works (adaptive pooling); bad arguments are refused. */
     float *x24 = malloc(sizeof(float) * 3 * 24 * 24);
     tserve_random_images(x24, 1, 24, 3);
-    CHECK(gx_serve_model_predict(m, x24, 24, NULL, 1, &(gx_serve_out){ lg1, pr1, &z1 }, &err) == GX_OK);
+    CHECK(gx_serve_model_predict(m, x24, 24, NULL, 1, &(gx_serve_out){ lg1, pr1, &z1, NULL }, &err) == GX_OK);
     CHECK(isfinite(lg1[0]));
-    CHECK(gx_serve_model_predict(m, x, S, NULL, 0, &(gx_serve_out){ lg1, pr1, &z1 }, &err) == GX_ERR_INVALID);
-    CHECK(gx_serve_model_predict(m, x, 4, NULL, 1, &(gx_serve_out){ lg1, pr1, &z1 }, &err) == GX_ERR_INVALID);
+    CHECK(gx_serve_model_predict(m, x, S, NULL, 0, &(gx_serve_out){ lg1, pr1, &z1, NULL }, &err) == GX_ERR_INVALID);
+    CHECK(gx_serve_model_predict(m, x, 4, NULL, 1, &(gx_serve_out){ lg1, pr1, &z1, NULL }, &err) == GX_ERR_INVALID);
     CHECK(strstr(err.msg, "side") != NULL);
     free(x24);
     free(x);
@@ -509,7 +509,7 @@ GX_TEST(serve_predict_equals_trainer_forward) {
     float lg[N * K], pr[N * K], z[N];
     tserve_random_images(x, N, S, 4);
     gx_err err;
-    CHECK(gx_serve_model_predict(m, x, S, coords, N, &(gx_serve_out){ lg, pr, z }, &err) == GX_OK);
+    CHECK(gx_serve_model_predict(m, x, S, coords, N, &(gx_serve_out){ lg, pr, z, NULL }, &err) == GX_OK);
     gx_st_file f;
     memset(&f, 0, sizeof f);
     gx_wm_model wm;

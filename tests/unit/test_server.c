@@ -333,7 +333,7 @@ static int ts_reference(const char *ck, const uint8_t *png, size_t n, float *pro
     *K = in->n_classes;
     float *x = malloc((size_t)3 * S * S * sizeof *x), lg[GX_SERVE_MAX_CLASSES], z;
     float nan2[2] = { NAN, NAN };
-    gx_serve_out out = { lg, probs, &z };
+    gx_serve_out out = { lg, probs, &z, NULL };
     int ok = x && gx_serve_prepare(in, png, n, NULL, x, NULL, &err) == GX_OK &&
              gx_serve_model_predict(m, x, S, nan2, 1, &out, &err) == GX_OK;
     free(x);

@@ -1,0 +1,53 @@
+/*
+ * gx_serve_impl.h — inside gx_serve_model: one struct for every model kind,
+ * and the small table of per-kind functions that loading and predict
+ * dispatch through (daemon/gx_serve_model.c holds the common part and the
+ * wavelet-mamba kind; gx_serve_cf.c and gx_serve_uda.c the others).
+ *
+ * A kind's load() gets the parsed checkpoint (format already checked) and
+ * must leave m->impl (its model), m->params (for the parameter count),
+ * m->cfg_classes and m->cfg_size set, or return an error having freed what
+ * it made. forward() computes rows [0, b) of one chunk in eval mode into the
+ * row-offset outputs; the common code holds the mutex and resets the arena.
+ */
+#ifndef GX_SERVE_IMPL_H
+#define GX_SERVE_IMPL_H
+
+#include "gx_serve_model.h"
+#include "gx_safetensors.h"
+
+#include <pthread.h>
+
+typedef struct gx_serve_kind {
+    const char *name;          /* metadata "model" */
+    gx_status (*load)(gx_serve_model *m, const gx_st_file *f, gx_err *err);
+    void      (*free)(gx_serve_model *m);
+    /* x: b rows of 3*side*side; coords b*2 or NULL; domain b or NULL; out
+     * pointers already offset to the chunk's first row (score may be NULL). */
+    void      (*forward)(gx_serve_model *m, const float *x, int64_t side, const float *coords,
+                         const int8_t *domain, int b, const gx_serve_out *out);
+} gx_serve_kind;
+
+struct gx_serve_model {
+    gx_serve_info        info;
+    const gx_serve_kind *kind;
+    void                *impl;         /* the kind's model (owned) */
+    const gx_params     *params;       /* inside impl */
+    int64_t              cfg_classes;  /* K from the config */
+    int64_t              cfg_size;     /* the config's nominal input size */
+    gx_ctx               ctx;          /* activations of one chunk */
+    int                  chunk;        /* rows per forward */
+    pthread_mutex_t      mu;           /* serialises predict (ctx is one arena) */
+    int                  mu_ready;
+};
+
+extern const gx_serve_kind gx_serve_kind_wm;
+extern const gx_serve_kind gx_serve_kind_cf;
+extern const gx_serve_kind gx_serve_kind_uda;
+
+/* Row-wise softmax in double (max-shifted), as `galaxy-train eval` computes
+ * probabilities; logits_out may alias nothing. */
+void gx_serve_softmax_rows(const gx_real *logits, int b, int64_t K, float *logits_out,
+                           float *probs_out);
+
+#endif

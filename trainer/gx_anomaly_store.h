@@ -1,0 +1,95 @@
+/*
+ * gx_anomaly_store.h — stored anomaly scores (UDA), shared by galaxyd's
+ * /v1/anomaly routes and `galaxy-train score` (trainer/gx_anomaly_store.c),
+ * so offline and online scoring land in the same tables with the same rules.
+ *
+ * Tables: objects and anomaly_scores of migrations/0001_init.sql, plus what
+ * migrations/0003_anomaly.sql adds (survey on anomaly_scores, ra/dec copied
+ * onto the score row for the query, a unique key that makes a re-sent
+ * (object, image, model) idempotent, and the query indexes).
+ *
+ * Versions: an object is (external_id); each distinct image_sha256 sent for
+ * it is a new version (a new objects row, as gx_store does for predictions).
+ * Re-sending the same (external_id, image_sha256) to the same model returns
+ * the existing score row and writes nothing.
+ *
+ * Query order is score DESC, id DESC; the cursor is opaque text (base64url of
+ * "score|id", score printed with %.17g), stable under concurrent inserts.
+ * Every page is an index range scan (no OFFSET).
+ */
+#ifndef GX_ANOMALY_STORE_H
+#define GX_ANOMALY_STORE_H
+
+#include "gx.h"
+#include "gx_db.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct gx_anomaly_rec {
+    /* in */
+    const char *external_id;   /* the caller's object id (required to store) */
+    const char *survey;        /* may be NULL */
+    const char *image_sha256;  /* 64 hex */
+    const char *format;        /* png | jpeg | fits | h5 (may be NULL) */
+    int         width, height, bands;
+    double      ra, dec;       /* NaN = unknown */
+    int64_t     model_id;      /* served_models.id (gx_anomaly_model_id) */
+    double      score;         /* H / ln K in [0,1] */
+    double      threshold;     /* rho / ln K: the stored threshold on the same scale */
+    int         is_anomaly;
+    int         class_index;
+    const char *class_name;    /* may be NULL */
+    /* out */
+    int64_t     id;            /* anomaly_scores.id */
+    int64_t     object_row;    /* objects.id */
+    int         existed;       /* 1: the same object+image+model was stored before */
+    char        created_at[32];
+} gx_anomaly_rec;
+
+/* Registers (or finds) the served_models row for a checkpoint:
+ * name, version (sha256), kind "uda", path, threshold. */
+gx_status gx_anomaly_model_id(gx_db *db, const char *name, const char *sha256, const char *path,
+                              double threshold, const char *classes_json, int64_t *id, gx_err *err);
+/* Inserts one score idempotently (see above). */
+gx_status gx_anomaly_put(gx_db *db, gx_anomaly_rec *r, gx_err *err);
+/* Many in one transaction (offline scoring); stops at the first error and
+ * rolls back the whole call. */
+gx_status gx_anomaly_put_many(gx_db *db, gx_anomaly_rec *r, int64_t n, gx_err *err);
+
+typedef struct gx_anomaly_query {
+    double      min_score;     /* NaN = none */
+    const char *survey;        /* NULL = any */
+    const char *since, *until; /* ISO-8601 created_at bounds, NULL = open */
+    int         limit;         /* 1..1000 */
+    const char *cursor;        /* NULL = first page */
+    int64_t     model_id;      /* 0 = any */
+} gx_anomaly_query;
+
+typedef struct gx_anomaly_row {
+    int64_t id;
+    char    object_id[128];    /* external id */
+    char    survey[64];
+    double  ra, dec;           /* NaN when unknown */
+    double  score, threshold;
+    int     is_anomaly;
+    int     class_index;
+    char    class_name[48];
+    char    image_sha256[65];
+    char    model_version[65];
+    char    created_at[32];
+} gx_anomaly_row;
+
+/* One page: rows[*n] (caller's array of q->limit), next cursor (empty when
+ * last page). GX_ERR_INVALID names a bad cursor / since / until / limit. */
+gx_status gx_anomaly_query_page(gx_db *db, const gx_anomaly_query *q, gx_anomaly_row *rows, int *n,
+                                char next_cursor[128], gx_err *err);
+/* Every score of one external object id, newest first (at most cap rows). */
+gx_status gx_anomaly_history(gx_db *db, const char *external_id, gx_anomaly_row *rows, int cap,
+                             int *n, gx_err *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -25,7 +25,10 @@ trunk, resnet_proj and shared_feature_projection (the C test loads both files).
 Usage:
   /usr/bin/python3 tests/models/wm_ref.py            # writes both fixtures, prints counts
   /usr/bin/python3 tests/models/wm_ref.py --count    # parameter counts only
-  /usr/bin/python3 tests/models/wm_ref.py --rn18     # only the ResNet-18 fixture
+  /usr/bin/python3 tests/models/wm_ref.py --rn18     # the ResNet-18 and token fixtures
+  /usr/bin/python3 tests/models/wm_ref.py --token    # only the token-mode fixture
+                                                     # (wm_tiny_token_io: delta mode `token`
+                                                     # on the committed tiny weights and inputs)
 
 Fixture size: the tiny config still has ~1 M parameters (everything after the image branch
 keeps the full widths), so weights are stored as F16 (the model is evaluated with exactly
@@ -569,6 +572,22 @@ def export_rn18_fixture(width=8, batch=3, size=45):
     write_safetensors(os.path.join(FIXDIR, "wm_rn18_io.safetensors"), io)
 
 
+def export_token_fixture():
+    """Delta mode `token` (the paper's equation 4): the committed tiny weights and
+    inputs, outputs and gradients of the token-mode model (the mode adds no tensor)."""
+    tiny = read_safetensors(os.path.join(FIXDIR, "wm_tiny.safetensors"))
+    io_in = read_safetensors(os.path.join(FIXDIR, "wm_tiny_io.safetensors"))
+    torch.manual_seed(0)
+    model = WaveletMambaModel(CONFIGS["tiny"], delta_mode="token").double()
+    missing, unexpected = model.load_state_dict(tiny, strict=False)
+    assert not unexpected and all(k.endswith("num_batches_tracked") for k in missing), (missing, unexpected)
+    g = torch.Generator().manual_seed(2)
+    x, coords = io_in["in.x"], io_in["in.coords"]
+    io = {"in.x": ("F32", x), "in.coords": ("F32", coords)}
+    io.update(io_tensors(model, x, coords, g))
+    write_safetensors(os.path.join(FIXDIR, "wm_tiny_token_io.safetensors"), io)
+
+
 def main():
     for name, cfg in CONFIGS.items():
         torch.manual_seed(0)
@@ -580,9 +599,11 @@ def main():
               f"(trunk {count(rn.feature_extractor.resnet)})")
     if "--count" in sys.argv:
         return
-    if "--rn18" not in sys.argv:
+    if "--rn18" not in sys.argv and "--token" not in sys.argv:
         export_fixture()
-    export_rn18_fixture()
+    if "--token" not in sys.argv:
+        export_rn18_fixture()
+    export_token_fixture()
 
 
 if __name__ == "__main__":

@@ -10,6 +10,8 @@
  * statistics, and the gradient of L = sum(logits R1) + sum(zhat R2) +
  * sum(logvar R3) w.r.t. the input and every parameter (in full up to 512
  * elements; else 64 evenly spaced elements, the L2 norm and the sum).
+ * tests/fixtures/wm_tiny_token_io.safetensors: the same for delta mode
+ * `token` (same weights and inputs; wm_ref.py --token).
  *
  * Tolerances (reference in float64 from the same F16-rounded weights; the
  * engine runs in f32 through ~40 layers, batch-3 batch norms included):
@@ -73,12 +75,16 @@ GX_TEST(wm_param_counts_and_names) {
 
 /* -------------------------------------------------------- PyTorch parity */
 
-GX_TEST(wm_parity_tiny_eval_train_and_gradients) {
+/* The tiny weights (wm_tiny.safetensors) against one io fixture: eval and
+ * training outputs, updated running statistics, every gradient. */
+static void wm_parity(gx_test_state *T, const char *io_name, gx_wm_delta_mode mode) {
     gx_st_file wf, f;
     if (!gx_fixture_open(T, &wf, "wm_tiny.safetensors")) return;
-    if (!gx_fixture_open(T, &f, "wm_tiny_io.safetensors")) { gx_st_close(&wf); return; }
+    if (!gx_fixture_open(T, &f, io_name)) { gx_st_close(&wf); return; }
     gx_wm_model m;
-    gx_wm_init(&m, gx_wm_config_tiny(), 7);
+    gx_wm_config cfg = gx_wm_config_tiny();
+    cfg.delta_mode = mode;
+    gx_wm_init(&m, cfg, 7);
     gx_err err;
     gx_status st = gx_params_load(&m.params, &wf, 1, &err);
     gx_st_close(&wf);
@@ -137,6 +143,16 @@ done:
     gx_ctx_free(&ctx);
     gx_wm_free(&m);
     gx_st_close(&f);
+}
+
+GX_TEST(wm_parity_tiny_eval_train_and_gradients) {
+    wm_parity(T, "wm_tiny_io.safetensors", GX_WM_DELTA_MEAN);
+}
+
+/* Delta mode `token` (the paper's equation 4): same weights, the token-mode
+ * fixture of tests/models/wm_ref.py --token. */
+GX_TEST(wm_parity_tiny_token_mode) {
+    wm_parity(T, "wm_tiny_token_io.safetensors", GX_WM_DELTA_TOKEN);
 }
 
 /* ------------------------------------------------------ serving properties */

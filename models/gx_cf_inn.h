@@ -86,8 +86,10 @@ typedef struct gx_cf_model {
 
 /* Registers every tensor and initialises from seed: convs/linears PyTorch
  * defaults, flow subnets' weights and biases scaled by 0.1, the seeded
- * permutations, the IB-INN mixture-mean init of the spec (or a seeded simplex
- * at pairwise distance 5 when d1 < K). Weight decay flags: none (Adam). */
+ * permutations, the IB-INN mixture-mean init of the spec (or a seeded Gaussian
+ * when d1 < K: centred, scaled so the closest pair is 5 apart). Weight decay
+ * flags: none (Adam). mixture.mu is parameter group 1 (the spec's 3x learning
+ * rate for the means); every other parameter is group 0. */
 void gx_cf_init(gx_cf_model *m, gx_cf_config cfg, uint64_t seed);
 void gx_cf_free(gx_cf_model *m);
 /* After gx_params_load replaced the perm buffers: rebuild perm/inv_perm and
@@ -110,6 +112,12 @@ typedef struct gx_cf_out {
  * spec: 0.05); 0 for evaluation. decode 0 skips the decoder (xrec NULL). */
 gx_cf_out gx_cf_forward(gx_ctx *ctx, gx_cf_model *m, gx_tensor *x, double noise_sigma,
                         gx_rng *rng, int decode);
+/* The same with the additive noise given: h = F(z1 + noise), noise [B,d1]
+ * (already scaled by sigma) or NULL for none. gx_cf_forward draws its noise
+ * (sigma * N(0,1), B*d1 values in row order from rng) and calls this; tests
+ * pass the PyTorch fixture's noise here. */
+gx_cf_out gx_cf_forward_noise(gx_ctx *ctx, gx_cf_model *m, gx_tensor *x, gx_tensor *noise,
+                              int decode);
 gx_tensor *gx_cf_encode(gx_ctx *ctx, gx_cf_model *m, gx_tensor *x);        /* [B,d] */
 gx_tensor *gx_cf_decode(gx_ctx *ctx, gx_cf_model *m, gx_tensor *z);        /* [B,3,S,S] */
 /* h = F(z1) [B,d1] and, when logdet is not NULL, *logdet = [B]. */
@@ -140,6 +148,14 @@ typedef struct gx_cf_loss_terms {
  * m reference samples n ~ N(0, I_d). Terms with weight 0 are NULL. */
 gx_cf_loss_terms gx_cf_loss(gx_ctx *ctx, gx_cf_model *m, const gx_cf_out *o, gx_tensor *x,
                             const int64_t *labels, gx_rng *mmd_rng, const gx_cf_loss_cfg *cfg);
+/* The same with the MMD reference samples given: mmd_n [B,d] (NULL only when
+ * w_mmd is 0). gx_cf_loss draws them (N(0,1), B*d values in row order from
+ * mmd_rng) and calls this; tests pass the PyTorch fixture's samples here.
+ * L_X and L_Y are batch means; L_R's L1 term is the mean over every pixel;
+ * needs o->xrec when w_rec > 0. Labels must lie in [0, K) (asserted). */
+gx_cf_loss_terms gx_cf_loss_given(gx_ctx *ctx, gx_cf_model *m, const gx_cf_out *o, gx_tensor *x,
+                                  const int64_t *labels, gx_tensor *mmd_n,
+                                  const gx_cf_loss_cfg *cfg);
 /* Differentiable mean SSIM of a vs b [B,C,H,W] (Gaussian window, K1 0.01,
  * K2 0.03, data range 1, valid positions only: (H-w+1) x (W-w+1)), as in the
  * spec's Metrics section; per-sample values into per_sample[B] when not NULL. */

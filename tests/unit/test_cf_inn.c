@@ -1,0 +1,538 @@
+/*
+ * test_cf_inn.c — the CF-INN's networks and losses (models/cf_inn.c,
+ * models/cf_inn_loss.c) against the independent PyTorch implementation in
+ * tests/models/cfinn_ref.py, plus the flow's invertibility, its log|det|
+ * against the Jacobian, per-sample determinism and SSIM against morph/.
+ *
+ * Fixtures (tiny config, batch 4, 32x32): tests/fixtures/cfinn_tiny.safetensors
+ * holds the weights under the checkpoint names (F16, loaded strictly by name:
+ * permutations and mixture means included); cfinn_tiny_io.safetensors the
+ * inputs, labels, training noise and MMD samples, eval and training outputs,
+ * every loss term, the gradient of the total loss w.r.t. the input and every
+ * parameter (in full up to 512 elements; else 64 evenly spaced elements, the
+ * L2 norm and the sum), an inverse-flow case and the default config's
+ * parameter count.
+ *
+ * Tolerances (reference in float64 from the same F16-rounded weights; the
+ * engine runs in f32): outputs and loss terms atol 1e-4 + rtol 1e-4;
+ * gradients the shared parity rule of test_wm_util.h (relative L2 error per
+ * tensor <= 3e-3); the worst relative L2 error is printed (measured ~1e-5:
+ * no batch norm here, so f32 keeps far more digits than the rule needs).
+ */
+#include "gx_test.h"
+#include "test_wm_util.h"
+#include "gx_cf_inn.h"
+#include "gx_morph.h"
+#include <stdlib.h>
+#include <string.h>
+
+/* Tiny model with the fixture's weights; 0 (and a test failure) on error. */
+static int load_tiny(gx_test_state *T, gx_cf_model *m) {
+    gx_st_file wf;
+    gx_cf_init(m, gx_cf_config_tiny(), 99);
+    if (!gx_fixture_open(T, &wf, "cfinn_tiny.safetensors")) return 0;
+    gx_err err;
+    gx_status st = gx_params_load(&m->params, &wf, 1, &err);
+    gx_st_close(&wf);
+    CHECK_MSG(st == GX_OK, "gx_params_load: %s", err.msg);
+    if (st == GX_OK) {
+        st = gx_cf_sync_perms(m, &err);
+        CHECK_MSG(st == GX_OK, "gx_cf_sync_perms: %s", err.msg);
+    }
+    return st == GX_OK;
+}
+
+/* ------------------------------------------------------------ parameters */
+
+static double min_pair_dist(const gx_tensor *mu, double *max_out) {
+    int64_t K = mu->shape[0], d = mu->shape[1];
+    double dmin = INFINITY, dmax = 0;
+    for (int64_t a = 0; a < K; a++)
+        for (int64_t b = a + 1; b < K; b++) {
+            double s = 0;
+            for (int64_t j = 0; j < d; j++) s += pow((double)mu->data[a * d + j] - mu->data[b * d + j], 2);
+            dmin = fmin(dmin, sqrt(s));
+            dmax = fmax(dmax, sqrt(s));
+        }
+    if (max_out) *max_out = dmax;
+    return dmin;
+}
+
+GX_TEST(cf_param_counts_names_and_init) {
+    gx_ctx ctx;
+    gx_ctx_init(&ctx, 1 << 20);
+    gx_st_file f;
+    if (!gx_fixture_open(T, &f, "cfinn_tiny_io.safetensors")) { gx_ctx_free(&ctx); return; }
+    gx_tensor *ref_def = gx_fixture_tensor(T, &ctx, &f, "count.default");
+    gx_tensor *ref_tiny = gx_fixture_tensor(T, &ctx, &f, "count.tiny");
+    gx_cf_model m;
+    gx_cf_init(&m, gx_cf_config_default(), 1);
+    int64_t n = gx_params_count(&m.params, 0);
+    printf("  cf-inn default: %lld parameters (PyTorch reference %.0f)\n", (long long)n,
+           ref_def ? ref_def->data[0] : -1.0);
+    CHECK(ref_def && n == (int64_t)ref_def->data[0]);
+    /* d1 16 >= K 10: the IB-INN means, every pair exactly 5 apart. */
+    double dmax, dmin = min_pair_dist(m.mu, &dmax);
+    CHECK_NEAR(dmin, 5.0, 1e-5);
+    CHECK_NEAR(dmax, 5.0, 1e-5);
+    CHECK_NEAR(m.mu->data[3 * 16 + 3], 5.0 / sqrt(2.0), 1e-6);
+    gx_param *p = gx_params_find(&m.params, "mixture.mu");
+    CHECK(p && p->group == 1 && !(p->flags & (GX_PARAM_DECAY | GX_PARAM_BUFFER)));
+    p = gx_params_find(&m.params, "flow.block7.n2.4.weight");
+    CHECK(p && p->t.shape[0] == 16 && p->t.shape[1] == 256 && p->group == 0);
+    /* x0.1 init: |w| <= 0.1/sqrt(256). */
+    double wmax = 0;
+    for (int64_t i = 0; p && i < p->t.numel; i++) wmax = fmax(wmax, fabs(p->t.data[i]));
+    CHECK(wmax > 0 && wmax <= 0.1 / 16 + 1e-9);
+    p = gx_params_find(&m.params, "flow.block0.perm");
+    CHECK(p && (p->flags & GX_PARAM_BUFFER));
+    CHECK(gx_params_find(&m.params, "mhat") && gx_params_find(&m.params, "mhat_valid"));
+    CHECK(gx_params_find(&m.params, "decoder.out.weight")->t.shape[1] == 32);
+    CHECK(gx_params_find(&m.params, "encoder.fc1.weight")->t.shape[1] == 4 * 4 * 256);
+    gx_cf_free(&m);
+
+    gx_cf_init(&m, gx_cf_config_tiny(), 1);
+    n = gx_params_count(&m.params, 0);
+    printf("  cf-inn tiny: %lld parameters\n", (long long)n);
+    CHECK(ref_tiny && n == (int64_t)ref_tiny->data[0]);
+    /* d1 8 < K 10: seeded Gaussian means, the closest pair 5 apart. */
+    dmin = min_pair_dist(m.mu, &dmax);
+    CHECK_NEAR(dmin, 5.0, 1e-5);
+    CHECK(dmax > 5.0 && dmax < 50.0);
+    int differs = 0;
+    for (int b = 0; b < 4; b++) {
+        int seen[8] = { 0 };
+        for (int i = 0; i < 8; i++) {
+            CHECK(m.block[b].perm[i] >= 0 && m.block[b].perm[i] < 8);
+            seen[m.block[b].perm[i]]++;
+            CHECK(m.block[b].inv_perm[m.block[b].perm[i]] == i);
+            differs |= m.block[b].perm[i] != i;
+        }
+        for (int i = 0; i < 8; i++) CHECK(seen[i] == 1);
+    }
+    CHECK(differs);
+    gx_cf_free(&m);
+    gx_st_close(&f);
+    gx_ctx_free(&ctx);
+}
+
+GX_TEST(cf_config_json_round_trip_and_refusals) {
+    gx_cf_config c = gx_cf_config_default(), back;
+    c.classes = 7;
+    c.clamp = 1.5;
+    char *s = gx_cf_config_json(&c);
+    CHECK(s != NULL);
+    gx_err err;
+    CHECK(s && gx_cf_config_parse(s, &back, &err) == GX_OK);
+    CHECK(s && memcmp(&c, &back, sizeof c) == 0);
+    free(s);
+    static const struct { const char *json, *key; } bad[] = {
+        { "[1]", "JSON object" },
+        { "{\"size\":64}", "'d'" },
+        { "{\"size\":48,\"d\":64,\"d1\":16,\"enc_ch\":[1,2,3,4],\"hidden\":5,\"dec_ch\":[1,2,3,4],"
+          "\"blocks\":2,\"subnet\":3,\"clamp\":2,\"classes\":10}", "'size'" },
+        { "{\"size\":64,\"d\":64,\"d1\":64,\"enc_ch\":[1,2,3,4],\"hidden\":5,\"dec_ch\":[1,2,3,4],"
+          "\"blocks\":2,\"subnet\":3,\"clamp\":2,\"classes\":10}", "'d1'" },
+        { "{\"size\":64,\"d\":64,\"d1\":16,\"enc_ch\":[1,2,3],\"hidden\":5,\"dec_ch\":[1,2,3,4],"
+          "\"blocks\":2,\"subnet\":3,\"clamp\":2,\"classes\":10}", "'enc_ch'" },
+        { "{\"size\":64,\"d\":64,\"d1\":16,\"enc_ch\":[1,2,3,4],\"hidden\":5,\"dec_ch\":[1,2,3,4],"
+          "\"blocks\":99,\"subnet\":3,\"clamp\":2,\"classes\":10}", "'blocks'" },
+        { "{\"size\":64,\"d\":64,\"d1\":16,\"enc_ch\":[1,2,3,4],\"hidden\":5,\"dec_ch\":[1,2,3,4],"
+          "\"blocks\":2,\"subnet\":3,\"classes\":10}", "'clamp'" },
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        err.msg[0] = 0;
+        gx_status st = gx_cf_config_parse(bad[i].json, &back, &err);
+        CHECK_MSG(st == GX_ERR_FORMAT && strstr(err.msg, bad[i].key), "case %zu: %s", i, err.msg);
+    }
+}
+
+GX_TEST(cf_sync_perms_refuses_a_non_permutation) {
+    gx_cf_model m;
+    gx_cf_init(&m, gx_cf_config_tiny(), 3);
+    gx_err err;
+    gx_real *p = m.block[2].perm_buf->data;
+    p[1] = p[0];                                   /* a duplicate */
+    CHECK(gx_cf_sync_perms(&m, &err) == GX_ERR_FORMAT && strstr(err.msg, "flow.block2.perm"));
+    p[1] = 2.5;                                    /* not an integer */
+    CHECK(gx_cf_sync_perms(&m, &err) == GX_ERR_FORMAT && strstr(err.msg, "flow.block2.perm"));
+    gx_cf_free(&m);
+}
+
+/* -------------------------------------------------------- PyTorch parity */
+
+static void check_out(gx_test_state *T, const gx_st_file *f, const char *pre, const gx_cf_out *o) {
+    gx_fixture_checkf(T, f, o->z->data, o->z->numel, OUT_ATOL, OUT_RTOL, "%s.z", pre);
+    gx_fixture_checkf(T, f, o->h->data, o->h->numel, OUT_ATOL, OUT_RTOL, "%s.h", pre);
+    gx_fixture_checkf(T, f, o->logdet->data, o->logdet->numel, OUT_ATOL, OUT_RTOL, "%s.logdet", pre);
+    gx_fixture_checkf(T, f, o->g->data, o->g->numel, OUT_ATOL, OUT_RTOL, "%s.g", pre);
+    gx_fixture_checkf(T, f, o->xrec->data, o->xrec->numel, OUT_ATOL, OUT_RTOL, "%s.xrec", pre);
+}
+
+/* Worst relative L2 error of a parameter gradient (full or sampled). */
+static double grad_rel_err(gx_test_state *T, gx_ctx *ctx, const gx_st_file *f, const gx_param *p) {
+    char key[256];
+    snprintf(key, sizeof key, "g.%s", p->name);
+    double d = 0, r = 0;
+    if (gx_st_find(f, key)) {
+        gx_tensor *want = gx_fixture_tensor(T, ctx, f, key);
+        for (int64_t i = 0; want && i < p->t.numel; i++) {
+            d += pow((double)p->t.grad[i] - want->data[i], 2);
+            r += pow((double)want->data[i], 2);
+        }
+    } else {
+        gx_tensor *idx = gx_fixture_tensorf(T, ctx, f, "gi.%s", p->name);
+        gx_tensor *want = gx_fixture_tensorf(T, ctx, f, "gs.%s", p->name);
+        for (int64_t i = 0; idx && want && i < idx->numel; i++) {
+            d += pow((double)p->t.grad[(int64_t)idx->data[i]] - want->data[i], 2);
+            r += pow((double)want->data[i], 2);
+        }
+    }
+    return sqrt(d) / (sqrt(r) + 1e-30);
+}
+
+GX_TEST(cf_parity_tiny_outputs_losses_gradients) {
+    gx_cf_model m;
+    gx_st_file f;
+    if (!load_tiny(T, &m)) { gx_cf_free(&m); return; }
+    if (!gx_fixture_open(T, &f, "cfinn_tiny_io.safetensors")) { gx_cf_free(&m); return; }
+    gx_ctx ctx;
+    gx_ctx_init(&ctx, 64 << 20);
+    gx_tensor *x = gx_fixture_tensor(T, &ctx, &f, "in.x");
+    gx_tensor *lab = gx_fixture_tensor(T, &ctx, &f, "in.labels");
+    gx_tensor *noise = gx_fixture_tensor(T, &ctx, &f, "in.noise");
+    gx_tensor *mmd_n = gx_fixture_tensor(T, &ctx, &f, "in.mmd_n");
+    if (!x || !lab || !noise || !mmd_n) goto done;
+    CHECK_MSG(x->shape[0] == 4 && lab->numel == 4, "the fixture's batch must be 4");
+    if (x->shape[0] != 4 || lab->numel != 4) goto done;
+    int64_t labels[4];
+    for (int64_t i = 0; i < lab->numel; i++) labels[i] = (int64_t)lab->data[i];
+
+    /* Eval: no noise. */
+    gx_cf_out o = gx_cf_forward(&ctx, &m, x, 0.0, NULL, 1);
+    check_out(T, &f, "eval", &o);
+
+    /* Training: the fixture's noise on z1, the losses with its MMD samples. */
+    ctx.grad_enabled = 1;
+    x->requires_grad = 1;
+    gx_params_zero_grad(&m.params);
+    o = gx_cf_forward_noise(&ctx, &m, x, noise, 1);
+    check_out(T, &f, "train", &o);
+    CHECK(o.z1->shape[1] == 8 && o.z2->shape[1] == 8);
+    gx_cf_loss_cfg lc = gx_cf_loss_cfg_default();
+    gx_cf_loss_terms L = gx_cf_loss_given(&ctx, &m, &o, x, labels, mmd_n, &lc);
+    const struct { const char *key; gx_tensor *t; } terms[] = {
+        { "loss.l_x", L.l_x }, { "loss.l_y", L.l_y }, { "loss.l_ib", L.l_ib },
+        { "loss.l_mmd", L.l_mmd }, { "loss.l_rec", L.l_rec }, { "loss.ssim", L.ssim },
+        { "loss.total", L.total },
+    };
+    for (size_t i = 0; i < sizeof terms / sizeof terms[0]; i++) {
+        CHECK_MSG(terms[i].t && terms[i].t->numel == 1, "%s missing", terms[i].key);
+        if (terms[i].t) gx_fixture_check(T, &f, terms[i].key, terms[i].t->data, 1, OUT_ATOL, OUT_RTOL);
+    }
+    printf("  total %.6f (L_X %.5f, L_Y %.5f, MMD %.5f, L_R %.5f, SSIM %.5f)\n", L.total->data[0],
+           L.l_x->data[0], L.l_y->data[0], L.l_mmd->data[0], L.l_rec->data[0], L.ssim->data[0]);
+    double per[4];
+    gx_real per_r[4];
+    gx_cf_ssim(&ctx, o.xrec, x, 11, 1.5, per);
+    for (int i = 0; i < 4; i++) per_r[i] = (gx_real)per[i];
+    gx_fixture_check(T, &f, "loss.ssim_per", per_r, 4, OUT_ATOL, OUT_RTOL);
+    gx_backward(&ctx, L.total, NULL);
+    gx_tensor *gref = gx_fixture_tensor(T, &ctx, &f, "grad.in.x");
+    CHECK(x->grad != NULL);
+    if (x->grad && gref) check_full(T, "input x", x->grad, gref->data, x->numel);
+    int checked = 0;
+    double worst = 0;
+    const char *worst_name = "";
+    for (int i = 0; i < m.params.n; i++) {
+        gx_param *p = m.params.items[i];
+        if (p->flags & GX_PARAM_BUFFER) continue;
+        check_param_grad(T, &f, &ctx, p);
+        double e = grad_rel_err(T, &ctx, &f, p);
+        if (e > worst) { worst = e; worst_name = p->name; }
+        checked++;
+    }
+    printf("  checked the gradients of %d parameters and the input; worst relative L2 error "
+           "%.2e (%s)\n", checked, worst, worst_name);
+    CHECK(checked == 75);
+done:
+    gx_ctx_free(&ctx);
+    gx_st_close(&f);
+    gx_cf_free(&m);
+}
+
+/* -------------------------------------------------------------- the flow */
+
+GX_TEST(cf_flow_inverse_is_exact) {
+    gx_cf_model m;
+    gx_st_file f;
+    if (!load_tiny(T, &m)) { gx_cf_free(&m); return; }
+    if (!gx_fixture_open(T, &f, "cfinn_tiny_io.safetensors")) { gx_cf_free(&m); return; }
+    gx_ctx ctx;
+    gx_ctx_init(&ctx, 16 << 20);
+    /* Parity of the inverse with PyTorch's. */
+    gx_tensor *h = gx_fixture_tensor(T, &ctx, &f, "inv.h");
+    if (h) {
+        gx_tensor *z = gx_cf_flow_inverse(&ctx, &m, h);
+        gx_fixture_check(T, &f, "inv.z1", z->data, z->numel, OUT_ATOL, OUT_RTOL);
+    }
+    /* F^-1(F(z)) = z and F(F^-1(h)) = h for 64 points z ~ N(0, I) (where
+     * the MMD term keeps the latents). */
+    gx_rng r;
+    gx_rng_init(&r, 5);
+    gx_tensor *z = gx_tensor_new(&ctx, 2, GX_SHAPE(64, 8));
+    gx_rng_fill_normal(&r, z->data, z->numel, 0.0, 1.0);
+    gx_tensor *ld = NULL;
+    gx_tensor *fz = gx_cf_flow(&ctx, &m, z, &ld);
+    gx_tensor *back = gx_cf_flow_inverse(&ctx, &m, fz);
+    double err = 0, moved = 0;
+    for (int64_t i = 0; i < z->numel; i++) {
+        err = fmax(err, fabs(back->data[i] - z->data[i]));
+        moved = fmax(moved, fabs(fz->data[i] - z->data[i]));
+    }
+    printf("  max |F^-1(F(z)) - z| = %.2e (max |F(z) - z| = %.2f)\n", err, moved);
+    CHECK(err <= 1e-5);
+    CHECK(moved > 0.5);                            /* the flow is far from the identity */
+    gx_tensor *fb = gx_cf_flow(&ctx, &m, gx_cf_flow_inverse(&ctx, &m, z), NULL);
+    gx_test_allclose(T, "F(F^-1(h))", fb->data, z->data, z->numel, 1e-5, 0);
+    gx_ctx_free(&ctx);
+    gx_st_close(&f);
+    gx_cf_free(&m);
+}
+
+/* log|det A| of an n x n matrix (row-major, double) by LU with partial pivoting. */
+static double log_abs_det(double *a, int n) {
+    double ld = 0;
+    for (int k = 0; k < n; k++) {
+        int piv = k;
+        for (int i = k + 1; i < n; i++)
+            if (fabs(a[i * n + k]) > fabs(a[piv * n + k])) piv = i;
+        for (int j = 0; j < n && piv != k; j++) {
+            double t = a[k * n + j];
+            a[k * n + j] = a[piv * n + j];
+            a[piv * n + j] = t;
+        }
+        ld += log(fabs(a[k * n + k]));
+        for (int i = k + 1; i < n; i++) {
+            double f = a[i * n + k] / a[k * n + k];
+            for (int j = k; j < n; j++) a[i * n + j] -= f * a[k * n + j];
+        }
+    }
+    return ld;
+}
+
+/* log|det J| from the Jacobian's rows (one backward of <h, e_i> per
+ * output) equals the flow's logdet. The rows of the subnets' last layers that
+ * make s are scaled x3 so s reaches the clamp's bend and logdet is far from
+ * 0; t is left alone: scaling it too makes J so ill-conditioned (cond ~1e8,
+ * measured in float64 with PyTorch) that a float Jacobian's determinant
+ * means nothing. */
+GX_TEST(cf_flow_logdet_matches_jacobian) {
+    gx_cf_model m;
+    if (!load_tiny(T, &m)) { gx_cf_free(&m); return; }
+    for (int b = 0; b < m.cfg.blocks; b++)
+        for (int k = 0; k < 2; k++) {
+            gx_tensor *w = k ? m.block[b].n2[2].w : m.block[b].n1[2].w;
+            for (int64_t i = 0; i < w->numel / 2; i++) w->data[i] *= 3;   /* rows of s */
+        }
+    gx_ctx ctx;
+    gx_ctx_init(&ctx, 16 << 20);
+    enum { D1 = 8 };
+    gx_rng r;
+    gx_rng_init(&r, 8);
+    double biggest = 0, worst = 0;
+    for (int s = 0; s < 6; s++) {
+        gx_real z0[D1];
+        gx_rng_fill_normal(&r, z0, D1, 0.0, 1.0);
+        double J[D1 * D1], logdet = 0;
+        for (int i = 0; i < D1; i++) {
+            gx_ctx_reset(&ctx);
+            ctx.grad_enabled = 1;
+            gx_tensor *z = gx_tensor_from(&ctx, 2, GX_SHAPE(1, D1), z0);
+            z->requires_grad = 1;
+            gx_tensor *ld = NULL, *h = gx_cf_flow(&ctx, &m, z, &ld);
+            gx_tensor *e = gx_tensor_zeros(&ctx, 2, GX_SHAPE(1, D1));
+            e->data[i] = 1;
+            gx_backward(&ctx, dot(&ctx, h, e), NULL);         /* d<h, e_i>/dz = row i */
+            for (int j = 0; j < D1; j++) J[i * D1 + j] = z->grad[j];
+            logdet = ld->data[0];
+        }
+        double want = log_abs_det(J, D1);
+        biggest = fmax(biggest, fabs(want));
+        worst = fmax(worst, fabs(logdet - want));
+        CHECK_MSG(fabs(logdet - want) <= 1e-4 * (1 + fabs(want)), "sample %d: logdet %.7f, log|det J| %.7f",
+                  s, logdet, want);
+    }
+    printf("  largest |log det J| checked: %.3f, worst |logdet - log|det J|| %.2e\n", biggest, worst);
+    CHECK(biggest > 1.0);
+    gx_ctx_free(&ctx);
+    gx_cf_free(&m);
+}
+
+/* ------------------------------------------------------ serving properties */
+
+/* Eval outputs of one image alone equal its row in a batch of 7, bit for bit. */
+GX_TEST(cf_eval_per_sample_determinism) {
+    gx_cf_model m;
+    if (!load_tiny(T, &m)) { gx_cf_free(&m); return; }
+    gx_ctx ctx;
+    gx_ctx_init(&ctx, 64 << 20);
+    int64_t per = 3 * 32 * 32;
+    gx_tensor *x = gx_tensor_new(&ctx, 4, GX_SHAPE(7, 3, 32, 32));
+    fill_images(x, 41);
+    gx_cf_out big = gx_cf_forward(&ctx, &m, x, 0.0, NULL, 1);
+    for (int s = 0; s < 7; s += 2) {
+        gx_tensor *x1 = gx_tensor_from(&ctx, 4, GX_SHAPE(1, 3, 32, 32), x->data + s * per);
+        gx_cf_out one = gx_cf_forward(&ctx, &m, x1, 0.0, NULL, 1);
+        CHECK_MSG(!memcmp(one.z->data, big.z->data + s * 16, 16 * sizeof(gx_real)), "z of sample %d", s);
+        CHECK_MSG(!memcmp(one.h->data, big.h->data + s * 8, 8 * sizeof(gx_real)), "h of sample %d", s);
+        CHECK_MSG(one.logdet->data[0] == big.logdet->data[s], "logdet of sample %d", s);
+        CHECK_MSG(!memcmp(one.g->data, big.g->data + s * 10, 10 * sizeof(gx_real)), "g of sample %d", s);
+        CHECK_MSG(!memcmp(one.xrec->data, big.xrec->data + s * per, (size_t)per * sizeof(gx_real)),
+                  "xrec of sample %d", s);
+    }
+    gx_ctx_free(&ctx);
+    gx_cf_free(&m);
+}
+
+/* The default config runs at 64x64; the training noise moves h, not z. */
+GX_TEST(cf_default_config_forward_and_noise) {
+    gx_cf_model m;
+    gx_cf_init(&m, gx_cf_config_default(), 4);
+    gx_ctx ctx;
+    gx_ctx_init(&ctx, 128 << 20);
+    gx_tensor *x = gx_tensor_new(&ctx, 4, GX_SHAPE(2, 3, 64, 64));
+    fill_images(x, 42);
+    gx_cf_out a = gx_cf_forward(&ctx, &m, x, 0.0, NULL, 1);
+    CHECK(a.z->shape[1] == 64 && a.h->shape[1] == 16 && a.g->shape[1] == 10);
+    CHECK(a.xrec->ndim == 4 && a.xrec->shape[2] == 64 && a.xrec->shape[1] == 3);
+    CHECK(a.logdet->ndim == 1 && a.logdet->shape[0] == 2 && isfinite(a.logdet->data[1]));
+    gx_rng r;
+    gx_rng_init(&r, 1);
+    gx_cf_out b = gx_cf_forward(&ctx, &m, x, 0.05, &r, 0);
+    CHECK(b.xrec == NULL);
+    CHECK(!memcmp(a.z->data, b.z->data, (size_t)a.z->numel * sizeof(gx_real)));
+    double dh = 0;
+    for (int64_t i = 0; i < a.h->numel; i++) dh = fmax(dh, fabs(a.h->data[i] - b.h->data[i]));
+    CHECK(dh > 1e-3 && dh < 0.5);
+    gx_ctx_free(&ctx);
+    gx_cf_free(&m);
+}
+
+/* -------------------------------------------------------------------- SSIM */
+
+GX_TEST(cf_ssim_identity_and_morph_agreement) {
+    gx_ctx ctx;
+    gx_ctx_init(&ctx, 16 << 20);
+    enum { B = 2, C = 3, H = 32, W = 29 };
+    gx_tensor *a = gx_tensor_new(&ctx, 4, GX_SHAPE(B, C, H, W));
+    gx_tensor *b = gx_tensor_new(&ctx, 4, GX_SHAPE(B, C, H, W));
+    fill_images(a, 50);
+    fill_images(b, 51);
+    for (int64_t i = 0; i < a->numel; i++) b->data[i] = (gx_real)(0.6 * a->data[i] + 0.4 * b->data[i]);
+    double per[B];
+    gx_tensor *same = gx_cf_ssim(&ctx, a, a, 11, 1.5, per);
+    CHECK_NEAR(same->data[0], 1.0, 1e-6);
+    CHECK_NEAR(per[1], 1.0, 1e-6);
+    gx_tensor *s = gx_cf_ssim(&ctx, a, b, 11, 1.5, per);
+    double total = 0;
+    for (int n = 0; n < B; n++) {
+        double acc = 0;
+        for (int c = 0; c < C; c++) {
+            float fa[H * W], fb[H * W];
+            for (int i = 0; i < H * W; i++) {
+                fa[i] = (float)a->data[(n * C + c) * H * W + i];
+                fb[i] = (float)b->data[(n * C + c) * H * W + i];
+            }
+            double v = NAN;
+            gx_err err;
+            CHECK(gx_morph_ssim(fa, fb, H, W, 1.0, &v, &err) == GX_OK);
+            acc += v / C;
+        }
+        CHECK_NEAR(per[n], acc, 2e-5);
+        total += acc / B;
+    }
+    printf("  SSIM %.6f (morph/ %.6f)\n", s->data[0], total);
+    CHECK_NEAR(s->data[0], total, 2e-5);
+    CHECK(total > 0.3 && total < 0.95);            /* a value that says something */
+    gx_ctx_free(&ctx);
+}
+
+/* ------------------------------------------------------------- training */
+
+/* A few Adam steps on a fixed batch lower the total loss (all three terms on). */
+GX_TEST(cf_adam_steps_lower_total_loss) {
+    gx_cf_model m;
+    gx_cf_init(&m, gx_cf_config_tiny(), 14);
+    gx_ctx ctx;
+    gx_ctx_init(&ctx, 64 << 20);
+    gx_err err;
+    gx_optim opt;
+    gx_optim_cfg oc = gx_optim_defaults(GX_OPT_ADAM);
+    oc.beta2 = 0.99;
+    CHECK(gx_optim_init(&opt, &m.params, &oc, &err) == GX_OK);
+    enum { NB = 8 };
+    int64_t y[NB] = { 0, 1, 2, 3, 4, 5, 6, 7 };
+    gx_tensor *x0 = gx_tensor_new(&ctx, 4, GX_SHAPE(NB, 3, 32, 32));
+    fill_images(x0, 60);
+    gx_real *img = malloc(sizeof(gx_real) * (size_t)x0->numel);
+    CHECK(img != NULL);
+    if (!img) goto done;
+    memcpy(img, x0->data, sizeof(gx_real) * (size_t)x0->numel);
+    gx_cf_loss_cfg lc = gx_cf_loss_cfg_default();
+    double first = 0, last = 0;
+    const double lr[2] = { 1e-3, 3e-3 };
+    for (int step = 0; step < 10; step++) {
+        gx_ctx_reset(&ctx);
+        ctx.grad_enabled = 1;
+        gx_rng noise, mmd;
+        gx_rng_init(&noise, 100 + step);
+        gx_rng_init(&mmd, 200);                    /* same samples: a fixed objective */
+        gx_tensor *x = gx_tensor_from(&ctx, 4, GX_SHAPE(NB, 3, 32, 32), img);
+        gx_params_zero_grad(&m.params);
+        gx_cf_out o = gx_cf_forward(&ctx, &m, x, 0.05, &noise, 1);
+        gx_cf_loss_terms L = gx_cf_loss(&ctx, &m, &o, x, y, &mmd, &lc);
+        if (step == 0) first = L.total->data[0];
+        last = L.total->data[0];
+        gx_backward(&ctx, L.total, NULL);
+        gx_optim_step(&opt, &m.params, lr);
+    }
+    printf("  total loss %.4f -> %.4f after 10 Adam steps\n", first, last);
+    CHECK(isfinite(last) && last < 0.95 * first);
+done:
+    free(img);
+    gx_optim_free(&opt);
+    gx_ctx_free(&ctx);
+    gx_cf_free(&m);
+}
+
+/* gx_cf_loss's terms follow their weights: a zero weight leaves the term NULL. */
+GX_TEST(cf_loss_weights_skip_terms) {
+    gx_cf_model m;
+    gx_cf_init(&m, gx_cf_config_tiny(), 15);
+    gx_ctx ctx;
+    gx_ctx_init(&ctx, 32 << 20);
+    gx_tensor *x = gx_tensor_new(&ctx, 4, GX_SHAPE(3, 3, 32, 32));
+    fill_images(x, 61);
+    int64_t y[3] = { 1, 2, 9 };
+    gx_cf_out o = gx_cf_forward(&ctx, &m, x, 0.0, NULL, 0);
+    gx_cf_loss_cfg lc = gx_cf_loss_cfg_default();
+    lc.w_rec = 0;
+    gx_rng r;
+    gx_rng_init(&r, 3);
+    gx_cf_loss_terms L = gx_cf_loss(&ctx, &m, &o, x, y, &r, &lc);
+    CHECK(L.l_rec == NULL && L.ssim == NULL && L.l_mmd && L.l_ib);
+    CHECK_NEAR(L.total->data[0], 10 * L.l_mmd->data[0] + L.l_ib->data[0], 1e-4);
+    /* The MMD of a sample against itself-shaped noise is small but the
+     * estimator is unbiased, so it may be negative; of a shifted set, large. */
+    gx_tensor *z = gx_tensor_new(&ctx, 2, GX_SHAPE(64, 4)), *n = gx_tensor_new(&ctx, 2, GX_SHAPE(64, 4));
+    gx_rng_fill_normal(&r, z->data, z->numel, 0.0, 1.0);
+    gx_rng_fill_normal(&r, n->data, n->numel, 0.0, 1.0);
+    double near = gx_cf_mmd(&ctx, z, n)->data[0];
+    for (int64_t i = 0; i < z->numel; i++) z->data[i] += 3;
+    double far = gx_cf_mmd(&ctx, z, n)->data[0];
+    printf("  MMD same distribution %.4f, shifted by 3: %.4f\n", near, far);
+    CHECK(fabs(near) < 0.1 && far > 1.0);
+    gx_ctx_free(&ctx);
+    gx_cf_free(&m);
+}

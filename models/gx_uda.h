@@ -48,6 +48,9 @@ typedef struct gx_uda_config {
 gx_uda_config gx_uda_config_tiny(void);       /* tiny backbone, size 32 */
 gx_uda_config gx_uda_config_resnet18(void);   /* size 64 */
 gx_uda_config gx_uda_config_resnet50(void);   /* size 64 */
+/* Keys backbone ("tiny" | "resnet18" | "resnet50"), size [8,1024], classes
+ * [2,GX_UDA_MAX_CLASSES], temperature (0,10]; all required, GX_ERR_FORMAT
+ * naming the bad key. */
 gx_status gx_uda_config_parse(const char *json, gx_uda_config *cfg, gx_err *err);
 char *gx_uda_config_json(const gx_uda_config *cfg);   /* malloc'd JSON */
 int64_t gx_uda_feature_dim(const gx_uda_config *cfg);  /* E */
@@ -83,7 +86,10 @@ gx_uda_out gx_uda_forward(gx_ctx *ctx, gx_uda_model *m, gx_tensor *x, int domain
 void gx_uda_renorm_head(gx_uda_model *m);
 
 /* Eval of n images x [n,3,S,S]: probs [n*K], entropy [n] (H = -sum p ln(p+1e-5)),
- * pred [n]; rows independent. Any output may be NULL. */
+ * pred [n] (argmax, first on ties); rows independent (bitwise: a row alone
+ * equals its row in any batch). Any output may be NULL. Runs in chunks of 32
+ * and resets ctx after each (ctx must hold nothing the caller still needs).
+ * GX_ERR_INVALID for n < 1, side outside [8,1024] or a domain other than 0/1. */
 gx_status gx_uda_predict(gx_ctx *ctx, gx_uda_model *m, const float *x, int64_t side, int64_t n,
                          int domain, float *probs, float *entropy, int64_t *pred, gx_err *err);
 
@@ -105,8 +111,14 @@ typedef struct gx_uda_bank {
     int8_t  *domain;       /* [n] */
     int32_t *label;        /* [n] source label or -1 */
     uint8_t *filled;       /* [n] */
+    int      rank_prob;    /* 0 (default): keys are the sorted top-k index sets of f;
+                              1 (config ac_rank = prob, the paper's literal rule): keys
+                              are the top-min(k,K) class indices of p in order of
+                              decreasing probability (-1 padded). Set before the first
+                              update; the batch's keys follow the same rule. */
 } gx_uda_bank;
-/* topk = 3 for K <= 3, else 7 (the spec). */
+/* topk = 3 for K <= 3, else 7 (the spec). Ties in either ranking go to the
+ * lower index. */
 gx_status gx_uda_bank_init(gx_uda_bank *b, int64_t n, int64_t K, gx_err *err);
 void gx_uda_bank_free(gx_uda_bank *b);
 /* Overwrites the slots idx[B] with the detached p [B,K] and f [B,E]. */
@@ -115,8 +127,15 @@ void gx_uda_bank_update(gx_uda_bank *b, const int64_t *idx, int64_t B, const gx_
 
 /* Adaptive clustering: the current target batch's p [B,K] (and its views,
  * stacked after it: rows v*B + i is view v of image i, n_views >= 1) against
- * every filled bank slot not in batch_idx; f gives the batch's top-k sets.
- * max_slots > 0 samples that many slots (rng), 0 = all. Blockwise. */
+ * every filled bank slot not in batch_idx[B]; f [n_views*B or B, E] gives the
+ * rows' top-k sets (B rows: views share their image's set). The pairs are
+ * every row x every eligible slot (batch rows are unlabelled: the key rule)
+ * plus every unordered pair of two views of one image (s = 1); the loss is
+ * the mean over all of them, 0 (constant) when there are none. Gradient into
+ * p only. max_slots > 0 samples that many eligible slots without
+ * replacement (rng required), 0 = all. A fused op that streams over the
+ * slots: arena holds the M selected slots' p and one byte per pair, no
+ * [R,M] float matrices. */
 gx_tensor *gx_uda_loss_ac(gx_ctx *ctx, const gx_uda_bank *b, gx_tensor *p, const gx_tensor *f,
                           int n_views, const int64_t *batch_idx, int64_t B, int64_t max_slots,
                           gx_rng *rng);
@@ -128,7 +147,9 @@ typedef struct gx_uda_tuner {
     double l_min;
 } gx_uda_tuner;
 void gx_uda_tuner_init(gx_uda_tuner *t, int64_t K);
-/* After an epoch with mean total loss L: returns 1 when rho or m changed. */
+/* After an epoch with mean total loss L: returns 1 when a rho or m step was
+ * taken (c = 0, 1, 2), 0 otherwise, including the step-size rotation at c = 3
+ * (which does reset e). Clamps rho into [1e-3, ln K - 1e-3], m >= 0. */
 int gx_uda_tuner_step(gx_uda_tuner *t, double L);
 
 /* ------------------------------------------------------------ checkpoints */
@@ -144,8 +165,17 @@ typedef struct gx_uda_meta {
     double  rho, margin;
     char    test_metrics_json[4096];
 } gx_uda_meta;
+/* Atomic write of every parameter and buffer plus the metadata above. meta
+ * may be NULL (classes "class_0".., crop 1, run_id -1, epoch 0, the tuner's
+ * starting rho and m); an empty classes_json / test_metrics_json gives the
+ * default list / "{}". */
 gx_status gx_uda_save(const gx_uda_model *m, const gx_uda_meta *meta, const char *path,
                       gx_err *err);
+/* Checks format, model "uda", config (gx_uda_config_parse), classes (a list
+ * of K names), anomaly_threshold (required) and loads every tensor strictly
+ * by name (a missing or mis-shaped tensor is refused naming it). m is
+ * initialised here (free with gx_uda_free; left zeroed on failure); meta may
+ * be NULL. */
 gx_status gx_uda_load(const gx_st_file *f, gx_uda_model *m, gx_uda_meta *meta, gx_err *err);
 
 #ifdef __cplusplus

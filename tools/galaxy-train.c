@@ -2,9 +2,12 @@
  * galaxy-train — train and evaluate galaxyd models.
  *
  *   galaxy-train wavelet-mamba --data PATH --db runs.sqlite --out DIR [options]
+ *   galaxy-train cf-inn --data PATH --db runs.sqlite --out DIR [options]
  *   galaxy-train eval --checkpoint F --data PATH [--sizes 32,64,128] [--db F]
  *   galaxy-train bundle --checkpoint F --data PATH --out FILE.safetensors [--sizes 32,64]
- *   galaxy-train report --db F [--runs 3,4,5,6] [--kind bias|compare] [--out FILE.md]
+ *   galaxy-train uda --source S --target T --db runs.sqlite --out DIR [options]
+ *   galaxy-train score --model CKPT --data FILE.h5|DIR --db F [--survey NAME]
+ *   galaxy-train report --db F [--runs 3,4,5,6] [--kind bias|compare|uda] [--out FILE.md]
  *
  * Design: argument parsing only; the loop, checkpoints and metrics are the
  * library's (trainer/gx_train_wm.h), so tests drive exactly what this binary
@@ -12,13 +15,17 @@
  * a failure while running exits with 1.
  */
 #include "gx_report.h"
+#include "gx_train_cf.h"
+#include "gx_train_uda.h"
 #include "gx_train_wm.h"
+#include "gx_two_models.h"
 
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <errno.h>
+#include <limits.h>
 #include <unistd.h>
 
 static void usage_main(FILE *f) {
@@ -27,9 +34,13 @@ static void usage_main(FILE *f) {
         "\n"
         "Commands:\n"
         "  wavelet-mamba   train the WaveletMamba classifier + photo-z model\n"
+        "  cf-inn          train the CF-INN classifier with counterfactual explanations\n"
+        "  uda             train DeepAstroUDA (source -> target adaptation + anomaly score)\n"
+        "  score           score a dataset with a uda checkpoint into the anomaly store\n"
         "  eval            evaluate a checkpoint on the test part, across input sizes\n"
         "  bundle          evaluate a checkpoint and write a copy carrying its test metrics\n"
         "  report          Markdown tables (bias correction, model comparison) from the database\n"
+        "  two-models      train two CF-INNs on disjoint halves and run the generative checks\n"
         "\n"
         "galaxy-train COMMAND --help shows the options of a command.\n");
 }
@@ -63,6 +74,43 @@ static void usage_wm(FILE *f) {
         "                     (plain log-MSE), hk_weight_max=0 (no HK term),\n"
         "                     backbone=resnet18 (the ResNet-18 baseline, same heads; resnet_width=N)\n"
         "                     (the full list: trainer/gx_train_wm.h)\n"
+        "  --resume RUN_ID    continue run RUN_ID from DIR/train_state.safetensors; the\n"
+        "                     result equals an uninterrupted run with the same seed\n"
+        "  --quiet            no progress output\n"
+        "  --help             this text\n");
+}
+
+static void usage_cf(FILE *f) {
+    fprintf(f,
+        "usage: galaxy-train cf-inn --data PATH --db runs.sqlite --out DIR [options]\n"
+        "\n"
+        "Trains the CF-INN (spec/cf-inn.md): encoder, decoder and an invertible flow\n"
+        "with a Gaussian-mixture hidden space, under the reconstruction, MMD and\n"
+        "information-bottleneck losses. Seeded stratified 70/15/15 split, rotation and\n"
+        "flip augmentation, Adam (lr 3e-4, means at 3x, x0.99 per epoch), clip 8.\n"
+        "Per epoch: losses, accuracy, per-class recall, reconstruction MSD/SSIM and\n"
+        "counterfactual validity/MSD/SSIM (first 64 validation images x the other\n"
+        "classes) into the database; DIR/last.safetensors, DIR/best.safetensors (by\n"
+        "validation accuracy; both get the exact m-hat over the training part at the\n"
+        "end) and DIR/train_state.safetensors (for --resume).\n"
+        "\n"
+        "  --data PATH        dataset (HDF5 file, folder, or CSV)\n"
+        "  --db FILE          metrics database (created if absent)\n"
+        "  --out DIR          checkpoint directory (created if absent)\n"
+        "  --config NAME      tiny | default (default: default; 64x64, d 64, d1 16)\n"
+        "  --size S           input size, 16 * 2^k (default: the config's, 64; tiny 32)\n"
+        "  --epochs N         epochs (default 100)\n"
+        "  --batch N          batch (default 128)\n"
+        "  --seed S           seed of init, split, sampling, augmentation, noise (default 1)\n"
+        "  --judge FILE       a wavelet-mamba checkpoint that also classifies each\n"
+        "                     counterfactual (metric cf_valid_judge)\n"
+        "  --set KEY=VALUE    any option by name (repeatable): lr, mu_lr_mult, lr_decay,\n"
+        "                     beta1, beta2, eps, clip, warmup_epochs (epochs with L_R +\n"
+        "                     L_MMD only; the paper's option is 10), noise_sigma, d, d1,\n"
+        "                     hidden, blocks, subnet, clamp, beta, label_smooth, w_rec,\n"
+        "                     w_mmd, w_ib, ssim_weight, crop_frac, balanced, augment,\n"
+        "                     aug_rot, aug_hflip, aug_vflip, max_train, cf_eval_n,\n"
+        "                     prefetch, threads (the list: trainer/gx_train_cf.h)\n"
         "  --resume RUN_ID    continue run RUN_ID from DIR/train_state.safetensors; the\n"
         "                     result equals an uninterrupted run with the same seed\n"
         "  --quiet            no progress output\n"
@@ -109,7 +157,7 @@ static void usage_bundle(FILE *f) {
 
 static void usage_report(FILE *f) {
     fprintf(f,
-        "usage: galaxy-train report --db FILE [--runs LIST] [--kind bias|compare] [--out FILE.md]\n"
+        "usage: galaxy-train report --db FILE [--runs LIST] [--kind bias|compare|uda] [--out FILE.md]\n"
         "\n"
         "Writes a Markdown table from the test metrics that `galaxy-train eval --db`\n"
         "stored (the newest evaluated epoch of each run).\n"
@@ -118,12 +166,16 @@ static void usage_report(FILE *f) {
         "           rate, NMAD, then log-MSE and bias per redshift bin.\n"
         "  compare  the paper's Table 2: model (backbone / config), parameters, accuracy,\n"
         "           macro AUC, macro AP, log-MSE, NMAD, outlier rate, images/s.\n"
+        "  uda      DeepAstroUDA's Tables 1-2 from `galaxy-train uda` runs (their own\n"
+        "           per-epoch metrics, at each run's best epoch): per experiment the\n"
+        "           no-adaptation (lambda 0) target accuracy, the adapted source/target\n"
+        "           accuracy, target F1, unknown accuracy, anomaly AUC.\n"
         "Missing values print as \"—\".\n"
         "\n"
         "  --db FILE          metrics database (must exist)\n"
         "  --runs LIST        run ids in row order, e.g. 3,4,5,6 or 3-6 (default: every\n"
         "                     run with test metrics)\n"
-        "  --kind K           bias | compare (default bias)\n"
+        "  --kind K           bias | compare | uda (default bias)\n"
         "  --out FILE         write the Markdown here (atomically) instead of stdout\n"
         "  --help             this text\n");
 }
@@ -280,6 +332,359 @@ static int cmd_wavelet_mamba(int argc, char **argv, int argc0, char **argv0) {
     return 0;
 }
 
+/* Flags of `cf-inn` that take a value (--quiet and --help do not). */
+static int cf_flag_known(const char *a) {
+    static const char *const f[] = { "--data", "--db", "--out", "--config", "--size", "--epochs",
+                                     "--batch", "--seed", "--judge", "--resume", "--set" };
+    for (size_t i = 0; i < sizeof f / sizeof *f; i++) if (!strcmp(a, f[i])) return 1;
+    return 0;
+}
+
+/* One flag of `cf-inn` with its value (the caller checked that it takes
+ * one and has one); 0 or the exit status of a bad value. */
+static int cf_flag(gx_train_cf_opts *o, const char *a, const char *val) {
+    const char *C = "cf-inn";
+    long long v;
+    gx_err err;
+    if (!strcmp(a, "--data")) o->data = val;
+    else if (!strcmp(a, "--db")) o->db_path = val;
+    else if (!strcmp(a, "--out")) o->out_dir = val;
+    else if (!strcmp(a, "--judge")) o->judge = val;
+    else if (!strcmp(a, "--size")) {
+        if (!parse_ll(val, 16, 1024, &v) || (v & (v - 1)))
+            return bad(C, a, "must be 16, 32, 64, ... 1024");
+        o->model.size = v;
+    } else if (!strcmp(a, "--epochs")) {
+        if (!parse_ll(val, 1, 1000000, &v)) return bad(C, a, "must be a positive integer");
+        o->epochs = (int)v;
+    } else if (!strcmp(a, "--batch")) {
+        if (!parse_ll(val, 2, 1 << 20, &v)) return bad(C, a, "must be an integer >= 2");
+        o->batch = (int)v;
+    } else if (!strcmp(a, "--seed")) {
+        if (!parse_ll(val, 0, (long long)(~0ull >> 1), &v)) return bad(C, a, "must be a non-negative integer");
+        o->seed = (uint64_t)v;
+    } else if (!strcmp(a, "--resume")) {
+        if (!parse_ll(val, 1, (long long)(~0ull >> 1), &v)) return bad(C, a, "must be a run id (>= 1)");
+        o->resume_run = v;
+    } else if (!strcmp(a, "--set")) {
+        char kv[256];
+        snprintf(kv, sizeof kv, "%s", val);
+        char *eq = strchr(kv, '=');
+        if (!eq) return bad(C, "--set", "expected KEY=VALUE");
+        *eq = 0;
+        if (gx_train_cf_set(o, kv, eq + 1, &err) != GX_OK) return bad(C, "--set", err.msg);
+    }
+    return 0;
+}
+
+static int cmd_cf_inn(int argc, char **argv, int argc0, char **argv0) {
+    const char *C = "cf-inn";
+    const char *config = "default";
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) { usage_cf(stdout); return 0; }
+        if (!strcmp(argv[i], "--config")) {
+            if (i + 1 >= argc) return bad(C, "--config", "needs a value");
+            config = argv[++i];
+        }
+    }
+    gx_train_cf_opts o;
+    gx_err err;
+    if (gx_train_cf_opts_default(&o, config, &err) != GX_OK) return bad(C, "--config", err.msg);
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--quiet")) { o.progress = 0; continue; }
+        if (!cf_flag_known(a)) return bad(C, a, "unknown option");
+        if (!val) return bad(C, a, "needs a value");
+        int rc = cf_flag(&o, a, val);
+        if (rc) return rc;
+        i++;
+    }
+    if (!o.data) return bad(C, "--data", "is required");
+    if (!o.db_path) return bad(C, "--db", "is required");
+    if (!o.out_dir) return bad(C, "--out", "is required");
+    char *cl = join_args(argc0, argv0);
+    o.command_line = cl;
+    o.stop = &g_stop;
+    install_stop_handler();
+    gx_train_cf_result r;
+    gx_status s = gx_train_cf(&o, &r, &err);
+    free(cl);
+    if (s != GX_OK) {
+        fprintf(stderr, "galaxy-train %s: %s\n", C, err.msg);
+        return 1;
+    }
+    if (r.interrupted) {
+        printf("run %lld: interrupted after %d complete epochs; continue with --resume %lld\n",
+               (long long)r.run_id, r.epochs_done, (long long)r.run_id);
+        return 130;
+    }
+    printf("run %lld: %d epochs, best val accuracy %.4f (epoch %d), %.1f images/s\n",
+           (long long)r.run_id, r.epochs_done, r.best_val_accuracy, r.best_epoch + 1, r.images_per_s);
+    return 0;
+}
+
+static void usage_uda(FILE *f) {
+    fprintf(f,
+        "usage: galaxy-train uda --source S --target T --db runs.sqlite --out DIR [options]\n"
+        "\n"
+        "Trains DeepAstroUDA (spec/uda.md): labelled source survey S, unlabelled target\n"
+        "survey T (its labels only evaluate), domain-specific batch norm, cosine head,\n"
+        "weighted CE + lambda (adaptive clustering + entropy separation) with the active\n"
+        "tuner, SGD Nesterov with inverse decay, 36 + 36 images per step, early stopping\n"
+        "on source-validation accuracy. Classes of T not in --known are \"unknown\" (the\n"
+        "anomalies). Per epoch: losses, rho/margin and the tuner, source/target test\n"
+        "accuracy, macro P/R/F1, known/unknown accuracy and anomaly AUC into the database;\n"
+        "DIR/last.safetensors, DIR/best.safetensors (anomaly_threshold = the tuned rho)\n"
+        "and DIR/train_state.safetensors (for --resume).\n"
+        "\n"
+        "  --source PATH      labelled dataset (HDF5 file, folder, or CSV)\n"
+        "  --target PATH      unlabelled dataset\n"
+        "  --db FILE          metrics database (created if absent)\n"
+        "  --out DIR          checkpoint directory (created if absent)\n"
+        "  --backbone B       tiny | resnet18 | resnet50 (default resnet18; tiny is 32x32)\n"
+        "  --known LIST       known classes in label order: ids or names, '+' groups,\n"
+        "                     optional names: spiral=5+6+7,elliptical=2+3 (default: all\n"
+        "                     source classes)\n"
+        "  --exclude LIST     classes dropped from both domains (e.g. 0,4,8,9)\n"
+        "  --lambda X         weight of AC + ES (default 0.005; 0 = no-adaptation baseline)\n"
+        "  --epochs N         epochs (default 100; early stopping after 12 without gain)\n"
+        "  --seed S           seed of init, splits, sampling, augmentation (default 1)\n"
+        "  --set KEY=VALUE    any option by name (repeatable): batch_source, batch_target,\n"
+        "                     lr_backbone, lr_head, momentum, weight_decay, decay_epochs,\n"
+        "                     patience, ac_max_slots, size, crop_frac, augment, max_source,\n"
+        "                     max_target, eval_batch, threads, experiment=NAME (report label)\n"
+        "  --resume RUN_ID    continue run RUN_ID from DIR/train_state.safetensors\n"
+        "  --quiet            no progress output\n"
+        "  --help             this text\n");
+}
+
+static void usage_score(FILE *f) {
+    fprintf(f,
+        "usage: galaxy-train score --model CKPT --data FILE.h5|DIR --db FILE [options]\n"
+        "\n"
+        "Scores every image of a dataset with a uda checkpoint into the anomaly store\n"
+        "(objects + anomaly_scores, as galaxyd's /v1/anomaly routes read them): score =\n"
+        "H / ln K, is_anomaly = H > rho. Object id \"<file name>:<index>\"; image hash =\n"
+        "sha256 of the file (folders) or of the stored uint8 pixels (HDF5). Resumable: a\n"
+        "re-run skips every object already scored by this checkpoint.\n"
+        "\n"
+        "  --model FILE       a checkpoint written by galaxy-train uda\n"
+        "  --data PATH        dataset (HDF5 file, folder, or CSV)\n"
+        "  --db FILE          database (created if absent)\n"
+        "  --survey NAME      survey stored with every score (default: from the file's\n"
+        "                     domain column, else none)\n"
+        "  --domain D         source | target: the batch-norm set (default target)\n"
+        "  --batch N          images per forward pass and per transaction (default 64)\n"
+        "  --quiet            no progress line\n"
+        "  --help             this text\n");
+}
+
+static int uda_flag(gx_train_uda_opts *o, const char *a, const char *val) {
+    const char *C = "uda";
+    long long v;
+    gx_err err;
+    char kv[256];
+    if (!strcmp(a, "--source")) o->source = val;
+    else if (!strcmp(a, "--target")) o->target = val;
+    else if (!strcmp(a, "--db")) o->db_path = val;
+    else if (!strcmp(a, "--out")) o->out_dir = val;
+    else if (!strcmp(a, "--known")) o->known = val;
+    else if (!strcmp(a, "--exclude")) o->exclude = val;
+    else if (!strcmp(a, "--backbone")) { /* handled first */ }
+    else if (!strcmp(a, "--lambda") || !strcmp(a, "--epochs") || !strcmp(a, "--seed")) {
+        if (gx_train_uda_set(o, a + 2, val, &err) != GX_OK) return bad(C, a, err.msg);
+        if (o->lambda < 0 || o->epochs < 1) return bad(C, a, "out of range");
+    } else if (!strcmp(a, "--resume")) {
+        if (!parse_ll(val, 1, (long long)(~0ull >> 1), &v)) return bad(C, a, "must be a run id (>= 1)");
+        o->resume_run = v;
+    } else if (!strcmp(a, "--set")) {
+        snprintf(kv, sizeof kv, "%s", val);
+        char *eq = strchr(kv, '=');
+        if (!eq) return bad(C, "--set", "expected KEY=VALUE");
+        *eq = 0;
+        /* experiment=NAME keeps a pointer: into argv, not kv. */
+        if (!strcmp(kv, "experiment")) o->experiment = strchr(val, '=') + 1;
+        else if (gx_train_uda_set(o, kv, eq + 1, &err) != GX_OK) return bad(C, "--set", err.msg);
+    } else {
+        return bad(C, a, "unknown option");
+    }
+    return 0;
+}
+
+static int cmd_uda(int argc, char **argv, int argc0, char **argv0) {
+    const char *C = "uda";
+    gx_train_uda_opts o;
+    gx_err err;
+    gx_train_uda_opts_default(&o);
+    /* --backbone first: it sets the model that --set size overrides. */
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) { usage_uda(stdout); return 0; }
+        if (!strcmp(argv[i], "--backbone")) {
+            if (i + 1 >= argc) return bad(C, "--backbone", "needs a value");
+            if (gx_train_uda_backbone(&o, argv[++i], &err) != GX_OK) return bad(C, "--backbone", err.msg);
+        }
+    }
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--quiet")) { o.progress = 0; continue; }
+        if (strncmp(a, "--", 2)) return bad(C, a, "unknown option");
+        if (!val) return bad(C, a, "needs a value");
+        int rc = uda_flag(&o, a, val);
+        if (rc) return rc;
+        i++;
+    }
+    if (!o.source) return bad(C, "--source", "is required");
+    if (!o.target) return bad(C, "--target", "is required");
+    if (!o.db_path) return bad(C, "--db", "is required");
+    if (!o.out_dir) return bad(C, "--out", "is required");
+    char *cl = join_args(argc0, argv0);
+    o.command_line = cl;
+    o.stop = &g_stop;
+    install_stop_handler();
+    gx_train_uda_result r;
+    gx_status s = gx_train_uda(&o, &r, &err);
+    free(cl);
+    if (s != GX_OK) {
+        fprintf(stderr, "galaxy-train %s: %s\n", C, err.msg);
+        return 1;
+    }
+    if (r.interrupted) {
+        printf("run %lld: interrupted after %d complete epochs; continue with --resume %lld\n",
+               (long long)r.run_id, r.epochs_done, (long long)r.run_id);
+        return 130;
+    }
+    printf("run %lld: %d epochs%s, best source val accuracy %.4f (epoch %d), rho %.4f, margin %.4f\n",
+           (long long)r.run_id, r.epochs_done, r.early_stopped ? " (early stop)" : "", r.best_val_accuracy,
+           r.best_epoch + 1, r.rho, r.margin);
+    return 0;
+}
+
+static int cmd_score(int argc, char **argv) {
+    const char *C = "score";
+    gx_score_opts o = { .domain = GX_UDA_TARGET, .batch = 64, .progress = -1, .print = stdout };
+    long long v;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { usage_score(stdout); return 0; }
+        if (!strcmp(a, "--quiet")) { o.progress = 0; continue; }
+        if (strcmp(a, "--model") && strcmp(a, "--data") && strcmp(a, "--db") && strcmp(a, "--survey") &&
+            strcmp(a, "--domain") && strcmp(a, "--batch"))
+            return bad(C, a, "unknown option");
+        if (!val) return bad(C, a, "needs a value");
+        if (!strcmp(a, "--model")) o.model_path = val;
+        else if (!strcmp(a, "--data")) o.data = val;
+        else if (!strcmp(a, "--db")) o.db_path = val;
+        else if (!strcmp(a, "--survey")) o.survey = val;
+        else if (!strcmp(a, "--domain")) {
+            if (!strcmp(val, "source")) o.domain = GX_UDA_SOURCE;
+            else if (!strcmp(val, "target")) o.domain = GX_UDA_TARGET;
+            else return bad(C, a, "must be source or target");
+        } else {
+            if (!parse_ll(val, 1, 4096, &v)) return bad(C, a, "must be an integer in [1, 4096]");
+            o.batch = (int)v;
+        }
+        i++;
+    }
+    if (!o.model_path) return bad(C, "--model", "is required");
+    if (!o.data) return bad(C, "--data", "is required");
+    if (!o.db_path) return bad(C, "--db", "is required");
+    gx_score_result r;
+    gx_err err;
+    if (gx_uda_score(&o, &r, &err) != GX_OK) {
+        fprintf(stderr, "galaxy-train score: %s\n", err.msg);
+        return 1;
+    }
+    return 0;
+}
+
+static void usage_two_models(FILE *f) {
+    fprintf(f,
+        "usage: galaxy-train two-models --data PATH --db runs.sqlite --out DIR [options]\n"
+        "\n"
+        "The two-models checks of spec/morphology.md: trains CF-INN models A and B\n"
+        "(galaxy-train cf-inn, same config, seeds S and S+1) on disjoint halves of the\n"
+        "training part of one seeded split, then runs the memorisation, A-vs-B,\n"
+        "inversion and morphology checks and the counterfactual realism check. Every\n"
+        "number goes into the database (run of kind two-models, histograms table) and\n"
+        "DIR/report.md (+ PNG histograms) says, with numbers, whether the memorisation\n"
+        "and inversion tests pass. A/ and B/ in DIR hold the two trainings.\n"
+        "\n"
+        "  --data PATH        dataset (Galaxy10 HDF5, folder with catalog.csv, galaxy-synth file)\n"
+        "  --db FILE          SQLite database (created if absent)\n"
+        "  --out DIR          output directory (created if absent)\n"
+        "  --config NAME      CF-INN config: tiny | default (default tiny)\n"
+        "  --epochs N         epochs per model (default: the cf-inn trainer's)\n"
+        "  --batch N          batch size (default: the cf-inn trainer's)\n"
+        "  --seed S           split seed; A trains with S, B with S+1 (default 1)\n"
+        "  --n-train N        use the first N training images (halves of N/2); 0 = all\n"
+        "  --n-gen N          generated samples per model and check (default 200)\n"
+        "  --n-mem-train N    training images searched per model by the memorisation\n"
+        "                     test (default 0 = the whole half)\n"
+        "  --n-real N         held-out real images for the morphology checks (default 300)\n"
+        "  --set key=value    a cf-inn trainer option for both models (repeatable)\n"
+        "  --quiet            no progress lines\n"
+        "  --help             this text\n");
+}
+
+static int cmd_two_models(int argc, char **argv, int argc0, char **argv0) {
+    const char *C = "two-models";
+    gx_two_models_opts o;
+    gx_two_models_opts_default(&o);
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
+        long long v;
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { usage_two_models(stdout); return 0; }
+        if (!strcmp(a, "--quiet")) { o.progress = 0; continue; }
+        if (!val) return bad(C, a, strncmp(a, "--", 2) ? "unknown argument" : "needs a value (or is unknown)");
+        if (!strcmp(a, "--data")) o.data = val;
+        else if (!strcmp(a, "--db")) o.db_path = val;
+        else if (!strcmp(a, "--out")) o.out_dir = val;
+        else if (!strcmp(a, "--config")) o.config_name = val;
+        else if (!strcmp(a, "--set")) {
+            if (o.n_sets >= GX_TM_MAX_SETS) return bad(C, a, "given too many times");
+            o.sets[o.n_sets++] = val;
+        } else if (!strcmp(a, "--seed")) {
+            if (!parse_ll(val, 0, LLONG_MAX, &v)) return bad(C, a, "must be an integer >= 0");
+            o.seed = (uint64_t)v;
+        } else {
+            struct { const char *flag; long long lo, hi; } num[] = {
+                { "--epochs", 1, 100000 }, { "--batch", 2, 65536 }, { "--n-train", 0, LLONG_MAX },
+                { "--n-gen", 2, 1000000 }, { "--n-mem-train", 0, LLONG_MAX }, { "--n-real", 2, 1000000 },
+            };
+            int k = -1;
+            for (int j = 0; j < (int)(sizeof num / sizeof num[0]); j++)
+                if (!strcmp(a, num[j].flag)) k = j;
+            if (k < 0) return bad(C, a, "unknown option");
+            if (!parse_ll(val, num[k].lo, num[k].hi, &v)) return bad(C, a, "is not an integer in range");
+            if (k == 0) o.epochs = (int)v;
+            else if (k == 1) o.batch = (int)v;
+            else if (k == 2) o.n_train = v;
+            else if (k == 3) o.n_gen = (int)v;
+            else if (k == 4) o.n_mem_train = (int)(v > INT_MAX ? INT_MAX : v);
+            else o.n_real = (int)v;
+        }
+        i++;
+    }
+    if (!o.data) return bad(C, "--data", "is required");
+    if (!o.db_path) return bad(C, "--db", "is required");
+    if (!o.out_dir) return bad(C, "--out", "is required");
+    char *cl = join_args(argc0, argv0);
+    o.command_line = cl;
+    gx_two_models_result r;
+    gx_err err;
+    gx_status s = gx_two_models_run(&o, &r, &err);
+    free(cl);
+    if (s != GX_OK) {
+        fprintf(stderr, "galaxy-train %s: %s\n", C, err.msg);
+        return 1;
+    }
+    printf("run %lld (models: runs %lld and %lld, %lld images each): memorisation %s (copies A %.1f%%, B %.1f%%), "
+           "inversion %s (A rms %.3f, B median W1 %.3f); report %s\n", (long long)r.run_id, (long long)r.run_a,
+           (long long)r.run_b, (long long)r.half_n, r.mem_pass ? "pass" : "fail", 100 * r.mem_frac_a,
+           100 * r.mem_frac_b, r.inv_pass ? "pass" : "fail", r.inv_rms_a, r.inv_w1x_b_median, r.report_path);
+    return 0;
+}
+
 static int cmd_eval(int argc, char **argv) {
     const char *C = "eval";
     gx_eval_wm_opts o;
@@ -399,7 +804,7 @@ static int cmd_report(int argc, char **argv) {
         else if (!strcmp(a, "--kind")) {
             int k = gx_report_kind_parse(val);
             if (k < 0) {
-                fprintf(stderr, "galaxy-train report: --kind: unknown kind '%s' (bias or compare)\n", val);
+                fprintf(stderr, "galaxy-train report: --kind: unknown kind '%s' (bias, compare or uda)\n", val);
                 return 2;
             }
             o.kind = (gx_report_kind)k;
@@ -438,9 +843,13 @@ int main(int argc, char **argv) {
     const char *cmd = argv[1];
     if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) { usage_main(stdout); return 0; }
     if (!strcmp(cmd, "wavelet-mamba")) return cmd_wavelet_mamba(argc - 1, argv + 1, argc, argv);
+    if (!strcmp(cmd, "cf-inn")) return cmd_cf_inn(argc - 1, argv + 1, argc, argv);
+    if (!strcmp(cmd, "uda")) return cmd_uda(argc - 1, argv + 1, argc, argv);
+    if (!strcmp(cmd, "score")) return cmd_score(argc - 1, argv + 1);
+    if (!strcmp(cmd, "two-models")) return cmd_two_models(argc - 1, argv + 1, argc, argv);
     if (!strcmp(cmd, "eval")) return cmd_eval(argc - 1, argv + 1);
     if (!strcmp(cmd, "bundle")) return cmd_bundle(argc - 1, argv + 1);
     if (!strcmp(cmd, "report")) return cmd_report(argc - 1, argv + 1);
-    fprintf(stderr, "galaxy-train: unknown command '%s' (wavelet-mamba, eval, bundle, report; see --help)\n", cmd);
+    fprintf(stderr, "galaxy-train: unknown command '%s' (wavelet-mamba, cf-inn, uda, score, eval, bundle, report, two-models; see --help)\n", cmd);
     return 2;
 }

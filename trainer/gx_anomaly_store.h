@@ -54,6 +54,10 @@ gx_status gx_anomaly_model_id(gx_db *db, const char *name, const char *sha256, c
                               double threshold, const char *classes_json, int64_t *id, gx_err *err);
 /* Inserts one score idempotently (see above). */
 gx_status gx_anomaly_put(gx_db *db, gx_anomaly_rec *r, gx_err *err);
+/* *exists = 1 when (external_id, image_sha256) already has a score from
+ * model_id: what `galaxy-train score` asks before spending a forward pass. */
+gx_status gx_anomaly_exists(gx_db *db, const char *external_id, const char *image_sha256,
+                            int64_t model_id, int *exists, gx_err *err);
 /* Many in one transaction (offline scoring); stops at the first error and
  * rolls back the whole call. */
 gx_status gx_anomaly_put_many(gx_db *db, gx_anomaly_rec *r, int64_t n, gx_err *err);
@@ -61,7 +65,8 @@ gx_status gx_anomaly_put_many(gx_db *db, gx_anomaly_rec *r, int64_t n, gx_err *e
 typedef struct gx_anomaly_query {
     double      min_score;     /* NaN = none */
     const char *survey;        /* NULL = any */
-    const char *since, *until; /* ISO-8601 created_at bounds, NULL = open */
+    const char *since, *until; /* ISO-8601 created_at bounds (since inclusive,
+                                  until exclusive), NULL = open */
     int         limit;         /* 1..1000 */
     const char *cursor;        /* NULL = first page */
     int64_t     model_id;      /* 0 = any */
@@ -85,6 +90,9 @@ typedef struct gx_anomaly_row {
  * last page). GX_ERR_INVALID names a bad cursor / since / until / limit. */
 gx_status gx_anomaly_query_page(gx_db *db, const gx_anomaly_query *q, gx_anomaly_row *rows, int *n,
                                 char next_cursor[128], gx_err *err);
+/* The SQL text of a page query for q's filters (has_cursor: a cursor is
+ * given), for EXPLAIN QUERY PLAN checks in tests. */
+void gx_anomaly_page_sql(const gx_anomaly_query *q, int has_cursor, char *buf, size_t n);
 /* Every score of one external object id, newest first (at most cap rows). */
 gx_status gx_anomaly_history(gx_db *db, const char *external_id, gx_anomaly_row *rows, int cap,
                              int *n, gx_err *err);

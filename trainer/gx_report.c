@@ -393,20 +393,186 @@ static void rep_compare(FILE *f, const rep_run *runs, int n) {
           "size (eval batch, data loading included) on the machine that ran the eval.\n", f);
 }
 
+/* ------------------------------------------------------------- uda report */
+
+/* One uda run at its best epoch (the newest "best" checkpoint: the epoch of
+ * the highest source-validation accuracy), for the Tables 1-2 report. */
+typedef struct rep_uda_run {
+    int64_t id;
+    char    exp[256];
+    double  lambda;
+    int     epoch;             /* -1: no metrics */
+    double  v[6];              /* source acc, target acc, target F1, unknown acc, AUC, known acc */
+} rep_uda_run;
+
+static const struct { const char *split, *name; } rep_uda_cols[6] = {
+    { "source_test", "accuracy" }, { "target_test", "accuracy" }, { "target_test", "f1_macro" },
+    { "target_test", "unknown_accuracy" }, { "target_test", "anomaly_auc" },
+    { "target_test", "known_accuracy" },
+};
+
+/* One number from SQL with ?1 = run id, ?2 = epoch; NaN when none/NULL. */
+static double rep_uda_num(sqlite3 *h, const char *sql, int64_t run, int epoch, const char *a, const char *b) {
+    sqlite3_stmt *q = NULL;
+    double v = NAN;
+    if (sqlite3_prepare_v2(h, sql, -1, &q, NULL) != SQLITE_OK) return NAN;
+    sqlite3_bind_int64(q, 1, run);
+    sqlite3_bind_int(q, 2, epoch);
+    if (a) sqlite3_bind_text(q, 3, a, -1, SQLITE_STATIC);
+    if (b) sqlite3_bind_text(q, 4, b, -1, SQLITE_STATIC);
+    if (sqlite3_step(q) == SQLITE_ROW && sqlite3_column_type(q, 0) != SQLITE_NULL) v = sqlite3_column_double(q, 0);
+    sqlite3_finalize(q);
+    return v;
+}
+
+static gx_status rep_uda_load(sqlite3 *h, rep_uda_run *r, gx_err *err) {
+    rep_run rr;
+    memset(&rr, 0, sizeof rr);
+    rr.id = r->id;
+    gx_status s = rep_load_run_row(h, &rr, err);
+    if (s == GX_OK && strcmp(rr.kind, "uda"))
+        s = gx_err_set(err, GX_ERR_INVALID, "--runs: run %lld is a %s run, not uda", (long long)r->id, rr.kind);
+    if (s == GX_OK) {
+        json_t *root = json_loads(rr.config, 0, NULL), *t = rep_train_obj(root);
+        const char *e = json_string_value(json_object_get(t, "experiment"));
+        snprintf(r->exp, sizeof r->exp, "%s", e && *e ? e : "?");
+        r->lambda = rep_json_num(t, "lambda", NAN);
+        json_decref(root);
+        double be = rep_uda_num(h, "SELECT epoch FROM checkpoints WHERE run_id = ?1 AND kind = 'best' "
+                                   "ORDER BY id DESC LIMIT 1", r->id, 0, NULL, NULL);
+        if (!isfinite(be))
+            be = rep_uda_num(h, "SELECT max(epoch) FROM metrics WHERE run_id = ?1 AND split = 'target_test'",
+                             r->id, 0, NULL, NULL);
+        r->epoch = isfinite(be) ? (int)be : -1;
+        for (int c = 0; c < 6; c++)
+            r->v[c] = r->epoch < 0 ? NAN
+                    : rep_uda_num(h, "SELECT value FROM metrics WHERE run_id = ?1 AND epoch = ?2 AND split = ?3 "
+                                     "AND name = ?4", r->id, r->epoch, rep_uda_cols[c].split, rep_uda_cols[c].name);
+    }
+    rep_run_free(&rr);
+    return s;
+}
+
+/* Mean (± population std when several runs) of column c over the runs of
+ * experiment exp whose lambda is (baseline ? 0 : > 0), as a cell. */
+static void rep_uda_cell(FILE *f, const rep_uda_run *r, int n, const char *exp, int baseline, int c, int *count) {
+    double sum = 0, sq = 0;
+    int k = 0;
+    for (int i = 0; i < n; i++) {
+        if (strcmp(r[i].exp, exp) || (baseline ? r[i].lambda != 0 : !(r[i].lambda > 0)) || !isfinite(r[i].v[c]))
+            continue;
+        sum += r[i].v[c];
+        sq += r[i].v[c] * r[i].v[c];
+        k++;
+    }
+    char b[64];
+    if (!k) snprintf(b, sizeof b, "—");
+    else if (k == 1) snprintf(b, sizeof b, "%.3f", sum);
+    else snprintf(b, sizeof b, "%.3f ± %.3f", sum / k, sqrt(fmax(0, sq / k - (sum / k) * (sum / k))));
+    rep_cell(f, b);
+    if (count) *count = k;
+}
+
+static void rep_uda_table(FILE *f, const rep_uda_run *r, int n) {
+    const char *cols[] = { "Experiment", "No adaptation: target acc", "DeepAstroUDA: source acc",
+                           "DeepAstroUDA: target acc", "Target F1", "Unknown acc", "Anomaly AUC",
+                           "Known acc", "Runs (UDA / baseline)" };
+    fputs("## Domain adaptation and anomalies (DeepAstroUDA, Tables 1-2 style)\n\n", f);
+    rep_header(f, cols, 9, "lrrrrrrrl");
+    for (int i = 0; i < n; i++) {
+        int seen = 0;
+        for (int j = 0; j < i && !seen; j++) seen = !strcmp(r[j].exp, r[i].exp);
+        if (seen) continue;
+        int nb = 0, nu = 0;
+        char runs[64];
+        rep_cell(f, r[i].exp);
+        rep_uda_cell(f, r, n, r[i].exp, 1, 1, &nb);
+        for (int c = 0; c < 6; c++) {
+            int k = 0;
+            rep_uda_cell(f, r, n, r[i].exp, 0, c, &k);
+            if (c == 1) nu = k;
+        }
+        snprintf(runs, sizeof runs, "%d / %d", nu, nb);
+        rep_cell(f, runs);
+        fputs("|\n", f);
+    }
+    fputs("\nMetrics of each run at its best epoch (highest source-validation accuracy):", f);
+    for (int i = 0; i < n; i++) {
+        if (r[i].epoch >= 0)
+            fprintf(f, " run %lld (λ %g) epoch %d;", (long long)r[i].id, r[i].lambda, r[i].epoch + 1);
+        else
+            fprintf(f, " run %lld no metrics;", (long long)r[i].id);
+    }
+    fputs(" epochs 1-based. Target metrics count the unknown class (target classes outside --known) as "
+          "class K: a target object is predicted unknown when its entropy H exceeds the tuned ρ. "
+          "No adaptation = λ 0 (source only). Anomaly AUC: ROC AUC of H / ln K, unknown vs known. "
+          "Several runs: mean ± std. \"—\": not stored.\n", f);
+}
+
+/* The uda report: runs given (each must be uda) or every uda run. */
+static gx_status rep_uda(sqlite3 *h, const gx_report_opts *o, FILE *f, gx_err *err) {
+    int64_t *ids = NULL;
+    int n = o->n_runs;
+    gx_status s = GX_OK;
+    if (n == 0) {
+        sqlite3_stmt *q = NULL;
+        if (sqlite3_prepare_v2(h, "SELECT id FROM runs WHERE model_kind = 'uda' ORDER BY id", -1, &q, NULL) != SQLITE_OK)
+            return rep_sql_err(h, err);
+        int cap = 0;
+        while (s == GX_OK && sqlite3_step(q) == SQLITE_ROW && n < GX_REPORT_MAX_RUNS) {
+            if (n == cap) {
+                cap = cap ? 2 * cap : 16;
+                int64_t *p = realloc(ids, (size_t)cap * sizeof *p);
+                if (!p) { s = gx_err_set(err, GX_ERR_NOMEM, "report: out of memory"); break; }
+                ids = p;
+            }
+            ids[n++] = sqlite3_column_int64(q, 0);
+        }
+        sqlite3_finalize(q);
+        if (s == GX_OK && n == 0) s = gx_err_set(err, GX_ERR_NOTFOUND, "report: no uda run in the database");
+    }
+    rep_uda_run *r = s == GX_OK ? calloc((size_t)n, sizeof *r) : NULL;
+    if (s == GX_OK && !r) s = gx_err_set(err, GX_ERR_NOMEM, "report: out of memory");
+    for (int i = 0; s == GX_OK && i < n; i++) {
+        r[i].id = o->n_runs ? o->runs[i] : ids[i];
+        s = rep_uda_load(h, &r[i], err);
+    }
+    if (s == GX_OK) rep_uda_table(f, r, n);
+    free(r);
+    free(ids);
+    return s;
+}
+
 int gx_report_kind_parse(const char *name) {
     if (name && !strcmp(name, "bias")) return GX_REPORT_BIAS;
     if (name && !strcmp(name, "compare")) return GX_REPORT_COMPARE;
+    if (name && !strcmp(name, "uda")) return GX_REPORT_UDA;
     return -1;
+}
+
+/* The uda report has its own run selection and metric splits. */
+static gx_status rep_uda_markdown(sqlite3 *h, const gx_report_opts *o, char **md, gx_err *err) {
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    if (!f) return gx_err_set(err, GX_ERR_NOMEM, "report: out of memory");
+    if (o->source) fprintf(f, "<!-- galaxy-train report --kind uda --db %s -->\n\n", o->source);
+    gx_status s = rep_uda(h, o, f, err);
+    if (fclose(f) != 0 || !buf) s = s == GX_OK ? gx_err_set(err, GX_ERR_NOMEM, "report: out of memory") : s;
+    if (s == GX_OK) *md = buf;
+    else free(buf);
+    return s;
 }
 
 gx_status gx_report_markdown(gx_db *db, const gx_report_opts *o, char **md, gx_err *err) {
     *md = NULL;
     if (!db || !o) return gx_err_set(err, GX_ERR_INVALID, "report: no database");
-    if (o->kind != GX_REPORT_BIAS && o->kind != GX_REPORT_COMPARE)
+    if (o->kind != GX_REPORT_BIAS && o->kind != GX_REPORT_COMPARE && o->kind != GX_REPORT_UDA)
         return gx_err_set(err, GX_ERR_INVALID, "--kind: unknown report kind %d", (int)o->kind);
     if (o->n_runs < 0 || o->n_runs > GX_REPORT_MAX_RUNS || (o->n_runs > 0 && !o->runs))
         return gx_err_set(err, GX_ERR_INVALID, "--runs: between 1 and %d run ids", GX_REPORT_MAX_RUNS);
     sqlite3 *h = gx_db_handle(db);
+    if (o->kind == GX_REPORT_UDA) return rep_uda_markdown(h, o, md, err);
     int64_t *ids = NULL;
     int n = o->n_runs;
     gx_status s = GX_OK;

@@ -23,6 +23,13 @@
  *  compare  the paper's Table 2: model (backbone / config), trainable
  *           parameters, accuracy, macro AUC, macro AP, log-MSE, NMAD,
  *           outlier rate, images/s (evaluation throughput).
+ *  uda      DeepAstroUDA's Tables 1-2 (model_kind "uda" runs, written by
+ *           gx_train_uda; runs not asked for: every uda run): one row per
+ *           experiment (config "train.experiment"), no-adaptation (lambda 0)
+ *           target accuracy beside the adapted runs' source / target
+ *           accuracy, target macro F1, unknown and known accuracy, anomaly
+ *           AUC, each at the run's best epoch (source-validation accuracy);
+ *           several runs of one kind: mean ± std.
  * A value that is absent (or stored NULL/NaN) prints as "—". Runs: the ids
  * asked for, in that order (an id that is not in the database is an error
  * naming it); none asked: every run that has test metrics, by id.
@@ -55,7 +62,7 @@ extern "C" {
 
 /* ---------------------------------------------------------------- reports */
 
-typedef enum { GX_REPORT_BIAS = 0, GX_REPORT_COMPARE = 1 } gx_report_kind;
+typedef enum { GX_REPORT_BIAS = 0, GX_REPORT_COMPARE = 1, GX_REPORT_UDA = 2 } gx_report_kind;
 
 #define GX_REPORT_MAX_RUNS 256
 
@@ -66,7 +73,7 @@ typedef struct gx_report_opts {
     const char    *source;     /* named under the title (e.g. the database path); may be NULL */
 } gx_report_opts;
 
-/* "bias" / "compare" -> kind; -1 for another name. */
+/* "bias" / "compare" / "uda" -> kind; -1 for another name. */
 int gx_report_kind_parse(const char *name);
 
 /* The report as a malloc'ed NUL-terminated Markdown string (*md; the caller

@@ -94,6 +94,17 @@ endif
 .SECONDARY:
 all: info lib $(PROGS)
 
+# The dashboard's charts: Chart.js from Debian's libjs-chart.js, copied into the
+# web root galaxyd serves (web/vendor/, not committed) so it works offline. Without
+# the package the dashboard says "charts not available" instead.
+CHARTJS_SRC ?= /usr/share/javascript/chart.js/chart.min.js
+WEB_VENDOR  := $(if $(wildcard $(CHARTJS_SRC)),web/vendor/chart.min.js)
+all: $(WEB_VENDOR)
+$(BUILD)/galaxyd: | $(WEB_VENDOR)
+web/vendor/chart.min.js: $(CHARTJS_SRC)
+	@mkdir -p $(@D)
+	cp $< $@
+
 info:
 	@printf 'galaxyd build: %s, threads via OpenMP, GEMM via OpenBLAS\n' "$(BUILD)"
 ifeq ($(CUDA),1)

@@ -41,6 +41,8 @@
 /* The kinds galaxyd can serve, by metadata "model". */
 static const gx_serve_kind *const serve_kinds[] = {
     &gx_serve_kind_wm,
+    &gx_serve_kind_uda,
+    &gx_serve_kind_cf,
 };
 
 /* ------------------------------------------------------ wavelet-mamba kind */
@@ -177,7 +179,6 @@ static gx_status serve_fill_info(gx_serve_model *m, const gx_st_file *f, gx_err 
     gx_serve_info *in = &m->info;
     snprintf(in->kind, sizeof in->kind, "%s", m->kind->name);
     snprintf(in->device, sizeof in->device, "cpu");
-    in->anomaly_threshold = NAN;
     gx_status s = serve_parse_classes(in, gx_st_meta(f, "classes"), m->cfg_classes, err);
     if (s == GX_OK) s = serve_parse_preprocess(in, gx_st_meta(f, "preprocess"), m->cfg_size, err);
     if (s == GX_OK) s = serve_json_object(in->path, "config", gx_st_meta(f, "config"), &in->config_json, err);
@@ -226,6 +227,7 @@ gx_status gx_serve_model_load(gx_serve_model **out, const char *path, const char
     gx_serve_model *m = calloc(1, sizeof *m);
     if (!m) return gx_err_set(err, GX_ERR_NOMEM, "%s: out of memory", path);
     gx_serve_info *in = &m->info;
+    in->anomaly_threshold = NAN;   /* before the kind's load(), which may set it (uda) */
     gx_status s = GX_OK;
     if (strlen(path) >= sizeof in->path)
         s = gx_err_set(err, GX_ERR_INVALID, "%.200s...: path too long", path);

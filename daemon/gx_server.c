@@ -50,6 +50,8 @@ void gx_server_opts_default(gx_server_opts *o) {
     o->max_header_bytes = 64 << 10;
     o->deadline_ms = 10000;
     o->drain_timeout_ms = -1;       /* deadline_ms + 5000 */
+    o->cf_cache_mb = 64;
+    o->cf_ttl_s = 3600;
 }
 
 gx_status gx_server_opts_check(const gx_server_opts *o, gx_err *err) {
@@ -75,6 +77,10 @@ gx_status gx_server_opts_check(const gx_server_opts *o, gx_err *err) {
         return gx_err_set(err, GX_ERR_INVALID, "--max-header-bytes: %zu not in 4096..16777216", o->max_header_bytes);
     if (o->deadline_ms < 1 || o->deadline_ms > 3600000)
         return gx_err_set(err, GX_ERR_INVALID, "--deadline-ms: %d not in 1..3600000", o->deadline_ms);
+    if (o->cf_cache_mb < 1 || o->cf_cache_mb > 65536)
+        return gx_err_set(err, GX_ERR_INVALID, "--cf-cache-mb: %d not in 1..65536", o->cf_cache_mb);
+    if (o->cf_ttl_s < 1 || o->cf_ttl_s > 30 * 86400)
+        return gx_err_set(err, GX_ERR_INVALID, "--cf-ttl-s: %d not in 1..2592000", o->cf_ttl_s);
     if (!o->host || !o->host[0]) return gx_err_set(err, GX_ERR_INVALID, "--host: empty");
     if (!o->models_dir || !o->models_dir[0]) return gx_err_set(err, GX_ERR_INVALID, "--models: empty");
     if (!o->db_path || !o->db_path[0]) return gx_err_set(err, GX_ERR_INVALID, "--db: empty");
@@ -604,6 +610,7 @@ static void srv_req_free(srv_req *r) {
     free(r->x);
     free(r->aux);
     json_decref(r->doc);
+    json_decref(r->extra);
     gx_registry_release(r->reg);
     free(r);
 }
@@ -724,6 +731,8 @@ static gx_status srv_open_parts(gx_server *s, const gx_server_opts *o, gx_err *e
     if (st != GX_OK) { gx_registry_release(reg); return st; }
     st = gx_store_open(&s->store, s->db_path, err);
     if (st == GX_OK) st = srv_register_models(s, err);
+    if (st == GX_OK) st = srv_anomaly_open(s, err);
+    if (st == GX_OK) st = srv_cf_open(s, err);
     return st;
 }
 
@@ -780,6 +789,8 @@ static void srv_free(gx_server *s) {
     pthread_mutex_destroy(&s->conn_mu);
     pthread_cond_destroy(&s->conn_cv);
     gx_registry_holder_free(s->models);
+    srv_anomaly_close(s);
+    srv_cf_close(s);
     gx_store_close(s->store);
     gx_prom_free(s->prom);
     if (s->log_owned) fclose(s->log);

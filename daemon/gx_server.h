@@ -57,6 +57,8 @@ typedef struct gx_server_opts {
     const char *access_log;        /* NULL = stderr */
     int         drain_timeout_ms;  /* stop(): how long to wait for in-flight requests,
                                       default deadline_ms + 5000 */
+    int         cf_cache_mb;       /* counterfactual images kept, MiB, default 64 */
+    int         cf_ttl_s;          /* how long a counterfactual result's URLs work, default 3600 */
 } gx_server_opts;
 
 void gx_server_opts_default(gx_server_opts *o);
@@ -84,6 +86,10 @@ typedef enum gx_route_id {
     GX_RT_MODELS, GX_RT_CLASSIFY, GX_RT_BATCH, GX_RT_OBJECT, GX_RT_PREDICTIONS, GX_RT_RELOAD,
     GX_RT_V2_SERVER, GX_RT_V2_LIVE, GX_RT_V2_READY,
     GX_RT_V2_MODEL, GX_RT_V2_MODEL_READY, GX_RT_V2_INFER,
+    GX_RT_RUNS, GX_RT_RUN, GX_RT_RUN_METRICS, GX_RT_RUN_CHECKPOINTS, GX_RT_REPORT,
+    GX_RT_ANOMALY, GX_RT_ANOMALY_BATCH, GX_RT_ANOMALIES, GX_RT_ANOMALY_OBJECT,
+    GX_RT_CF, GX_RT_CF_GET, GX_RT_CF_FILE, GX_RT_CF_OVERLAY, GX_RT_CF_DIFF, GX_RT_CF_PNG,
+    GX_RT_GENERATE, GX_RT_MORPH,
     GX_RT_STATIC
 } gx_route_id;
 

@@ -65,6 +65,8 @@ struct gx_server {
     int port;
     gx_registry_holder *models;
     gx_store *store;
+    struct srv_anomaly *anomaly;    /* the anomaly store's connection (gx_server_anomaly.c) */
+    struct gx_cf_store *cf_store;   /* counterfactual results (gx_server_cf.c) */
     gx_prom *prom;
     FILE *log;                      /* access log: stderr or the --access-log file */
     int log_owned;
@@ -136,6 +138,7 @@ struct srv_req {
     float  *x;                      /* [n, 3, S, S] */
     unsigned char *aux;             /* decoded base64 image (JSON bodies) */
     json_t *doc;                    /* parsed JSON body kept for the finish step */
+    json_t *extra;                  /* classify: members added to the answer (morphology, cf_inn) */
     unsigned v2_outputs;            /* bit 0 logits, 1 probabilities, 2 redshift */
 };
 
@@ -187,6 +190,44 @@ void srv_fields_from_query(srv_req *r, srv_fields *f);
 /* ---- handlers ---- */
 enum MHD_Result srv_v1_dispatch(srv_req *r);   /* /healthz /readyz /metrics /v1/... */
 enum MHD_Result srv_v2_dispatch(srv_req *r);   /* /v2... */
+/* /v1/anomaly, /v1/anomaly/batch, /v1/anomalies[/{object_id}] (gx_server_anomaly.c),
+ * and the anomaly store's own database connection, opened with the server. */
+enum MHD_Result srv_anomaly_dispatch(srv_req *r);
+gx_status srv_anomaly_open(gx_server *s, gx_err *err);
+void srv_anomaly_close(gx_server *s);   /* NULL and never-opened are fine */
+enum MHD_Result srv_runs_dispatch(srv_req *r); /* /v1/runs..., /v1/reports (gx_server_runs.c) */
+/* /v1/counterfactuals..., /v1/counterfactual.png, /v1/generate.png (gx_server_cf.c), and the
+ * counterfactual store, opened with the server. */
+enum MHD_Result srv_cf_dispatch(srv_req *r);
+gx_status srv_cf_open(gx_server *s, gx_err *err);
+void srv_cf_close(gx_server *s);       /* NULL and never-opened are fine */
+/* POST /v1/morphology (gx_server_morph.c). */
+enum MHD_Result srv_morph_dispatch(srv_req *r);
+/* The morphology of one upload (decoded at native resolution, one band) as the
+ * JSON object /v1/morphology answers; NULL with err set when it cannot be
+ * decoded (status in *http, code in *code). classify's ?morph=1 uses it too. */
+json_t *srv_morph_json(srv_req *r, const void *img, size_t n, const char *band, int *http,
+                       const char **code, gx_err *err);
+/* classify with a cf-inn model loaded: {class_index, class_name, log_likelihood}
+ * of the upload under that model, or NULL when none is loaded or it fails. */
+json_t *srv_cf_classify_json(srv_req *r, const void *img, size_t n);
+
+/* One or more uploaded images in classify's forms (raw body, multipart 'file'
+ * parts, JSON {"image": base64}) plus a route's own fields. */
+#define SRV_INPUT_MAX 16
+typedef struct srv_input {
+    srv_fields f;
+    int n;                          /* images */
+    const unsigned char *img[SRV_INPUT_MAX];   /* into r->body or r->aux */
+    size_t len[SRV_INPUT_MAX];
+} srv_input;
+/* A route's extra field: 1 when name is its own (a bad value is recorded by
+ * the callee and answered later); 0 for an unknown name. */
+typedef int (*srv_extra_fn)(void *ctx, const char *name, const char *v, size_t n);
+/* Reads the images (at most max_images; more is 413) and fields; on any
+ * problem the error is answered (r->answered) and the result returned. */
+enum MHD_Result srv_input_read(srv_req *r, int max_images, const char *const *extra_names,
+                               srv_extra_fn fn, void *ctx, srv_input *in);
 /* A 200 of the stored-prediction and classification JSON used by both. */
 json_t *srv_classification_json(srv_req *r, int i);
 

@@ -128,12 +128,14 @@ json_t *srv_classification_json(srv_req *r, int i) {
         json_object_set_new(named, info->class_names[k], json_real(j->probs[k]));
     }
     int ci = j->class_index >= 0 && j->class_index < info->n_classes ? j->class_index : 0;
-    json_t *o = json_pack("{s:s, s:s, s:s, s:i, s:s, s:o, s:o, s:f, s:b,"
+    /* NaN redshift (cf-inn and uda models have none) is null: JSON has no NaN. */
+    json_t *z = isfinite(j->redshift) ? json_real(j->redshift) : json_null();
+    json_t *o = json_pack("{s:s, s:s, s:s, s:i, s:s, s:o, s:o, s:o, s:b,"
                           " s:{s:f, s:f, s:f, s:f, s:i},"
                           " s:{s:s, s:i, s:i, s:i, s:s}}",
                           "request_id", r->id, "model", info->name, "model_version", info->version,
                           "class_index", j->class_index, "class_name", info->class_names[ci],
-                          "probabilities", named, "probs", probs, "redshift", (double)j->redshift,
+                          "probabilities", named, "probs", probs, "redshift", z,
                           "stored", 0,
                           "timing", "decode_ms", it->decode_ms, "queue_ms", j->queue_ms,
                           "forward_ms", j->forward_ms, "total_ms", srv_ms_since(r->t0_ns),
@@ -185,6 +187,7 @@ static enum MHD_Result v1_classify_finish(srv_req *r) {
     if (j->status != GX_OK) return srv_error_status(r, j->status, GX_STAGE_JOB, j->error);
     json_t *o = srv_classification_json(r, 0);
     if (!o) return srv_error(r, 500, "internal", "out of memory building the answer");
+    if (r->extra) json_object_update(o, r->extra);
     if (it->f.object_id[0]) {
         gx_err err = { { 0 } };
         if (v1_store(r, 0, o, &err) != GX_OK) {
@@ -281,6 +284,33 @@ static int v1_is_raw_image(const char *t) {
            !strcmp(t, "application/octet-stream");
 }
 
+/* Members computed while the upload is at hand (the answer is built after
+ * the batcher ran): ?morph=1 adds "morphology" (gx_server_morph.c), a
+ * loaded cf-inn model adds "cf_inn" (gx_server_cf.c). 0 when answered. */
+static int v1_classify_extras(srv_req *r, const void *img, size_t n) {
+    const char *mq = srv_query(r, "morph");
+    int morph = mq && (!strcmp(mq, "1") || !strcmp(mq, "true"));
+    if (mq && !morph && strcmp(mq, "0") && strcmp(mq, "false")) {
+        srv_error(r, 400, "bad_field", "field 'morph': '%.32s' is not 0, 1, true or false", mq);
+        return 0;
+    }
+    json_t *cf = srv_cf_classify_json(r, img, n);
+    if (!morph && !cf) return 1;
+    r->extra = json_object();
+    if (cf) json_object_set_new(r->extra, "cf_inn", cf);
+    if (!morph) return 1;
+    int http = 500;
+    const char *code = "internal";
+    gx_err err = { { 0 } };
+    json_t *m = srv_morph_json(r, img, n, srv_query(r, "band"), &http, &code, &err);
+    if (!m) {
+        srv_error(r, http, code, "morphology: %s", err.msg);
+        return 0;
+    }
+    json_object_set_new(r->extra, "morphology", m);
+    return 1;
+}
+
 static enum MHD_Result v1_classify(srv_req *r) {
     srv_fields f;
     srv_fields_init(&f);
@@ -312,6 +342,7 @@ static enum MHD_Result v1_classify(srv_req *r) {
     v1_prepare(r, 0, img, img_n);
     if (r->items[0].status)
         return srv_error(r, r->items[0].status, r->items[0].code, "%s", r->items[0].message);
+    if (!v1_classify_extras(r, img, img_n)) return MHD_YES;
     return srv_submit_and_suspend(r, v1_classify_finish);
 }
 
@@ -624,6 +655,13 @@ enum MHD_Result srv_v1_dispatch(srv_req *r) {
     case GX_RT_OBJECT:      return v1_object(r);
     case GX_RT_PREDICTIONS: return v1_predictions(r);
     case GX_RT_RELOAD:      return v1_reload(r);
+    case GX_RT_RUNS: case GX_RT_RUN: case GX_RT_RUN_METRICS: case GX_RT_RUN_CHECKPOINTS:
+    case GX_RT_REPORT:      return srv_runs_dispatch(r);
+    case GX_RT_ANOMALY: case GX_RT_ANOMALY_BATCH: case GX_RT_ANOMALIES:
+    case GX_RT_ANOMALY_OBJECT: return srv_anomaly_dispatch(r);
+    case GX_RT_CF: case GX_RT_CF_GET: case GX_RT_CF_FILE: case GX_RT_CF_OVERLAY: case GX_RT_CF_DIFF:
+    case GX_RT_CF_PNG: case GX_RT_GENERATE: return srv_cf_dispatch(r);
+    case GX_RT_MORPH:       return srv_morph_dispatch(r);
     default:                return srv_error(r, 404, "not_found", "no route for %s %s", r->method, r->path);
     }
 }

@@ -4,7 +4,8 @@
 #   build   compiler, OpenBLAS, jansson, libpng, libjpeg-turbo, cfitsio, zlib, HDF5, SQLite,
 #           libmicrohttpd: what `make` and `make test` need; clang + libFuzzer runtime for
 #           the fuzz smoke run that `make test` includes; Debian's python3 with pytest,
-#           requests, PyYAML and jsonschema for the daemon's HTTP tests
+#           requests, PyYAML and jsonschema for the daemon's HTTP tests; Chromium, its
+#           driver and Selenium for the dashboard's browser test, Chart.js for its charts
 #   bench   + PyTorch, NumPy, PIL, astropy, h5py: benchmarks, fixture regeneration
 #   all     every profile
 # Runs apt-get only for missing packages, and `apt-get update` at most once.
@@ -14,7 +15,8 @@ profile=${1:-build}
 build_pkgs=(gcc make pkg-config libopenblas-openmp-dev libjansson-dev libpng-dev libjpeg62-turbo-dev libcfitsio-dev zlib1g-dev libhdf5-dev
             libsqlite3-dev sqlite3 libmicrohttpd-dev
             clang libclang-rt-14-dev
-            python3 python3-pytest python3-requests python3-yaml python3-jsonschema)
+            python3 python3-pytest python3-requests python3-yaml python3-jsonschema
+            chromium chromium-driver python3-selenium libjs-chart.js)
 bench_pkgs=(python3 python3-torch python3-numpy python3-pil python3-astropy python3-h5py)
 
 case "$profile" in

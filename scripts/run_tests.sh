@@ -21,9 +21,10 @@ for bin in test_unit test_grad; do
   [ "$rc" -ne 0 ] && status=1
 done
 # Black-box tests of the binaries (pytest, Debian's python3): tests/cli (galaxy-train
-# kill -9 + resume) and tests/daemon (galaxyd over HTTP), against the binaries of $build.
+# kill -9 + resume), tests/daemon (galaxyd over HTTP) and tests/browser (the dashboard in
+# headless Chromium), against the binaries of $build.
 pydirs=()
-for d in tests/cli tests/daemon; do [ -d "$d" ] && pydirs+=("$d"); done
+for d in tests/cli tests/daemon tests/browser; do [ -d "$d" ] && pydirs+=("$d"); done
 if [ ${#pydirs[@]} -gt 0 ]; then
   echo "== pytest ${pydirs[*]} (GALAXYD_BUILD=$build)"
   GALAXYD_BUILD="$build" /usr/bin/python3 -m pytest -q -p no:cacheprovider "${pydirs[@]}" 2>&1 | tee "$log"

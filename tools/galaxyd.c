@@ -26,7 +26,9 @@ static void usage(FILE *f) {
         "usage: galaxyd [options]\n"
         "\n"
         "Serves the models of a directory over HTTP: /v1 (classify, batch, objects,\n"
-        "predictions, models, admin/reload), the Open Inference Protocol under /v2,\n"
+        "predictions, models, admin/reload; anomaly, anomaly/batch and anomalies with a\n"
+        "uda model; counterfactuals, counterfactual.png and generate.png with a cf-inn\n"
+        "model; morphology), the Open Inference Protocol under /v2,\n"
         "/healthz, /readyz, /metrics, and the dashboard from --web. See api/openapi.yaml.\n"
         "\n"
         "  --host ADDR            bind address (default 127.0.0.1)\n"
@@ -46,6 +48,9 @@ static void usage(FILE *f) {
         "                         delivered a whole request in this time (default 30)\n"
         "  --max-header-bytes N   per-connection header memory (default 65536)\n"
         "  --deadline-ms N        per-request deadline in the queue, 504 after (default 10000)\n"
+        "  --cf-cache-mb N        counterfactual images kept for their URLs, MiB; the oldest\n"
+        "                         results are evicted past it (default 64)\n"
+        "  --cf-ttl-s N           seconds a counterfactual result's URLs work (default 3600)\n"
         "  --api-key-file FILE    require the key on its first line for POST and admin routes\n"
         "                         (Authorization: Bearer KEY or X-API-Key: KEY)\n"
         "  --protect-reads        require the key for GET data routes too\n"
@@ -95,6 +100,8 @@ static int parse_args(int argc, char **argv, gx_server_opts *o) {
         { "--max-connections", &o->max_connections, 1, 100000 },
         { "--conn-timeout", &o->conn_timeout_s, 1, 3600 },
         { "--deadline-ms", &o->deadline_ms, 1, 3600000 },
+        { "--cf-cache-mb", &o->cf_cache_mb, 1, 65536 },
+        { "--cf-ttl-s", &o->cf_ttl_s, 1, 2592000 },
     };
     const struct { const char *name; const char **dst; } strs[] = {
         { "--host", &o->host }, { "--models", &o->models_dir }, { "--db", &o->db_path },

@@ -422,3 +422,54 @@ def http(server):
     with requests.Session() as sess:
         sess.headers.update(auth())
         yield sess
+
+
+@pytest.fixture(scope="session")
+def uda_env(env):
+    """A tiny DeepAstroUDA checkpoint from the real trainer (`galaxy-train uda
+    --backbone tiny`, one epoch on two small synthetic surveys, a few
+    seconds) and a models dir serving it beside the WaveletMamba one (the
+    shared server keeps its single model: test_routes counts on it)."""
+    t = os.path.join(env["dir"], "uda")
+    os.makedirs(t)
+    src, tgt = os.path.join(t, "src.h5"), os.path.join(t, "tgt.h5")
+    for path, seed, survey in ((src, 5, "sdss"), (tgt, 6, "decals")):
+        subprocess.run([tool("galaxy-synth"), "--out", path, "--n", "120", "--size", "32", "--seed", str(seed),
+                        "--balanced", "--quiet", "--survey", survey], check=True, timeout=300)
+    ck = os.path.join(t, "ck")
+    subprocess.run([tool("galaxy-train"), "uda", "--source", src, "--target", tgt, "--db", os.path.join(t, "r.sqlite"),
+                    "--out", ck, "--backbone", "tiny", "--epochs", "1", "--known", "0,1,2",
+                    "--set", "max_source=48", "--set", "max_target=48", "--quiet"], check=True, timeout=600)
+    models = os.path.join(t, "models")
+    os.makedirs(models)
+    shutil.copy(os.path.join(ck, "best.safetensors"), os.path.join(models, "uda.safetensors"))
+    shutil.copy(os.path.join(env["models"], f"{MODEL}.safetensors"), os.path.join(models, f"{MODEL}.safetensors"))
+    return {"dir": t, "models": models, "ckpt": os.path.join(models, "uda.safetensors")}
+
+
+@pytest.fixture(scope="session")
+def cf_env(env):
+    """A tiny CF-INN checkpoint from the real trainer (`galaxy-train cf-inn
+    --config tiny`, one epoch on the session's synthetic survey, a few
+    seconds; it stores m-hat, so counterfactuals work) and two models dirs:
+    `models` serves it beside the WaveletMamba one (valid_independent,
+    classify's cf_inn), `cf_only` serves it alone."""
+    t = os.path.join(env["dir"], "cf")
+    os.makedirs(t)
+    ck = os.path.join(t, "ck")
+    subprocess.run([tool("galaxy-train"), "cf-inn", "--config", "tiny", "--data", env["h5"],
+                    "--db", os.path.join(t, "r.sqlite"), "--out", ck, "--epochs", "1", "--batch", "16",
+                    "--set", "max_train=48", "--quiet"], check=True, timeout=600)
+    models, cf_only = os.path.join(t, "models"), os.path.join(t, "cf_only")
+    os.makedirs(models)
+    os.makedirs(cf_only)
+    for d in (models, cf_only):
+        shutil.copy(os.path.join(ck, "best.safetensors"), os.path.join(d, "cf-inn.safetensors"))
+    shutil.copy(os.path.join(env["models"], f"{MODEL}.safetensors"), os.path.join(models, f"{MODEL}.safetensors"))
+    return {"dir": t, "models": models, "cf_only": cf_only, "ckpt": os.path.join(models, "cf-inn.safetensors")}
+
+
+def pytest_collection_modifyitems(items):
+    """The route-coverage check must run last, after every test file (its
+    name sorts it last within test_routes.py only, not across files)."""
+    items.sort(key=lambda it: it.name == "test_zz_every_operation_answered")

@@ -491,6 +491,9 @@ static enum MHD_Result v1_models(srv_req *r) {
                               "run_id", in->run_id >= 0 ? json_integer(in->run_id) : json_null(),
                               "test_metrics", v1_parse_json_or_empty(in->test_metrics_json),
                               "config", v1_parse_json_or_empty(in->config_json), "default", e == def);
+        /* uda: the tuned rho, on the score scale of /v1/anomaly (rho / ln K). */
+        if (o && isfinite(in->anomaly_threshold))
+            json_object_set_new(o, "anomaly_threshold", json_real(in->anomaly_threshold));
         if (!o || json_array_append_new(arr, o) != 0) { json_decref(arr); arr = NULL; }
     }
     gx_registry_release(reg);

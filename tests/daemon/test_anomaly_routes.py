@@ -104,6 +104,12 @@ def test_models_lists_uda(uda_server, uh, spec):
     assert kinds == {UDA: "uda", MODEL: "wavelet-mamba"}
     # /v1/classify keeps its default model.
     assert [m["name"] for m in body["models"] if m["default"]] == [MODEL]
+    # The uda model shows its threshold on the score scale; others have none.
+    by = {m["name"]: m for m in body["models"]}
+    assert "anomaly_threshold" not in by[MODEL]
+    thr = by[UDA]["anomaly_threshold"]
+    b = post_png(uh, uda_server, spec, galaxy_png(7))
+    assert abs(thr - b["threshold"]) < 1e-9
 
 
 def test_answer_is_entropy_score_and_threshold(uda_server, uh, spec, uda_env):

@@ -222,7 +222,9 @@ gx_status gx_tm_morph_measure(const float *x, int64_t n, int S, double *stats, i
         ok[i] = r[i].flag <= GX_MORPH_BAD;
         for (int k = 0; k < GX_TM_MORPH_NSTATS; k++) {
             stats[i * GX_TM_MORPH_NSTATS + k] = v[k];
-            if (!isfinite(v[k])) ok[i] = 0;
+            /* statmorph's -99 marks a statistic it could not compute even
+             * when the flag is only 2 ("bad"): such a row would dominate W1. */
+            if (!isfinite(v[k]) || v[k] == -99.0) ok[i] = 0;
         }
     }
     free(img), free(r);

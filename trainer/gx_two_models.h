@@ -85,7 +85,8 @@ const char *gx_tm_morph_stat_name(int i);
  * (statmorph wants background-subtracted data; our cutouts are centred on
  * the galaxy, so the frame is sky). out: S*S. */
 void gx_tm_morph_image(const float *x, int S, float *out);
-/* stats [n*5] and ok[n] (flag <= 2 and every value finite) for n images
+/* stats [n*5] and ok[n] (flag <= 2, every value finite and none statmorph's
+ * -99 "not computed") for n images
  * x [n*3*S*S] (segmentation by the paper's recipe, OpenMP over images). */
 gx_status gx_tm_morph_measure(const float *x, int64_t n, int S, double *stats, int *ok, gx_err *err);
 /* Exact W1 per statistic between two measured sets (rows with ok only);

@@ -114,6 +114,9 @@ typedef struct gx_two_models_opts {
     int      n_real;           /* held-out (test part) real images for morphology (300) */
     const char *sets[GX_TM_MAX_SETS];   /* "key=value" for both trainers (--set) */
     int      n_sets;
+    int      reuse;            /* 1: a model whose out_dir/A|B/last.safetensors exists is
+                                  loaded, not trained again (the checks rerun alone; the
+                                  caller keeps the data and split options the same) */
     int      progress;         /* as the trainers' */
     const char *command_line;
 } gx_two_models_opts;

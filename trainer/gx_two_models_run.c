@@ -163,20 +163,26 @@ static gx_status tm_train(tm_run *R, int h, int64_t *run_id, gx_err *err) {
         *eq = 0;
         if ((s = gx_train_cf_set(&t, kv, eq + 1, err)) != GX_OK) return s;
     }
-    if (o->progress != 0) fprintf(stderr, "two-models: training model %c on %lld images\n", h ? 'B' : 'A',
-                                  (long long)R->nhalf[h]);
-    gx_train_cf_result res;
-    if ((s = gx_train_cf(&t, &res, err)) != GX_OK) return s;
-    *run_id = res.run_id;
     char path[1100];
     snprintf(path, sizeof path, "%s/last.safetensors", dir);
+    int reuse = o->reuse && access(path, R_OK) == 0;
+    if (!reuse) {
+        if (o->progress != 0) fprintf(stderr, "two-models: training model %c on %lld images\n", h ? 'B' : 'A',
+                                      (long long)R->nhalf[h]);
+        gx_train_cf_result res;
+        if ((s = gx_train_cf(&t, &res, err)) != GX_OK) return s;
+    } else if (o->progress != 0) {
+        fprintf(stderr, "two-models: reusing %s\n", path);
+    }
     gx_st_file f;
     memset(&f, 0, sizeof f);
     gx_err e2;
-    if ((s = gx_st_read(&f, path, &e2)) == GX_OK) s = gx_cf_load(&f, &R->m[h], NULL, &e2);
+    gx_cf_meta meta;
+    if ((s = gx_st_read(&f, path, &e2)) == GX_OK) s = gx_cf_load(&f, &R->m[h], &meta, &e2);
     gx_st_close(&f);
     if (s != GX_OK) return gx_err_set(err, s, "%s: %s", path, e2.msg);
     R->m_ready[h] = 1;
+    *run_id = meta.run_id;
     return GX_OK;
 }
 

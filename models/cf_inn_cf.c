@@ -461,6 +461,7 @@ gx_status gx_cf_save(const gx_cf_model *m, const gx_cf_meta *meta, const char *p
     if (s == GX_OK) s = gx_st_writer_meta(&w, "created", created, err);
     if (s == GX_OK) s = cf_meta_int(&w, "run_id", (long long)meta->run_id, err);
     if (s == GX_OK) s = cf_meta_int(&w, "epoch", meta->epoch, err);
+    if (s == GX_OK && meta->has_split_seed) s = cf_meta_int(&w, "split_seed", (long long)meta->split_seed, err);
     if (s == GX_OK && meta->test_metrics_json[0] && strcmp(meta->test_metrics_json, "{}"))
         s = gx_st_writer_meta(&w, "test_metrics", meta->test_metrics_json, err);
     if (s == GX_OK) s = gx_st_writer_write(&w, path, err);
@@ -507,9 +508,11 @@ static gx_status cf_load_meta(const gx_st_file *f, const gx_cf_model *m, gx_cf_m
     double crop;
     gx_status s = cf_meta_preprocess(f, m->cfg.size, &crop, err);
     if (s != GX_OK) return s;
-    int64_t run, epoch;
+    int64_t run, epoch, split;
     if (!cf_meta_i64(f, "run_id", -1, &run) || !cf_meta_i64(f, "epoch", 0, &epoch) || epoch < 0 || epoch > 1 << 30)
         return gx_err_set(err, GX_ERR_FORMAT, "metadata 'run_id' or 'epoch' is not an integer");
+    if (!cf_meta_i64(f, "split_seed", -1, &split) || (gx_st_meta(f, "split_seed") && split < 0))
+        return gx_err_set(err, GX_ERR_FORMAT, "metadata 'split_seed' is not an integer >= 0");
     if (tm && strlen(tm) >= sizeof meta->test_metrics_json)
         return gx_err_set(err, GX_ERR_FORMAT, "metadata 'test_metrics' is longer than %zu bytes",
                           sizeof meta->test_metrics_json - 1);
@@ -520,6 +523,8 @@ static gx_status cf_load_meta(const gx_st_file *f, const gx_cf_model *m, gx_cf_m
     meta->crop_frac = crop;
     meta->run_id = run;
     meta->epoch = (int)epoch;
+    meta->has_split_seed = split >= 0;
+    meta->split_seed = split >= 0 ? split : 0;
     return GX_OK;
 }
 

@@ -209,13 +209,16 @@ gx_status gx_cf_generate(gx_ctx *ctx, gx_cf_model *m, int64_t k, uint64_t seed, 
 
 /* Metadata of a CF-INN checkpoint: format "galaxyd-checkpoint-1", model
  * "cf-inn", config (gx_cf_config_json), classes (JSON list), preprocess
- * ({"size":S,"crop_frac":c}), run_id, epoch, created, and optional extras. */
+ * ({"size":S,"crop_frac":c}), run_id, epoch, created, and optional extras
+ * (test_metrics; split_seed when has_split_seed). */
 typedef struct gx_cf_meta {
     char    classes_json[2048];    /* JSON list of K names */
     double  crop_frac;
     int64_t run_id;                /* -1 when none */
     int     epoch;
     char    test_metrics_json[4096];/* "{}" when none */
+    int     has_split_seed;        /* 1: split_seed is known (written as metadata "split_seed") */
+    int64_t split_seed;            /* seed of the 70/15/15 split (eval rebuilds the test part) */
 } gx_cf_meta;
 
 /* Writes m (params incl. buffers) atomically with the metadata above. */

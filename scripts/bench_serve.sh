@@ -46,7 +46,10 @@ if ! ls "$models"/*.safetensors >/dev/null 2>&1; then
   models=$tmp/models
   model_note="tiny test checkpoint (no bundled model found)"
 fi
-ckpt=$(ls "$models"/*.safetensors | head -n 1)
+# The classifier measured is the WaveletMamba (the directory may also hold the
+# cf-inn and uda bundles, which galaxyd loads but /v1/classify does not use).
+ckpt="$models/wavelet-mamba.safetensors"
+[ -f "$ckpt" ] || ckpt=$(ls "$models"/*.safetensors | head -n 1)
 mkdir -p "$tmp/web" && echo '<!doctype html><title>bench</title>' > "$tmp/web/index.html"
 
 # ---------------------------------------------------------------- the cutout: a 64x64 RGB PNG

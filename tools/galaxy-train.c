@@ -3,8 +3,8 @@
  *
  *   galaxy-train wavelet-mamba --data PATH --db runs.sqlite --out DIR [options]
  *   galaxy-train cf-inn --data PATH --db runs.sqlite --out DIR [options]
- *   galaxy-train eval --checkpoint F --data PATH [--sizes 32,64,128] [--db F]
- *   galaxy-train bundle --checkpoint F --data PATH --out FILE.safetensors [--sizes 32,64]
+ *   galaxy-train eval --checkpoint F --data PATH [--sizes 32,64,128] [--db F] [--judge WM]
+ *   galaxy-train bundle --checkpoint F --data PATH --out FILE.safetensors [--sizes 32,64] [--judge WM]
  *   galaxy-train uda --source S --target T --db runs.sqlite --out DIR [options]
  *   galaxy-train score --model CKPT --data FILE.h5|DIR --db F [--survey NAME]
  *   galaxy-train report --db F [--runs 3,4,5,6] [--kind bias|compare|uda] [--out FILE.md]
@@ -14,6 +14,7 @@
  * runs. Every error names the bad flag (or --set key) and exits with 2;
  * a failure while running exits with 1.
  */
+#include "gx_eval_cf.h"
 #include "gx_report.h"
 #include "gx_train_cf.h"
 #include "gx_train_uda.h"
@@ -132,6 +133,17 @@ static void usage_eval(FILE *f) {
         "  --db FILE          also store the metrics (split \"test\") under the checkpoint's run\n"
         "  --batch N          evaluation batch (default 64)\n"
         "  --all              evaluate every sample, not only the test part\n"
+        "\n"
+        "A cf-inn checkpoint (metadata \"model\": the command dispatches on it) is\n"
+        "evaluated at its own size: accuracy, recall, AUC, reconstruction SSIM/MSD and\n"
+        "the counterfactual metrics (validity in hidden space, re-encoded and by the\n"
+        "judge; MSD/SSIM; background change outside the galaxy's segment), stored with\n"
+        "--db under the checkpoint's run (trainer/gx_eval_cf.h). Its options:\n"
+        "  --judge FILE       a wavelet-mamba checkpoint that classifies each counterfactual\n"
+        "  --cf-n N           counterfactuals of the first N test images (default 0: all)\n"
+        "  --split-seed S     the split's seed, for checkpoints without metadata split_seed\n"
+        "  --grid FILE.png    also draw counterfactuals of one test image per class (rows)\n"
+        "                     for every class (columns), with their difference maps\n"
         "  --help             this text\n");
 }
 
@@ -152,6 +164,8 @@ static void usage_bundle(FILE *f) {
         "  --out FILE         the bundle to write (.safetensors)\n"
         "  --sizes LIST       comma list of input sizes (default: the checkpoint's size)\n"
         "  --batch N          evaluation batch (default 64)\n"
+        "  --judge, --cf-n, --split-seed, --grid   for a cf-inn checkpoint, as in galaxy-train eval;\n"
+        "                     its test_metrics hold the cf-inn metrics (trainer/gx_eval_cf.h)\n"
         "  --help             this text\n");
 }
 
@@ -622,6 +636,8 @@ static void usage_two_models(FILE *f) {
         "                     test (default 0 = the whole half)\n"
         "  --n-real N         held-out real images for the morphology checks (default 300)\n"
         "  --set key=value    a cf-inn trainer option for both models (repeatable)\n"
+        "  --reuse            load DIR/A and DIR/B's last.safetensors when present instead\n"
+        "                     of training again (rerun the checks alone; same data options)\n"
         "  --quiet            no progress lines\n"
         "  --help             this text\n");
 }
@@ -635,6 +651,7 @@ static int cmd_two_models(int argc, char **argv, int argc0, char **argv0) {
         long long v;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) { usage_two_models(stdout); return 0; }
         if (!strcmp(a, "--quiet")) { o.progress = 0; continue; }
+        if (!strcmp(a, "--reuse")) { o.reuse = 1; continue; }
         if (!val) return bad(C, a, strncmp(a, "--", 2) ? "unknown argument" : "needs a value (or is unknown)");
         if (!strcmp(a, "--data")) o.data = val;
         else if (!strcmp(a, "--db")) o.db_path = val;
@@ -685,8 +702,45 @@ static int cmd_two_models(int argc, char **argv, int argc0, char **argv0) {
     return 0;
 }
 
+/* The flags `eval` and `bundle` take for cf-inn checkpoints only. */
+typedef struct { const char *judge, *grid; long long cf_n, split_seed; int any; } cf_eval_flags;
+
+static int cf_eval_flag(const char *a) {
+    return !strcmp(a, "--judge") || !strcmp(a, "--cf-n") || !strcmp(a, "--split-seed") || !strcmp(a, "--grid");
+}
+
+static int cf_eval_value(const char *C, const char *a, const char *val, cf_eval_flags *cf) {
+    cf->any = 1;
+    if (!strcmp(a, "--judge")) cf->judge = val;
+    else if (!strcmp(a, "--grid")) cf->grid = val;
+    else if (!strcmp(a, "--cf-n")) {
+        if (!parse_ll(val, 0, LLONG_MAX, &cf->cf_n)) return bad(C, a, "must be an integer >= 0 (0: every test image)");
+    } else if (!parse_ll(val, 0, LLONG_MAX, &cf->split_seed)) {
+        return bad(C, a, "must be an integer >= 0");
+    }
+    return 0;
+}
+
+/* Dispatch on the checkpoint's metadata "model": *is_cf for "cf-inn"; the
+ * cf-only flags on another kind, or wm-only ones (wm_only) on a cf-inn
+ * checkpoint, are refused by name. */
+static int cf_dispatch(const char *C, const char *ckpt, const cf_eval_flags *cf, int wm_only, int *is_cf) {
+    char kind[64];
+    gx_err err;
+    if (gx_checkpoint_model_kind(ckpt, kind, sizeof kind, &err) != GX_OK) {
+        fprintf(stderr, "galaxy-train %s: %s\n", C, err.msg);
+        return 1;
+    }
+    *is_cf = !strcmp(kind, "cf-inn");
+    if (*is_cf && wm_only) return bad(C, "--sizes", "--sizes (and eval's --all) are for wavelet-mamba checkpoints");
+    if (!*is_cf && cf->any)
+        return bad(C, "--judge", "--judge, --cf-n, --split-seed and --grid are for cf-inn checkpoints");
+    return 0;
+}
+
 static int cmd_eval(int argc, char **argv) {
     const char *C = "eval";
+    cf_eval_flags cf = { NULL, NULL, 0, -1, 0 };
     gx_eval_wm_opts o;
     memset(&o, 0, sizeof o);
     o.print = stdout;
@@ -697,10 +751,13 @@ static int cmd_eval(int argc, char **argv) {
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) { usage_eval(stdout); return 0; }
         if (!strcmp(a, "--all")) { o.all = 1; continue; }
         if (strcmp(a, "--checkpoint") && strcmp(a, "--data") && strcmp(a, "--db") &&
-            strcmp(a, "--batch") && strcmp(a, "--sizes"))
+            strcmp(a, "--batch") && strcmp(a, "--sizes") && !cf_eval_flag(a))
             return bad(C, a, "unknown option");
         if (!val) return bad(C, a, "needs a value");
-        if (!strcmp(a, "--checkpoint")) o.checkpoint = val;
+        if (cf_eval_flag(a)) {
+            int rc = cf_eval_value(C, a, val, &cf);
+            if (rc) return rc;
+        } else if (!strcmp(a, "--checkpoint")) o.checkpoint = val;
         else if (!strcmp(a, "--data")) o.data = val;
         else if (!strcmp(a, "--db")) o.db_path = val;
         else if (!strcmp(a, "--batch")) {
@@ -716,8 +773,21 @@ static int cmd_eval(int argc, char **argv) {
     }
     if (!o.checkpoint) return bad(C, "--checkpoint", "is required");
     if (!o.data) return bad(C, "--data", "is required");
-    gx_eval_wm_result r;
     gx_err err;
+    int is_cf = 0, rc = cf_dispatch(C, o.checkpoint, &cf, o.n_sizes > 0 || o.all, &is_cf);
+    if (rc || is_cf) {
+        if (rc) return rc;
+        gx_eval_cf_opts eo;
+        gx_eval_cf_opts_default(&eo);
+        eo.checkpoint = o.checkpoint; eo.data = o.data; eo.db_path = o.db_path; eo.batch = o.batch;
+        eo.judge = cf.judge; eo.cf_n = cf.cf_n; eo.split_seed = cf.split_seed; eo.grid_path = cf.grid;
+        eo.print = stdout;
+        gx_eval_cf_result cr;
+        if (gx_eval_cf(&eo, &cr, &err) == GX_OK) return 0;
+        fprintf(stderr, "galaxy-train eval: %s\n", err.msg);
+        return 1;
+    }
+    gx_eval_wm_result r;
     if (gx_eval_wm(&o, &r, &err) != GX_OK) {
         fprintf(stderr, "galaxy-train eval: %s\n", err.msg);
         return 1;
@@ -727,6 +797,7 @@ static int cmd_eval(int argc, char **argv) {
 
 static int cmd_bundle(int argc, char **argv) {
     const char *C = "bundle";
+    cf_eval_flags cf = { NULL, NULL, 0, -1, 0 };
     gx_bundle_opts o;
     memset(&o, 0, sizeof o);
     o.print = stdout;
@@ -736,10 +807,13 @@ static int cmd_bundle(int argc, char **argv) {
         const char *a = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) { usage_bundle(stdout); return 0; }
         if (strcmp(a, "--checkpoint") && strcmp(a, "--data") && strcmp(a, "--out") &&
-            strcmp(a, "--batch") && strcmp(a, "--sizes"))
+            strcmp(a, "--batch") && strcmp(a, "--sizes") && !cf_eval_flag(a))
             return bad(C, a, "unknown option");
         if (!val) return bad(C, a, "needs a value");
-        if (!strcmp(a, "--checkpoint")) o.checkpoint = val;
+        if (cf_eval_flag(a)) {
+            int rc = cf_eval_value(C, a, val, &cf);
+            if (rc) return rc;
+        } else if (!strcmp(a, "--checkpoint")) o.checkpoint = val;
         else if (!strcmp(a, "--data")) o.data = val;
         else if (!strcmp(a, "--out")) o.out = val;
         else if (!strcmp(a, "--batch")) {
@@ -755,6 +829,16 @@ static int cmd_bundle(int argc, char **argv) {
     if (!o.data) return bad(C, "--data", "is required");
     if (!o.out) return bad(C, "--out", "is required");
     gx_err err;
+    int is_cf = 0, rc = cf_dispatch(C, o.checkpoint, &cf, o.n_sizes > 0, &is_cf);
+    if (rc || is_cf) {
+        if (rc) return rc;
+        gx_cf_bundle_opts bo = { .checkpoint = o.checkpoint, .data = o.data, .out = o.out, .judge = cf.judge,
+                                 .cf_n = cf.cf_n, .split_seed = cf.split_seed, .batch = o.batch,
+                                 .grid_path = cf.grid, .print = stdout };
+        if (gx_cf_bundle_write(&bo, NULL, &err) == GX_OK) return 0;
+        fprintf(stderr, "galaxy-train bundle: %s\n", err.msg);
+        return 1;
+    }
     if (gx_bundle_write(&o, NULL, &err) != GX_OK) {
         fprintf(stderr, "galaxy-train bundle: %s\n", err.msg);
         return 1;

@@ -667,6 +667,8 @@ static void cf_meta_fill(const cf_run *R, int epoch, gx_cf_meta *meta) {
     meta->crop_frac = R->o.crop_frac;
     meta->run_id = R->run_id;
     meta->epoch = epoch;
+    meta->has_split_seed = 1;   /* so `galaxy-train eval` can rebuild the test part */
+    meta->split_seed = R->o.split_seed >= 0 ? R->o.split_seed : (int64_t)R->o.seed;
 }
 
 /* Writes model m as `kind` ("last"/"best") of epoch, and its db row. */

@@ -22,8 +22,8 @@
  * opened at server start (srv_anomaly_open) and closed at stop. A model's
  * served_models id is looked up once per (name, version) and cached.
  *
- * The input parsing mirrors gx_server_v1.c's classify (same forms, same
- * field rules through srv_field_set) with one more field, `domain`, which
+ * The input is read as classify's (gx_server_input.c: same forms, same
+ * field rules) with one more field of the routes' own, `domain`, which
  * classify's JSON form would refuse as unknown.
  */
 #include "gx_server_impl.h"
@@ -36,8 +36,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define AN_ACCEPTED "image/png, image/jpeg, application/fits, image/fits, " \
-                    "application/octet-stream, multipart/form-data, application/json"
 #define AN_MODEL_CACHE 32          /* (name, version) -> served_models.id */
 #define AN_HISTORY_MAX 100         /* scores in GET /v1/anomalies/{object_id} */
 #define AN_VOTABLE_TYPE "application/x-votable+xml"
@@ -82,54 +80,30 @@ void srv_anomaly_close(gx_server *s) {
 
 /* ------------------------------------------------------------ fields */
 
-/* Per-image fields: classify's plus the BN domain. */
-typedef struct an_fields {
-    srv_fields f;
-    int  source;                   /* 1: the source BN set; 0: target (default) */
-} an_fields;
-
-static void an_fields_init(an_fields *a) {
-    srv_fields_init(&a->f);
-    a->source = 0;
-}
-
-/* Sets a field by name (domain here, the rest through srv_field_set);
- * returns 1 when the name is known. */
-static int an_field_set(an_fields *a, const char *name, const char *v, size_t n) {
-    if (strcmp(name, "domain") != 0) return srv_field_set(&a->f, name, v, n);
-    if (n == 6 && memcmp(v, "source", 6) == 0) a->source = 1;
-    else if (n == 6 && memcmp(v, "target", 6) == 0) a->source = 0;
-    else if (!a->f.error[0])
-        snprintf(a->f.error, sizeof a->f.error, "field 'domain': '%.*s' is not source or target",
-                 (int)(n < 32 ? n : 32), v);
+/* The one field of these routes beyond classify's: the BN domain,
+ * source | target, into srv_fields.source. */
+static int an_domain(void *ctx, srv_fields *f, const char *name, const char *v, size_t n) {
+    (void)ctx, (void)name;
+    if (n == 6 && memcmp(v, "source", 6) == 0) {
+        f->source = 1;
+    } else if (n == 6 && memcmp(v, "target", 6) == 0) {
+        f->source = 0;
+    } else {
+        char m[96];
+        snprintf(m, sizeof m, "field 'domain': '%.*s' is not source or target", (int)(n < 32 ? n : 32), v);
+        srv_field_fail(f, m);
+    }
     return 1;
 }
 
-static void an_fields_from_query(srv_req *r, an_fields *a) {
-    srv_fields_from_query(r, &a->f);
-    const char *d = srv_query(r, "domain");
-    if (d) an_field_set(a, "domain", d, strlen(d));
-}
+static const char *const an_fields[] = { "domain", NULL };
 
 /* ------------------------------------------------------------ model */
 
 /* The uda model of the request: by name (it must be of kind uda) or the
  * first uda model. 0 with an answer queued when there is none. */
 static int an_pick_model(srv_req *r, const char *name) {
-    if (!r->reg) r->reg = gx_registry_acquire(r->srv->models);
-    r->entry = NULL;
-    if (r->reg) r->entry = name && name[0] ? gx_registry_find(r->reg, name) : gx_registry_find_kind(r->reg, "uda");
-    if (!r->entry) {
-        if (name && name[0]) srv_error(r, 404, "not_found", "model '%s' not found (GET /v1/models lists them)", name);
-        else srv_error(r, 404, "not_found", "no model of kind 'uda' is loaded (GET /v1/models lists them)");
-        return 0;
-    }
-    if (strcmp(r->entry->info->kind, "uda") != 0) {
-        srv_error(r, 400, "bad_field", "field 'model': '%s' is a %s model; anomaly scores need a uda model",
-                  r->entry->info->name, r->entry->info->kind);
-        return 0;
-    }
-    return 1;
+    return srv_pick_kind(r, name, "uda", "anomaly scores");
 }
 
 /* served_models.id of the request's model (cached per name + version). */
@@ -241,11 +215,7 @@ static gx_status an_store(srv_req *r, int i, json_t *o, gx_err *err) {
 /* Item i's answer or its error (batch style: status + error). */
 static json_t *an_item(srv_req *r, int i, int batch) {
     srv_item *it = &r->items[i];
-    gx_job *j = &r->jobs[i];
-    if (!it->status && j->status != GX_OK) {
-        it->status = gx_server_status_map(j->status, GX_STAGE_JOB, &it->code);
-        srv_strcpy(it->message, sizeof it->message, j->error[0] ? j->error : gx_status_str(j->status));
-    }
+    srv_item_job_status(r, i);
     json_t *o = NULL;
     if (!it->status) {
         o = an_result_json(r, i);
@@ -256,16 +226,9 @@ static json_t *an_item(srv_req *r, int i, int batch) {
             it->status = 500, it->code = "internal";
             snprintf(it->message, sizeof it->message, "storing the score failed: %.300s", err.msg);
         }
-        if (!o && !it->status) it->status = 500, it->code = "internal", srv_strcpy(it->message, sizeof it->message, "out of memory");
+        if (!o && !it->status) srv_item_fail(it, 500, "internal", "out of memory");
     }
-    if (!batch) return o;
-    if (o) json_object_set_new(o, "status", json_integer(200));
-    else o = json_pack("{s:i, s:{s:s, s:s}}", "status", it->status, "error", "code",
-                       it->code ? it->code : "internal", "message", it->message[0] ? it->message : "error");
-    if (!o) return NULL;
-    json_object_set_new(o, "index", json_integer(i));
-    if (it->filename[0]) json_object_set_new(o, "filename", json_string(it->filename));
-    return o;
+    return batch ? srv_batch_entry(r, i, o) : o;
 }
 
 /* ------------------------------------------------------------ POST /v1/anomaly */
@@ -276,135 +239,17 @@ static enum MHD_Result an_one_finish(srv_req *r) {
     return srv_json(r, 200, o);
 }
 
-/* Decode + preprocess image i into r->x as classify does. */
-static void an_prepare(srv_req *r, int i, const void *img, size_t n) {
-    srv_item *it = &r->items[i];
-    const gx_serve_info *info = r->entry->info;
-    size_t per = (size_t)3 * (size_t)info->input_size * (size_t)info->input_size;
-    if (n == 0) {
-        it->status = 400, it->code = "bad_field";
-        srv_strcpy(it->message, sizeof it->message, "field 'file': the image is empty");
-        return;
-    }
-    gx_err err = { { 0 } };
-    int64_t t0 = gx_batcher_now_ns();
-    gx_status s = gx_serve_prepare(info, img, n, &r->srv->limits, r->x + (size_t)i * per, &it->meta, &err);
-    it->decode_ms = srv_ms_since(t0);
-    if (s != GX_OK) {
-        it->status = gx_server_status_map(s, GX_STAGE_DECODE, &it->code);
-        srv_strcpy(it->message, sizeof it->message, err.msg);
-    }
-}
-
-static enum MHD_Result an_multipart_error(srv_req *r, gx_status st, const gx_err *err) {
-    if (st == GX_ERR_NOMEM) return srv_error(r, 413, "payload_too_large", "multipart body: %s", err->msg);
-    return srv_error(r, 400, "bad_field", "multipart body: %s", err->msg);
-}
-
-/* multipart/form-data: exactly one part named "file" plus fields. */
-static enum MHD_Result an_one_multipart(srv_req *r, const char *boundary, an_fields *f,
-                                        const unsigned char **img, size_t *img_n) {
-    enum { MAXP = 16 };
-    gx_mpart *parts = calloc(MAXP, sizeof *parts);
-    if (!parts) return srv_error(r, 500, "internal", "out of memory");
-    int np = 0, files = 0;
-    gx_err err = { { 0 } };
-    gx_status st = gx_multipart_parse(r->body, r->len, boundary, parts, MAXP, &np, &err);
-    if (st != GX_OK) {
-        free(parts);
-        return an_multipart_error(r, st, &err);
-    }
-    for (int i = 0; i < np; i++) {
-        if (strcmp(parts[i].name, "file") == 0) {
-            files++;
-            *img = parts[i].data;
-            *img_n = parts[i].len;
-        } else {
-            an_field_set(f, parts[i].name, (const char *)parts[i].data, parts[i].len);
-        }
-    }
-    free(parts);
-    if (files != 1)
-        return srv_error(r, 400, "bad_field", "field 'file': expected exactly one part named 'file', got %d"
-                         " (use /v1/anomaly/batch for many)", files);
-    return MHD_YES;
-}
-
-/* application/json: {"image": base64, "ra", "dec", "object_id", "survey",
- * "model", "domain"}; ra/dec numbers, the rest strings, unknown keys refused. */
-static enum MHD_Result an_one_json(srv_req *r, an_fields *f, const unsigned char **img, size_t *img_n) {
-    static const char *const keys[] = { "ra", "dec", "object_id", "survey", "model", "domain" };
-    json_error_t je;
-    json_t *doc = json_loadb((const char *)r->body, r->len, JSON_REJECT_DUPLICATES, &je);
-    if (!doc) return srv_error(r, 400, "bad_field", "JSON body: %s (line %d)", je.text, je.line);
-    r->doc = doc;
-    if (!json_is_object(doc)) return srv_error(r, 400, "bad_field", "JSON body: expected an object");
-    const char *key;
-    json_t *v;
-    json_object_foreach(doc, key, v) {
-        if (strcmp(key, "image") == 0) continue;
-        int k = -1;
-        for (int i = 0; i < 6; i++)
-            if (strcmp(key, keys[i]) == 0) k = i;
-        if (k < 0)
-            return srv_error(r, 400, "bad_field", "field '%.64s': unknown (accepted: image, ra, dec, "
-                             "object_id, survey, model, domain)", key);
-        int numeric = k <= 1;
-        char text[64];
-        if (numeric && json_is_number(v)) {
-            snprintf(text, sizeof text, "%.17g", json_number_value(v));
-            an_field_set(f, key, text, strlen(text));
-        } else if (!numeric && json_is_string(v)) {
-            an_field_set(f, key, json_string_value(v), json_string_length(v));
-        } else {
-            return srv_error(r, 400, "bad_field", "field '%s': must be a JSON %s", key, numeric ? "number" : "string");
-        }
-    }
-    json_t *im = json_object_get(doc, "image");
-    if (!json_is_string(im)) return srv_error(r, 400, "bad_field", "field 'image': missing or not a base64 string");
-    gx_err err = { { 0 } };
-    size_t n = 0;
-    if (gx_base64_decode(json_string_value(im), json_string_length(im), &r->aux, &n, &err) != GX_OK)
-        return srv_error(r, 400, "bad_field", "field 'image': %s", err.msg);
-    *img = r->aux;
-    *img_n = n;
-    return MHD_YES;
-}
-
-static int an_is_raw_image(const char *t) {
-    return !strcmp(t, "image/png") || !strcmp(t, "image/jpeg") || !strcmp(t, "image/jpg") ||
-           !strcmp(t, "application/fits") || !strcmp(t, "image/fits") ||
-           !strcmp(t, "application/octet-stream");
-}
-
 static enum MHD_Result an_one(srv_req *r) {
-    an_fields f;
-    an_fields_init(&f);
-    an_fields_from_query(r, &f);
-    const char *ct = srv_header(r, "Content-Type");
-    if (!ct || !ct[0])
-        return srv_error(r, 415, "unsupported_media_type", "missing Content-Type; accepted: " AN_ACCEPTED);
-    char type[128], boundary[128];
-    gx_err err = { { 0 } };
-    if (gx_http_content_type(ct, type, sizeof type, "boundary", boundary, sizeof boundary, &err) != GX_OK)
-        return srv_error(r, 415, "unsupported_media_type", "Content-Type: %s; accepted: " AN_ACCEPTED, err.msg);
-    int raw = an_is_raw_image(type), mp = !strcmp(type, "multipart/form-data"), js = !strcmp(type, "application/json");
-    if (!raw && !mp && !js)
-        return srv_error(r, 415, "unsupported_media_type", "Content-Type '%.100s' is not accepted; "
-                         "accepted: " AN_ACCEPTED, type);
-    if (r->len == 0) return srv_error(r, 400, "bad_field", "empty body: send one image");
-    const unsigned char *img = r->body;
-    size_t img_n = r->len;
-    enum MHD_Result q = MHD_YES;
-    if (mp) q = an_one_multipart(r, boundary, &f, &img, &img_n);
-    else if (js) q = an_one_json(r, &f, &img, &img_n);
+    static const srv_input_spec spec = { 1, "/v1/anomaly/batch", an_fields, an_domain, NULL };
+    srv_input in;
+    enum MHD_Result q = srv_input_read(r, &spec, &in);
     if (r->answered) return q;
-    if (f.f.error[0]) return srv_error(r, 400, "bad_field", "%s", f.f.error);
-    if (!an_pick_model(r, f.f.model)) return MHD_YES;
+    if (!an_pick_model(r, in.f.model)) return MHD_YES;
+    gx_err err = { { 0 } };
     if (srv_alloc_items(r, 1, &err) != GX_OK) return srv_error(r, 500, "internal", "%s", err.msg);
-    r->items[0].f = f.f;
-    r->jobs[0].source_domain = (int8_t)f.source;
-    an_prepare(r, 0, img, img_n);
+    r->items[0].f = in.f;
+    r->jobs[0].source_domain = (int8_t)in.f.source;
+    srv_prepare(r, 0, in.img[0], in.len[0]);
     if (r->items[0].status)
         return srv_error(r, r->items[0].status, r->items[0].code, "%s", r->items[0].message);
     return srv_submit_and_suspend(r, an_one_finish);
@@ -412,90 +257,32 @@ static enum MHD_Result an_one(srv_req *r) {
 
 /* ------------------------------------------------------------ POST /v1/anomaly/batch */
 
+static json_t *an_batch_item(srv_req *r, int i) {
+    return an_item(r, i, 1);
+}
+
 static enum MHD_Result an_batch_finish(srv_req *r) {
-    json_t *results = json_array();
-    for (int i = 0; results && i < r->n; i++) {
-        json_t *o = an_item(r, i, 1);
-        if (!o || json_array_append_new(results, o) != 0) { json_decref(results); results = NULL; }
-    }
-    if (!results) return srv_error(r, 500, "internal", "out of memory building the answer");
-    const gx_serve_info *info = r->entry->info;
-    return srv_json(r, 200, json_pack("{s:s, s:s, s:s, s:o}", "request_id", r->id, "model", info->name,
-                                      "model_version", info->version, "results", results));
+    return srv_batch_answer(r, an_batch_item);
 }
 
-/* A part's file name as valid JSON text (ASCII; others become '?'). */
-static void an_filename(char *out, size_t n, const char *in) {
-    size_t k = 0;
-    for (; *in && k + 1 < n; in++) out[k++] = ((unsigned char)*in < 0x20 || (unsigned char)*in >= 0x7f) ? '?' : *in;
-    out[k] = 0;
-}
-
-/* Fields before a file part belong to it; query fields are defaults. */
-static void an_batch_items(srv_req *r, const gx_mpart *parts, int np, const an_fields *base) {
-    an_fields next = *base;
-    int k = 0;
-    for (int i = 0; i < np; i++) {
-        if (strcmp(parts[i].name, "file") != 0) {
-            if (strcmp(parts[i].name, "model") != 0)
-                an_field_set(&next, parts[i].name, (const char *)parts[i].data, parts[i].len);
-            continue;
-        }
-        srv_item *it = &r->items[k];
-        it->f = next.f;
-        r->jobs[k].source_domain = (int8_t)next.source;
-        an_filename(it->filename, sizeof it->filename, parts[i].filename);
-        if (next.f.error[0]) {
-            it->status = 400, it->code = "bad_field";
-            srv_strcpy(it->message, sizeof it->message, next.f.error);
-        } else {
-            an_prepare(r, k, parts[i].data, parts[i].len);
-        }
-        next = *base;
-        k++;
-    }
-}
-
-static enum MHD_Result an_batch_parts(srv_req *r, gx_mpart *parts, int np) {
-    an_fields base;
-    an_fields_init(&base);
-    an_fields_from_query(r, &base);
-    int files = 0;
-    for (int i = 0; i < np; i++) {
-        if (strcmp(parts[i].name, "file") == 0) files++;
-        else if (strcmp(parts[i].name, "model") == 0)
-            an_field_set(&base, "model", (const char *)parts[i].data, parts[i].len);
-    }
-    if (base.f.error[0]) return srv_error(r, 400, "bad_field", "%s", base.f.error);
-    if (files == 0) return srv_error(r, 400, "bad_field", "field 'file': no part named 'file'");
-    if (files > r->srv->o.max_batch_parts)
-        return srv_error(r, 413, "payload_too_large", "%d file parts exceed the limit of %d", files,
-                         r->srv->o.max_batch_parts);
-    if (!an_pick_model(r, base.f.model)) return MHD_YES;
+static enum MHD_Result an_batch_run(srv_req *r, const srv_input_spec *spec, const srv_batch *b) {
+    if (!an_pick_model(r, b->base.model)) return MHD_YES;
     gx_err err = { { 0 } };
-    if (srv_alloc_items(r, files, &err) != GX_OK) return srv_error(r, 500, "internal", "%s", err.msg);
-    an_batch_items(r, parts, np, &base);
+    if (srv_alloc_items(r, b->files, &err) != GX_OK) return srv_error(r, 500, "internal", "%s", err.msg);
+    srv_batch_items(r, spec, b);
+    for (int k = 0; k < b->files; k++) r->jobs[k].source_domain = (int8_t)r->items[k].f.source;
     return srv_submit_and_suspend(r, an_batch_finish);
 }
 
 static enum MHD_Result an_batch(srv_req *r) {
-    const char *ct = srv_header(r, "Content-Type");
-    char type[128] = "", boundary[128] = "";
-    gx_err err = { { 0 } };
-    if (!ct || gx_http_content_type(ct, type, sizeof type, "boundary", boundary, sizeof boundary, &err) != GX_OK ||
-        strcmp(type, "multipart/form-data") != 0)
-        return srv_error(r, 415, "unsupported_media_type", "batch requests need multipart/form-data "
-                         "(parts named 'file'); got '%.100s'", ct ? ct : "");
-    if (r->len == 0) return srv_error(r, 400, "bad_field", "empty body");
-    int maxp = 5 * r->srv->o.max_batch_parts + 16, np = 0;   /* room for a few fields per file */
-    gx_mpart *parts = calloc((size_t)maxp, sizeof *parts);
-    if (!parts) return srv_error(r, 500, "internal", "out of memory");
-    enum MHD_Result q;
-    gx_status st = gx_multipart_parse(r->body, r->len, boundary, parts, maxp, &np, &err);
-    q = st != GX_OK ? an_multipart_error(r, st, &err) : an_batch_parts(r, parts, np);
-    free(parts);
+    const srv_input_spec spec = { r->srv->o.max_batch_parts, NULL, an_fields, an_domain, NULL };
+    srv_batch b;
+    enum MHD_Result q = srv_batch_read(r, &spec, &b);
+    if (!r->answered) q = an_batch_run(r, &spec, &b);
+    srv_batch_free(&b);
     return q;
 }
+
 
 /* ------------------------------------------------------------ GET /v1/anomalies */
 

@@ -52,8 +52,6 @@
 #include <string.h>
 #include <time.h>
 
-#define CF_ACCEPTED "image/png, image/jpeg, application/fits, image/fits, " \
-                    "application/octet-stream, multipart/form-data, application/json"
 #define CF_GAP 2               /* white pixels between tiles */
 #define CF_LEGEND 6            /* rows of the diff legend strip */
 #define CF_SCALE_MAX 16
@@ -74,148 +72,6 @@ void srv_cf_close(gx_server *s) {
     s->cf_store = NULL;
 }
 
-/* ------------------------------------------------------------ input */
-
-static int in_is_raw(const char *t) {
-    return !strcmp(t, "image/png") || !strcmp(t, "image/jpeg") || !strcmp(t, "image/jpg") ||
-           !strcmp(t, "application/fits") || !strcmp(t, "image/fits") || !strcmp(t, "application/octet-stream");
-}
-
-static int in_is_extra(const char *const *extra, const char *name) {
-    for (int i = 0; extra && extra[i]; i++)
-        if (!strcmp(extra[i], name)) return 1;
-    return 0;
-}
-
-/* A form or JSON field: the route's own, else classify's (1 when known). */
-static int in_field(srv_input *in, const char *const *extra, srv_extra_fn fn, void *ctx, const char *name,
-                    const char *v, size_t n) {
-    if (in_is_extra(extra, name)) return fn(ctx, name, v, n);
-    return srv_field_set(&in->f, name, v, n);
-}
-
-static enum MHD_Result in_multipart(srv_req *r, const char *boundary, int max, const char *const *extra,
-                                    srv_extra_fn fn, void *ctx, srv_input *in) {
-    int maxp = 4 * max + 16, np = 0, files = 0;
-    gx_mpart *parts = calloc((size_t)maxp, sizeof *parts);
-    if (!parts) return srv_error(r, 500, "internal", "out of memory");
-    gx_err err = { { 0 } };
-    gx_status st = gx_multipart_parse(r->body, r->len, boundary, parts, maxp, &np, &err);
-    if (st != GX_OK) {
-        free(parts);
-        if (st == GX_ERR_NOMEM) return srv_error(r, 413, "payload_too_large", "multipart body: %s", err.msg);
-        return srv_error(r, 400, "bad_field", "multipart body: %s", err.msg);
-    }
-    for (int i = 0; i < np; i++) {
-        if (strcmp(parts[i].name, "file") != 0) {
-            in_field(in, extra, fn, ctx, parts[i].name, (const char *)parts[i].data, parts[i].len);
-            continue;
-        }
-        if (files < max && files < SRV_INPUT_MAX) {
-            in->img[files] = parts[i].data;
-            in->len[files] = parts[i].len;
-        }
-        files++;
-    }
-    free(parts);
-    if (files == 0) return srv_error(r, 400, "bad_field", "field 'file': no part named 'file'");
-    if (files > max)
-        return srv_error(r, 413, "payload_too_large", "%d file parts exceed the limit of %d for this route", files,
-                         max);
-    in->n = files;
-    return MHD_YES;
-}
-
-/* A JSON value as field text: numbers and strings as themselves, an array
- * of them joined with commas (targets: [1, "Merging"]). 0 for other types. */
-static int in_json_text(json_t *v, char *buf, size_t n, const char **s, size_t *len) {
-    if (json_is_string(v)) { *s = json_string_value(v); *len = json_string_length(v); return 1; }
-    if (json_is_number(v)) {
-        snprintf(buf, n, json_is_integer(v) ? "%.0f" : "%.17g", json_number_value(v));
-        *s = buf, *len = strlen(buf);
-        return 1;
-    }
-    if (!json_is_array(v) || json_array_size(v) == 0) return 0;
-    size_t k = 0, i;
-    json_t *e;
-    json_array_foreach(v, i, e) {
-        char one[160];
-        const char *t;
-        size_t tl;
-        if (json_is_array(e) || !in_json_text(e, one, sizeof one, &t, &tl) || k + tl + 2 >= n) return 0;
-        if (k) buf[k++] = ',';
-        memcpy(buf + k, t, tl);
-        k += tl;
-    }
-    buf[k] = 0;
-    *s = buf, *len = k;
-    return 1;
-}
-
-static enum MHD_Result in_json(srv_req *r, const char *const *extra, srv_extra_fn fn, void *ctx, srv_input *in) {
-    json_error_t je;
-    json_t *doc = json_loadb((const char *)r->body, r->len, JSON_REJECT_DUPLICATES, &je);
-    if (!doc) return srv_error(r, 400, "bad_field", "JSON body: %s (line %d)", je.text, je.line);
-    r->doc = doc;
-    if (!json_is_object(doc)) return srv_error(r, 400, "bad_field", "JSON body: expected an object");
-    const char *key;
-    json_t *v;
-    json_object_foreach(doc, key, v) {
-        if (!strcmp(key, "image")) continue;
-        char buf[1024];
-        const char *s;
-        size_t n;
-        int numeric = !strcmp(key, "ra") || !strcmp(key, "dec");
-        if (!in_json_text(v, buf, sizeof buf, &s, &n) || (numeric && !json_is_number(v)) ||
-            (!numeric && !in_is_extra(extra, key) && !json_is_string(v)))
-            return srv_error(r, 400, "bad_field", "field '%.64s': wrong JSON type", key);
-        if (!in_field(in, extra, fn, ctx, key, s, n))
-            return srv_error(r, 400, "bad_field", "field '%.64s': unknown", key);
-    }
-    json_t *im = json_object_get(doc, "image");
-    if (!json_is_string(im)) return srv_error(r, 400, "bad_field", "field 'image': missing or not a base64 string");
-    gx_err err = { { 0 } };
-    size_t n = 0;
-    if (gx_base64_decode(json_string_value(im), json_string_length(im), &r->aux, &n, &err) != GX_OK)
-        return srv_error(r, 400, "bad_field", "field 'image': %s", err.msg);
-    in->img[0] = r->aux;
-    in->len[0] = n;
-    in->n = 1;
-    return MHD_YES;
-}
-
-enum MHD_Result srv_input_read(srv_req *r, int max_images, const char *const *extra, srv_extra_fn fn, void *ctx,
-                               srv_input *in) {
-    memset(in, 0, sizeof *in);
-    srv_fields_init(&in->f);
-    srv_fields_from_query(r, &in->f);
-    for (int i = 0; extra && extra[i]; i++) {
-        const char *v = srv_query(r, extra[i]);
-        if (v) fn(ctx, extra[i], v, strlen(v));
-    }
-    const char *ct = srv_header(r, "Content-Type");
-    if (!ct || !ct[0])
-        return srv_error(r, 415, "unsupported_media_type", "missing Content-Type; accepted: " CF_ACCEPTED);
-    char type[128], boundary[128];
-    gx_err err = { { 0 } };
-    if (gx_http_content_type(ct, type, sizeof type, "boundary", boundary, sizeof boundary, &err) != GX_OK)
-        return srv_error(r, 415, "unsupported_media_type", "Content-Type: %s; accepted: " CF_ACCEPTED, err.msg);
-    int raw = in_is_raw(type), mp = !strcmp(type, "multipart/form-data"), js = !strcmp(type, "application/json");
-    if (!raw && !mp && !js)
-        return srv_error(r, 415, "unsupported_media_type", "Content-Type '%.100s' is not accepted; accepted: "
-                         CF_ACCEPTED, type);
-    if (r->len == 0) return srv_error(r, 400, "bad_field", "empty body: send an image");
-    enum MHD_Result q = MHD_YES;
-    if (mp) q = in_multipart(r, boundary, max_images, extra, fn, ctx, in);
-    else if (js) q = in_json(r, extra, fn, ctx, in);
-    else { in->img[0] = r->body; in->len[0] = r->len; in->n = 1; }
-    if (r->answered) return q;
-    if (in->f.error[0]) return srv_error(r, 400, "bad_field", "%s", in->f.error);
-    for (int i = 0; i < in->n; i++)
-        if (in->len[i] == 0) return srv_error(r, 400, "bad_field", "field 'file': image %d is empty", i);
-    return MHD_YES;
-}
-
 /* ------------------------------------------------------------ arguments */
 
 /* The route's own fields. */
@@ -224,14 +80,15 @@ typedef struct cf_args {
     char target[160];
     int  has_target;
     int  scale;
-    char error[300];
 } cf_args;
 
-static void cf_args_fail(cf_args *a, const char *fmt, const char *name, const char *v, size_t n) {
-    if (!a->error[0]) snprintf(a->error, sizeof a->error, fmt, name, (int)(n < 64 ? n : 64), v);
+static void cf_args_fail(srv_fields *f, const char *fmt, const char *name, const char *v, size_t n) {
+    char m[sizeof f->error];
+    snprintf(m, sizeof m, fmt, name, (int)(n < 64 ? n : 64), v);
+    srv_field_fail(f, m);
 }
 
-static int cf_extra(void *ctx, const char *name, const char *v, size_t n) {
+static int cf_extra(void *ctx, srv_fields *f, const char *name, const char *v, size_t n) {
     cf_args *a = ctx;
     if (!strcmp(name, "scale")) {
         char t[32];
@@ -239,14 +96,14 @@ static int cf_extra(void *ctx, const char *name, const char *v, size_t n) {
         long long k = 0;
         snprintf(t, sizeof t, "%.*s", (int)(n < 31 ? n : 31), v);
         if (n >= 31 || gx_parse_int("scale", t, 1, CF_SCALE_MAX, &k, &e) != GX_OK)
-            cf_args_fail(a, "field '%s': '%.*s' is not an integer in 1..16", name, v, n);
+            cf_args_fail(f, "field '%s': '%.*s' is not an integer in 1..16", name, v, n);
         else a->scale = (int)k;
         return 1;
     }
     int one = !strcmp(name, "target");
     char *dst = one ? a->target : a->targets;
     size_t cap = one ? sizeof a->target : sizeof a->targets;
-    if (n >= cap || memchr(v, 0, n)) { cf_args_fail(a, "field '%s': too long ('%.*s...')", name, v, n); return 1; }
+    if (n >= cap || memchr(v, 0, n)) { cf_args_fail(f, "field '%s': too long ('%.*s...')", name, v, n); return 1; }
     memcpy(dst, v, n);
     dst[n] = 0;
     if (one) a->has_target = 1;
@@ -315,19 +172,7 @@ static int cf_scale_query(srv_req *r, int *scale) {
 /* The cf-inn model of the request: by name (it must be of kind cf-inn) or
  * the first one loaded. 0 with an answer queued when there is none. */
 static int cf_pick_model(srv_req *r, const char *name) {
-    if (!r->reg) r->reg = gx_registry_acquire(r->srv->models);
-    r->entry = NULL;
-    if (r->reg) r->entry = name && name[0] ? gx_registry_find(r->reg, name) : gx_registry_find_kind(r->reg, "cf-inn");
-    if (!r->entry) {
-        if (name && name[0]) srv_error(r, 404, "not_found", "model '%s' not found (GET /v1/models lists them)", name);
-        else srv_error(r, 404, "not_found", "no model of kind 'cf-inn' is loaded (GET /v1/models lists them)");
-        return 0;
-    }
-    if (strcmp(r->entry->info->kind, "cf-inn") != 0) {
-        srv_error(r, 400, "bad_field", "field 'model': '%s' is a %s model; counterfactuals need a cf-inn model",
-                  r->entry->info->name, r->entry->info->kind);
-        return 0;
-    }
+    if (!srv_pick_kind(r, name, "cf-inn", "counterfactuals")) return 0;
     const gx_cf_model *cf = gx_serve_model_impl(r->entry->model);
     if (cf->cfg.size != r->entry->info->input_size) {
         srv_error(r, 500, "internal", "model '%s': preprocess size %d differs from the model's %lld",
@@ -560,11 +405,11 @@ static const char *const cf_post_fields[] = { "targets", NULL };
 static enum MHD_Result cf_post(srv_req *r) {
     cf_args a;
     memset(&a, 0, sizeof a);
+    const srv_input_spec spec = { r->srv->o.max_batch_parts < SRV_INPUT_MAX ? r->srv->o.max_batch_parts
+                                  : SRV_INPUT_MAX, NULL, cf_post_fields, cf_extra, &a };
     srv_input in;
-    enum MHD_Result q = srv_input_read(r, r->srv->o.max_batch_parts < SRV_INPUT_MAX ? r->srv->o.max_batch_parts
-                                       : SRV_INPUT_MAX, cf_post_fields, cf_extra, &a, &in);
+    enum MHD_Result q = srv_input_read(r, &spec, &in);
     if (r->answered) return q;
-    if (a.error[0]) return srv_error(r, 400, "bad_field", "%s", a.error);
     if (!cf_pick_model(r, in.f.model)) return MHD_YES;
     int64_t t[CF_MAXK];
     int nt = 0;
@@ -851,10 +696,10 @@ static enum MHD_Result cf_png(srv_req *r) {
     cf_args a;
     memset(&a, 0, sizeof a);
     a.scale = 1;
+    const srv_input_spec spec = { 1, NULL, cf_png_fields, cf_extra, &a };
     srv_input in;
-    enum MHD_Result q = srv_input_read(r, 1, cf_png_fields, cf_extra, &a, &in);
+    enum MHD_Result q = srv_input_read(r, &spec, &in);
     if (r->answered) return q;
-    if (a.error[0]) return srv_error(r, 400, "bad_field", "%s", a.error);
     if (!a.has_target) return srv_error(r, 400, "bad_field", "field 'target': missing (a class index or name)");
     if (!cf_pick_model(r, in.f.model)) return MHD_YES;
     int64_t t;

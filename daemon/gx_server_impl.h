@@ -7,6 +7,7 @@
  *                       suspend/resume, access log, metrics, static files
  *   gx_server_v1.c      /v1 routes, /healthz, /readyz, /metrics
  *   gx_server_v2.c      the Open Inference Protocol (KServe v2) routes
+ *   gx_server_input.c   the image routes' input forms, fields and batch answers
  *   gx_server_util.c    pure helpers (gx_server.h)
  *
  * Request lifecycle (one srv_req per HTTP request, owned by MHD's con_cls):
@@ -88,6 +89,8 @@ struct gx_server {
 typedef struct srv_fields {
     char   object_id[SRV_FIELD_MAX], survey[SRV_FIELD_MAX], model[64];
     double ra, dec;                 /* NaN = missing */
+    int    source;                  /* the anomaly routes' own 'domain': 1 = the source
+                                       BN set, 0 = target (the default) */
     char   error[300];              /* first bad field ("field 'ra': ..."), "" if none */
 } srv_fields;
 
@@ -179,14 +182,6 @@ enum MHD_Result srv_submit_and_suspend(srv_req *r, srv_finish_fn finish);
 gx_status srv_alloc_items(srv_req *r, int n, gx_err *err);
 double srv_ms_since(int64_t t0_ns);
 
-/* ---- fields (gx_server_v1.c) ---- */
-void srv_fields_init(srv_fields *f);
-/* Sets one field from text (value need not be NUL-terminated); unknown
- * names are ignored (1 returned when the name was known). A bad value is
- * recorded in f->error. */
-int srv_field_set(srv_fields *f, const char *name, const char *value, size_t len);
-void srv_fields_from_query(srv_req *r, srv_fields *f);
-
 /* ---- handlers ---- */
 enum MHD_Result srv_v1_dispatch(srv_req *r);   /* /healthz /readyz /metrics /v1/... */
 enum MHD_Result srv_v2_dispatch(srv_req *r);   /* /v2... */
@@ -212,6 +207,31 @@ json_t *srv_morph_json(srv_req *r, const void *img, size_t n, const char *band, 
  * of the upload under that model, or NULL when none is loaded or it fails. */
 json_t *srv_cf_classify_json(srv_req *r, const void *img, size_t n);
 
+/* ---- the image routes' input (gx_server_input.c) ---- */
+
+void srv_fields_init(srv_fields *f);
+/* Sets one field from text (value need not be NUL-terminated); unknown
+ * names are ignored (1 returned when the name was known). A bad value is
+ * recorded in f->error. */
+int srv_field_set(srv_fields *f, const char *name, const char *value, size_t len);
+/* Records msg as f's bad field unless one is recorded already (the first
+ * bad field is the one answered). */
+void srv_field_fail(srv_fields *f, const char *msg);
+void srv_fields_from_query(srv_req *r, srv_fields *f);
+
+/* A route's own field: 1 when name is its own; a bad value is recorded in
+ * f->error (srv_field_fail) and answered with the other fields'. */
+typedef int (*srv_extra_fn)(void *ctx, srv_fields *f, const char *name, const char *v, size_t n);
+/* How a route takes its images and its own fields. */
+typedef struct srv_input_spec {
+    int max_images;                 /* 'file' parts allowed (a batch: max_batch_parts) */
+    const char *batch_route;        /* set: a one-image route with a batch sibling: exactly
+                                       one 'file' part, another count is 400 naming it */
+    const char *const *extra;       /* the route's own field names, NULL-terminated (or NULL) */
+    srv_extra_fn fn;                /* sets one of them (query, form part or JSON member) */
+    void *ctx;
+} srv_input_spec;
+
 /* One or more uploaded images in classify's forms (raw body, multipart 'file'
  * parts, JSON {"image": base64}) plus a route's own fields. */
 #define SRV_INPUT_MAX 16
@@ -221,13 +241,39 @@ typedef struct srv_input {
     const unsigned char *img[SRV_INPUT_MAX];   /* into r->body or r->aux */
     size_t len[SRV_INPUT_MAX];
 } srv_input;
-/* A route's extra field: 1 when name is its own (a bad value is recorded by
- * the callee and answered later); 0 for an unknown name. */
-typedef int (*srv_extra_fn)(void *ctx, const char *name, const char *v, size_t n);
-/* Reads the images (at most max_images; more is 413) and fields; on any
- * problem the error is answered (r->answered) and the result returned. */
-enum MHD_Result srv_input_read(srv_req *r, int max_images, const char *const *extra_names,
-                               srv_extra_fn fn, void *ctx, srv_input *in);
+/* Reads the images (at most spec->max_images; more is 413) and fields; on
+ * any problem the error is answered (r->answered) and the result returned. */
+enum MHD_Result srv_input_read(srv_req *r, const srv_input_spec *spec, srv_input *in);
+
+/* A batch request's multipart parts (srv_batch_free them in every case). */
+typedef struct srv_batch {
+    gx_mpart *parts;
+    int np, files;
+    srv_fields base;                /* query fields and a 'model' part: every image's defaults */
+} srv_batch;
+/* Reads the parts (at most spec->max_images files); answered on any problem. */
+enum MHD_Result srv_batch_read(srv_req *r, const srv_input_spec *spec, srv_batch *b);
+/* Fills r->items (srv_alloc_items done): the fields before a file part are
+ * its own; each image is decoded (srv_prepare) unless its fields are bad. */
+void srv_batch_items(srv_req *r, const srv_input_spec *spec, const srv_batch *b);
+void srv_batch_free(srv_batch *b);
+
+void srv_item_fail(srv_item *it, int status, const char *code, const char *msg);
+/* Decodes + preprocesses image i into r->x exactly as the trainer does; a
+ * failure is item i's error. */
+void srv_prepare(srv_req *r, int i, const void *img, size_t n);
+/* A failed job becomes item i's error (an earlier error stays). */
+void srv_item_job_status(srv_req *r, int i);
+/* Item i's entry in a batch answer: o (a result, taken over) with status
+ * 200, or the item's error when o is NULL; plus index and filename. */
+json_t *srv_batch_entry(srv_req *r, int i, json_t *o);
+/* 200 {request_id, model, model_version, results: [entry(r, i) ...]}. */
+enum MHD_Result srv_batch_answer(srv_req *r, json_t *(*entry)(srv_req *r, int i));
+/* The model of a route that serves one kind: by name (it must be of that
+ * kind) or the first of the kind. 0 with an answer queued when there is
+ * none ("<need> need a <kind> model"). */
+int srv_pick_kind(srv_req *r, const char *name, const char *kind, const char *need);
+
 /* A 200 of the stored-prediction and classification JSON used by both. */
 json_t *srv_classification_json(srv_req *r, int i);
 

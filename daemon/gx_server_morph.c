@@ -116,16 +116,18 @@ json_t *srv_morph_json(srv_req *r, const void *img, size_t n, const char *band_t
 }
 
 /* The route's own field. */
-typedef struct mo_args { char band[16]; char error[120]; } mo_args;
+typedef struct mo_args { char band[16]; } mo_args;
 
-static int mo_extra(void *ctx, const char *name, const char *v, size_t n) {
+static int mo_extra(void *ctx, srv_fields *f, const char *name, const char *v, size_t n) {
     mo_args *a = ctx;
     (void)name;
-    if (n == 0 || n >= sizeof a->band || memchr(v, 0, n))
-        snprintf(a->error, sizeof a->error, "field 'band': '%.*s' is not mean, g, r, z, 0, 1 or 2",
-                 (int)(n < 32 ? n : 32), v);
-    else
+    if (n == 0 || n >= sizeof a->band || memchr(v, 0, n)) {
+        char m[120];
+        snprintf(m, sizeof m, "field 'band': '%.*s' is not mean, g, r, z, 0, 1 or 2", (int)(n < 32 ? n : 32), v);
+        srv_field_fail(f, m);
+    } else {
         memcpy(a->band, v, n), a->band[n] = 0;
+    }
     return 1;
 }
 
@@ -134,10 +136,10 @@ static const char *const mo_fields[] = { "band", NULL };
 enum MHD_Result srv_morph_dispatch(srv_req *r) {
     mo_args a;
     memset(&a, 0, sizeof a);
+    const srv_input_spec spec = { 1, NULL, mo_fields, mo_extra, &a };
     srv_input in;
-    enum MHD_Result q = srv_input_read(r, 1, mo_fields, mo_extra, &a, &in);
+    enum MHD_Result q = srv_input_read(r, &spec, &in);
     if (r->answered) return q;
-    if (a.error[0]) return srv_error(r, 400, "bad_field", "%s", a.error);
     int http = 500;
     const char *code = "internal";
     gx_err err = { { 0 } };

@@ -14,78 +14,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define V1_ACCEPTED "image/png, image/jpeg, application/fits, image/fits, " \
-                    "application/octet-stream, multipart/form-data, application/json"
-
-/* ------------------------------------------------------------ fields */
-
-void srv_fields_init(srv_fields *f) {
-    memset(f, 0, sizeof *f);
-    f->ra = f->dec = NAN;
-}
-
-static void srv_field_fail(srv_fields *f, const char *msg) {
-    if (!f->error[0]) srv_strcpy(f->error, sizeof f->error, msg);
-}
-
-/* The index of a field name (0 ra, 1 dec, 2 object_id, 3 survey, 4 model)
- * or -1; ra and dec are the numeric ones. */
-static int v1_field_index(const char *name) {
-    static const char *known[] = { "ra", "dec", "object_id", "survey", "model" };
-    for (int i = 0; i < 5; i++)
-        if (strcmp(name, known[i]) == 0) return i;
-    return -1;
-}
-
-int srv_field_set(srv_fields *f, const char *name, const char *value, size_t len) {
-    int k = v1_field_index(name);
-    if (k < 0) return 0;
-    char v[512];
-    if (len >= sizeof v || memchr(value, 0, len)) {
-        char m[96];
-        snprintf(m, sizeof m, "field '%s': too long or holds a NUL byte", name);
-        srv_field_fail(f, m);
-        return 1;
-    }
-    memcpy(v, value, len);
-    v[len] = 0;
-    gx_err err = { { 0 } };
-    gx_status s = GX_OK;
-    double d = NAN;
-    switch (k) {
-    case 0:
-        s = gx_parse_double("ra", v, 0, 360, &d, &err);
-        if (s == GX_OK && d >= 360) s = gx_err_set(&err, GX_ERR_INVALID, "field 'ra': %s is not in [0, 360)", v);
-        if (s == GX_OK) f->ra = d;
-        break;
-    case 1:
-        s = gx_parse_double("dec", v, -90, 90, &d, &err);
-        if (s == GX_OK) f->dec = d;
-        break;
-    case 2: case 3:
-        s = gx_parse_ident(name, v, &err);
-        if (s == GX_OK) srv_strcpy(k == 2 ? f->object_id : f->survey, SRV_FIELD_MAX, v);
-        break;
-    case 4:
-        s = gx_parse_ident("model", v, &err);
-        if (s == GX_OK && len >= sizeof f->model)
-            s = gx_err_set(&err, GX_ERR_INVALID, "field 'model': longer than %zu characters",
-                           sizeof f->model - 1);
-        if (s == GX_OK) memcpy(f->model, v, len + 1);
-        break;
-    }
-    if (s != GX_OK) srv_field_fail(f, err.msg);
-    return 1;
-}
-
-void srv_fields_from_query(srv_req *r, srv_fields *f) {
-    static const char *keys[] = { "ra", "dec", "object_id", "survey", "model" };
-    for (int i = 0; i < 5; i++) {
-        const char *v = srv_query(r, keys[i]);
-        if (v) srv_field_set(f, keys[i], v, strlen(v));
-    }
-}
-
 /* ------------------------------------------------------------ shared */
 
 /* The model of the request (r->reg is held until the request completes). */
@@ -94,28 +22,6 @@ static int v1_pick_model(srv_req *r, const char *name) {
     if (!r->reg) return 0;
     r->entry = name && name[0] ? gx_registry_find(r->reg, name) : gx_registry_default(r->reg);
     return r->entry != NULL;
-}
-
-static void v1_item_fail(srv_item *it, int status, const char *code, const char *msg) {
-    it->status = status;
-    it->code = code;
-    srv_strcpy(it->message, sizeof it->message, msg);
-}
-
-/* Decode + preprocess image i into r->x exactly as the trainer does. */
-static void v1_prepare(srv_req *r, int i, const void *img, size_t n) {
-    srv_item *it = &r->items[i];
-    const gx_serve_info *info = r->entry->info;
-    size_t per = (size_t)3 * (size_t)info->input_size * (size_t)info->input_size;
-    if (n == 0) { v1_item_fail(it, 400, "bad_field", "field 'file': the image is empty"); return; }
-    gx_err err = { { 0 } };
-    int64_t t0 = gx_batcher_now_ns();
-    gx_status s = gx_serve_prepare(info, img, n, &r->srv->limits, r->x + (size_t)i * per, &it->meta, &err);
-    it->decode_ms = srv_ms_since(t0);
-    if (s != GX_OK) {
-        it->status = gx_server_status_map(s, GX_STAGE_DECODE, &it->code);
-        srv_strcpy(it->message, sizeof it->message, err.msg);
-    }
 }
 
 json_t *srv_classification_json(srv_req *r, int i) {
@@ -198,92 +104,6 @@ static enum MHD_Result v1_classify_finish(srv_req *r) {
     return srv_json(r, 200, o);
 }
 
-/* A failed gx_multipart_parse: GX_ERR_NOMEM is its "more parts than
- * allowed" (a size limit, 413); anything else is a malformed body (400). */
-static enum MHD_Result v1_multipart_error(srv_req *r, gx_status st, const gx_err *err) {
-    if (st == GX_ERR_NOMEM) return srv_error(r, 413, "payload_too_large", "multipart body: %s", err->msg);
-    return srv_error(r, 400, "bad_field", "multipart body: %s", err->msg);
-}
-
-/* multipart/form-data: exactly one part named "file" plus fields. */
-static enum MHD_Result v1_classify_multipart(srv_req *r, const char *boundary, srv_fields *f,
-                                             const unsigned char **img, size_t *img_n) {
-    enum { MAXP = 16 };
-    gx_mpart *parts = calloc(MAXP, sizeof *parts);
-    if (!parts) return srv_error(r, 500, "internal", "out of memory");
-    int np = 0, files = 0;
-    gx_err err = { { 0 } };
-    gx_status st = gx_multipart_parse(r->body, r->len, boundary, parts, MAXP, &np, &err);
-    if (st != GX_OK) {
-        free(parts);
-        return v1_multipart_error(r, st, &err);
-    }
-    for (int i = 0; i < np; i++) {
-        if (strcmp(parts[i].name, "file") == 0) {
-            files++;
-            *img = parts[i].data;
-            *img_n = parts[i].len;
-        } else {
-            srv_field_set(f, parts[i].name, (const char *)parts[i].data, parts[i].len);
-        }
-    }
-    free(parts);
-    if (files != 1)
-        return srv_error(r, 400, "bad_field", "field 'file': expected exactly one part named 'file', got %d"
-                         " (use /v1/classify/batch for many)", files);
-    return MHD_YES;
-}
-
-/* application/json: {"image": base64, "ra", "dec", "object_id", "survey", "model"}.
- * Types are strict as in api/openapi.yaml (ra and dec numbers, the rest
- * strings): unlike query and form fields, JSON has types of its own. */
-static enum MHD_Result v1_classify_json(srv_req *r, srv_fields *f, const unsigned char **img,
-                                        size_t *img_n) {
-    json_error_t je;
-    json_t *doc = json_loadb((const char *)r->body, r->len, JSON_REJECT_DUPLICATES, &je);
-    if (!doc) return srv_error(r, 400, "bad_field", "JSON body: %s (line %d)", je.text, je.line);
-    r->doc = doc;
-    if (!json_is_object(doc)) return srv_error(r, 400, "bad_field", "JSON body: expected an object");
-    const char *key;
-    json_t *v;
-    json_object_foreach(doc, key, v) {
-        if (strcmp(key, "image") == 0) continue;
-        int k = v1_field_index(key);
-        if (k < 0)
-            return srv_error(r, 400, "bad_field", "field '%.64s': unknown (accepted: image, ra, dec, "
-                             "object_id, survey, model)", key);
-        int numeric = k <= 1;
-        char text[64];
-        const char *s;
-        size_t n;
-        if (numeric && json_is_number(v)) {
-            snprintf(text, sizeof text, "%.17g", json_number_value(v));
-            s = text, n = strlen(text);
-        } else if (!numeric && json_is_string(v)) {
-            s = json_string_value(v), n = json_string_length(v);
-        } else {
-            return srv_error(r, 400, "bad_field", "field '%s': must be a JSON %s", key,
-                             numeric ? "number" : "string");
-        }
-        srv_field_set(f, key, s, n);
-    }
-    json_t *im = json_object_get(doc, "image");
-    if (!json_is_string(im)) return srv_error(r, 400, "bad_field", "field 'image': missing or not a base64 string");
-    gx_err err = { { 0 } };
-    size_t n = 0;
-    if (gx_base64_decode(json_string_value(im), json_string_length(im), &r->aux, &n, &err) != GX_OK)
-        return srv_error(r, 400, "bad_field", "field 'image': %s", err.msg);
-    *img = r->aux;
-    *img_n = n;
-    return MHD_YES;
-}
-
-static int v1_is_raw_image(const char *t) {
-    return !strcmp(t, "image/png") || !strcmp(t, "image/jpeg") || !strcmp(t, "image/jpg") ||
-           !strcmp(t, "application/fits") || !strcmp(t, "image/fits") ||
-           !strcmp(t, "application/octet-stream");
-}
-
 /* Members computed while the upload is at hand (the answer is built after
  * the batcher ran): ?morph=1 adds "morphology" (gx_server_morph.c), a
  * loaded cf-inn model adds "cf_inn" (gx_server_cf.c). 0 when answered. */
@@ -312,37 +132,19 @@ static int v1_classify_extras(srv_req *r, const void *img, size_t n) {
 }
 
 static enum MHD_Result v1_classify(srv_req *r) {
-    srv_fields f;
-    srv_fields_init(&f);
-    srv_fields_from_query(r, &f);
-    const char *ct = srv_header(r, "Content-Type");
-    if (!ct || !ct[0])
-        return srv_error(r, 415, "unsupported_media_type", "missing Content-Type; accepted: " V1_ACCEPTED);
-    char type[128], boundary[128];
-    gx_err err = { { 0 } };
-    if (gx_http_content_type(ct, type, sizeof type, "boundary", boundary, sizeof boundary, &err) != GX_OK)
-        return srv_error(r, 415, "unsupported_media_type", "Content-Type: %s; accepted: " V1_ACCEPTED, err.msg);
-    int raw = v1_is_raw_image(type), mp = !strcmp(type, "multipart/form-data"),
-        js = !strcmp(type, "application/json");
-    if (!raw && !mp && !js)
-        return srv_error(r, 415, "unsupported_media_type", "Content-Type '%.100s' is not accepted; "
-                         "accepted: " V1_ACCEPTED, type);
-    if (r->len == 0) return srv_error(r, 400, "bad_field", "empty body: send one image");
-    const unsigned char *img = r->body;
-    size_t img_n = r->len;
-    enum MHD_Result q = MHD_YES;
-    if (mp) q = v1_classify_multipart(r, boundary, &f, &img, &img_n);
-    else if (js) q = v1_classify_json(r, &f, &img, &img_n);
+    static const srv_input_spec spec = { 1, "/v1/classify/batch", NULL, NULL, NULL };
+    srv_input in;
+    enum MHD_Result q = srv_input_read(r, &spec, &in);
     if (r->answered) return q;
-    if (f.error[0]) return srv_error(r, 400, "bad_field", "%s", f.error);
-    if (!v1_pick_model(r, f.model))
-        return srv_error(r, 404, "not_found", "model '%s' not found (GET /v1/models lists them)", f.model);
+    if (!v1_pick_model(r, in.f.model))
+        return srv_error(r, 404, "not_found", "model '%s' not found (GET /v1/models lists them)", in.f.model);
+    gx_err err = { { 0 } };
     if (srv_alloc_items(r, 1, &err) != GX_OK) return srv_error(r, 500, "internal", "%s", err.msg);
-    r->items[0].f = f;
-    v1_prepare(r, 0, img, img_n);
+    r->items[0].f = in.f;
+    srv_prepare(r, 0, in.img[0], in.len[0]);
     if (r->items[0].status)
         return srv_error(r, r->items[0].status, r->items[0].code, "%s", r->items[0].message);
-    if (!v1_classify_extras(r, img, img_n)) return MHD_YES;
+    if (!v1_classify_extras(r, in.img[0], in.len[0])) return MHD_YES;
     return srv_submit_and_suspend(r, v1_classify_finish);
 }
 
@@ -350,12 +152,8 @@ static enum MHD_Result v1_classify(srv_req *r) {
 
 static json_t *v1_batch_item(srv_req *r, int i) {
     srv_item *it = &r->items[i];
-    gx_job *j = &r->jobs[i];
     json_t *o = NULL;
-    if (!it->status && j->status != GX_OK) {
-        it->status = gx_server_status_map(j->status, GX_STAGE_JOB, &it->code);
-        srv_strcpy(it->message, sizeof it->message, j->error[0] ? j->error : gx_status_str(j->status));
-    }
+    srv_item_job_status(r, i);
     if (!it->status) {
         o = srv_classification_json(r, i);
         gx_err err = { { 0 } };
@@ -364,105 +162,31 @@ static json_t *v1_batch_item(srv_req *r, int i) {
             o = NULL;
             char m[600];
             snprintf(m, sizeof m, "storing the prediction failed: %s", err.msg);
-            v1_item_fail(it, 500, "internal", m);
+            srv_item_fail(it, 500, "internal", m);
         }
-        if (o) json_object_set_new(o, "status", json_integer(200));
     }
-    if (!o) {
-        char m[sizeof it->message];
-        memcpy(m, it->message, sizeof m);
-        o = json_pack("{s:i, s:{s:s, s:s}}", "status", it->status, "error", "code",
-                      it->code ? it->code : "internal", "message", m[0] ? m : "error");
-        if (!o) return NULL;
-    }
-    json_object_set_new(o, "index", json_integer(i));
-    if (it->filename[0]) json_object_set_new(o, "filename", json_string(it->filename));
-    return o;
+    return srv_batch_entry(r, i, o);
 }
 
 static enum MHD_Result v1_batch_finish(srv_req *r) {
-    json_t *results = json_array();
-    for (int i = 0; results && i < r->n; i++) {
-        json_t *o = v1_batch_item(r, i);
-        if (!o || json_array_append_new(results, o) != 0) { json_decref(results); results = NULL; }
-    }
-    if (!results) return srv_error(r, 500, "internal", "out of memory building the answer");
-    const gx_serve_info *info = r->entry->info;
-    return srv_json(r, 200, json_pack("{s:s, s:s, s:s, s:o}", "request_id", r->id, "model", info->name,
-                                      "model_version", info->version, "results", results));
+    return srv_batch_answer(r, v1_batch_item);
 }
 
-/* A part's file name as valid JSON text (ASCII; others become '?'). */
-static void v1_filename(char *out, size_t n, const char *in) {
-    size_t k = 0;
-    for (; *in && k + 1 < n; in++)
-        out[k++] = ((unsigned char)*in < 0x20 || (unsigned char)*in >= 0x7f) ? '?' : *in;
-    out[k] = 0;
-}
-
-/* Fields before a file part belong to it; query fields are defaults. */
-static void v1_batch_items(srv_req *r, const gx_mpart *parts, int np, const srv_fields *base) {
-    srv_fields next = *base;
-    int k = 0;
-    for (int i = 0; i < np; i++) {
-        if (strcmp(parts[i].name, "file") != 0) {
-            if (strcmp(parts[i].name, "model") != 0)
-                srv_field_set(&next, parts[i].name, (const char *)parts[i].data, parts[i].len);
-            continue;
-        }
-        srv_item *it = &r->items[k];
-        it->f = next;
-        v1_filename(it->filename, sizeof it->filename, parts[i].filename);
-        if (next.error[0]) v1_item_fail(it, 400, "bad_field", next.error);
-        else v1_prepare(r, k, parts[i].data, parts[i].len);
-        next = *base;
-        k++;
-    }
-}
-
-static enum MHD_Result v1_batch_parts(srv_req *r, gx_mpart *parts, int np) {
-    srv_fields base;
-    srv_fields_init(&base);
-    srv_fields_from_query(r, &base);
-    int files = 0;
-    for (int i = 0; i < np; i++) {
-        if (strcmp(parts[i].name, "file") == 0) files++;
-        else if (strcmp(parts[i].name, "model") == 0)
-            srv_field_set(&base, "model", (const char *)parts[i].data, parts[i].len);
-    }
-    if (base.error[0]) return srv_error(r, 400, "bad_field", "%s", base.error);
-    if (files == 0) return srv_error(r, 400, "bad_field", "field 'file': no part named 'file'");
-    if (files > r->srv->o.max_batch_parts)
-        return srv_error(r, 413, "payload_too_large", "%d file parts exceed the limit of %d", files,
-                         r->srv->o.max_batch_parts);
-    if (!v1_pick_model(r, base.model))
-        return srv_error(r, 404, "not_found", "model '%s' not found (GET /v1/models lists them)", base.model);
+static enum MHD_Result v1_batch_run(srv_req *r, const srv_input_spec *spec, const srv_batch *b) {
+    if (!v1_pick_model(r, b->base.model))
+        return srv_error(r, 404, "not_found", "model '%s' not found (GET /v1/models lists them)", b->base.model);
     gx_err err = { { 0 } };
-    if (srv_alloc_items(r, files, &err) != GX_OK) return srv_error(r, 500, "internal", "%s", err.msg);
-    v1_batch_items(r, parts, np, &base);
+    if (srv_alloc_items(r, b->files, &err) != GX_OK) return srv_error(r, 500, "internal", "%s", err.msg);
+    srv_batch_items(r, spec, b);
     return srv_submit_and_suspend(r, v1_batch_finish);
 }
 
 static enum MHD_Result v1_batch(srv_req *r) {
-    const char *ct = srv_header(r, "Content-Type");
-    char type[128] = "", boundary[128] = "";
-    gx_err err = { { 0 } };
-    if (!ct || gx_http_content_type(ct, type, sizeof type, "boundary", boundary, sizeof boundary, &err) != GX_OK ||
-        strcmp(type, "multipart/form-data") != 0)
-        return srv_error(r, 415, "unsupported_media_type", "batch requests need multipart/form-data "
-                         "(parts named 'file'); got '%.100s'", ct ? ct : "");
-    if (r->len == 0) return srv_error(r, 400, "bad_field", "empty body");
-    /* Field parts count too: room for a few fields per file. */
-    int maxp = 4 * r->srv->o.max_batch_parts + 16, np = 0;
-    gx_mpart *parts = calloc((size_t)maxp, sizeof *parts);
-    if (!parts) return srv_error(r, 500, "internal", "out of memory");
-    enum MHD_Result q;
-    gx_status st = gx_multipart_parse(r->body, r->len, boundary, parts, maxp, &np, &err);
-    if (st != GX_OK)
-        q = v1_multipart_error(r, st, &err);
-    else
-        q = v1_batch_parts(r, parts, np);
-    free(parts);
+    const srv_input_spec spec = { r->srv->o.max_batch_parts, NULL, NULL, NULL, NULL };
+    srv_batch b;
+    enum MHD_Result q = srv_batch_read(r, &spec, &b);
+    if (!r->answered) q = v1_batch_run(r, &spec, &b);
+    srv_batch_free(&b);
     return q;
 }
 

@@ -347,6 +347,38 @@ def metric(text, name, labels=None):
     return None
 
 
+# ------------------------------------------------------------------ helpers of the route tests
+
+def serve(s):
+    """For a fixture: yields the started galaxyd s, then stops it with
+    SIGTERM; a non-zero exit code fails the last test using it."""
+    yield s
+    rc = s.stop()
+    assert rc == 0, f"galaxyd exited {rc} on SIGTERM:\n{s.log()[-3000:]}"
+
+
+def keyed_session():
+    """For a fixture: a requests session with the API key."""
+    with requests.Session() as sess:
+        sess.headers.update(auth())
+        yield sess
+
+
+def healthy(server):
+    """Asserts that the server still answers /healthz."""
+    r = requests.get(server.url("/healthz"), timeout=10)
+    assert r.status_code == 200 and r.json() == {"status": "ok"}
+
+
+def post_checked(http, spec, url, body, ctype="image/png", status=200, timeout=60):
+    """POSTs body, checks the answer against api/openapi.yaml and asserts
+    its status; returns the checked body."""
+    r = http.post(url, data=body, headers={"Content-Type": ctype}, timeout=timeout)
+    out = spec.check(r)
+    assert r.status_code == status, r.text
+    return out
+
+
 # ------------------------------------------------------------------ fixtures
 
 @pytest.fixture(scope="session")
@@ -409,19 +441,14 @@ SHARED_FLAGS = ["--max-body", str(1 << 20), "--max-batch-parts", "8", "--conn-ti
 def server(env):
     """The shared galaxyd (API key configured). Stopped with SIGTERM at the
     end of the session; a non-zero exit code fails the last test using it."""
-    s = Galaxyd(os.path.join(env["dir"], "shared"), env["models"], env["web"], extra=SHARED_FLAGS,
-                api_key_file=env["key_file"])
-    yield s
-    rc = s.stop()
-    assert rc == 0, f"galaxyd exited {rc} on SIGTERM:\n{s.log()[-3000:]}"
+    yield from serve(Galaxyd(os.path.join(env["dir"], "shared"), env["models"], env["web"], extra=SHARED_FLAGS,
+                             api_key_file=env["key_file"]))
 
 
 @pytest.fixture()
 def http(server):
     """A requests session with the API key."""
-    with requests.Session() as sess:
-        sess.headers.update(auth())
-        yield sess
+    yield from keyed_session()
 
 
 @pytest.fixture(scope="session")

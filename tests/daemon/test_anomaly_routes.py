@@ -30,7 +30,8 @@ import xml.etree.ElementTree as ET
 import pytest
 import requests
 
-from conftest import API_KEY, MODEL, Galaxyd, auth, fits_bytes, galaxy_png, multipart, tool
+from conftest import (API_KEY, MODEL, Galaxyd, fits_bytes, galaxy_png, healthy, keyed_session, multipart,
+                      post_checked, serve, tool)
 
 VOT_NS = "http://www.ivoa.net/xml/VOTable/v1.3"
 UDA = "uda"
@@ -45,30 +46,18 @@ def st_metadata(path):
 
 @pytest.fixture(scope="module")
 def uda_server(env, uda_env):
-    s = Galaxyd(os.path.join(uda_env["dir"], "srv"), uda_env["models"], env["web"],
-                extra=["--max-batch-parts", "8", "--deadline-ms", "30000"], api_key_file=env["key_file"])
-    yield s
-    rc = s.stop()
-    assert rc == 0, f"galaxyd exited {rc} on SIGTERM:\n{s.log()[-3000:]}"
+    yield from serve(Galaxyd(os.path.join(uda_env["dir"], "srv"), uda_env["models"], env["web"],
+                             extra=["--max-batch-parts", "8", "--deadline-ms", "30000"],
+                             api_key_file=env["key_file"]))
 
 
 @pytest.fixture()
 def uh(uda_server):
-    with requests.Session() as sess:
-        sess.headers.update(auth())
-        yield sess
-
-
-def healthy(server):
-    r = requests.get(server.url("/healthz"), timeout=10)
-    assert r.status_code == 200 and r.json() == {"status": "ok"}
+    yield from keyed_session()
 
 
 def post_png(http, server, spec, png, query="", status=200):
-    r = http.post(server.url("/v1/anomaly" + query), data=png, headers={"Content-Type": "image/png"}, timeout=60)
-    body = spec.check(r)
-    assert r.status_code == status, r.text
-    return body
+    return post_checked(http, spec, server.url("/v1/anomaly" + query), png, status=status)
 
 
 def page(http, server, spec, query):

@@ -27,7 +27,8 @@ import zlib
 import pytest
 import requests
 
-from conftest import MODEL, Galaxyd, auth, galaxy_png, galaxy_pixels, multipart, png_bytes
+from conftest import (MODEL, Galaxyd, auth, galaxy_png, galaxy_pixels, healthy, keyed_session, multipart, png_bytes,
+                      post_checked, serve)
 
 CF = "cf-inn"
 GAP = 2
@@ -95,29 +96,16 @@ def _server(env, cf_env, name, models, extra=()):
 
 @pytest.fixture(scope="module")
 def cf_server(env, cf_env):
-    s = _server(env, cf_env, "srv", cf_env["models"])
-    yield s
-    rc = s.stop()
-    assert rc == 0, f"galaxyd exited {rc} on SIGTERM:\n{s.log()[-3000:]}"
+    yield from serve(_server(env, cf_env, "srv", cf_env["models"]))
 
 
 @pytest.fixture()
 def ch(cf_server):
-    with requests.Session() as sess:
-        sess.headers.update(auth())
-        yield sess
-
-
-def healthy(server):
-    r = requests.get(server.url("/healthz"), timeout=10)
-    assert r.status_code == 200 and r.json() == {"status": "ok"}
+    yield from keyed_session()
 
 
 def post_cf(http, server, spec, body, query="", ctype="image/png", status=200):
-    r = http.post(server.url("/v1/counterfactuals" + query), data=body, headers={"Content-Type": ctype}, timeout=120)
-    out = spec.check(r)
-    assert r.status_code == status, r.text
-    return out
+    return post_checked(http, spec, server.url("/v1/counterfactuals" + query), body, ctype, status, timeout=120)
 
 
 def get(http, server, spec, path, status=200):

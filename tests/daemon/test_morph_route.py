@@ -13,7 +13,7 @@ import json
 
 import pytest
 
-from conftest import galaxy_pixels, galaxy_png, multipart, png_bytes
+from conftest import galaxy_pixels, galaxy_png, healthy, multipart, png_bytes, post_checked
 
 STATS = ["concentration", "asymmetry", "smoothness", "gini", "m20", "gini_m20_bulge", "gini_m20_merger",
          "r20", "r50", "r80", "rpetro_circ", "rpetro_ellip", "flux_circ", "flux_ellip", "elongation_asymmetry",
@@ -21,17 +21,8 @@ STATS = ["concentration", "asymmetry", "smoothness", "gini", "m20", "gini_m20_bu
          "yc_asymmetry", "sky_mean", "sky_median", "sky_sigma"]
 
 
-def healthy(server):
-    import requests
-    r = requests.get(server.url("/healthz"), timeout=10)
-    assert r.status_code == 200 and r.json() == {"status": "ok"}
-
-
 def morph(http, server, spec, body, query="", ctype="image/png", status=200):
-    r = http.post(server.url("/v1/morphology" + query), data=body, headers={"Content-Type": ctype}, timeout=60)
-    out = spec.check(r)
-    assert r.status_code == status, r.text
-    return out
+    return post_checked(http, spec, server.url("/v1/morphology" + query), body, ctype, status)
 
 
 def gray_png(seed, size):

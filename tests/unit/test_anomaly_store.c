@@ -7,6 +7,7 @@
  * Each test works on its own database in a fresh mkdtemp directory.
  */
 #include "gx_test.h"
+#include "test_fixture_util.h"
 
 #include "gx_anomaly_store.h"
 #include "gx_db.h"
@@ -18,27 +19,19 @@
 #include <string.h>
 #include <unistd.h>
 
-typedef struct { char dir[64]; char path[128]; gx_db *db; } adb;
+typedef struct { tfx_tmpdb f; gx_db *db; } adb;
 
 static int adb_open(adb *t) {
-    snprintf(t->dir, sizeof t->dir, "/tmp/gx_test_anom_XXXXXX");
-    if (!mkdtemp(t->dir)) { perror("mkdtemp"); abort(); }
-    snprintf(t->path, sizeof t->path, "%s/a.db", t->dir);
+    tfx_tmpdb_init(&t->f, "anom", "a.db");
     gx_err err;
     t->db = NULL;
-    if (gx_db_open(&t->db, t->path, &err) != GX_OK) { printf("open: %s\n", err.msg); return 0; }
+    if (gx_db_open(&t->db, t->f.path, &err) != GX_OK) { printf("open: %s\n", err.msg); return 0; }
     return 1;
 }
 
 static void adb_close(adb *t) {
     gx_db_close(t->db);
-    const char *suffix[] = { "", "-wal", "-shm", "-journal" };
-    char p[160];
-    for (int i = 0; i < 4; i++) {
-        snprintf(p, sizeof p, "%s%s", t->path, suffix[i]);
-        unlink(p);
-    }
-    rmdir(t->dir);
+    tfx_tmpdb_free(&t->f);
 }
 
 static long long q_int(gx_db *db, const char *sql) {

@@ -8,6 +8,7 @@
  * clock is the now_ms argument, so nothing sleeps.
  */
 #include "gx_test.h"
+#include "test_fixture_util.h"
 
 #include "gx_cf_store.h"
 
@@ -16,27 +17,19 @@
 #include <string.h>
 #include <unistd.h>
 
-typedef struct { char dir[64]; char path[128]; gx_cf_store *s; } cst;
+typedef struct { tfx_tmpdb f; gx_cf_store *s; } cst;
 
 static int cst_open(cst *t, int64_t max_bytes, int64_t ttl_ms) {
-    snprintf(t->dir, sizeof t->dir, "/tmp/gx_test_cfs_XXXXXX");
-    if (!mkdtemp(t->dir)) { perror("mkdtemp"); abort(); }
-    snprintf(t->path, sizeof t->path, "%s/c.db", t->dir);
+    tfx_tmpdb_init(&t->f, "cfs", "c.db");
     gx_err err;
     gx_cf_store_opts o = { max_bytes, ttl_ms };
-    if (gx_cf_store_open(&t->s, t->path, &o, &err) != GX_OK) { printf("open: %s\n", err.msg); return 0; }
+    if (gx_cf_store_open(&t->s, t->f.path, &o, &err) != GX_OK) { printf("open: %s\n", err.msg); return 0; }
     return 1;
 }
 
 static void cst_close(cst *t) {
     gx_cf_store_close(t->s);
-    const char *suffix[] = { "", "-wal", "-shm", "-journal" };
-    char p[160];
-    for (int i = 0; i < 4; i++) {
-        snprintf(p, sizeof p, "%s%s", t->path, suffix[i]);
-        unlink(p);
-    }
-    rmdir(t->dir);
+    tfx_tmpdb_free(&t->f);
 }
 
 /* A record of side S with n targets whose pixels encode (seed, image, i). */
@@ -181,10 +174,10 @@ GX_TEST(cf_store_bad_input) {
     cst t;
     gx_err err;
     gx_cf_store *s = NULL;
-    snprintf(t.path, sizeof t.path, "/tmp/unused.db");
-    CHECK(gx_cf_store_open(&s, t.path, &(gx_cf_store_opts){ 0, 1000 }, &err) == GX_ERR_INVALID && !s);
+    snprintf(t.f.path, sizeof t.f.path, "/tmp/unused.db");
+    CHECK(gx_cf_store_open(&s, t.f.path, &(gx_cf_store_opts){ 0, 1000 }, &err) == GX_ERR_INVALID && !s);
     CHECK(strstr(err.msg, "--cf-cache-mb") != NULL);
-    CHECK(gx_cf_store_open(&s, t.path, &(gx_cf_store_opts){ 1000, 0 }, &err) == GX_ERR_INVALID && !s);
+    CHECK(gx_cf_store_open(&s, t.f.path, &(gx_cf_store_opts){ 1000, 0 }, &err) == GX_ERR_INVALID && !s);
     CHECK(strstr(err.msg, "--cf-ttl-s") != NULL);
     CHECK(cst_open(&t, 1 << 20, 1000));
     rec_buf b;

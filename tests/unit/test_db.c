@@ -8,6 +8,7 @@
  * the end (with the -wal/-shm side files).
  */
 #include "gx_test.h"
+#include "test_fixture_util.h"
 
 #include "gx_db.h"
 #include <math.h>
@@ -16,23 +17,10 @@
 #include <string.h>
 #include <unistd.h>
 
-typedef struct { char dir[64]; char path[128]; } tmpdb;
+typedef tfx_tmpdb tmpdb;
 
-static void tmpdb_init(tmpdb *t) {
-    snprintf(t->dir, sizeof t->dir, "/tmp/gx_test_db_XXXXXX");
-    if (!mkdtemp(t->dir)) { perror("mkdtemp"); abort(); }
-    snprintf(t->path, sizeof t->path, "%s/m.db", t->dir);
-}
-
-static void tmpdb_free(tmpdb *t) {
-    const char *suffix[] = { "", "-wal", "-shm", "-journal" };
-    char p[160];
-    for (int i = 0; i < 4; i++) {
-        snprintf(p, sizeof p, "%s%s", t->path, suffix[i]);
-        unlink(p);
-    }
-    rmdir(t->dir);
-}
+static void tmpdb_init(tmpdb *t) { tfx_tmpdb_init(t, "db", "m.db"); }
+static void tmpdb_free(tmpdb *t) { tfx_tmpdb_free(t); }
 
 /* One integer from a query on a raw connection (or -1). */
 static long long q_int(sqlite3 *h, const char *sql) {

@@ -15,13 +15,13 @@
  *     the compare table's model labels and formats, unknown run ids.
  */
 #include "gx_test.h"
+#include "test_fixture_util.h"
 #include "gx_db.h"
 #include "gx_report.h"
 #include "gx_synth.h"
 #include "gx_train_wm.h"
 #include "gx_wm_loss.h"
 
-#include <ftw.h>
 #include <hdf5.h>
 #include <jansson.h>
 #include <sqlite3.h>
@@ -32,15 +32,6 @@
 /* ------------------------------------------------------------ helpers */
 
 static const char *rp_nz(const char *s) { return s ? s : ""; }
-
-static int rp_rm(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
-    (void)st; (void)flag; (void)ftw;
-    return remove(path);
-}
-
-static void rp_rmtree(const char *dir) {
-    if (dir[0]) nftw(dir, rp_rm, 16, FTW_DEPTH | FTW_PHYS);
-}
 
 static int rp_copy(const char *from, const char *to) {
     FILE *a = fopen(from, "rb"), *b = fopen(to, "wb");
@@ -106,7 +97,7 @@ typedef struct {
 
 static rp_fixture RPX;
 
-static void rp_cleanup(void) { rp_rmtree(RPX.dir); }
+static void rp_cleanup(void) { tfx_rmtree(RPX.dir); }
 
 static void rp_opts(gx_train_wm_opts *o, const char *data, const char *out) {
     gx_err err;
@@ -152,11 +143,8 @@ static rp_fixture *rp_get(gx_test_state *T) {
     snprintf(RPX.out_zero, sizeof RPX.out_zero, "%s/out_zero", RPX.dir);
     snprintf(RPX.out_mixed, sizeof RPX.out_mixed, "%s/out_mixed", RPX.dir);
     snprintf(RPX.out_nanz, sizeof RPX.out_nanz, "%s/out_nanz", RPX.dir);
-    gx_synth_opts so;
-    gx_synth_opts_default(&so);
-    so.seed = 9; so.n = RP_N; so.size = 32; so.balanced = 1;
     gx_err err;
-    gx_status s = gx_synth_write(&so, RPX.zero, NULL, "test_report", NULL, NULL, &err);
+    gx_status s = tfx_synth_small(RPX.zero, 9, RP_N, "test_report", &err);
     CHECK_MSG(s == GX_OK, "synth: %s", err.msg);
     if (s != GX_OK) return NULL;
     uint8_t flag[RP_N];
@@ -208,7 +196,7 @@ GX_TEST(report_z_train_option) {
     o.loss.colour_weights = 2;
     CHECK(gx_train_wm(&o, &r, &err) == GX_ERR_INVALID);
     CHECK_MSG(strstr(err.msg, "colour_weights") != NULL, "%s", err.msg);
-    rp_rmtree(dir);
+    tfx_rmtree(dir);
 }
 
 GX_TEST(report_z_train_unselected_leave_redshift_terms) {
@@ -585,7 +573,7 @@ GX_TEST(report_bias_table) {
     CHECK(gx_report_markdown(db, &o, &md, &err) == GX_ERR_NOTFOUND && md == NULL);
     CHECK_MSG(strstr(err.msg, "999") != NULL, "%s", err.msg);
     gx_db_close(db);
-    rp_rmtree(dir);
+    tfx_rmtree(dir);
 }
 
 GX_TEST(report_compare_table) {
@@ -625,5 +613,5 @@ GX_TEST(report_compare_table) {
     CHECK(!strcmp(c[4], "—") && !strcmp(c[9], "—"));
     free(md);
     gx_db_close(db);
-    rp_rmtree(dir);
+    tfx_rmtree(dir);
 }

@@ -9,13 +9,13 @@
  * by test_batcher.c and test_registry.c (declared there).
  */
 #include "gx_test.h"
+#include "test_fixture_util.h"
 #include "gx_dataset.h"
 #include "gx_loader.h"
 #include "gx_serve_model.h"
 #include "gx_sha256.h"
 #include "gx_train_wm.h"
 
-#include <ftw.h>
 #include <jansson.h>
 #include <limits.h>
 #include <stdlib.h>
@@ -118,13 +118,8 @@ int tserve_mkdtemp(char *dir, size_t cap) {
     return mkdtemp(dir) != NULL;
 }
 
-static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
-    (void)st; (void)flag; (void)ftw;
-    return remove(path);
-}
-
 void tserve_rmtree(const char *dir) {
-    if (dir && dir[0]) nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+    tfx_rmtree(dir);
 }
 
 /* n images of 3*S*S values in [0,1), each different (seeded). */

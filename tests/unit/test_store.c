@@ -14,6 +14,7 @@
  * test needs rows at known instants.
  */
 #include "gx_test.h"
+#include "test_fixture_util.h"
 
 #include "gx_http_parse.h"
 #include "gx_store.h"
@@ -27,23 +28,10 @@
 
 /* ------------------------------------------------------------ fixture */
 
-typedef struct { char dir[64]; char path[128]; } st_tmp;
+typedef tfx_tmpdb st_tmp;
 
-static void st_tmp_init(st_tmp *t) {
-    snprintf(t->dir, sizeof t->dir, "/tmp/gx_test_store_XXXXXX");
-    if (!mkdtemp(t->dir)) { perror("mkdtemp"); abort(); }
-    snprintf(t->path, sizeof t->path, "%s/s.db", t->dir);
-}
-
-static void st_tmp_free(st_tmp *t) {
-    const char *suffix[] = { "", "-wal", "-shm", "-journal" };
-    char p[160];
-    for (int i = 0; i < 4; i++) {
-        snprintf(p, sizeof p, "%s%s", t->path, suffix[i]);
-        unlink(p);
-    }
-    rmdir(t->dir);
-}
+static void st_tmp_init(st_tmp *t) { tfx_tmpdb_init(t, "store", "s.db"); }
+static void st_tmp_free(st_tmp *t) { tfx_tmpdb_free(t); }
 
 #define ST_K 4
 

@@ -15,6 +15,7 @@
  * The shared fixture (dataset + run A) is built once per process.
  */
 #include "gx_test.h"
+#include "test_fixture_util.h"
 #include "gx_dataset.h"
 #include "gx_db.h"
 #include "gx_loader.h"
@@ -23,7 +24,6 @@
 #include "gx_train_cf.h"
 #include "gx_train_wm.h"
 
-#include <ftw.h>
 #include <sqlite3.h>
 #include <stdlib.h>
 #include <string.h>
@@ -66,13 +66,8 @@ typedef struct {
 
 static cf_fixture FX;
 
-static int fx_rm(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
-    (void)st; (void)flag; (void)ftw;
-    return remove(path);
-}
-
 static void fx_cleanup(void) {
-    if (FX.dir[0]) nftw(FX.dir, fx_rm, 16, FTW_DEPTH | FTW_PHYS);
+    tfx_rmtree(FX.dir);
 }
 
 static void fx_opts(gx_train_cf_opts *o, const char *out) {
@@ -99,11 +94,8 @@ static cf_fixture *fx_get(gx_test_state *T) {
     snprintf(FX.db, sizeof FX.db, "%s/runs.sqlite", FX.dir);
     snprintf(FX.outA, sizeof FX.outA, "%s/A", FX.dir);
     snprintf(FX.outB, sizeof FX.outB, "%s/B", FX.dir);
-    gx_synth_opts so;
-    gx_synth_opts_default(&so);
-    so.seed = 5; so.n = 60; so.size = 32; so.balanced = 1;
     gx_err err;
-    gx_status s = gx_synth_write(&so, FX.data, NULL, "test_train_cf", NULL, NULL, &err);
+    gx_status s = tfx_synth_small(FX.data, 5, 60, "test_train_cf", &err);
     CHECK_MSG(s == GX_OK, "synth: %s", err.msg);
     if (s != GX_OK) return NULL;
     gx_train_cf_opts o;
@@ -113,26 +105,6 @@ static cf_fixture *fx_get(gx_test_state *T) {
     if (s != GX_OK) return NULL;
     FX.ok = 1;
     return &FX;
-}
-
-static int same_tensors(gx_test_state *T, const char *pa, const char *pb) {
-    gx_st_file a, b;
-    gx_err err;
-    memset(&a, 0, sizeof a);
-    memset(&b, 0, sizeof b);
-    int ok = gx_st_read(&a, pa, &err) == GX_OK && gx_st_read(&b, pb, &err) == GX_OK;
-    CHECK_MSG(ok, "read %s / %s: %s", pa, pb, err.msg);
-    if (ok) ok = a.n == b.n && a.n > 0;
-    for (int i = 0; ok && i < a.n; i++) {
-        const gx_st_tensor *t = gx_st_find(&b, a.tensors[i].name);
-        if (!t || t->nbytes != a.tensors[i].nbytes || memcmp(t->data, a.tensors[i].data, t->nbytes)) {
-            CHECK_MSG(0, "tensor %s differs between %s and %s", a.tensors[i].name, pa, pb);
-            ok = 0;
-        }
-    }
-    gx_st_close(&a);
-    gx_st_close(&b);
-    return ok;
 }
 
 static int sha_matches(const char *path, const char *want) {
@@ -332,7 +304,7 @@ GX_TEST(train_cf_resume_bit_identical) {
     for (int i = 0; i < 3; i++) {
         snprintf(pa, sizeof pa, "%s/%s.safetensors", F->outA, files[i]);
         snprintf(pb, sizeof pb, "%s/%s.safetensors", F->outB, files[i]);
-        CHECK_MSG(same_tensors(T, pa, pb), "%s differs", files[i]);
+        CHECK_MSG(tfx_same_tensors(T, pa, pb), "%s differs", files[i]);
     }
     gx_db *db;
     char st[32];
@@ -358,7 +330,7 @@ GX_TEST(train_cf_resume_bit_identical) {
     CHECK_MSG(gx_train_cf(&o, &r, &err) == GX_OK, "resume D: %s", err.msg);
     snprintf(pa, sizeof pa, "%s/last.safetensors", F->outA);
     snprintf(pb, sizeof pb, "%s/last.safetensors", outD);
-    CHECK(same_tensors(T, pa, pb));
+    CHECK(tfx_same_tensors(T, pa, pb));
 }
 
 /* A wavelet-mamba judge at 16x16 (the CF-INN works at 32x32: resized). */

@@ -18,6 +18,7 @@
  * The shared fixture (data + run A) is built once per process.
  */
 #include "gx_test.h"
+#include "test_fixture_util.h"
 
 #include "gx_anomaly_store.h"
 #include "gx_db.h"
@@ -25,7 +26,6 @@
 #include "gx_synth.h"
 #include "gx_train_uda.h"
 
-#include <ftw.h>
 #include <math.h>
 #include <sqlite3.h>
 #include <stdlib.h>
@@ -108,13 +108,8 @@ typedef struct {
 
 static uda_fixture FX;
 
-static int fx_rm(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
-    (void)st; (void)flag; (void)ftw;
-    return remove(path);
-}
-
 static void fx_cleanup(void) {
-    if (FX.dir[0]) nftw(FX.dir, fx_rm, 16, FTW_DEPTH | FTW_PHYS);
+    tfx_rmtree(FX.dir);
 }
 
 static void fx_opts(gx_train_uda_opts *o, const char *out) {
@@ -172,26 +167,6 @@ static uda_fixture *fx_get(gx_test_state *T) {
     if (s != GX_OK) return NULL;
     FX.ok = 1;
     return &FX;
-}
-
-static int same_tensors(gx_test_state *T, const char *pa, const char *pb) {
-    gx_st_file a, b;
-    gx_err err;
-    memset(&a, 0, sizeof a);
-    memset(&b, 0, sizeof b);
-    int ok = gx_st_read(&a, pa, &err) == GX_OK && gx_st_read(&b, pb, &err) == GX_OK;
-    CHECK_MSG(ok, "read %s / %s: %s", pa, pb, err.msg);
-    if (ok) ok = a.n == b.n && a.n > 0;
-    for (int i = 0; ok && i < a.n; i++) {
-        const gx_st_tensor *t = gx_st_find(&b, a.tensors[i].name);
-        if (!t || t->nbytes != a.tensors[i].nbytes || memcmp(t->data, a.tensors[i].data, t->nbytes)) {
-            CHECK_MSG(0, "tensor %s differs between %s and %s", a.tensors[i].name, pa, pb);
-            ok = 0;
-        }
-    }
-    gx_st_close(&a);
-    gx_st_close(&b);
-    return ok;
 }
 
 static double q_num(sqlite3 *h, const char *sql) {
@@ -341,10 +316,10 @@ GX_TEST(train_uda_resume_bit_identical) {
     char a[256], b[256];
     snprintf(a, sizeof a, "%s/last.safetensors", F->outA);
     snprintf(b, sizeof b, "%s/last.safetensors", F->outB);
-    CHECK(same_tensors(T, a, b));
+    CHECK(tfx_same_tensors(T, a, b));
     snprintf(a, sizeof a, "%s/train_state.safetensors", F->outA);
     snprintf(b, sizeof b, "%s/train_state.safetensors", F->outB);
-    CHECK(same_tensors(T, a, b));     /* weights, momentum and the bank */
+    CHECK(tfx_same_tensors(T, a, b));     /* weights, momentum and the bank */
     CHECK(r2.rho == F->A.rho && r2.margin == F->A.margin);
 }
 

@@ -13,12 +13,12 @@
  * The shared fixture (dataset + run A) is built once per process.
  */
 #include "gx_test.h"
+#include "test_fixture_util.h"
 #include "gx_db.h"
 #include "gx_sha256.h"
 #include "gx_synth.h"
 #include "gx_train_wm.h"
 
-#include <ftw.h>
 #include <sqlite3.h>
 #include <stdlib.h>
 #include <string.h>
@@ -86,15 +86,10 @@ typedef struct {
 
 static wm_fixture FX;
 
-static int fx_rm(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
-    (void)st; (void)flag; (void)ftw;
-    return remove(path);
-}
-
 /* The fixture's directory (~100 MB of checkpoints) goes at process exit,
  * whichever test ran last. */
 static void fx_cleanup(void) {
-    if (FX.dir[0]) nftw(FX.dir, fx_rm, 16, FTW_DEPTH | FTW_PHYS);
+    tfx_rmtree(FX.dir);
 }
 
 static void fx_opts(gx_train_wm_opts *o, const char *out) {
@@ -124,11 +119,8 @@ static wm_fixture *fx_get(gx_test_state *T) {
     snprintf(FX.db, sizeof FX.db, "%s/runs.sqlite", FX.dir);
     snprintf(FX.outA, sizeof FX.outA, "%s/A", FX.dir);
     snprintf(FX.outB, sizeof FX.outB, "%s/B", FX.dir);
-    gx_synth_opts so;
-    gx_synth_opts_default(&so);
-    so.seed = 5; so.n = 60; so.size = 32; so.balanced = 1;
     gx_err err;
-    gx_status s = gx_synth_write(&so, FX.data, NULL, "test_train_wm", NULL, NULL, &err);
+    gx_status s = tfx_synth_small(FX.data, 5, 60, "test_train_wm", &err);
     CHECK_MSG(s == GX_OK, "synth: %s", err.msg);
     if (s != GX_OK) return NULL;
     gx_train_wm_opts o;
@@ -138,27 +130,6 @@ static wm_fixture *fx_get(gx_test_state *T) {
     if (s != GX_OK) return NULL;
     FX.ok = 1;
     return &FX;
-}
-
-/* Compares every tensor of two safetensors files byte for byte. */
-static int same_tensors(gx_test_state *T, const char *pa, const char *pb) {
-    gx_st_file a, b;
-    gx_err err;
-    memset(&a, 0, sizeof a);
-    memset(&b, 0, sizeof b);
-    int ok = gx_st_read(&a, pa, &err) == GX_OK && gx_st_read(&b, pb, &err) == GX_OK;
-    CHECK_MSG(ok, "read %s / %s: %s", pa, pb, err.msg);
-    if (ok) ok = a.n == b.n && a.n > 0;
-    for (int i = 0; ok && i < a.n; i++) {
-        const gx_st_tensor *t = gx_st_find(&b, a.tensors[i].name);
-        if (!t || t->nbytes != a.tensors[i].nbytes || memcmp(t->data, a.tensors[i].data, t->nbytes)) {
-            CHECK_MSG(0, "tensor %s differs between %s and %s", a.tensors[i].name, pa, pb);
-            ok = 0;
-        }
-    }
-    gx_st_close(&a);
-    gx_st_close(&b);
-    return ok;
 }
 
 static char *slurp(const char *path, size_t *n) {
@@ -321,10 +292,10 @@ GX_TEST(train_wm_resume_bit_identical) {
     char pa[256], pb[256];
     snprintf(pa, sizeof pa, "%s/last.safetensors", F->outA);
     snprintf(pb, sizeof pb, "%s/last.safetensors", F->outB);
-    CHECK(same_tensors(T, pa, pb));
+    CHECK(tfx_same_tensors(T, pa, pb));
     snprintf(pa, sizeof pa, "%s/train_state.safetensors", F->outA);
     snprintf(pb, sizeof pb, "%s/train_state.safetensors", F->outB);
-    CHECK(same_tensors(T, pa, pb));         /* optimiser moments and step too */
+    CHECK(tfx_same_tensors(T, pa, pb));         /* optimiser moments and step too */
     CHECK(gx_db_open(&db, F->db, &err) == GX_OK);
     CHECK(gx_db_run_status(db, run, st, sizeof st, &err) == GX_OK && !strcmp(st, "finished"));
     int n;
@@ -350,7 +321,7 @@ GX_TEST(train_wm_resume_bit_identical) {
     CHECK(r.epochs_done == 3);
     snprintf(pa, sizeof pa, "%s/last.safetensors", F->outA);
     snprintf(pb, sizeof pb, "%s/last.safetensors", outD);
-    CHECK(same_tensors(T, pa, pb));
+    CHECK(tfx_same_tensors(T, pa, pb));
 }
 
 /* A stop request (what galaxy-train's SIGINT handler sets) ends the call at

@@ -4,12 +4,12 @@
  * histograms, and the morphology W1 between measured sets.
  */
 #include "gx_test.h"
+#include "test_fixture_util.h"
 #include "gx_two_models.h"
 #include "gx_db.h"
 #include "gx_synth.h"
 
 #define _XOPEN_SOURCE_EXTENDED 1
-#include <ftw.h>
 #include <sqlite3.h>
 #include <unistd.h>
 
@@ -127,11 +127,6 @@ GX_TEST(tm_draw_decode_encode_on_a_tiny_cf_inn) {
 
 /* ------------------------------------------------------- the whole run */
 
-static int tm_rm(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
-    (void)st; (void)flag; (void)ftw;
-    return remove(path);
-}
-
 static double tm_metric(gx_db *db, int64_t run, const char *name) {
     double v[2] = { NAN, NAN };
     int n = 0;
@@ -149,11 +144,8 @@ GX_TEST(tm_run_tiny_end_to_end) {
     snprintf(data, sizeof data, "%s/synth.h5", dir);
     snprintf(db_path, sizeof db_path, "%s/runs.sqlite", dir);
     snprintf(out, sizeof out, "%s/out", dir);
-    gx_synth_opts so;
-    gx_synth_opts_default(&so);
-    so.seed = 3; so.n = 80; so.size = 32; so.balanced = 1;
     gx_err err;
-    CHECK_MSG(gx_synth_write(&so, data, NULL, "test_two_models", NULL, NULL, &err) == GX_OK, "%s", err.msg);
+    CHECK_MSG(tfx_synth_small(data, 3, 80, "test_two_models", &err) == GX_OK, "%s", err.msg);
     gx_two_models_opts o;
     gx_two_models_opts_default(&o);
     o.data = data, o.db_path = db_path, o.out_dir = out;
@@ -194,9 +186,16 @@ GX_TEST(tm_run_tiny_end_to_end) {
         CHECK(!access(path, R_OK));
         snprintf(path, sizeof path, "%s/morph_gini.png", out);
         CHECK(!access(path, R_OK));
+        /* --reuse: the checks again on the same two models, no training. */
+        gx_two_models_result r2;
+        o.reuse = 1;
+        CHECK_MSG(gx_two_models_run(&o, &r2, &err) == GX_OK, "reuse: %s", err.msg);
+        CHECK(r2.run_a == r.run_a && r2.run_b == r.run_b && r2.run_id == r.run_id + 1);
+        CHECK(r2.mem_max_a == r.mem_max_a && r2.inv_rms_a == r.inv_rms_a);
+        o.reuse = 0;
     }
     /* Bad options change nothing and say which. */
     o.n_gen = 1;
     CHECK(gx_two_models_run(&o, &r, &err) == GX_ERR_INVALID && strstr(err.msg, "n_gen"));
-    nftw(dir, tm_rm, 16, FTW_DEPTH | FTW_PHYS);
+    tfx_rmtree(dir);
 }

@@ -3,7 +3,7 @@
 # (spec/uda.md "Experiments the trainer reproduces") on galaxy-synth surveys,
 # each trained with adaptation (lambda LAMBDA) and without (lambda 0, the
 # source-only baseline), ending in `galaxy-train report --kind uda`
-# (the paper's Tables 1-2 layout) -> $WORK/uda_tables.md and stdout.
+# (the paper's Tables 1-2 layout) -> $WORK/uda-<what>_tables.md and stdout.
 #
 #  noise  the paper's LSST Y10 <-> Y1 noise shift, both directions: the same
 #         galaxies' population rendered with the lsst-y10 (low noise) and
@@ -16,20 +16,29 @@
 #         Round Smooth, --exclude 3) and strong lenses, rendered in the target
 #         only (--classes galaxy10+lens), as the unknown class.
 #
-# Parameters (environment; the defaults run in a few minutes on 2 cores and
-# are far below the paper's scale, so expect much lower numbers):
+# Parameters (environment; the defaults are the runs reported in
+# docs/experiments.md, far below the paper's scale: with THREADS=1, `noise`
+# and `cross` each take about 20 minutes per seed, side by side on 2 shared
+# cores):
 #   BUILD     build directory with galaxy-train / galaxy-synth (default build)
 #   WORK      work directory (default $BUILD/uda_experiments)
-#   N         objects per survey file (default 1500)
+#   N         objects per survey file (default 6000, balanced over the classes)
 #   SIZE      cutout side = model input (default 32)
+#   Z0        galaxy-synth redshift scale (default 0.07: galaxies large enough on
+#             the sky for their morphology to show at 32 px, as for the bundled
+#             WaveletMamba; galaxy-synth's own default 0.18 leaves most of them
+#             a few pixels across, and a tiny backbone then learns little)
 #   BACKBONE  tiny | resnet18 | resnet50 (default tiny; the paper: resnet50 at 256)
-#   EPOCHS    epochs per run (default 5; early stopping after PATIENCE)
+#   EPOCHS    epochs per run (default 20; early stopping after PATIENCE)
 #   PATIENCE  early-stopping patience (default 12)
 #   SEEDS     space-separated seeds, one run pair each (default "1"; the paper: 5)
 #   LAMBDA    weight of AC + ES for the adapted runs (default 0.005)
 #   THREADS   compute threads (default: leave to OpenMP)
-#   DB        metrics database (default $WORK/uda.sqlite)
+#   DB        metrics database (default $WORK/uda-<what>.sqlite, so that `noise`
+#             and `cross` can run at the same time, each with its own table)
 #   EXTRA     more --set KEY=VALUE items for every run, space separated
+# Survey files are named by their parameters (N, SIZE, Z0) and reused when
+# present; checkpoints go to $WORK/<experiment>-s<seed>-l<lambda>/.
 # A larger run: N=20000 SIZE=64 BACKBONE=resnet18 EPOCHS=100 SEEDS="1 2 3 4 5".
 set -euo pipefail
 
@@ -38,15 +47,17 @@ case "$what" in noise|cross|all) ;; *) echo "usage: $0 [noise|cross|all]" >&2; e
 
 BUILD=${BUILD:-build}
 WORK=${WORK:-$BUILD/uda_experiments}
-N=${N:-1500}
+N=${N:-6000}
 SIZE=${SIZE:-32}
+Z0=${Z0:-0.07}
 BACKBONE=${BACKBONE:-tiny}
-EPOCHS=${EPOCHS:-5}
+EPOCHS=${EPOCHS:-20}
 PATIENCE=${PATIENCE:-12}
 SEEDS=${SEEDS:-1}
 LAMBDA=${LAMBDA:-0.005}
 THREADS=${THREADS:-}
-DB=${DB:-$WORK/uda.sqlite}
+DB=${DB:-$WORK/uda-$what.sqlite}
+TABLES=${DB%.sqlite}_tables.md
 EXTRA=${EXTRA:-}
 
 SYNTH=$BUILD/galaxy-synth
@@ -56,13 +67,15 @@ for b in "$SYNTH" "$TRAIN"; do
 done
 mkdir -p "$WORK"
 
-# survey FILE SURVEY SEED [CLASSES]: render once (same seed + flags = same file).
+# survey NAME SURVEY SEED [CLASSES]: renders $WORK/NAME-n<N>-s<SIZE>-z<Z0>.h5
+# once (same seed + flags = same bytes) and sets $file to its path.
 survey() {
-    local out=$1 sv=$2 seed=$3 classes=${4:-galaxy10}
-    [ -f "$out" ] && return 0
-    echo "== galaxy-synth $sv ($classes, $N objects, ${SIZE}px) -> $out"
-    "$SYNTH" --out "$out" --n "$N" --size "$SIZE" --seed "$seed" --survey "$sv" --classes "$classes" \
-        --balanced --quiet
+    local sv=$2 seed=$3 classes=${4:-galaxy10}
+    file="$WORK/$1-n$N-s$SIZE-z$Z0.h5"
+    [ -f "$file" ] && return 0
+    echo "== galaxy-synth $sv ($classes, $N objects, ${SIZE}px, z0 $Z0) -> $file"
+    "$SYNTH" --out "$file" --n "$N" --size "$SIZE" --seed "$seed" --survey "$sv" --classes "$classes" \
+        --z0 "$Z0" --balanced --quiet
 }
 
 # The model input is the cutout side (no resize), whatever the backbone's default.
@@ -71,12 +84,12 @@ if [ -n "$THREADS" ]; then sets+=(--set "threads=$THREADS"); fi
 for kv in $EXTRA; do sets+=(--set "$kv"); done
 
 runs=()
-# pair NAME SOURCE TARGET KNOWN EXCLUDE: the adapted and the baseline run per seed.
+# pair SLUG NAME SOURCE TARGET KNOWN EXCLUDE: the adapted and the baseline run per seed.
 pair() {
-    local name=$1 src=$2 tgt=$3 known=$4 exclude=$5
+    local slug=$1 name=$2 src=$3 tgt=$4 known=$5 exclude=$6
     for seed in $SEEDS; do
         for lam in "$LAMBDA" 0; do
-            local tag=$name-s$seed-l$lam
+            local tag=$slug-s$seed-l$lam
             echo "== galaxy-train uda $name (seed $seed, lambda $lam)"
             "$TRAIN" uda --source "$src" --target "$tgt" --db "$DB" --out "$WORK/$tag" \
                 --backbone "$BACKBONE" --known "$known" --exclude "$exclude" --lambda "$lam" \
@@ -89,18 +102,18 @@ pair() {
 
 if [ "$what" = noise ] || [ "$what" = all ]; then
     # One seed for both depths: the same population, two noise levels.
-    survey "$WORK/lsst_y10.h5" lsst-y10 11
-    survey "$WORK/lsst_y1.h5" lsst-y1 11
+    survey lsst_y10 lsst-y10 11; y10=$file
+    survey lsst_y1 lsst-y1 11; y1=$file
     known="elliptical=2+3,spiral=5+6+7"
-    pair "LSST Y10 → Y1" "$WORK/lsst_y10.h5" "$WORK/lsst_y1.h5" "$known" 0,4,8,9
-    pair "LSST Y1 → Y10" "$WORK/lsst_y1.h5" "$WORK/lsst_y10.h5" "$known" 0,4,8,9
+    pair y10-y1 "LSST Y10 → Y1" "$y10" "$y1" "$known" 0,4,8,9
+    pair y1-y10 "LSST Y1 → Y10" "$y1" "$y10" "$known" 0,4,8,9
 fi
 if [ "$what" = cross ] || [ "$what" = all ]; then
-    survey "$WORK/sdss.h5" sdss 21
-    survey "$WORK/decals_lens.h5" decals 22 galaxy10+lens
-    pair "SDSS → DECaLS (lens unknown)" "$WORK/sdss.h5" "$WORK/decals_lens.h5" 0,1,2,4,5,6,7,8,9 3
+    survey sdss sdss 21; sdss=$file
+    survey decals_lens decals 22 galaxy10+lens; decals=$file
+    pair sdss-decals "SDSS → DECaLS (lens unknown)" "$sdss" "$decals" 0,1,2,4,5,6,7,8,9 3
 fi
 
 ids=$(IFS=,; echo "${runs[*]}")
-"$TRAIN" report --db "$DB" --kind uda --runs "$ids" --out "$WORK/uda_tables.md"
-cat "$WORK/uda_tables.md"
+"$TRAIN" report --db "$DB" --kind uda --runs "$ids" --out "$TABLES"
+cat "$TABLES"

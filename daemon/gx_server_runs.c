@@ -352,7 +352,7 @@ static gx_status runs_report_ids(srv_req *r, int64_t *ids, int *n, gx_err *err) 
 static enum MHD_Result runs_report(srv_req *r) {
     int kind = gx_report_kind_parse(r->rm.params[0]);
     if (kind < 0)
-        return srv_error(r, 404, "not_found", "no report '%.64s' (reports: bias, compare, uda)", r->rm.params[0]);
+        return srv_error(r, 404, "not_found", "no report '%.64s' (reports: bias, compare, uda, two-models)", r->rm.params[0]);
     int64_t ids[GX_REPORT_MAX_RUNS];
     int n;
     gx_err err = { { 0 } };

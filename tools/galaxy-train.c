@@ -7,7 +7,7 @@
  *   galaxy-train bundle --checkpoint F --data PATH --out FILE.safetensors [--sizes 32,64] [--judge WM]
  *   galaxy-train uda --source S --target T --db runs.sqlite --out DIR [options]
  *   galaxy-train score --model CKPT --data FILE.h5|DIR --db F [--survey NAME]
- *   galaxy-train report --db F [--runs 3,4,5,6] [--kind bias|compare|uda] [--out FILE.md]
+ *   galaxy-train report --db F [--runs 3,4,5,6] [--kind bias|compare|uda|two-models] [--out FILE.md]
  *
  * Design: argument parsing only; the loop, checkpoints and metrics are the
  * library's (trainer/gx_train_wm.h), so tests drive exactly what this binary
@@ -171,7 +171,7 @@ static void usage_bundle(FILE *f) {
 
 static void usage_report(FILE *f) {
     fprintf(f,
-        "usage: galaxy-train report --db FILE [--runs LIST] [--kind bias|compare|uda] [--out FILE.md]\n"
+        "usage: galaxy-train report --db FILE [--runs LIST] [--kind bias|compare|uda|two-models] [--out FILE.md]\n"
         "\n"
         "Writes a Markdown table from the test metrics that `galaxy-train eval --db`\n"
         "stored (the newest evaluated epoch of each run).\n"
@@ -184,12 +184,14 @@ static void usage_report(FILE *f) {
         "           per-epoch metrics, at each run's best epoch): per experiment the\n"
         "           no-adaptation (lambda 0) target accuracy, the adapted source/target\n"
         "           accuracy, target F1, unknown accuracy, anomaly AUC.\n"
+        "  two-models  `galaxy-train two-models` runs: memorisation and inversion\n"
+        "           verdicts with their numbers, A-vs-B cosine, morphology W1.\n"
         "Missing values print as \"—\".\n"
         "\n"
         "  --db FILE          metrics database (must exist)\n"
         "  --runs LIST        run ids in row order, e.g. 3,4,5,6 or 3-6 (default: every\n"
         "                     run with test metrics)\n"
-        "  --kind K           bias | compare | uda (default bias)\n"
+        "  --kind K           bias | compare | uda | two-models (default bias)\n"
         "  --out FILE         write the Markdown here (atomically) instead of stdout\n"
         "  --help             this text\n");
 }
@@ -888,7 +890,7 @@ static int cmd_report(int argc, char **argv) {
         else if (!strcmp(a, "--kind")) {
             int k = gx_report_kind_parse(val);
             if (k < 0) {
-                fprintf(stderr, "galaxy-train report: --kind: unknown kind '%s' (bias, compare or uda)\n", val);
+                fprintf(stderr, "galaxy-train report: --kind: unknown kind '%s' (bias, compare, uda or two-models)\n", val);
                 return 2;
             }
             o.kind = (gx_report_kind)k;

@@ -14,6 +14,7 @@
  * metadata into a new safetensors writer with the added "test_metrics" key.
  */
 #include "gx_report.h"
+#include "gx_two_models.h"
 
 #include "gx_metrics.h"
 
@@ -547,6 +548,7 @@ int gx_report_kind_parse(const char *name) {
     if (name && !strcmp(name, "bias")) return GX_REPORT_BIAS;
     if (name && !strcmp(name, "compare")) return GX_REPORT_COMPARE;
     if (name && !strcmp(name, "uda")) return GX_REPORT_UDA;
+    if (name && !strcmp(name, "two-models")) return GX_REPORT_TWO_MODELS;
     return -1;
 }
 
@@ -564,15 +566,31 @@ static gx_status rep_uda_markdown(sqlite3 *h, const gx_report_opts *o, char **md
     return s;
 }
 
+/* The two-models table lives with the checks (trainer/gx_two_models_run.c). */
+static gx_status rep_two_models_markdown(gx_db *db, const gx_report_opts *o, char **md, gx_err *err) {
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    if (!f) return gx_err_set(err, GX_ERR_NOMEM, "report: out of memory");
+    if (o->source) fprintf(f, "<!-- galaxy-train report --kind two-models --db %s -->\n\n", o->source);
+    gx_status s = gx_two_models_report(db, o->runs, o->n_runs, f, err);
+    if (fclose(f) != 0 || !buf) s = s == GX_OK ? gx_err_set(err, GX_ERR_NOMEM, "report: out of memory") : s;
+    if (s == GX_OK) *md = buf;
+    else free(buf);
+    return s;
+}
+
 gx_status gx_report_markdown(gx_db *db, const gx_report_opts *o, char **md, gx_err *err) {
     *md = NULL;
     if (!db || !o) return gx_err_set(err, GX_ERR_INVALID, "report: no database");
-    if (o->kind != GX_REPORT_BIAS && o->kind != GX_REPORT_COMPARE && o->kind != GX_REPORT_UDA)
+    if (o->kind != GX_REPORT_BIAS && o->kind != GX_REPORT_COMPARE && o->kind != GX_REPORT_UDA &&
+        o->kind != GX_REPORT_TWO_MODELS)
         return gx_err_set(err, GX_ERR_INVALID, "--kind: unknown report kind %d", (int)o->kind);
     if (o->n_runs < 0 || o->n_runs > GX_REPORT_MAX_RUNS || (o->n_runs > 0 && !o->runs))
         return gx_err_set(err, GX_ERR_INVALID, "--runs: between 1 and %d run ids", GX_REPORT_MAX_RUNS);
     sqlite3 *h = gx_db_handle(db);
     if (o->kind == GX_REPORT_UDA) return rep_uda_markdown(h, o, md, err);
+    if (o->kind == GX_REPORT_TWO_MODELS) return rep_two_models_markdown(db, o, md, err);
     int64_t *ids = NULL;
     int n = o->n_runs;
     gx_status s = GX_OK;

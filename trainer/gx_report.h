@@ -62,7 +62,7 @@ extern "C" {
 
 /* ---------------------------------------------------------------- reports */
 
-typedef enum { GX_REPORT_BIAS = 0, GX_REPORT_COMPARE = 1, GX_REPORT_UDA = 2 } gx_report_kind;
+typedef enum { GX_REPORT_BIAS = 0, GX_REPORT_COMPARE = 1, GX_REPORT_UDA = 2, GX_REPORT_TWO_MODELS = 3 } gx_report_kind;
 
 #define GX_REPORT_MAX_RUNS 256
 
@@ -73,7 +73,7 @@ typedef struct gx_report_opts {
     const char    *source;     /* named under the title (e.g. the database path); may be NULL */
 } gx_report_opts;
 
-/* "bias" / "compare" / "uda" -> kind; -1 for another name. */
+/* "bias" / "compare" / "uda" / "two-models" -> kind; -1 for another name. */
 int gx_report_kind_parse(const char *name);
 
 /* The report as a malloc'ed NUL-terminated Markdown string (*md; the caller

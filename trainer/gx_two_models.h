@@ -43,6 +43,9 @@
 
 #include "gx.h"
 #include "gx_cf_inn.h"
+#include "gx_db.h"
+
+#include <stdio.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -145,6 +148,13 @@ typedef struct gx_two_models_result {
  * migrations/0005_two_models.sql) and writes out_dir/report.md with PNG
  * histograms beside it. */
 gx_status gx_two_models_run(const gx_two_models_opts *o, gx_two_models_result *r, gx_err *err);
+
+/* `galaxy-train report --kind two-models` (and GET /v1/reports/two-models):
+ * one Markdown table row per two-models run (runs[0..n_runs), or every
+ * finished one when n_runs is 0) from the database: verdicts, the key
+ * numbers, morphology W1. GX_ERR_NOTFOUND / GX_ERR_INVALID name a run that
+ * is missing or of another kind. */
+gx_status gx_two_models_report(gx_db *db, const int64_t *runs, int n_runs, FILE *f, gx_err *err);
 
 #ifdef __cplusplus
 }

@@ -8,6 +8,7 @@
 #include "gx_two_models.h"
 #include "gx_db.h"
 #include "gx_synth.h"
+#include "gx_report.h"
 
 #define _XOPEN_SOURCE_EXTENDED 1
 #include <sqlite3.h>
@@ -197,5 +198,33 @@ GX_TEST(tm_run_tiny_end_to_end) {
     /* Bad options change nothing and say which. */
     o.n_gen = 1;
     CHECK(gx_two_models_run(&o, &r, &err) == GX_ERR_INVALID && strstr(err.msg, "n_gen"));
+    tfx_rmtree(dir);
+}
+
+/* report --kind two-models: a row per two-models run from the database,
+ * and a run of another kind refused by name. */
+GX_TEST(tm_report_table_from_the_database) {
+    char dir[64] = "/tmp/gx_tm_report_XXXXXX", db_path[128];
+    if (!mkdtemp(dir)) { CHECK_MSG(0, "mkdtemp"); return; }
+    snprintf(db_path, sizeof db_path, "%s/runs.sqlite", dir);
+    gx_db *db;
+    gx_err err;
+    CHECK(gx_db_open(&db, db_path, &err) == GX_OK);
+    int64_t tm, other;
+    gx_db_run_info a = { "two-models", "{\"half_n\":1234}", NULL, 1, NULL }, b = { "cf-inn", NULL, NULL, 1, NULL };
+    CHECK(gx_db_run_begin(db, &a, &tm, &err) == GX_OK && gx_db_run_begin(db, &b, &other, &err) == GX_OK);
+    gx_db_metric rows[] = { { "two_models", "mem_pass", 1 }, { "two_models", "inv_pass", 0 },
+                            { "two_models", "inv_rms_a", 2.25 }, { "two_models", "mem_copy_frac_a", 0.005 } };
+    CHECK(gx_db_metrics_put(db, tm, 0, rows, 4, &err) == GX_OK);
+    CHECK(gx_db_run_finish(db, tm, "finished", &err) == GX_OK);
+    gx_report_opts o = { .kind = (gx_report_kind)gx_report_kind_parse("two-models") };
+    char *md = NULL;
+    CHECK_MSG(gx_report_markdown(db, &o, &md, &err) == GX_OK, "%s", err.msg);
+    CHECK(md && strstr(md, "| 1 | 1234 | pass | 0.5% /") && strstr(md, "| fail | 2.250 |"));
+    free(md);
+    int64_t bad[1] = { other };
+    o.runs = bad, o.n_runs = 1;
+    CHECK(gx_report_markdown(db, &o, &md, &err) == GX_ERR_INVALID && strstr(err.msg, "cf-inn"));
+    gx_db_close(db);
     tfx_rmtree(dir);
 }

@@ -206,6 +206,9 @@ async function loadReports() {
     'metrics yet (galaxy-train eval --db stores them).'));
   if (uda.length) tables.push(['uda', 'Domain adaptation (DeepAstroUDA)', uda]);
   else out.append(notice('na', 'Adaptation table not available: no finished uda run.'));
+  const tm = runsCache.filter((r) => r.model_kind === 'two-models' && r.status === 'finished').map((r) => r.id).sort((a, b) => a - b);
+  if (tm.length) tables.push(['two-models', 'Two-models checks (CF-INN)', tm]);
+  else out.append(notice('na', 'Two-models table not available: no finished galaxy-train two-models run.'));
   for (const [kind, title, ids] of tables) {
     const r = await api(`/v1/reports/${kind}?runs=${ids.join(',')}`);
     out.append(el('h4', {}, title), r.ok ? markdown(r.data) : notice(r.status === 404 ? 'na' : 'error', `${title}: ${r.error}`));

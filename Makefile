@@ -3,7 +3,7 @@
 #   make              build the static library (and binaries, as they arrive)
 #   make test         install missing dependencies, build, run every test
 #   make test-asan    the same tests under AddressSanitizer + UBSan (build-asan/)
-#   make bench        kernels and WaveletMamba beside PyTorch, decoding beside PIL/astropy
+#   make bench        kernels, WaveletMamba, CF-INN and UDA beside PyTorch, decoding beside PIL/astropy
 #   make fixtures     regenerate the PyTorch parity fixtures (tests/fixtures/)
 #
 # Options: MARCH=1 (tune for this CPU: -march=native; off by default so the
@@ -175,10 +175,12 @@ test-asan: deps
 
 bench: deps
 	@scripts/deps.sh bench
-	@$(MAKE) --no-print-directory $(BUILD)/bench_kernels $(BUILD)/bench_io $(BUILD)/bench_wm
+	@$(MAKE) --no-print-directory $(BUILD)/bench_kernels $(BUILD)/bench_io $(BUILD)/bench_wm $(BUILD)/bench_cf $(BUILD)/bench_uda
 	@scripts/bench.sh $(BUILD)
 	@scripts/bench_io.sh $(BUILD)
 	@scripts/bench_wm.sh $(BUILD)
+	@scripts/bench_cf.sh $(BUILD)
+	@scripts/bench_uda.sh $(BUILD)
 
 fixtures:
 	@scripts/deps.sh bench

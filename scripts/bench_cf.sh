@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# bench_cf.sh BUILD — the CF-INN (default config, 64x64) on the engine
+# (BUILD/bench_cf) beside the same work on tests/models/cfinn_ref.py's PyTorch
+# modules (bench/cf/ref_cf.py), same thread count: classify images/s at batch
+# 1 and 32, a training step at batch 32, the latency of a full 10-class
+# counterfactual grid (p50/p99 over GX_BENCH_CF_RUNS, default 100), and where
+# the grid's time goes (phase medians). Every case runs in its own process on
+# each side (engine first, then torch), so peak RSS is per case. Prints
+# markdown tables.
+set -uo pipefail
+build=${1:-build}
+py=${PYTHON:-/usr/bin/python3}
+here=$(cd "$(dirname "$0")/.." && pwd)
+export GX_BENCH_THREADS=${GX_BENCH_THREADS:-$(nproc)}
+export GX_BENCH_SECONDS=${GX_BENCH_SECONDS:-1}
+export GX_BENCH_CF_RUNS=${GX_BENCH_CF_RUNS:-100}
+unset OMP_NUM_THREADS OPENBLAS_NUM_THREADS MKL_NUM_THREADS
+if [ ! -x "$build/bench_cf" ]; then
+  echo "bench_cf.sh: $build/bench_cf not built (make BUILD=$build bench-cf)" >&2
+  exit 1
+fi
+have_torch=0
+"$py" -c 'import torch' 2>/dev/null && have_torch=1
+tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+: > "$tmp/c.tsv"; : > "$tmp/t.tsv"; : > "$tmp/t.err"
+
+model=$(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -n 1)
+commit=$(git -C "$here" rev-parse --short HEAD 2>/dev/null || echo unknown)
+if ! git -C "$here" diff --quiet HEAD 2>/dev/null; then commit="$commit (+ uncommitted changes)"; fi
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+date_start=$(date -u '+%Y-%m-%d %H:%M UTC')
+
+# One case on both sides, appending the rows to c.tsv / t.tsv.
+run_case() {
+  echo "bench_cf.sh: $* (engine)" >&2
+  "$build/bench_cf" "$@" >> "$tmp/c.tsv" || echo "bench_cf.sh: engine $* failed" >&2
+  if [ "$have_torch" = 1 ]; then
+    echo "bench_cf.sh: $* (torch)" >&2
+    "$py" "$here/bench/cf/ref_cf.py" "$@" >> "$tmp/t.tsv" 2>> "$tmp/t.err" || cat "$tmp/t.err" >&2
+  fi
+}
+# GX_BENCH_CF_CASES: a subset, e.g. "classify:1 cfgrid" (case:batch).
+for c in ${GX_BENCH_CF_CASES:-classify:1 classify:32 train:32 cfgrid cfphases}; do
+  # shellcheck disable=SC2086  # case and batch are two arguments
+  run_case ${c/:/ }
+done
+load_after=$(cut -d' ' -f1-3 /proc/loadavg)
+
+if [ "$have_torch" = 1 ]; then
+  tver=$("$py" -c 'import torch; print(torch.__version__)' 2>/dev/null)
+  tblas=$("$py" -c 'import re, torch; m = re.search(r"BLAS_INFO=([^,\s]+)", torch.__config__.show()); print(m.group(1) if m else "unknown")' 2>/dev/null)
+else
+  tver="not installed"; tblas="n/a"
+fi
+echo "== CF-INN at 64x64, default config (d 64, d1 16): engine beside PyTorch"
+echo "date:     $date_start, commit $commit"
+echo "machine:  ${model:-unknown}, nproc $(nproc)"
+echo "threads:  $GX_BENCH_THREADS (both sides); ${GX_BENCH_SECONDS} s per throughput case, median; grid: $GX_BENCH_CF_RUNS runs after 2 warm-ups"
+echo "torch:    ${tver} (BLAS_INFO=${tblas}); engine: OpenBLAS (OpenMP build)"
+echo "load avg: $load_before before, $load_after after (other work on the machine skews timings)"
+echo
+echo "| case | batch | C ms | torch ms | ratio | C images/s | torch images/s | C arena | C peak RSS | torch peak RSS |"
+echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+awk -F'\t' 'function mib(b) { return (b == "n/a" || b == "") ? "n/a" : sprintf("%.0f MiB", b / 1048576) }
+  FILENAME == ARGV[1] && $1 == "row" { k = $2 SUBSEP $3; n++; key[n] = k; c[k] = $0 }
+  FILENAME == ARGV[2] && $1 == "row" { t[$2 SUBSEP $3] = $0 }
+  END { for (i = 1; i <= n; i++) { k = key[i]; split(c[k], a, "\t"); tm = "n/a"; tips = "n/a"; trss = "n/a"; r = "n/a"
+          if (k in t) { split(t[k], b, "\t"); tm = b[4]; tips = b[5]; trss = mib(b[7]); r = sprintf("%.2f", b[4] / a[4]) }
+          printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", a[2], a[3], a[4], tm, r, a[5], tips, mib(a[6]), mib(a[7]), trss } }' \
+  "$tmp/c.tsv" "$tmp/t.tsv"
+echo
+echo "| counterfactual grid (1 image, 10 targets) | p50 ms | p99 ms | mean ms | runs | peak RSS |"
+echo "|---|---:|---:|---:|---:|---:|"
+awk -F'\t' '$1 == "lat" { printf "| %s | %s | %s | %s | %s | %.0f MiB |\n", side, $4, $5, $6, $9, $8 / 1048576 }' side=engine "$tmp/c.tsv"
+awk -F'\t' '$1 == "lat" { printf "| %s | %s | %s | %s | %s | %.0f MiB |\n", side, $4, $5, $6, $9, $8 / 1048576 }' side=torch "$tmp/t.tsv"
+awk -F'\t' 'FILENAME == ARGV[1] && $1 == "lat" { c = $4 } FILENAME == ARGV[2] && $1 == "lat" { t = $4 }
+  END { if (c != "" && t != "") printf "\nratio (torch p50 / engine p50): %.2f; goal: engine p50 <= 50 ms: %s\n", t / c, (c <= 50 ? "met" : "NOT met") }' \
+  "$tmp/c.tsv" "$tmp/t.tsv"
+for side in engine torch; do
+  f="$tmp/c.tsv"; [ "$side" = torch ] && f="$tmp/t.tsv"
+  grep -q '^phase' "$f" || continue
+  echo
+  echo "| grid phase ($side) | median ms |"
+  echo "|---|---:|"
+  awk -F'\t' '$1 == "phase" { printf "| %s | %s |\n", $2, $4 }' "$f"
+done
+echo
+echo "ratio = torch time / engine time (> 1: the engine is faster). classify = encoder, flow with"
+echo "log|det|, nearest mean, softmax, nll (gx_cf_classify). train = forward with noise 0.05 and the"
+echo "decoder, IB + MMD + SSIM/L1 losses, backward, clip 8, Adam (galaxy-train's step). The grid runs"
+echo "gx_cf_counterfactuals (engine) and the same algorithm in ref_cf.py (torch); its phases are"
+echo "timed on a re-assembly from the public pieces (engine: the alpha rule, microseconds, not timed)."
+echo "C arena = activation arena high-water."

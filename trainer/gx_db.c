@@ -314,6 +314,22 @@ gx_status gx_db_run_status(gx_db *db, int64_t run_id, char *buf, size_t n, gx_er
     return rc == SQLITE_ROW ? GX_OK : db_fail(db->h, rc, err, "run_status");
 }
 
+gx_status gx_db_run_seed(gx_db *db, int64_t run_id, const char *kind, uint64_t *seed, gx_err *err) {
+    sqlite3_stmt *q;
+    gx_status s = db_prepare(db->h, "SELECT seed, model_kind FROM runs WHERE id = ?", &q, err);
+    if (s != GX_OK) return s;
+    sqlite3_bind_int64(q, 1, run_id);
+    if (sqlite3_step(q) != SQLITE_ROW)
+        s = gx_err_set(err, GX_ERR_NOTFOUND, "no run %lld in the database", (long long)run_id);
+    else if (strcmp((const char *)sqlite3_column_text(q, 1), kind))
+        s = gx_err_set(err, GX_ERR_INVALID, "run %lld is a %s run", (long long)run_id,
+                       (const char *)sqlite3_column_text(q, 1));
+    else
+        *seed = (uint64_t)sqlite3_column_int64(q, 0);
+    sqlite3_finalize(q);
+    return s;
+}
+
 /* ----------------------------------------------------------- metrics */
 
 /* One insert on the cached statement; reset afterwards so it can be reused

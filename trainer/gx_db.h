@@ -103,6 +103,10 @@ gx_status gx_db_run_begin(gx_db *db, const gx_db_run_info *info, int64_t *run_id
 /* status: "finished", "failed" or "interrupted"; sets finished_at = now.
  * GX_ERR_NOTFOUND for an unknown run, GX_ERR_INVALID for another status. */
 gx_status gx_db_run_finish(gx_db *db, int64_t run_id, const char *status, gx_err *err);
+/* The seed a run of model_kind `kind` was started with (what --resume
+ * continues with). GX_ERR_NOTFOUND for no such run, GX_ERR_INVALID (naming
+ * the kind found) for a run of another kind. */
+gx_status gx_db_run_seed(gx_db *db, int64_t run_id, const char *kind, uint64_t *seed, gx_err *err);
 /* Reads a run's status into buf (for tests and the dashboard). */
 gx_status gx_db_run_status(gx_db *db, int64_t run_id, char *buf, size_t n, gx_err *err);
 

@@ -6,6 +6,7 @@
  */
 #include "gx_sha256.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -94,4 +95,21 @@ void gx_sha256_hex(const void *data, size_t n, char hex[65]) {
     gx_sha256_update(&s, data, n);
     gx_sha256_final(&s, d);
     for (int i = 0; i < 32; i++) snprintf(hex + 2 * i, 3, "%02x", d[i]);
+}
+
+gx_status gx_sha256_file(const char *path, char hex[65], gx_err *err) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return gx_err_set(err, GX_ERR_IO, "%s: %s", path, strerror(errno));
+    gx_sha256 s;
+    gx_sha256_init(&s);
+    unsigned char buf[1 << 16];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof buf, f)) > 0) gx_sha256_update(&s, buf, n);
+    int bad = ferror(f);
+    fclose(f);
+    if (bad) return gx_err_set(err, GX_ERR_IO, "%s: read error", path);
+    uint8_t d[32];
+    gx_sha256_final(&s, d);
+    for (int i = 0; i < 32; i++) snprintf(hex + 2 * i, 3, "%02x", d[i]);
+    return GX_OK;
 }

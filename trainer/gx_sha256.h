@@ -9,6 +9,8 @@
 #define GX_SHA256_H
 
 #include <stddef.h>
+
+#include "gx.h"
 #include <stdint.h>
 
 #ifdef __cplusplus
@@ -27,6 +29,9 @@ void gx_sha256_update(gx_sha256 *s, const void *data, size_t n);
 void gx_sha256_final(gx_sha256 *s, uint8_t digest[32]);
 /* hex[65]: 64 lowercase hex digits and a NUL. */
 void gx_sha256_hex(const void *data, size_t n, char hex[65]);
+/* sha256 of a whole file, streamed, as 64 lowercase hex digits (the
+ * checkpoints' database rows). GX_ERR_IO names the file. */
+gx_status gx_sha256_file(const char *path, char hex[65], gx_err *err);
 
 #ifdef __cplusplus
 }

@@ -174,24 +174,6 @@ static int64_t cf_nearest_row(const gx_real *h, const gx_real *mu, int64_t K, in
     return best;
 }
 
-/* Hashes a file's bytes (the checkpoint as written) into hex. */
-static gx_status cf_sha256_file(const char *path, char hex[65], gx_err *err) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return gx_err_set(err, GX_ERR_IO, "%s: %s", path, strerror(errno));
-    gx_sha256 s;
-    gx_sha256_init(&s);
-    unsigned char buf[1 << 16];
-    size_t n;
-    while ((n = fread(buf, 1, sizeof buf, f)) > 0) gx_sha256_update(&s, buf, n);
-    int bad = ferror(f);
-    fclose(f);
-    if (bad) return gx_err_set(err, GX_ERR_IO, "%s: read error", path);
-    uint8_t d[32];
-    gx_sha256_final(&s, d);
-    for (int i = 0; i < 32; i++) snprintf(hex + 2 * i, 3, "%02x", d[i]);
-    return GX_OK;
-}
-
 /* ---------------------------------------------------------- m-hat sums */
 
 /* Sums of h per predicted class, turned into m->mhat / mhat_valid. */
@@ -678,7 +660,7 @@ static gx_status cf_checkpoint(cf_run *R, const gx_cf_model *m, const char *path
     cf_meta_fill(R, epoch, &meta);
     char sha[65];
     gx_status s = gx_cf_save(m, &meta, path, err);
-    if (s == GX_OK) s = cf_sha256_file(path, sha, err);
+    if (s == GX_OK) s = gx_sha256_file(path, sha, err);
     if (s == GX_OK)
         s = gx_db_checkpoint_put(R->db, &(gx_db_checkpoint){ R->run_id, epoch, kind, path, sha, metrics_json },
                                  NULL, err);

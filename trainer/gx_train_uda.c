@@ -298,24 +298,6 @@ static const char *uda_basename(const char *p) {
     return b ? b + 1 : p ? p : "";
 }
 
-/* sha256 of a whole file. */
-static gx_status uda_file_sha(const char *path, char hex[65], gx_err *err) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return gx_err_set(err, GX_ERR_IO, "%s: %s", path, strerror(errno));
-    gx_sha256 h;
-    gx_sha256_init(&h);
-    unsigned char buf[1 << 15];
-    size_t n;
-    while ((n = fread(buf, 1, sizeof buf, f)) > 0) gx_sha256_update(&h, buf, n);
-    int bad = ferror(f);
-    fclose(f);
-    if (bad) return gx_err_set(err, GX_ERR_IO, "%s: read error", path);
-    uint8_t d[32];
-    gx_sha256_final(&h, d);
-    for (int i = 0; i < 32; i++) snprintf(hex + 2 * i, 3, "%02x", d[i]);
-    return GX_OK;
-}
-
 /* ------------------------------------------------------- augmentation */
 
 /* k quarter turns counter-clockwise (as displayed), np.rot90 convention:
@@ -602,25 +584,6 @@ static char *uda_run_config_json(const uda_run *R) {
     return s;
 }
 
-/* The seed of run resume_run (must be a uda run). */
-static gx_status uda_run_seed(uda_run *R, gx_err *err) {
-    sqlite3 *h = gx_db_handle(R->db);
-    sqlite3_stmt *q = NULL;
-    gx_status s = GX_OK;
-    if (sqlite3_prepare_v2(h, "SELECT seed, model_kind FROM runs WHERE id = ?", -1, &q, NULL) != SQLITE_OK)
-        return gx_err_set(err, GX_ERR_IO, "db: %s", sqlite3_errmsg(h));
-    sqlite3_bind_int64(q, 1, R->o.resume_run);
-    if (sqlite3_step(q) != SQLITE_ROW)
-        s = gx_err_set(err, GX_ERR_NOTFOUND, "no run %lld in the database", (long long)R->o.resume_run);
-    else if (strcmp((const char *)sqlite3_column_text(q, 1), "uda"))
-        s = gx_err_set(err, GX_ERR_INVALID, "run %lld is a %s run", (long long)R->o.resume_run,
-                       (const char *)sqlite3_column_text(q, 1));
-    else
-        R->o.seed = (uint64_t)sqlite3_column_int64(q, 0);
-    sqlite3_finalize(q);
-    return s;
-}
-
 /* ----------------------------------------------------------------- state */
 
 static gx_status uda_meta_num(gx_st_writer *w, const char *key, const char *fmt, double v, gx_err *err) {
@@ -778,7 +741,8 @@ static gx_status uda_setup(uda_run *R, gx_err *err) {
     gx_err e2;
     if (s == GX_OK && (s = gx_db_open(&R->db, o->db_path, &e2)) != GX_OK)
         return gx_err_set(err, s, "--db %s: %s", o->db_path, e2.msg);
-    if (s == GX_OK && o->resume_run > 0 && (s = uda_run_seed(R, &e2)) != GX_OK)
+    if (s == GX_OK && o->resume_run > 0 &&
+        (s = gx_db_run_seed(R->db, R->o.resume_run, "uda", &R->o.seed, &e2)) != GX_OK)
         return gx_err_set(err, s, "--resume %lld: %s", (long long)o->resume_run, e2.msg);
     if (s == GX_OK) s = uda_make_splits(R, err);
     if (s == GX_OK) s = uda_setup_model(R, err);
@@ -1074,7 +1038,7 @@ static gx_status uda_write_checkpoint(uda_run *R, const char *path, const char *
     meta.margin = R->tuner.margin;
     char sha[65];
     gx_status s = gx_uda_save(&R->m, &meta, path, err);
-    if (s == GX_OK) s = uda_file_sha(path, sha, err);
+    if (s == GX_OK) s = gx_sha256_file(path, sha, err);
     if (s == GX_OK)
         s = gx_db_checkpoint_put(R->db, &(gx_db_checkpoint){ R->run_id, epoch, kind, path, sha, metrics_json },
                                  NULL, err);
@@ -1208,7 +1172,7 @@ static gx_status uda_score_model(uda_scorer *S, gx_err *err) {
     gx_st_close(&f);
     if (s != GX_OK) return gx_err_set(err, s, "--model %s: %s", o->model_path, e2.msg);
     S->model_ready = 1;
-    if ((s = uda_file_sha(o->model_path, S->sha, err)) != GX_OK) return s;
+    if ((s = gx_sha256_file(o->model_path, S->sha, err)) != GX_OK) return s;
     snprintf(S->name, sizeof S->name, "%s", uda_basename(o->model_path));
     char *dot = strstr(S->name, ".safetensors");
     if (dot && !dot[12]) *dot = 0;
@@ -1237,7 +1201,7 @@ static gx_status uda_score_ident(uda_scorer *S, int64_t i, gx_image *im, char ex
         size_t nh = fp ? fread(head, 1, sizeof head, fp) : 0;
         if (fp) fclose(fp);
         *fmt = gx_image_format_name(gx_image_sniff(head, nh));
-        return uda_file_sha(S->ds->file[i], sha, err);
+        return gx_sha256_file(S->ds->file[i], sha, err);
     }
     /* HDF5: the stored uint8 HWC pixels (decoded as v/255, so exact). */
     size_t hw = (size_t)im->h * im->w;

@@ -781,25 +781,6 @@ static gx_status wm_load_state(wm_run *R, gx_err *err) {
 
 /* ---------------------------------------------------------- setup/teardown */
 
-/* The seed a run was started with (runs.seed); GX_ERR_NOTFOUND for no run. */
-static gx_status wm_run_seed(wm_run *R, gx_err *err) {
-    sqlite3 *h = gx_db_handle(R->db);
-    sqlite3_stmt *q = NULL;
-    gx_status s = GX_OK;
-    if (sqlite3_prepare_v2(h, "SELECT seed, model_kind FROM runs WHERE id = ?", -1, &q, NULL) != SQLITE_OK)
-        return gx_err_set(err, GX_ERR_IO, "db: %s", sqlite3_errmsg(h));
-    sqlite3_bind_int64(q, 1, R->o.resume_run);
-    if (sqlite3_step(q) != SQLITE_ROW)
-        s = gx_err_set(err, GX_ERR_NOTFOUND, "no run %lld in the database", (long long)R->o.resume_run);
-    else if (strcmp((const char *)sqlite3_column_text(q, 1), "wavelet-mamba"))
-        s = gx_err_set(err, GX_ERR_INVALID, "run %lld is a %s run", (long long)R->o.resume_run,
-                       (const char *)sqlite3_column_text(q, 1));
-    else
-        R->o.seed = (uint64_t)sqlite3_column_int64(q, 0);
-    sqlite3_finalize(q);
-    return s;
-}
-
 static void wm_run_free(wm_run *R) {
     gx_loader_close(R->train_L);
     gx_loader_close(R->val_L);
@@ -854,7 +835,8 @@ static gx_status wm_setup(wm_run *R, gx_err *err) {
     /* A resumed run takes its seed from the database (before the model is
      * initialised: a kill before the first state file means starting over
      * exactly as the run began). */
-    if (o->resume_run > 0 && (s = wm_run_seed(R, &e2)) != GX_OK)
+    if (o->resume_run > 0 &&
+        (s = gx_db_run_seed(R->db, R->o.resume_run, "wavelet-mamba", &R->o.seed, &e2)) != GX_OK)
         return gx_err_set(err, s, "--resume %lld: %s", (long long)o->resume_run, e2.msg);
     gx_wm_init(&R->m, o->model, o->seed);
     R->model_ready = 1;

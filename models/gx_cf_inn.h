@@ -136,13 +136,23 @@ typedef struct gx_cf_loss_cfg {
     double ssim_weight;    /* 0.84 (L_R = a (1-SSIM) + (1-a) L1) */
     int    ssim_window;    /* 11 */
     double ssim_sigma;     /* 1.5 */
+    double w_cyc;          /* 0 (the spec's loss); > 0 adds the latent cycle term
+                              (gx_cf_cycle_loss, our addition) with this weight */
 } gx_cf_loss_cfg;
 gx_cf_loss_cfg gx_cf_loss_cfg_default(void);
 
 typedef struct gx_cf_loss_terms {
     gx_tensor *total;      /* scalar */
     gx_tensor *l_x, *l_y, *l_ib, *l_mmd, *l_rec, *ssim;   /* scalars (ssim: mean SSIM) */
+    gx_tensor *l_cyc;      /* scalar, or NULL when w_cyc is 0 or the batch has 1 image */
 } gx_cf_loss_terms;
+
+/* Latent cycle term (not in the spec; see cf_inn_loss.c for why): each
+ * sample's z2 is decoded with the z1 of its batch neighbour ((i+1) mod B),
+ * the result re-encoded, and the mean squared distance of the re-encoded z1
+ * to that neighbour's z1 (a constant target, no gradient through it) is the
+ * loss. NULL when B < 2 (no neighbour). Gradients reach the decoder and encoder. */
+gx_tensor *gx_cf_cycle_loss(gx_ctx *ctx, gx_cf_model *m, const gx_cf_out *o);
 
 /* The spec's losses on one batch. labels [B] class indices; mmd_rng draws the
  * m reference samples n ~ N(0, I_d). Terms with weight 0 are NULL. */

@@ -2,7 +2,9 @@
 its training losses), and the exporter of the C model's golden fixtures:
 tests/fixtures/cfinn_tiny.safetensors (the tiny model's state_dict, nothing else, so the
 C side loads it strictly by name) and tests/fixtures/cfinn_tiny_io.safetensors (inputs,
-the training noise and MMD samples, outputs, every loss term and every gradient).
+the training noise and MMD samples, outputs, every loss term and every gradient), and
+tests/fixtures/cfinn_tiny_cyc.safetensors (the latent cycle term, our addition to the
+spec, alone: its value and every gradient, on the eval forward of the same inputs).
 
 Written from the spec (not from models/cf_inn.c): nn.Modules whose state_dict names are
 the checkpoint names of models/gx_cf_inn.h. Where the C code takes other routes, this
@@ -16,7 +18,7 @@ clamp bends, and the flow and its log|det| are far from trivial. Its mixture mea
 K 10, so a seeded random configuration scaled to minimum pairwise distance 5).
 
 Usage:
-  /usr/bin/python3 tests/models/cfinn_ref.py            # writes both fixtures, prints counts
+  /usr/bin/python3 tests/models/cfinn_ref.py            # writes the three fixtures, prints counts
   /usr/bin/python3 tests/models/cfinn_ref.py --count    # parameter counts only
 
 Weights are stored as F16 (the model is evaluated, in float64, with exactly those rounded
@@ -281,9 +283,20 @@ def f32(t):
     return t.float().double()
 
 
+def cycle_loss(model, out):
+    """The latent cycle term (not in the spec; models/cf_inn_loss.c says why): sample i's z2
+    decoded with the z1 of sample (i+1) mod B, re-encoded; mean squared distance of the
+    re-encoded z1 to that z1, which is a constant (detached) both as input and as target."""
+    d1 = model.cfg["d1"]
+    z = out["z"]
+    nb = torch.roll(z[:, :d1], -1, 0).detach()
+    x_mix = model.decoder(torch.cat([nb, z[:, d1:]], 1))
+    return ((model.encoder(x_mix)[:, :d1] - nb) ** 2).mean()
+
+
 def grad_entries(model, out):
     for name, p in model.named_parameters():
-        gr = (p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1)
+        gr = (p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1).clone()
         if gr.numel() <= 512:
             out["g." + name] = ("F32", gr)
         else:
@@ -347,6 +360,15 @@ def export_fixture():
     with torch.no_grad():
         io["inv.h"] = ("F32", hin)
         io["inv.z1"] = ("F32", model.flow.inverse(hin))
+
+    # The cycle term alone, on the eval forward (no noise), with its own gradients.
+    model.zero_grad()
+    xc = x.clone().requires_grad_(True)
+    lc = cycle_loss(model, model(xc))
+    lc.backward()
+    cyc = {"loss.l_cyc": ("F32", lc.reshape(1)), "grad.in.x": ("F32", xc.grad)}
+    grad_entries(model, cyc)
+    write_safetensors(os.path.join(FIXDIR, "cfinn_tiny_cyc.safetensors"), cyc)
 
     torch.manual_seed(0)
     io["count.default"] = ("F32", torch.tensor([float(count(CFINN(CONFIGS["default"])))]))

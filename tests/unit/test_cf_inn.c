@@ -536,3 +536,70 @@ GX_TEST(cf_loss_weights_skip_terms) {
     gx_ctx_free(&ctx);
     gx_cf_free(&m);
 }
+
+/* The latent cycle term (our addition, models/cf_inn_loss.c) against
+ * tests/models/cfinn_ref.py's cycle_loss on the fixture model and inputs:
+ * the value, the input gradient and every parameter gradient. Then the
+ * contract around it: a batch of one has no neighbour (NULL, total
+ * unchanged), and w_cyc 0 leaves the spec's loss alone. */
+GX_TEST(cf_cycle_term_parity_and_contract) {
+    gx_cf_model m;
+    gx_st_file f, fio;
+    if (!load_tiny(T, &m)) { gx_cf_free(&m); return; }
+    if (!gx_fixture_open(T, &fio, "cfinn_tiny_io.safetensors")) { gx_cf_free(&m); return; }
+    if (!gx_fixture_open(T, &f, "cfinn_tiny_cyc.safetensors")) {
+        gx_st_close(&fio);
+        gx_cf_free(&m);
+        return;
+    }
+    gx_ctx ctx;
+    gx_ctx_init(&ctx, 64 << 20);
+    gx_tensor *x = gx_fixture_tensor(T, &ctx, &fio, "in.x");
+    gx_tensor *gref = gx_fixture_tensor(T, &ctx, &f, "grad.in.x");
+    if (!x || !gref) goto done;
+    ctx.grad_enabled = 1;
+    x->requires_grad = 1;
+    gx_params_zero_grad(&m.params);
+    gx_cf_out o = gx_cf_forward(&ctx, &m, x, 0.0, NULL, 0);
+    gx_tensor *l = gx_cf_cycle_loss(&ctx, &m, &o);
+    CHECK(l && l->numel == 1);
+    if (!l) goto done;
+    gx_fixture_check(T, &f, "loss.l_cyc", l->data, 1, OUT_ATOL, OUT_RTOL);
+    gx_backward(&ctx, l, NULL);
+    CHECK(x->grad != NULL);
+    if (x->grad) check_full(T, "input x (cycle)", x->grad, gref->data, x->numel);
+    int checked = 0;
+    double worst = 0;
+    for (int i = 0; i < m.params.n; i++) {
+        gx_param *p = m.params.items[i];
+        if (p->flags & GX_PARAM_BUFFER) continue;
+        check_param_grad(T, &f, &ctx, p);
+        double e = grad_rel_err(T, &ctx, &f, p);
+        if (e > worst) worst = e;
+        checked++;
+    }
+    printf("  cycle term %.6f; %d parameter gradients, worst relative L2 error %.2e\n",
+           l->data[0], checked, worst);
+    CHECK(checked == 75);
+    gx_ctx_reset(&ctx);
+
+    /* One image: no neighbour, no term; w_cyc 0: the spec's total. */
+    ctx.grad_enabled = 0;
+    gx_tensor *x1 = gx_tensor_new(&ctx, 4, GX_SHAPE(1, 3, 32, 32));
+    fill_images(x1, 5);
+    int64_t y1[1] = { 2 };
+    gx_cf_out o1 = gx_cf_forward(&ctx, &m, x1, 0.0, NULL, 1);
+    CHECK(gx_cf_cycle_loss(&ctx, &m, &o1) == NULL);
+    gx_cf_loss_cfg lc = gx_cf_loss_cfg_default();
+    lc.w_mmd = 0;
+    gx_cf_loss_terms a = gx_cf_loss(&ctx, &m, &o1, x1, y1, NULL, &lc);
+    lc.w_cyc = 10;
+    gx_cf_loss_terms b = gx_cf_loss(&ctx, &m, &o1, x1, y1, NULL, &lc);
+    CHECK(a.l_cyc == NULL && b.l_cyc == NULL);
+    CHECK_NEAR(a.total->data[0], b.total->data[0], 1e-6);
+done:
+    gx_ctx_free(&ctx);
+    gx_st_close(&f);
+    gx_st_close(&fio);
+    gx_cf_free(&m);
+}

@@ -7,6 +7,9 @@
  *   POST /v1/anomaly/batch    many `file` parts (fields before a part are its own)
  *   GET  /v1/anomalies        stored scores, highest first; json | csv | votable
  *   GET  /v1/anomalies/{object_id}   one object's scores, newest first
+ *   GET  /v1/anomalies/{object_id}/thumb.png[?version=N]   the stored
+ *                             thumbnail of a version (default: the newest
+ *                             version that has one), image/png
  *
  * An answer is the known-class prediction, the entropy H, the score H / ln K
  * in [0, 1], the model's tuned threshold on the same scale and is_anomaly =
@@ -17,7 +20,9 @@
  * trainer/gx_anomaly_store.h — the store `galaxy-train score` writes too, so
  * online and offline scores share one table and one idempotency rule (the
  * same object, image and model is one row: re-sending answers the stored
- * id). The store wants a gx_db of its own (one connection per thread of
+ * id). A stored score also stores a thumbnail of the model's input (the
+ * job's x, see gx_anomaly_store.h), which list and history rows link as
+ * thumbnail_url. The store wants a gx_db of its own (one connection per thread of
  * use), so this file keeps one connection beside gx_store's, behind a mutex,
  * opened at server start (srv_anomaly_open) and closed at stop. A model's
  * served_models id is looked up once per (name, version) and cached.
@@ -200,6 +205,7 @@ static gx_status an_store(srv_req *r, int i, json_t *o, gx_err *err) {
         .height = it->meta.height, .bands = it->meta.bands, .ra = it->f.ra, .dec = it->f.dec,
         .score = score, .threshold = thr, .is_anomaly = isfinite(thr) && score > thr,
         .class_index = ci, .class_name = info->class_names[ci],
+        .thumb_x = j->x, .thumb_side = info->input_size,
     };
     pthread_mutex_lock(&a->mu);
     gx_status s = an_model_id_get(r->srv, info, &rec.model_id, err);
@@ -294,14 +300,28 @@ static json_t *an_str_or_null(const char *s) {
     return s && s[0] ? json_string(s) : json_null();
 }
 
+/* The row's thumbnail URL, or null. Object ids are [A-Za-z0-9._:+-]
+ * (gx_parse_ident), all of which stand for themselves in a path. */
+static json_t *an_thumb_url(const gx_anomaly_row *w) {
+    if (!w->has_thumb) return json_null();
+    char url[256];
+    snprintf(url, sizeof url, "/v1/anomalies/%s/thumb.png?version=%d", w->object_id, w->version);
+    return json_string(url);
+}
+
 static json_t *an_row_json(const gx_anomaly_row *w) {
-    return json_pack("{s:I, s:s, s:o, s:o, s:o, s:f, s:o, s:b, s:o, s:o, s:s, s:s, s:s}",
+    json_t *o = json_pack("{s:I, s:s, s:o, s:o, s:o, s:f, s:o, s:b, s:o, s:o, s:s, s:s, s:s}",
                      "id", (json_int_t)w->id, "object_id", w->object_id, "survey", an_str_or_null(w->survey),
                      "ra", an_num_or_null(w->ra), "dec", an_num_or_null(w->dec), "score", w->score,
                      "threshold", an_num_or_null(w->threshold), "is_anomaly", w->is_anomaly,
                      "class_index", w->class_index >= 0 ? json_integer(w->class_index) : json_null(),
                      "class_name", an_str_or_null(w->class_name), "image_sha256", w->image_sha256,
                      "model_version", w->model_version, "created_at", w->created_at);
+    if (o) {
+        json_object_set_new(o, "version", json_integer(w->version));
+        json_object_set_new(o, "thumbnail_url", an_thumb_url(w));
+    }
+    return o;
 }
 
 static json_t *an_rows_json(const gx_anomaly_row *rows, int n) {
@@ -549,12 +569,37 @@ static enum MHD_Result an_history(srv_req *r) {
     return res;
 }
 
+/* ------------------------------------------------------------ GET .../thumb.png */
+
+static enum MHD_Result an_thumb(srv_req *r) {
+    const char *id = r->rm.params[0], *v = srv_query(r, "version");
+    gx_err err = { { 0 } };
+    long long version = 0;
+    if (gx_parse_ident("object_id", id, &err) != GX_OK ||
+        (v && gx_parse_int("version", v, 1, INT32_MAX, &version, &err) != GX_OK))
+        return srv_error(r, 400, "bad_field", "%s", err.msg);
+    uint8_t *png = NULL;
+    size_t n = 0;
+    int found = 0;
+    struct srv_anomaly *a = r->srv->anomaly;
+    pthread_mutex_lock(&a->mu);
+    gx_status s = gx_anomaly_thumb_get(a->db, id, (int)version, &png, &n, &found, &err);
+    pthread_mutex_unlock(&a->mu);
+    if (s == GX_ERR_NOTFOUND) return srv_error(r, 404, "not_found", "%s", err.msg);
+    if (s != GX_OK) return srv_error_status(r, s, GX_STAGE_STORE, err.msg);
+    char ver[16];
+    snprintf(ver, sizeof ver, "%d", found);
+    const char *h[] = { "X-Object-Version", ver, NULL };
+    return srv_respond(r, 200, "image/png", (char *)png, n, h);
+}
+
 enum MHD_Result srv_anomaly_dispatch(srv_req *r) {
     switch (r->rm.id) {
     case GX_RT_ANOMALY:         return an_one(r);
     case GX_RT_ANOMALY_BATCH:   return an_batch(r);
     case GX_RT_ANOMALIES:       return an_list(r);
     case GX_RT_ANOMALY_OBJECT:  return an_history(r);
+    case GX_RT_ANOMALY_THUMB:   return an_thumb(r);
     default:                    return srv_error(r, 404, "not_found", "no route for %s %s", r->method, r->path);
     }
 }

@@ -7,6 +7,8 @@
  *   GET /v1/runs/{run_id}                one run + which (split, name) series it has
  *   GET /v1/runs/{run_id}/metrics        ?split=&name=&format=series|long
  *   GET /v1/runs/{run_id}/checkpoints    its checkpoints, by epoch
+ *   GET /v1/runs/{run_id}/confusion      ?epoch=N|best&split=: one confusion matrix
+ *                                        with per-class recall (migrations/0006)
  *   GET /v1/reports/{kind}               ?runs=1,2,3: galaxy-train report as Markdown
  *                                        (every kind gx_report_kind_parse knows)
  *
@@ -26,7 +28,10 @@
 #include <string.h>
 
 #include "gx_db.h"
+#include "gx_metrics.h"
 #include "gx_report.h"
+
+#include <limits.h>
 
 #define RUNS_LIMIT_DEFAULT 100
 #define RUNS_LIMIT_MAX 1000
@@ -324,6 +329,184 @@ static enum MHD_Result runs_checkpoints_in(srv_req *r, sqlite3 *h, int64_t id) {
     return srv_json(r, 200, json_pack("{s:I, s:o}", "run_id", (json_int_t)id, "items", arr));
 }
 
+/* ------------------------------------------------------------ confusion */
+
+/* ?epoch= is a 0-based epoch or "best" (the default); ?split= one split,
+ * else the first present of RUNS_SPLIT_PREF (then any, alphabetically). */
+typedef struct runs_conf_q {
+    int         epoch;         /* -1: best */
+    const char *split;
+} runs_conf_q;
+
+static const char *const RUNS_SPLIT_PREF[] = { "test", "target_test", "val", "source_test" };
+
+static gx_status runs_conf_parse(srv_req *r, runs_conf_q *q, gx_err *err) {
+    const char *ep = srv_query(r, "epoch");
+    q->split = srv_query(r, "split");
+    q->epoch = -1;
+    if (ep && strcmp(ep, "best") != 0) {
+        long long v;
+        if (gx_parse_int("epoch", ep, 0, INT_MAX, &v, err) != GX_OK)
+            return gx_err_set(err, GX_ERR_INVALID, "field 'epoch': '%.32s' is not an epoch (0-based) or best", ep);
+        q->epoch = (int)v;
+    }
+    return q->split ? gx_parse_ident("split", q->split, err) : GX_OK;
+}
+
+/* One integer from SQL with ?1 = run, ?2 = epoch, ?3 = split (NULL: any;
+ * a statement may leave ?2 or ?3 out: binding an absent one is a no-op);
+ * *found = 0 when the row or the value is NULL. 0 on a database error. */
+static int runs_conf_int(sqlite3 *h, const char *sql, int64_t run, int epoch, const char *split, int *v,
+                         int *found) {
+    sqlite3_stmt *st = NULL;
+    *found = 0;
+    if (sqlite3_prepare_v2(h, sql, -1, &st, NULL) != SQLITE_OK) return 0;
+    sqlite3_bind_int64(st, 1, run);
+    sqlite3_bind_int(st, 2, epoch);
+    if (split) sqlite3_bind_text(st, 3, split, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW && sqlite3_column_type(st, 0) != SQLITE_NULL) *v = sqlite3_column_int(st, 0), *found = 1;
+    sqlite3_finalize(st);
+    return rc == SQLITE_ROW || rc == SQLITE_DONE;
+}
+
+#define RUNS_CONF_AT "SELECT 1 FROM confusion WHERE run_id = ?1 AND epoch = ?2 AND (?3 IS NULL OR split = ?3) LIMIT 1"
+
+/* The epoch to show: the asked one; for "best" the epoch of the newest best
+ * checkpoint (as the dashboard and galaxyd's loader pick it) when it has a
+ * matrix, else the last epoch that has one. *why says which. *epoch = -1
+ * when there is none. 0 on a database error. */
+static int runs_conf_epoch(sqlite3 *h, int64_t run, const runs_conf_q *q, int *epoch, const char **why) {
+    int v, found;
+    *epoch = -1;
+    if (q->epoch >= 0) {
+        *why = "requested";
+        if (!runs_conf_int(h, RUNS_CONF_AT, run, q->epoch, q->split, &v, &found)) return 0;
+        if (found) *epoch = q->epoch;
+        return 1;
+    }
+    if (!runs_conf_int(h, "SELECT epoch FROM checkpoints WHERE run_id = ?1 AND kind = 'best'"
+                          " ORDER BY epoch DESC, id DESC LIMIT 1", run, 0, NULL, &v, &found))
+        return 0;
+    int best = v;
+    if (found && !runs_conf_int(h, RUNS_CONF_AT, run, best, q->split, &v, &found)) return 0;
+    if (found) { *epoch = best, *why = "best_checkpoint"; return 1; }
+    if (!runs_conf_int(h, "SELECT MAX(epoch) FROM confusion WHERE run_id = ?1 AND (?3 IS NULL OR split = ?3)",
+                       run, 0, q->split, &v, &found))
+        return 0;
+    if (found) *epoch = v, *why = "last_epoch";
+    return 1;
+}
+
+/* The rank of a split in RUNS_SPLIT_PREF (the list's length when absent). */
+static size_t runs_split_rank(const char *split) {
+    size_t n = sizeof RUNS_SPLIT_PREF / sizeof RUNS_SPLIT_PREF[0], k = 0;
+    if (!split) return n;
+    while (k < n && strcmp(split, RUNS_SPLIT_PREF[k]) != 0) k++;
+    return k;
+}
+
+/* The splits with a matrix at the epoch (JSON array): the preferred ones in
+ * RUNS_SPLIT_PREF order, then the rest alphabetically. NULL on a database
+ * error or out of memory. */
+static json_t *runs_conf_splits(sqlite3 *h, int64_t run, int epoch) {
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(h, "SELECT DISTINCT split FROM confusion WHERE run_id = ?1 AND epoch = ?2 ORDER BY split",
+                           -1, &st, NULL) != SQLITE_OK)
+        return NULL;
+    sqlite3_bind_int64(st, 1, run);
+    sqlite3_bind_int(st, 2, epoch);
+    json_t *all = json_array(), *out = json_array();
+    int rc = SQLITE_DONE;
+    while (all && (rc = sqlite3_step(st)) == SQLITE_ROW) json_array_append_new(all, runs_col_text(st, 0));
+    sqlite3_finalize(st);
+    size_t n = sizeof RUNS_SPLIT_PREF / sizeof RUNS_SPLIT_PREF[0], i;
+    json_t *v;
+    /* Pass p takes the splits of rank p; the last pass the unranked ones. */
+    for (size_t p = 0; all && out && p <= n; p++)
+        json_array_foreach(all, i, v)
+            if (runs_split_rank(json_string_value(v)) == p) json_array_append(out, v);
+    if (!all || rc != SQLITE_DONE) { json_decref(out); out = NULL; }
+    json_decref(all);
+    return out;
+}
+
+/* The run's class names padded to k ("class <i>" where unknown). */
+static json_t *runs_conf_classes(sqlite3 *h, int64_t run, int k) {
+    sqlite3_stmt *st = NULL;
+    json_t *names = NULL, *out = json_array();
+    if (sqlite3_prepare_v2(h, "SELECT classes_json FROM run_classes WHERE run_id = ?", -1, &st, NULL) == SQLITE_OK) {
+        sqlite3_bind_int64(st, 1, run);
+        if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_text(st, 0))
+            names = json_loads((const char *)sqlite3_column_text(st, 0), 0, NULL);
+        sqlite3_finalize(st);
+    }
+    for (int i = 0; out && i < k; i++) {
+        const char *n = json_string_value(json_array_get(names, (size_t)i));
+        char tmp[24];
+        if (!n) snprintf(tmp, sizeof tmp, "class %d", i), n = tmp;
+        json_array_append_new(out, json_string(n));
+    }
+    json_decref(names);
+    return out;
+}
+
+/* matrix rows, recall = diagonal / row sum (null for an empty row), support. */
+static json_t *runs_conf_body(const int64_t *c, int k) {
+    json_t *m = json_array(), *rec = json_array(), *sup = json_array();
+    int64_t n = 0, diag = 0;
+    for (int t = 0; t < k; t++) {
+        json_t *row = json_array();
+        int64_t sum = 0;
+        for (int p = 0; p < k; p++) sum += c[t * k + p], json_array_append_new(row, json_integer(c[t * k + p]));
+        json_array_append_new(m, row);
+        json_array_append_new(rec, sum ? json_real((double)c[t * k + t] / (double)sum) : json_null());
+        json_array_append_new(sup, json_integer(sum));
+        n += sum, diag += c[t * k + t];
+    }
+    return json_pack("{s:o, s:o, s:o, s:I, s:o}", "matrix", m, "recall", rec, "support", sup, "n", (json_int_t)n,
+                     "accuracy", n ? json_real((double)diag / (double)n) : json_null());
+}
+
+static enum MHD_Result runs_confusion_in(srv_req *r, gx_db *db, int64_t id, const runs_conf_q *q) {
+    sqlite3 *h = gx_db_handle(db);
+    gx_err err = { { 0 } };
+    gx_status s = runs_exists(h, id, &err);
+    if (s != GX_OK) return runs_exists_error(r, s, &err);
+    int epoch;
+    const char *why = "";
+    if (!runs_conf_epoch(h, id, q, &epoch, &why)) return runs_sql_error(r, h, "confusion matrices");
+    if (epoch < 0) {
+        char at[32] = "";
+        if (q->epoch >= 0) snprintf(at, sizeof at, " at epoch %d", q->epoch);
+        return srv_error(r, 404, "not_found", "run %lld has no %s%sconfusion matrix%s (trainers store one per "
+                         "evaluated epoch since schema 0006)", (long long)id, q->split ? q->split : "",
+                         q->split ? " " : "", at);
+    }
+    json_t *splits = runs_conf_splits(h, id, epoch);
+    if (!splits) return runs_sql_error(r, h, "confusion splits");
+    const char *split = q->split ? q->split : json_string_value(json_array_get(splits, 0));
+    int64_t *c = malloc(sizeof *c * GX_METRICS_CONFUSION_MAX_K * GX_METRICS_CONFUSION_MAX_K);
+    int k = 0;
+    if (!c) s = gx_err_set(&err, GX_ERR_NOMEM, "out of memory");
+    else s = gx_metrics_confusion_get(db, id, epoch, split, c, GX_METRICS_CONFUSION_MAX_K, &k, &err);
+    json_t *o = s == GX_OK ? runs_conf_body(c, k) : NULL;
+    free(c);
+    if (s != GX_OK || !o) {
+        json_decref(splits);
+        return s == GX_ERR_NOTFOUND ? srv_error(r, 404, "not_found", "%s", err.msg)
+                                    : srv_error(r, 500, "internal", "reading the confusion matrix: %s",
+                                                s != GX_OK ? err.msg : "out of memory");
+    }
+    json_object_set_new(o, "run_id", json_integer(id));
+    json_object_set_new(o, "epoch", json_integer(epoch));
+    json_object_set_new(o, "epoch_source", json_string(why));
+    json_object_set_new(o, "split", json_string(split));
+    json_object_set_new(o, "splits", splits);
+    json_object_set_new(o, "classes", runs_conf_classes(h, id, k));
+    return srv_json(r, 200, o);
+}
+
 /* ------------------------------------------------------------ reports */
 
 /* ?runs=1,2,3 (at most GX_REPORT_MAX_RUNS ids) into ids and *n; absent =
@@ -377,9 +560,11 @@ enum MHD_Result srv_runs_dispatch(srv_req *r) {
     if (r->rm.id == GX_RT_REPORT) return runs_report(r);
     int64_t id;
     runs_metric_q mq = { 0 };
+    runs_conf_q cq = { -1, NULL };
     gx_err err = { { 0 } };
     gx_status s = runs_path_id(r, &id, &err);
     if (s == GX_OK && r->rm.id == GX_RT_RUN_METRICS) s = runs_metric_parse(r, &mq, &err);
+    if (s == GX_OK && r->rm.id == GX_RT_RUN_CONFUSION) s = runs_conf_parse(r, &cq, &err);
     if (s != GX_OK) return srv_error(r, 400, "bad_field", "%s", err.msg);
     gx_db *db = NULL;
     if (runs_db_open(r, &db, &err) != GX_OK)
@@ -390,6 +575,7 @@ enum MHD_Result srv_runs_dispatch(srv_req *r) {
     case GX_RT_RUN:             ret = runs_get_in(r, h, id); break;
     case GX_RT_RUN_METRICS:     ret = runs_metrics_in(r, h, id, &mq); break;
     case GX_RT_RUN_CHECKPOINTS: ret = runs_checkpoints_in(r, h, id); break;
+    case GX_RT_RUN_CONFUSION:   ret = runs_confusion_in(r, db, id, &cq); break;
     default: ret = srv_error(r, 404, "not_found", "no route for %s %s", r->method, r->path); break;
     }
     gx_db_close(db);

@@ -44,11 +44,16 @@ static const srv_route_def srv_routes[] = {
     { "/v1/runs/{run_id}",   RD,        GX_RT_RUN,         GX_RF_AUTH_READ },
     { "/v1/runs/{run_id}/metrics", RD,  GX_RT_RUN_METRICS, GX_RF_AUTH_READ },
     { "/v1/runs/{run_id}/checkpoints", RD, GX_RT_RUN_CHECKPOINTS, GX_RF_AUTH_READ },
+    { "/v1/runs/{run_id}/confusion", RD, GX_RT_RUN_CONFUSION, GX_RF_AUTH_READ },
     { "/v1/reports/{kind}",  RD,        GX_RT_REPORT,      GX_RF_AUTH_READ },
     { "/v1/anomaly",         GX_M_POST, GX_RT_ANOMALY,     GX_RF_AUTH_WRITE | GX_RF_BODY },
     { "/v1/anomaly/batch",   GX_M_POST, GX_RT_ANOMALY_BATCH, GX_RF_AUTH_WRITE | GX_RF_BODY },
     { "/v1/anomalies",       RD,        GX_RT_ANOMALIES,   GX_RF_AUTH_READ },
     { "/v1/anomalies/{object_id}", RD,  GX_RT_ANOMALY_OBJECT, GX_RF_AUTH_READ },
+    /* Object ids hold no '/' (gx_parse_ident), so this three-segment path
+     * never meets the two-segment one above, whatever the id ("thumb.png"
+     * alone is an id there). */
+    { "/v1/anomalies/{object_id}/thumb.png", RD, GX_RT_ANOMALY_THUMB, GX_RF_AUTH_READ },
     { "/v1/counterfactuals", GX_M_POST, GX_RT_CF,         GX_RF_AUTH_WRITE | GX_RF_BODY },
     { "/v1/counterfactuals/{id}", RD,   GX_RT_CF_GET,      GX_RF_AUTH_READ },
     { "/v1/counterfactuals/{id}/{file}", RD, GX_RT_CF_FILE, GX_RF_AUTH_READ },

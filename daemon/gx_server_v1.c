@@ -382,10 +382,10 @@ enum MHD_Result srv_v1_dispatch(srv_req *r) {
     case GX_RT_OBJECT:      return v1_object(r);
     case GX_RT_PREDICTIONS: return v1_predictions(r);
     case GX_RT_RELOAD:      return v1_reload(r);
-    case GX_RT_RUNS: case GX_RT_RUN: case GX_RT_RUN_METRICS: case GX_RT_RUN_CHECKPOINTS:
+    case GX_RT_RUNS: case GX_RT_RUN: case GX_RT_RUN_METRICS: case GX_RT_RUN_CHECKPOINTS: case GX_RT_RUN_CONFUSION:
     case GX_RT_REPORT:      return srv_runs_dispatch(r);
     case GX_RT_ANOMALY: case GX_RT_ANOMALY_BATCH: case GX_RT_ANOMALIES:
-    case GX_RT_ANOMALY_OBJECT: return srv_anomaly_dispatch(r);
+    case GX_RT_ANOMALY_OBJECT: case GX_RT_ANOMALY_THUMB: return srv_anomaly_dispatch(r);
     case GX_RT_CF: case GX_RT_CF_GET: case GX_RT_CF_FILE: case GX_RT_CF_OVERLAY: case GX_RT_CF_DIFF:
     case GX_RT_CF_PNG: case GX_RT_GENERATE: return srv_cf_dispatch(r);
     case GX_RT_MORPH:       return srv_morph_dispatch(r);

@@ -14,6 +14,7 @@
  * runs. Every error names the bad flag (or --set key) and exits with 2;
  * a failure while running exits with 1.
  */
+#include "gx_tool_omp.h"
 #include "gx_eval_cf.h"
 #include "gx_report.h"
 #include "gx_train_cf.h"
@@ -109,7 +110,7 @@ static void usage_cf(FILE *f) {
         "                     beta1, beta2, eps, clip, warmup_epochs (epochs with L_R +\n"
         "                     L_MMD only; the paper's option is 10), noise_sigma, d, d1,\n"
         "                     hidden, blocks, subnet, clamp, beta, label_smooth, w_rec,\n"
-        "                     w_mmd, w_ib, ssim_weight, crop_frac, balanced, augment,\n"
+        "                     w_mmd, w_ib, w_cyc, ssim_weight, crop_frac, balanced, augment,\n"
         "                     aug_rot, aug_hflip, aug_vflip, max_train, cf_eval_n,\n"
         "                     prefetch, threads (the list: trainer/gx_train_cf.h)\n"
         "  --resume RUN_ID    continue run RUN_ID from DIR/train_state.safetensors; the\n"
@@ -925,6 +926,7 @@ static int cmd_report(int argc, char **argv) {
 }
 
 int main(int argc, char **argv) {
+    gx_tool_prefer_passive_omp(argv);
     if (argc < 2) { usage_main(stderr); return 2; }
     const char *cmd = argv[1];
     if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) { usage_main(stdout); return 0; }

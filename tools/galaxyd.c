@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "gx_tool_omp.h"
 #include "gx_server.h"
 
 static void usage(FILE *f) {
@@ -149,6 +150,7 @@ static int parse_args(int argc, char **argv, gx_server_opts *o) {
 }
 
 int main(int argc, char **argv) {
+    gx_tool_prefer_passive_omp(argv);
     gx_server_opts o;
     gx_server_opts_default(&o);
     int pr = parse_args(argc, argv, &o);

@@ -23,8 +23,15 @@
  *    The SQL text has only the clauses in use (no "? IS NULL OR ..." that
  *    would defeat the indexes); it is prepared per call, which costs
  *    microseconds against a page of up to 1000 rows.
+ *  - Thumbnails (0007): written after the score row of the same call, so
+ *    they share its transaction; encoded only when the image has none yet
+ *    (one primary-key lookup first), so a re-sent image costs no PNG
+ *    encoding. A row's version and whether a thumbnail exists are
+ *    correlated subqueries on the objects_external_sha index and the
+ *    thumbnails' primary key: per row of a page, never a scan or a sort.
  */
 #include "gx_anomaly_store.h"
+#include "gx_image.h"
 
 #include <math.h>
 #include <sqlite3.h>
@@ -143,7 +150,7 @@ gx_status gx_anomaly_model_id(gx_db *db, const char *name, const char *sha256, c
 /* The statements of one put / put_many call, prepared once for all rows. */
 typedef struct as_put_stmts {
     sqlite3 *h;
-    sqlite3_stmt *obj_find, *obj_ins, *score_ins, *score_get;
+    sqlite3_stmt *obj_find, *obj_ins, *score_ins, *score_get, *thumb_has, *thumb_ins;
 } as_put_stmts;
 
 static void as_put_close(as_put_stmts *p) {
@@ -151,6 +158,8 @@ static void as_put_close(as_put_stmts *p) {
     sqlite3_finalize(p->obj_ins);
     sqlite3_finalize(p->score_ins);
     sqlite3_finalize(p->score_get);
+    sqlite3_finalize(p->thumb_has);
+    sqlite3_finalize(p->thumb_ins);
 }
 
 static gx_status as_put_open(as_put_stmts *p, gx_db *db, gx_err *err) {
@@ -168,6 +177,9 @@ static gx_status as_put_open(as_put_stmts *p, gx_db *db, gx_err *err) {
           " ON CONFLICT (object_id, model_id) DO NOTHING" },
         { &p->score_get,
           "SELECT id, created_at FROM anomaly_scores WHERE object_id = ?1 AND model_id = ?2" },
+        { &p->thumb_has, "SELECT 1 FROM anomaly_thumbs WHERE image_sha256 = ?1" },
+        { &p->thumb_ins,
+          "INSERT OR IGNORE INTO anomaly_thumbs (image_sha256, png, width, height) VALUES (?1, ?2, ?3, ?3)" },
     };
     for (size_t i = 0; i < sizeof q / sizeof q[0]; i++) {
         int rc = sqlite3_prepare_v2(p->h, q[i].sql, -1, q[i].st, NULL);
@@ -200,6 +212,9 @@ static gx_status as_rec_check(const gx_anomaly_rec *r, gx_err *err) {
         return gx_err_set(err, GX_ERR_INVALID, "anomaly store: score of '%s' is not finite", r->external_id);
     if (r->is_anomaly != 0 && r->is_anomaly != 1)
         return gx_err_set(err, GX_ERR_INVALID, "anomaly store: is_anomaly must be 0 or 1");
+    if (r->thumb_x && (r->thumb_side < 1 || r->thumb_side > 4096))
+        return gx_err_set(err, GX_ERR_INVALID, "anomaly store: thumb_side of '%s' must be in [1, 4096]",
+                          r->external_id);
     return GX_OK;
 }
 
@@ -227,6 +242,27 @@ static gx_status as_object_row(as_put_stmts *p, const gx_anomaly_rec *r, int64_t
     if (rc != SQLITE_DONE) return as_fail(p->h, rc, err, "insert object");
     *row = sqlite3_last_insert_rowid(p->h);
     return GX_OK;
+}
+
+/* The image's thumbnail, unless it has one. */
+static gx_status as_thumb_put(as_put_stmts *p, const gx_anomaly_rec *r, gx_err *err) {
+    as_bind_text(p->thumb_has, 1, r->image_sha256);
+    int rc = sqlite3_step(p->thumb_has);
+    as_reset(p->thumb_has);
+    if (rc == SQLITE_ROW) return GX_OK;
+    if (rc != SQLITE_DONE) return as_fail(p->h, rc, err, "find thumbnail");
+    uint8_t *png = NULL;
+    size_t n = 0;
+    int side = 0;
+    gx_status s = gx_anomaly_thumb_png(r->thumb_x, r->thumb_side, &png, &n, &side, err);
+    if (s != GX_OK) return s;
+    sqlite3_bind_text(p->thumb_ins, 1, r->image_sha256, -1, SQLITE_STATIC);
+    sqlite3_bind_blob(p->thumb_ins, 2, png, (int)n, SQLITE_STATIC);
+    sqlite3_bind_int(p->thumb_ins, 3, side);
+    rc = sqlite3_step(p->thumb_ins);
+    as_reset(p->thumb_ins);
+    free(png);
+    return rc == SQLITE_DONE ? GX_OK : as_fail(p->h, rc, err, "insert thumbnail");
 }
 
 static gx_status as_put_one(as_put_stmts *p, gx_anomaly_rec *r, gx_err *err) {
@@ -259,7 +295,8 @@ static gx_status as_put_one(as_put_stmts *p, gx_anomaly_rec *r, gx_err *err) {
         as_copy_col(st, 1, r->created_at, sizeof r->created_at);
     }
     as_reset(st);
-    return rc == SQLITE_ROW ? GX_OK : as_fail(p->h, rc, err, "read score");
+    if (rc != SQLITE_ROW) return as_fail(p->h, rc, err, "read score");
+    return r->thumb_x ? as_thumb_put(p, r, err) : GX_OK;
 }
 
 gx_status gx_anomaly_put_many(gx_db *db, gx_anomaly_rec *r, int64_t n, gx_err *err) {
@@ -377,7 +414,9 @@ static gx_status as_cursor_decode(const char *c, double *score, int64_t *id, gx_
 
 #define AS_ROW_COLS                                                                              \
     "a.id, o.external_id, a.survey, a.ra, a.dec, a.score, a.threshold, a.is_anomaly, "           \
-    "a.class_index, a.class_name, a.image_sha256, m.version, a.created_at "
+    "a.class_index, a.class_name, a.image_sha256, m.version, a.created_at, "                    \
+    "(SELECT COUNT(*) FROM objects ov WHERE ov.external_id = o.external_id AND ov.id <= o.id), "  \
+    "EXISTS (SELECT 1 FROM anomaly_thumbs th WHERE th.image_sha256 = a.image_sha256) "
 /* CROSS JOIN: anomaly_scores stays the outer loop, walked in index order. */
 #define AS_ROW_FROM                                                                              \
     "FROM anomaly_scores a CROSS JOIN objects o ON o.id = a.object_id "                         \
@@ -398,6 +437,8 @@ static void as_read_row(sqlite3_stmt *st, gx_anomaly_row *r) {
     as_copy_col(st, 10, r->image_sha256, sizeof r->image_sha256);
     as_copy_col(st, 11, r->model_version, sizeof r->model_version);
     as_copy_col(st, 12, r->created_at, sizeof r->created_at);
+    r->version = sqlite3_column_int(st, 13);
+    r->has_thumb = sqlite3_column_int(st, 14);
 }
 
 /* ISO-8601 text -> the stored form ("YYYY-MM-DDTHH:MM:SS.mmmZ"), by
@@ -492,6 +533,72 @@ gx_status gx_anomaly_history(gx_db *db, const char *external_id, gx_anomaly_row 
     sqlite3_bind_int(st, 2, cap);
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) as_read_row(st, &rows[(*n)++]);
     gx_status s = rc == SQLITE_DONE ? GX_OK : as_fail(h, rc, err, "history");
+    sqlite3_finalize(st);
+    return s;
+}
+
+/* ----------------------------------------------------------- thumbnails */
+
+gx_status gx_anomaly_thumb_png(const float *x, int side, uint8_t **png, size_t *n, int *thumb_side,
+                               gx_err *err) {
+    *png = NULL;
+    *n = 0;
+    if (!x || side < 1) return gx_err_set(err, GX_ERR_INVALID, "thumbnail: no input or side %d < 1", side);
+    if (side <= GX_ANOMALY_THUMB_MAX) {
+        if (thumb_side) *thumb_side = side;
+        return gx_png_encode(x, 3, side, side, png, n, err);
+    }
+    /* Shrunk with the preprocessing's own antialiased resize, so the
+     * thumbnail is a faithful small picture of what the model saw. */
+    gx_image in, out;
+    memset(&out, 0, sizeof out);
+    gx_status s = gx_image_alloc(&in, 3, side, side, err);
+    if (s != GX_OK) return s;
+    memcpy(in.data, x, (size_t)3 * side * side * sizeof *x);
+    s = gx_pre_resize(&in, GX_ANOMALY_THUMB_MAX, GX_ANOMALY_THUMB_MAX, &out, err);
+    if (s == GX_OK) s = gx_png_encode(out.data, 3, out.h, out.w, png, n, err);
+    if (s == GX_OK && thumb_side) *thumb_side = GX_ANOMALY_THUMB_MAX;
+    gx_image_free(&in);
+    gx_image_free(&out);
+    return s;
+}
+
+gx_status gx_anomaly_thumb_get(gx_db *db, const char *external_id, int version, uint8_t **png, size_t *n,
+                               int *version_out, gx_err *err) {
+    *png = NULL;
+    *n = 0;
+    if (!db || !external_id) return gx_err_set(err, GX_ERR_INVALID, "anomaly store: thumbnail needs an object id");
+    if (version < 0) return gx_err_set(err, GX_ERR_INVALID, "version: must be >= 1 (got %d)", version);
+    sqlite3 *h = gx_db_handle(db);
+    sqlite3_stmt *st = NULL;
+    /* The object's versions numbered by row id (objects_external_sha gives
+     * them), then the one asked for, or the newest that has a thumbnail. */
+    int rc = sqlite3_prepare_v2(h,
+        "SELECT t.png, o.v FROM (SELECT image_sha256, ROW_NUMBER() OVER (ORDER BY id) AS v FROM objects"
+        " WHERE external_id = ?1) o JOIN anomaly_thumbs t ON t.image_sha256 = o.image_sha256"
+        " WHERE ?2 = 0 OR o.v = ?2 ORDER BY o.v DESC LIMIT 1", -1, &st, NULL);
+    if (rc != SQLITE_OK) return as_fail(h, rc, err, "prepare thumbnail");
+    as_bind_text(st, 1, external_id);
+    sqlite3_bind_int(st, 2, version);
+    rc = sqlite3_step(st);
+    gx_status s = GX_OK;
+    if (rc == SQLITE_ROW) {
+        int bytes = sqlite3_column_bytes(st, 0);
+        const void *b = sqlite3_column_blob(st, 0);
+        *png = malloc(bytes > 0 ? (size_t)bytes : 1);
+        if (!*png) s = gx_err_set(err, GX_ERR_NOMEM, "anomaly store: out of memory");
+        else {
+            if (bytes > 0) memcpy(*png, b, (size_t)bytes);
+            *n = (size_t)bytes;
+            if (version_out) *version_out = sqlite3_column_int(st, 1);
+        }
+    } else if (rc == SQLITE_DONE) {
+        s = version ? gx_err_set(err, GX_ERR_NOTFOUND, "object '%s' has no thumbnail for version %d", external_id,
+                                 version)
+                    : gx_err_set(err, GX_ERR_NOTFOUND, "object '%s' has no stored thumbnail", external_id);
+    } else {
+        s = as_fail(h, rc, err, "thumbnail");
+    }
     sqlite3_finalize(st);
     return s;
 }

@@ -13,6 +13,16 @@
  * Re-sending the same (external_id, image_sha256) to the same model returns
  * the existing score row and writes nothing.
  *
+ * Thumbnails (migrations/0007_anomaly_thumbs.sql): a record that carries
+ * the model's input tensor (thumb_x) also stores a PNG of it, at most
+ * GX_ANOMALY_THUMB_MAX pixels a side, keyed by image_sha256 — one per image
+ * whatever model scored it; the first one stored stays (INSERT OR IGNORE) —
+ * in the same transaction as the score. A re-sent image writes no new
+ * score (the rule above) but does get a thumbnail if it had none (scores
+ * stored before 0007). An object's versions are numbered 1, 2, ... in the
+ * order its objects rows were created (the images first sent under that
+ * external_id, scored or only classified); rows report their version.
+ *
  * Query order is score DESC, id DESC; the cursor is opaque text (base64url of
  * "score|id", score printed with %.17g), stable under concurrent inserts.
  * Every page is an index range scan (no OFFSET).
@@ -41,6 +51,9 @@ typedef struct gx_anomaly_rec {
     int         is_anomaly;
     int         class_index;
     const char *class_name;    /* may be NULL */
+    const float *thumb_x;      /* the model's input [3, thumb_side, thumb_side] (CHW, values
+                                  in [0,1]); NULL: store no thumbnail */
+    int         thumb_side;
     /* out */
     int64_t     id;            /* anomaly_scores.id */
     int64_t     object_row;    /* objects.id */
@@ -84,6 +97,8 @@ typedef struct gx_anomaly_row {
     char    image_sha256[65];
     char    model_version[65];
     char    created_at[32];
+    int     version;           /* 1-based version of object_id this image is (see above) */
+    int     has_thumb;         /* 1: GET .../thumb.png?version=<version> has a picture */
 } gx_anomaly_row;
 
 /* One page: rows[*n] (caller's array of q->limit), next cursor (empty when
@@ -96,6 +111,25 @@ void gx_anomaly_page_sql(const gx_anomaly_query *q, int has_cursor, char *buf, s
 /* Every score of one external object id, newest first (at most cap rows). */
 gx_status gx_anomaly_history(gx_db *db, const char *external_id, gx_anomaly_row *rows, int cap,
                              int *n, gx_err *err);
+
+/* ------------------------------------------------------------ thumbnails */
+
+#define GX_ANOMALY_THUMB_MAX 64
+
+/* The thumbnail PNG of a model input x [3, side, side] (CHW, [0,1]): the
+ * image itself when side <= GX_ANOMALY_THUMB_MAX, else resized to that
+ * (gx_pre_resize: antialiased bilinear). *png is malloc'ed (caller frees);
+ * *thumb_side (may be NULL) receives its side. */
+gx_status gx_anomaly_thumb_png(const float *x, int side, uint8_t **png, size_t *n, int *thumb_side,
+                               gx_err *err);
+
+/* The stored thumbnail of version `version` (1-based) of external_id, or
+ * with version 0 of its newest version that has one; *png malloc'ed,
+ * *version_out (may be NULL) the version found. GX_ERR_NOTFOUND (message
+ * naming the object and version) when there is none; GX_ERR_INVALID for a
+ * version < 0. */
+gx_status gx_anomaly_thumb_get(gx_db *db, const char *external_id, int version, uint8_t **png, size_t *n,
+                               int *version_out, gx_err *err);
 
 #ifdef __cplusplus
 }

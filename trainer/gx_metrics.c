@@ -18,6 +18,7 @@
 #include "gx_metrics.h"
 
 #include <math.h>
+#include <sqlite3.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -316,4 +317,127 @@ gx_status gx_metrics_redshift(const gx_real *z_pred, const double *z_true, int64
     out->nmad = z_nmad(zt, zp, m);
     free(buf);
     return GX_OK;
+}
+
+/* ------------------------------------------------------------- storage */
+
+/* Confusion matrices go to SQLite here, beside the metrics that describe
+ * the same evaluation, rather than in gx_db.c: gx_db knows runs, metric rows
+ * and checkpoints; what a confusion row means is this file's business.
+ * The statements are prepared per call: an epoch writes at most a few
+ * matrices of <= 64*64 cells, once. */
+
+static gx_status mx_fail(sqlite3 *h, gx_err *err, const char *what) {
+    int rc = sqlite3_extended_errcode(h) & 0xff;
+    gx_status s = rc == SQLITE_CONSTRAINT ? GX_ERR_INVALID : rc == SQLITE_NOMEM ? GX_ERR_NOMEM : GX_ERR_IO;
+    return gx_err_set(err, s, "confusion: %s: %s", what, sqlite3_errmsg(h));
+}
+
+static gx_status mx_check(const gx_metrics_confusion *c, gx_err *err) {
+    if (!c || !c->split || !c->split[0] || !c->counts)
+        return gx_err_set(err, GX_ERR_INVALID, "confusion: split and counts are required");
+    if (c->k < 1 || c->k > GX_METRICS_CONFUSION_MAX_K)
+        return gx_err_set(err, GX_ERR_INVALID, "confusion: %s: k = %d outside [1, %d]", c->split, c->k,
+                          GX_METRICS_CONFUSION_MAX_K);
+    for (int i = 0; i < c->k * c->k; i++)
+        if (c->counts[i] < 0)
+            return gx_err_set(err, GX_ERR_INVALID, "confusion: %s: negative count at (%d, %d)", c->split,
+                              i / c->k, i % c->k);
+    return GX_OK;
+}
+
+gx_status gx_metrics_confusion_put(gx_db *db, int64_t run_id, int epoch, const gx_metrics_confusion *c,
+                                   gx_err *err) {
+    gx_status s = mx_check(c, err);
+    if (s != GX_OK) return s;
+    sqlite3 *h = gx_db_handle(db);
+    sqlite3_stmt *del = NULL, *ins = NULL;
+    /* A re-evaluated epoch replaces its matrix; a smaller k must not leave
+     * the old outer cells behind, hence delete-then-insert. */
+    if (sqlite3_prepare_v2(h, "DELETE FROM confusion WHERE run_id = ?1 AND epoch = ?2 AND split = ?3",
+                           -1, &del, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(h, "INSERT INTO confusion (run_id, epoch, split, true_class, pred_class, count)"
+                              " VALUES (?1, ?2, ?3, ?4, ?5, ?6)", -1, &ins, NULL) != SQLITE_OK) {
+        s = mx_fail(h, err, "prepare");
+    }
+    if (s == GX_OK) {
+        sqlite3_bind_int64(del, 1, run_id);
+        sqlite3_bind_int(del, 2, epoch);
+        sqlite3_bind_text(del, 3, c->split, -1, SQLITE_STATIC);
+        if (sqlite3_step(del) != SQLITE_DONE) s = mx_fail(h, err, c->split);
+    }
+    for (int i = 0; s == GX_OK && i < c->k * c->k; i++) {
+        sqlite3_bind_int64(ins, 1, run_id);
+        sqlite3_bind_int(ins, 2, epoch);
+        sqlite3_bind_text(ins, 3, c->split, -1, SQLITE_STATIC);
+        sqlite3_bind_int(ins, 4, i / c->k);
+        sqlite3_bind_int(ins, 5, i % c->k);
+        sqlite3_bind_int64(ins, 6, c->counts[i]);
+        if (sqlite3_step(ins) != SQLITE_DONE) s = mx_fail(h, err, c->split);
+        sqlite3_reset(ins);
+    }
+    sqlite3_finalize(del);
+    sqlite3_finalize(ins);
+    return s;
+}
+
+static gx_status mx_classes_put(gx_db *db, int64_t run_id, const char *classes_json, gx_err *err) {
+    sqlite3 *h = gx_db_handle(db);
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(h, "INSERT OR REPLACE INTO run_classes (run_id, classes_json) VALUES (?1, ?2)",
+                           -1, &st, NULL) != SQLITE_OK)
+        return mx_fail(h, err, "prepare classes");
+    sqlite3_bind_int64(st, 1, run_id);
+    sqlite3_bind_text(st, 2, classes_json, -1, SQLITE_STATIC);
+    gx_status s = sqlite3_step(st) == SQLITE_DONE ? GX_OK : mx_fail(h, err, "class names");
+    sqlite3_finalize(st);
+    return s;
+}
+
+/* All-or-nothing like gx_db_metrics_put (whose per-row insert,
+ * gx_db_metric_put, opens no transaction of its own). */
+gx_status gx_metrics_epoch_put(gx_db *db, int64_t run_id, int epoch, const gx_db_metric *rows, int n_rows,
+                               const gx_metrics_confusion *conf, int n_conf, const char *classes_json,
+                               gx_err *err) {
+    gx_status s = gx_db_begin(db, err);
+    for (int i = 0; s == GX_OK && i < n_rows; i++)
+        s = gx_db_metric_put(db, run_id, epoch, rows[i].split, rows[i].name, rows[i].value, err);
+    for (int i = 0; s == GX_OK && i < n_conf; i++) s = gx_metrics_confusion_put(db, run_id, epoch, &conf[i], err);
+    if (s == GX_OK && classes_json) s = mx_classes_put(db, run_id, classes_json, err);
+    if (s == GX_OK) s = gx_db_commit(db, err);
+    if (s != GX_OK) gx_db_rollback(db);
+    return s;
+}
+
+gx_status gx_metrics_confusion_get(gx_db *db, int64_t run_id, int epoch, const char *split, int64_t *counts,
+                                   int cap, int *k, gx_err *err) {
+    sqlite3 *h = gx_db_handle(db);
+    sqlite3_stmt *st = NULL;
+    *k = 0;
+    /* The side first (every cell is stored, so it is max index + 1), then
+     * the cells in primary-key order. */
+    if (sqlite3_prepare_v2(h, "SELECT true_class, pred_class, count, MAX(true_class) OVER () + 1 FROM confusion"
+                              " WHERE run_id = ?1 AND epoch = ?2 AND split = ?3 ORDER BY true_class, pred_class",
+                           -1, &st, NULL) != SQLITE_OK)
+        return mx_fail(h, err, "prepare read");
+    sqlite3_bind_int64(st, 1, run_id);
+    sqlite3_bind_int(st, 2, epoch);
+    sqlite3_bind_text(st, 3, split ? split : "", -1, SQLITE_STATIC);
+    gx_status s = GX_OK;
+    int rc;
+    while (s == GX_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (!*k) {
+            *k = sqlite3_column_int(st, 3);
+            if (*k > cap) s = gx_err_set(err, GX_ERR_INVALID, "confusion: %d classes exceed the buffer of %d", *k, cap);
+            else memset(counts, 0, (size_t)*k * (size_t)*k * sizeof *counts);
+        }
+        int t = sqlite3_column_int(st, 0), p = sqlite3_column_int(st, 1);
+        if (s == GX_OK && p < *k) counts[t * *k + p] = sqlite3_column_int64(st, 2);
+    }
+    if (s == GX_OK && rc != SQLITE_DONE) s = mx_fail(h, err, "read");
+    if (s == GX_OK && !*k)
+        s = gx_err_set(err, GX_ERR_NOTFOUND, "confusion: run %lld has no %s matrix at epoch %d", (long long)run_id,
+                       split ? split : "(null)", epoch);
+    sqlite3_finalize(st);
+    return s;
 }

@@ -32,6 +32,9 @@
  * Empty sets give NaN (never 0, which would look like a perfect score).
  * r2 of a constant z_true follows sklearn: 1 when every dz is 0, else 0.
  *
+ * The end of this header stores confusion matrices per epoch (SQLite,
+ * migrations/0006) for the dashboard.
+ *
  * These run once per evaluation, not per step: they allocate their own
  * scratch with malloc (O(N*K)) and return GX_ERR_NOMEM if that fails. All
  * sums are in double; results do not depend on thread count or sample order
@@ -41,6 +44,7 @@
 #define GX_METRICS_H
 
 #include "gx.h"
+#include "gx_db.h"
 
 #include <stdint.h>
 
@@ -111,6 +115,47 @@ double gx_metric_median(double *x, int64_t n);
  * at several input sizes: the spec's "cross-size CV"). NaN when n == 0 or
  * the mean is 0. */
 double gx_metric_cv(const double *x, int n);
+
+/* ---- per-epoch storage (migrations/0006_confusion.sql) ------------------
+ *
+ * The trainers store each epoch's confusion matrices beside its metric rows,
+ * in one transaction, so the dashboard can show the matrix of the best
+ * epoch (GET /v1/runs/{run_id}/confusion). A matrix is k x k counts,
+ * confusion[t*k + p] = samples of true class t predicted p (gx_cls_metrics'
+ * layout; uda passes K+1 classes, the last "unknown"). Every cell is stored,
+ * zeros included, so the side is known from the rows. */
+
+#define GX_METRICS_CONFUSION_MAX_K 64
+
+/* One split's matrix of an epoch. */
+typedef struct gx_metrics_confusion {
+    const char    *split;      /* "val", "test", "source_test", ... */
+    int            k;          /* classes, 1..GX_METRICS_CONFUSION_MAX_K */
+    const int64_t *counts;     /* [k*k], row = true class */
+} gx_metrics_confusion;
+
+/* Stores one matrix (replacing that epoch and split's cells) inside the
+ * caller's transaction (or autocommit). GX_ERR_INVALID names a bad k,
+ * split or negative count; a run that does not exist is GX_ERR_INVALID too
+ * (foreign key). */
+gx_status gx_metrics_confusion_put(gx_db *db, int64_t run_id, int epoch,
+                                   const gx_metrics_confusion *c, gx_err *err);
+
+/* One epoch's metric rows (gx_db_metrics_put's rows), its matrices and the
+ * run's class names (a JSON array text indexed by class, NULL = leave as
+ * stored) in one transaction: all are stored or none. What each trainer
+ * calls at the end of an epoch instead of gx_db_metrics_put. It opens its
+ * own transaction (gx_db_begin): call it outside one. */
+gx_status gx_metrics_epoch_put(gx_db *db, int64_t run_id, int epoch,
+                               const gx_db_metric *rows, int n_rows,
+                               const gx_metrics_confusion *conf, int n_conf,
+                               const char *classes_json, gx_err *err);
+
+/* Reads the matrix of (run, epoch, split) into counts [cap*cap] (row-major
+ * with side *k, which may exceed cap: then nothing is copied and the call
+ * fails with GX_ERR_INVALID). GX_ERR_NOTFOUND when there is none. */
+gx_status gx_metrics_confusion_get(gx_db *db, int64_t run_id, int epoch, const char *split,
+                                   int64_t *counts, int cap, int *k, gx_err *err);
 
 #ifdef __cplusplus
 }

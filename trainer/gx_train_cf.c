@@ -87,6 +87,7 @@ static const cf_set_key cf_set_keys[] = {
     K_("blocks", 'l', model.blocks), K_("subnet", 'l', model.subnet), K_("clamp", 'd', model.clamp),
     K_("beta", 'd', loss.beta), K_("label_smooth", 'd', loss.label_smooth),
     K_("w_rec", 'd', loss.w_rec), K_("w_mmd", 'd', loss.w_mmd), K_("w_ib", 'd', loss.w_ib),
+    K_("w_cyc", 'd', loss.w_cyc),
     K_("ssim_weight", 'd', loss.ssim_weight),
     K_("aug_rot", 'd', aug.rot_max_deg), K_("aug_hflip", 'd', aug.p_hflip), K_("aug_vflip", 'd', aug.p_vflip),
 };
@@ -223,13 +224,14 @@ static char *cf_run_config_json(const gx_train_cf_opts *o) {
     free(mj);
     const gx_cf_loss_cfg *l = &o->loss;
     json_t *t = json_pack("{s:s,s:i,s:i,s:I,s:I,s:f,s:f,s:f,s:f,s:f,s:f,s:i,s:f,s:i,s:i,s:f,s:f,s:f,s:f,s:f,"
-                          "s:f,s:i,s:s?,s:I,s:i}",
+                          "s:f,s:f,s:i,s:s?,s:I,s:i}",
         "config", o->config_name ? o->config_name : "", "epochs", o->epochs, "batch", o->batch,
         "seed", (json_int_t)o->seed, "max_train", (json_int_t)o->max_train, "lr", o->lr,
         "mu_lr_mult", o->mu_lr_mult, "lr_decay", o->lr_decay, "beta1", o->beta1, "beta2", o->beta2,
         "clip", o->clip, "warmup_epochs", o->warmup_epochs, "noise_sigma", o->noise_sigma,
         "balanced", o->balanced, "augment", o->augment, "beta", l->beta, "label_smooth", l->label_smooth,
-        "w_rec", l->w_rec, "w_mmd", l->w_mmd, "w_ib", l->w_ib, "ssim_weight", l->ssim_weight,
+        "w_rec", l->w_rec, "w_mmd", l->w_mmd, "w_ib", l->w_ib, "w_cyc", l->w_cyc,
+        "ssim_weight", l->ssim_weight,
         "cf_eval_n", o->cf_eval_n, "judge", o->judge, "split_seed", (json_int_t)o->split_seed,
         "half", o->half);
     char *s = NULL;
@@ -248,6 +250,7 @@ typedef struct cf_rows {
     gx_db_metric row[CF_MAX_ROWS];
     char name[CF_MAX_ROWS][48];
     int n;
+    gx_cls_metrics val_cls;    /* the validation metrics: their confusion matrix is stored too */
 } cf_rows;
 
 static void cf_row(cf_rows *w, const char *split, double v, const char *fmt, ...)
@@ -263,16 +266,17 @@ static void cf_row(cf_rows *w, const char *split, double v, const char *fmt, ...
 }
 
 /* The loss terms, in the order of gx_cf_loss_terms after total. */
-enum { CF_L_TOTAL, CF_L_X, CF_L_Y, CF_L_IB, CF_L_MMD, CF_L_REC, CF_L_SSIM, CF_NL };
+enum { CF_L_TOTAL, CF_L_X, CF_L_Y, CF_L_IB, CF_L_MMD, CF_L_REC, CF_L_CYC, CF_L_SSIM, CF_NL };
 static const char *const cf_loss_names[CF_NL] = { "loss_total", "loss_x", "loss_y", "loss_ib",
-                                                  "loss_mmd", "loss_rec", "rec_ssim" };
+                                                  "loss_mmd", "loss_rec", "loss_cyc", "rec_ssim" };
 
 /* Sums of the loss terms weighted by batch size; a term the loss did not
  * compute (weight 0, e.g. IB in warm-up) stays NaN. */
 typedef struct cf_loss_acc { double sum[CF_NL]; int have[CF_NL]; int64_t n; } cf_loss_acc;
 
 static void cf_loss_add(cf_loss_acc *a, const gx_cf_loss_terms *L, int64_t n) {
-    const gx_tensor *t[CF_NL] = { L->total, L->l_x, L->l_y, L->l_ib, L->l_mmd, L->l_rec, L->ssim };
+    const gx_tensor *t[CF_NL] = { L->total, L->l_x, L->l_y, L->l_ib, L->l_mmd, L->l_rec, L->l_cyc,
+                                  L->ssim };
     for (int i = 0; i < CF_NL; i++)
         if (t[i]) { a->sum[i] += cf_scalar(t[i]) * (double)n; a->have[i] = 1; }
     a->n += n;
@@ -635,6 +639,7 @@ static gx_status cf_rows_val(cf_run *R, int epoch, cf_rows *w, double *acc, gx_e
         }
         cf_row(w, "val", (double)cnt, "cf_n");
         *acc = cm.accuracy;
+        w->val_cls = cm;
     }
     cf_val_free(&a);
     return s;
@@ -913,7 +918,10 @@ static gx_status cf_end_epoch(cf_run *R, int epoch, const cf_epoch_stats *es, gx
     double acc = NAN;
     gx_status s = cf_rows_val(R, epoch, rows, &acc, err);
     if (s == GX_OK) cf_rows_train(rows, es);
-    if (s == GX_OK) s = gx_db_metrics_put(R->db, R->run_id, epoch, rows->row, rows->n, err);
+    if (s == GX_OK)
+        s = gx_metrics_epoch_put(R->db, R->run_id, epoch, rows->row, rows->n,
+                                 &(gx_metrics_confusion){ "val", rows->val_cls.k, rows->val_cls.confusion }, 1,
+                                 R->classes_json, err);
     char js[96];
     snprintf(js, sizeof js, "{\"val_accuracy\":%.17g}", isfinite(acc) ? acc : 0.0);
     if (s == GX_OK) s = cf_checkpoint(R, &R->m, R->path_last, "last", epoch, js, err);

@@ -253,6 +253,7 @@ gx_status gx_uda_split_metrics_compute(const float *probs, const float *entropy,
         int pred = entropy[i] > rho ? K : a;
         sup[y]++;
         npred[pred]++;
+        out->confusion[y * (K + 1) + pred]++;
         tp[y] += pred == y;
         correct += pred == y;
         if (y < K) { kn++; kok += pred == y; } else { un++; uok += pred == K; }
@@ -1045,6 +1046,21 @@ static gx_status uda_write_checkpoint(uda_run *R, const char *path, const char *
     return s;
 }
 
+/* The epoch's rows with both test matrices ((K+1) classes, the last
+ * "unknown") and the class names, in one transaction. */
+static gx_status uda_epoch_put(uda_run *R, int epoch, const uda_rows *w, const gx_uda_split_metrics *ms,
+                               const gx_uda_split_metrics *mt, gx_err *err) {
+    json_t *a = json_loads(R->classes_json, 0, NULL);
+    char *cls = a && json_array_append_new(a, json_string("unknown")) == 0 ? json_dumps(a, JSON_COMPACT) : NULL;
+    json_decref(a);
+    if (!cls) return gx_err_set(err, GX_ERR_NOMEM, "uda: out of memory");
+    int k = R->cm.K + 1;
+    gx_metrics_confusion cf[2] = { { "source_test", k, ms->confusion }, { "target_test", k, mt->confusion } };
+    gx_status s = gx_metrics_epoch_put(R->db, R->run_id, epoch, w->row, w->n, cf, 2, cls, err);
+    free(cls);
+    return s;
+}
+
 /* Tuner, evaluation, rows, checkpoints and state after epoch `epoch`. */
 static gx_status uda_end_epoch(uda_run *R, int epoch, const uda_epoch_stats *es, int *changed, gx_err *err) {
     double L = es->steps ? es->total / es->steps : NAN;
@@ -1074,7 +1090,7 @@ static gx_status uda_end_epoch(uda_run *R, int epoch, const uda_epoch_stats *es,
     uda_row(&w, "source_val", "accuracy", val);
     uda_rows_split(&w, "source_test", &ms);
     uda_rows_split(&w, "target_test", &mt);
-    s = gx_db_metrics_put(R->db, R->run_id, epoch, w.row, w.n, err);
+    s = uda_epoch_put(R, epoch, &w, &ms, &mt, err);
     char *js = uda_metrics_json(&mt, val);
     if (s == GX_OK && !js) s = gx_err_set(err, GX_ERR_NOMEM, "uda: out of memory");
     if (s == GX_OK) s = uda_write_checkpoint(R, R->path_last, "last", epoch, js, err);
@@ -1255,6 +1271,8 @@ static gx_status uda_score_batch(uda_scorer *S, int64_t i0, int64_t i1, float *x
                 q->dec = S->ds->dec[i];
                 q->model_id = S->model_id;
                 q->threshold = S->threshold;
+                q->thumb_x = x + row * (size_t)n;   /* what the model sees: the thumbnail */
+                q->thumb_side = side;
                 n++;
             }
         }

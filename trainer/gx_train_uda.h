@@ -156,6 +156,9 @@ typedef struct gx_uda_split_metrics {
     int64_t n;
     double  accuracy, precision_macro, recall_macro, f1_macro;
     double  known_accuracy, unknown_accuracy, anomaly_auc;
+    /* confusion[t*(K+1) + p]: true t predicted p over K+1 classes, the last
+     * "unknown" (p = K when H > rho); stored per epoch for the dashboard. */
+    int64_t confusion[(GX_UDA_MAX_CLASSES + 1) * (GX_UDA_MAX_CLASSES + 1)];
 } gx_uda_split_metrics;
 gx_status gx_uda_split_metrics_compute(const float *probs, const float *entropy,
                                        const int32_t *labels, int64_t n, int K, double rho,

@@ -902,6 +902,17 @@ static void wm_rows_train(wm_rows *w, const wm_run *R, const wm_epoch_stats *es)
     }
 }
 
+/* The epoch's metric rows with the validation confusion matrix and the
+ * class names, in one transaction (the dashboard's best-epoch matrix). */
+static gx_status wm_epoch_put(wm_run *R, int epoch, const wm_rows *rows, const gx_cls_metrics *cm, gx_err *err) {
+    char *cls = wm_classes_json((int)R->m.cfg.classes);
+    if (!cls) return gx_err_set(err, GX_ERR_NOMEM, "metrics: out of memory");
+    gx_metrics_confusion cf = { "val", cm->k, cm->confusion };
+    gx_status s = gx_metrics_epoch_put(R->db, R->run_id, epoch, rows->row, rows->n, &cf, 1, cls, err);
+    free(cls);
+    return s;
+}
+
 /* Validation, checkpoints, metric rows and the state file of one epoch. */
 static gx_status wm_end_epoch(wm_run *R, int epoch, const wm_epoch_stats *es, gx_err *err) {
     /* Colour buffers from this epoch's training colours, so eval-mode
@@ -926,7 +937,7 @@ static gx_status wm_end_epoch(wm_run *R, int epoch, const wm_epoch_stats *es, gx
     char sha[65], js[96];
     double acc = s == GX_OK ? cm.accuracy : NAN;
     snprintf(js, sizeof js, "{\"val_accuracy\":%.17g}", isfinite(acc) ? acc : 0.0);
-    if (s == GX_OK) s = gx_db_metrics_put(R->db, R->run_id, epoch, rows->row, rows->n, err);
+    if (s == GX_OK) s = wm_epoch_put(R, epoch, rows, &cm, err);
     if (s == GX_OK) s = wm_write_checkpoint(R, R->path_last, epoch, acc, sha, err);
     if (s == GX_OK)
         s = gx_db_checkpoint_put(R->db, &(gx_db_checkpoint){ R->run_id, epoch, "last", R->path_last, sha, js },
@@ -1225,7 +1236,8 @@ gx_status gx_eval_wm(const gx_eval_wm_opts *o, gx_eval_wm_result *r, gx_err *err
         if ((s = gx_db_open(&db, o->db_path, &e2)) != GX_OK)
             gx_err_set(err, s, "--db %s: %s", o->db_path, e2.msg);
         else if (E.run_id > 0)
-            s = gx_db_metrics_put(db, E.run_id, E.epoch, E.rows->row, E.rows->n, err);
+            s = gx_metrics_epoch_put(db, E.run_id, E.epoch, E.rows->row, E.rows->n,
+                                     &(gx_metrics_confusion){ "test", r->cls.k, r->cls.confusion }, 1, NULL, err);
         else if (o->print)
             fprintf(o->print, "(checkpoint has no run id: nothing stored)\n");
         gx_db_close(db);

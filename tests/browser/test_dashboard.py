@@ -3,8 +3,9 @@
 Each view loads with no SEVERE browser console entry (a failed request, a
 JavaScript error); uploading a cutout fills the class table; the
 counterfactual grid's images load (when a cf-inn model is served); a
-training run's chart has points; the anomaly table pages forwards and back;
-the overview fits a phone-width window. Screenshots of every view go to
+training run's chart has points and its confusion matrix table has the
+stored cells; the anomaly table pages forwards and back and its thumbnails
+load; the overview fits a phone-width window. Screenshots of every view go to
 $GALAXYD_BUILD/screenshots/.
 
 No conftest.py here on purpose: pytest imports every conftest.py as the module
@@ -58,9 +59,10 @@ def _copy_db(src, dst):
 
 
 def _merge_runs(dst, src):
-    """Appends the runs of the trainer database src (with their metrics and
-    checkpoints, under new run ids) to dst: one database with a run of every
-    kind trained in the session, as a shared --db would hold them."""
+    """Appends the runs of the trainer database src (with their metrics,
+    checkpoints, confusion matrices and class names, under new run ids) to
+    dst: one database with a run of every kind trained in the session, as a
+    shared --db would hold them."""
     c = sqlite3.connect(dst)
     try:
         c.execute("ATTACH DATABASE ? AS s", (src,))
@@ -72,6 +74,11 @@ def _merge_runs(dst, src):
                       " FROM s.metrics WHERE run_id = ?", (new, rid))
             c.execute("INSERT INTO checkpoints(run_id, epoch, kind, path, sha256, metrics_json, created_at)"
                       " SELECT ?, epoch, kind, path, sha256, metrics_json, created_at FROM s.checkpoints"
+                      " WHERE run_id = ?", (new, rid))
+            c.execute("INSERT INTO confusion(run_id, epoch, split, true_class, pred_class, count)"
+                      " SELECT ?, epoch, split, true_class, pred_class, count FROM s.confusion WHERE run_id = ?",
+                      (new, rid))
+            c.execute("INSERT INTO run_classes(run_id, classes_json) SELECT ?, classes_json FROM s.run_classes"
                       " WHERE run_id = ?", (new, rid))
         c.commit()
         c.execute("DETACH DATABASE s")
@@ -244,21 +251,41 @@ def test_run_chart_has_points(browser, dash):
         "return Chart.getChart(document.querySelector('.metric-chart[data-metric=\"accuracy\"] canvas'))"
         ".data.datasets.map((d) => d.label);")
     assert "train" in splits and "val" in splits
-    # The loss terms are charted too, and the per-class recall chart has a bar
-    # per class, named by the served model of the run's kind, valued as stored.
+    # The loss terms are charted too.
     assert _chart_points(browser, "loss_total") >= 1
-    labels, values = browser.execute_script(
-        "const ch = Chart.getChart(document.querySelector('#recall-chart canvas'));"
-        "return [ch.data.labels, ch.data.datasets[0].data];")
-    served = next(m for m in models(dash) if m["kind"] == "wavelet-mamba")
-    assert labels == served["classes"]
-    best = max((c for c in requests.get(dash.url(f"/v1/runs/{wm['id']}/checkpoints"), timeout=10).json()["items"]
-                if c["kind"] == "best"), key=lambda c: (c["epoch"], c["id"]))
-    rec = requests.get(dash.url(f"/v1/runs/{wm['id']}/metrics?split=val&format=long"), timeout=10).json()["items"]
-    want = {int(r["name"][7:]): r["value"] for r in rec if r["name"].startswith("recall_") and r["epoch"] == best["epoch"]}
-    assert values == [want[k] for k in range(len(labels))]
+    _check_confusion_table(browser, dash, wm)
     shot(browser, "runs-wavelet-mamba")
     assert not severe(browser)
+
+
+def _check_confusion_table(browser, dash, run):
+    """The confusion matrix of the run's best epoch: a row per class named as
+    the trainer named them (the served model of that kind has the same
+    names), the stored counts in the cells, and a recall column equal to the
+    trainer's own recall_<k> rows of that epoch."""
+    n = until(browser, "document.querySelectorAll('#confusion-card table.confusion tbody tr').length",
+              "the confusion matrix")
+    cells = browser.execute_script(
+        "return [...document.querySelectorAll('#confusion-card table.confusion tbody tr')].map((r) =>"
+        " [r.cells[0].textContent, [...r.querySelectorAll('td.cell')].map((c) => Number(c.textContent)),"
+        "  r.querySelector('td.recall').textContent]);")
+    served = next(m for m in models(dash) if m["kind"] == run["model_kind"])
+    assert n == len(served["classes"]) and [c[0] for c in cells] == [f"{k} {name}" for k, name in enumerate(served["classes"])]
+    best = max((c for c in requests.get(dash.url(f"/v1/runs/{run['id']}/checkpoints"), timeout=10).json()["items"]
+                if c["kind"] == "best"), key=lambda c: (c["epoch"], c["id"]))
+    with sqlite3.connect(dash.db) as c:
+        stored = c.execute("SELECT true_class, pred_class, count FROM confusion WHERE run_id = ? AND epoch = ?"
+                           " AND split = 'val'", (run["id"], best["epoch"])).fetchall()
+    assert stored, "the trainer stored no confusion matrix"
+    want = [[0] * n for _ in range(n)]
+    for t, p, v in stored:
+        want[t][p] = v
+    assert [c[1] for c in cells] == want
+    rec = requests.get(dash.url(f"/v1/runs/{run['id']}/metrics?split=val&format=long"), timeout=10).json()["items"]
+    recall = {int(r["name"][7:]): r["value"] for r in rec if r["name"].startswith("recall_") and r["epoch"] == best["epoch"]}
+    assert [c[2] for c in cells] == ["—" if recall[k] is None else f"{recall[k]:.3f}" for k in range(n)]
+    title = browser.find_element("css selector", "#confusion-card h3").text
+    assert f"epoch {best['epoch'] + 1}" in title and "best checkpoint" in title, title
 
 
 def test_two_runs_overlaid(browser, dash):
@@ -301,6 +328,14 @@ def test_uda_run_charts_rho(browser, dash):
     while _chart_points(browser, "rho") == 0 and time.monotonic() < deadline:
         time.sleep(0.1)
     assert _chart_points(browser, "rho") >= 1 and _chart_points(browser, "margin") >= 1
+    # Its confusion matrix is the target test split with K+1 classes, the
+    # last "unknown" (entropy above rho), the other split a choice away.
+    heads = until(browser, "[...document.querySelectorAll('#confusion-card table.confusion tbody th')]"
+                  ".map((h) => h.textContent)", "the uda confusion matrix")
+    assert heads[-1] == f"{len(heads) - 1} unknown", heads
+    assert "target_test split" in browser.find_element("css selector", "#confusion-card h3").text
+    opts = browser.execute_script("return [...document.querySelectorAll('#confusion-split option')].map((o) => o.value);")
+    assert sorted(opts) == ["source_test", "target_test"]
     shot(browser, "runs-uda")
     assert not severe(browser)
 
@@ -462,7 +497,8 @@ def _fill_anomalies(dash, n):
 
 def _page_objects(browser):
     return browser.execute_script(
-        "return [...document.querySelectorAll('table.anomalies tbody tr')].map((r) => r.cells[0].textContent);")
+        "return [...document.querySelectorAll('table.anomalies tbody tr')].map((r) =>"
+        " r.querySelector('td[data-col=object_id]').textContent);")
 
 
 def test_anomaly_table_pages(browser, dash):
@@ -506,8 +542,27 @@ def test_anomaly_table_pages(browser, dash):
     assert browser.execute_script("return document.querySelectorAll('#view-anomalies .pager button').length;") == 2
     links = [a.get_attribute("href") for a in browser.find_elements("css selector", "#view-anomalies a[download]")]
     assert any("format=csv" in h for h in links) and any("format=votable" in h for h in links)
+    _check_thumbnails(browser, dash)
     shot(browser, "anomalies")
     assert not severe(browser)
+
+
+def _check_thumbnails(browser, dash):
+    """Scores stored through a served uda model carry thumbnails: every row
+    of the page shows its image, loaded (naturalWidth > 0), at the size the
+    server stored, with alt text."""
+    if not [m for m in models(dash) if m["kind"] == "uda"]:
+        pytest.xfail("no uda model served: the anomaly rows were written directly and have no thumbnails")
+    until(browser, "[...document.querySelectorAll('table.anomalies img.thumb')].length === "
+          "document.querySelectorAll('table.anomalies tbody tr').length", "a thumbnail per row")
+    # Lazy images load once scrolled into view.
+    browser.execute_script("document.querySelector('table.anomalies').scrollIntoView();")
+    until(browser, "[...document.querySelectorAll('table.anomalies img.thumb')].every((i) => i.complete && i.naturalWidth > 0)",
+          "every thumbnail to load")
+    imgs = browser.execute_script("return [...document.querySelectorAll('table.anomalies img.thumb')].map((i) =>"
+                                  " [i.naturalWidth, i.naturalHeight, i.alt, i.getAttribute('loading')]);")
+    size = min(next(m for m in models(dash) if m["kind"] == "uda")["input_size"], 64)
+    assert all(w == size and h == size and "as the model saw it" in alt and lazy == "lazy" for w, h, alt, lazy in imgs), imgs
 
 
 # ------------------------------------------------------------------ phone width

@@ -2,7 +2,9 @@
  * test_anomaly_store.c — trainer/gx_anomaly_store.c on migrations 0001-0003:
  * idempotent puts, image versions, keyset pages stable under inserts, every
  * filter, bad cursors and parameters, one-transaction rollback of put_many,
- * and EXPLAIN QUERY PLAN of the page shapes (no temp b-tree, an index scan).
+ * and EXPLAIN QUERY PLAN of the page shapes (no temp b-tree, an index scan);
+ * thumbnails (0007): stored with the score in its transaction, the pixels of
+ * the model input, one per image, shrunk when large, found by version.
  *
  * Each test works on its own database in a fresh mkdtemp directory.
  */
@@ -11,6 +13,7 @@
 
 #include "gx_anomaly_store.h"
 #include "gx_db.h"
+#include "gx_image.h"
 
 #include <math.h>
 #include <sqlite3.h>
@@ -450,5 +453,154 @@ GX_TEST(anomaly_page_plans_use_cursor_indexes) {
                       "shape %zu cursor %d: %s", i, cur, plan);
         }
     }
+    adb_close(&t);
+}
+
+/* ------------------------------------------------------------ thumbnails */
+
+/* A smooth 3 x S x S input in [0,1] whose bands differ (so a band swap
+ * shows), shifted by `seed` so two inputs differ. */
+static float *thumb_input(int S, int seed) {
+    float *x = malloc(sizeof *x * 3 * (size_t)S * (size_t)S);
+    for (int c = 0; x && c < 3; c++)
+        for (int i = 0; i < S * S; i++)
+            x[(size_t)c * S * S + i] = (float)(((i % S) + 2 * (i / S) + 40 * c + seed) % 256) / 255.0f;
+    return x;
+}
+
+/* Decodes the stored PNG of (ext, version) into im; 0 when none. */
+static int thumb_decode(gx_db *db, const char *ext, int version, gx_image *im, int *found) {
+    uint8_t *png = NULL;
+    size_t n = 0;
+    gx_err err;
+    memset(im, 0, sizeof *im);
+    if (gx_anomaly_thumb_get(db, ext, version, &png, &n, found, &err) != GX_OK) return 0;
+    gx_status s = gx_png_decode(png, n, NULL, im, &err);
+    free(png);
+    return s == GX_OK;
+}
+
+GX_TEST(anomaly_thumb_stored_with_score_and_found_by_version) {
+    adb t;
+    if (!adb_open(&t)) { CHECK(0); return; }
+    int64_t m1 = model(t.db, "uda", SHA_A), m2 = model(t.db, "uda2", SHA_B);
+    const int S = 16;
+    float *x1 = thumb_input(S, 0), *x2 = thumb_input(S, 99);
+    gx_err err;
+    gx_anomaly_rec r = rec("ngc.1300:a", SHA_A, m1, 0.7);
+    r.thumb_x = x1;
+    r.thumb_side = S;
+    CHECK(gx_anomaly_put(t.db, &r, &err) == GX_OK);
+    CHECK(q_int(t.db, "SELECT count(*) FROM anomaly_thumbs") == 1);
+    gx_image im;
+    int found = 0;
+    CHECK(thumb_decode(t.db, "ngc.1300:a", 0, &im, &found));
+    CHECK(found == 1 && im.c == 3 && im.w == S && im.h == S);
+    /* The pixels are the model input, 8-bit: within half a step. */
+    double worst = 0;
+    for (int i = 0; im.data && i < 3 * S * S; i++) worst = fmax(worst, fabs(im.data[i] - x1[i]));
+    CHECK_MSG(im.data && worst <= 0.5 / 255 + 1e-6, "max |png - x| = %g", worst);
+    gx_image_free(&im);
+    /* Another model scoring the same image keeps the first thumbnail. */
+    gx_anomaly_rec o = rec("ngc.1300:a", SHA_A, m2, 0.2);
+    o.thumb_x = x2;
+    o.thumb_side = S;
+    CHECK(gx_anomaly_put(t.db, &o, &err) == GX_OK && !o.existed);
+    CHECK(q_int(t.db, "SELECT count(*) FROM anomaly_thumbs") == 1);
+    CHECK(thumb_decode(t.db, "ngc.1300:a", 1, &im, &found) && im.data && fabs(im.data[5] - x1[5]) < 0.003);
+    gx_image_free(&im);
+    /* Version 2 of the object, a new image: its own thumbnail, now the
+     * default; version 1 is still there. */
+    char sha[65];
+    fake_sha(11, sha);
+    gx_anomaly_rec v2 = rec("ngc.1300:a", sha, m1, 0.9);
+    v2.thumb_x = x2;
+    v2.thumb_side = S;
+    CHECK(gx_anomaly_put(t.db, &v2, &err) == GX_OK);
+    CHECK(thumb_decode(t.db, "ngc.1300:a", 0, &im, &found) && found == 2 && im.data &&
+          fabs(im.data[5] - x2[5]) < 0.003);
+    gx_image_free(&im);
+    CHECK(thumb_decode(t.db, "ngc.1300:a", 1, &im, &found) && found == 1);
+    gx_image_free(&im);
+    /* Rows say their version and that a thumbnail exists. */
+    gx_anomaly_row rows[4];
+    int n = 0;
+    CHECK(gx_anomaly_history(t.db, "ngc.1300:a", rows, 4, &n, &err) == GX_OK && n == 3);
+    for (int i = 0; i < n; i++) {
+        CHECK(rows[i].has_thumb == 1);
+        CHECK(rows[i].version == (strcmp(rows[i].image_sha256, sha) == 0 ? 2 : 1));
+    }
+    /* Not found: an unknown object, a version past the last, a version
+     * without a thumbnail; a negative version is refused. */
+    uint8_t *png = NULL;
+    size_t len = 0;
+    CHECK(gx_anomaly_thumb_get(t.db, "nobody", 0, &png, &len, NULL, &err) == GX_ERR_NOTFOUND && !png);
+    CHECK(strstr(err.msg, "nobody") != NULL);
+    CHECK(gx_anomaly_thumb_get(t.db, "ngc.1300:a", 3, &png, &len, NULL, &err) == GX_ERR_NOTFOUND);
+    CHECK(strstr(err.msg, "version 3") != NULL);
+    gx_anomaly_rec plain = rec("plain", SHA_B, m1, 0.3);   /* no thumb_x */
+    CHECK(gx_anomaly_put(t.db, &plain, &err) == GX_OK);
+    CHECK(gx_anomaly_thumb_get(t.db, "plain", 0, &png, &len, NULL, &err) == GX_ERR_NOTFOUND);
+    CHECK(gx_anomaly_history(t.db, "plain", rows, 4, &n, &err) == GX_OK && n == 1 && rows[0].has_thumb == 0 &&
+          rows[0].version == 1);
+    CHECK(gx_anomaly_thumb_get(t.db, "plain", -1, &png, &len, NULL, &err) == GX_ERR_INVALID);
+    /* A re-sent image that had no thumbnail gets one; the score row is
+     * still the old one (idempotency unchanged). */
+    gx_anomaly_rec again = rec("plain", SHA_B, m1, 0.9);
+    again.thumb_x = x1;
+    again.thumb_side = S;
+    CHECK(gx_anomaly_put(t.db, &again, &err) == GX_OK && again.existed && again.id == plain.id);
+    CHECK(gx_anomaly_thumb_get(t.db, "plain", 0, &png, &len, NULL, &err) == GX_OK && png && len > 8);
+    free(png);
+    free(x1);
+    free(x2);
+    adb_close(&t);
+}
+
+GX_TEST(anomaly_thumb_large_input_is_shrunk) {
+    const int S = 150;
+    float *x = thumb_input(S, 3);
+    uint8_t *png = NULL;
+    size_t n = 0;
+    int side = 0;
+    gx_err err;
+    CHECK(x && gx_anomaly_thumb_png(x, S, &png, &n, &side, &err) == GX_OK);
+    CHECK(side == GX_ANOMALY_THUMB_MAX);
+    gx_image im;
+    memset(&im, 0, sizeof im);
+    CHECK(png && gx_png_decode(png, n, NULL, &im, &err) == GX_OK);
+    CHECK(im.w == GX_ANOMALY_THUMB_MAX && im.h == GX_ANOMALY_THUMB_MAX);
+    /* Band means survive the resize (the bands differ by design). */
+    for (int c = 0; im.data && c < 3; c++) {
+        double a = 0, b = 0;
+        for (int i = 0; i < S * S; i++) a += x[(size_t)c * S * S + i];
+        for (int i = 0; i < im.w * im.h; i++) b += im.data[(size_t)c * im.w * im.h + i];
+        CHECK_NEAR(b / (im.w * im.h), a / (S * S), 0.02);
+    }
+    gx_image_free(&im);
+    free(png);
+    CHECK(gx_anomaly_thumb_png(NULL, S, &png, &n, &side, &err) == GX_ERR_INVALID);
+    CHECK(gx_anomaly_thumb_png(x, 0, &png, &n, &side, &err) == GX_ERR_INVALID);
+    free(x);
+}
+
+GX_TEST(anomaly_thumb_rolls_back_with_its_batch) {
+    adb t;
+    if (!adb_open(&t)) { CHECK(0); return; }
+    int64_t m1 = model(t.db, "uda", SHA_A);
+    float *x = thumb_input(8, 1);
+    gx_anomaly_rec r[2] = { rec("ok", SHA_A, m1, 0.5), rec("bad", SHA_B, m1, NAN) };   /* NaN score: refused */
+    r[0].thumb_x = r[1].thumb_x = x;
+    r[0].thumb_side = r[1].thumb_side = 8;
+    gx_err err;
+    CHECK(gx_anomaly_put_many(t.db, r, 2, &err) == GX_ERR_INVALID);
+    CHECK(q_int(t.db, "SELECT count(*) FROM anomaly_thumbs") == 0);
+    CHECK(q_int(t.db, "SELECT count(*) FROM anomaly_scores") == 0);
+    /* A bad thumb_side names the object. */
+    gx_anomaly_rec b = rec("side", SHA_A, m1, 0.5);
+    b.thumb_x = x;
+    b.thumb_side = 0;
+    CHECK(gx_anomaly_put(t.db, &b, &err) == GX_ERR_INVALID && strstr(err.msg, "side"));
+    free(x);
     adb_close(&t);
 }

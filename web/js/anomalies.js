@@ -3,6 +3,8 @@
 // server; the maximum score and column sorting apply to the page shown.
 // Cursor paging keeps a stack of the cursors seen, so "previous" works
 // without the API going backwards. CSV and VOTable links carry the filters.
+// Each row shows the thumbnail the server stored with the score (the model's
+// input, thumbnail_url), loaded lazily at a fixed size.
 import { api } from './api.js';
 import { el, clear, fmt, fmtTime, notice, card } from './ui.js';
 
@@ -122,10 +124,11 @@ function render() {
         render();
       } }, label, state.sort === k ? (state.dir > 0 ? ' ▲' : ' ▼') : '')));
     const body = rows.map((it) => el('tr', { class: it.is_anomaly ? 'flagged' : '' },
-      thumbs ? el('td', {}, it.thumbnail_url ? el('img', { src: it.thumbnail_url, alt: '', width: 48, height: 48 }) : '') : null,
-      cols.map(([k]) => el('td', {}, cell(k, it[k])))));
+      thumbs ? el('td', { class: 'thumb' }, it.thumbnail_url ? el('img', { src: it.thumbnail_url, class: 'thumb',
+        loading: 'lazy', width: 48, height: 48, alt: `cutout of ${it.object_id} as the model saw it` }) : '—') : null,
+      cols.map(([k]) => el('td', { dataset: { col: k } }, cell(k, it[k])))));
     tableBox.append(el('div', { class: 'table-wrap' }, el('table', { class: 'anomalies' },
-      el('thead', {}, el('tr', {}, thumbs ? el('th', {}, '') : null, head)), el('tbody', {}, body))));
+      el('thead', {}, el('tr', {}, thumbs ? el('th', { scope: 'col' }, 'Image') : null, head)), el('tbody', {}, body))));
     if (rows.length < state.items.length) {
       tableBox.append(el('p', { class: 'small' }, `${state.items.length - rows.length} row(s) of this page hidden by the maximum score.`));
     }

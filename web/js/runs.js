@@ -1,8 +1,9 @@
 // runs.js — training runs from the database (GET /v1/runs...): the list,
 // then for one run its config, a chart per metric over epochs (one line per
-// split; another run can be overlaid, dashed), per-class recall at the best
-// epoch (no confusion matrix is stored: recall_<k> rows are), its
-// checkpoints, and the report tables when runs have test metrics.
+// split; another run can be overlaid, dashed), the confusion matrix with
+// per-class recall of the best epoch (GET /v1/runs/{id}/confusion; runs
+// trained before the matrices were stored fall back to their recall_<k>
+// rows), its checkpoints, and the report tables when runs have test metrics.
 import { api, models } from './api.js';
 import { el, clear, fmt, fmtTime, notice, card, table, chart, destroyCharts, markdown, PALETTE } from './ui.js';
 
@@ -63,7 +64,7 @@ async function openRun(id, otherId) {
   detailBox.append(
     card(`Run ${id}: ${run.data.model_kind}, ${run.data.status}`, runSummary(run.data)),
     card('Compare', compareControls(id)),
-    await recallCard(run.data, met.data.series, ck.ok ? ck.data.items : []),
+    await confusionCard(run.data, met.data.series, ck.ok ? ck.data.items : []),
     card('Metrics over epochs', metricCharts(met.data.series, otherSeries)),
     card('Checkpoints', ck.ok ? checkpointTable(ck.data.items) : notice('error', ck.error)));
 }
@@ -156,12 +157,64 @@ function bestEpoch(checkpoints, series) {
   return { epoch: last, why: 'last epoch (no best checkpoint recorded)' };
 }
 
-async function recallCard(run, series, checkpoints) {
+// The confusion matrix of the best epoch (the server picks it: the best
+// checkpoint's epoch, else the last one with a matrix), one split at a time.
+async function confusionCard(run, series, checkpoints, split) {
+  const q = new URLSearchParams({ epoch: 'best' });
+  if (split) q.set('split', split);
+  const r = await api(`/v1/runs/${run.id}/confusion?${q}`);
+  if (!r.ok && r.status === 404) {
+    return recallCard(run, series, checkpoints,
+      'This run has no stored confusion matrix (runs trained before galaxy-train stored them); ' +
+      'the recall of each class (its diagonal over its row) is shown instead.');
+  }
+  if (!r.ok) return card('Confusion matrix', notice('error', 'Confusion matrix not available: ' + r.error));
+  const c = r.data;
+  const why = { best_checkpoint: 'best checkpoint', last_epoch: 'last epoch with a matrix (no best checkpoint)',
+    requested: 'requested' }[c.epoch_source] || c.epoch_source;
+  const box = card(`Confusion matrix, ${c.split} split, epoch ${c.epoch + 1} (${why})`);
+  box.id = 'confusion-card';
+  if (c.splits.length > 1) {
+    const sel = el('select', { id: 'confusion-split', 'aria-label': 'split of the confusion matrix' },
+      c.splits.map((sp) => el('option', { value: sp, selected: sp === c.split }, sp)));
+    sel.addEventListener('change', async () => box.replaceWith(await confusionCard(run, series, checkpoints, sel.value)));
+    box.append(el('div', { class: 'controls' }, el('label', {}, 'Split ', sel)));
+  }
+  box.append(el('p', { class: 'small' }, `Rows: true class; columns: predicted class (hover a number for its name). `,
+    `Shade: the share of the row. ${c.n.toLocaleString('en')} samples, accuracy ${fmt(c.accuracy)}.`),
+  confusionTable(c));
+  return box;
+}
+
+function confusionTable(c) {
+  const k = c.classes.length;
+  const head = el('tr', {}, el('th', { scope: 'col', class: 'corner' }, 'true ↓ predicted →'),
+    c.classes.map((name, j) => el('th', { scope: 'col', title: name }, String(j))),
+    el('th', { scope: 'col', class: 'recall' }, 'recall'));
+  const rows = c.matrix.map((row, t) => {
+    const sum = c.support[t];
+    return el('tr', {}, el('th', { scope: 'row' }, `${t} ${c.classes[t]}`),
+      row.map((v, p) => {
+        const share = sum ? v / sum : 0;
+        // Shade by the row share: the diagonal is how often the class is
+        // found, the rest of the row where it goes instead.
+        return el('td', { class: 'cell' + (t === p ? ' diag' : ''), title: `${c.classes[t]} → ${c.classes[p]}: ${v}` +
+          (sum ? ` (${(100 * share).toFixed(1)}% of the row)` : ''),
+        style: v ? `background: rgba(51, 102, 204, ${(0.08 + 0.85 * share).toFixed(3)}); color: ${share > 0.5 ? '#fff' : 'inherit'}`
+          : undefined }, String(v));
+      }),
+      el('td', { class: 'recall' }, c.recall[t] === null ? '—' : c.recall[t].toFixed(3)));
+  });
+  return el('div', { class: 'table-wrap' }, el('table', { class: 'confusion', 'data-classes': k },
+    el('thead', {}, head), el('tbody', {}, rows)));
+}
+
+async function recallCard(run, series, checkpoints, why0) {
   const { epoch, why } = bestEpoch(checkpoints, series);
   const splitPref = ['test', 'val', 'target', 'train'];
   const recall = series.filter((s) => /^recall_\d+$/.test(s.name));
   const split = splitPref.find((sp) => recall.some((s) => s.split === sp && s.epochs.includes(epoch)));
-  if (!split) return card('Per-class recall', notice('na', 'Not available: this run stores no per-class recall.'));
+  if (!split) return card('Confusion matrix', notice('na', 'Not available: this run stores no confusion matrix and no per-class recall.'));
   const rows = recall.filter((s) => s.split === split)
     .map((s) => ({ k: Number(s.name.slice(7)), v: s.values[s.epochs.indexOf(epoch)] }))
     .filter((r) => r.v !== undefined).sort((a, b) => a.k - b.k);
@@ -172,7 +225,7 @@ async function recallCard(run, series, checkpoints) {
   const m = fits.find((x) => x.run_id === run.id) || fits[0];
   const label = (k) => (m && m.classes[k]) || `class ${k}`;
   return card(`Per-class recall, ${split} split, epoch ${epoch + 1} (${why})`,
-    el('p', { class: 'small' }, 'No confusion matrix is stored per epoch; the recall of each class (its diagonal over its row) is.'),
+    el('p', { class: 'small' }, why0),
     el('div', { id: 'recall-chart' }, chart({ type: 'bar', data: { labels: rows.map((r) => label(r.k)),
       datasets: [{ label: 'recall', data: rows.map((r) => r.v), backgroundColor: '#3366cc' }] },
     options: { indexAxis: 'y', scales: { x: { min: 0, max: 1 } }, plugins: { legend: { display: false } } } },

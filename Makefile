@@ -20,6 +20,11 @@ PYTHON  ?= /usr/bin/python3
 NVCC    := $(shell command -v nvcc 2>/dev/null)
 ifeq ($(NVCC),)
 CUDA    ?= 0
+else ifeq ($(SAN),1)
+# Sanitizer builds are CPU-only unless CUDA=1 is given: ASan's shadow gap
+# breaks the CUDA driver (it needs ASAN_OPTIONS=protect_shadow_gap=0), and a
+# second nvcc pass would double test-asan's compile time (kernels/cuda/README.md).
+CUDA    ?= 0
 else
 CUDA    ?= 1
 endif
@@ -84,8 +89,14 @@ ifeq ($(CUDA),1)
 ifneq ($(CU_SRCS),)
 CU_OBJS    := $(CU_SRCS:%.cu=$(OBJ32)/%.o)
 LIB_OBJS   += $(CU_OBJS)
-LDLIBS     += -lcudart -lcublas
-NVCCFLAGS  ?= -O2 -Ikernels -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90
+# The rpath lets the binaries find cudart/cuBLAS where ld.so.conf does not
+# list the toolkit; without a driver or GPU they still start (gx_cuda_probe
+# answers 0 and the CPU backend is chosen).
+CUDA_HOME  ?= $(patsubst %/bin/nvcc,%,$(NVCC))
+CUDA_LIB   := $(if $(CUDA_HOME),$(firstword $(wildcard $(CUDA_HOME)/lib64 $(CUDA_HOME)/lib)))
+CFLAGS_COMMON += -DGX_HAVE_CUDA=1
+LDLIBS     += $(if $(CUDA_LIB),-L$(CUDA_LIB) -Wl$(comma)-rpath$(comma)$(CUDA_LIB)) -lcublas -lcudart -lstdc++
+NVCCFLAGS  ?= -O2 -Ikernels -DGX_HAVE_CUDA=1 -std=c++17 -Xcompiler -Wall,-Wextra$(if $(filter 1,$(WERROR)),$(comma)-Werror) $(if $(filter 1,$(WERROR)),-Werror all-warnings) -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90
 endif
 endif
 

@@ -1,0 +1,204 @@
+/*
+ * gx_cuda_reduce.cu — reductions over one dim, the softmax family and
+ * cross-entropy on the GPU, twin of kernels/gx_reduce.c.
+ *
+ * x is viewed as [outer, n, inner]; a "column" is one (o, i) pair, reduced
+ * over j. One warp per column: lanes stride over j, partial sums in double
+ * are combined by shuffles, so sums are as exact as the CPU's (double
+ * accumulation; only the order of the double additions differs). Max keeps
+ * the CPU's sequential scan (one thread per column) so ties and NaNs pick
+ * the same index as the CPU.
+ */
+#include "gx_cuda_impl.cuh"
+#include "gx_cuda_body.cuh"
+
+#define GX_CU_WARPS 8                       /* columns per block */
+
+__device__ __forceinline__ double gx_cu_warp_sum(double v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+__device__ __forceinline__ double gx_cu_warp_max(double v) {
+    for (int o = 16; o > 0; o >>= 1) {
+        double w = __shfl_xor_sync(0xffffffffu, v, o);
+        v = w > v ? w : v;
+    }
+    return v;
+}
+
+/* Column loop: warp-wide, every lane sees the same c. */
+#define GX_CU_COLS(c, ncol)                                                          \
+    for (int64_t c = (int64_t)blockIdx.x * GX_CU_WARPS + (threadIdx.x >> 5); c < (ncol); \
+         c += (int64_t)gridDim.x * GX_CU_WARPS)
+#define GX_CU_LANE ((int)(threadIdx.x & 31))
+
+static unsigned gx_cu_col_blocks(int64_t ncol) {
+    int64_t b = (ncol + GX_CU_WARPS - 1) / GX_CU_WARPS;
+    return (unsigned)(b < 1 ? 1 : (b > 65535 * 4 ? 65535 * 4 : b));
+}
+
+/* ---------------------------------------------------- sum, mean, max */
+
+__global__ void gx_cu_sum_k(const float *x, float *y, int64_t ncol, int64_t n, int64_t inner, double sc) {
+    GX_CU_COLS(c, ncol) {
+        double s = 0;
+        for (int64_t j = GX_CU_LANE; j < n; j += 32) s += x[gx_cu_at(c, j, n, inner)];
+        s = gx_cu_warp_sum(s);
+        if (GX_CU_LANE == 0) y[c] = (float)(s * sc);
+    }
+}
+
+__global__ void gx_cu_max_k(const float *x, float *y, int64_t ncol, int64_t n, int64_t inner) {
+    GX_CU_LOOP(c, ncol) y[c] = x[gx_cu_at(c, gx_cu_argmax(x, c, n, inner), n, inner)];
+}
+
+__global__ void gx_cu_sum_bw_k(const float *g, float *gx, int64_t total, int64_t n, int64_t inner, double sc) {
+    GX_CU_LOOP(k, total) {
+        int64_t c = (k / (n * inner)) * inner + k % inner;
+        gx[k] += (float)((double)g[c] * sc);
+    }
+}
+
+__global__ void gx_cu_max_bw_k(const float *x, const float *g, float *gx, int64_t ncol, int64_t n,
+                               int64_t inner) {
+    GX_CU_LOOP(c, ncol) gx[gx_cu_at(c, gx_cu_argmax(x, c, n, inner), n, inner)] += g[c];
+}
+
+extern "C" void gx_cu_reduce_fwd(gx_cuda_stream *s, gx_cu_reduce op, const float *x, float *y,
+                                 int64_t outer, int64_t n, int64_t inner) {
+    int64_t ncol = outer * inner;
+    if (ncol <= 0 || n <= 0) return;
+    if (op == GX_CU_MAXR)
+        gx_cu_max_k<<<gx_cu_blocks(ncol), GX_CU_THREADS, 0, s->st>>>(x, y, ncol, n, inner);
+    else
+        gx_cu_sum_k<<<gx_cu_col_blocks(ncol), 32 * GX_CU_WARPS, 0, s->st>>>(
+            x, y, ncol, n, inner, op == GX_CU_MEAN ? 1.0 / (double)n : 1.0);
+    GX_CU_CHECK(s);
+}
+
+extern "C" void gx_cu_reduce_bwd(gx_cuda_stream *s, gx_cu_reduce op, const float *x, const float *y,
+                                 const float *g, float *gx, int64_t outer, int64_t n, int64_t inner) {
+    (void)y;          /* max recomputes its argmax from x (the CPU saves it) */
+    int64_t ncol = outer * inner, total = ncol * n;
+    if (total <= 0) return;
+    if (op == GX_CU_MAXR)
+        gx_cu_max_bw_k<<<gx_cu_blocks(ncol), GX_CU_THREADS, 0, s->st>>>(x, g, gx, ncol, n, inner);
+    else
+        gx_cu_sum_bw_k<<<gx_cu_blocks(total), GX_CU_THREADS, 0, s->st>>>(
+            g, gx, total, n, inner, op == GX_CU_MEAN ? 1.0 / (double)n : 1.0);
+    GX_CU_CHECK(s);
+}
+
+/* ------------------------------------------------------------ softmax */
+
+/* log sum_j exp(x_j) of column c, stabilised by the column max (0 when the
+ * column is all -inf, so the result is -inf as on the CPU). Warp-wide. */
+__device__ __forceinline__ double gx_cu_col_lse(const float *x, int64_t c, int64_t n, int64_t inner,
+                                                double *mout, double *sout) {
+    double m = -INFINITY;
+    for (int64_t j = GX_CU_LANE; j < n; j += 32) {
+        double v = x[gx_cu_at(c, j, n, inner)];
+        m = v > m ? v : m;
+    }
+    m = gx_cu_warp_max(m);
+    if (m == -INFINITY) m = 0;
+    double s = 0;
+    for (int64_t j = GX_CU_LANE; j < n; j += 32) s += exp((double)x[gx_cu_at(c, j, n, inner)] - m);
+    s = gx_cu_warp_sum(s);
+    *mout = m;
+    *sout = s;
+    return m + log(s);
+}
+
+__global__ void gx_cu_softmax_k(int logm, const float *x, float *y, int64_t ncol, int64_t n,
+                                int64_t inner) {
+    GX_CU_COLS(c, ncol) {
+        double m, sum, lse = gx_cu_col_lse(x, c, n, inner, &m, &sum);
+        double r = 1.0 / sum;
+        for (int64_t j = GX_CU_LANE; j < n; j += 32) {
+            int64_t k = gx_cu_at(c, j, n, inner);
+            if (logm) y[k] = (float)((double)x[k] - lse);
+            else y[k] = (float)((double)(float)exp((double)x[k] - m) * r);
+        }
+    }
+}
+
+/* softmax: gx += y (g - sum g y); log-softmax: gx += g - exp(y) sum g. */
+__global__ void gx_cu_softmax_bw_k(int logm, const float *y, const float *g, float *gx, int64_t ncol,
+                                   int64_t n, int64_t inner) {
+    GX_CU_COLS(c, ncol) {
+        double d = 0;
+        for (int64_t j = GX_CU_LANE; j < n; j += 32) {
+            int64_t k = gx_cu_at(c, j, n, inner);
+            d += logm ? (double)g[k] : (double)g[k] * y[k];
+        }
+        d = gx_cu_warp_sum(d);
+        for (int64_t j = GX_CU_LANE; j < n; j += 32) {
+            int64_t k = gx_cu_at(c, j, n, inner);
+            if (logm) gx[k] += (float)((double)g[k] - exp((double)y[k]) * d);
+            else gx[k] += (float)((double)y[k] * ((double)g[k] - d));
+        }
+    }
+}
+
+extern "C" void gx_cu_softmax_fwd(gx_cuda_stream *s, int log, const float *x, float *y,
+                                  int64_t outer, int64_t n, int64_t inner) {
+    int64_t ncol = outer * inner;
+    if (ncol <= 0 || n <= 0) return;
+    gx_cu_softmax_k<<<gx_cu_col_blocks(ncol), 32 * GX_CU_WARPS, 0, s->st>>>(log, x, y, ncol, n, inner);
+    GX_CU_CHECK(s);
+}
+
+extern "C" void gx_cu_softmax_bwd(gx_cuda_stream *s, int log, const float *y, const float *g, float *gx,
+                                  int64_t outer, int64_t n, int64_t inner) {
+    int64_t ncol = outer * inner;
+    if (ncol <= 0 || n <= 0) return;
+    gx_cu_softmax_bw_k<<<gx_cu_col_blocks(ncol), 32 * GX_CU_WARPS, 0, s->st>>>(log, y, g, gx, ncol, n,
+                                                                              inner);
+    GX_CU_CHECK(s);
+}
+
+/* ------------------------------------------------------ cross-entropy */
+
+/* loss_b = lse_b - (1-ls) x[b,t] - ls/K sum_k x[b,k] (gx_cross_entropy). */
+__global__ void gx_cu_ce_k(const float *x, const int32_t *t, double ls, float *loss, double *lse,
+                           int64_t B, int64_t K) {
+    GX_CU_COLS(b, B) {
+        double m, sum, l = gx_cu_col_lse(x + b * K, 0, K, 1, &m, &sum), rs = 0;
+        for (int64_t k = GX_CU_LANE; k < K; k += 32) rs += x[b * K + k];
+        rs = gx_cu_warp_sum(rs);
+        if (GX_CU_LANE == 0) {
+            lse[b] = l;
+            loss[b] = (float)(l - (1.0 - ls) * (double)x[b * K + t[b]] - ls / (double)K * rs);
+        }
+    }
+}
+
+/* d loss_b / d x[b,k] = softmax_k - (1-ls) [k == t] - ls/K, times g[b]. */
+__global__ void gx_cu_ce_bw_k(const float *x, const int32_t *t, double ls, const double *lse,
+                              const float *g, float *gx, int64_t B, int64_t K) {
+    GX_CU_COLS(b, B) {
+        const double gb = g[b], l = lse[b], u = ls / (double)K;
+        for (int64_t k = GX_CU_LANE; k < K; k += 32) {
+            float v = gx[b * K + k] + (float)(gb * (exp((double)x[b * K + k] - l) - u));
+            if (k == t[b]) v -= (float)(gb * (1.0 - ls));
+            gx[b * K + k] = v;
+        }
+    }
+}
+
+extern "C" void gx_cu_cross_entropy_fwd(gx_cuda_stream *s, const float *logits, const int32_t *target,
+                                        double ls, float *loss, double *lse, int64_t B, int64_t K) {
+    if (B <= 0) return;
+    gx_cu_ce_k<<<gx_cu_col_blocks(B), 32 * GX_CU_WARPS, 0, s->st>>>(logits, target, ls, loss, lse, B, K);
+    GX_CU_CHECK(s);
+}
+
+extern "C" void gx_cu_cross_entropy_bwd(gx_cuda_stream *s, const float *logits, const int32_t *target,
+                                        double ls, const double *lse, const float *g, float *glogits,
+                                        int64_t B, int64_t K) {
+    if (B <= 0) return;
+    gx_cu_ce_bw_k<<<gx_cu_col_blocks(B), 32 * GX_CU_WARPS, 0, s->st>>>(logits, target, ls, lse, g,
+                                                                       glogits, B, K);
+    GX_CU_CHECK(s);
+}

@@ -1,0 +1,307 @@
+/*
+ * gx_cuda.h — the CUDA backend's public API (plain C; compiles without nvcc).
+ *
+ * Three layers:
+ *  1. Discovery: gx_cuda_probe (how many usable devices, or why none) and
+ *     gx_device_select (the --device flag's answer, with the log line that
+ *     says which backend runs and why). Present in every build: a CPU-only
+ *     build (CUDA=0, or the f64 library) answers "built without CUDA".
+ *  2. Memory: one pool per device (cudaMalloc'd slabs carved into size
+ *     classes, no managed memory), a device arena per worker (bump allocator
+ *     reset per batch, like gx_arena), pinned host staging buffers, one
+ *     stream (+ cuBLAS handle) per worker. The pool's and the arena's
+ *     bookkeeping is host-side C over an allocator callback
+ *     (kernels/gx_cuda_host.c), so it is tested on machines without a GPU.
+ *  3. Launchers (only when GX_HAVE_CUDA, i.e. built with nvcc): one per op
+ *     family of kernels/gx_*.c, forward and backward, on device pointers,
+ *     enqueued on a stream. They do not synchronise and return nothing: the
+ *     first launch or cuBLAS error is kept in the stream and reported, naming
+ *     the launcher, by gx_cuda_stream_sync. Shapes are the CPU ops' shapes
+ *     (see each family's header); backward launchers ACCUMULATE (+=) into
+ *     gradient buffers, as the CPU backward functions do.
+ *
+ * Not wired into gx_tensor dispatch, the models or the binaries yet.
+ */
+#ifndef GX_CUDA_H
+#define GX_CUDA_H
+
+#include "gx.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ------------------------------------------------------------ discovery */
+
+/* Number of usable CUDA devices; 0 with a reason in why ("no CUDA driver",
+ * "no device", "built without CUDA", ...). why may be NULL. */
+int gx_cuda_probe(char *why, size_t n);
+
+/* Picks the backend for want = "cpu", "cuda" or "auto" (NULL = "auto").
+ * "cuda" and "auto" fall back to the CPU when no device is usable: the
+ * binaries must run on machines without a GPU. Writes one log line into log,
+ * e.g. "device: cuda:0" or "device: cpu (cuda requested: no CUDA driver)";
+ * a fallback from an explicit "cuda" is marked "warning:". Returns
+ * GX_ERR_INVALID (naming the value) for anything else. */
+gx_status gx_device_select(const char *want, gx_device *out, char *log, size_t n);
+
+/* -------------------------------------------------------- memory: pool */
+
+/* Device memory comes from a backend (cudaMalloc/cudaFree on a GPU; malloc in
+ * the host tests). alloc returns NULL on failure. */
+typedef struct gx_cuda_backend {
+    void *(*alloc)(void *user, size_t bytes);
+    void  (*free)(void *user, void *p);
+    void *user;
+} gx_cuda_backend;
+
+#define GX_CUDA_ALIGN      256              /* every block, like cudaMalloc */
+#define GX_CUDA_MIN_CLASS  256              /* smallest size class */
+#define GX_CUDA_MAX_CLASS  ((size_t)1 << 26) /* 64 MiB: larger goes direct */
+#define GX_CUDA_NCLASS     19               /* 2^8 .. 2^26 */
+#define GX_CUDA_SLAB       ((size_t)1 << 26) /* classes below this share slabs */
+
+typedef struct gx_cuda_pool gx_cuda_pool;
+
+/* The power-of-two class a request falls in (0 .. GX_CUDA_NCLASS-1), or -1
+ * when it goes straight to the backend (> GX_CUDA_MAX_CLASS, or 0 bytes). */
+int    gx_cuda_pool_class(size_t bytes);
+/* Bytes a request really occupies: its class size, or the request rounded
+ * up to GX_CUDA_ALIGN for direct allocations. */
+size_t gx_cuda_pool_block_bytes(size_t bytes);
+
+/* limit_bytes 0 = unlimited; else reserving past it fails with GX_ERR_NOMEM. */
+gx_status gx_cuda_pool_create(const gx_cuda_backend *be, size_t limit_bytes,
+                              gx_cuda_pool **out, gx_err *err);
+/* Returns every slab to the backend (blocks still out become invalid). */
+void      gx_cuda_pool_destroy(gx_cuda_pool *p);
+/* Thread-safe. NULL when the backend or the limit refuses. */
+void     *gx_cuda_pool_alloc(gx_cuda_pool *p, size_t bytes);
+/* bytes must be the size given to gx_cuda_pool_alloc (sized free: the pool
+ * keeps no per-block headers in device memory). */
+void      gx_cuda_pool_free(gx_cuda_pool *p, void *ptr, size_t bytes);
+/* Bytes reserved from the backend / handed out to callers now. */
+size_t    gx_cuda_pool_reserved(const gx_cuda_pool *p);
+size_t    gx_cuda_pool_in_use(const gx_cuda_pool *p);
+
+/* ------------------------------------------------------- memory: arena */
+
+/* Per-worker bump allocator over pool blocks, reset per batch. Like
+ * gx_arena it chains chunks while growing, and the reset coalesces them
+ * into one chunk of the high-water size, so a steady loop stops touching
+ * the pool after its first batch. Not thread-safe (one per worker). */
+typedef struct gx_cuda_arena {
+    gx_cuda_pool *pool;
+    void  **chunks;           /* pool blocks, newest last */
+    size_t *sizes;            /* their requested sizes (for the sized free) */
+    int     nchunks, cap;
+    size_t  off;              /* bytes used in the newest chunk */
+    size_t  used_total;       /* bytes handed out since the last reset */
+    size_t  high_water;
+    size_t  initial;
+} gx_cuda_arena;
+
+void      gx_cuda_arena_init(gx_cuda_arena *a, gx_cuda_pool *pool, size_t initial_bytes);
+void      gx_cuda_arena_free(gx_cuda_arena *a);
+/* GX_CUDA_ALIGN-aligned; NULL when the pool refuses. */
+void     *gx_cuda_arena_alloc(gx_cuda_arena *a, size_t bytes);
+/* Frees everything handed out; returns GX_ERR_NOMEM if coalescing failed
+ * (the arena is then empty but usable). */
+gx_status gx_cuda_arena_reset(gx_cuda_arena *a);
+size_t    gx_cuda_arena_capacity(const gx_cuda_arena *a);
+
+/* ------------------------------------------- device runtime (nvcc builds) */
+
+/* The cudaMalloc/cudaFree backend for device `device` (user = NULL). */
+gx_status gx_cuda_device_backend(int device, gx_cuda_backend *out, gx_err *err);
+
+/* Pinned (page-locked) host memory for uploads; free with
+ * gx_cuda_host_free. */
+gx_status gx_cuda_host_alloc(size_t bytes, void **out, gx_err *err);
+void      gx_cuda_host_free(void *p);
+
+/* A worker's stream with its cuBLAS handle. tf32: let cuBLAS use TF32
+ * tensor cores for FP32 GEMMs (CUBLAS_TF32_TENSOR_OP_MATH); 0 keeps FP32
+ * exact (CUBLAS_DEFAULT_MATH, pedantic about reduced precision). */
+typedef struct gx_cuda_stream gx_cuda_stream;
+gx_status gx_cuda_stream_create(int device, int tf32, gx_cuda_stream **out, gx_err *err);
+void      gx_cuda_stream_destroy(gx_cuda_stream *s);
+/* Waits for the stream; reports the first error of any launcher since the
+ * last sync (naming it), then clears it. */
+gx_status gx_cuda_stream_sync(gx_cuda_stream *s, gx_err *err);
+/* Asynchronous copies on the stream (host memory should be pinned for real
+ * overlap). */
+void gx_cuda_upload(gx_cuda_stream *s, void *dst_dev, const void *src_host, size_t bytes);
+void gx_cuda_download(gx_cuda_stream *s, void *dst_host, const void *src_dev, size_t bytes);
+void gx_cuda_memset0(gx_cuda_stream *s, void *dst_dev, size_t bytes);
+
+#if defined(GX_HAVE_CUDA) && GX_HAVE_CUDA && !defined(GX_F64)
+/* ------------------------------------------------------------ launchers
+ * Device pointers are float (the f32 engine). Names are gx_cu_<cpu op>. */
+
+/* Elementwise unary (kernels/gx_elem.c): y = F(x; p0, p1) and
+ * gx += g * D(x, y; p0, p1). p0/p1 as the CPU op: leaky slope; affine a, b;
+ * pow p; clamp lo, hi. Math in double through gx_math.h. */
+typedef enum {
+    GX_CU_RELU, GX_CU_LEAKY_RELU, GX_CU_GELU, GX_CU_SILU, GX_CU_SIGMOID, GX_CU_SOFTPLUS,
+    GX_CU_TANH, GX_CU_EXP, GX_CU_LOG, GX_CU_ATAN, GX_CU_SIN, GX_CU_COS, GX_CU_SQRT,
+    GX_CU_SQUARE, GX_CU_ABS, GX_CU_NEG, GX_CU_AFFINE, GX_CU_POW, GX_CU_CLAMP, GX_CU_NUNARY
+} gx_cu_unary;
+void gx_cu_unary_fwd(gx_cuda_stream *s, gx_cu_unary op, double p0, double p1,
+                     const float *x, float *y, int64_t n);
+void gx_cu_unary_bwd(gx_cuda_stream *s, gx_cu_unary op, double p0, double p1,
+                     const float *x, const float *y, const float *g, float *gx, int64_t n);
+
+/* Broadcasting binary ops (NumPy rules, up to GX_MAX_DIMS dims). */
+typedef enum { GX_CU_ADD, GX_CU_SUB, GX_CU_MUL, GX_CU_DIV, GX_CU_MAX } gx_cu_binary;
+void gx_cu_binary_fwd(gx_cuda_stream *s, gx_cu_binary op,
+                      const float *a, int na, const int64_t *ashape,
+                      const float *b, int nb, const int64_t *bshape,
+                      float *out, int no, const int64_t *oshape);
+/* Gradients of a and b (either may be NULL: not needed) for out's gradient
+ * g; accumulated over broadcast dims. out is needed by div and max (their
+ * backward reads the output, as the CPU's); scratch: oshape's numel floats. */
+void gx_cu_binary_bwd(gx_cuda_stream *s, gx_cu_binary op,
+                      const float *a, int na, const int64_t *ashape,
+                      const float *b, int nb, const int64_t *bshape,
+                      const float *out, const float *g, int no, const int64_t *oshape,
+                      float *ga, float *gb, float *scratch);
+/* acc (shape to) += g (shape from) summed over the broadcast dims, in double
+ * (gx_reduce_broadcast_add's twin). */
+void gx_cu_reduce_broadcast_add(gx_cuda_stream *s, float *acc, int nt, const int64_t *to,
+                                const float *g, int nf, const int64_t *from);
+
+/* Reductions over the middle dim of x viewed as [outer, n, inner]
+ * (kernels/gx_reduce.c). y [outer, inner]. */
+typedef enum { GX_CU_SUM, GX_CU_MEAN, GX_CU_MAXR } gx_cu_reduce;
+void gx_cu_reduce_fwd(gx_cuda_stream *s, gx_cu_reduce op, const float *x, float *y,
+                      int64_t outer, int64_t n, int64_t inner);
+/* gx += broadcast of g (sum/mean), or g to the first maximal element (max,
+ * which needs x and y). */
+void gx_cu_reduce_bwd(gx_cuda_stream *s, gx_cu_reduce op, const float *x, const float *y,
+                      const float *g, float *gx, int64_t outer, int64_t n, int64_t inner);
+/* softmax / log-softmax over the middle dim; backward from y. */
+void gx_cu_softmax_fwd(gx_cuda_stream *s, int log, const float *x, float *y,
+                       int64_t outer, int64_t n, int64_t inner);
+void gx_cu_softmax_bwd(gx_cuda_stream *s, int log, const float *y, const float *g, float *gx,
+                       int64_t outer, int64_t n, int64_t inner);
+/* Per-sample cross-entropy of logits [B, K] against target[B] (device
+ * int32), label smoothing ls; loss [B]. lse [B] is saved for backward. */
+void gx_cu_cross_entropy_fwd(gx_cuda_stream *s, const float *logits, const int32_t *target,
+                             double ls, float *loss, double *lse, int64_t B, int64_t K);
+void gx_cu_cross_entropy_bwd(gx_cuda_stream *s, const float *logits, const int32_t *target,
+                             double ls, const double *lse, const float *g, float *glogits,
+                             int64_t B, int64_t K);
+
+/* GEMM through cuBLAS, row-major like gx_gemm:
+ * C = alpha op(A) op(B) + beta C, A [M,K] (or [K,M] transposed), etc.
+ * batch > 1 runs a strided batched GEMM (stride 0 shares an operand). */
+void gx_cu_gemm(gx_cuda_stream *s, int trans_a, int trans_b, int64_t M, int64_t N, int64_t K,
+                float alpha, const float *A, int64_t lda, const float *B, int64_t ldb,
+                float beta, float *C, int64_t ldc);
+void gx_cu_gemm_batched(gx_cuda_stream *s, int trans_a, int trans_b, int64_t M, int64_t N,
+                        int64_t K, float alpha, const float *A, int64_t lda, int64_t sA,
+                        const float *B, int64_t ldb, int64_t sB, float beta, float *C,
+                        int64_t ldc, int64_t sC, int64_t batch);
+
+/* Layer norm over the last dim D of rows x [R, D]; gamma/beta may be NULL.
+ * mean/rstd [R] (double, as the CPU's) are saved for backward. */
+void gx_cu_layernorm_fwd(gx_cuda_stream *s, const float *x, const float *gamma, const float *beta,
+                         float *y, double *mean, double *rstd, int64_t R, int64_t D, double eps);
+void gx_cu_layernorm_bwd(gx_cuda_stream *s, const float *x, const float *gamma,
+                         const double *mean, const double *rstd, const float *g,
+                         float *gx, float *ggamma, float *gbeta, int64_t R, int64_t D);
+/* Batch norm over dim 1 of x [B, C, S] (S = product of the trailing dims).
+ * training: batch statistics into mean/rstd [C] (saved for backward) and the
+ * running statistics updated in place (may be NULL); eval: running ones. */
+void gx_cu_batchnorm_fwd(gx_cuda_stream *s, const float *x, const float *gamma, const float *beta,
+                         float *run_mean, float *run_var, int training, double momentum,
+                         double eps, float *y, double *mean, double *rstd,
+                         int64_t B, int64_t C, int64_t S);
+void gx_cu_batchnorm_bwd(gx_cuda_stream *s, const float *x, const float *gamma, int training,
+                         const double *mean, const double *rstd, const float *g,
+                         float *gx, float *ggamma, float *gbeta, int64_t B, int64_t C, int64_t S);
+
+/* conv2d as F.conv2d (dilation 1) via im2col + cuBLAS, per sample and group.
+ * x [B,Cin,H,W], w [Cout,Cin/groups,kh,kw], bias [Cout] or NULL. col:
+ * scratch of Cin*kh*kw*Ho*Wo floats (one sample, every group). */
+typedef struct {
+    int64_t B, Cin, H, W, Cout, kh, kw;
+    int stride, pad, groups;
+} gx_cu_conv_shape;
+int64_t gx_cu_conv_col_floats(const gx_cu_conv_shape *c);
+void gx_cu_conv2d_fwd(gx_cuda_stream *s, const gx_cu_conv_shape *c, const float *x,
+                      const float *w, const float *bias, float *y, float *col);
+/* gx/gw/gb may each be NULL (not needed); accumulate. */
+void gx_cu_conv2d_bwd(gx_cuda_stream *s, const gx_cu_conv_shape *c, const float *x,
+                      const float *w, const float *g, float *gx, float *gw, float *gb, float *col);
+
+/* Pooling and resampling of [P = B*C planes, H, W] (kernels/gx_pool.c). */
+void gx_cu_adaptive_avg_pool_fwd(gx_cuda_stream *s, const float *x, float *y, int64_t P,
+                                 int64_t H, int64_t W, int64_t oh, int64_t ow);
+void gx_cu_adaptive_avg_pool_bwd(gx_cuda_stream *s, const float *g, float *gx, int64_t P,
+                                 int64_t H, int64_t W, int64_t oh, int64_t ow);
+void gx_cu_resize_bilinear_fwd(gx_cuda_stream *s, const float *x, float *y, int64_t P,
+                               int64_t H, int64_t W, int64_t oh, int64_t ow);
+void gx_cu_resize_bilinear_bwd(gx_cuda_stream *s, const float *g, float *gx, int64_t P,
+                               int64_t H, int64_t W, int64_t oh, int64_t ow);
+void gx_cu_upsample_nearest2x_fwd(gx_cuda_stream *s, const float *x, float *y, int64_t P,
+                                  int64_t H, int64_t W);
+void gx_cu_upsample_nearest2x_bwd(gx_cuda_stream *s, const float *g, float *gx, int64_t P,
+                                  int64_t H, int64_t W);
+
+/* Max pooling as gx_max_pool2d (square window ks, stride s, padding pad <=
+ * ks/2). Backward recomputes each window's argmax (nothing saved) and
+ * gathers per input value: no atomics, the CPU's order of adds. */
+void gx_cu_max_pool2d_fwd(gx_cuda_stream *s, const float *x, float *y, int64_t P, int64_t H, int64_t W,
+                          int ks, int stride, int pad);
+void gx_cu_max_pool2d_bwd(gx_cuda_stream *s, const float *x, const float *g, float *gx, int64_t P,
+                          int64_t H, int64_t W, int ks, int stride, int pad);
+
+/* Causal depthwise conv1d, channels last (gx_conv1d_causal_dw): x [B,L,E],
+ * w [E,1,K], bias [E] or NULL -> y [B,L,E]. gx/gw/gb may be NULL; accumulate. */
+void gx_cu_conv1d_causal_dw_fwd(gx_cuda_stream *s, const float *x, const float *w, const float *bias,
+                                float *y, int64_t B, int64_t L, int64_t E, int64_t K);
+void gx_cu_conv1d_causal_dw_bwd(gx_cuda_stream *s, const float *x, const float *w, const float *g,
+                                float *gx, float *gw, float *gb, int64_t B, int64_t L, int64_t E, int64_t K);
+
+/* The selective scan (kernels/gx_scan.c): xs [B,L,E], delta [B,Ld,E]
+ * (Ld = L or 1), A/Bm/Cm [E,N] -> y [B,L,E]. One thread block per (sample,
+ * group of channels), one thread per (channel, state), state in registers.
+ * N <= 32. Backward recomputes the states (nothing saved); gA/gB/gC are
+ * summed over the batch with atomics, so their bits may vary run to run. */
+void gx_cu_ssm_scan_fwd(gx_cuda_stream *s, const float *xs, const float *delta, const float *A,
+                        const float *Bm, const float *Cm, float *y,
+                        int64_t B, int64_t L, int64_t Ld, int64_t E, int64_t N);
+/* H: scratch of B*L*E*N doubles (the recomputed states, in double like
+ * the CPU's). */
+void gx_cu_ssm_scan_bwd(gx_cuda_stream *s, const float *xs, const float *delta, const float *A,
+                        const float *Bm, const float *Cm, const float *g,
+                        float *gxs, float *gdelta, float *gA, float *gB, float *gC, double *H,
+                        int64_t B, int64_t L, int64_t Ld, int64_t E, int64_t N);
+/* Entropic Sinkhorn of the Hellinger-Kantorovich term (kernels/gx_sinkhorn.c):
+ * a, b [B, n], C [n, n] -> out [B]. One thread per row (the iterations are a
+ * serial chain per row). mats: 4n^2 doubles (K, K^T, K o C, its transpose),
+ * filled by the forward and read by the backward. pq: B*iters*2n + B doubles
+ * (the denominators of every iteration, then S per row), or NULL when no
+ * backward follows. work: B*7n doubles of scratch. */
+void gx_cu_sinkhorn_fwd(gx_cuda_stream *s, const float *a, const float *b, const float *C, double lambda,
+                        int iters, double eps, float *out, double *mats, double *pq, double *work,
+                        int64_t B, int64_t n);
+void gx_cu_sinkhorn_bwd(gx_cuda_stream *s, const float *a, const float *b, const float *g,
+                        const double *mats, const double *pq, int iters, float *ga, float *gb,
+                        double *work, int64_t B, int64_t n);
+/* One optimiser update of one parameter tensor on the device, the per-tensor
+ * step of gx_optim_step (kernels/gx_optim.c): x, g [n]; Adam(W): state =
+ * m then v (2n), t = the 1-based step; SGD: state = the momentum buffer (n)
+ * or NULL when momentum is 0. wd is this tensor's weight decay (0 without
+ * GX_PARAM_DECAY). */
+void gx_cu_optim_update(gx_cuda_stream *s, const gx_optim_cfg *c, float *x, const float *g, float *state,
+                        int64_t n, int64_t t, double lr, double wd);
+
+#endif /* GX_HAVE_CUDA */
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* GX_CUDA_H */

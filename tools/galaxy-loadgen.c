@@ -22,6 +22,13 @@
  * served requests" under overload, where 503s answer in microseconds).
  * Connection errors are counted and the connection is reopened.
  *
+ * Unique bodies (--seq TOKEN, scripts/bench_uda_ingest.sh): an idempotent
+ * route (POST /v1/anomaly/batch with object ids) stores nothing new when the
+ * same body comes again, so every occurrence of TOKEN in the request is
+ * overwritten, per request, with the next number of a counter shared by all
+ * connections, zero-padded to TOKEN's width (the Content-Length stays).
+ * Each connection patches a copy of its own.
+ *
  * Output: a human summary on stderr and one line of key=value pairs on
  * stdout (the bench script parses it). Errors name the flag; exit 2.
  */
@@ -34,6 +41,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -46,6 +54,7 @@
 #define LG_MAX_HEADERS 16
 #define LG_MAX_CONNS 4096
 #define LG_RESP_MAX (64 << 20)   /* answers larger than this are an error */
+#define LG_SEQ_MAXW 18            /* --seq TOKEN width: the counter fits in a long long */
 
 static void usage(FILE *f) {
     fprintf(f,
@@ -54,7 +63,8 @@ static void usage(FILE *f) {
         "Sends the same HTTP/1.1 request over N keep-alive connections and reports\n"
         "throughput, latency percentiles and status counts. The last stdout line is\n"
         "key=value pairs: conns requests seconds rps p50_ms p90_ms p99_ms max_ms\n"
-        "ok_p50_ms ok_p99_ms status_2xx status_503 status_other errors.\n"
+        "ok_p50_ms ok_p99_ms status_2xx status_503 status_other errors all_2xx\n"
+        "(all_2xx: 2xx answers including the warm-up's).\n"
         "\n"
         "  --url URL            target (http only), e.g. http://127.0.0.1:8080/v1/classify\n"
         "  --body FILE          request body (POST); without it the request is a GET\n"
@@ -66,8 +76,11 @@ static void usage(FILE *f) {
         "  --warmup S           unmeasured seconds before (default 1)\n"
         "  --rate R             open loop: R requests/s in total (default: closed loop)\n"
         "  --timeout S          per-answer receive timeout (default 30)\n"
+        "  --seq TOKEN          overwrite every TOKEN in the request with a per-request\n"
+        "                       counter (0, 1, ... shared by all connections), zero-padded\n"
+        "                       to TOKEN's width (1-%d chars): unique bodies\n"
         "  --quiet              no summary on stderr\n"
-        "  --help               this text\n", LG_MAX_HEADERS);
+        "  --help               this text\n", LG_MAX_HEADERS, LG_SEQ_MAXW);
 }
 
 /* ------------------------------------------------------------- config */
@@ -79,6 +92,8 @@ typedef struct lg_cfg {
     int     conns;
     double  duration, warmup, rate, timeout;
     int     quiet;
+    size_t *seq_at, seq_n, seq_w;  /* --seq: offsets of TOKEN in request, its width */
+    atomic_llong *seq;             /* the next number (main's, shared) */
 } lg_cfg;
 
 typedef struct lg_samples { double *v; size_t n, cap; } lg_samples;
@@ -90,6 +105,7 @@ typedef struct lg_thread {
     lg_samples    all, ok;
     double        last_done;                    /* when the last measured answer came */
     int64_t       n_2xx, n_503, n_other, n_err;
+    int64_t       n_2xx_all;                    /* warm-up included */
     int           fail;                         /* out of memory */
 } lg_thread;
 
@@ -166,6 +182,32 @@ static int lg_build_request(lg_cfg *c, const char *method, const char *ctype, co
     c->request = r;
     c->request_n = (size_t)k + body_n;
     return 0;
+}
+
+/* --seq: the offsets of every occurrence of tok in the request. */
+static int lg_find_seq(lg_cfg *c, const char *tok) {
+    size_t w = strlen(tok), cap = 0;
+    for (size_t i = 0; i + w <= c->request_n; i++) {
+        if (memcmp(c->request + i, tok, w)) continue;
+        if (c->seq_n == cap) {
+            cap = cap ? 2 * cap : 64;
+            size_t *p = realloc(c->seq_at, cap * sizeof *p);
+            if (!p) return -1;
+            c->seq_at = p;
+        }
+        c->seq_at[c->seq_n++] = i;
+        i += w - 1;
+    }
+    c->seq_w = w;
+    return 0;
+}
+
+/* --seq: req (this connection's copy) with the next counter value. */
+static void lg_patch_seq(const lg_cfg *c, char *req) {
+    long long k = atomic_fetch_add(c->seq, 1);
+    char num[LG_SEQ_MAXW + 1];
+    snprintf(num, sizeof num, "%0*lld", (int)c->seq_w, k);
+    for (size_t i = 0; i < c->seq_n; i++) memcpy(req + c->seq_at[i], num, c->seq_w);
 }
 
 /* ------------------------------------------------------------- connection */
@@ -284,6 +326,9 @@ static void *lg_run(void *arg) {
     const lg_cfg *c = t->cfg;
     lg_buf b = { 0 };
     int fd = -1;
+    char *req = c->request;
+    if (c->seq_n && !(req = malloc(c->request_n))) { t->fail = 1; return NULL; }
+    if (req != c->request) memcpy(req, c->request, c->request_n);
     /* Open loop: this connection's share of the schedule. */
     double interval = c->rate > 0 ? c->conns / c->rate : 0;
     double next = t->t_start + (c->rate > 0 ? t->index / c->rate : 0);
@@ -303,7 +348,9 @@ static void *lg_run(void *arg) {
             continue;
         }
         int close_after = 0, status = -1;
-        if (lg_send_all(fd, c->request, c->request_n) == 0) status = lg_read_answer(fd, &b, &close_after);
+        if (c->seq_n) lg_patch_seq(c, req);
+        if (lg_send_all(fd, req, c->request_n) == 0) status = lg_read_answer(fd, &b, &close_after);
+        if (status >= 200 && status < 300) t->n_2xx_all++;
         double done = lg_now();
         if (status < 0 || close_after) {
             close(fd);
@@ -326,6 +373,7 @@ static void *lg_run(void *arg) {
     }
     if (fd >= 0) close(fd);
     free(b.p);
+    if (req != c->request) free(req);
     return NULL;
 }
 
@@ -365,9 +413,10 @@ static int lg_report(const lg_cfg *c, lg_thread *t) {
         fprintf(stderr, "galaxy-loadgen: out of memory for the latency samples\n");
         return 1;
     }
-    int64_t n2 = 0, n503 = 0, nother = 0, nerr = 0;
+    int64_t n2 = 0, n503 = 0, nother = 0, nerr = 0, n2all = 0;
     for (int i = 0; i < c->conns; i++) {
         n2 += t[i].n_2xx; n503 += t[i].n_503; nother += t[i].n_other; nerr += t[i].n_err;
+        n2all += t[i].n_2xx_all;
     }
     /* The measured window: from its start to the last answer (an open-loop
      * run against a slow server overruns --duration; its rate is what was
@@ -388,9 +437,9 @@ static int lg_report(const lg_cfg *c, lg_thread *t) {
                 (long long)n2, (long long)n503, (long long)nother, (long long)nerr);
     printf("conns=%d requests=%zu seconds=%.3f rps=%.2f ok_rps=%.2f p50_ms=%.3f p90_ms=%.3f p99_ms=%.3f "
            "max_ms=%.3f ok_p50_ms=%.3f ok_p99_ms=%.3f status_2xx=%lld status_503=%lld status_other=%lld "
-           "errors=%lld\n",
+           "errors=%lld all_2xx=%lld\n",
            c->conns, all.n, secs, rps, (double)n2 / secs, p50, p90, p99, mx, okp50, okp99, (long long)n2,
-           (long long)n503, (long long)nother, (long long)nerr);
+           (long long)n503, (long long)nother, (long long)nerr, (long long)n2all);
     free(all.v);
     free(ok.v);
     return 0;
@@ -417,7 +466,7 @@ static int lg_num(const char *flag, const char *s, double lo, double hi, double 
 
 int main(int argc, char **argv) {
     lg_cfg c = { .conns = 1, .duration = 5, .warmup = 1, .rate = 0, .timeout = 30 };
-    const char *url = NULL, *body_path = NULL, *ctype = "application/octet-stream", *method = NULL;
+    const char *url = NULL, *body_path = NULL, *ctype = "application/octet-stream", *method = NULL, *seq = NULL;
     static char headers[LG_MAX_HEADERS][512];
     int n_headers = 0;
     double v;
@@ -431,6 +480,10 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--body")) body_path = val;
         else if (!strcmp(a, "--content-type")) ctype = val;
         else if (!strcmp(a, "--method")) method = val;
+        else if (!strcmp(a, "--seq")) {
+            if (!*val || strlen(val) > LG_SEQ_MAXW) return lg_bad(a, "TOKEN must be 1-18 characters");
+            seq = val;
+        }
         else if (!strcmp(a, "--header")) {
             if (n_headers == LG_MAX_HEADERS || strlen(val) >= sizeof headers[0] || !strchr(val, ':'))
                 return lg_bad(a, "at most 16 headers of the form 'Name: value' (< 512 chars)");
@@ -456,6 +509,13 @@ int main(int argc, char **argv) {
         return 1;
     }
     free(body);
+    atomic_llong seq_next = 0;
+    c.seq = &seq_next;
+    if (seq && lg_find_seq(&c, seq)) { fprintf(stderr, "galaxy-loadgen: out of memory\n"); return 1; }
+    if (seq && !c.seq_n) {
+        free(c.request);
+        return lg_bad("--seq", "TOKEN does not occur in the request");
+    }
     lg_thread *t = calloc((size_t)c.conns, sizeof *t);
     pthread_t *th = calloc((size_t)c.conns, sizeof *th);
     if (!t || !th) { fprintf(stderr, "galaxy-loadgen: out of memory\n"); return 1; }
@@ -479,5 +539,6 @@ int main(int argc, char **argv) {
     free(t);
     free(th);
     free(c.request);
+    free(c.seq_at);
     return status;
 }

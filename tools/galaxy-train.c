@@ -15,6 +15,7 @@
  * a failure while running exits with 1.
  */
 #include "gx_tool_omp.h"
+#include "gx_tool_device.h"
 #include "gx_eval_cf.h"
 #include "gx_report.h"
 #include "gx_train_cf.h"
@@ -44,7 +45,10 @@ static void usage_main(FILE *f) {
         "  report          Markdown tables (bias correction, model comparison) from the database\n"
         "  two-models      train two CF-INNs on disjoint halves and run the generative checks\n"
         "\n"
-        "galaxy-train COMMAND --help shows the options of a command.\n");
+        "galaxy-train COMMAND --help shows the options of a command.\n"
+        "Every command also takes --device cpu|cuda|auto (default auto): the models run on\n"
+        "the CPU until the CUDA backend is wired in; with --device given, a line on stderr\n"
+        "says which backend runs and why.\n");
 }
 
 static void usage_wm(FILE *f) {
@@ -927,6 +931,9 @@ static int cmd_report(int argc, char **argv) {
 
 int main(int argc, char **argv) {
     gx_tool_prefer_passive_omp(argv);
+    const char *device = gx_tool_take_device(&argc, argv);
+    /* Only an explicit --device prints its line: the default is the CPU. */
+    if (device && gx_tool_device_report("galaxy-train", device, stderr)) return 2;
     if (argc < 2) { usage_main(stderr); return 2; }
     const char *cmd = argv[1];
     if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) { usage_main(stdout); return 0; }

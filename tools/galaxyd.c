@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "gx_tool_omp.h"
+#include "gx_tool_device.h"
 #include "gx_server.h"
 
 static void usage(FILE *f) {
@@ -57,6 +58,9 @@ static void usage(FILE *f) {
         "  --protect-reads        require the key for GET data routes too\n"
         "  --cors-origin ORIGIN   send CORS headers allowing ORIGIN (default: none)\n"
         "  --access-log FILE      JSON access log lines to FILE (default stderr)\n"
+        "  --device cpu|cuda|auto the backend (default auto); the models run on the CPU\n"
+        "                         until the CUDA backend is wired in, and a line on stderr\n"
+        "                         says which backend runs and why\n"
         "  --help                 this text\n"
         "\n"
         "Signals: SIGHUP reloads the models; SIGTERM/SIGINT drain and stop.\n", f);
@@ -153,9 +157,12 @@ int main(int argc, char **argv) {
     gx_tool_prefer_passive_omp(argv);
     gx_server_opts o;
     gx_server_opts_default(&o);
+    const char *device = gx_tool_take_device(&argc, argv);
     int pr = parse_args(argc, argv, &o);
     if (pr == 2) { usage(stdout); return 0; }
     if (!pr) return 2;
+    /* stderr: the first stdout line is the listening line. */
+    if (gx_tool_device_report("galaxyd", device, stderr)) return 2;
 
     sigset_t set;
     sigemptyset(&set);

@@ -85,9 +85,10 @@ rows_in() {  # rows_in DB -> anomaly_scores rows
 }
 median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 with_threads() {  # with_threads SETTING CMD... : runs CMD with that thread setting
-  local setting=$1 t=${1%p} wait=; shift
-  [ "$setting" != "$t" ] && wait=passive
-  env OMP_NUM_THREADS="$t" GX_BENCH_THREADS="$t" ${wait:+OMP_WAIT_POLICY=$wait} "$@"
+  local setting=$1 t=${1%p} pol=OMP_WAIT_POLICY=passive; shift
+  # GX_OMP_KEEP_DEFAULT: galaxy-train would otherwise switch itself to passive.
+  [ "$setting" = "$t" ] && pol=GX_OMP_KEEP_DEFAULT=1
+  env OMP_NUM_THREADS="$t" GX_BENCH_THREADS="$t" "$pol" "$@"
 }
 
 commit=$(git -C "$here" rev-parse --short HEAD 2>/dev/null || echo unknown)
@@ -160,8 +161,8 @@ mkdir -p "$tmp/web" && echo '<!doctype html><title>bench</title>' > "$tmp/web/in
 # shellcheck disable=SC2086  # the batch sizes are separate arguments
 ctype=$("$py" "$here/bench/uda/ingest_bodies.py" "$tmp" "$tmp/survey.h5" $batches) || exit 1
 start_server() {   # start_server NAME WAIT -> sets server_pid, port
-  local pol=; [ "$2" != default ] && pol=$2
-  env ${pol:+OMP_WAIT_POLICY=$pol} "$build/galaxyd" --host 127.0.0.1 --port 0 --models "$model" --db "$tmp/$1.sqlite" --web "$tmp/web" \
+  local pol=GX_OMP_KEEP_DEFAULT=1; [ "$2" != default ] && pol=OMP_WAIT_POLICY=$2
+  env "$pol" "$build/galaxyd" --host 127.0.0.1 --port 0 --models "$model" --db "$tmp/$1.sqlite" --web "$tmp/web" \
       --access-log /dev/null --max-batch 64 --max-queue 1024 > "$tmp/$1.out" 2> "$tmp/$1.err" &
   server_pid=$!
   port=

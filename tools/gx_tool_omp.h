@@ -13,7 +13,9 @@
  * libgomp reads the variable once, when it is loaded, before main runs, so
  * setting it in main is too late: when the user has not chosen a policy, the
  * program re-executes itself once with OMP_WAIT_POLICY=passive (same pid,
- * same arguments). A user's explicit OMP_WAIT_POLICY (e.g. active) is kept.
+ * same arguments). A user's explicit OMP_WAIT_POLICY (e.g. active) is kept,
+ * and GX_OMP_KEEP_DEFAULT=1 keeps libgomp's own default (the benchmarks use it
+ * to measure the difference).
  * If the re-exec fails the program simply goes on with the default policy.
  */
 #ifndef GX_TOOL_OMP_H
@@ -23,7 +25,7 @@
 #include <unistd.h>
 
 static inline void gx_tool_prefer_passive_omp(char **argv) {
-    if (getenv("OMP_WAIT_POLICY")) return;
+    if (getenv("OMP_WAIT_POLICY") || getenv("GX_OMP_KEEP_DEFAULT")) return;
     if (setenv("OMP_WAIT_POLICY", "passive", 1) != 0) return;
     execv("/proc/self/exe", argv);
     /* execv returned: keep running with libgomp's default. */

@@ -18,6 +18,15 @@ extern "C" {
 gx_tensor *gx_conv2d(gx_ctx *ctx, gx_tensor *x, gx_tensor *w, gx_tensor *b,
                      int stride, int padding, int groups);
 
+/* Nearest x2 upsample followed by a 3x3 conv with padding 1, fused:
+ * equals gx_conv2d(gx_upsample_nearest2x(x), w, b, 1, 1, 1) up to float
+ * summation order, with 2.25x fewer multiply-adds and no upsampled tensor
+ * (each output parity is a 2x2 conv of x with summed weights; see
+ * gx_conv.c). x [B, Cin, H, W], w [Cout, Cin, 3, 3] (the same weights the
+ * unfused pair takes), b [Cout] or NULL. Output [B, Cout, 2H, 2W].
+ * Forward and backward; one GEMM per sample (batch invariant). */
+gx_tensor *gx_upconv2x3(gx_ctx *ctx, gx_tensor *x, gx_tensor *w, gx_tensor *b);
+
 /* Causal depthwise 1-D convolution over time, channels last (the SSM's
  * layout, so no transposes are needed): x [B, L, E], w [E, 1, K] (PyTorch
  * Conv1d(E, E, K, groups=E) weight), b [E] or NULL.

@@ -333,10 +333,10 @@ gx_tensor *gx_cf_decode(gx_ctx *ctx, gx_cf_model *m, gx_tensor *z) {
     int64_t B = z->shape[0], s = c->size / 16;
     gx_tensor *y = gx_leaky_relu(ctx, cf_lin(ctx, z, &m->dec_fc1), 0.2);
     y = gx_reshape(ctx, cf_lin(ctx, y, &m->dec_fc2), 4, GX_SHAPE(B, c->enc_ch[3], s, s));
-    for (int i = 0; i < 4; i++) {
-        y = gx_upsample_nearest2x(ctx, y);
-        y = gx_leaky_relu(ctx, gx_conv2d(ctx, y, m->dec_conv[i].w, m->dec_conv[i].b, 1, 1, 1), 0.2);
-    }
+    /* Upsample x2 + 3x3 conv as one fused op (gx_upconv2x3: the same
+     * weights, 2.25x fewer multiply-adds; equal up to float summation order). */
+    for (int i = 0; i < 4; i++)
+        y = gx_leaky_relu(ctx, gx_upconv2x3(ctx, y, m->dec_conv[i].w, m->dec_conv[i].b), 0.2);
     return gx_sigmoid(ctx, gx_conv2d(ctx, y, m->dec_out.w, m->dec_out.b, 1, 1, 1));
 }
 

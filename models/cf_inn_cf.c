@@ -26,6 +26,13 @@
  *   where g_q - g_c = |mu_q - mu_c|^2 / 2, so it is feasible whenever the
  *   means are at least 1 apart; if even it is not (collapsed means), alpha
  *   is 1 (h_cf = mu_q) and reached_hidden says honestly what happened.
+ *
+ * Latency of the full grid (issue 6): x~ and every x_cf are decoded as one
+ * batch and re-encoded as one batch (each op is batch invariant, so every
+ * image's bits are those of running it alone; test_cf_cf checks the grid
+ * against one target at a time), the (x, x~) metrics are computed once, and
+ * the source's own slot (x_cf = x~) takes its pair values by definition
+ * (MSD 0, SSIM 1) instead of computing them.
  */
 #include "gx_cf_inn.h"
 
@@ -289,34 +296,50 @@ static gx_status cf_work_alloc(cf_work *w, int64_t d1, int64_t px, int n, gx_err
     return gx_err_set(err, GX_ERR_NOMEM, "cf counterfactuals: out of memory");
 }
 
-/* x_cf of the rows in hcf [nq,d1] with z2 (shared) -> xcf [nq,3SS], and
- * the re-encoded class of each into pred. */
-static void cf_decode_targets(gx_ctx *ctx, gx_cf_model *m, const gx_tensor *z, int64_t nq,
-                              cf_work *w) {
-    const int64_t d = m->cfg.d, d1 = m->cfg.d1, d2 = d - d1, S = m->cfg.size;
-    gx_tensor *hb = gx_tensor_from(ctx, 2, GX_SHAPE(nq, d1), w->hcf);
-    gx_tensor *zc = gx_cf_flow_inverse(ctx, m, hb);
-    if (d2 > 0) {
-        gx_tensor *z2 = gx_tensor_new(ctx, 2, GX_SHAPE(nq, d2));
-        for (int64_t i = 0; i < nq; i++) memcpy(z2->data + i * d2, z->data + d1, (size_t)d2 * sizeof *z2->data);
-        gx_tensor *parts[2] = { zc, z2 };
-        zc = gx_concat(ctx, 2, parts, 1);
+/* Decodes x~ = D(z) and the x_cf of the rows in hcf [nq,d1] (with z's z2)
+ * as one batch of nq + 1 -> xrec, xcf [nq,3SS]; re-encodes the x_cf (and
+ * x~ when with_rec, for a target equal to the source) as one batch too:
+ * pred[k] = class of x_cf k, *rec_pred = class of x~. One call per network
+ * instead of one per role; every op is batch invariant (ctx's default), so
+ * each image's bits are those of decoding or encoding it alone. */
+static void cf_decode_targets(gx_ctx *ctx, gx_cf_model *m, gx_tensor *z, int64_t nq, int with_rec,
+                              cf_work *w, int64_t *rec_pred) {
+    const int64_t d = m->cfg.d, d1 = m->cfg.d1, d2 = d - d1, S = m->cfg.size, px = 3 * S * S;
+    gx_tensor *zall = z;
+    if (nq > 0) {
+        gx_tensor *hb = gx_tensor_from(ctx, 2, GX_SHAPE(nq, d1), w->hcf);
+        gx_tensor *zc = gx_cf_flow_inverse(ctx, m, hb);
+        if (d2 > 0) {
+            gx_tensor *z2 = gx_tensor_new(ctx, 2, GX_SHAPE(nq, d2));
+            for (int64_t i = 0; i < nq; i++) memcpy(z2->data + i * d2, z->data + d1, (size_t)d2 * sizeof *z2->data);
+            gx_tensor *parts[2] = { zc, z2 };
+            zc = gx_concat(ctx, 2, parts, 1);
+        }
+        gx_tensor *rows[2] = { z, zc };
+        zall = gx_concat(ctx, 2, rows, 0);
     }
-    gx_tensor *xc = gx_cf_decode(ctx, m, zc);
-    cf_to_float(xc->data, w->xcf, nq * 3 * S * S);
-    gx_tensor *h2 = cf_hidden(ctx, m, xc, NULL, NULL);
-    for (int64_t i = 0; i < nq; i++) w->pred[i] = cf_nearest(h2->data + i * d1, m->mu->data, m->cfg.classes, d1);
+    gx_tensor *xc = gx_cf_decode(ctx, m, zall);              /* [nq+1, 3, S, S]: x~, then the x_cf */
+    cf_to_float(xc->data, w->xrec, px);
+    cf_to_float(xc->data + px, w->xcf, nq * px);
+    int64_t first = with_rec ? 0 : 1;
+    if (nq + 1 - first == 0) return;
+    gx_tensor *xe = first ? gx_slice(ctx, xc, 0, 1, nq + 1) : xc;
+    gx_tensor *h2 = cf_hidden(ctx, m, xe, NULL, NULL);
+    for (int64_t i = first; i <= nq; i++) {
+        int64_t c = cf_nearest(h2->data + (i - first) * d1, m->mu->data, m->cfg.classes, d1);
+        if (i == 0) *rec_pred = c;
+        else w->pred[i - 1] = c;
+    }
 }
 
-/* The per-target numbers that compare images. */
+/* The per-target numbers that compare x_cf with x and x~; the (x, x~) pair
+ * is the same for every target and is filled in once by the caller. */
 static void cf_pair_metrics(gx_cf_result *r, const float *x, const float *xrec, const float *xcf, int64_t S) {
     int64_t px = 3 * S * S;
     r->msd_x_cf = cf_msd(x, xcf, px);
     r->msd_rec_cf = cf_msd(xrec, xcf, px);
-    r->msd_x_rec = cf_msd(x, xrec, px);
     r->ssim_x_cf = cf_ssim(x, xcf, S);
     r->ssim_rec_cf = cf_ssim(xrec, xcf, S);
-    r->ssim_x_rec = cf_ssim(x, xrec, S);
 }
 
 gx_status gx_cf_counterfactuals(gx_ctx *ctx, gx_cf_model *m, const float *x,
@@ -340,8 +363,6 @@ gx_status gx_cf_counterfactuals(gx_ctx *ctx, gx_cf_model *m, const float *x,
     ctx->grad_enabled = 0;
     gx_tensor *z = NULL;
     gx_tensor *h = cf_hidden(ctx, m, cf_images(ctx, x, 1, S), &z, NULL);
-    gx_tensor *xr = gx_cf_decode(ctx, m, z);
-    cf_to_float(xr->data, w.xrec, px);
     for (int64_t j = 0; j < d1; j++) w.h[j] = (double)h->data[j];
     int64_t p = cf_nearest(h->data, m->mu->data, K, d1), nq = 0;
     int any_self = 0;
@@ -358,17 +379,25 @@ gx_status gx_cf_counterfactuals(gx_ctx *ctx, gx_cf_model *m, const float *x,
         r->reached_hidden = cf_nearest(row, m->mu->data, K, d1) == targets[t];
         nq++;
     }
-    if (nq > 0) cf_decode_targets(ctx, m, z, nq, &w);
     int64_t self_pred = p;
-    if (any_self) {
-        gx_tensor *h2 = cf_hidden(ctx, m, xr, NULL, NULL);
-        self_pred = cf_nearest(h2->data, m->mu->data, K, d1);
-    }
+    cf_decode_targets(ctx, m, z, nq, any_self, &w, &self_pred);
+    double msd_x_rec = cf_msd(x, w.xrec, px), ssim_x_rec = cf_ssim(x, w.xrec, S);
     for (int t = 0, k = 0; t < n_targets; t++) {
         int self = targets[t] == p;
         const float *xc = self ? w.xrec : w.xcf + (int64_t)k * px;
         res[t].reached_reencoded = (self ? self_pred : w.pred[k]) == targets[t];
-        cf_pair_metrics(&res[t], x, w.xrec, xc, S);
+        res[t].msd_x_rec = msd_x_rec;
+        res[t].ssim_x_rec = ssim_x_rec;
+        if (self) {
+            /* x_cf is x~ itself: the (x~, x_cf) pair is a perfect match by
+             * definition and (x, x_cf) is (x, x~). */
+            res[t].msd_x_cf = msd_x_rec;
+            res[t].ssim_x_cf = ssim_x_rec;
+            res[t].msd_rec_cf = 0;
+            res[t].ssim_rec_cf = 1;
+        } else {
+            cf_pair_metrics(&res[t], x, w.xrec, xc, S);
+        }
         if (xcf_out) memcpy(xcf_out + (int64_t)t * px, xc, (size_t)px * sizeof *xc);
         if (!self) k++;
     }

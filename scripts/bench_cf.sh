@@ -6,7 +6,8 @@
 # counterfactual grid (p50/p99 over GX_BENCH_CF_RUNS, default 100), and where
 # the grid's time goes (phase medians). Every case runs in its own process on
 # each side (engine first, then torch), so peak RSS is per case. Prints
-# markdown tables.
+# markdown tables. The engine's grid rows also give process CPU time, the
+# figure to compare on a machine shared with other work.
 set -uo pipefail
 build=${1:-build}
 py=${PYTHON:-/usr/bin/python3}
@@ -15,6 +16,14 @@ export GX_BENCH_THREADS=${GX_BENCH_THREADS:-$(nproc)}
 export GX_BENCH_SECONDS=${GX_BENCH_SECONDS:-1}
 export GX_BENCH_CF_RUNS=${GX_BENCH_CF_RUNS:-100}
 unset OMP_NUM_THREADS OPENBLAS_NUM_THREADS MKL_NUM_THREADS
+# galaxyd and galaxy-train run with OMP_WAIT_POLICY=passive unless told
+# otherwise (tools/gx_tool_omp.h), so the grid is measured that way too, on
+# both sides. An explicit OMP_WAIT_POLICY is kept; GX_OMP_KEEP_DEFAULT=1
+# measures libgomp's default (spin, then sleep: at 2 threads on a loaded
+# 2-core machine the grid then takes seconds, not milliseconds).
+if [ -z "${OMP_WAIT_POLICY:-}" ] && [ -z "${GX_OMP_KEEP_DEFAULT:-}" ]; then
+  export OMP_WAIT_POLICY=passive
+fi
 if [ ! -x "$build/bench_cf" ]; then
   echo "bench_cf.sh: $build/bench_cf not built (make BUILD=$build bench-cf)" >&2
   exit 1
@@ -58,6 +67,7 @@ echo "machine:  ${model:-unknown}, nproc $(nproc)"
 echo "threads:  $GX_BENCH_THREADS (both sides); ${GX_BENCH_SECONDS} s per throughput case, median; grid: $GX_BENCH_CF_RUNS runs after 2 warm-ups"
 echo "torch:    ${tver} (BLAS_INFO=${tblas}); engine: OpenBLAS (OpenMP build)"
 echo "load avg: $load_before before, $load_after after (other work on the machine skews timings)"
+echo "OpenMP:   OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-unset, the libgomp default (GX_OMP_KEEP_DEFAULT)}"
 echo
 echo "| case | batch | C ms | torch ms | ratio | C images/s | torch images/s | C arena | C peak RSS | torch peak RSS |"
 echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
@@ -69,10 +79,10 @@ awk -F'\t' 'function mib(b) { return (b == "n/a" || b == "") ? "n/a" : sprintf("
           printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", a[2], a[3], a[4], tm, r, a[5], tips, mib(a[6]), mib(a[7]), trss } }' \
   "$tmp/c.tsv" "$tmp/t.tsv"
 echo
-echo "| counterfactual grid (1 image, 10 targets) | p50 ms | p99 ms | mean ms | runs | peak RSS |"
-echo "|---|---:|---:|---:|---:|---:|"
-awk -F'\t' '$1 == "lat" { printf "| %s | %s | %s | %s | %s | %.0f MiB |\n", side, $4, $5, $6, $9, $8 / 1048576 }' side=engine "$tmp/c.tsv"
-awk -F'\t' '$1 == "lat" { printf "| %s | %s | %s | %s | %s | %.0f MiB |\n", side, $4, $5, $6, $9, $8 / 1048576 }' side=torch "$tmp/t.tsv"
+echo "| counterfactual grid (1 image, 10 targets) | p50 ms | p99 ms | mean ms | CPU p50 ms | runs | peak RSS |"
+echo "|---|---:|---:|---:|---:|---:|---:|"
+awk -F'\t' '$1 == "lat" { printf "| %s | %s | %s | %s | %s | %s | %.0f MiB |\n", side, $4, $5, $6, ($10 == "" ? "n/a" : $10), $9, $8 / 1048576 }' side=engine "$tmp/c.tsv"
+awk -F'\t' '$1 == "lat" { printf "| %s | %s | %s | %s | %s | %s | %.0f MiB |\n", side, $4, $5, $6, ($10 == "" ? "n/a" : $10), $9, $8 / 1048576 }' side=torch "$tmp/t.tsv"
 awk -F'\t' 'FILENAME == ARGV[1] && $1 == "lat" { c = $4 } FILENAME == ARGV[2] && $1 == "lat" { t = $4 }
   END { if (c != "" && t != "") printf "\nratio (torch p50 / engine p50): %.2f; goal: engine p50 <= 50 ms: %s\n", t / c, (c <= 50 ? "met" : "NOT met") }' \
   "$tmp/c.tsv" "$tmp/t.tsv"
@@ -80,9 +90,9 @@ for side in engine torch; do
   f="$tmp/c.tsv"; [ "$side" = torch ] && f="$tmp/t.tsv"
   grep -q '^phase' "$f" || continue
   echo
-  echo "| grid phase ($side) | median ms |"
-  echo "|---|---:|"
-  awk -F'\t' '$1 == "phase" { printf "| %s | %s |\n", $2, $4 }' "$f"
+  echo "| grid phase ($side) | median ms | CPU median ms |"
+  echo "|---|---:|---:|"
+  awk -F'\t' '$1 == "phase" { printf "| %s | %s | %s |\n", $2, $4, ($5 == "" ? "n/a" : $5) }' "$f"
 done
 echo
 echo "ratio = torch time / engine time (> 1: the engine is faster). classify = encoder, flow with"
@@ -90,4 +100,5 @@ echo "log|det|, nearest mean, softmax, nll (gx_cf_classify). train = forward wit
 echo "decoder, IB + MMD + SSIM/L1 losses, backward, clip 8, Adam (galaxy-train's step). The grid runs"
 echo "gx_cf_counterfactuals (engine) and the same algorithm in ref_cf.py (torch); its phases are"
 echo "timed on a re-assembly from the public pieces (engine: the alpha rule, microseconds, not timed)."
-echo "C arena = activation arena high-water."
+echo "C arena = activation arena high-water. CPU = process CPU time (all threads): with 1 thread the"
+echo "work itself, without the time other processes held the core."

@@ -12,13 +12,16 @@
  *                         classes (source included), re-encode and metrics;
  *                         latency p50/p99/mean over GX_BENCH_CF_RUNS (100, at least 30)
  *   bench_cf cfphases     the same algorithm rebuilt from the public pieces
- *                         (encode, flow, decode, inverse flow) with each
- *                         phase timed: where the grid's time goes
+ *                         (encode+flow of x; inverse flow of the 9 targets;
+ *                         decode of x~ and the 9 x_cf as one batch; their
+ *                         re-encode as one batch; the pair metrics) with
+ *                         each phase timed: where the grid's time goes
  *
  * Output rows (tab-separated):
  *   row  case batch ms images/s arena_bytes peak_rss_bytes reps
- *   lat  cfgrid 10 p50_ms p99_ms mean_ms arena_bytes peak_rss_bytes runs
- *   phase name calls median_ms
+ *   lat  cfgrid 10 p50_ms p99_ms mean_ms arena_bytes peak_rss_bytes runs cpu_p50_ms
+ *   phase name calls median_ms cpu_median_ms
+ * (cpu: process CPU time, all threads; see cb_cpu)
  * Seconds per throughput case: GX_BENCH_SECONDS (default 1; at least 3
  * reps). Threads: GX_BENCH_THREADS. The model is freshly initialised (seed
  * 1): the time of every phase is independent of the weights' values.
@@ -38,6 +41,15 @@
 static double cb_now(void) {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+/* Process CPU time (all threads): on a machine shared with other work the
+ * wall clock counts the time other processes held the cores; with one
+ * thread the CPU time is the work itself. */
+static double cb_cpu(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
     return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
 }
 
@@ -209,20 +221,22 @@ static void cb_cfgrid(void) {
     for (int k = 0; k < K; k++) targets[k] = k;
     float *xrec = malloc((size_t)e.px * sizeof *xrec), *xcf = malloc((size_t)(K * e.px) * sizeof *xcf);
     gx_cf_result res[GX_CF_MAX_CLASSES];
-    static double t[CB_MAX_REPS];
+    static double t[CB_MAX_REPS], tc[CB_MAX_REPS];
     if (!xrec || !xcf) cb_die("grid buffers", NULL);
     gx_err err;
     for (int r = -2; r < runs; r++) {              /* two warm-up grids */
-        double t0 = cb_now();
+        double t0 = cb_now(), c0 = cb_cpu();
         if (gx_cf_counterfactuals(&e.ctx, &e.m, e.x, targets, K, xrec, xcf, res, &err) != GX_OK)
             cb_die("counterfactuals", &err);
-        if (r >= 0) t[r] = cb_now() - t0;
+        if (r >= 0) { t[r] = cb_now() - t0; tc[r] = cb_cpu() - c0; }
     }
     double mean = 0;
     for (int r = 0; r < runs; r++) mean += t[r] / runs;
     qsort(t, (size_t)runs, sizeof t[0], cb_cmp);
-    printf("lat\tcfgrid\t%d\t%.3f\t%.3f\t%.3f\t%zu\t%ld\t%d\n", K, cb_quantile(t, runs, 0.5) * 1e3,
-           cb_quantile(t, runs, 0.99) * 1e3, mean * 1e3, e.ctx.arena.high_water, cb_peak_rss(), runs);
+    qsort(tc, (size_t)runs, sizeof tc[0], cb_cmp);
+    printf("lat\tcfgrid\t%d\t%.3f\t%.3f\t%.3f\t%zu\t%ld\t%d\t%.3f\n", K, cb_quantile(t, runs, 0.5) * 1e3,
+           cb_quantile(t, runs, 0.99) * 1e3, mean * 1e3, e.ctx.arena.high_water, cb_peak_rss(), runs,
+           cb_quantile(tc, runs, 0.5) * 1e3);
     free(xrec);
     free(xcf);
     cb_env_free(&e);
@@ -230,11 +244,10 @@ static void cb_cfgrid(void) {
 
 /* ------------------------------------------------------ phases of the grid */
 
-enum { PH_ENC, PH_DEC1, PH_INV, PH_DEC9, PH_REENC9, PH_REENC1, PH_METRICS, PH_N };
+enum { PH_ENC, PH_INV, PH_DEC, PH_REENC, PH_METRICS, PH_N };
 static const char *const cb_phase_name[PH_N] = {
-    "encode+flow x (batch 1)", "decode x~ (batch 1)", "inverse flow (batch 9)",
-    "decode x_cf (batch 9)", "re-encode+flow x_cf (batch 9)", "re-encode+flow x~ (batch 1)",
-    "metrics: 30 MSD + 90 band SSIM" };
+    "encode+flow x (batch 1)", "inverse flow (batch 9)", "decode x~ and 9 x_cf (batch 10)",
+    "re-encode+flow x~ and 9 x_cf (batch 10)", "metrics: 19 MSD + 57 band SSIM" };
 
 static gx_tensor *cb_hidden(gx_ctx *ctx, gx_cf_model *m, gx_tensor *x, gx_tensor **z) {
     gx_tensor *zz = gx_cf_encode(ctx, m, x);
@@ -242,23 +255,27 @@ static gx_tensor *cb_hidden(gx_ctx *ctx, gx_cf_model *m, gx_tensor *x, gx_tensor
     return gx_cf_flow(ctx, m, gx_slice(ctx, zz, 1, 0, m->cfg.d1), NULL);
 }
 
-/* The pair metrics of gx_cf_counterfactuals: for each of the K targets MSD
- * and per-band SSIM of (x, x_cf), (x~, x_cf), (x, x~). */
-static double cb_metrics(const float *x, const float *xrec, const float *xcf, int K, int64_t S) {
+static void cb_pair(const float *a, const float *b, int64_t S, double *acc) {
+    const int64_t px = 3 * S * S;
+    for (int64_t i = 0; i < px; i++) { double d = (double)a[i] - b[i]; *acc += d * d; }
+    for (int c = 0; c < 3; c++) {
+        double v = 0;
+        gx_err e;
+        if (gx_morph_ssim(a + c * S * S, b + c * S * S, (int)S, (int)S, 1.0, &v, &e) != GX_OK) cb_die("ssim", &e);
+        *acc += v;
+    }
+}
+
+/* The pair metrics of gx_cf_counterfactuals: MSD and per-band SSIM of
+ * (x, x~) once, then of (x, x_cf) and (x~, x_cf) for the K-1 targets other
+ * than the source (xcf holds those). */
+static double cb_metrics(const float *x, const float *xrec, const float *xcf, int nq, int64_t S) {
     const int64_t px = 3 * S * S;
     double acc = 0;
-    for (int k = 0; k < K; k++) {
-        const float *pairs[3][2] = { { x, xcf + k * px }, { xrec, xcf + k * px }, { x, xrec } };
-        for (int p = 0; p < 3; p++) {
-            for (int64_t i = 0; i < px; i++) { double d = (double)pairs[p][0][i] - pairs[p][1][i]; acc += d * d; }
-            for (int c = 0; c < 3; c++) {
-                double v = 0;
-                gx_err e;
-                if (gx_morph_ssim(pairs[p][0] + c * S * S, pairs[p][1] + c * S * S, (int)S, (int)S, 1.0, &v, &e) != GX_OK)
-                    cb_die("ssim", &e);
-                acc += v;
-            }
-        }
+    cb_pair(x, xrec, S, &acc);
+    for (int k = 0; k < nq; k++) {
+        cb_pair(x, xcf + k * px, S, &acc);
+        cb_pair(xrec, xcf + k * px, S, &acc);
     }
     return acc;
 }
@@ -267,22 +284,25 @@ static void cb_to_float(const gx_tensor *t, float *dst) {
     for (int64_t i = 0; i < t->numel; i++) dst[i] = (float)t->data[i];
 }
 
-/* One grid, phase by phase; ph[PH_N] receives seconds. The hidden targets
- * are h + 0.5 (mu_q - h): the alpha rule itself is microseconds of scalar
- * work on d1 = 16 numbers and is left out. */
-static void cb_grid_phases(cb_env *e, float *xrec, float *xcf, double *ph) {
+/* Wall and CPU clocks of one phase boundary. */
+typedef struct { double wall, cpu; } cb_mark;
+static cb_mark cb_mark_now(void) { return (cb_mark){ cb_now(), cb_cpu() }; }
+
+/* One grid, phase by phase, as gx_cf_counterfactuals runs it; ph[PH_N] and
+ * phc[PH_N] receive wall and CPU seconds. The hidden targets are h + 0.5
+ * (mu_q - h): the alpha rule itself is microseconds of scalar work on
+ * d1 = 16 numbers and is left out. */
+static void cb_grid_phases(cb_env *e, float *xrec, float *xcf, double *ph, double *phc) {
     gx_cf_model *m = &e->m;
     gx_ctx *ctx = &e->ctx;
     const int64_t K = m->cfg.classes, d = m->cfg.d, d1 = m->cfg.d1, S = m->cfg.size, nq = K - 1;
     ctx->grad_enabled = 0;
-    double t0 = cb_now();
+    cb_mark t[PH_N + 1];
+    t[0] = cb_mark_now();
     gx_tensor *x = gx_tensor_new(ctx, 4, GX_SHAPE(1, 3, S, S));
     for (int64_t i = 0; i < e->px; i++) x->data[i] = (gx_real)e->x[i];
     gx_tensor *z = NULL, *h = cb_hidden(ctx, m, x, &z);
-    double t1 = cb_now();
-    gx_tensor *xr = gx_cf_decode(ctx, m, z);
-    cb_to_float(xr, xrec);
-    double t2 = cb_now();
+    t[1] = cb_mark_now();
     gx_tensor *hq = gx_tensor_new(ctx, 2, GX_SHAPE(nq, d1));
     for (int64_t q = 0; q < nq; q++)
         for (int64_t j = 0; j < d1; j++)
@@ -291,22 +311,29 @@ static void cb_grid_phases(cb_env *e, float *xrec, float *xcf, double *ph) {
     gx_tensor *z2 = gx_tensor_new(ctx, 2, GX_SHAPE(nq, d - d1));
     for (int64_t q = 0; q < nq; q++) memcpy(z2->data + q * (d - d1), z->data + d1, (size_t)(d - d1) * sizeof *z2->data);
     gx_tensor *parts[2] = { zq, z2 };
-    gx_tensor *zc = gx_concat(ctx, 2, parts, 1);
-    double t3 = cb_now();
-    gx_tensor *xc = gx_cf_decode(ctx, m, zc);
-    cb_to_float(xc, xcf + e->px);
-    memcpy(xcf, xrec, (size_t)e->px * sizeof *xcf);         /* the source's own slot */
-    double t4 = cb_now();
+    gx_tensor *rows[2] = { z, gx_concat(ctx, 2, parts, 1) };
+    gx_tensor *zall = gx_concat(ctx, 2, rows, 0);
+    t[2] = cb_mark_now();
+    gx_tensor *xc = gx_cf_decode(ctx, m, zall);
+    cb_to_float(xc, xrec);                     /* x~, then the 9 x_cf in one buffer */
+    memcpy(xcf, xrec + e->px, (size_t)(nq * e->px) * sizeof *xcf);
+    t[3] = cb_mark_now();
     (void)cb_hidden(ctx, m, xc, NULL);
-    double t5 = cb_now();
-    (void)cb_hidden(ctx, m, xr, NULL);
-    double t6 = cb_now();
-    volatile double sink = cb_metrics(e->x, xrec, xcf, (int)K, S);
+    t[4] = cb_mark_now();
+    volatile double sink = cb_metrics(e->x, xrec, xcf, (int)nq, S);
     (void)sink;
-    double t7 = cb_now();
+    t[5] = cb_mark_now();
     gx_ctx_reset(ctx);
-    double ts[PH_N + 1] = { t0, t1, t2, t3, t4, t5, t6, t7 };
-    for (int p = 0; p < PH_N; p++) ph[p] = ts[p + 1] - ts[p];
+    for (int p = 0; p < PH_N; p++) {
+        ph[p] = t[p + 1].wall - t[p].wall;
+        phc[p] = t[p + 1].cpu - t[p].cpu;
+    }
+}
+
+static double cb_median_col(const double *ph, int runs, int p, double *col) {
+    for (int r = 0; r < runs; r++) col[r] = ph[(size_t)r * PH_N + p];
+    qsort(col, (size_t)runs, sizeof col[0], cb_cmp);
+    return col[runs / 2];
 }
 
 static void cb_cfphases(void) {
@@ -314,22 +341,28 @@ static void cb_cfphases(void) {
     cb_env_init(&e, 1);
     const int64_t K = e.m.cfg.classes;
     const int runs = cb_runs();
-    float *xrec = malloc((size_t)e.px * sizeof *xrec), *xcf = malloc((size_t)(K * e.px) * sizeof *xcf);
-    double *ph = malloc((size_t)runs * PH_N * sizeof *ph), col[CB_MAX_REPS], total = 0;
-    if (!xrec || !xcf || !ph) cb_die("phase buffers", NULL);
+    /* xrec holds x~ and the K-1 x_cf as decoded (one batch). */
+    float *xrec = malloc((size_t)(K * e.px) * sizeof *xrec), *xcf = malloc((size_t)(K * e.px) * sizeof *xcf);
+    double *ph = malloc((size_t)runs * PH_N * sizeof *ph), *phc = malloc((size_t)runs * PH_N * sizeof *phc);
+    double col[CB_MAX_REPS], total = 0, total_c = 0;
+    if (!xrec || !xcf || !ph || !phc) cb_die("phase buffers", NULL);
     for (int r = -2; r < runs; r++) {
-        double tmp[PH_N];
-        cb_grid_phases(&e, xrec, xcf, tmp);
-        if (r >= 0) memcpy(ph + (size_t)r * PH_N, tmp, sizeof tmp);
+        double tmp[PH_N], tmpc[PH_N];
+        cb_grid_phases(&e, xrec, xcf, tmp, tmpc);
+        if (r >= 0) {
+            memcpy(ph + (size_t)r * PH_N, tmp, sizeof tmp);
+            memcpy(phc + (size_t)r * PH_N, tmpc, sizeof tmpc);
+        }
     }
     for (int p = 0; p < PH_N; p++) {
-        for (int r = 0; r < runs; r++) col[r] = ph[(size_t)r * PH_N + p];
-        qsort(col, (size_t)runs, sizeof col[0], cb_cmp);
-        total += col[runs / 2];
-        printf("phase\t%s\t%d\t%.3f\n", cb_phase_name[p], runs, col[runs / 2] * 1e3);
+        double w = cb_median_col(ph, runs, p, col), c = cb_median_col(phc, runs, p, col);
+        total += w;
+        total_c += c;
+        printf("phase\t%s\t%d\t%.3f\t%.3f\n", cb_phase_name[p], runs, w * 1e3, c * 1e3);
     }
-    printf("phase\tsum of medians\t%d\t%.3f\n", runs, total * 1e3);
+    printf("phase\tsum of medians\t%d\t%.3f\t%.3f\n", runs, total * 1e3, total_c * 1e3);
     free(ph);
+    free(phc);
     free(xrec);
     free(xcf);
     cb_env_free(&e);

@@ -1,10 +1,13 @@
 /*
  * test_conv.c — conv2d and the causal depthwise conv1d on hand-checked
  * cases, plus agreement between conv2d's code paths (shifted GEMM, 1x1
- * zero-copy, depthwise direct) on random data.
+ * zero-copy, depthwise direct) on random data, every forward path (BLAS
+ * and the packed-weight GEMM) against a direct loop, and the fused
+ * upsample + 3x3 conv against the unfused pair.
  */
 #include "gx_test.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 GX_TEST(conv2d_valid_2x2_ones) {
@@ -176,5 +179,138 @@ GX_TEST(conv1d_causal_dw_by_hand) {
     gx_backward(&ctx, y, NULL);
     gx_test_allclose(T, "causal dx", x->grad, (gx_real[]){ 2, 2, 2, 2, 2, 2, 1, 0 }, 8, 1e-6, 0);
     gx_test_allclose(T, "causal dw", w->grad, (gx_real[]){ 6, 10, 60, 100 }, 4, 1e-6, 0);
+    gx_ctx_free(&ctx);
+}
+
+/* ------------------------------------------- fused upsample + 3x3 conv */
+
+/* gx_upconv2x3 vs gx_upsample_nearest2x then gx_conv2d(pad 1): output and
+ * all three gradients under the same random output seed. Tolerances are
+ * float summation order (the fused op sums up to 4 weights first). */
+static void upconv_vs_pair(gx_test_state *T, int64_t B, int64_t Ci, int64_t Co, int64_t H, int64_t W,
+                           int bias) {
+    gx_ctx ctx;
+    gx_ctx_init(&ctx, 1 << 22);
+    ctx.grad_enabled = 1;
+    gx_rng rng;
+    gx_rng_init(&rng, 61);
+    gx_tensor *x = gx_test_leaf(&ctx, &rng, 4, GX_SHAPE(B, Ci, H, W), -1, 1);
+    gx_tensor *w = gx_test_leaf(&ctx, &rng, 4, GX_SHAPE(Co, Ci, 3, 3), -1, 1);
+    gx_tensor *b = bias ? gx_test_leaf(&ctx, &rng, 1, GX_SHAPE(Co), -1, 1) : NULL;
+    gx_tensor *y = gx_upconv2x3(&ctx, x, w, b);
+    CHECK(y->ndim == 4 && y->shape[0] == B && y->shape[1] == Co && y->shape[2] == 2 * H && y->shape[3] == 2 * W);
+    gx_real *seed = gx_ctx_alloc(&ctx, (size_t)y->numel * sizeof(gx_real));
+    gx_rng_fill_uniform(&rng, seed, y->numel, -1, 1);
+    gx_backward(&ctx, y, seed);
+    /* The pair in its own context (one backward walks the whole tape). */
+    gx_ctx c2;
+    gx_ctx_init(&c2, 1 << 22);
+    c2.grad_enabled = 1;
+    gx_tensor *x2 = gx_tensor_from(&c2, 4, x->shape, x->data), *w2 = gx_tensor_from(&c2, 4, w->shape, w->data);
+    gx_tensor *b2 = b ? gx_tensor_from(&c2, 1, b->shape, b->data) : NULL;
+    x2->requires_grad = w2->requires_grad = 1;
+    if (b2) b2->requires_grad = 1;
+    gx_tensor *y2 = gx_conv2d(&c2, gx_upsample_nearest2x(&c2, x2), w2, b2, 1, 1, 1);
+    gx_backward(&c2, y2, seed);
+    /* |y| ~ sqrt(9 Ci)/3; float order differences stay near 1e-6 of that. */
+    double tol = 2e-6 * (double)(9 * Ci);
+    char lab[96];
+    snprintf(lab, sizeof lab, "upconv y B%lld Ci%lld Co%lld %lldx%lld", (long long)B, (long long)Ci,
+             (long long)Co, (long long)H, (long long)W);
+    gx_test_allclose(T, lab, y->data, y2->data, y->numel, tol, 1e-5);
+    gx_test_allclose(T, "upconv dx", x->grad, x2->grad, x->numel, 2e-6 * (double)(36 * Co), 1e-5);
+    gx_test_allclose(T, "upconv dw", w->grad, w2->grad, w->numel, 2e-6 * (double)(4 * B * H * W), 1e-5);
+    if (b) gx_test_allclose(T, "upconv db", b->grad, b2->grad, Co, 2e-6 * (double)(4 * B * H * W), 1e-5);
+    gx_ctx_free(&c2);
+    gx_ctx_free(&ctx);
+}
+
+GX_TEST(upconv2x3_equals_upsample_then_conv) {
+    upconv_vs_pair(T, 2, 3, 4, 5, 4, 1);     /* odd, non-square */
+    upconv_vs_pair(T, 1, 1, 1, 1, 1, 1);     /* a single pixel: every tap reaches padding */
+    upconv_vs_pair(T, 3, 8, 5, 2, 7, 0);     /* no bias */
+    upconv_vs_pair(T, 2, 32, 16, 8, 8, 1);   /* decoder-like widths */
+}
+
+/* Hand-built: one input pixel of value 1, a kernel whose taps are
+ * distinct powers of two, so each output pixel's value names exactly the
+ * taps that reached it. Output (Y, X) of upsample+conv sums w[r][c] over
+ * the taps with (Y + r - 1, X + c - 1) inside the 2x2 block of the pixel. */
+GX_TEST(upconv2x3_single_pixel_by_hand) {
+    gx_ctx ctx;
+    gx_ctx_init(&ctx, 1 << 16);
+    gx_real wv[9];
+    for (int k = 0; k < 9; k++) wv[k] = (gx_real)(1 << k);
+    gx_tensor *x = gx_tensor_from(&ctx, 4, GX_SHAPE(1, 1, 1, 1), (gx_real[]){ 1 });
+    gx_tensor *w = gx_tensor_from(&ctx, 4, GX_SHAPE(1, 1, 3, 3), wv);
+    gx_tensor *y = gx_upconv2x3(&ctx, x, w, NULL);
+    CHECK(y->shape[2] == 2 && y->shape[3] == 2);
+    /* (0,0): taps r,c in {1,2}: 16+32+128+256 = 432; (0,1): r in {1,2}, c in {0,1}:
+     * 8+16+64+128 = 216; (1,0): r in {0,1}, c in {1,2}: 2+4+16+32 = 54;
+     * (1,1): r,c in {0,1}: 1+2+8+16 = 27. */
+    gx_test_allclose(T, "single pixel", y->data, (gx_real[]){ 432, 216, 54, 27 }, 4, 0, 0);
+    gx_ctx_free(&ctx);
+}
+
+/* ------------------------------------------ conv2d vs a direct loop */
+
+/* y[n,co,oh,ow] = b[co] + sum over the group's ci and the taps, in double. */
+static void conv_naive(const gx_real *x, const gx_real *w, const gx_real *b, int64_t B, int64_t Ci, int64_t H,
+                       int64_t W, int64_t Co, int64_t k, int s, int p, int g, double *y, int64_t Ho, int64_t Wo) {
+    int64_t cig = Ci / g, cog = Co / g;
+    for (int64_t n = 0; n < B; n++)
+        for (int64_t co = 0; co < Co; co++)
+            for (int64_t oh = 0; oh < Ho; oh++)
+                for (int64_t ow = 0; ow < Wo; ow++) {
+                    double acc = b ? (double)b[co] : 0;
+                    for (int64_t c = 0; c < cig; c++)
+                        for (int64_t i = 0; i < k; i++)
+                            for (int64_t j = 0; j < k; j++) {
+                                int64_t ih = oh * s - p + i, iw = ow * s - p + j;
+                                if (ih < 0 || ih >= H || iw < 0 || iw >= W) continue;
+                                acc += (double)w[((co * cig) + c) * k * k + i * k + j] *
+                                       (double)x[((n * Ci + (co / cog) * cig + c) * H + ih) * W + iw];
+                            }
+                    y[((n * Co + co) * Ho + oh) * Wo + ow] = acc;
+                }
+}
+
+/* Shapes chosen to take every forward path: few output channels (the
+ * packed-weight GEMM, with a row tail: 7 = 6 + 1, and grouped), tiny
+ * strided outputs (packed-weight GEMM from im2col columns), and the BLAS
+ * paths; widths that leave column tails of 1..15. */
+GX_TEST(conv2d_forward_paths_match_direct_loop) {
+    static const struct { int64_t B, Ci, H, W, Co, k; int s, p, g; } cs[] = {
+        { 2, 5, 9, 13, 3, 3, 1, 1, 1 },   /* Cout 3: packed-weight, shifted */
+        { 3, 4, 7, 6, 7, 3, 1, 1, 1 },    /* Cout 7: two row panels */
+        { 2, 6, 5, 17, 8, 3, 1, 0, 2 },   /* grouped, no padding */
+        { 2, 9, 8, 8, 20, 4, 2, 1, 1 },   /* 4x4 output: packed-weight from im2col */
+        { 2, 3, 11, 9, 24, 3, 2, 1, 1 },  /* 6x5 output (30 <= 32): packed-weight */
+        { 1, 6, 12, 12, 20, 3, 1, 1, 1 }, /* shifted BLAS */
+        { 2, 4, 20, 20, 18, 4, 2, 1, 1 }, /* 10x10 output: im2col BLAS */
+    };
+    gx_ctx ctx;
+    gx_ctx_init(&ctx, 1 << 22);
+    gx_rng rng;
+    gx_rng_init(&rng, 71);
+    for (size_t c = 0; c < sizeof cs / sizeof cs[0]; c++) {
+        gx_tensor *x = gx_test_const(&ctx, &rng, 4, GX_SHAPE(cs[c].B, cs[c].Ci, cs[c].H, cs[c].W), -1, 1);
+        gx_tensor *w = gx_test_const(&ctx, &rng, 4, GX_SHAPE(cs[c].Co, cs[c].Ci / cs[c].g, cs[c].k, cs[c].k), -1, 1);
+        gx_tensor *b = gx_test_const(&ctx, &rng, 1, GX_SHAPE(cs[c].Co), -1, 1);
+        gx_tensor *y = gx_conv2d(&ctx, x, w, b, cs[c].s, cs[c].p, cs[c].g);
+        int64_t Ho = y->shape[2], Wo = y->shape[3];
+        double *want = malloc((size_t)y->numel * sizeof *want);
+        gx_real *wr = gx_ctx_alloc(&ctx, (size_t)y->numel * sizeof(gx_real));
+        CHECK(want != NULL);
+        if (!want) break;
+        conv_naive(x->data, w->data, b->data, cs[c].B, cs[c].Ci, cs[c].H, cs[c].W, cs[c].Co, cs[c].k, cs[c].s,
+                   cs[c].p, cs[c].g, want, Ho, Wo);
+        for (int64_t i = 0; i < y->numel; i++) wr[i] = (gx_real)want[i];
+        char lab[48];
+        snprintf(lab, sizeof lab, "conv2d case %zu", c);
+        gx_test_allclose(T, lab, y->data, wr, y->numel, 1e-5, 1e-5);
+        free(want);
+        gx_ctx_reset(&ctx);
+    }
     gx_ctx_free(&ctx);
 }

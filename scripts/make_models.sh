@@ -37,14 +37,16 @@ ls -l "$out"
 # The default widths at 32x32 (d 64, d1 16), 12 epochs over the 8,400 training
 # objects, batch 64, lr 1e-3 and IB weight 10 (the spec's 3e-4 and 1 did not
 # start to classify within the few hundred steps 2 shared cores allow:
-# docs/models.md), one thread (the run that made the bundle). About 40 minutes
+# docs/models.md), one thread (the run that made the bundle), and the latent
+# cycle term at weight 10 (w_cyc, models/cf_inn_loss.c: without it the decoder
+# ignores z1 and counterfactuals barely change the image). About 70 minutes
 # on a quiet machine. The bundle evaluates every test image and its
 # counterfactuals (x 9 targets; 10-15 minutes); docs/cf-grid.png is its grid.
 cf_out=${CF_OUT:-models/default/cf-inn.safetensors}
 rm -rf "$work/cf-ck" "$work/cf-runs.sqlite"
 OMP_WAIT_POLICY=passive "$build/galaxy-train" cf-inn --data "$data" --db "$work/cf-runs.sqlite" \
     --out "$work/cf-ck" --size 32 --epochs 12 --batch 64 --seed 1 --judge "$out" \
-    --set lr=1e-3 --set w_ib=10 --set cf_eval_n=32 --set threads=1
+    --set lr=1e-3 --set w_ib=10 --set w_cyc=10 --set cf_eval_n=32 --set threads=1
 # best.safetensors (best validation accuracy) carries the exact training-set m-hat too.
 "$build/galaxy-train" bundle --checkpoint "$work/cf-ck/best.safetensors" --data "$data" \
     --out "$cf_out" --judge "$out" --grid docs/cf-grid.png

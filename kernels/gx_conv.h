@@ -27,6 +27,16 @@ gx_tensor *gx_conv2d(gx_ctx *ctx, gx_tensor *x, gx_tensor *w, gx_tensor *b,
  * Forward and backward; one GEMM per sample (batch invariant). */
 gx_tensor *gx_upconv2x3(gx_ctx *ctx, gx_tensor *x, gx_tensor *w, gx_tensor *b);
 
+/* gx_leaky_relu(gx_upconv2x3(x, w, b), slope) for inference, the
+ * activation fused into the op's last pass over its output. When the op
+ * would be taped (grad enabled and an input requires grad) it is exactly
+ * that unfused pair, so gradients and training are unchanged. Untaped:
+ * the same bits as the pair, except that inputs of at most 16 pixels
+ * (H*W, e.g. 4x4) on AVX2+FMA take one exact 2x2 conv per output parity
+ * (fewer multiply-adds, a different float summation order). Each sample
+ * is computed alone either way (batch invariant). */
+gx_tensor *gx_upconv2x3_leaky(gx_ctx *ctx, gx_tensor *x, gx_tensor *w, gx_tensor *b, double slope);
+
 /* Causal depthwise 1-D convolution over time, channels last (the SSM's
  * layout, so no transposes are needed): x [B, L, E], w [E, 1, K] (PyTorch
  * Conv1d(E, E, K, groups=E) weight), b [E] or NULL.

@@ -334,9 +334,13 @@ gx_tensor *gx_cf_decode(gx_ctx *ctx, gx_cf_model *m, gx_tensor *z) {
     gx_tensor *y = gx_leaky_relu(ctx, cf_lin(ctx, z, &m->dec_fc1), 0.2);
     y = gx_reshape(ctx, cf_lin(ctx, y, &m->dec_fc2), 4, GX_SHAPE(B, c->enc_ch[3], s, s));
     /* Upsample x2 + 3x3 conv as one fused op (gx_upconv2x3: the same
-     * weights, 2.25x fewer multiply-adds; equal up to float summation order). */
+     * weights, 2.25x fewer multiply-adds; equal up to float summation order),
+     * with LeakyReLU as its epilogue when nothing is taped (inference: the
+     * 4x4 first layer then also takes exact per-parity GEMMs, equal up to
+     * float order). With grad on it is the unfused upconv + leaky_relu pair:
+     * training is unchanged. */
     for (int i = 0; i < 4; i++)
-        y = gx_leaky_relu(ctx, gx_upconv2x3(ctx, y, m->dec_conv[i].w, m->dec_conv[i].b), 0.2);
+        y = gx_upconv2x3_leaky(ctx, y, m->dec_conv[i].w, m->dec_conv[i].b, 0.2);
     return gx_sigmoid(ctx, gx_conv2d(ctx, y, m->dec_out.w, m->dec_out.b, 1, 1, 1));
 }
 

@@ -2,8 +2,9 @@
  * test_conv.c — conv2d and the causal depthwise conv1d on hand-checked
  * cases, plus agreement between conv2d's code paths (shifted GEMM, 1x1
  * zero-copy, depthwise direct) on random data, every forward path (BLAS
- * and the packed-weight GEMM) against a direct loop, and the fused
- * upsample + 3x3 conv against the unfused pair.
+ * and the packed-weight GEMM) against a direct loop, the fused
+ * upsample + 3x3 conv against the unfused pair, and its LeakyReLU
+ * epilogue against upconv + leaky_relu.
  */
 #include "gx_test.h"
 
@@ -230,6 +231,94 @@ GX_TEST(upconv2x3_equals_upsample_then_conv) {
     upconv_vs_pair(T, 1, 1, 1, 1, 1, 1);     /* a single pixel: every tap reaches padding */
     upconv_vs_pair(T, 3, 8, 5, 2, 7, 0);     /* no bias */
     upconv_vs_pair(T, 2, 32, 16, 8, 8, 1);   /* decoder-like widths */
+}
+
+/* ------------------------------- the fused op with a LeakyReLU epilogue */
+
+/* Bitwise equality of two tensors' values (same shape). */
+static int same_bits(const gx_tensor *a, const gx_tensor *b) {
+    return a->numel == b->numel && memcmp(a->data, b->data, (size_t)a->numel * sizeof(gx_real)) == 0;
+}
+
+/* Grad off: gx_upconv2x3_leaky applies the activation in its scatter and
+ * must give the bits of gx_leaky_relu(gx_upconv2x3(...)) (the epilogue
+ * computes LeakyReLU as gx_leaky_relu does); inputs of at most 16 pixels
+ * may take the per-parity path (AVX2), equal up to float summation order.
+ * Both signs must occur, or the comparison would not see an epilogue that
+ * did nothing. */
+static void upconv_leaky_off(gx_test_state *T, int64_t B, int64_t Ci, int64_t Co, int64_t H, int64_t W, int bias,
+                             double slope) {
+    gx_ctx ctx;
+    gx_ctx_init(&ctx, 1 << 22);
+    gx_rng rng;
+    gx_rng_init(&rng, 67);
+    gx_tensor *x = gx_test_const(&ctx, &rng, 4, GX_SHAPE(B, Ci, H, W), -1, 1);
+    gx_tensor *w = gx_test_const(&ctx, &rng, 4, GX_SHAPE(Co, Ci, 3, 3), -1, 1);
+    gx_tensor *b = bias ? gx_test_const(&ctx, &rng, 1, GX_SHAPE(Co), -1, 1) : NULL;
+    gx_tensor *pre = gx_upconv2x3(&ctx, x, w, b);
+    gx_tensor *want = gx_leaky_relu(&ctx, pre, slope);
+    gx_tensor *y = gx_upconv2x3_leaky(&ctx, x, w, b, slope);
+    int64_t neg = 0, pos = 0;
+    for (int64_t i = 0; i < pre->numel; i++) { neg += pre->data[i] < 0; pos += pre->data[i] > 0; }
+    CHECK(neg > 0 && pos > 0);
+    CHECK(y->ndim == 4 && y->shape[0] == B && y->shape[1] == Co && y->shape[2] == 2 * H && y->shape[3] == 2 * W);
+    char lab[96];
+    snprintf(lab, sizeof lab, "upconv_leaky B%lld Ci%lld Co%lld %lldx%lld bias %d slope %g", (long long)B,
+             (long long)Ci, (long long)Co, (long long)H, (long long)W, bias, slope);
+    if (H * W > 16)
+        CHECK_MSG(same_bits(y, want), "%s: not the pair's bits", lab);
+    else
+        gx_test_allclose(T, lab, y->data, want->data, y->numel, 2e-6 * (double)(9 * Ci), 1e-5);
+    CHECK(ctx.tape == NULL);
+    /* Per-sample: the last sample alone gives its bits in the batch. */
+    gx_tensor *x1 = gx_slice(&ctx, x, 0, B - 1, B);
+    gx_tensor *y1 = gx_upconv2x3_leaky(&ctx, x1, w, b, slope);
+    int64_t per = y->numel / B;
+    CHECK(y1->numel == per &&
+          memcmp(y1->data, y->data + (B - 1) * per, (size_t)per * sizeof(gx_real)) == 0);
+    gx_ctx_free(&ctx);
+}
+
+GX_TEST(upconv2x3_leaky_equals_upconv_then_leaky_relu) {
+    upconv_leaky_off(T, 2, 3, 4, 5, 4, 1, 0.2);    /* odd, non-square */
+    upconv_leaky_off(T, 3, 8, 5, 2, 7, 0, 0.2);    /* no bias */
+    upconv_leaky_off(T, 2, 32, 16, 8, 8, 1, 0.01); /* decoder-like widths, another slope */
+    upconv_leaky_off(T, 1, 4, 3, 1, 1, 1, 0.2);    /* one input pixel */
+    upconv_leaky_off(T, 3, 64, 13, 4, 4, 1, 0.2);  /* the decoder's first layer's 4x4, row tail 13 = 2*6+1 */
+    upconv_leaky_off(T, 2, 5, 7, 3, 5, 0, 0.2);    /* 15 pixels: a column tail */
+}
+
+/* Grad on with inputs that require grad: the op is the unfused pair on
+ * the tape (leaky_relu over upconv2x3), with the pair's output and
+ * gradients, bit for bit. */
+GX_TEST(upconv2x3_leaky_taped_is_the_pair) {
+    gx_ctx ctx, c2;
+    gx_ctx_init(&ctx, 1 << 22);
+    gx_ctx_init(&c2, 1 << 22);
+    ctx.grad_enabled = c2.grad_enabled = 1;
+    gx_rng rng;
+    gx_rng_init(&rng, 73);
+    gx_tensor *x = gx_test_leaf(&ctx, &rng, 4, GX_SHAPE(2, 6, 3, 5), -1, 1);
+    gx_tensor *w = gx_test_leaf(&ctx, &rng, 4, GX_SHAPE(7, 6, 3, 3), -1, 1);
+    gx_tensor *b = gx_test_leaf(&ctx, &rng, 1, GX_SHAPE(7), -1, 1);
+    gx_tensor *y = gx_upconv2x3_leaky(&ctx, x, w, b, 0.2);
+    CHECK(y->requires_grad);
+    CHECK(ctx.tape && strcmp(ctx.tape->op, "leaky_relu") == 0 && ctx.tape->prev &&
+          strcmp(ctx.tape->prev->op, "upconv2x3") == 0);
+    gx_real *seed = gx_ctx_alloc(&ctx, (size_t)y->numel * sizeof(gx_real));
+    gx_rng_fill_uniform(&rng, seed, y->numel, -1, 1);
+    gx_backward(&ctx, y, seed);
+    gx_tensor *x2 = gx_tensor_from(&c2, 4, x->shape, x->data), *w2 = gx_tensor_from(&c2, 4, w->shape, w->data);
+    gx_tensor *b2 = gx_tensor_from(&c2, 1, b->shape, b->data);
+    x2->requires_grad = w2->requires_grad = b2->requires_grad = 1;
+    gx_tensor *y2 = gx_leaky_relu(&c2, gx_upconv2x3(&c2, x2, w2, b2), 0.2);
+    gx_backward(&c2, y2, seed);
+    CHECK(same_bits(y, y2));
+    CHECK(memcmp(x->grad, x2->grad, (size_t)x->numel * sizeof(gx_real)) == 0);
+    CHECK(memcmp(w->grad, w2->grad, (size_t)w->numel * sizeof(gx_real)) == 0);
+    CHECK(memcmp(b->grad, b2->grad, (size_t)b->numel * sizeof(gx_real)) == 0);
+    gx_ctx_free(&c2);
+    gx_ctx_free(&ctx);
 }
 
 /* Hand-built: one input pixel of value 1, a kernel whose taps are

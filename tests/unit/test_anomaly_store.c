@@ -37,15 +37,6 @@ static void adb_close(adb *t) {
     tfx_tmpdb_free(&t->f);
 }
 
-static long long q_int(gx_db *db, const char *sql) {
-    sqlite3_stmt *st;
-    long long v = -1;
-    if (sqlite3_prepare_v2(gx_db_handle(db), sql, -1, &st, NULL) != SQLITE_OK) return -1;
-    if (sqlite3_step(st) == SQLITE_ROW) v = sqlite3_column_int64(st, 0);
-    sqlite3_finalize(st);
-    return v;
-}
-
 /* A deterministic fake hash: 64 hex digits from a number. */
 static void fake_sha(unsigned v, char out[65]) {
     for (int i = 0; i < 64; i++) out[i] = "0123456789abcdef"[(v * 2654435761u + (unsigned)i * 40503u) >> 28 & 15];
@@ -87,7 +78,7 @@ GX_TEST(anomaly_model_id_is_stable) {
     if (!adb_open(&t)) { CHECK(0); return; }
     int64_t a = model(t.db, "uda", SHA_A), a2 = model(t.db, "uda", SHA_A), b = model(t.db, "uda", SHA_B);
     CHECK(a > 0 && a == a2 && b > 0 && b != a);
-    CHECK(q_int(t.db, "SELECT count(*) FROM served_models WHERE model_kind = 'uda'") == 2);
+    CHECK(tfx_sql_int(gx_db_handle(t.db), "SELECT count(*) FROM served_models WHERE model_kind = 'uda'") == 2);
     gx_err err;
     int64_t id;
     CHECK(gx_anomaly_model_id(t.db, "uda", "xyz", "/p", 0.1, NULL, &id, &err) == GX_ERR_INVALID);
@@ -110,8 +101,8 @@ GX_TEST(anomaly_put_is_idempotent_and_versions_objects) {
     CHECK(gx_anomaly_put(t.db, &again, &err) == GX_OK);
     CHECK(again.existed && again.id == r.id && again.object_row == r.object_row);
     CHECK(strcmp(again.created_at, r.created_at) == 0);
-    CHECK(q_int(t.db, "SELECT count(*) FROM anomaly_scores") == 1);
-    CHECK(q_int(t.db, "SELECT count(*) FROM objects") == 1);
+    CHECK(tfx_sql_int(gx_db_handle(t.db), "SELECT count(*) FROM anomaly_scores") == 1);
+    CHECK(tfx_sql_int(gx_db_handle(t.db), "SELECT count(*) FROM objects") == 1);
     /* Another model scores the same object version: same object row. */
     gx_anomaly_rec other = rec("obj-1", SHA_A, m2, 0.2);
     CHECK(gx_anomaly_put(t.db, &other, &err) == GX_OK);
@@ -122,7 +113,7 @@ GX_TEST(anomaly_put_is_idempotent_and_versions_objects) {
     gx_anomaly_rec v2 = rec("obj-1", sha, m1, 0.9);
     CHECK(gx_anomaly_put(t.db, &v2, &err) == GX_OK);
     CHECK(!v2.existed && v2.object_row != r.object_row);
-    CHECK(q_int(t.db, "SELECT count(*) FROM objects WHERE external_id = 'obj-1'") == 2);
+    CHECK(tfx_sql_int(gx_db_handle(t.db), "SELECT count(*) FROM objects WHERE external_id = 'obj-1'") == 2);
     /* History: every score of the external id, newest first. */
     gx_anomaly_row rows[8];
     int n = 0;
@@ -155,8 +146,8 @@ GX_TEST(anomaly_put_refuses_bad_records) {
     CHECK(gx_anomaly_put(t.db, &r, &err) == GX_ERR_INVALID && strstr(err.msg, "model_id"));
     r = rec("x", SHA_A, m + 99, 0.5);            /* no such model: foreign key */
     CHECK(gx_anomaly_put(t.db, &r, &err) == GX_ERR_INVALID);
-    CHECK(q_int(t.db, "SELECT count(*) FROM anomaly_scores") == 0);
-    CHECK(q_int(t.db, "SELECT count(*) FROM objects") == 0);   /* the object insert was rolled back */
+    CHECK(tfx_sql_int(gx_db_handle(t.db), "SELECT count(*) FROM anomaly_scores") == 0);
+    CHECK(tfx_sql_int(gx_db_handle(t.db), "SELECT count(*) FROM objects") == 0);   /* the object insert was rolled back */
     adb_close(&t);
 }
 
@@ -174,11 +165,11 @@ GX_TEST(anomaly_put_many_rolls_back_as_one) {
     }
     r[3].score = INFINITY;                        /* the 4th fails: none may stay */
     CHECK(gx_anomaly_put_many(t.db, r, 5, &err) == GX_ERR_INVALID);
-    CHECK(q_int(t.db, "SELECT count(*) FROM anomaly_scores") == 0);
-    CHECK(q_int(t.db, "SELECT count(*) FROM objects") == 0);
+    CHECK(tfx_sql_int(gx_db_handle(t.db), "SELECT count(*) FROM anomaly_scores") == 0);
+    CHECK(tfx_sql_int(gx_db_handle(t.db), "SELECT count(*) FROM objects") == 0);
     r[3].score = 0.3;
     CHECK(gx_anomaly_put_many(t.db, r, 5, &err) == GX_OK);
-    CHECK(q_int(t.db, "SELECT count(*) FROM anomaly_scores") == 5);
+    CHECK(tfx_sql_int(gx_db_handle(t.db), "SELECT count(*) FROM anomaly_scores") == 5);
     int existed = 0;
     for (int i = 0; i < 5; i++) existed += r[i].existed;
     CHECK(existed == 0);
@@ -188,13 +179,13 @@ GX_TEST(anomaly_put_many_rolls_back_as_one) {
     CHECK(gx_anomaly_put(t.db, &ok, &err) == GX_OK);
     CHECK(gx_anomaly_put(t.db, &badr, &err) == GX_ERR_INVALID);
     CHECK(gx_db_commit(t.db, &err) == GX_OK);
-    CHECK(q_int(t.db, "SELECT count(*) FROM anomaly_scores") == 6);
+    CHECK(tfx_sql_int(gx_db_handle(t.db), "SELECT count(*) FROM anomaly_scores") == 6);
     /* Re-running the whole batch writes nothing and reports every row as existing. */
     CHECK(gx_anomaly_put_many(t.db, r, 5, &err) == GX_OK);
     existed = 0;
     for (int i = 0; i < 5; i++) existed += r[i].existed;
     CHECK(existed == 5);
-    CHECK(q_int(t.db, "SELECT count(*) FROM anomaly_scores") == 6);
+    CHECK(tfx_sql_int(gx_db_handle(t.db), "SELECT count(*) FROM anomaly_scores") == 6);
     adb_close(&t);
 }
 
@@ -307,16 +298,16 @@ GX_TEST(anomaly_pages_stable_under_inserts) {
         for (int j = i + 1; j < ns; j++) dup += seen[i] == seen[j];
     }
     CHECK(orig == 60 && dup == 0);
-    long long below = q_int(t.db, "SELECT count(*) FROM anomaly_scores WHERE id > 60");
+    long long below = tfx_sql_int(gx_db_handle(t.db), "SELECT count(*) FROM anomaly_scores WHERE id > 60");
     char sql[200];
     snprintf(sql, sizeof sql, "SELECT count(*) FROM anomaly_scores WHERE id > 60 AND score <= %.17g", cut);
-    long long expect_new = q_int(t.db, sql);
+    long long expect_new = tfx_sql_int(gx_db_handle(t.db), sql);
     CHECK(below == 40);
     /* New rows with a higher score than the cursor are not shown (they are
      * on an earlier page); ties at the cursor score come after by id only
      * when their id is smaller, which new rows never are. */
     snprintf(sql, sizeof sql, "SELECT count(*) FROM anomaly_scores WHERE id > 60 AND score < %.17g", cut);
-    long long strictly = q_int(t.db, sql);
+    long long strictly = tfx_sql_int(gx_db_handle(t.db), sql);
     CHECK(ns - 60 == strictly && strictly <= expect_new);
     adb_close(&t);
 }
@@ -329,21 +320,21 @@ GX_TEST(anomaly_filters) {
     int64_t ids[100];
     gx_anomaly_query q = q0(7);
     q.survey = "sdss";
-    CHECK(all_pages(t.db, q, ids, 100, 1) == q_int(t.db, "SELECT count(*) FROM anomaly_scores WHERE survey='sdss'"));
+    CHECK(all_pages(t.db, q, ids, 100, 1) == tfx_sql_int(gx_db_handle(t.db), "SELECT count(*) FROM anomaly_scores WHERE survey='sdss'"));
     q = q0(7);
     q.model_id = m2;
     char sql[160];
     snprintf(sql, sizeof sql, "SELECT count(*) FROM anomaly_scores WHERE model_id=%lld", (long long)m2);
-    CHECK(all_pages(t.db, q, ids, 100, 1) == q_int(t.db, sql));
+    CHECK(all_pages(t.db, q, ids, 100, 1) == tfx_sql_int(gx_db_handle(t.db), sql));
     q.survey = "decals";
     snprintf(sql, sizeof sql, "SELECT count(*) FROM anomaly_scores WHERE model_id=%lld AND survey='decals'",
              (long long)m2);
-    long long want = q_int(t.db, sql);
+    long long want = tfx_sql_int(gx_db_handle(t.db), sql);
     CHECK(want > 0 && all_pages(t.db, q, ids, 100, 1) == want);
     q = q0(5);
     q.min_score = 4.0 / 7.0;
     int n = all_pages(t.db, q, ids, 100, 1);
-    CHECK(n == q_int(t.db, "SELECT count(*) FROM anomaly_scores WHERE score >= 4.0/7.0") && n > 0 && n < 70);
+    CHECK(n == tfx_sql_int(gx_db_handle(t.db), "SELECT count(*) FROM anomaly_scores WHERE score >= 4.0/7.0") && n > 0 && n < 70);
     /* Time windows: everything is "now", so a past since keeps all, a
      * future since none, a past until none. */
     q = q0(50);
@@ -491,7 +482,7 @@ GX_TEST(anomaly_thumb_stored_with_score_and_found_by_version) {
     r.thumb_x = x1;
     r.thumb_side = S;
     CHECK(gx_anomaly_put(t.db, &r, &err) == GX_OK);
-    CHECK(q_int(t.db, "SELECT count(*) FROM anomaly_thumbs") == 1);
+    CHECK(tfx_sql_int(gx_db_handle(t.db), "SELECT count(*) FROM anomaly_thumbs") == 1);
     gx_image im;
     int found = 0;
     CHECK(thumb_decode(t.db, "ngc.1300:a", 0, &im, &found));
@@ -506,7 +497,7 @@ GX_TEST(anomaly_thumb_stored_with_score_and_found_by_version) {
     o.thumb_x = x2;
     o.thumb_side = S;
     CHECK(gx_anomaly_put(t.db, &o, &err) == GX_OK && !o.existed);
-    CHECK(q_int(t.db, "SELECT count(*) FROM anomaly_thumbs") == 1);
+    CHECK(tfx_sql_int(gx_db_handle(t.db), "SELECT count(*) FROM anomaly_thumbs") == 1);
     CHECK(thumb_decode(t.db, "ngc.1300:a", 1, &im, &found) && im.data && fabs(im.data[5] - x1[5]) < 0.003);
     gx_image_free(&im);
     /* Version 2 of the object, a new image: its own thumbnail, now the
@@ -594,8 +585,8 @@ GX_TEST(anomaly_thumb_rolls_back_with_its_batch) {
     r[0].thumb_side = r[1].thumb_side = 8;
     gx_err err;
     CHECK(gx_anomaly_put_many(t.db, r, 2, &err) == GX_ERR_INVALID);
-    CHECK(q_int(t.db, "SELECT count(*) FROM anomaly_thumbs") == 0);
-    CHECK(q_int(t.db, "SELECT count(*) FROM anomaly_scores") == 0);
+    CHECK(tfx_sql_int(gx_db_handle(t.db), "SELECT count(*) FROM anomaly_thumbs") == 0);
+    CHECK(tfx_sql_int(gx_db_handle(t.db), "SELECT count(*) FROM anomaly_scores") == 0);
     /* A bad thumb_side names the object. */
     gx_anomaly_rec b = rec("side", SHA_A, m1, 0.5);
     b.thumb_x = x;

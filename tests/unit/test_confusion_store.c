@@ -38,15 +38,6 @@ static void cdb_close(cdb *t) {
     tfx_tmpdb_free(&t->f);
 }
 
-static long long q_int(gx_db *db, const char *sql) {
-    sqlite3_stmt *st;
-    long long v = -1;
-    if (sqlite3_prepare_v2(gx_db_handle(db), sql, -1, &st, NULL) != SQLITE_OK) return -1;
-    if (sqlite3_step(st) == SQLITE_ROW) v = sqlite3_column_int64(st, 0);
-    sqlite3_finalize(st);
-    return v;
-}
-
 GX_TEST(confusion_put_get_round_trip_keeps_zero_cells) {
     cdb t;
     CHECK(cdb_open(&t));
@@ -56,8 +47,8 @@ GX_TEST(confusion_put_get_round_trip_keeps_zero_cells) {
     gx_err err;
     gx_metrics_confusion c = { "val", 3, m };
     CHECK(gx_metrics_confusion_put(t.db, t.run, 4, &c, &err) == GX_OK);
-    CHECK(q_int(t.db, "SELECT COUNT(*) FROM confusion") == 9);
-    CHECK(q_int(t.db, "SELECT count FROM confusion WHERE true_class = 1 AND pred_class = 0") == 2);
+    CHECK(tfx_sql_int(gx_db_handle(t.db), "SELECT COUNT(*) FROM confusion") == 9);
+    CHECK(tfx_sql_int(gx_db_handle(t.db), "SELECT count FROM confusion WHERE true_class = 1 AND pred_class = 0") == 2);
     int64_t got[16];
     int k = 0;
     CHECK(gx_metrics_confusion_get(t.db, t.run, 4, "val", got, 4, &k, &err) == GX_OK);
@@ -79,7 +70,7 @@ GX_TEST(confusion_reput_replaces_including_a_smaller_matrix) {
     const int64_t big[9] = { 1, 2, 3, 4, 5, 6, 7, 8, 9 }, small[4] = { 10, 0, 3, 11 };
     CHECK(gx_metrics_confusion_put(t.db, t.run, 0, &(gx_metrics_confusion){ "val", 3, big }, &err) == GX_OK);
     CHECK(gx_metrics_confusion_put(t.db, t.run, 0, &(gx_metrics_confusion){ "val", 2, small }, &err) == GX_OK);
-    CHECK(q_int(t.db, "SELECT COUNT(*) FROM confusion") == 4);     /* no stale outer cells */
+    CHECK(tfx_sql_int(gx_db_handle(t.db), "SELECT COUNT(*) FROM confusion") == 4);     /* no stale outer cells */
     int64_t got[9];
     int k = 0;
     CHECK(gx_metrics_confusion_get(t.db, t.run, 0, "val", got, 3, &k, &err) == GX_OK);
@@ -102,7 +93,7 @@ GX_TEST(confusion_put_refuses_bad_matrices) {
     /* Foreign key: no such run. */
     CHECK(gx_metrics_confusion_put(t.db, t.run + 7, 0, &(gx_metrics_confusion){ "val", 2, ok }, &err)
           == GX_ERR_INVALID);
-    CHECK(q_int(t.db, "SELECT COUNT(*) FROM confusion") == 0);
+    CHECK(tfx_sql_int(gx_db_handle(t.db), "SELECT COUNT(*) FROM confusion") == 0);
     cdb_close(&t);
 }
 
@@ -115,24 +106,24 @@ GX_TEST(confusion_epoch_put_is_one_transaction) {
     gx_metrics_confusion two[2] = { { "val", 2, a }, { "test", 3, b } };
     CHECK(gx_metrics_epoch_put(t.db, t.run, 2, rows, 2, two, 2, "[\"Smooth\",\"Spiral\",\"Edge-on\"]", &err)
           == GX_OK);
-    CHECK(q_int(t.db, "SELECT COUNT(*) FROM metrics WHERE epoch = 2") == 2);
-    CHECK(q_int(t.db, "SELECT COUNT(*) FROM confusion WHERE epoch = 2 AND split = 'val'") == 4);
-    CHECK(q_int(t.db, "SELECT COUNT(*) FROM confusion WHERE epoch = 2 AND split = 'test'") == 9);
-    CHECK(q_int(t.db, "SELECT COUNT(*) FROM run_classes WHERE classes_json LIKE '%Edge-on%'") == 1);
+    CHECK(tfx_sql_int(gx_db_handle(t.db), "SELECT COUNT(*) FROM metrics WHERE epoch = 2") == 2);
+    CHECK(tfx_sql_int(gx_db_handle(t.db), "SELECT COUNT(*) FROM confusion WHERE epoch = 2 AND split = 'val'") == 4);
+    CHECK(tfx_sql_int(gx_db_handle(t.db), "SELECT COUNT(*) FROM confusion WHERE epoch = 2 AND split = 'test'") == 9);
+    CHECK(tfx_sql_int(gx_db_handle(t.db), "SELECT COUNT(*) FROM run_classes WHERE classes_json LIKE '%Edge-on%'") == 1);
     /* The second matrix is bad: the metric rows and the first matrix of
      * epoch 3 must not be stored either, and the class names stay. */
     gx_metrics_confusion mixed[2] = { { "val", 2, a }, { "test", 2, bad } };
     CHECK(gx_metrics_epoch_put(t.db, t.run, 3, rows, 2, mixed, 2, "[\"x\"]", &err) == GX_ERR_INVALID);
-    CHECK(q_int(t.db, "SELECT COUNT(*) FROM metrics WHERE epoch = 3") == 0);
-    CHECK(q_int(t.db, "SELECT COUNT(*) FROM confusion WHERE epoch = 3") == 0);
-    CHECK(q_int(t.db, "SELECT COUNT(*) FROM run_classes WHERE classes_json LIKE '%Edge-on%'") == 1);
+    CHECK(tfx_sql_int(gx_db_handle(t.db), "SELECT COUNT(*) FROM metrics WHERE epoch = 3") == 0);
+    CHECK(tfx_sql_int(gx_db_handle(t.db), "SELECT COUNT(*) FROM confusion WHERE epoch = 3") == 0);
+    CHECK(tfx_sql_int(gx_db_handle(t.db), "SELECT COUNT(*) FROM run_classes WHERE classes_json LIKE '%Edge-on%'") == 1);
     /* The connection is usable after the rollback (no transaction left open). */
     CHECK(gx_metrics_epoch_put(t.db, t.run, 3, rows, 2, two, 1, NULL, &err) == GX_OK);
-    CHECK(q_int(t.db, "SELECT COUNT(*) FROM confusion WHERE epoch = 3") == 4);
-    CHECK(q_int(t.db, "SELECT COUNT(*) FROM run_classes WHERE classes_json LIKE '%Edge-on%'") == 1);
+    CHECK(tfx_sql_int(gx_db_handle(t.db), "SELECT COUNT(*) FROM confusion WHERE epoch = 3") == 4);
+    CHECK(tfx_sql_int(gx_db_handle(t.db), "SELECT COUNT(*) FROM run_classes WHERE classes_json LIKE '%Edge-on%'") == 1);
     /* Deleting the run takes its matrices and names with it. */
     CHECK(gx_db_exec(t.db, "DELETE FROM runs", &err) == GX_OK);
-    CHECK(q_int(t.db, "SELECT COUNT(*) FROM confusion") == 0 && q_int(t.db, "SELECT COUNT(*) FROM run_classes") == 0);
+    CHECK(tfx_sql_int(gx_db_handle(t.db), "SELECT COUNT(*) FROM confusion") == 0 && tfx_sql_int(gx_db_handle(t.db), "SELECT COUNT(*) FROM run_classes") == 0);
     cdb_close(&t);
 }
 

@@ -23,20 +23,11 @@ static void tmpdb_init(tmpdb *t) { tfx_tmpdb_init(t, "db", "m.db"); }
 static void tmpdb_free(tmpdb *t) { tfx_tmpdb_free(t); }
 
 /* One integer from a query on a raw connection (or -1). */
-static long long q_int(sqlite3 *h, const char *sql) {
-    sqlite3_stmt *st;
-    long long v = -1;
-    if (sqlite3_prepare_v2(h, sql, -1, &st, NULL) != SQLITE_OK) return -1;
-    if (sqlite3_step(st) == SQLITE_ROW) v = sqlite3_column_int64(st, 0);
-    sqlite3_finalize(st);
-    return v;
-}
-
 static int table_exists(sqlite3 *h, const char *name) {
     char sql[200];
     snprintf(sql, sizeof sql,
              "SELECT count(*) FROM sqlite_master WHERE type='table' AND name='%s'", name);
-    return q_int(h, sql) == 1;
+    return tfx_sql_int(h, sql) == 1;
 }
 
 GX_TEST(db_fresh_file_gets_schema_and_wal) {
@@ -54,8 +45,8 @@ GX_TEST(db_fresh_file_gets_schema_and_wal) {
                              "anomaly_scores", "counterfactuals" };
     for (size_t i = 0; i < sizeof tables / sizeof *tables; i++)
         CHECK_MSG(table_exists(h, tables[i]), "table %s missing", tables[i]);
-    CHECK(q_int(h, "SELECT count(*) FROM schema_migrations") == gx_migrations_count);
-    CHECK(q_int(h, "SELECT count(*) FROM schema_migrations WHERE version=1 AND name='init'"
+    CHECK(tfx_sql_int(h, "SELECT count(*) FROM schema_migrations") == gx_migrations_count);
+    CHECK(tfx_sql_int(h, "SELECT count(*) FROM schema_migrations WHERE version=1 AND name='init'"
                    " AND applied_at LIKE '20%Z'") == 1);
     /* Connection settings: WAL journal, foreign keys on, busy timeout. */
     sqlite3_stmt *st;
@@ -63,10 +54,10 @@ GX_TEST(db_fresh_file_gets_schema_and_wal) {
     CHECK(sqlite3_step(st) == SQLITE_ROW);
     CHECK(strcmp((const char *)sqlite3_column_text(st, 0), "wal") == 0);
     sqlite3_finalize(st);
-    CHECK(q_int(h, "PRAGMA foreign_keys") == 1);
-    CHECK(q_int(h, "PRAGMA busy_timeout") >= 1000);
+    CHECK(tfx_sql_int(h, "PRAGMA foreign_keys") == 1);
+    CHECK(tfx_sql_int(h, "PRAGMA busy_timeout") >= 1000);
     /* The cursor indexes the daemon relies on exist. */
-    CHECK(q_int(h, "SELECT count(*) FROM sqlite_master WHERE type='index' AND name IN"
+    CHECK(tfx_sql_int(h, "SELECT count(*) FROM sqlite_master WHERE type='index' AND name IN"
                    " ('predictions_cursor','anomaly_model_score','counterfactuals_expiry')")
           == 3);
     gx_db_close(db);
@@ -83,9 +74,9 @@ GX_TEST(db_reopen_applies_nothing_and_keeps_data) {
     CHECK(gx_db_open(&db, t.path, &err) == GX_OK);
     CHECK(gx_db_migrations_applied(db) == 0);
     CHECK(gx_db_schema_version(db) == gx_migrations[gx_migrations_count - 1].version);
-    CHECK(q_int(gx_db_handle(db), "SELECT count(*) FROM schema_migrations")
+    CHECK(tfx_sql_int(gx_db_handle(db), "SELECT count(*) FROM schema_migrations")
           == gx_migrations_count);
-    CHECK(q_int(gx_db_handle(db), "SELECT count(*) FROM runs") == 1);
+    CHECK(tfx_sql_int(gx_db_handle(db), "SELECT count(*) FROM runs") == 1);
     gx_db_close(db);
     tmpdb_free(&t);
 }
@@ -104,7 +95,7 @@ GX_TEST(db_pending_migration_applied_alone) {
     CHECK(gx_db_open_with(&db, t.path, v2, 2, &err) == GX_OK);
     CHECK(gx_db_migrations_applied(db) == 1);
     CHECK(gx_db_schema_version(db) == 3);
-    CHECK(q_int(gx_db_handle(db), "SELECT count(*) FROM b") == 1);
+    CHECK(tfx_sql_int(gx_db_handle(db), "SELECT count(*) FROM b") == 1);
     gx_db_close(db);
     tmpdb_free(&t);
 }
@@ -149,8 +140,8 @@ GX_TEST(db_failed_migration_rolls_back) {
     CHECK(sqlite3_open(t.path, &h) == SQLITE_OK);
     CHECK(table_exists(h, "a"));
     CHECK(!table_exists(h, "b"));
-    CHECK(q_int(h, "SELECT count(*) FROM a") == 1);          /* row 2 rolled back */
-    CHECK(q_int(h, "SELECT max(version) FROM schema_migrations") == 1);
+    CHECK(tfx_sql_int(h, "SELECT count(*) FROM a") == 1);          /* row 2 rolled back */
+    CHECK(tfx_sql_int(h, "SELECT max(version) FROM schema_migrations") == 1);
     sqlite3_close(h);
     gx_migration fixed[] = { bad[0], { 2, "fixed", "CREATE TABLE b(y INTEGER);" } };
     CHECK(gx_db_open_with(&db, t.path, fixed, 2, &err) == GX_OK);
@@ -236,7 +227,7 @@ GX_TEST(db_runs_metrics_checkpoints_round_trip) {
     CHECK(gx_db_run_status(db, run, status, sizeof status, &err) == GX_OK);
     CHECK(strcmp(status, "finished") == 0);
     sqlite3 *h = gx_db_handle(db);
-    CHECK(q_int(h, "SELECT count(*) FROM runs WHERE finished_at IS NOT NULL AND seed = 42"
+    CHECK(tfx_sql_int(h, "SELECT count(*) FROM runs WHERE finished_at IS NOT NULL AND seed = 42"
                    " AND git_commit = 'abc123' AND config_json = '{\"epochs\":3}'") == 1);
     gx_db_close(db);
     tmpdb_free(&t);
@@ -252,10 +243,10 @@ GX_TEST(db_metrics_batch_is_atomic) {
           == GX_OK);
     gx_db_metric rows[] = { { "val", "accuracy", 0.5 }, { "val", NULL, 1.0 } };
     CHECK(gx_db_metrics_put(db, run, 0, rows, 2, &err) == GX_ERR_INVALID);
-    CHECK(q_int(gx_db_handle(db), "SELECT count(*) FROM metrics") == 0);
+    CHECK(tfx_sql_int(gx_db_handle(db), "SELECT count(*) FROM metrics") == 0);
     /* The connection is usable afterwards (the transaction was closed). */
     CHECK(gx_db_metrics_put(db, run, 0, rows, 1, &err) == GX_OK);
-    CHECK(q_int(gx_db_handle(db), "SELECT count(*) FROM metrics") == 1);
+    CHECK(tfx_sql_int(gx_db_handle(db), "SELECT count(*) FROM metrics") == 1);
     CHECK(gx_db_run_begin(db, &(gx_db_run_info){ .model_kind = NULL }, &run, &err)
           == GX_ERR_INVALID);
     gx_db_close(db);

@@ -2,7 +2,7 @@
  * test_fixture_util.h — fixtures shared by the unit tests that work on
  * files: a SQLite file in a fresh mkdtemp directory removed with its
  * -wal/-shm/-journal side files (the stores and the metrics database), the
- * removal of a whole fixture tree, the byte-for-byte comparison of two
+ * removal of a whole fixture tree, one integer from a SQL query, the byte-for-byte comparison of two
  * safetensors files (resume tests), and the tiny synthetic survey the
  * trainer tests train on.
  *
@@ -17,10 +17,22 @@
 #include "gx_synth.h"
 
 #include <ftw.h>
+#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+/* The first column of the first row of a query as an integer; -1 when the
+ * query fails or returns no row (a count or a flag checked by the tests). */
+static inline long long tfx_sql_int(sqlite3 *h, const char *sql) {
+    sqlite3_stmt *st;
+    long long v = -1;
+    if (sqlite3_prepare_v2(h, sql, -1, &st, NULL) != SQLITE_OK) return -1;
+    if (sqlite3_step(st) == SQLITE_ROW) v = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    return v;
+}
 
 /* A database file path in its own directory. */
 typedef struct tfx_tmpdb { char dir[64]; char path[128]; } tfx_tmpdb;

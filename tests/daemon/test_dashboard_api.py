@@ -17,14 +17,12 @@ pixels that were sent. Bad inputs answer 4xx JSON errors.
 """
 import os
 import sqlite3
-import struct
 import subprocess
-import zlib
 
 import pytest
 import requests
 
-from conftest import Galaxyd, galaxy_pixels, galaxy_png, healthy, keyed_session, serve, tool
+from conftest import Galaxyd, galaxy_pixels, galaxy_png, healthy, keyed_session, png_decode, serve, tool
 
 
 def _copy_db(src, dst):
@@ -37,45 +35,6 @@ def get(s, path, spec, status=200, session=None):
     body = spec.check(r)
     assert r.status_code == status, (path, r.status_code, r.text[:300])
     return body, r
-
-
-def png_decode(data):
-    """(width, height, channels, rows of bytes) of an 8-bit non-interlaced
-    PNG (gray, RGB or RGBA): enough for galaxyd's own PNGs."""
-    assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
-    pos, idat, ihdr = 8, b"", None
-    while pos < len(data):
-        n, kind = struct.unpack(">I4s", data[pos:pos + 8])
-        chunk = data[pos + 8:pos + 8 + n]
-        pos += 12 + n
-        if kind == b"IHDR":
-            ihdr = struct.unpack(">IIBBBBB", chunk)
-        elif kind == b"IDAT":
-            idat += chunk
-        elif kind == b"IEND":
-            break
-    w, h, depth, color, _, _, interlace = ihdr
-    assert depth == 8 and interlace == 0, ihdr
-    ch = {0: 1, 2: 3, 6: 4}[color]
-    raw, stride, rows, prev = zlib.decompress(idat), w * ch, [], bytearray(w * ch)
-    for y in range(h):
-        f, line = raw[y * (stride + 1)], bytearray(raw[y * (stride + 1) + 1:(y + 1) * (stride + 1)])
-        for i in range(stride):
-            a = line[i - ch] if i >= ch else 0
-            b, c = prev[i], prev[i - ch] if i >= ch else 0
-            if f == 1:
-                line[i] = (line[i] + a) & 255
-            elif f == 2:
-                line[i] = (line[i] + b) & 255
-            elif f == 3:
-                line[i] = (line[i] + (a + b) // 2) & 255
-            elif f == 4:
-                p = a + b - c
-                pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
-                line[i] = (line[i] + (a if pa <= pb and pa <= pc else b if pb <= pc else c)) & 255
-        rows.append(bytes(line))
-        prev = line
-    return w, h, ch, rows
 
 
 # ------------------------------------------------------------------ confusion

@@ -20,6 +20,7 @@
 #include "gx_image.h"
 #include "gx_loader.h"
 #include "gx_morph.h"
+#include "gx_train_cf.h"
 #include "gx_train_wm.h"
 #include "gx_two_models.h"
 
@@ -343,38 +344,7 @@ static gx_status ec_classify(ec_env *E, gx_eval_cf_result *r, gx_err *err) {
 /* The judge's classes of n images xs [n,3,S,S] (resized to its input size
  * when that differs, as the trainer's judge does) into pred. */
 static gx_status ec_judge(ec_env *E, const float *xs, int64_t n, int64_t *pred, gx_err *err) {
-    const int64_t S = E->m.cfg.size, J = E->judge.cfg.size, K = E->judge.cfg.classes;
-    gx_ctx *ctx = &E->ctx;
-    ctx->grad_enabled = 0;
-    gx_tensor *x = gx_tensor_new(ctx, 4, GX_SHAPE(n, 3, J, J));
-    gx_status s = GX_OK;
-    for (int64_t i = 0; s == GX_OK && i < n; i++) {
-        const float *src = xs + i * 3 * S * S;
-        gx_image im, rs;
-        memset(&rs, 0, sizeof rs);
-        if (J != S) {
-            s = gx_image_alloc(&im, 3, (int)S, (int)S, err);
-            if (s == GX_OK) {
-                memcpy(im.data, src, (size_t)(3 * S * S) * sizeof *src);
-                s = gx_pre_resize(&im, (int)J, (int)J, &rs, err);
-                gx_image_free(&im);
-            }
-            src = rs.data;
-        }
-        for (int64_t j = 0; s == GX_OK && j < 3 * J * J; j++) x->data[i * 3 * J * J + j] = (gx_real)src[j];
-        gx_image_free(&rs);
-    }
-    if (s == GX_OK) {
-        gx_wm_out out = gx_wm_forward(ctx, &E->judge, x, NULL, 0);
-        for (int64_t i = 0; i < n; i++) {
-            const gx_real *l = out.logits->data + i * K;
-            int64_t a = 0;
-            for (int64_t c = 1; c < K; c++) if (l[c] > l[a]) a = c;
-            pred[i] = a;
-        }
-    }
-    gx_ctx_reset(ctx);
-    return s;
+    return gx_cf_judge_classes(&E->ctx, &E->judge, xs, n, E->m.cfg.size, pred, err);
 }
 
 /* Sums over counterfactuals, in the order of the result's cf fields. */

@@ -538,18 +538,16 @@ static const char *const cf_m_names[CF_NM] = {
     "cf_valid_hidden", "cf_valid_reencoded", "cf_valid_judge", "cf_fallback", "cf_msd_x_cf",
     "cf_ssim_x_cf", "cf_msd_rec_cf", "cf_ssim_rec_cf", "cf_msd_x_rec", "cf_ssim_x_rec" };
 
-/* The judge's classes of n counterfactuals xcf [n,3,S,S] (resized to its
- * input size when that differs) into pred. */
-static gx_status cf_judge(cf_run *R, const float *xcf, int64_t n, int64_t *pred, gx_err *err) {
-    int64_t S = R->m.cfg.size, J = R->judge.cfg.size, K = R->judge.cfg.classes;
-    gx_ctx *ctx = &R->ctx;
+gx_status gx_cf_judge_classes(gx_ctx *ctx, gx_wm_model *judge, const float *xs, int64_t n, int64_t S,
+                             int64_t *pred, gx_err *err) {
+    const int64_t J = judge->cfg.size, K = judge->cfg.classes;
     ctx->grad_enabled = 0;
     gx_tensor *x = gx_tensor_new(ctx, 4, GX_SHAPE(n, 3, J, J));
     gx_status s = GX_OK;
     for (int64_t i = 0; s == GX_OK && i < n; i++) {
         gx_image im, rs;
         memset(&rs, 0, sizeof rs);
-        const float *src = xcf + i * 3 * S * S;
+        const float *src = xs + i * 3 * S * S;
         if (J != S) {
             s = gx_image_alloc(&im, 3, (int)S, (int)S, err);
             if (s == GX_OK) {
@@ -563,7 +561,7 @@ static gx_status cf_judge(cf_run *R, const float *xcf, int64_t n, int64_t *pred,
         gx_image_free(&rs);
     }
     if (s == GX_OK) {
-        gx_wm_out out = gx_wm_forward(ctx, &R->judge, x, NULL, 0);
+        gx_wm_out out = gx_wm_forward(ctx, judge, x, NULL, 0);
         for (int64_t i = 0; i < n; i++) {
             const gx_real *l = out.logits->data + i * K;
             int64_t a = 0;
@@ -572,7 +570,14 @@ static gx_status cf_judge(cf_run *R, const float *xcf, int64_t n, int64_t *pred,
         }
     }
     gx_ctx_reset(ctx);
-    ctx->grad_enabled = 1;
+    return s;
+}
+
+/* The judge's classes of n counterfactuals xcf [n,3,S,S]; the training
+ * context goes back to recording afterwards. */
+static gx_status cf_judge(cf_run *R, const float *xcf, int64_t n, int64_t *pred, gx_err *err) {
+    gx_status s = gx_cf_judge_classes(&R->ctx, &R->judge, xcf, n, R->m.cfg.size, pred, err);
+    R->ctx.grad_enabled = 1;
     return s;
 }
 

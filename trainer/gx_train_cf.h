@@ -72,6 +72,7 @@
 #include "gx.h"
 #include "gx_image.h"
 #include "gx_cf_inn.h"
+#include "gx_wavelet_mamba.h"
 
 #include <signal.h>
 
@@ -147,6 +148,14 @@ typedef struct gx_train_cf_result {
 } gx_train_cf_result;
 
 gx_status gx_train_cf(const gx_train_cf_opts *o, gx_train_cf_result *r, gx_err *err);
+
+/* The judge's classes (argmax of a wavelet-mamba checkpoint's logits) of n
+ * images xs [n,3,S,S] into pred; each image is resized to the judge's input
+ * size with io's antialiased bilinear resize when the sizes differ. Uses ctx
+ * with grad off and resets it; shared by the trainer's per-epoch metric and
+ * galaxy-train eval/bundle (trainer/gx_eval_cf.c). */
+gx_status gx_cf_judge_classes(gx_ctx *ctx, gx_wm_model *judge, const float *xs, int64_t n, int64_t S,
+                             int64_t *pred, gx_err *err);
 
 #ifdef __cplusplus
 }

@@ -11,7 +11,7 @@
  *
  *   gx_cf_model m; gx_cf_init(&m, gx_cf_config_tiny(), 1234);
  *   gx_cf_out o = gx_cf_forward(&ctx, &m, x, 0);       // o.z, o.h, o.logdet, o.xrec
- *   gx_cf_loss_terms L = gx_cf_loss(&ctx, &m, &o, x, labels, &noise_rng, &cfg);
+ *   gx_cf_loss_terms L = gx_cf_loss(&ctx, &m, &o, x, labels, NULL, &noise_rng, &cfg);
  *   gx_backward(&ctx, L.total, NULL);
  *
  * Tensor names (the checkpoint's; a PyTorch state_dict with the same names
@@ -138,6 +138,8 @@ typedef struct gx_cf_loss_cfg {
     double ssim_sigma;     /* 1.5 */
     double w_cyc;          /* 0 (the spec's loss); > 0 adds the latent cycle term
                               (gx_cf_cycle_loss, our addition) with this weight */
+    double w_bg;           /* 0 (the spec's loss); > 0 adds the background term
+                              (gx_cf_background_loss, our addition) with this weight */
 } gx_cf_loss_cfg;
 gx_cf_loss_cfg gx_cf_loss_cfg_default(void);
 
@@ -145,6 +147,8 @@ typedef struct gx_cf_loss_terms {
     gx_tensor *total;      /* scalar */
     gx_tensor *l_x, *l_y, *l_ib, *l_mmd, *l_rec, *ssim;   /* scalars (ssim: mean SSIM) */
     gx_tensor *l_cyc;      /* scalar, or NULL when w_cyc is 0 or the batch has 1 image */
+    gx_tensor *l_bg;       /* scalar, or NULL when w_bg is 0, the batch has 1 image or
+                              the mask has no background pixel */
 } gx_cf_loss_terms;
 
 /* Latent cycle term (not in the spec; see cf_inn_loss.c for why): each
@@ -154,17 +158,28 @@ typedef struct gx_cf_loss_terms {
  * loss. NULL when B < 2 (no neighbour). Gradients reach the decoder and encoder. */
 gx_tensor *gx_cf_cycle_loss(gx_ctx *ctx, gx_cf_model *m, const gx_cf_out *o);
 
+/* Background term (not in the spec; see cf_inn_loss.c for why): the same
+ * mixed decode as the cycle term, D([z1 of sample (i+1) mod B, z2 of i]),
+ * compared with sample i's reconstruction x~ = o->xrec (a constant copy) on
+ * its background pixels only: sum |x_mix - x~| * bg / (3 sum bg), bg
+ * [B,1,S,S] with 1 outside the galaxy's segment and 0 on it. NULL when B < 2
+ * or bg has no 1. Gradients reach the decoder (and, through z2, the encoder). */
+gx_tensor *gx_cf_background_loss(gx_ctx *ctx, gx_cf_model *m, const gx_cf_out *o, const gx_tensor *bg);
+
 /* The spec's losses on one batch. labels [B] class indices; mmd_rng draws the
- * m reference samples n ~ N(0, I_d). Terms with weight 0 are NULL. */
+ * m reference samples n ~ N(0, I_d); bg: the background mask of
+ * gx_cf_background_loss, needed only when cfg->w_bg != 0 (else NULL). Terms
+ * with weight 0 are NULL. */
 gx_cf_loss_terms gx_cf_loss(gx_ctx *ctx, gx_cf_model *m, const gx_cf_out *o, gx_tensor *x,
-                            const int64_t *labels, gx_rng *mmd_rng, const gx_cf_loss_cfg *cfg);
+                            const int64_t *labels, const gx_tensor *bg, gx_rng *mmd_rng,
+                            const gx_cf_loss_cfg *cfg);
 /* The same with the MMD reference samples given: mmd_n [B,d] (NULL only when
  * w_mmd is 0). gx_cf_loss draws them (N(0,1), B*d values in row order from
  * mmd_rng) and calls this; tests pass the PyTorch fixture's samples here.
  * L_X and L_Y are batch means; L_R's L1 term is the mean over every pixel;
  * needs o->xrec when w_rec > 0. Labels must lie in [0, K) (asserted). */
 gx_cf_loss_terms gx_cf_loss_given(gx_ctx *ctx, gx_cf_model *m, const gx_cf_out *o, gx_tensor *x,
-                                  const int64_t *labels, gx_tensor *mmd_n,
+                                  const int64_t *labels, const gx_tensor *bg, gx_tensor *mmd_n,
                                   const gx_cf_loss_cfg *cfg);
 /* Differentiable mean SSIM of a vs b [B,C,H,W] (Gaussian window, K1 0.01,
  * K2 0.03, data range 1, valid positions only: (H-w+1) x (W-w+1)), as in the

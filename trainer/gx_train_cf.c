@@ -30,6 +30,7 @@
 #include "gx_morph.h"
 #include "gx_sha256.h"
 #include "gx_train_wm.h"
+#include "gx_two_models.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -87,7 +88,7 @@ static const cf_set_key cf_set_keys[] = {
     K_("blocks", 'l', model.blocks), K_("subnet", 'l', model.subnet), K_("clamp", 'd', model.clamp),
     K_("beta", 'd', loss.beta), K_("label_smooth", 'd', loss.label_smooth),
     K_("w_rec", 'd', loss.w_rec), K_("w_mmd", 'd', loss.w_mmd), K_("w_ib", 'd', loss.w_ib),
-    K_("w_cyc", 'd', loss.w_cyc),
+    K_("w_cyc", 'd', loss.w_cyc), K_("w_bg", 'd', loss.w_bg),
     K_("ssim_weight", 'd', loss.ssim_weight),
     K_("aug_rot", 'd', aug.rot_max_deg), K_("aug_hflip", 'd', aug.p_hflip), K_("aug_vflip", 'd', aug.p_vflip),
 };
@@ -224,13 +225,13 @@ static char *cf_run_config_json(const gx_train_cf_opts *o) {
     free(mj);
     const gx_cf_loss_cfg *l = &o->loss;
     json_t *t = json_pack("{s:s,s:i,s:i,s:I,s:I,s:f,s:f,s:f,s:f,s:f,s:f,s:i,s:f,s:i,s:i,s:f,s:f,s:f,s:f,s:f,"
-                          "s:f,s:f,s:i,s:s?,s:I,s:i}",
+                          "s:f,s:f,s:f,s:i,s:s?,s:I,s:i}",
         "config", o->config_name ? o->config_name : "", "epochs", o->epochs, "batch", o->batch,
         "seed", (json_int_t)o->seed, "max_train", (json_int_t)o->max_train, "lr", o->lr,
         "mu_lr_mult", o->mu_lr_mult, "lr_decay", o->lr_decay, "beta1", o->beta1, "beta2", o->beta2,
         "clip", o->clip, "warmup_epochs", o->warmup_epochs, "noise_sigma", o->noise_sigma,
         "balanced", o->balanced, "augment", o->augment, "beta", l->beta, "label_smooth", l->label_smooth,
-        "w_rec", l->w_rec, "w_mmd", l->w_mmd, "w_ib", l->w_ib, "w_cyc", l->w_cyc,
+        "w_rec", l->w_rec, "w_mmd", l->w_mmd, "w_ib", l->w_ib, "w_cyc", l->w_cyc, "w_bg", l->w_bg,
         "ssim_weight", l->ssim_weight,
         "cf_eval_n", o->cf_eval_n, "judge", o->judge, "split_seed", (json_int_t)o->split_seed,
         "half", o->half);
@@ -266,9 +267,10 @@ static void cf_row(cf_rows *w, const char *split, double v, const char *fmt, ...
 }
 
 /* The loss terms, in the order of gx_cf_loss_terms after total. */
-enum { CF_L_TOTAL, CF_L_X, CF_L_Y, CF_L_IB, CF_L_MMD, CF_L_REC, CF_L_CYC, CF_L_SSIM, CF_NL };
+enum { CF_L_TOTAL, CF_L_X, CF_L_Y, CF_L_IB, CF_L_MMD, CF_L_REC, CF_L_CYC, CF_L_BG, CF_L_SSIM, CF_NL };
 static const char *const cf_loss_names[CF_NL] = { "loss_total", "loss_x", "loss_y", "loss_ib",
-                                                  "loss_mmd", "loss_rec", "loss_cyc", "rec_ssim" };
+                                                  "loss_mmd", "loss_rec", "loss_cyc", "loss_bg",
+                                                  "rec_ssim" };
 
 /* Sums of the loss terms weighted by batch size; a term the loss did not
  * compute (weight 0, e.g. IB in warm-up) stays NaN. */
@@ -276,7 +278,7 @@ typedef struct cf_loss_acc { double sum[CF_NL]; int have[CF_NL]; int64_t n; } cf
 
 static void cf_loss_add(cf_loss_acc *a, const gx_cf_loss_terms *L, int64_t n) {
     const gx_tensor *t[CF_NL] = { L->total, L->l_x, L->l_y, L->l_ib, L->l_mmd, L->l_rec, L->l_cyc,
-                                  L->ssim };
+                                  L->l_bg, L->ssim };
     for (int i = 0; i < CF_NL; i++)
         if (t[i]) { a->sum[i] += cf_scalar(t[i]) * (double)n; a->have[i] = 1; }
     a->n += n;
@@ -354,6 +356,27 @@ static int64_t *cf_batch_labels(gx_ctx *ctx, const gx_batch *b) {
     return y;
 }
 
+/* The background mask of the background term, [n,1,S,S] with 1 outside the
+ * galaxy's segment (the same segmentation as the metric of gx_eval_cf: the
+ * band mean minus the frame's median, the paper's recipe), computed on the
+ * augmented images of the batch. An image without a segment gets no
+ * background pixel (nothing to keep). NULL when the term is off. */
+static gx_tensor *cf_batch_bg(gx_ctx *ctx, const gx_batch *b, int64_t S, const gx_cf_loss_cfg *lc) {
+    if (lc->w_bg == 0) return NULL;
+    int64_t P = S * S;
+    gx_tensor *bg = gx_tensor_new(ctx, 4, GX_SHAPE(b->n, 1, S, S));
+    float *img = gx_ctx_alloc(ctx, (size_t)P * sizeof *img);
+    int32_t *seg = gx_ctx_alloc(ctx, (size_t)P * sizeof *seg);
+    for (int64_t i = 0; i < b->n; i++) {
+        int found = 0;
+        gx_err err = { 0 };
+        gx_tm_morph_image(b->x + i * 3 * P, (int)S, img);
+        if (gx_morph_segment(img, NULL, (int)S, (int)S, seg, &found, &err) != GX_OK) found = 0;
+        for (int64_t p = 0; p < P; p++) bg->data[i * P + p] = found && !seg[p] ? 1 : 0;
+    }
+    return bg;
+}
+
 /* The loss configuration of an epoch: warm-up epochs drop the IB term. */
 static gx_cf_loss_cfg cf_epoch_loss(const gx_train_cf_opts *o, int epoch) {
     gx_cf_loss_cfg lc = o->loss;
@@ -376,7 +399,7 @@ static double cf_train_step(cf_run *R, const gx_cf_loss_cfg *lc, const gx_rng *e
     gx_tensor *x = cf_batch_x(ctx, b, m->cfg.size);
     int64_t *y = cf_batch_labels(ctx, b);
     gx_cf_out out = gx_cf_forward(ctx, m, x, R->o.noise_sigma, &noise, lc->w_rec > 0);
-    gx_cf_loss_terms L = gx_cf_loss(ctx, m, &out, x, y, &mmd, lc);
+    gx_cf_loss_terms L = gx_cf_loss(ctx, m, &out, x, y, cf_batch_bg(ctx, b, m->cfg.size, lc), &mmd, lc);
     gx_backward(ctx, L.total, NULL);
     double norm = gx_clip_grad_norm(&m->params, R->o.clip > 0 ? R->o.clip : INFINITY);
     if (isfinite(norm)) {
@@ -520,7 +543,8 @@ static gx_status cf_val_pass(cf_run *R, const gx_cf_loss_cfg *lc, cf_val_acc *a,
         /* The unbiased MMD needs two samples: a last batch of one only
          * counts for the per-image metrics. */
         if (b.n >= 2) {
-            gx_cf_loss_terms L = gx_cf_loss(ctx, &R->m, &out, x, cf_batch_labels(ctx, &b), &mmd, lc);
+            gx_cf_loss_terms L = gx_cf_loss(ctx, &R->m, &out, x, cf_batch_labels(ctx, &b),
+                                            cf_batch_bg(ctx, &b, R->m.cfg.size, lc), &mmd, lc);
             cf_loss_add(&a->loss, &L, b.n);
         }
         cf_val_add(a, &out, &b, R->m.cfg.size);

@@ -12,8 +12,10 @@
  *   gx_train_cf_result r;
  *   if (gx_train_cf(&o, &r, &err) != GX_OK) puts(err.msg);
  *
- * Training (the spec's): L = w_rec L_R + w_mmd L_MMD + w_ib L_IB (+ w_cyc L_cyc,
- * the latent cycle term of models/cf_inn_loss.c, our addition, 0 by default) on batches
+ * Training (the spec's): L = w_rec L_R + w_mmd L_MMD + w_ib L_IB (+ w_cyc L_cyc
+ * + w_bg L_bg, the latent cycle and background terms of models/cf_inn_loss.c, our
+ * additions, 0 by default; L_bg's mask is the segmentation of each augmented
+ * image, the recipe the background metric uses) on batches
  * of the training part (seeded stratified 70/15/15 split, the loader's
  * rotation + flip augmentation), Adam (betas 0.9/0.99, no weight decay),
  * lr 3e-4 for everything but the mixture means, which run at mu_lr_mult (3)
@@ -46,7 +48,8 @@
  * approximate m-hat is rewritten from scratch every epoch).
  *
  * Per epoch the database (runs.model_kind "cf-inn") receives, split "train":
- * loss_total, loss_x, loss_y, loss_ib, loss_mmd, loss_rec, loss_cyc (with w_cyc), rec_ssim (the
+ * loss_total, loss_x, loss_y, loss_ib, loss_mmd, loss_rec, loss_cyc (with w_cyc), loss_bg
+ * (with w_bg), rec_ssim (the
  * loss's SSIM), accuracy (nearest mean of the noisy h, augmented batches),
  * lr, images_per_s, grad_norm (mean before clipping); split "val" (eval
  * mode, no noise): the same loss terms, accuracy, recall_<k> for every
@@ -132,7 +135,7 @@ gx_status gx_train_cf_opts_default(gx_train_cf_opts *o, const char *config, gx_e
  * beta1, beta2, eps, clip, warmup_epochs, noise_sigma, epochs, batch, seed,
  * size, crop_frac, balanced, augment, prefetch, max_train, split_seed, half,
  * cf_eval_n, threads; model widths d, d1, hidden, blocks, subnet, clamp; losses beta,
- * label_smooth, w_rec, w_mmd, w_ib, w_cyc, ssim_weight; augmentation aug_rot,
+ * label_smooth, w_rec, w_mmd, w_ib, w_cyc, w_bg, ssim_weight; augmentation aug_rot,
  * aug_hflip, aug_vflip. GX_ERR_NOTFOUND names an unknown key,
  * GX_ERR_INVALID the key and the bad value. */
 gx_status gx_train_cf_set(gx_train_cf_opts *o, const char *key, const char *value, gx_err *err);

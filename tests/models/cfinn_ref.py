@@ -3,8 +3,10 @@ its training losses), and the exporter of the C model's golden fixtures:
 tests/fixtures/cfinn_tiny.safetensors (the tiny model's state_dict, nothing else, so the
 C side loads it strictly by name) and tests/fixtures/cfinn_tiny_io.safetensors (inputs,
 the training noise and MMD samples, outputs, every loss term and every gradient), and
-tests/fixtures/cfinn_tiny_cyc.safetensors (the latent cycle term, our addition to the
-spec, alone: its value and every gradient, on the eval forward of the same inputs).
+tests/fixtures/cfinn_tiny_cyc.safetensors and cfinn_tiny_bg.safetensors (the latent cycle
+term and the background term, our additions to the spec, each alone: its value and every
+gradient, on the eval forward of the same inputs; the background fixture also holds its mask
+and two power-of-two weight scalings that make the term well conditioned, see below).
 
 Written from the spec (not from models/cf_inn.c): nn.Modules whose state_dict names are
 the checkpoint names of models/gx_cf_inn.h. Where the C code takes other routes, this
@@ -18,7 +20,7 @@ clamp bends, and the flow and its log|det| are far from trivial. Its mixture mea
 K 10, so a seeded random configuration scaled to minimum pairwise distance 5).
 
 Usage:
-  /usr/bin/python3 tests/models/cfinn_ref.py            # writes the three fixtures, prints counts
+  /usr/bin/python3 tests/models/cfinn_ref.py            # writes the four fixtures, prints counts
   /usr/bin/python3 tests/models/cfinn_ref.py --count    # parameter counts only
 
 Weights are stored as F16 (the model is evaluated, in float64, with exactly those rounded
@@ -294,6 +296,19 @@ def cycle_loss(model, out):
     return ((model.encoder(x_mix)[:, :d1] - nb) ** 2).mean()
 
 
+def background_loss(model, out, bg):
+    """The background term (not in the spec; models/cf_inn_loss.c says why): the cycle term's
+    mixed decode D([z1 of sample (i+1) mod B, z2 of i]) against sample i's reconstruction x~
+    (detached) on the background pixels of mask bg [B,1,S,S] (1 = background):
+    sum |x_mix - x~| * bg / (3 * sum bg)."""
+    d1 = model.cfg["d1"]
+    z = out["z"]
+    nb = torch.roll(z[:, :d1], -1, 0).detach()
+    x_mix = model.decoder(torch.cat([nb, z[:, d1:]], 1))
+    diff = (x_mix - out["xrec"].detach()).abs() * bg
+    return diff.sum() / (x_mix.shape[1] * bg.sum())
+
+
 def grad_entries(model, out):
     for name, p in model.named_parameters():
         gr = (p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1).clone()
@@ -369,6 +384,37 @@ def export_fixture():
     cyc = {"loss.l_cyc": ("F32", lc.reshape(1)), "grad.in.x": ("F32", xc.grad)}
     grad_entries(model, cyc)
     write_safetensors(os.path.join(FIXDIR, "cfinn_tiny_cyc.safetensors"), cyc)
+
+    # The background term alone, on the eval forward. At this init every image gets nearly the
+    # same z1 (spread ~2e-4), so the mixed decode differs from x~ by ~1e-7 and the sign of
+    # x_mix - x~ (the L1 term's gradient) would be float rounding. So the term is checked on a
+    # copy whose encoder writes z1 x1024 and whose decoder reads it x16 (powers of two: the C
+    # test applies them exactly), and the mask (a ring of background around a central disc)
+    # leaves out the pixels where any band differs by less than 1e-4.
+    mb = CFINN(cfg, small_flow=False, seed=0).double()
+    mb.load_state_dict(model.state_dict())
+    enc_scale, dec_scale = 1024.0, 16.0
+    with torch.no_grad():
+        mb.encoder.fc2.weight[:d1] *= enc_scale
+        mb.decoder.fc1.weight[:, :d1] *= dec_scale
+        ob = mb(x)
+        xm = mb.decoder(torch.cat([torch.roll(ob["z"][:, :d1], -1, 0), ob["z"][:, d1:]], 1))
+        clear = ((xm - ob["xrec"]).abs().amin(1, keepdim=True) > 1e-4).double()
+    yy, xx = torch.meshgrid(torch.arange(S, dtype=torch.float64), torch.arange(S, dtype=torch.float64),
+                            indexing="ij")
+    r2 = (yy - (S - 1) / 2) ** 2 + (xx - (S - 1) / 2) ** 2
+    ring = torch.stack([(r2 > (5.0 + 2 * i) ** 2).double() for i in range(Bn)]).unsqueeze(1)
+    bgm = ring * clear
+    xb = x.clone().requires_grad_(True)
+    lb = background_loss(mb, mb(xb), bgm)
+    lb.backward()
+    bgf = {"in.bg": ("F32", bgm), "loss.l_bg": ("F32", lb.reshape(1)), "grad.in.x": ("F32", xb.grad),
+           "scale.encoder_fc2_z1": ("F32", torch.tensor([enc_scale])),
+           "scale.decoder_fc1_z1": ("F32", torch.tensor([dec_scale]))}
+    grad_entries(mb, bgf)
+    write_safetensors(os.path.join(FIXDIR, "cfinn_tiny_bg.safetensors"), bgf)
+    print(f"background term {lb.item():.6f} over {int(bgm.sum().item())} of {int(ring.sum().item())} "
+          "ring pixels")
 
     torch.manual_seed(0)
     io["count.default"] = ("F32", torch.tensor([float(count(CFINN(CONFIGS["default"])))]))

@@ -220,7 +220,7 @@ GX_TEST(cf_parity_tiny_outputs_losses_gradients) {
     check_out(T, &f, "train", &o);
     CHECK(o.z1->shape[1] == 8 && o.z2->shape[1] == 8);
     gx_cf_loss_cfg lc = gx_cf_loss_cfg_default();
-    gx_cf_loss_terms L = gx_cf_loss_given(&ctx, &m, &o, x, labels, mmd_n, &lc);
+    gx_cf_loss_terms L = gx_cf_loss_given(&ctx, &m, &o, x, labels, NULL, mmd_n, &lc);
     const struct { const char *key; gx_tensor *t; } terms[] = {
         { "loss.l_x", L.l_x }, { "loss.l_y", L.l_y }, { "loss.l_ib", L.l_ib },
         { "loss.l_mmd", L.l_mmd }, { "loss.l_rec", L.l_rec }, { "loss.ssim", L.ssim },
@@ -491,7 +491,7 @@ GX_TEST(cf_adam_steps_lower_total_loss) {
         gx_tensor *x = gx_tensor_from(&ctx, 4, GX_SHAPE(NB, 3, 32, 32), img);
         gx_params_zero_grad(&m.params);
         gx_cf_out o = gx_cf_forward(&ctx, &m, x, 0.05, &noise, 1);
-        gx_cf_loss_terms L = gx_cf_loss(&ctx, &m, &o, x, y, &mmd, &lc);
+        gx_cf_loss_terms L = gx_cf_loss(&ctx, &m, &o, x, y, NULL, &mmd, &lc);
         if (step == 0) first = L.total->data[0];
         last = L.total->data[0];
         gx_backward(&ctx, L.total, NULL);
@@ -520,7 +520,7 @@ GX_TEST(cf_loss_weights_skip_terms) {
     lc.w_rec = 0;
     gx_rng r;
     gx_rng_init(&r, 3);
-    gx_cf_loss_terms L = gx_cf_loss(&ctx, &m, &o, x, y, &r, &lc);
+    gx_cf_loss_terms L = gx_cf_loss(&ctx, &m, &o, x, y, NULL, &r, &lc);
     CHECK(L.l_rec == NULL && L.ssim == NULL && L.l_mmd && L.l_ib);
     CHECK_NEAR(L.total->data[0], 10 * L.l_mmd->data[0] + L.l_ib->data[0], 1e-4);
     /* The MMD of a sample against itself-shaped noise is small but the
@@ -537,11 +537,45 @@ GX_TEST(cf_loss_weights_skip_terms) {
     gx_cf_free(&m);
 }
 
-/* The latent cycle term (our addition, models/cf_inn_loss.c) against
- * tests/models/cfinn_ref.py's cycle_loss on the fixture model and inputs:
- * the value, the input gradient and every parameter gradient. Then the
- * contract around it: a batch of one has no neighbour (NULL, total
- * unchanged), and w_cyc 0 leaves the spec's loss alone. */
+/* One of our added loss terms (models/cf_inn_loss.c) against its PyTorch
+ * twin in tests/models/cfinn_ref.py, on the fixture model and inputs: the
+ * value, the input gradient and every parameter gradient. bg NULL: the
+ * latent cycle term (fixture cfinn_tiny_cyc), else the background term with
+ * that mask (cfinn_tiny_bg). The forward is the eval one (no noise). */
+static void cf_added_term_parity(gx_test_state *T, gx_ctx *ctx, gx_cf_model *m, gx_st_file *f, gx_tensor *x,
+                                 const gx_tensor *bg, const char *what) {
+    gx_tensor *gref = gx_fixture_tensor(T, ctx, f, "grad.in.x");
+    if (!gref) return;
+    ctx->grad_enabled = 1;
+    x->requires_grad = 1;
+    x->grad = NULL;
+    gx_params_zero_grad(&m->params);
+    gx_cf_out o = gx_cf_forward(ctx, m, x, 0.0, NULL, bg != NULL);
+    gx_tensor *l = bg ? gx_cf_background_loss(ctx, m, &o, bg) : gx_cf_cycle_loss(ctx, m, &o);
+    CHECK(l && l->numel == 1);
+    if (!l) return;
+    gx_fixture_check(T, f, bg ? "loss.l_bg" : "loss.l_cyc", l->data, 1, OUT_ATOL, OUT_RTOL);
+    gx_backward(ctx, l, NULL);
+    CHECK(x->grad != NULL);
+    if (x->grad) check_full(T, what, x->grad, gref->data, x->numel);
+    int checked = 0;
+    double worst = 0;
+    for (int i = 0; i < m->params.n; i++) {
+        gx_param *p = m->params.items[i];
+        if (p->flags & GX_PARAM_BUFFER) continue;
+        check_param_grad(T, f, ctx, p);
+        double e = grad_rel_err(T, ctx, f, p);
+        if (e > worst) worst = e;
+        checked++;
+    }
+    printf("  %s %.6f; %d parameter gradients, worst relative L2 error %.2e\n", what, l->data[0], checked,
+           worst);
+    CHECK(checked == 75);
+}
+
+/* The latent cycle term's parity (above), then the contract around it: a
+ * batch of one has no neighbour (NULL, total unchanged), and w_cyc 0 leaves
+ * the spec's loss alone. */
 GX_TEST(cf_cycle_term_parity_and_contract) {
     gx_cf_model m;
     gx_st_file f, fio;
@@ -555,32 +589,8 @@ GX_TEST(cf_cycle_term_parity_and_contract) {
     gx_ctx ctx;
     gx_ctx_init(&ctx, 64 << 20);
     gx_tensor *x = gx_fixture_tensor(T, &ctx, &fio, "in.x");
-    gx_tensor *gref = gx_fixture_tensor(T, &ctx, &f, "grad.in.x");
-    if (!x || !gref) goto done;
-    ctx.grad_enabled = 1;
-    x->requires_grad = 1;
-    gx_params_zero_grad(&m.params);
-    gx_cf_out o = gx_cf_forward(&ctx, &m, x, 0.0, NULL, 0);
-    gx_tensor *l = gx_cf_cycle_loss(&ctx, &m, &o);
-    CHECK(l && l->numel == 1);
-    if (!l) goto done;
-    gx_fixture_check(T, &f, "loss.l_cyc", l->data, 1, OUT_ATOL, OUT_RTOL);
-    gx_backward(&ctx, l, NULL);
-    CHECK(x->grad != NULL);
-    if (x->grad) check_full(T, "input x (cycle)", x->grad, gref->data, x->numel);
-    int checked = 0;
-    double worst = 0;
-    for (int i = 0; i < m.params.n; i++) {
-        gx_param *p = m.params.items[i];
-        if (p->flags & GX_PARAM_BUFFER) continue;
-        check_param_grad(T, &f, &ctx, p);
-        double e = grad_rel_err(T, &ctx, &f, p);
-        if (e > worst) worst = e;
-        checked++;
-    }
-    printf("  cycle term %.6f; %d parameter gradients, worst relative L2 error %.2e\n",
-           l->data[0], checked, worst);
-    CHECK(checked == 75);
+    if (!x) goto done;
+    cf_added_term_parity(T, &ctx, &m, &f, x, NULL, "cycle term");
     gx_ctx_reset(&ctx);
 
     /* One image: no neighbour, no term; w_cyc 0: the spec's total. */
@@ -592,11 +602,84 @@ GX_TEST(cf_cycle_term_parity_and_contract) {
     CHECK(gx_cf_cycle_loss(&ctx, &m, &o1) == NULL);
     gx_cf_loss_cfg lc = gx_cf_loss_cfg_default();
     lc.w_mmd = 0;
-    gx_cf_loss_terms a = gx_cf_loss(&ctx, &m, &o1, x1, y1, NULL, &lc);
+    gx_cf_loss_terms a = gx_cf_loss(&ctx, &m, &o1, x1, y1, NULL, NULL, &lc);
     lc.w_cyc = 10;
-    gx_cf_loss_terms b = gx_cf_loss(&ctx, &m, &o1, x1, y1, NULL, &lc);
+    gx_cf_loss_terms b = gx_cf_loss(&ctx, &m, &o1, x1, y1, NULL, NULL, &lc);
     CHECK(a.l_cyc == NULL && b.l_cyc == NULL);
     CHECK_NEAR(a.total->data[0], b.total->data[0], 1e-6);
+done:
+    gx_ctx_free(&ctx);
+    gx_st_close(&f);
+    gx_st_close(&fio);
+    gx_cf_free(&m);
+}
+
+/* The background term's parity (cf_added_term_parity with the fixture's
+ * mask), then its contract: a mask without background pixels gives no term,
+ * a batch of one none either, an identical mixed decode (every sample with
+ * the same z1) gives 0, and through gx_cf_loss it adds w_bg times its value
+ * to the total and nothing else. */
+GX_TEST(cf_background_term_parity_and_contract) {
+    gx_cf_model m;
+    gx_st_file f, fio;
+    if (!load_tiny(T, &m)) { gx_cf_free(&m); return; }
+    if (!gx_fixture_open(T, &fio, "cfinn_tiny_io.safetensors")) { gx_cf_free(&m); return; }
+    if (!gx_fixture_open(T, &f, "cfinn_tiny_bg.safetensors")) {
+        gx_st_close(&fio);
+        gx_cf_free(&m);
+        return;
+    }
+    gx_ctx ctx;
+    gx_ctx_init(&ctx, 64 << 20);
+    gx_tensor *x = gx_fixture_tensor(T, &ctx, &fio, "in.x");
+    gx_tensor *bg = gx_fixture_tensor(T, &ctx, &f, "in.bg");
+    gx_tensor *se = gx_fixture_tensor(T, &ctx, &f, "scale.encoder_fc2_z1");
+    gx_tensor *sd = gx_fixture_tensor(T, &ctx, &f, "scale.decoder_fc1_z1");
+    if (!x || !bg || !se || !sd) goto done;
+    CHECK(bg->ndim == 4 && bg->shape[1] == 1);
+    /* The fixture's well-conditioned copy (cfinn_ref.py says why): the
+     * encoder writes z1 x se, the decoder reads it x sd; powers of two, so
+     * exact in float. */
+    int64_t d = m.cfg.d, d1 = m.cfg.d1;
+    for (int64_t i = 0; i < d1 * m.enc_fc2.w->shape[1]; i++) m.enc_fc2.w->data[i] *= se->data[0];
+    for (int64_t r = 0; r < m.dec_fc1.w->shape[0]; r++)
+        for (int64_t j = 0; j < d1; j++) m.dec_fc1.w->data[r * d + j] *= sd->data[0];
+    cf_added_term_parity(T, &ctx, &m, &f, x, bg, "background term");
+
+    ctx.grad_enabled = 0;
+    gx_cf_out o = gx_cf_forward(&ctx, &m, x, 0.0, NULL, 1);
+    gx_tensor *zero = gx_tensor_new(&ctx, 4, bg->shape);   /* all galaxy */
+    CHECK(gx_cf_background_loss(&ctx, &m, &o, zero) == NULL);
+    /* Every sample with the first sample's z1: the mix decodes to x~. */
+    gx_cf_out same = o;
+    int64_t B = o.z1->shape[0];
+    same.z1 = gx_tensor_new(&ctx, 2, o.z1->shape);
+    for (int64_t i = 0; i < B; i++) memcpy(same.z1->data + i * d1, o.z1->data, (size_t)d1 * sizeof(gx_real));
+    gx_tensor *zz[2] = { same.z1, o.z2 };
+    same.xrec = gx_cf_decode(&ctx, &m, gx_concat(&ctx, 2, zz, 1));
+    gx_tensor *l0 = gx_cf_background_loss(&ctx, &m, &same, bg);
+    CHECK(l0 && fabs(l0->data[0]) < 1e-7);
+    /* Through the total: + w_bg * term, the other terms unchanged. */
+    int64_t y[4] = { 3, 0, 9, 3 };
+    CHECK(B == 4);
+    gx_cf_loss_cfg lc = gx_cf_loss_cfg_default();
+    lc.w_mmd = 0;
+    gx_cf_loss_terms a = gx_cf_loss(&ctx, &m, &o, x, y, NULL, NULL, &lc);
+    lc.w_bg = 5;
+    gx_cf_loss_terms b = gx_cf_loss(&ctx, &m, &o, x, y, bg, NULL, &lc);
+    gx_tensor *lb = gx_cf_background_loss(&ctx, &m, &o, bg);
+    CHECK(a.l_bg == NULL && b.l_bg != NULL && b.l_cyc == NULL && lb);
+    if (b.l_bg && lb) {
+        CHECK_NEAR(b.l_bg->data[0], lb->data[0], 1e-6);
+        CHECK_NEAR(b.total->data[0], a.total->data[0] + 5 * lb->data[0], 1e-4);
+    }
+    /* A batch of one: no neighbour, no term. */
+    gx_tensor *x1 = gx_tensor_new(&ctx, 4, GX_SHAPE(1, 3, 32, 32));
+    fill_images(x1, 5);
+    gx_cf_out o1 = gx_cf_forward(&ctx, &m, x1, 0.0, NULL, 1);
+    gx_tensor *bg1 = gx_tensor_new(&ctx, 4, GX_SHAPE(1, 1, 32, 32));
+    for (int64_t i = 0; i < bg1->numel; i++) bg1->data[i] = 1;
+    CHECK(gx_cf_background_loss(&ctx, &m, &o1, bg1) == NULL);
 done:
     gx_ctx_free(&ctx);
     gx_st_close(&f);

@@ -277,6 +277,49 @@ GX_TEST(train_cf_loss_decreases) {
     gx_db_close(db);
 }
 
+/* The two added terms through the trainer (--set w_cyc / w_bg): both
+ * stored per epoch for train and val, positive and finite, and the config
+ * records the weights; a run without them stores no value. (The background
+ * term does not fall in a short run: at init the decoder ignores z1, so the
+ * mixed decode starts equal to x~ and departs from it as the cycle term
+ * teaches the decoder to read z1; its direction is the parity test's.) */
+GX_TEST(train_cf_added_terms_stored) {
+    cf_fixture *F = fx_get(T);
+    if (!F) return;
+    char out[160];
+    snprintf(out, sizeof out, "%s/D", F->dir);
+    gx_train_cf_opts o;
+    gx_train_cf_result r;
+    gx_err err;
+    fx_opts(&o, out);
+    o.augment = 0;
+    o.cf_eval_n = 0;
+    o.epochs = 3;
+    CHECK(gx_train_cf_set(&o, "w_cyc", "1", &err) == GX_OK);
+    CHECK(gx_train_cf_set(&o, "w_bg", "20", &err) == GX_OK);
+    CHECK(gx_train_cf_set(&o, "w_bg", "x", &err) != GX_OK && strstr(err.msg, "w_bg"));
+    CHECK_MSG(gx_train_cf(&o, &r, &err) == GX_OK, "train D: %s", err.msg);
+    gx_db *db;
+    int n, ep[8];
+    double v[8];
+    CHECK(gx_db_open(&db, F->db, &err) == GX_OK);
+    const char *splits[2] = { "train", "val" }, *terms[2] = { "loss_cyc", "loss_bg" };
+    for (int s = 0; s < 2; s++)
+        for (int t = 0; t < 2; t++) {
+            CHECK(gx_db_metric_get(db, r.run_id, splits[s], terms[t], ep, v, 8, &n, &err) == GX_OK);
+            CHECK_MSG(n == 3 && isfinite(v[0]) && v[0] > 0 && isfinite(v[2]) && v[2] > 0,
+                      "%s %s: %d rows, %g .. %g", splits[s], terms[t], n, n ? v[0] : NAN, n ? v[n - 1] : NAN);
+        }
+    CHECK(gx_db_metric_get(db, F->A.run_id, "train", "loss_bg", ep, v, 8, &n, &err) == GX_OK);
+    CHECK_MSG(n == 0 || !isfinite(v[0]), "run A (w_bg 0) has loss_bg %g", n ? v[0] : NAN);
+    sqlite3_stmt *q;
+    sqlite3_prepare_v2(gx_db_handle(db), "SELECT config_json FROM runs WHERE id = ?", -1, &q, NULL);
+    sqlite3_bind_int64(q, 1, r.run_id);
+    CHECK(sqlite3_step(q) == SQLITE_ROW && strstr((const char *)sqlite3_column_text(q, 0), "\"w_bg\":20"));
+    sqlite3_finalize(q);
+    gx_db_close(db);
+}
+
 GX_TEST(train_cf_resume_bit_identical) {
     cf_fixture *F = fx_get(T);
     if (!F) return;

@@ -29,6 +29,7 @@
 #include "gx_metrics.h"
 #include "gx_morph.h"
 #include "gx_sha256.h"
+#include "gx_train_state.h"
 #include "gx_train_wm.h"
 #include "gx_two_models.h"
 
@@ -701,70 +702,31 @@ static gx_status cf_checkpoint(cf_run *R, const gx_cf_model *m, const char *path
     return s;
 }
 
-static gx_status cf_meta_num(gx_st_writer *w, const char *key, const char *fmt, double v, gx_err *err) {
-    char b[64];
-    snprintf(b, sizeof b, fmt, v);
-    return gx_st_writer_meta(w, key, b, err);
-}
-
 /* The training state after `epoch` completed (weights + Adam + loop). */
 static gx_status cf_write_state(cf_run *R, int epoch, gx_err *err) {
     gx_st_writer w;
     gx_st_writer_init(&w);
-    char seed[32];
-    snprintf(seed, sizeof seed, "%llu", (unsigned long long)R->o.seed);
-    gx_status s = gx_params_to_writer(&R->m.params, &w, err);
-    if (s == GX_OK) s = gx_optim_state_to_writer(&R->opt, &R->m.params, &w, err);
-    if (s == GX_OK) s = gx_st_writer_meta(&w, "format", CF_STATE_FORMAT, err);
-    if (s == GX_OK) s = cf_meta_num(&w, "epoch", "%.0f", epoch, err);
-    if (s == GX_OK) s = cf_meta_num(&w, "run_id", "%.0f", (double)R->run_id, err);
-    if (s == GX_OK) s = cf_meta_num(&w, "best_val_accuracy", "%.17g", R->best_acc, err);
-    if (s == GX_OK) s = cf_meta_num(&w, "best_epoch", "%.0f", R->best_epoch, err);
-    if (s == GX_OK) s = gx_st_writer_meta(&w, "seed", seed, err);
+    gx_train_loop loop = { epoch, R->run_id, R->best_acc, R->best_epoch };
+    gx_status s = gx_train_state_begin(&w, &R->m.params, &R->opt, CF_STATE_FORMAT, R->o.seed, &loop, err);
     if (s == GX_OK) s = gx_st_writer_write(&w, R->path_state, err);
     gx_st_writer_free(&w);
     return s;
 }
 
-static int cf_meta_i64(const gx_st_file *f, const char *key, int64_t *v) {
-    const char *s = gx_st_meta(f, key);
-    char *end;
-    if (!s) return 0;
-    errno = 0;
-    long long x = strtoll(s, &end, 10);
-    if (end == s || *end || errno) return 0;
-    *v = x;
-    return 1;
-}
-
 /* Restores weights, Adam and loop position from the state file. */
 static gx_status cf_load_state(cf_run *R, gx_err *err) {
     gx_st_file f;
-    memset(&f, 0, sizeof f);
-    gx_status s = gx_st_read(&f, R->path_state, err);
+    gx_train_loop loop;
+    gx_status s = gx_train_state_open(&f, R->path_state, CF_STATE_FORMAT, "cf-inn training state",
+                                      R->o.resume_run, R->o.seed, &R->m.params, &R->opt, &loop, err);
     if (s != GX_OK) return s;
-    int64_t epoch, run, best_epoch;
-    const char *fmt = gx_st_meta(&f, "format"), *best = gx_st_meta(&f, "best_val_accuracy");
-    const char *seed = gx_st_meta(&f, "seed");
-    if (!fmt || strcmp(fmt, CF_STATE_FORMAT) || !cf_meta_i64(&f, "epoch", &epoch) ||
-        !cf_meta_i64(&f, "run_id", &run) || !best || !seed || !cf_meta_i64(&f, "best_epoch", &best_epoch))
-        s = gx_err_set(err, GX_ERR_FORMAT, "%s is not a cf-inn training state file", R->path_state);
-    else if (run != R->o.resume_run)
-        s = gx_err_set(err, GX_ERR_INVALID, "%s belongs to run %lld", R->path_state, (long long)run);
-    /* Not strict: the file also holds the optimiser's "optim.*" tensors. */
-    if (s == GX_OK) s = gx_params_load(&R->m.params, &f, 0, err);
-    if (s == GX_OK) s = gx_cf_sync_perms(&R->m, err);
-    if (s == GX_OK) s = gx_optim_state_load(&R->opt, &R->m.params, &f, err);
-    if (s == GX_OK && strtoull(seed, NULL, 10) != R->o.seed)
-        s = gx_err_set(err, GX_ERR_INVALID, "%s has seed %s, the run %llu", R->path_state, seed,
-                       (unsigned long long)R->o.seed);
-    if (s == GX_OK) {
-        R->start_epoch = (int)epoch + 1;
-        R->best_acc = strtod(best, NULL);
-        R->best_epoch = (int)best_epoch;
-    }
     gx_st_close(&f);
-    return s;
+    /* The permutations are derived from the loaded weights' buffers. */
+    if ((s = gx_cf_sync_perms(&R->m, err)) != GX_OK) return s;
+    R->start_epoch = loop.epoch + 1;
+    R->best_acc = loop.best_acc;
+    R->best_epoch = loop.best_epoch;
+    return GX_OK;
 }
 
 /* ---------------------------------------------------------- setup/teardown */

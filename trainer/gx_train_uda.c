@@ -19,6 +19,7 @@
  * and touches neither the bank nor any generator.
  */
 #include "gx_train_uda.h"
+#include "gx_train_state.h"
 
 #include "gx_anomaly_store.h"
 #include "gx_db.h"
@@ -587,12 +588,6 @@ static char *uda_run_config_json(const uda_run *R) {
 
 /* ----------------------------------------------------------------- state */
 
-static gx_status uda_meta_num(gx_st_writer *w, const char *key, const char *fmt, double v, gx_err *err) {
-    char b[64];
-    snprintf(b, sizeof b, fmt, v);
-    return gx_st_writer_meta(w, key, b, err);
-}
-
 static gx_status uda_bank_to_writer(const gx_uda_bank *b, gx_st_writer *w, gx_err *err) {
     gx_status s = gx_st_writer_add(w, "bank.p", GX_ST_F32, 1, GX_SHAPE(b->n * b->K), b->p, err);
     if (s == GX_OK) s = gx_st_writer_add(w, "bank.topk_idx", GX_ST_I32, 1, GX_SHAPE(b->n * b->topk), b->topk_idx, err);
@@ -623,23 +618,16 @@ static gx_status uda_write_state(uda_run *R, int epoch, gx_err *err) {
     gx_st_writer w;
     gx_st_writer_init(&w);
     const gx_uda_tuner *t = &R->tuner;
-    char seed[32], lmin[64];
-    snprintf(seed, sizeof seed, "%llu", (unsigned long long)R->o.seed);
-    snprintf(lmin, sizeof lmin, "%.17g", t->l_min);
-    gx_status s = gx_params_to_writer(&R->m.params, &w, err);
-    if (s == GX_OK) s = gx_optim_state_to_writer(&R->opt, &R->m.params, &w, err);
+    gx_train_loop loop = { epoch, R->run_id, R->best_acc, R->best_epoch };
+    gx_status s = gx_train_state_begin(&w, &R->m.params, &R->opt, UDA_STATE_FORMAT, R->o.seed, &loop, err);
     if (s == GX_OK && R->bank_ready) s = uda_bank_to_writer(&R->bank, &w, err);
-    if (s == GX_OK) s = gx_st_writer_meta(&w, "format", UDA_STATE_FORMAT, err);
-    if (s == GX_OK) s = gx_st_writer_meta(&w, "seed", seed, err);
-    if (s == GX_OK) s = gx_st_writer_meta(&w, "tuner_l_min", lmin, err);
     struct { const char *k, *fmt; double v; } m[] = {
-        { "epoch", "%.0f", epoch }, { "run_id", "%.0f", (double)R->run_id },
-        { "best_val_accuracy", "%.17g", R->best_acc }, { "best_epoch", "%.0f", R->best_epoch },
         { "since_best", "%.0f", R->since_best }, { "tuner_rho", "%.17g", t->rho },
         { "tuner_margin", "%.17g", t->margin }, { "tuner_j", "%.0f", t->j }, { "tuner_e", "%.0f", t->e },
-        { "tuner_c", "%.0f", t->c },
+        { "tuner_c", "%.0f", t->c }, { "tuner_l_min", "%.17g", t->l_min },
     };
-    for (size_t i = 0; s == GX_OK && i < sizeof m / sizeof *m; i++) s = uda_meta_num(&w, m[i].k, m[i].fmt, m[i].v, err);
+    for (size_t i = 0; s == GX_OK && i < sizeof m / sizeof *m; i++)
+        s = gx_train_meta_num(&w, m[i].k, m[i].fmt, m[i].v, err);
     if (s == GX_OK) s = gx_st_writer_write(&w, R->path_state, err);
     gx_st_writer_free(&w);
     return s;
@@ -656,35 +644,28 @@ static int uda_meta_get(const gx_st_file *f, const char *key, double *v) {
 
 static gx_status uda_load_state(uda_run *R, gx_err *err) {
     gx_st_file f;
-    memset(&f, 0, sizeof f);
-    gx_status s = gx_st_read(&f, R->path_state, err);
+    gx_train_loop loop;
+    gx_status s = gx_train_state_open(&f, R->path_state, UDA_STATE_FORMAT, "uda training state",
+                                      R->o.resume_run, R->o.seed, &R->m.params, &R->opt, &loop, err);
     if (s != GX_OK) return s;
-    static const char *const keys[] = { "epoch", "run_id", "best_val_accuracy", "best_epoch", "since_best",
-                                        "tuner_rho", "tuner_margin", "tuner_j", "tuner_e", "tuner_c", "tuner_l_min" };
-    double v[11];
-    const char *fmt = gx_st_meta(&f, "format"), *seed = gx_st_meta(&f, "seed");
-    int ok = fmt && !strcmp(fmt, UDA_STATE_FORMAT) && seed;
-    for (int i = 0; ok && i < 11; i++) ok = uda_meta_get(&f, keys[i], &v[i]);
+    static const char *const keys[] = { "since_best", "tuner_rho", "tuner_margin", "tuner_j", "tuner_e",
+                                        "tuner_c", "tuner_l_min" };
+    double v[7];
+    int ok = 1;
+    for (int i = 0; ok && i < 7; i++) ok = uda_meta_get(&f, keys[i], &v[i]);
     if (!ok) s = gx_err_set(err, GX_ERR_FORMAT, "%s is not a uda training state file", R->path_state);
-    else if ((int64_t)v[1] != R->o.resume_run)
-        s = gx_err_set(err, GX_ERR_INVALID, "%s belongs to run %.0f", R->path_state, v[1]);
-    else if (strtoull(seed, NULL, 10) != R->o.seed)
-        s = gx_err_set(err, GX_ERR_INVALID, "%s has seed %s, the run %llu", R->path_state, seed,
-                       (unsigned long long)R->o.seed);
-    if (s == GX_OK) s = gx_params_load(&R->m.params, &f, 0, err);
-    if (s == GX_OK) s = gx_optim_state_load(&R->opt, &R->m.params, &f, err);
     if (s == GX_OK && R->bank_ready) s = uda_bank_load(&R->bank, &f, err);
     if (s == GX_OK) {
-        R->start_epoch = (int)v[0] + 1;
-        R->best_acc = v[2];
-        R->best_epoch = (int)v[3];
-        R->since_best = (int)v[4];
-        R->tuner.rho = v[5];
-        R->tuner.margin = v[6];
-        R->tuner.j = (int)v[7];
-        R->tuner.e = (int)v[8];
-        R->tuner.c = (int)v[9];
-        R->tuner.l_min = v[10];
+        R->start_epoch = loop.epoch + 1;
+        R->best_acc = loop.best_acc;
+        R->best_epoch = loop.best_epoch;
+        R->since_best = (int)v[0];
+        R->tuner.rho = v[1];
+        R->tuner.margin = v[2];
+        R->tuner.j = (int)v[3];
+        R->tuner.e = (int)v[4];
+        R->tuner.c = (int)v[5];
+        R->tuner.l_min = v[6];
     }
     gx_st_close(&f);
     return s;

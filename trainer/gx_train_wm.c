@@ -33,6 +33,7 @@
 #include "gx_loader.h"
 #include "gx_metrics.h"
 #include "gx_sha256.h"
+#include "gx_train_state.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -686,12 +687,6 @@ static gx_status wm_write_hashed(const gx_st_writer *w, const char *path, char s
     return s;
 }
 
-static gx_status wm_meta_num(gx_st_writer *w, const char *key, const char *fmt, double v, gx_err *err) {
-    char b[64];
-    snprintf(b, sizeof b, fmt, v);
-    return gx_st_writer_meta(w, key, b, err);
-}
-
 /* The checkpoint of the current weights (see gx_train_wm.h for the keys). */
 static gx_status wm_write_checkpoint(wm_run *R, const char *path, int epoch, double val_acc,
                                      char sha[65], gx_err *err) {
@@ -710,10 +705,10 @@ static gx_status wm_write_checkpoint(wm_run *R, const char *path, int epoch, dou
     if (s == GX_OK) s = gx_st_writer_meta(&w, "classes", cls, err);
     if (s == GX_OK) s = gx_st_writer_meta(&w, "preprocess", pre, err);
     if (s == GX_OK) s = gx_st_writer_meta(&w, "created", created, err);
-    if (s == GX_OK) s = wm_meta_num(&w, "run_id", "%.0f", (double)R->run_id, err);
-    if (s == GX_OK) s = wm_meta_num(&w, "epoch", "%.0f", epoch, err);
-    if (s == GX_OK) s = wm_meta_num(&w, "split_seed", "%.0f", (double)R->o.seed, err);
-    if (s == GX_OK) s = wm_meta_num(&w, "val_accuracy", "%.17g", val_acc, err);
+    if (s == GX_OK) s = gx_train_meta_num(&w, "run_id", "%.0f", (double)R->run_id, err);
+    if (s == GX_OK) s = gx_train_meta_num(&w, "epoch", "%.0f", epoch, err);
+    if (s == GX_OK) s = gx_train_meta_num(&w, "split_seed", "%.0f", (double)R->o.seed, err);
+    if (s == GX_OK) s = gx_train_meta_num(&w, "val_accuracy", "%.17g", val_acc, err);
     if (s == GX_OK) s = wm_write_hashed(&w, path, sha, err);
     free(cfg);
     free(cls);
@@ -725,58 +720,25 @@ static gx_status wm_write_checkpoint(wm_run *R, const char *path, int epoch, dou
 static gx_status wm_write_state(wm_run *R, int epoch, gx_err *err) {
     gx_st_writer w;
     gx_st_writer_init(&w);
-    char seed[32];
-    snprintf(seed, sizeof seed, "%llu", (unsigned long long)R->o.seed);
-    gx_status s = gx_params_to_writer(&R->m.params, &w, err);
-    if (s == GX_OK) s = gx_optim_state_to_writer(&R->opt, &R->m.params, &w, err);
-    if (s == GX_OK) s = gx_st_writer_meta(&w, "format", WM_STATE_FORMAT, err);
-    if (s == GX_OK) s = wm_meta_num(&w, "epoch", "%.0f", epoch, err);
-    if (s == GX_OK) s = wm_meta_num(&w, "run_id", "%.0f", (double)R->run_id, err);
-    if (s == GX_OK) s = wm_meta_num(&w, "best_val_accuracy", "%.17g", R->best_acc, err);
-    if (s == GX_OK) s = wm_meta_num(&w, "best_epoch", "%.0f", R->best_epoch, err);
-    if (s == GX_OK) s = gx_st_writer_meta(&w, "seed", seed, err);
+    gx_train_loop loop = { epoch, R->run_id, R->best_acc, R->best_epoch };
+    gx_status s = gx_train_state_begin(&w, &R->m.params, &R->opt, WM_STATE_FORMAT, R->o.seed, &loop, err);
     if (s == GX_OK) s = wm_write_hashed(&w, R->path_state, NULL, err);
     gx_st_writer_free(&w);
     return s;
 }
 
-static int wm_meta_i64(const gx_st_file *f, const char *key, int64_t *v) {
-    const char *s = gx_st_meta(f, key);
-    char *end;
-    if (!s) return 0;
-    errno = 0;
-    long long x = strtoll(s, &end, 10);
-    if (end == s || *end || errno) return 0;
-    *v = x;
-    return 1;
-}
-
 /* Restores weights, optimiser and loop position from the state file. */
 static gx_status wm_load_state(wm_run *R, gx_err *err) {
     gx_st_file f;
-    memset(&f, 0, sizeof f);
-    gx_status s = gx_st_read(&f, R->path_state, err);
+    gx_train_loop loop;
+    gx_status s = gx_train_state_open(&f, R->path_state, WM_STATE_FORMAT, "training state", R->o.resume_run,
+                                      R->o.seed, &R->m.params, &R->opt, &loop, err);
     if (s != GX_OK) return s;
-    int64_t epoch, run, best_epoch;
-    const char *fmt = gx_st_meta(&f, "format"), *best = gx_st_meta(&f, "best_val_accuracy");
-    const char *seed = gx_st_meta(&f, "seed");
-    if (!fmt || strcmp(fmt, WM_STATE_FORMAT) || !wm_meta_i64(&f, "epoch", &epoch) ||
-        !wm_meta_i64(&f, "run_id", &run) || !best || !seed || !wm_meta_i64(&f, "best_epoch", &best_epoch))
-        s = gx_err_set(err, GX_ERR_FORMAT, "%s is not a training state file", R->path_state);
-    else if (run != R->o.resume_run)
-        s = gx_err_set(err, GX_ERR_INVALID, "%s belongs to run %lld", R->path_state, (long long)run);
-    if (s == GX_OK) s = gx_params_load(&R->m.params, &f, 0, err);
-    if (s == GX_OK) s = gx_optim_state_load(&R->opt, &R->m.params, &f, err);
-    if (s == GX_OK && strtoull(seed, NULL, 10) != R->o.seed)
-        s = gx_err_set(err, GX_ERR_INVALID, "%s has seed %s, the run %llu", R->path_state, seed,
-                       (unsigned long long)R->o.seed);
-    if (s == GX_OK) {
-        R->start_epoch = (int)epoch + 1;
-        R->best_acc = strtod(best, NULL);
-        R->best_epoch = (int)best_epoch;
-    }
     gx_st_close(&f);
-    return s;
+    R->start_epoch = loop.epoch + 1;
+    R->best_acc = loop.best_acc;
+    R->best_epoch = loop.best_epoch;
+    return GX_OK;
 }
 
 /* ---------------------------------------------------------- setup/teardown */
@@ -1066,9 +1028,9 @@ static gx_status wm_eval_load(const char *path, gx_wm_model *m, int *model_ready
     }
     *model_ready = 1;
     int64_t v;
-    *split_seed = wm_meta_i64(&f, "split_seed", &v) ? (uint64_t)v : 1;
-    *run_id = wm_meta_i64(&f, "run_id", &v) ? v : 0;
-    *epoch = wm_meta_i64(&f, "epoch", &v) ? (int)v : 0;
+    *split_seed = gx_train_meta_i64(&f, "split_seed", &v) ? (uint64_t)v : 1;
+    *run_id = gx_train_meta_i64(&f, "run_id", &v) ? v : 0;
+    *epoch = gx_train_meta_i64(&f, "epoch", &v) ? (int)v : 0;
     json_t *p = json_loads(gx_st_meta(&f, "preprocess") ? gx_st_meta(&f, "preprocess") : "{}", 0, NULL);
     json_t *cf = p ? json_object_get(p, "crop_frac") : NULL;
     *crop = json_is_number(cf) ? json_number_value(cf) : 1.0;

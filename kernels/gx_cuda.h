@@ -299,6 +299,126 @@ void gx_cu_sinkhorn_bwd(gx_cuda_stream *s, const float *a, const float *b, const
 void gx_cu_optim_update(gx_cuda_stream *s, const gx_optim_cfg *c, float *x, const float *g, float *state,
                         int64_t n, int64_t t, double lr, double wd);
 
+/* ---------------------------------------------------- shape ops (gx_shape.c)
+ * A reshaped device tensor aliases its input (no launcher); the reshape's
+ * backward, like any "gradient passes through" step, is gx_cu_accumulate. */
+
+/* dst[i] += src[i], i < n (float adds, the CPU's). */
+void gx_cu_accumulate(gx_cuda_stream *s, float *dst, const float *src, int64_t n);
+/* y = permute(x, perm) for x of shape xshape (nd <= GX_MAX_DIMS dims);
+ * backward: gx (x's shape) += permute(g, inverse perm). One thread per
+ * written element (the CPU's gather in both directions: no atomics). */
+void gx_cu_permute_fwd(gx_cuda_stream *s, const float *x, int nd, const int64_t *xshape, const int *perm,
+                       float *y);
+void gx_cu_permute_bwd(gx_cuda_stream *s, const float *g, int nd, const int64_t *xshape, const int *perm,
+                       float *gx);
+/* Ops along one dim of a tensor viewed as [outer, n, inner]
+ * (gx_split_dims). concat: xs[k] [outer, sizes[k], inner] -> y [outer, sum,
+ * inner]; its backward adds y's bands into gxs[k] (NULL entries skipped). */
+void gx_cu_concat_fwd(gx_cuda_stream *s, int n, const float *const *xs, const int64_t *sizes, float *y,
+                      int64_t outer, int64_t inner);
+void gx_cu_concat_bwd(gx_cuda_stream *s, int n, const float *g, const int64_t *sizes, float *const *gxs,
+                      int64_t outer, int64_t inner);
+/* y = x[:, start:end, :] of x [outer, n, inner]; backward adds g into that
+ * band of gx. gx_split is one slice per part. */
+void gx_cu_slice_fwd(gx_cuda_stream *s, const float *x, float *y, int64_t outer, int64_t n, int64_t inner,
+                     int64_t start, int64_t end);
+void gx_cu_slice_bwd(gx_cuda_stream *s, const float *g, float *gx, int64_t outer, int64_t n, int64_t inner,
+                     int64_t start, int64_t end);
+/* Reverse the middle dim; backward: gx += flip(g). */
+void gx_cu_flip_fwd(gx_cuda_stream *s, const float *x, float *y, int64_t outer, int64_t n, int64_t inner);
+void gx_cu_flip_bwd(gx_cuda_stream *s, const float *g, float *gx, int64_t outer, int64_t n, int64_t inner);
+
+/* gx_gather: y[b] = x[b, idx[b]] for x [B, K], idx device int32 (in range:
+ * the CPU asserts it when the indices are made). Backward: one thread per
+ * row, so the adds never collide. gx_one_hot: y [B, K] (no gradient). */
+void gx_cu_gather_fwd(gx_cuda_stream *s, const float *x, const int32_t *idx, float *y, int64_t B, int64_t K);
+void gx_cu_gather_bwd(gx_cuda_stream *s, const int32_t *idx, const float *g, float *gx, int64_t B, int64_t K);
+void gx_cu_one_hot(gx_cuda_stream *s, const int32_t *idx, float *y, int64_t B, int64_t K);
+
+/* ------------------------------------------- more reductions (gx_reduce.c) */
+
+/* logsumexp over the middle dim of [outer, n, inner] -> y [outer, inner]
+ * (an all -inf column gives -inf); backward gx += g exp(x - y), from the
+ * float y as the CPU's. */
+void gx_cu_logsumexp_fwd(gx_cuda_stream *s, const float *x, float *y, int64_t outer, int64_t n, int64_t inner);
+void gx_cu_logsumexp_bwd(gx_cuda_stream *s, const float *x, const float *y, const float *g, float *gx,
+                         int64_t outer, int64_t n, int64_t inner);
+/* F.normalize(x, 2, dim, eps) over the middle dim; norm [outer*inner]
+ * doubles (saved for backward: it decides the clamped branch). */
+void gx_cu_l2_normalize_fwd(gx_cuda_stream *s, const float *x, float *y, double *norm, double eps,
+                            int64_t outer, int64_t n, int64_t inner);
+void gx_cu_l2_normalize_bwd(gx_cuda_stream *s, const float *y, const double *norm, const float *g, float *gx,
+                            double eps, int64_t outer, int64_t n, int64_t inner);
+/* Whole-tensor sum / mean (gx_sum_all, gx_mean_all) into y[0], in double:
+ * fixed chunks of GX_CU_CHUNK elements summed by one block each, then the
+ * chunk sums in chunk order, so the value does not depend on the launch.
+ * part: gx_cu_chunk_count(n) doubles. Backward: gx += g[0] * (1 or 1/n). */
+#define GX_CU_CHUNK 8192
+int64_t gx_cu_chunk_count(int64_t n);
+void gx_cu_sum_all_fwd(gx_cuda_stream *s, int mean, const float *x, float *y, double *part, int64_t n);
+void gx_cu_sum_all_bwd(gx_cuda_stream *s, int mean, const float *g, float *gx, int64_t n);
+
+/* Gradient clipping (gx_clip_grad_norm) over nt gradient buffers g[t] of
+ * n[t] floats: norm = sqrt(sum of squares in double: each tensor's chunks,
+ * tensors in order, the partials summed in that fixed order), then every g
+ * scaled by max_norm / (norm + 1e-6) when that is < 1 and norm is finite.
+ * Nothing is synchronised: the norm is written to norm_out (device double)
+ * and read by the scaling kernels there. part: gx_cu_clip_scratch(nt, n)
+ * doubles. */
+int64_t gx_cu_clip_scratch(int nt, const int64_t *n);
+void gx_cu_clip_grad_norm(gx_cuda_stream *s, int nt, float *const *g, const int64_t *n, double max_norm,
+                          double *part, double *norm_out);
+
+/* -------------------------------------------- matrix ops (gx_matmul.c) */
+
+/* gx_pairwise_sqdist: a [N, D], b [M, D] -> d [N, M] = max(0, |a_i|^2 +
+ * |b_j|^2 - 2 a_i.b_j), the GEMM through cuBLAS, row norms in double.
+ * sq: N + M doubles of scratch. Backward (entries <= 0 get no gradient):
+ * ga/gb may be NULL or the same buffer (a == b); gm: N*M floats and sums:
+ * N + M doubles of scratch. gx_gram needs no launcher: gx_cu_gemm(0, 1). */
+void gx_cu_pairwise_sqdist_fwd(gx_cuda_stream *s, const float *a, const float *b, float *d, double *sq,
+                               int64_t N, int64_t M, int64_t D);
+void gx_cu_pairwise_sqdist_bwd(gx_cuda_stream *s, const float *a, const float *b, const float *d,
+                               const float *g, float *ga, float *gb, float *gm, double *sums, int64_t N,
+                               int64_t M, int64_t D);
+
+/* -------------------------------------- fused convolutions (gx_conv.c) */
+
+/* gx_upconv2x3: nearest x2 upsample + 3x3 conv (pad 1) without the
+ * upsampled tensor. x [B,Cin,H,W], w [Cout,Cin,3,3], bias [Cout] or NULL
+ * -> y [B,Cout,2H,2W]. Each output parity is a 2x2 conv of x with folded
+ * weights (gx_conv.c's derivation): per sample, one im2col of the four
+ * parities and one strided-batched GEMM over them, then a scatter into the
+ * interleaved pixels with the bias and the activation act(p0, p1) (any
+ * gx_cu_unary op; act < 0 = none: gx_upconv2x3; GX_CU_LEAKY_RELU =
+ * gx_upconv2x3_leaky's inference path). Scratch floats:
+ * gx_cu_upconv_scratch_floats (folded weights, one sample's columns and
+ * parity outputs). */
+int64_t gx_cu_upconv_scratch_floats(int64_t Cin, int64_t H, int64_t W, int64_t Cout);
+void gx_cu_upconv2x3_fwd(gx_cuda_stream *s, const float *x, const float *w, const float *bias, int act,
+                         double p0, double p1, float *y, float *scratch, int64_t B, int64_t Cin, int64_t H,
+                         int64_t W, int64_t Cout);
+/* Backward of the un-activated op; gx/gw/gb may be NULL; accumulate. */
+void gx_cu_upconv2x3_bwd(gx_cuda_stream *s, const float *x, const float *w, const float *g, float *gx,
+                         float *gw, float *gb, float *scratch, int64_t B, int64_t Cin, int64_t H, int64_t W,
+                         int64_t Cout);
+
+/* Inference conv + batch norm (eval) + activation, fused:
+ *   y = act(bn_eval(conv2d(x, w, bias)))
+ * with bn_eval(v)[c] = v a_c + (beta_c - run_mean_c a_c), a_c = gamma_c /
+ * sqrt(run_var_c + eps) (gamma/beta may be NULL: 1 and 0), act any
+ * gx_cu_unary op with p0, p1 (act < 0: none). BN is folded into the
+ * conv's epilogue: the GEMM writes the raw conv, one pass then adds the
+ * bias and applies the per-channel affine and the activation, each rounded
+ * as the unfused launchers round it (gx_cu_conv2d_fwd, gx_cu_batchnorm_fwd
+ * eval, gx_cu_unary_fwd), so the result is bit-identical to that chain in
+ * one pass over y instead of three. ab: 2*Cout doubles (a, then the shift). */
+void gx_cu_conv2d_bn_act_fwd(gx_cuda_stream *s, const gx_cu_conv_shape *c, const float *x, const float *w,
+                             const float *bias, const float *gamma, const float *beta, const float *run_mean,
+                             const float *run_var, double eps, int act, double p0, double p1, float *y,
+                             float *col, double *ab);
+
 #endif /* GX_HAVE_CUDA */
 
 #ifdef __cplusplus

@@ -11,6 +11,14 @@
  * backward runs the transposed GEMMs and gathers the column gradient back
  * into x (col2im as a gather: one thread per input pixel, no atomics).
  *
+ * Inference conv + BN(eval) + activation: the same GEMMs without the bias,
+ * then one epilogue pass (bias, the folded per-channel affine, the
+ * activation), rounding where the unfused launchers round.
+ *
+ * Pairwise squared distances (twin of gx_pairwise_sqdist): row norms in
+ * double, -2 a b^T by cuBLAS, then the norms added and the clamp at 0; the
+ * backward masks the gradient where the distance is 0 and runs two GEMMs.
+ *
  * The causal depthwise conv1d (channels last) is direct: one thread per
  * output, and per (e, k) weight for its gradient.
  */
@@ -60,8 +68,10 @@ __global__ void gx_cu_bias_k(float *y, const float *b, int64_t total, int64_t Co
     GX_CU_LOOP(i, total) y[i] += b[(i / P) % Cout];
 }
 
-extern "C" void gx_cu_conv2d_fwd(gx_cuda_stream *s, const gx_cu_conv_shape *c, const float *x,
-                                 const float *w, const float *bias, float *y, float *col) {
+/* The raw conv (no bias) into y: per sample, im2col and one strided-batched
+ * GEMM over the groups. */
+static void gx_cu_conv_gemms(gx_cuda_stream *s, const gx_cu_conv_shape *c, const float *x, const float *w,
+                             float *y, float *col) {
     gx_cu_cv v = gx_cu_cv_make(c);
     const int64_t G = c->groups, cig = c->Cin / G, cog = c->Cout / G;
     const int64_t P = v.Ho * v.Wo, CK = cig * v.kh * v.kw, ncol = gx_cu_conv_col_floats(c);
@@ -72,6 +82,13 @@ extern "C" void gx_cu_conv2d_fwd(gx_cuda_stream *s, const gx_cu_conv_shape *c, c
         gx_cu_gemm_batched(s, 0, 0, cog, P, CK, 1.0f, w, CK, cog * CK, col, P, CK * P, 0.0f,
                            y + b * c->Cout * P, P, cog * P, G);
     }
+}
+
+extern "C" void gx_cu_conv2d_fwd(gx_cuda_stream *s, const gx_cu_conv_shape *c, const float *x,
+                                 const float *w, const float *bias, float *y, float *col) {
+    gx_cu_cv v = gx_cu_cv_make(c);
+    const int64_t P = v.Ho * v.Wo;
+    gx_cu_conv_gemms(s, c, x, w, y, col);
     if (bias) {
         int64_t total = c->B * c->Cout * P;
         gx_cu_bias_k<<<gx_cu_blocks(total), GX_CU_THREADS, 0, s->st>>>(y, bias, total, c->Cout, P);
@@ -107,6 +124,86 @@ extern "C" void gx_cu_conv2d_bwd(gx_cuda_stream *s, const gx_cu_conv_shape *c, c
         /* [Cout, 1] aligns with the middle dim of [B, Cout, P]. */
         int64_t from[3] = { c->B, c->Cout, P }, to[2] = { c->Cout, 1 };
         gx_cu_reduce_broadcast_add(s, gb, 2, to, g, 3, from);
+    }
+}
+
+/* ------------------------------------------- conv + BN(eval) + activation */
+
+__global__ void gx_cu_bn_fold_k(const float *gamma, const float *beta, const float *rm, const float *rv,
+                                double eps, double *ab, int64_t C) {
+    GX_CU_LOOP(c, C) gx_cu_bn_fold_at(gamma, beta, rm, rv, eps, c, C, ab);
+}
+
+__global__ void gx_cu_cbna_k(float *y, const float *bias, const double *ab, int act, double p0, double p1,
+                             int64_t total, int64_t C, int64_t P) {
+    GX_CU_LOOP(k, total) y[k] = gx_cu_cbna_at(y, bias, ab, act, p0, p1, k, C, P);
+}
+
+extern "C" void gx_cu_conv2d_bn_act_fwd(gx_cuda_stream *s, const gx_cu_conv_shape *c, const float *x,
+                                        const float *w, const float *bias, const float *gamma,
+                                        const float *beta, const float *run_mean, const float *run_var,
+                                        double eps, int act, double p0, double p1, float *y, float *col,
+                                        double *ab) {
+    gx_cu_cv v = gx_cu_cv_make(c);
+    const int64_t P = v.Ho * v.Wo, total = c->B * c->Cout * P;
+    if (total <= 0) return;
+    gx_cu_bn_fold_k<<<gx_cu_blocks(c->Cout), GX_CU_THREADS, 0, s->st>>>(gamma, beta, run_mean, run_var, eps, ab,
+                                                                         c->Cout);
+    GX_CU_CHECK(s);
+    gx_cu_conv_gemms(s, c, x, w, y, col);
+    gx_cu_cbna_k<<<gx_cu_blocks(total), GX_CU_THREADS, 0, s->st>>>(y, bias, ab, act, p0, p1, total, c->Cout, P);
+    GX_CU_CHECK(s);
+}
+
+/* ------------------------------------------------ pairwise sq. distances */
+
+/* Row norms of a then b, one thread per row (k ascending, as the CPU). */
+__global__ void gx_cu_sqn_k(const float *a, const float *b, double *sq, int64_t N, int64_t M, int64_t D) {
+    GX_CU_LOOP(i, N + M) sq[i] = i < N ? gx_cu_row_sqnorm(a, i, D) : gx_cu_row_sqnorm(b, i - N, D);
+}
+__global__ void gx_cu_sqd_k(float *d, const double *sq, int64_t N, int64_t M) {
+    GX_CU_LOOP(k, N * M) d[k] = gx_cu_sqd_at(d, sq, k, N, M);
+}
+/* The masked gradient: entries that came out <= 0 pass nothing. */
+__global__ void gx_cu_sqd_mask_k(const float *d, const float *g, float *gm, int64_t n) {
+    GX_CU_LOOP(k, n) gm[k] = d[k] > 0 ? g[k] : 0.0f;
+}
+/* sums = [row sums (N) | column sums (M)] of gm. */
+__global__ void gx_cu_sqd_sums_k(const float *gm, double *sums, int64_t N, int64_t M) {
+    GX_CU_LOOP(i, N + M) sums[i] = i < N ? gx_cu_mat_sum(gm, i, N, M, 0) : gx_cu_mat_sum(gm, i - N, N, M, 1);
+}
+/* ga[i, k] += 2 rs_i a[i, k]: the gradient of the |a_i|^2 term. */
+__global__ void gx_cu_sqd_diag_k(const float *a, const double *rs, float *ga, int64_t R, int64_t D) {
+    GX_CU_LOOP(k, R * D) ga[k] += (float)(2.0 * rs[k / D] * a[k]);
+}
+
+extern "C" void gx_cu_pairwise_sqdist_fwd(gx_cuda_stream *s, const float *a, const float *b, float *d, double *sq,
+                                          int64_t N, int64_t M, int64_t D) {
+    if (N <= 0 || M <= 0) return;
+    gx_cu_sqn_k<<<gx_cu_blocks(N + M), GX_CU_THREADS, 0, s->st>>>(a, b, sq, N, M, D);
+    GX_CU_CHECK(s);
+    gx_cu_gemm(s, 0, 1, N, M, D, -2.0f, a, D, b, D, 0.0f, d, M);
+    gx_cu_sqd_k<<<gx_cu_blocks(N * M), GX_CU_THREADS, 0, s->st>>>(d, sq, N, M);
+    GX_CU_CHECK(s);
+}
+
+extern "C" void gx_cu_pairwise_sqdist_bwd(gx_cuda_stream *s, const float *a, const float *b, const float *d,
+                                          const float *g, float *ga, float *gb, float *gm, double *sums,
+                                          int64_t N, int64_t M, int64_t D) {
+    if (N <= 0 || M <= 0 || (!ga && !gb)) return;
+    gx_cu_sqd_mask_k<<<gx_cu_blocks(N * M), GX_CU_THREADS, 0, s->st>>>(d, g, gm, N * M);
+    GX_CU_CHECK(s);
+    gx_cu_sqd_sums_k<<<gx_cu_blocks(N + M), GX_CU_THREADS, 0, s->st>>>(gm, sums, N, M);
+    GX_CU_CHECK(s);
+    if (ga) {       /* ga += 2 rs_i a_i, then ga -= 2 gm b (GEMM, beta 1) */
+        gx_cu_sqd_diag_k<<<gx_cu_blocks(N * D), GX_CU_THREADS, 0, s->st>>>(a, sums, ga, N, D);
+        GX_CU_CHECK(s);
+        gx_cu_gemm(s, 0, 0, N, D, M, -2.0f, gm, M, b, D, 1.0f, ga, D);
+    }
+    if (gb) {
+        gx_cu_sqd_diag_k<<<gx_cu_blocks(M * D), GX_CU_THREADS, 0, s->st>>>(b, sums + N, gb, M, D);
+        GX_CU_CHECK(s);
+        gx_cu_gemm(s, 1, 0, M, D, N, -2.0f, gm, M, a, D, 1.0f, gb, D);
     }
 }
 

@@ -619,4 +619,245 @@ GX_CU_HD void gx_cu_sgd_at(float *x, const float *g, float *buf, int64_t k, doub
     x[k] = (float)((double)x[k] - lr * d);
 }
 
+/* =============================================================== shape */
+
+/* Permute: the destination's shape and, per destination dim, the stride of
+ * the source dim it takes (gx_permute_strides of gx_shape.c). The forward
+ * walks y's layout with perm; the backward walks x's layout with the
+ * inverse perm over g (both gather: every destination element is written
+ * by one thread). */
+typedef struct { int nd; int64_t dshape[GX_MAX_DIMS], sstride[GX_MAX_DIMS]; } gx_cu_pm;
+
+static inline gx_cu_pm gx_cu_pm_make(int nd, const int64_t *sshape, const int *perm) {
+    gx_cu_pm p;
+    memset(&p, 0, sizeof p);
+    p.nd = nd;
+    int64_t st[GX_MAX_DIMS], acc = 1;
+    for (int d = nd - 1; d >= 0; d--) { st[d] = acc; acc *= sshape[d]; }
+    for (int d = 0; d < nd; d++) { p.dshape[d] = sshape[perm[d]]; p.sstride[d] = st[perm[d]]; }
+    return p;
+}
+
+/* Source offset of destination element i. */
+GX_CU_HD int64_t gx_cu_pm_src(const gx_cu_pm &p, int64_t i) {
+    int64_t off = 0;
+    for (int d = p.nd - 1; d >= 0; d--) {
+        off += (i % p.dshape[d]) * p.sstride[d];
+        i /= p.dshape[d];
+    }
+    return off;
+}
+
+/* Element i of a band [outer, m, inner] sits at this offset of the full
+ * [outer, n, inner] tensor when the band starts at row off (concat's inputs,
+ * slices, split parts). */
+GX_CU_HD int64_t gx_cu_band_at(int64_t i, int64_t m, int64_t inner, int64_t n, int64_t off) {
+    const int64_t t = i % inner, j = (i / inner) % m, o = i / (inner * m);
+    return (o * n + off + j) * inner + t;
+}
+
+/* Element i of flip along the middle dim reads this offset (an involution). */
+GX_CU_HD int64_t gx_cu_flip_at(int64_t i, int64_t n, int64_t inner) {
+    const int64_t t = i % inner, j = (i / inner) % n, o = i / (inner * n);
+    return (o * n + (n - 1 - j)) * inner + t;
+}
+
+GX_CU_HD float gx_cu_one_hot_at(const int32_t *idx, int64_t k, int64_t K) {
+    return (int64_t)idx[k / K] == k % K ? 1.0f : 0.0f;
+}
+
+/* ====================================================== column partials */
+
+/* Statistics of column c of x viewed as [outer, n, inner], over the rows
+ * j = j0, j0 + step, ...: on the GPU each lane of a warp takes one j0 (step
+ * 32) and the partials meet in a shuffle tree; the host test combines them
+ * in a loop. Comparisons as the CPU's (a NaN never becomes the max). */
+GX_CU_HD double gx_cu_col_max_part(const float *x, int64_t c, int64_t n, int64_t inner, int64_t j0,
+                                   int64_t step) {
+    double m = -INFINITY;
+    for (int64_t j = j0; j < n; j += step) {
+        const double v = x[gx_cu_at(c, j, n, inner)];
+        m = v > m ? v : m;
+    }
+    return m;
+}
+/* sum exp(x - m) (m: the column max, 0 when it is -inf). */
+GX_CU_HD double gx_cu_col_expsum_part(const float *x, int64_t c, int64_t n, int64_t inner, double m,
+                                      int64_t j0, int64_t step) {
+    double s = 0;
+    for (int64_t j = j0; j < n; j += step) s += exp((double)x[gx_cu_at(c, j, n, inner)] - m);
+    return s;
+}
+/* sum x w (w == x: the squared norm). */
+GX_CU_HD double gx_cu_col_dot_part(const float *x, const float *w, int64_t c, int64_t n, int64_t inner,
+                                   int64_t j0, int64_t step) {
+    double s = 0;
+    for (int64_t j = j0; j < n; j += step) {
+        const int64_t k = gx_cu_at(c, j, n, inner);
+        s += (double)x[k] * w[k];
+    }
+    return s;
+}
+
+/* The column of element k of [outer, n, inner]. */
+GX_CU_HD int64_t gx_cu_col_of(int64_t k, int64_t n, int64_t inner) {
+    return (k / (n * inner)) * inner + k % inner;
+}
+
+/* logsumexp backward (gx_logsumexp_bw): g and the float output y of k's column. */
+GX_CU_HD float gx_cu_lse_bw_at(const float *x, const float *y, const float *g, float acc, int64_t k, int64_t n,
+                               int64_t inner) {
+    const int64_t c = gx_cu_col_of(k, n, inner);
+    return acc + (float)((double)g[c] * exp((double)x[k] - (double)y[c]));
+}
+
+/* L2 normalise: the forward multiplier from the column norm, and the
+ * backward's two per-column factors (gx_l2_normalize_bw): where the norm
+ * is below eps, d is the constant eps and the norm's path is cut. */
+GX_CU_HD double gx_cu_l2n_inv(double norm, double eps) { return 1.0 / (norm > eps ? norm : eps); }
+GX_CU_HD void gx_cu_l2n_bw_coef(double norm, double eps, double dot, double *inv, double *d2) {
+    const int clamped = norm < eps;
+    *inv = 1.0 / (clamped ? eps : norm);
+    *d2 = clamped ? 0.0 : dot * *inv;
+}
+
+/* Chunk `chunk` of a flat buffer (GX_CU_CHUNK elements), from element t0 in
+ * steps: a block's thread t sums t0 = t, step = blockDim. square: x^2. */
+GX_CU_HD double gx_cu_chunk_part(const float *x, int64_t n, int64_t chunk, int64_t t0, int64_t step,
+                                 int square) {
+    const int64_t lo = chunk * GX_CU_CHUNK, hi = lo + GX_CU_CHUNK < n ? lo + GX_CU_CHUNK : n;
+    double s = 0;
+    for (int64_t k = lo + t0; k < hi; k += step) s += square ? (double)x[k] * x[k] : (double)x[k];
+    return s;
+}
+
+/* The clipping factor of gx_clip_grad_norm, 1 when nothing is scaled. */
+GX_CU_HD double gx_cu_clip_coef(double norm, double max_norm) {
+    const double c = max_norm / (norm + 1e-6);
+    return (isfinite(norm) && c < 1.0) ? c : 1.0;
+}
+
+/* ========================================================== pairwise */
+
+/* |m_i|^2 in double, k ascending (gx_row_sqnorms). */
+GX_CU_HD double gx_cu_row_sqnorm(const float *m, int64_t i, int64_t D) {
+    double s = 0;
+    for (int64_t k = 0; k < D; k++) s += (double)m[i * D + k] * (double)m[i * D + k];
+    return s;
+}
+/* d[k] = max(0, -2ab (from the GEMM) + |a_i|^2 + |b_j|^2); sq = [na | nb]. */
+GX_CU_HD float gx_cu_sqd_at(const float *d, const double *sq, int64_t k, int64_t N, int64_t M) {
+    const double v = (double)d[k] + sq[k / M] + sq[N + k % M];
+    return (float)(v > 0 ? v : 0);
+}
+/* Row sum (by_col 0: row i over M columns) or column sum (by_col 1: column
+ * i over N rows) of the masked gradient, in double, in the CPU's order. */
+GX_CU_HD double gx_cu_mat_sum(const float *m, int64_t i, int64_t N, int64_t M, int by_col) {
+    double s = 0;
+    if (by_col) for (int64_t r = 0; r < N; r++) s += (double)m[r * M + i];
+    else        for (int64_t j = 0; j < M; j++) s += (double)m[i * M + j];
+    return s;
+}
+
+/* ================================================= fused convolutions */
+
+/* gx_upconv2x3: kernel rows (or columns) [lo, hi] that low-resolution tap a
+ * of output parity p sums (gx_up_lo / gx_up_hi of gx_conv.c). */
+GX_CU_HD int gx_cu_up_lo(int p, int a) { return p == 0 ? a : 2 * a; }
+GX_CU_HD int gx_cu_up_hi(int p, int a) { return p == 0 ? 2 * a : 1 + a; }
+
+/* Folded weights wp [4 parities][Cout][4 taps][Cin]: parity par's 2x2 conv
+ * as one [Cout, 4Cin] matrix (column t*Cin + ci, the im2col row order).
+ * Float sums in the CPU's (r, u) order, so the folded values are the CPU's. */
+GX_CU_HD float gx_cu_up_fold_at(const float *w, int64_t idx, int64_t Cout, int64_t Cin) {
+    const int64_t ci = idx % Cin, co = (idx / (4 * Cin)) % Cout;
+    const int t = (int)((idx / Cin) % 4), par = (int)(idx / (4 * Cin * Cout));
+    const int a = t / 2, c = t % 2, py = par / 2, px = par % 2;
+    const float *k = w + (co * Cin + ci) * 9;
+    float s = 0;
+    for (int r = gx_cu_up_lo(py, a); r <= gx_cu_up_hi(py, a); r++)
+        for (int u = gx_cu_up_lo(px, c); u <= gx_cu_up_hi(px, c); u++) s += k[r * 3 + u];
+    return s;
+}
+
+/* Columns of one sample x [Cin, H, W] for all four parities, col [4][4Cin][H*W]:
+ * tap t = (a, c) of parity (py, px) at low-resolution pixel (i, j) reads
+ * x[i + py + a - 1][j + px + c - 1], zero outside (gx_up_im2col). */
+GX_CU_HD float gx_cu_up_im2col_at(const float *x, int64_t idx, int64_t Cin, int64_t H, int64_t W) {
+    const int64_t HW = H * W, p = idx % HW, r = (idx / HW) % (4 * Cin), par = idx / (4 * Cin * HW);
+    const int64_t t = r / Cin, ci = r % Cin;
+    const int64_t yy = p / W + par / 2 + t / 2 - 1, xx = p % W + par % 2 + t % 2 - 1;
+    return (yy >= 0 && yy < H && xx >= 0 && xx < W) ? x[(ci * H + yy) * W + xx] : 0.0f;
+}
+
+/* Output pixel idx of one sample's y [Cout, 2H, 2W] from the parity outputs
+ * yp [4][Cout][H*W], plus the bias, through the activation (act < 0: none;
+ * else gx_cu_uf in double, rounded once, as gx_up_row's epilogue). */
+GX_CU_HD float gx_cu_up_put_at(const float *yp, const float *bias, int act, double p0, double p1, int64_t idx,
+                               int64_t Cout, int64_t H, int64_t W) {
+    const int64_t ox = idx % (2 * W), oy = (idx / (2 * W)) % (2 * H), co = idx / (4 * H * W);
+    const int64_t par = (oy % 2) * 2 + ox % 2;
+    float v = yp[(par * Cout + co) * H * W + (oy / 2) * W + ox / 2];
+    if (bias) v += bias[co];
+    return act < 0 ? v : (float)gx_cu_uf(act, (double)v, p0, p1);
+}
+
+/* The transpose for the backward: dyp [4][Cout][H*W] from one sample's g. */
+GX_CU_HD float gx_cu_up_gather_at(const float *g, int64_t idx, int64_t Cout, int64_t H, int64_t W) {
+    const int64_t HW = H * W, p = idx % HW, co = (idx / HW) % Cout, par = idx / (Cout * HW);
+    return g[(co * 2 * H + 2 * (p / W) + par / 2) * 2 * W + 2 * (p % W) + par % 2];
+}
+
+/* dw[co, ci, r, u] from the folded gradient dwp (layout of wp): the fold's
+ * transpose, summed over (tap, parity) in gx_up_unfold's order. */
+GX_CU_HD double gx_cu_up_unfold_at(const float *dwp, int64_t idx, int64_t Cout, int64_t Cin) {
+    const int ru = (int)(idx % 9), r = ru / 3, u = ru % 3;
+    const int64_t ci = (idx / 9) % Cin, co = idx / (9 * Cin);
+    double acc = 0;
+    for (int t = 0; t < 4; t++)
+        for (int par = 0; par < 4; par++) {
+            const int a = t / 2, c = t % 2, py = par / 2, px = par % 2;
+            if (r < gx_cu_up_lo(py, a) || r > gx_cu_up_hi(py, a) || u < gx_cu_up_lo(px, c) || u > gx_cu_up_hi(px, c))
+                continue;
+            acc += (double)dwp[((par * Cout + co) * 4 + t) * Cin + ci];
+        }
+    return acc;
+}
+
+/* dx[ci, yy, xx] of one sample: the column gradients colg [4][4Cin][H*W]
+ * that read it (im2col's transpose, as a gather: no atomics). */
+GX_CU_HD double gx_cu_up_col2im_at(const float *colg, int64_t idx, int64_t Cin, int64_t H, int64_t W) {
+    const int64_t HW = H * W, xx = idx % W, yy = (idx / W) % H, ci = idx / HW;
+    double acc = 0;
+    for (int par = 0; par < 4; par++)
+        for (int t = 0; t < 4; t++) {
+            const int64_t i = yy - (par / 2 + t / 2 - 1), j = xx - (par % 2 + t % 2 - 1);
+            if (i < 0 || i >= H || j < 0 || j >= W) continue;
+            acc += colg[((int64_t)par * 4 * Cin + t * Cin + ci) * HW + i * W + j];
+        }
+    return acc;
+}
+
+/* Conv + BN(eval) + activation epilogue, element k of y [B, C, P] holding
+ * the raw conv: + bias (float, as gx_cu_bias_k), the per-channel affine
+ * ab = [a | shift] (double, rounded once, as gx_cu_bn_apply_at), then the
+ * activation (rounded once, as gx_cu_unary_fwd). */
+GX_CU_HD float gx_cu_cbna_at(const float *y, const float *bias, const double *ab, int act, double p0, double p1,
+                             int64_t k, int64_t C, int64_t P) {
+    const int64_t c = (k / P) % C;
+    float v = y[k];
+    if (bias) v += bias[c];
+    v = (float)(v * ab[c] + ab[C + c]);
+    return act < 0 ? v : (float)gx_cu_uf(act, (double)v, p0, p1);
+}
+/* Channel c's a and shift from the running statistics (the eval branch of
+ * gx_cu_batchnorm_fwd, then gx_cu_bn_apply_at's a and shift). */
+GX_CU_HD void gx_cu_bn_fold_at(const float *gamma, const float *beta, const float *rm, const float *rv, double eps,
+                               int64_t c, int64_t C, double *ab) {
+    const double rstd = 1.0 / sqrt((double)rv[c] + eps);
+    const double a = (gamma ? gamma[c] : 1.0) * rstd;
+    ab[c] = a;
+    ab[C + c] = (beta ? beta[c] : 0.0) - (double)rm[c] * a;
+}
+
 #endif

@@ -8,6 +8,11 @@
  * accumulation; only the order of the double additions differs). Max keeps
  * the CPU's sequential scan (one thread per column) so ties and NaNs pick
  * the same index as the CPU.
+ *
+ * logsumexp and L2 normalise use the same warp per column, through the
+ * per-lane partial bodies of gx_cuda_body.cuh (host-tested lane by lane).
+ * Whole-tensor sums take fixed chunks of GX_CU_CHUNK elements, one block
+ * each, and add the chunk sums in order: the same bits on every run.
  */
 #include "gx_cuda_impl.cuh"
 #include "gx_cuda_body.cuh"
@@ -200,5 +205,135 @@ extern "C" void gx_cu_cross_entropy_bwd(gx_cuda_stream *s, const float *logits, 
     if (B <= 0) return;
     gx_cu_ce_bw_k<<<gx_cu_col_blocks(B), 32 * GX_CU_WARPS, 0, s->st>>>(logits, target, ls, lse, g,
                                                                        glogits, B, K);
+    GX_CU_CHECK(s);
+}
+
+/* ---------------------------------------------------------- logsumexp */
+
+/* The column's lse from the body's per-lane partials (warp-wide). */
+__device__ __forceinline__ double gx_cu_col_lse2(const float *x, int64_t c, int64_t n, int64_t inner) {
+    double m = gx_cu_warp_max(gx_cu_col_max_part(x, c, n, inner, GX_CU_LANE, 32));
+    if (m == -INFINITY) m = 0;                 /* all -inf: log(0) = -inf below */
+    return m + log(gx_cu_warp_sum(gx_cu_col_expsum_part(x, c, n, inner, m, GX_CU_LANE, 32)));
+}
+
+__global__ void gx_cu_lse_k(const float *x, float *y, int64_t ncol, int64_t n, int64_t inner) {
+    GX_CU_COLS(c, ncol) {
+        const double l = gx_cu_col_lse2(x, c, n, inner);
+        if (GX_CU_LANE == 0) y[c] = (float)l;
+    }
+}
+
+__global__ void gx_cu_lse_bw_k(const float *x, const float *y, const float *g, float *gx, int64_t total,
+                               int64_t n, int64_t inner) {
+    GX_CU_LOOP(k, total) gx[k] = gx_cu_lse_bw_at(x, y, g, gx[k], k, n, inner);
+}
+
+extern "C" void gx_cu_logsumexp_fwd(gx_cuda_stream *s, const float *x, float *y, int64_t outer, int64_t n,
+                                    int64_t inner) {
+    const int64_t ncol = outer * inner;
+    if (ncol <= 0 || n <= 0) return;
+    gx_cu_lse_k<<<gx_cu_col_blocks(ncol), 32 * GX_CU_WARPS, 0, s->st>>>(x, y, ncol, n, inner);
+    GX_CU_CHECK(s);
+}
+
+extern "C" void gx_cu_logsumexp_bwd(gx_cuda_stream *s, const float *x, const float *y, const float *g,
+                                    float *gx, int64_t outer, int64_t n, int64_t inner) {
+    const int64_t total = outer * n * inner;
+    if (total <= 0) return;
+    gx_cu_lse_bw_k<<<gx_cu_blocks(total), GX_CU_THREADS, 0, s->st>>>(x, y, g, gx, total, n, inner);
+    GX_CU_CHECK(s);
+}
+
+/* ------------------------------------------------------- L2 normalise */
+
+__global__ void gx_cu_l2n_k(const float *x, float *y, double *norm, double eps, int64_t ncol, int64_t n,
+                            int64_t inner) {
+    GX_CU_COLS(c, ncol) {
+        const double nr = sqrt(gx_cu_warp_sum(gx_cu_col_dot_part(x, x, c, n, inner, GX_CU_LANE, 32)));
+        const double inv = gx_cu_l2n_inv(nr, eps);
+        if (GX_CU_LANE == 0) norm[c] = nr;
+        for (int64_t j = GX_CU_LANE; j < n; j += 32) {
+            const int64_t k = gx_cu_at(c, j, n, inner);
+            y[k] = (float)((double)x[k] * inv);
+        }
+    }
+}
+
+__global__ void gx_cu_l2n_bw_k(const float *y, const double *norm, const float *g, float *gx, double eps,
+                               int64_t ncol, int64_t n, int64_t inner) {
+    GX_CU_COLS(c, ncol) {
+        double inv, d2;
+        gx_cu_l2n_bw_coef(norm[c], eps, gx_cu_warp_sum(gx_cu_col_dot_part(g, y, c, n, inner, GX_CU_LANE, 32)),
+                          &inv, &d2);
+        for (int64_t j = GX_CU_LANE; j < n; j += 32) {
+            const int64_t k = gx_cu_at(c, j, n, inner);
+            gx[k] += (float)((double)g[k] * inv - (double)y[k] * d2);
+        }
+    }
+}
+
+extern "C" void gx_cu_l2_normalize_fwd(gx_cuda_stream *s, const float *x, float *y, double *norm, double eps,
+                                       int64_t outer, int64_t n, int64_t inner) {
+    const int64_t ncol = outer * inner;
+    if (ncol <= 0 || n <= 0) return;
+    gx_cu_l2n_k<<<gx_cu_col_blocks(ncol), 32 * GX_CU_WARPS, 0, s->st>>>(x, y, norm, eps, ncol, n, inner);
+    GX_CU_CHECK(s);
+}
+
+extern "C" void gx_cu_l2_normalize_bwd(gx_cuda_stream *s, const float *y, const double *norm, const float *g,
+                                       float *gx, double eps, int64_t outer, int64_t n, int64_t inner) {
+    const int64_t ncol = outer * inner;
+    if (ncol <= 0 || n <= 0) return;
+    gx_cu_l2n_bw_k<<<gx_cu_col_blocks(ncol), 32 * GX_CU_WARPS, 0, s->st>>>(y, norm, g, gx, eps, ncol, n, inner);
+    GX_CU_CHECK(s);
+}
+
+/* ------------------------------------------------- sum_all, mean_all */
+
+extern "C" int64_t gx_cu_chunk_count(int64_t n) { return n > 0 ? (n + GX_CU_CHUNK - 1) / GX_CU_CHUNK : 0; }
+
+/* One block per chunk: part[chunk] = its (squared) sum; the block's
+ * threads take fixed strides and meet in gx_cu_block_sum, so every partial
+ * is the same bits on every run. */
+__global__ void gx_cu_chunk_k(const float *x, int64_t n, int square, double *part) {
+    __shared__ double sh[32];
+    const int64_t nch = (n + GX_CU_CHUNK - 1) / GX_CU_CHUNK;
+    for (int64_t ch = blockIdx.x; ch < nch; ch += gridDim.x) {
+        const double v = gx_cu_block_sum(gx_cu_chunk_part(x, n, ch, threadIdx.x, blockDim.x, square), sh);
+        if (threadIdx.x == 0) part[ch] = v;
+    }
+}
+
+/* y = (sum of the partials in chunk order) * sc: one thread. */
+__global__ void gx_cu_sum_parts_k(const double *part, int64_t np, double sc, float *y) {
+    if (blockIdx.x != 0 || threadIdx.x != 0) return;
+    double s = 0;
+    for (int64_t i = 0; i < np; i++) s += part[i];
+    y[0] = (float)(s * sc);
+}
+
+__global__ void gx_cu_fill_add_k(const float *g, double sc, float *gx, int64_t n) {
+    const float v = (float)((double)g[0] * sc);
+    GX_CU_LOOP(k, n) gx[k] += v;
+}
+
+static unsigned gx_cu_chunk_blocks(int64_t n) {
+    const int64_t c = gx_cu_chunk_count(n);
+    return (unsigned)(c < 1 ? 1 : (c > 65535 ? 65535 : c));
+}
+
+extern "C" void gx_cu_sum_all_fwd(gx_cuda_stream *s, int mean, const float *x, float *y, double *part,
+                                  int64_t n) {
+    if (n <= 0) { gx_cu_note(s, __func__, cudaMemsetAsync(y, 0, sizeof(float), s->st)); return; }
+    gx_cu_chunk_k<<<gx_cu_chunk_blocks(n), GX_CU_THREADS, 0, s->st>>>(x, n, 0, part);
+    GX_CU_CHECK(s);
+    gx_cu_sum_parts_k<<<1, 32, 0, s->st>>>(part, gx_cu_chunk_count(n), mean ? 1.0 / (double)n : 1.0, y);
+    GX_CU_CHECK(s);
+}
+
+extern "C" void gx_cu_sum_all_bwd(gx_cuda_stream *s, int mean, const float *g, float *gx, int64_t n) {
+    if (n <= 0) return;
+    gx_cu_fill_add_k<<<gx_cu_blocks(n), GX_CU_THREADS, 0, s->st>>>(g, mean ? 1.0 / (double)n : 1.0, gx, n);
     GX_CU_CHECK(s);
 }

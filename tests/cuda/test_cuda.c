@@ -16,6 +16,14 @@
  *   selective scan                  1e-4 + 1e-4 (float atomics over b)
  *   Sinkhorn                        1e-5 + 1e-5 (same double math; FMA)
  *   GEMM with TF32                  2e-2 + 2e-2 (10-bit mantissa inputs)
+ *   permute, concat, slice, flip,   0 (exact copies; 1e-6 where two of them
+ *   gather, one-hot, accumulate        add into one gradient)
+ *   logsumexp, L2 normalise,        1e-5 + 1e-5 (double sums, other order)
+ *   sum_all / mean_all
+ *   gradient clipping               norm 1e-9 relative (double), scaled
+ *                                   gradients 1e-6 + 1e-6
+ *   pairwise sqdist, upconv2x3,     1e-4 + 1e-4 (cuBLAS FP32 sums)
+ *   conv + BN + activation          (and 0 against the GPU's unfused chain)
  *
  * Without a usable GPU every group prints exactly one line
  * "<group>: skipped: no GPU (<reason>)" and the program exits 0: visible,
@@ -30,7 +38,8 @@
 #include <string.h>
 
 static const char *const k_groups[] = { "elem", "reduce", "gemm", "norm", "conv", "pool",
-                                         "maxpool_conv1d", "scan", "sinkhorn", "optim" };
+                                         "maxpool_conv1d", "scan", "sinkhorn", "optim", "shape",
+                                         "reduce2", "pairwise", "upconv", "conv_bn_act" };
 #define NGROUPS ((int)(sizeof k_groups / sizeof *k_groups))
 
 #if defined(GX_HAVE_CUDA) && GX_HAVE_CUDA
@@ -592,12 +601,316 @@ static void test_optim(th *h) {
     }
 }
 
+/* --------------------------------------------------------------- shape */
+
+static void test_shape(th *h) {
+    char what[64];
+    static const struct { int nd; int64_t s[4]; int perm[4]; } Pm[] = {
+        { 3, { 4, 5, 6 }, { 2, 0, 1 } }, { 4, { 2, 3, 4, 5 }, { 0, 2, 3, 1 } }, { 4, { 2, 3, 4, 5 }, { 3, 2, 1, 0 } },
+    };
+    for (size_t k = 0; k < sizeof Pm / sizeof *Pm; k++) {
+        gx_tensor *x = leaf(h, Pm[k].nd, Pm[k].s, -1, 1);
+        gx_tensor *y = gx_permute(&h->ctx, x, Pm[k].perm);
+        float *g = rnd(h, y->numel);
+        cpu_bw(h, y, g);
+        float *dy = zeros(h, y->numel), *gx = zeros(h, x->numel);
+        gx_cu_permute_fwd(h->s, up(h, x->data, x->numel), Pm[k].nd, Pm[k].s, Pm[k].perm, dy);
+        gx_cu_permute_bwd(h->s, up(h, g, y->numel), Pm[k].nd, Pm[k].s, Pm[k].perm, gx);
+        snprintf(what, sizeof what, "permute case %zu forward", k);
+        cmp(h, what, dy, y->data, y->numel, 0, 0);
+        snprintf(what, sizeof what, "permute case %zu backward", k);
+        cmp(h, what, gx, x->grad, x->numel, 0, 0);
+        reset(h);
+    }
+    for (int dim = 0; dim < 3; dim++) {
+        const int64_t sz[3] = { 2, 5, 3 };
+        gx_tensor *xs[3];
+        const float *dxs[3];
+        float *gxs[3];
+        for (int k = 0; k < 3; k++) {
+            int64_t sh[3] = { 3, 4, 5 };
+            sh[dim] = sz[k];
+            xs[k] = leaf(h, 3, sh, -1, 1);
+            dxs[k] = up(h, xs[k]->data, xs[k]->numel);
+            gxs[k] = zeros(h, xs[k]->numel);
+        }
+        gx_tensor *y = gx_concat(&h->ctx, 3, xs, dim);
+        float *g = rnd(h, y->numel);
+        cpu_bw(h, y, g);
+        int64_t outer = 1, inner = 1;
+        for (int d = 0; d < dim; d++) outer *= y->shape[d];
+        for (int d = dim + 1; d < 3; d++) inner *= y->shape[d];
+        float *dy = zeros(h, y->numel);
+        gx_cu_concat_fwd(h->s, 3, dxs, sz, dy, outer, inner);
+        gx_cu_concat_bwd(h->s, 3, up(h, g, y->numel), sz, gxs, outer, inner);
+        snprintf(what, sizeof what, "concat dim %d forward", dim);
+        cmp(h, what, dy, y->data, y->numel, 0, 0);
+        for (int k = 0; k < 3; k++) {
+            snprintf(what, sizeof what, "concat dim %d grad %d", dim, k);
+            cmp(h, what, gxs[k], xs[k]->grad, xs[k]->numel, 0, 0);
+        }
+        reset(h);
+        /* slice [1, 4) and flip of x, both gradients into one buffer: one
+         * CPU backward through concat(slice, flip) (a second gx_backward
+         * would rerun the first one's nodes) */
+        int64_t sh[3] = { 3, 4, 5 };
+        sh[dim] = 6;
+        gx_tensor *x = leaf(h, 3, sh, -1, 1);
+        gx_tensor *ys = gx_slice(&h->ctx, x, dim, 1, 4), *yf = gx_flip(&h->ctx, x, dim);
+        gx_tensor *both[2] = { gx_reshape(&h->ctx, ys, 1, GX_SHAPE(ys->numel)),
+                               gx_reshape(&h->ctx, yf, 1, GX_SHAPE(yf->numel)) };
+        gx_tensor *cat = gx_concat(&h->ctx, 2, both, 0);
+        float *gc = rnd(h, cat->numel), *gs = gc, *gf = gc + ys->numel;
+        cpu_bw(h, cat, gc);
+        outer = 1; inner = 1;
+        for (int d = 0; d < dim; d++) outer *= sh[d];
+        for (int d = dim + 1; d < 3; d++) inner *= sh[d];
+        float *dx = up(h, x->data, x->numel), *dys = zeros(h, ys->numel), *dyf = zeros(h, yf->numel);
+        float *gx = zeros(h, x->numel);
+        gx_cu_slice_fwd(h->s, dx, dys, outer, 6, inner, 1, 4);
+        gx_cu_flip_fwd(h->s, dx, dyf, outer, 6, inner);
+        gx_cu_slice_bwd(h->s, up(h, gs, ys->numel), gx, outer, 6, inner, 1, 4);
+        gx_cu_flip_bwd(h->s, up(h, gf, yf->numel), gx, outer, 6, inner);
+        snprintf(what, sizeof what, "slice dim %d forward", dim);
+        cmp(h, what, dys, ys->data, ys->numel, 0, 0);
+        snprintf(what, sizeof what, "flip dim %d forward", dim);
+        cmp(h, what, dyf, yf->data, yf->numel, 0, 0);
+        snprintf(what, sizeof what, "slice+flip dim %d backward", dim);
+        cmp(h, what, gx, x->grad, x->numel, ATOL_E, ATOL_E);   /* the CPU adds in another order */
+        reset(h);
+    }
+    /* reshape's backward: gx += g */
+    gx_tensor *xr = leaf(h, 2, GX_SHAPE(6, 7), -1, 1);
+    gx_tensor *yr = gx_reshape(&h->ctx, xr, 3, GX_SHAPE(3, 2, 7));
+    float *gr = rnd(h, yr->numel), *gxr = zeros(h, xr->numel);
+    cpu_bw(h, yr, gr);
+    gx_cu_accumulate(h->s, gxr, up(h, gr, yr->numel), yr->numel);
+    cmp(h, "reshape backward (accumulate)", gxr, xr->grad, xr->numel, 0, 0);
+    reset(h);
+    const int64_t B = 37, K = 11;
+    int32_t idx[37];
+    for (int64_t b = 0; b < B; b++) idx[b] = (int32_t)((b * 7 + 3) % K);
+    gx_tensor *x = leaf(h, 2, GX_SHAPE(B, K), -1, 1);
+    gx_tensor *y = gx_gather(&h->ctx, x, idx), *oh = gx_one_hot(&h->ctx, idx, B, K);
+    float *g = rnd(h, B);
+    cpu_bw(h, y, g);
+    int32_t *di = dev(h, sizeof idx);
+    gx_cuda_upload(h->s, di, idx, sizeof idx);
+    float *dy = zeros(h, B), *gx = zeros(h, x->numel), *doh = zeros(h, B * K);
+    gx_cu_gather_fwd(h->s, up(h, x->data, x->numel), di, dy, B, K);
+    gx_cu_gather_bwd(h->s, di, up(h, g, B), gx, B, K);
+    gx_cu_one_hot(h->s, di, doh, B, K);
+    cmp(h, "gather forward", dy, y->data, B, 0, 0);
+    cmp(h, "gather backward", gx, x->grad, x->numel, 0, 0);
+    cmp(h, "one_hot", doh, oh->data, B * K, 0, 0);
+    reset(h);
+}
+
+/* ------------------------------------------------- more reductions */
+
+static void test_reduce2(th *h) {
+    char what[64];
+    const int64_t shape[3] = { 3, 50, 7 };
+    for (int d = 0; d < 3; d++) {
+        int64_t outer = 1, n = shape[d], inner = 1;
+        for (int k = 0; k < d; k++) outer *= shape[k];
+        for (int k = d + 1; k < 3; k++) inner *= shape[k];
+        const int64_t ncol = outer * inner;
+        gx_tensor *x = leaf(h, 3, shape, -4, 4);
+        gx_tensor *y = gx_logsumexp(&h->ctx, x, d, 0);
+        float *g = rnd(h, ncol);
+        cpu_bw(h, y, g);
+        float *dx = up(h, x->data, x->numel), *dy = zeros(h, ncol), *gx = zeros(h, x->numel);
+        gx_cu_logsumexp_fwd(h->s, dx, dy, outer, n, inner);
+        gx_cu_logsumexp_bwd(h->s, dx, dy, up(h, g, ncol), gx, outer, n, inner);
+        snprintf(what, sizeof what, "logsumexp dim %d forward", d);
+        cmp(h, what, dy, y->data, ncol, ATOL_R, ATOL_R);
+        snprintf(what, sizeof what, "logsumexp dim %d backward", d);
+        cmp(h, what, gx, x->grad, x->numel, ATOL_R, ATOL_R);
+        reset(h);
+        const double eps = 1e-3;
+        x = leaf(h, 3, shape, -1, 1);
+        for (int64_t j = 0; j < n; j++) x->data[((1 / inner) * n + j) * inner + 1 % inner] *= 1e-6f;  /* clamped column */
+        y = gx_l2_normalize(&h->ctx, x, d, eps);
+        g = rnd(h, x->numel);
+        cpu_bw(h, y, g);
+        double *norm = dev(h, (size_t)ncol * sizeof(double));
+        dy = zeros(h, x->numel);
+        gx = zeros(h, x->numel);
+        gx_cu_l2_normalize_fwd(h->s, up(h, x->data, x->numel), dy, norm, eps, outer, n, inner);
+        gx_cu_l2_normalize_bwd(h->s, dy, norm, up(h, g, x->numel), gx, eps, outer, n, inner);
+        snprintf(what, sizeof what, "l2_normalize dim %d forward", d);
+        cmp(h, what, dy, y->data, x->numel, ATOL_R, ATOL_R);
+        snprintf(what, sizeof what, "l2_normalize dim %d backward", d);
+        cmp(h, what, gx, x->grad, x->numel, ATOL_R, ATOL_R);
+        reset(h);
+    }
+    for (int mean = 0; mean < 2; mean++) {
+        const int64_t n = 5 * GX_CU_CHUNK + 321;
+        gx_tensor *x = leaf(h, 1, GX_SHAPE(n), -1, 1);
+        gx_tensor *y = mean ? gx_mean_all(&h->ctx, x) : gx_sum_all(&h->ctx, x);
+        float g = 0.75f;
+        cpu_bw(h, y, &g);
+        double *part = dev(h, (size_t)gx_cu_chunk_count(n) * sizeof(double));
+        float *dy = zeros(h, 1), *gx = zeros(h, n);
+        gx_cu_sum_all_fwd(h->s, mean, up(h, x->data, n), dy, part, n);
+        gx_cu_sum_all_bwd(h->s, mean, up(h, &g, 1), gx, n);
+        snprintf(what, sizeof what, "%s forward", mean ? "mean_all" : "sum_all");
+        cmp(h, what, dy, y->data, 1, ATOL_R, ATOL_R);
+        snprintf(what, sizeof what, "%s backward", mean ? "mean_all" : "sum_all");
+        cmp(h, what, gx, x->grad, n, 0, 0);
+        reset(h);
+    }
+    /* gradient clipping: clipped (max 0.5) and not (max 1e6) */
+    for (int clip = 1; clip >= 0; clip--) {
+        gx_params P;
+        gx_params_init(&P);
+        gx_tensor *t[3] = { gx_params_add(&P, "w", 2, GX_SHAPE(97, 181), GX_PARAM_DECAY),
+                            gx_params_add(&P, "b", 1, GX_SHAPE(13), 0), gx_params_add(&P, "c", 2, GX_SHAPE(3, 5), 0) };
+        float *dg[3];
+        int64_t n[3];
+        for (int i = 0; i < 3; i++) {
+            gx_rng_fill_uniform(&h->rng, t[i]->grad, t[i]->numel, -1, 1);
+            n[i] = t[i]->numel;
+            dg[i] = up(h, t[i]->grad, n[i]);
+        }
+        double *part = dev(h, (size_t)gx_cu_clip_scratch(3, n) * sizeof(double)), *dnorm = dev(h, sizeof(double));
+        const double max_norm = clip ? 0.5 : 1e6;
+        gx_cu_clip_grad_norm(h->s, 3, dg, n, max_norm, part, dnorm);
+        double got = 0;
+        gx_err err;
+        gx_cuda_download(h->s, &got, dnorm, sizeof got);          /* t->grad is read before the CPU clips */
+        if (gx_cuda_stream_sync(h->s, &err) != GX_OK) { printf("FAIL clip: %s\n", err.msg); h->fails++; }
+        const double want = gx_clip_grad_norm(&P, max_norm);
+        h->checks++;
+        if (!(fabs(got - want) <= 1e-9 * want)) {
+            printf("FAIL %s clip %d norm: gpu %.17g cpu %.17g\n", h->group, clip, got, want);
+            h->fails++;
+        }
+        for (int i = 0; i < 3; i++) {
+            snprintf(what, sizeof what, "clip %d tensor %d", clip, i);
+            cmp(h, what, dg[i], t[i]->grad, n[i], ATOL_E, ATOL_E);
+        }
+        gx_params_free(&P);
+        reset(h);
+    }
+}
+
+/* ------------------------------------------------------------ pairwise */
+
+static void test_pairwise(th *h) {
+    char what[64];
+    for (int same = 0; same < 2; same++) {
+        const int64_t N = 33, M = same ? 33 : 20, D = 47;
+        gx_tensor *a = leaf(h, 2, GX_SHAPE(N, D), -1, 1), *b = same ? a : leaf(h, 2, GX_SHAPE(M, D), -1, 1);
+        gx_tensor *y = gx_pairwise_sqdist(&h->ctx, a, b);
+        float *g = rnd(h, y->numel);
+        cpu_bw(h, y, g);
+        float *da = up(h, a->data, a->numel), *db = same ? da : up(h, b->data, b->numel);
+        float *dy = zeros(h, N * M), *ga = zeros(h, N * D), *gb = same ? ga : zeros(h, M * D);
+        double *sq = dev(h, (size_t)(N + M) * sizeof(double)), *sums = dev(h, (size_t)(N + M) * sizeof(double));
+        gx_cu_pairwise_sqdist_fwd(h->s, da, db, dy, sq, N, M, D);
+        gx_cu_pairwise_sqdist_bwd(h->s, da, db, dy, up(h, g, N * M), ga, gb, zeros(h, N * M), sums, N, M, D);
+        /* the diagonal of a == b is exactly 0 on the CPU; the GPU's GEMM may
+         * round it to a tiny positive value (ATOL_G covers it) */
+        snprintf(what, sizeof what, "pairwise_sqdist%s forward", same ? " (a == b)" : "");
+        cmp(h, what, dy, y->data, y->numel, ATOL_G, ATOL_G);
+        snprintf(what, sizeof what, "pairwise_sqdist%s grad a", same ? " (a == b)" : "");
+        cmp(h, what, ga, a->grad, a->numel, ATOL_G, ATOL_G);
+        if (!same) cmp(h, "pairwise_sqdist grad b", gb, b->grad, b->numel, ATOL_G, ATOL_G);
+        reset(h);
+    }
+}
+
+/* -------------------------------------------------------------- upconv */
+
+static void test_upconv(th *h) {
+    static const int64_t Cs[][5] = { { 2, 3, 4, 5, 4 }, { 3, 16, 8, 8, 8 }, { 2, 32, 4, 4, 16 } };
+    char what[64];
+    for (size_t k = 0; k < sizeof Cs / sizeof *Cs; k++) {
+        const int64_t B = Cs[k][0], Cin = Cs[k][1], H = Cs[k][2], W = Cs[k][3], Cout = Cs[k][4];
+        gx_tensor *x = leaf(h, 4, GX_SHAPE(B, Cin, H, W), -1, 1), *w = leaf(h, 4, GX_SHAPE(Cout, Cin, 3, 3), -0.5, 0.5);
+        gx_tensor *b = leaf(h, 1, GX_SHAPE(Cout), -0.5, 0.5);
+        gx_tensor *y = gx_upconv2x3(&h->ctx, x, w, b);
+        float *g = rnd(h, y->numel);
+        cpu_bw(h, y, g);
+        h->ctx.grad_enabled = 0;
+        gx_tensor *yl = gx_upconv2x3_leaky(&h->ctx, x, w, b, 0.2);
+        h->ctx.grad_enabled = 1;
+        float *sc = dev(h, (size_t)gx_cu_upconv_scratch_floats(Cin, H, W, Cout) * sizeof(float));
+        float *dx = up(h, x->data, x->numel), *dw = up(h, w->data, w->numel), *dbias = up(h, b->data, Cout);
+        float *dy = zeros(h, y->numel), *dyl = zeros(h, y->numel);
+        float *gx = zeros(h, x->numel), *gw = zeros(h, w->numel), *gb = zeros(h, Cout);
+        gx_cu_upconv2x3_fwd(h->s, dx, dw, dbias, -1, 0, 0, dy, sc, B, Cin, H, W, Cout);
+        gx_cu_upconv2x3_fwd(h->s, dx, dw, dbias, GX_CU_LEAKY_RELU, 0.2, 0, dyl, sc, B, Cin, H, W, Cout);
+        gx_cu_upconv2x3_bwd(h->s, dx, dw, up(h, g, y->numel), gx, gw, gb, sc, B, Cin, H, W, Cout);
+        const struct { const char *n; float *d; const float *want; int64_t cnt; } out[] = {
+            { "forward", dy, y->data, y->numel }, { "leaky forward", dyl, yl->data, y->numel },
+            { "grad x", gx, x->grad, x->numel }, { "grad w", gw, w->grad, w->numel }, { "grad b", gb, b->grad, Cout },
+        };
+        for (int i = 0; i < 5; i++) {
+            snprintf(what, sizeof what, "upconv case %zu %s", k, out[i].n);
+            cmp(h, what, out[i].d, out[i].want, out[i].cnt, ATOL_G, ATOL_G);
+        }
+        reset(h);
+    }
+}
+
+/* ------------------------------------------------- conv + BN + activation */
+
+/* Against the CPU chain (1e-4: cuBLAS sums), and bit for bit against the
+ * GPU's own unfused launchers (the epilogue rounds where they round). */
+static void test_conv_bn_act(th *h) {
+    static const gx_cu_conv_shape C[] = {
+        { 2, 4, 9, 9, 6, 3, 3, 1, 1, 1 }, { 2, 4, 10, 9, 6, 3, 3, 2, 1, 2 }, { 3, 5, 6, 7, 8, 1, 1, 1, 0, 1 },
+        { 2, 16, 8, 8, 32, 3, 3, 1, 1, 1 },
+    };
+    static const struct { int op; gx_cu_unary uop; gx_tensor *(*f)(gx_ctx *, gx_tensor *); double p0; } A[] = {
+        { -1, GX_CU_RELU, NULL, 0 }, { GX_CU_RELU, GX_CU_RELU, gx_relu, 0 },
+        { GX_CU_LEAKY_RELU, GX_CU_LEAKY_RELU, c_leaky, 0.1 }, { GX_CU_SILU, GX_CU_SILU, gx_silu, 0 },
+    };
+    char what[64];
+    for (size_t k = 0; k < sizeof C / sizeof *C; k++) {
+        const gx_cu_conv_shape *c = &C[k];
+        const size_t ai = k % (sizeof A / sizeof *A);
+        gx_tensor *x = leaf(h, 4, GX_SHAPE(c->B, c->Cin, c->H, c->W), -1, 1);
+        gx_tensor *w = leaf(h, 4, GX_SHAPE(c->Cout, c->Cin / c->groups, c->kh, c->kw), -0.5, 0.5);
+        gx_tensor *b = leaf(h, 1, GX_SHAPE(c->Cout), -0.5, 0.5), *gm = leaf(h, 1, GX_SHAPE(c->Cout), 0.5, 1.5);
+        gx_tensor *bt = leaf(h, 1, GX_SHAPE(c->Cout), -1, 1), *rm = leaf(h, 1, GX_SHAPE(c->Cout), -0.5, 0.5);
+        gx_tensor *rv = leaf(h, 1, GX_SHAPE(c->Cout), 0.5, 2);
+        h->ctx.grad_enabled = 0;
+        gx_tensor *y = gx_batchnorm(&h->ctx, gx_conv2d(&h->ctx, x, w, b, c->stride, c->pad, c->groups), gm, bt, rm, rv,
+                                    0, 0.1, 1e-5);
+        if (A[ai].f) y = A[ai].f(&h->ctx, y);
+        h->ctx.grad_enabled = 1;
+        const int64_t Cn = c->Cout, P = y->numel / (c->B * Cn);
+        float *col = dev(h, (size_t)gx_cu_conv_col_floats(c) * sizeof(float));
+        float *dx = up(h, x->data, x->numel), *dw = up(h, w->data, w->numel), *db = up(h, b->data, Cn);
+        float *dgm = up(h, gm->data, Cn), *dbt = up(h, bt->data, Cn), *drm = up(h, rm->data, Cn), *drv = up(h, rv->data, Cn);
+        float *dy = zeros(h, y->numel), *t1 = zeros(h, y->numel), *t2 = zeros(h, y->numel);
+        double *ab = dev(h, (size_t)(2 * Cn) * sizeof(double)), *mu = dev(h, (size_t)Cn * sizeof(double));
+        double *is = dev(h, (size_t)Cn * sizeof(double));
+        gx_cu_conv2d_bn_act_fwd(h->s, c, dx, dw, db, dgm, dbt, drm, drv, 1e-5, A[ai].op, A[ai].p0, 0, dy, col, ab);
+        gx_cu_conv2d_fwd(h->s, c, dx, dw, db, t1, col);                 /* the unfused chain */
+        gx_cu_batchnorm_fwd(h->s, t1, dgm, dbt, drm, drv, 0, 0.1, 1e-5, t2, mu, is, c->B, Cn, P);
+        if (A[ai].op >= 0) gx_cu_unary_fwd(h->s, A[ai].uop, A[ai].p0, 0, t2, t2, y->numel);
+        float *unf = gx_ctx_alloc(&h->ctx, (size_t)y->numel * sizeof(float));
+        gx_cuda_download(h->s, unf, t2, (size_t)y->numel * sizeof(float));
+        snprintf(what, sizeof what, "conv_bn_act case %zu (act %d) vs CPU", k, A[ai].op);
+        cmp(h, what, dy, y->data, y->numel, ATOL_G, ATOL_G);
+        snprintf(what, sizeof what, "conv_bn_act case %zu (act %d) vs unfused", k, A[ai].op);
+        cmp(h, what, dy, unf, y->numel, 0, 0);
+        reset(h);
+    }
+}
+
 /* ---------------------------------------------------------------- main */
 
 typedef void (*group_fn)(th *);
 static const group_fn k_fns[NGROUPS] = { test_elem, test_reduce, test_gemm, test_norm, test_conv,
                                          test_pool, test_maxpool_conv1d, test_scan, test_sinkhorn,
-                                         test_optim };
+                                         test_optim, test_shape, test_reduce2, test_pairwise, test_upconv,
+                                         test_conv_bn_act };
 
 static int run_all(const char *filter) {
     th h;

@@ -562,6 +562,397 @@ static void t_optim(hh *h) {
     }
 }
 
+/* --------------------------------------------------------------- shape */
+
+/* Permute, concat, slice, flip, gather and one-hot through the index maps,
+ * forward and backward, against gx_shape.c / gx_reduce.c: exact (copies). */
+static void t_shape(hh *h) {
+    char what[64];
+    static const struct { int nd; int64_t s[4]; int perm[4]; } Pm[] = {
+        { 3, { 4, 5, 6 }, { 2, 0, 1 } }, { 4, { 2, 3, 4, 5 }, { 0, 2, 3, 1 } }, { 2, { 7, 9 }, { 1, 0 } },
+        { 4, { 2, 3, 4, 5 }, { 3, 2, 1, 0 } },
+    };
+    for (size_t k = 0; k < sizeof Pm / sizeof *Pm; k++) {
+        gx_tensor *x = leaf(h, Pm[k].nd, Pm[k].s, -1, 1);
+        gx_tensor *y = gx_permute(&h->ctx, x, Pm[k].perm);
+        float *g = rnd(h, y->numel);
+        gx_backward(&h->ctx, y, g);
+        int64_t yshape[GX_MAX_DIMS];
+        int inv[GX_MAX_DIMS];
+        for (int d = 0; d < Pm[k].nd; d++) { yshape[d] = Pm[k].s[Pm[k].perm[d]]; inv[Pm[k].perm[d]] = d; }
+        gx_cu_pm pf = gx_cu_pm_make(Pm[k].nd, Pm[k].s, Pm[k].perm), pb = gx_cu_pm_make(Pm[k].nd, yshape, inv);
+        float *yb = zeros(h, y->numel), *gb = zeros(h, x->numel);
+        for (int64_t i = 0; i < y->numel; i++) yb[i] = x->data[gx_cu_pm_src(pf, i)];
+        for (int64_t i = 0; i < x->numel; i++) gb[i] += g[gx_cu_pm_src(pb, i)];
+        snprintf(what, sizeof what, "permute case %zu forward", k);
+        cmp(h, what, yb, y->data, y->numel, 0, 0);
+        snprintf(what, sizeof what, "permute case %zu backward", k);
+        cmp(h, what, gb, x->grad, x->numel, 0, 0);
+        gx_ctx_reset(&h->ctx);
+    }
+    /* concat of three parts along each dim of [3, n_k, 5]-like shapes. */
+    for (int dim = 0; dim < 3; dim++) {
+        const int64_t sz[3] = { 2, 5, 3 };
+        gx_tensor *xs[3];
+        for (int k = 0; k < 3; k++) {
+            int64_t sh[3] = { 3, 4, 5 };
+            sh[dim] = sz[k];
+            xs[k] = leaf(h, 3, sh, -1, 1);
+        }
+        gx_tensor *y = gx_concat(&h->ctx, 3, xs, dim);
+        float *g = rnd(h, y->numel);
+        gx_backward(&h->ctx, y, g);
+        int64_t outer = 1, inner = 1, N = y->shape[dim], off = 0;
+        for (int d = 0; d < dim; d++) outer *= y->shape[d];
+        for (int d = dim + 1; d < 3; d++) inner *= y->shape[d];
+        float *yb = zeros(h, y->numel);
+        for (int k = 0; k < 3; k++) {
+            float *gk = zeros(h, xs[k]->numel);
+            for (int64_t i = 0; i < xs[k]->numel; i++) {
+                yb[gx_cu_band_at(i, sz[k], inner, N, off)] = xs[k]->data[i];
+                gk[i] += g[gx_cu_band_at(i, sz[k], inner, N, off)];
+            }
+            off += sz[k];
+            snprintf(what, sizeof what, "concat dim %d grad %d", dim, k);
+            cmp(h, what, gk, xs[k]->grad, xs[k]->numel, 0, 0);
+        }
+        snprintf(what, sizeof what, "concat dim %d forward", dim);
+        cmp(h, what, yb, y->data, y->numel, 0, 0);
+        /* slice [1, 4) of the concat's result and flip along the same dim */
+        gx_ctx_reset(&h->ctx);
+        int64_t sh[3] = { 3, 4, 5 };
+        sh[dim] = 6;
+        gx_tensor *x = leaf(h, 3, sh, -1, 1);
+        gx_tensor *ys = gx_slice(&h->ctx, x, dim, 1, 4), *yf = gx_flip(&h->ctx, x, dim);
+        const int64_t ns[1] = { ys->numel }, nf[1] = { yf->numel };
+        gx_tensor *both[2] = { gx_reshape(&h->ctx, ys, 1, ns), gx_reshape(&h->ctx, yf, 1, nf) };
+        gx_tensor *cat = gx_concat(&h->ctx, 2, both, 0);
+        float *gc = rnd(h, cat->numel);
+        gx_backward(&h->ctx, cat, gc);
+        outer = 1; inner = 1;
+        for (int d = 0; d < dim; d++) outer *= sh[d];
+        for (int d = dim + 1; d < 3; d++) inner *= sh[d];
+        float *sb = zeros(h, ys->numel), *fb = zeros(h, x->numel), *gxb = zeros(h, x->numel);
+        for (int64_t i = 0; i < ys->numel; i++) {
+            sb[i] = x->data[gx_cu_band_at(i, 3, inner, 6, 1)];
+            gxb[gx_cu_band_at(i, 3, inner, 6, 1)] += gc[i];
+        }
+        for (int64_t i = 0; i < x->numel; i++) {
+            fb[i] = x->data[gx_cu_flip_at(i, 6, inner)];
+            gxb[i] += gc[ys->numel + gx_cu_flip_at(i, 6, inner)];
+        }
+        snprintf(what, sizeof what, "slice dim %d forward", dim);
+        cmp(h, what, sb, ys->data, ys->numel, 0, 0);
+        snprintf(what, sizeof what, "flip dim %d forward", dim);
+        cmp(h, what, fb, yf->data, yf->numel, 0, 0);
+        snprintf(what, sizeof what, "slice+flip dim %d backward", dim);
+        cmp(h, what, gxb, x->grad, x->numel, 0, 0);
+        gx_ctx_reset(&h->ctx);
+    }
+    const int64_t B = 7, K = 5, sx[2] = { 7, 5 };
+    int32_t idx[7];
+    for (int64_t b = 0; b < B; b++) idx[b] = (int32_t)((b * 3 + 1) % K);
+    gx_tensor *x = leaf(h, 2, sx, -1, 1);
+    gx_tensor *y = gx_gather(&h->ctx, x, idx), *oh = gx_one_hot(&h->ctx, idx, B, K);
+    float *g = rnd(h, B);
+    gx_backward(&h->ctx, y, g);
+    float *yb = zeros(h, B), *gb = zeros(h, x->numel), *ob = zeros(h, B * K);
+    for (int64_t b = 0; b < B; b++) { yb[b] = x->data[b * K + idx[b]]; gb[b * K + idx[b]] += g[b]; }
+    for (int64_t k = 0; k < B * K; k++) ob[k] = gx_cu_one_hot_at(idx, k, K);
+    cmp(h, "gather forward", yb, y->data, B, 0, 0);
+    cmp(h, "gather backward", gb, x->grad, x->numel, 0, 0);
+    cmp(h, "one_hot", ob, oh->data, B * K, 0, 0);
+    gx_ctx_reset(&h->ctx);
+}
+
+/* ------------------------------------------------- more reductions */
+
+/* A warp's 32 lanes over one column: max, then the exp sums, combined in
+ * lane order (the GPU's shuffle tree adds in another order: same terms). */
+static double emu_lse(const float *x, int64_t c, int64_t n, int64_t inner) {
+    double m = -INFINITY, s = 0;
+    for (int l = 0; l < 32; l++) { double v = gx_cu_col_max_part(x, c, n, inner, l, 32); m = v > m ? v : m; }
+    if (m == -INFINITY) m = 0;
+    for (int l = 0; l < 32; l++) s += gx_cu_col_expsum_part(x, c, n, inner, m, l, 32);
+    return m + log(s);
+}
+static double emu_dot(const float *x, const float *w, int64_t c, int64_t n, int64_t inner) {
+    double s = 0;
+    for (int l = 0; l < 32; l++) s += gx_cu_col_dot_part(x, w, c, n, inner, l, 32);
+    return s;
+}
+/* Chunked (squared) sum as gx_cu_chunk_k + the in-order finish. */
+static double emu_chunks(const float *x, int64_t n, int square) {
+    double total = 0;
+    for (int64_t ch = 0; ch * GX_CU_CHUNK < n; ch++) {
+        double part = 0;
+        for (int t = 0; t < 256; t++) part += gx_cu_chunk_part(x, n, ch, t, 256, square);
+        total += part;
+    }
+    return total;
+}
+
+static void t_reduce2(hh *h) {
+    const int64_t shape[3] = { 3, 50, 7 };
+    char what[64];
+    for (int d = 0; d < 3; d++) {
+        int64_t outer = 1, n = shape[d], inner = 1;
+        for (int k = 0; k < d; k++) outer *= shape[k];
+        for (int k = d + 1; k < 3; k++) inner *= shape[k];
+        const int64_t ncol = outer * inner;
+        /* logsumexp */
+        gx_tensor *x = leaf(h, 3, shape, -4, 4);
+        gx_tensor *y = gx_logsumexp(&h->ctx, x, d, 0);
+        float *g = rnd(h, ncol);
+        gx_backward(&h->ctx, y, g);
+        float *yb = zeros(h, ncol), *gb = zeros(h, x->numel);
+        for (int64_t c = 0; c < ncol; c++) yb[c] = (float)emu_lse(x->data, c, n, inner);
+        for (int64_t k = 0; k < x->numel; k++) gb[k] = gx_cu_lse_bw_at(x->data, yb, g, gb[k], k, n, inner);
+        snprintf(what, sizeof what, "logsumexp dim %d forward", d);
+        cmp(h, what, yb, y->data, ncol, TOL, TOL);
+        snprintf(what, sizeof what, "logsumexp dim %d backward", d);
+        cmp(h, what, gb, x->grad, x->numel, TOL, TOL);
+        gx_ctx_reset(&h->ctx);
+        /* L2 normalise; column 1 is scaled below eps (the clamped branch) */
+        const double eps = 1e-3;
+        x = leaf(h, 3, shape, -1, 1);
+        for (int64_t j = 0; j < n; j++) x->data[gx_cu_at(1, j, n, inner)] *= 1e-6f;
+        y = gx_l2_normalize(&h->ctx, x, d, eps);
+        g = rnd(h, x->numel);
+        gx_backward(&h->ctx, y, g);
+        float *lb = zeros(h, x->numel), *lg = zeros(h, x->numel);
+        std::vector<double> norm((size_t)ncol);
+        for (int64_t c = 0; c < ncol; c++) {
+            norm[(size_t)c] = sqrt(emu_dot(x->data, x->data, c, n, inner));
+            const double inv = gx_cu_l2n_inv(norm[(size_t)c], eps);
+            for (int64_t j = 0; j < n; j++) {
+                const int64_t k = gx_cu_at(c, j, n, inner);
+                lb[k] = (float)((double)x->data[k] * inv);
+            }
+        }
+        for (int64_t c = 0; c < ncol; c++) {
+            double inv, d2;
+            gx_cu_l2n_bw_coef(norm[(size_t)c], eps, emu_dot(g, lb, c, n, inner), &inv, &d2);
+            for (int64_t j = 0; j < n; j++) {
+                const int64_t k = gx_cu_at(c, j, n, inner);
+                lg[k] += (float)((double)g[k] * inv - (double)lb[k] * d2);
+            }
+        }
+        snprintf(what, sizeof what, "l2_normalize dim %d forward", d);
+        cmp(h, what, lb, y->data, x->numel, TOL, TOL);
+        snprintf(what, sizeof what, "l2_normalize dim %d backward", d);
+        cmp(h, what, lg, x->grad, x->numel, 1e-5, 1e-5);
+        gx_ctx_reset(&h->ctx);
+    }
+    /* an all -inf column: -inf, as PyTorch */
+    const int64_t si[2] = { 2, 40 };
+    gx_tensor *xi = leaf(h, 2, si, -1, 1);
+    for (int64_t j = 0; j < 40; j++) xi->data[40 + j] = -INFINITY;
+    gx_tensor *yi = gx_logsumexp(&h->ctx, xi, 1, 0);
+    float li[2] = { (float)emu_lse(xi->data, 0, 40, 1), (float)emu_lse(xi->data, 1, 40, 1) };
+    h->checks++;
+    if (!(li[1] == -INFINITY && yi->data[1] == -INFINITY && fabsf(li[0] - yi->data[0]) <= 1e-6f)) {
+        printf("FAIL %s logsumexp -inf column: body %g %g cpu %g %g\n", h->group, li[0], li[1], yi->data[0], yi->data[1]);
+        h->fails++;
+    }
+    gx_ctx_reset(&h->ctx);
+    /* sum_all / mean_all over 3 chunks and a tail */
+    for (int mean = 0; mean < 2; mean++) {
+        const int64_t n = 3 * GX_CU_CHUNK + 123;
+        const int64_t sn[1] = { n };
+        gx_tensor *x = leaf(h, 1, sn, -1, 1);
+        gx_tensor *y = mean ? gx_mean_all(&h->ctx, x) : gx_sum_all(&h->ctx, x);
+        float g = 0.75f;
+        gx_backward(&h->ctx, y, &g);
+        const double sc = mean ? 1.0 / (double)n : 1.0;
+        float yb = (float)(emu_chunks(x->data, n, 0) * sc), *gb = zeros(h, n);
+        const float v = (float)((double)g * sc);
+        for (int64_t k = 0; k < n; k++) gb[k] += v;
+        snprintf(what, sizeof what, "%s forward", mean ? "mean_all" : "sum_all");
+        cmp(h, what, &yb, y->data, 1, 1e-6, 1e-6);
+        snprintf(what, sizeof what, "%s backward", mean ? "mean_all" : "sum_all");
+        cmp(h, what, gb, x->grad, n, 0, 0);
+        gx_ctx_reset(&h->ctx);
+    }
+}
+
+/* gx_clip_grad_norm against the chunked sum of squares and the scaling
+ * body, once clipping (max 0.5) and once not (max 1e6). */
+static void t_clip(hh *h) {
+    char what[64];
+    for (int clip = 1; clip >= 0; clip--) {
+        gx_params P;
+        gx_params_init(&P);
+        const int64_t s0[2] = { 97, 181 }, s1[1] = { 13 }, s2[2] = { 3, 5 };
+        gx_tensor *t[3] = { gx_params_add(&P, "w", 2, s0, GX_PARAM_DECAY), gx_params_add(&P, "b", 1, s1, 0),
+                            gx_params_add(&P, "c", 2, s2, 0) };
+        std::vector<float> g[3];
+        for (int i = 0; i < 3; i++) {
+            gx_rng_fill_uniform(&h->rng, t[i]->grad, t[i]->numel, -1, 1);
+            g[i].assign(t[i]->grad, t[i]->grad + t[i]->numel);
+        }
+        const double max_norm = clip ? 0.5 : 1e6;
+        const double norm = gx_clip_grad_norm(&P, max_norm);
+        double ss = 0;
+        for (int i = 0; i < 3; i++) ss += emu_chunks(g[i].data(), t[i]->numel, 1);
+        const double nb = sqrt(ss), c = gx_cu_clip_coef(nb, max_norm);
+        h->checks++;
+        if (fabs(nb - norm) > 1e-9 * norm || (clip != (c < 1.0))) {
+            printf("FAIL %s clip %d: norm body %.17g cpu %.17g coef %g\n", h->group, clip, nb, norm, c);
+            h->fails++;
+        }
+        for (int i = 0; i < 3; i++) {
+            if (c != 1.0)
+                for (size_t k = 0; k < g[i].size(); k++) g[i][k] = (float)((double)g[i][k] * c);
+            snprintf(what, sizeof what, "clip %d tensor %d", clip, i);
+            cmp(h, what, g[i].data(), t[i]->grad, t[i]->numel, TOL, TOL);
+        }
+        gx_params_free(&P);
+    }
+}
+
+/* ------------------------------------------------------------ pairwise */
+
+static void t_pairwise(hh *h) {
+    char what[64];
+    for (int same = 0; same < 2; same++) {
+        const int64_t N = 9, M = same ? 9 : 6, D = 11;
+        const int64_t sa[2] = { N, D }, sb[2] = { M, D };
+        gx_tensor *a = leaf(h, 2, sa, -1, 1), *b = same ? a : leaf(h, 2, sb, -1, 1);
+        gx_tensor *y = gx_pairwise_sqdist(&h->ctx, a, b);
+        float *g = rnd(h, y->numel);
+        gx_backward(&h->ctx, y, g);
+        std::vector<double> sq((size_t)(N + M)), sums((size_t)(N + M));
+        float *d = zeros(h, N * M), *gm = zeros(h, N * M), *ga = zeros(h, N * D), *gb = same ? ga : zeros(h, M * D);
+        for (int64_t i = 0; i < N + M; i++)
+            sq[(size_t)i] = i < N ? gx_cu_row_sqnorm(a->data, i, D) : gx_cu_row_sqnorm(b->data, i - N, D);
+        naive_gemm(0, 1, N, M, D, a->data, D, b->data, D, 0.0f, d, M);
+        for (int64_t k = 0; k < N * M; k++) d[k] *= -2.0f;           /* alpha -2: exact in float */
+        for (int64_t k = 0; k < N * M; k++) d[k] = gx_cu_sqd_at(d, sq.data(), k, N, M);
+        for (int64_t k = 0; k < N * M; k++) gm[k] = d[k] > 0 ? g[k] : 0.0f;
+        for (int64_t i = 0; i < N + M; i++)
+            sums[(size_t)i] = i < N ? gx_cu_mat_sum(gm, i, N, M, 0) : gx_cu_mat_sum(gm, i - N, N, M, 1);
+        std::vector<float> t1((size_t)(N * D)), t2((size_t)(M * D));
+        for (int64_t k = 0; k < N * D; k++) ga[k] += (float)(2.0 * sums[(size_t)(k / D)] * a->data[k]);
+        naive_gemm(0, 0, N, D, M, gm, M, b->data, D, 0.0f, t1.data(), D);
+        for (int64_t k = 0; k < N * D; k++) ga[k] += -2.0f * t1[(size_t)k];
+        for (int64_t k = 0; k < M * D; k++) gb[k] += (float)(2.0 * sums[(size_t)(N + k / D)] * b->data[k]);
+        naive_gemm(1, 0, M, D, N, gm, M, a->data, D, 0.0f, t2.data(), D);
+        for (int64_t k = 0; k < M * D; k++) gb[k] += -2.0f * t2[(size_t)k];
+        snprintf(what, sizeof what, "pairwise_sqdist%s forward", same ? " (a == b)" : "");
+        cmp(h, what, d, y->data, y->numel, 1e-5, 1e-5);
+        snprintf(what, sizeof what, "pairwise_sqdist%s grad a", same ? " (a == b)" : "");
+        cmp(h, what, ga, a->grad, a->numel, 1e-5, 1e-5);
+        if (!same) cmp(h, "pairwise_sqdist grad b", gb, b->grad, b->numel, 1e-5, 1e-5);
+        gx_ctx_reset(&h->ctx);
+    }
+}
+
+/* ------------------------------------------------------------- upconv */
+
+/* gx_cu_upconv2x3_fwd/_bwd step by step (naive GEMMs for cuBLAS) against
+ * gx_upconv2x3, and the LeakyReLU epilogue against gx_upconv2x3_leaky's
+ * untaped path. */
+static void t_upconv(hh *h) {
+    static const int64_t Cs[][5] = { { 2, 3, 4, 5, 4 }, { 1, 5, 3, 3, 2 }, { 3, 2, 1, 6, 3 }, { 2, 4, 6, 4, 1 } };
+    char what[64];
+    for (size_t k = 0; k < sizeof Cs / sizeof *Cs; k++) {
+        const int64_t B = Cs[k][0], Cin = Cs[k][1], H = Cs[k][2], W = Cs[k][3], Cout = Cs[k][4], HW = H * W;
+        const int64_t sx[4] = { B, Cin, H, W }, sw[4] = { Cout, Cin, 3, 3 }, sb[1] = { Cout };
+        gx_tensor *x = leaf(h, 4, sx, -1, 1), *w = leaf(h, 4, sw, -0.5, 0.5), *b = leaf(h, 1, sb, -0.5, 0.5);
+        gx_tensor *y = gx_upconv2x3(&h->ctx, x, w, b);
+        float *g = rnd(h, y->numel);
+        gx_backward(&h->ctx, y, g);
+        h->ctx.grad_enabled = 0;
+        gx_tensor *yl = gx_upconv2x3_leaky(&h->ctx, x, w, b, 0.2);
+        h->ctx.grad_enabled = 1;
+        const int64_t K4 = 4 * Cin;
+        std::vector<float> wp((size_t)(16 * Cout * Cin)), col((size_t)(16 * Cin * HW)), yp((size_t)(4 * Cout * HW)),
+            dwp((size_t)(16 * Cout * Cin), 0.0f);
+        float *yb = zeros(h, y->numel), *ylb = zeros(h, y->numel), *gx = zeros(h, x->numel), *gw = zeros(h, w->numel);
+        float *gb = zeros(h, Cout);
+        for (int64_t i = 0; i < 16 * Cout * Cin; i++) wp[(size_t)i] = gx_cu_up_fold_at(w->data, i, Cout, Cin);
+        for (int64_t s = 0; s < B; s++) {
+            for (int64_t i = 0; i < 16 * Cin * HW; i++) col[(size_t)i] = gx_cu_up_im2col_at(x->data + s * Cin * HW, i, Cin, H, W);
+            for (int par = 0; par < 4; par++)
+                naive_gemm(0, 0, Cout, HW, K4, &wp[(size_t)(par * Cout * K4)], K4, &col[(size_t)(par * K4 * HW)], HW, 0.0f,
+                           &yp[(size_t)(par * Cout * HW)], HW);
+            for (int64_t i = 0; i < 4 * Cout * HW; i++) {
+                yb[s * 4 * Cout * HW + i] = gx_cu_up_put_at(yp.data(), b->data, -1, 0, 0, i, Cout, H, W);
+                ylb[s * 4 * Cout * HW + i] = gx_cu_up_put_at(yp.data(), b->data, GX_CU_LEAKY_RELU, 0.2, 0, i, Cout, H, W);
+            }
+            /* backward of this sample */
+            for (int64_t i = 0; i < 4 * Cout * HW; i++) yp[(size_t)i] = gx_cu_up_gather_at(g + s * 4 * Cout * HW, i, Cout, H, W);
+            for (int par = 0; par < 4; par++)
+                naive_gemm(0, 1, Cout, K4, HW, &yp[(size_t)(par * Cout * HW)], HW, &col[(size_t)(par * K4 * HW)], HW, 1.0f,
+                           &dwp[(size_t)(par * Cout * K4)], K4);
+            for (int par = 0; par < 4; par++)
+                naive_gemm(1, 0, K4, HW, Cout, &wp[(size_t)(par * Cout * K4)], K4, &yp[(size_t)(par * Cout * HW)], HW, 0.0f,
+                           &col[(size_t)(par * K4 * HW)], HW);
+            for (int64_t i = 0; i < Cin * HW; i++) gx[s * Cin * HW + i] += (float)gx_cu_up_col2im_at(col.data(), i, Cin, H, W);
+        }
+        for (int64_t i = 0; i < w->numel; i++) gw[i] += (float)gx_cu_up_unfold_at(dwp.data(), i, Cout, Cin);
+        const int64_t from[3] = { B, Cout, 4 * HW }, to[2] = { Cout, 1 };
+        emu_rb(gb, 2, to, g, 3, from, 0);
+        snprintf(what, sizeof what, "upconv case %zu forward", k);
+        cmp(h, what, yb, y->data, y->numel, 1e-5, 1e-5);
+        snprintf(what, sizeof what, "upconv case %zu leaky forward", k);
+        cmp(h, what, ylb, yl->data, y->numel, 1e-5, 1e-5);
+        snprintf(what, sizeof what, "upconv case %zu grad x", k);
+        cmp(h, what, gx, x->grad, x->numel, 1e-5, 1e-5);
+        snprintf(what, sizeof what, "upconv case %zu grad w", k);
+        cmp(h, what, gw, w->grad, w->numel, 1e-5, 1e-5);
+        snprintf(what, sizeof what, "upconv case %zu grad b", k);
+        cmp(h, what, gb, b->grad, Cout, 1e-5, 1e-5);
+        gx_ctx_reset(&h->ctx);
+    }
+}
+
+/* ------------------------------------------------ conv + BN + activation */
+
+/* The fused epilogue against the CPU chain gx_conv2d -> gx_batchnorm (eval)
+ * -> activation, on the raw conv of the emulated im2col GEMMs. */
+static void t_cbna(hh *h) {
+    static const gx_cu_conv_shape Cs[] = {
+        { 2, 4, 9, 9, 6, 3, 3, 1, 1, 1 }, { 2, 4, 10, 9, 6, 3, 3, 2, 1, 2 }, { 3, 5, 6, 7, 8, 1, 1, 1, 0, 1 },
+        { 2, 4, 8, 8, 4, 3, 3, 1, 1, 4 },
+    };
+    static const struct { int op; unary_cpu f; double p0; } A[] = {
+        { -1, NULL, 0 }, { GX_CU_RELU, gx_relu, 0 }, { GX_CU_LEAKY_RELU, c_leaky, 0.1 }, { GX_CU_SILU, gx_silu, 0 },
+    };
+    char what[64];
+    for (size_t k = 0; k < sizeof Cs / sizeof *Cs; k++) {
+        const gx_cu_conv_shape *c = &Cs[k];
+        const size_t ai = k % (sizeof A / sizeof *A);
+        gx_cu_cv v = gx_cu_cv_make(c);
+        const int64_t G = c->groups, cig = c->Cin / G, cog = c->Cout / G, P = v.Ho * v.Wo, CK = cig * v.kh * v.kw;
+        const int64_t xs[4] = { c->B, c->Cin, c->H, c->W }, ws[4] = { c->Cout, cig, c->kh, c->kw }, cs[1] = { c->Cout };
+        gx_tensor *x = leaf(h, 4, xs, -1, 1), *w = leaf(h, 4, ws, -0.5, 0.5), *b = leaf(h, 1, cs, -0.5, 0.5);
+        gx_tensor *gm = leaf(h, 1, cs, 0.5, 1.5), *bt = leaf(h, 1, cs, -1, 1);
+        gx_tensor *rm = leaf(h, 1, cs, -0.5, 0.5), *rv = leaf(h, 1, cs, 0.5, 2);
+        h->ctx.grad_enabled = 0;
+        gx_tensor *y = gx_batchnorm(&h->ctx, gx_conv2d(&h->ctx, x, w, b, c->stride, c->pad, c->groups), gm, bt, rm, rv,
+                                    0, 0.1, 1e-5);
+        if (A[ai].f) y = A[ai].f(&h->ctx, y);
+        h->ctx.grad_enabled = 1;
+        const int64_t ncol = gx_cu_conv_col_floats(c), nx = c->Cin * v.H * v.W;
+        std::vector<float> col((size_t)ncol);
+        std::vector<double> ab((size_t)(2 * c->Cout));
+        float *yb = zeros(h, y->numel);
+        for (int64_t ch = 0; ch < c->Cout; ch++) gx_cu_bn_fold_at(gm->data, bt->data, rm->data, rv->data, 1e-5, ch, c->Cout, ab.data());
+        for (int64_t s = 0; s < c->B; s++) {
+            for (int64_t i = 0; i < ncol; i++) col[(size_t)i] = gx_cu_im2col_at(v, x->data + s * nx, i);
+            for (int64_t q = 0; q < G; q++)
+                naive_gemm(0, 0, cog, P, CK, w->data + q * cog * CK, CK, &col[(size_t)(q * CK * P)], P, 0.0f,
+                           yb + s * c->Cout * P + q * cog * P, P);
+        }
+        for (int64_t i = 0; i < y->numel; i++) yb[i] = gx_cu_cbna_at(yb, b->data, ab.data(), A[ai].op, A[ai].p0, 0, i, c->Cout, P);
+        snprintf(what, sizeof what, "conv_bn_act case %zu (act %d)", k, A[ai].op);
+        cmp(h, what, yb, y->data, y->numel, 1e-5, 1e-5);
+        gx_ctx_reset(&h->ctx);
+    }
+}
+
 int main(void) {
     hh h;
     memset(&h, 0, sizeof h);
@@ -571,7 +962,8 @@ int main(void) {
     static const struct { const char *name; void (*fn)(hh *); } G[] = {
         { "unary", t_unary }, { "binary", t_binary }, { "reduce", t_reduce }, { "pool", t_pool },
         { "maxpool", t_maxpool }, { "conv", t_conv }, { "conv1d", t_conv1d }, { "scan", t_scan },
-        { "sinkhorn", t_sinkhorn }, { "optim", t_optim },
+        { "sinkhorn", t_sinkhorn }, { "optim", t_optim }, { "shape", t_shape }, { "reduce2", t_reduce2 },
+        { "clip", t_clip }, { "pairwise", t_pairwise }, { "upconv", t_upconv }, { "conv_bn_act", t_cbna },
     };
     int fails = 0;
     for (size_t i = 0; i < sizeof G / sizeof *G; i++) {

@@ -74,9 +74,8 @@ gx_status gx_train_cf_opts_default(gx_train_cf_opts *o, const char *config, gx_e
 }
 
 /* The --set table: name, type ('d' double, 'i' int, 'l' int64, 'u' uint64), offset. */
-typedef struct { const char *key; char type; size_t off; } cf_set_key;
 #define K_(name, t, field) { name, t, offsetof(gx_train_cf_opts, field) }
-static const cf_set_key cf_set_keys[] = {
+static const gx_train_set_key cf_set_keys[] = {
     K_("lr", 'd', lr), K_("mu_lr_mult", 'd', mu_lr_mult), K_("lr_decay", 'd', lr_decay),
     K_("beta1", 'd', beta1), K_("beta2", 'd', beta2), K_("eps", 'd', eps), K_("clip", 'd', clip),
     K_("warmup_epochs", 'i', warmup_epochs), K_("noise_sigma", 'd', noise_sigma),
@@ -97,29 +96,7 @@ static const cf_set_key cf_set_keys[] = {
 
 gx_status gx_train_cf_set(gx_train_cf_opts *o, const char *key, const char *value, gx_err *err) {
     if (!key || !value) return gx_err_set(err, GX_ERR_INVALID, "--set: expected key=value");
-    for (size_t i = 0; i < sizeof cf_set_keys / sizeof cf_set_keys[0]; i++) {
-        const cf_set_key *k = &cf_set_keys[i];
-        if (strcmp(k->key, key)) continue;
-        char *end = NULL;
-        errno = 0;
-        void *p = (char *)o + k->off;
-        if (k->type == 'd') {
-            double v = strtod(value, &end);
-            if (!*value || *end || errno || !isfinite(v))
-                return gx_err_set(err, GX_ERR_INVALID, "--set %s: bad number '%s'", key, value);
-            *(double *)p = v;
-        } else {
-            long long v = strtoll(value, &end, 10);
-            if (!*value || *end || errno || (k->type != 'l' && (v < -2147483647LL || v > 2147483647LL)) ||
-                (k->type == 'u' && v < 0))
-                return gx_err_set(err, GX_ERR_INVALID, "--set %s: bad integer '%s'", key, value);
-            if (k->type == 'i') *(int *)p = (int)v;
-            else if (k->type == 'l') *(int64_t *)p = v;
-            else *(uint64_t *)p = (uint64_t)v;
-        }
-        return GX_OK;
-    }
-    return gx_err_set(err, GX_ERR_NOTFOUND, "--set: unknown key '%s'", key);
+    return gx_train_set_apply(o, cf_set_keys, sizeof cf_set_keys / sizeof cf_set_keys[0], key, value, err);
 }
 
 /* Refuses what the loop cannot run with, naming the option. */

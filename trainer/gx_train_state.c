@@ -1,5 +1,6 @@
 /*
- * gx_train_state.c — the trainers' shared state file (gx_train_state.h).
+ * gx_train_state.c — what the trainers share (gx_train_state.h): the --set
+ * table parser and the training-state file.
  * One implementation so that the three trainers resume the same way: a
  * resumed run is bit-identical to an uninterrupted one only when weights,
  * optimiser moments and the loop position all come back exactly.
@@ -7,9 +8,38 @@
 #include "gx_train_state.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+gx_status gx_train_set_apply(void *opts, const gx_train_set_key *keys, size_t n, const char *key,
+                             const char *value, gx_err *err) {
+    if (!key || !value) return gx_err_set(err, GX_ERR_INVALID, "--set: expected key=value");
+    for (size_t i = 0; i < n; i++) {
+        const gx_train_set_key *k = &keys[i];
+        if (strcmp(k->key, key)) continue;
+        char *end = NULL;
+        errno = 0;
+        void *p = (char *)opts + k->off;
+        if (k->type == 'd') {
+            double v = strtod(value, &end);
+            if (!*value || *end || errno || !isfinite(v))
+                return gx_err_set(err, GX_ERR_INVALID, "--set %s: bad number '%s'", key, value);
+            *(double *)p = v;
+        } else {
+            long long v = strtoll(value, &end, 10);
+            if (!*value || *end || errno || (k->type == 'i' && (v < -2147483647LL || v > 2147483647LL)) ||
+                (k->type == 'u' && v < 0))
+                return gx_err_set(err, GX_ERR_INVALID, "--set %s: bad integer '%s'", key, value);
+            if (k->type == 'i') *(int *)p = (int)v;
+            else if (k->type == 'l') *(int64_t *)p = v;
+            else *(uint64_t *)p = (uint64_t)v;
+        }
+        return GX_OK;
+    }
+    return gx_err_set(err, GX_ERR_NOTFOUND, "--set: unknown key '%s'", key);
+}
 
 gx_status gx_train_meta_num(gx_st_writer *w, const char *key, const char *fmt, double v, gx_err *err) {
     char b[64];

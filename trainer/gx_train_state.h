@@ -1,5 +1,6 @@
 /*
- * gx_train_state.h — the training-state file every trainer writes after each
+ * gx_train_state.h — what the three trainers (wavelet-mamba, cf-inn, uda)
+ * share: the --set option table, and the training-state file every trainer writes after each
  * epoch and reads on --resume (wavelet-mamba, cf-inn, uda): one safetensors
  * file with the weights, the optimiser's moments and the loop position as
  * metadata ("format", "seed", "epoch", "run_id", "best_val_accuracy",
@@ -19,6 +20,24 @@
 #include "gx.h"
 #include "gx_optim.h"
 #include "gx_safetensors.h"
+
+#include <stddef.h>
+
+/* One row of a trainer's --set table: the option's name, its type ('d'
+ * double, 'i' int, 'l' int64_t, 'u' uint64_t) and its offset in the
+ * trainer's options struct. */
+typedef struct gx_train_set_key {
+    const char *key;
+    char        type;
+    size_t      off;
+} gx_train_set_key;
+
+/* Parses value strictly (the whole string; finite doubles; 'i' within int,
+ * 'u' not negative) into the field of opts that key names in keys[0..n).
+ * GX_ERR_NOTFOUND "--set: unknown key 'K'"; GX_ERR_INVALID names the key
+ * and the bad value. opts is changed only on GX_OK. */
+gx_status gx_train_set_apply(void *opts, const gx_train_set_key *keys, size_t n, const char *key,
+                             const char *value, gx_err *err);
 
 /* Where a run stands after a completed epoch. */
 typedef struct gx_train_loop {

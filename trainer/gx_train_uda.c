@@ -77,9 +77,8 @@ gx_status gx_train_uda_backbone(gx_train_uda_opts *o, const char *name, gx_err *
     return GX_OK;
 }
 
-typedef struct { const char *key; char type; size_t off; } uda_set_key;
 #define K_(name, t, field) { name, t, offsetof(gx_train_uda_opts, field) }
-static const uda_set_key uda_set_keys[] = {
+static const gx_train_set_key uda_set_keys[] = {
     K_("lambda", 'd', lambda), K_("epochs", 'i', epochs), K_("seed", 'u', seed),
     K_("batch_source", 'i', batch_source), K_("batch_target", 'i', batch_target),
     K_("lr_backbone", 'd', lr_backbone), K_("lr_head", 'd', lr_head), K_("momentum", 'd', momentum),
@@ -95,29 +94,7 @@ static const uda_set_key uda_set_keys[] = {
 gx_status gx_train_uda_set(gx_train_uda_opts *o, const char *key, const char *value, gx_err *err) {
     if (!key || !value) return gx_err_set(err, GX_ERR_INVALID, "--set: expected key=value");
     if (!strcmp(key, "experiment")) { o->experiment = value; return GX_OK; }
-    for (size_t i = 0; i < sizeof uda_set_keys / sizeof uda_set_keys[0]; i++) {
-        const uda_set_key *k = &uda_set_keys[i];
-        if (strcmp(k->key, key)) continue;
-        char *end = NULL;
-        errno = 0;
-        void *p = (char *)o + k->off;
-        if (k->type == 'd') {
-            double v = strtod(value, &end);
-            if (!*value || *end || errno || !isfinite(v))
-                return gx_err_set(err, GX_ERR_INVALID, "--set %s: bad number '%s'", key, value);
-            *(double *)p = v;
-        } else {
-            long long v = strtoll(value, &end, 10);
-            if (!*value || *end || errno || (k->type == 'i' && (v < -2147483647LL || v > 2147483647LL)) ||
-                (k->type == 'u' && v < 0))
-                return gx_err_set(err, GX_ERR_INVALID, "--set %s: bad integer '%s'", key, value);
-            if (k->type == 'i') *(int *)p = (int)v;
-            else if (k->type == 'l') *(int64_t *)p = v;
-            else *(uint64_t *)p = (uint64_t)v;
-        }
-        return GX_OK;
-    }
-    return gx_err_set(err, GX_ERR_NOTFOUND, "--set: unknown key '%s'", key);
+    return gx_train_set_apply(o, uda_set_keys, sizeof uda_set_keys / sizeof uda_set_keys[0], key, value, err);
 }
 
 static gx_status uda_opts_check(const gx_train_uda_opts *o, gx_err *err) {

@@ -73,9 +73,8 @@ gx_status gx_train_wm_opts_default(gx_train_wm_opts *o, const char *config, gx_e
 }
 
 /* The --set table: name, type ('d' double, 'i' int, 'l' int64, 'u' uint64), offset. */
-typedef struct { const char *key; char type; size_t off; } wm_set_key;
 #define K_(name, t, field) { name, t, offsetof(gx_train_wm_opts, field) }
-static const wm_set_key wm_set_keys[] = {
+static const gx_train_set_key wm_set_keys[] = {
     K_("lr_start", 'd', lr_start), K_("lr_peak", 'd', lr_peak), K_("lr_end", 'd', lr_end),
     K_("warmup_epochs", 'd', warmup_epochs), K_("weight_decay", 'd', weight_decay),
     K_("beta1", 'd', beta1), K_("beta2", 'd', beta2), K_("eps", 'd', eps), K_("clip", 'd', clip),
@@ -130,29 +129,7 @@ gx_status gx_train_wm_set(gx_train_wm_opts *o, const char *key, const char *valu
         else o->loss.hk_mode = (gx_wm_hk_mode)v;
         return GX_OK;
     }
-    for (size_t i = 0; i < sizeof wm_set_keys / sizeof wm_set_keys[0]; i++) {
-        const wm_set_key *k = &wm_set_keys[i];
-        if (strcmp(k->key, key)) continue;
-        char *end = NULL;
-        errno = 0;
-        void *p = (char *)o + k->off;
-        if (k->type == 'd') {
-            double v = strtod(value, &end);
-            if (!*value || *end || errno || !isfinite(v))
-                return gx_err_set(err, GX_ERR_INVALID, "--set %s: bad number '%s'", key, value);
-            *(double *)p = v;
-        } else {
-            long long v = strtoll(value, &end, 10);
-            if (!*value || *end || errno || (k->type != 'l' && (v < -2147483647LL || v > 2147483647LL)) ||
-                (k->type == 'u' && v < 0))
-                return gx_err_set(err, GX_ERR_INVALID, "--set %s: bad integer '%s'", key, value);
-            if (k->type == 'i') *(int *)p = (int)v;
-            else if (k->type == 'l') *(int64_t *)p = v;
-            else *(uint64_t *)p = (uint64_t)v;
-        }
-        return GX_OK;
-    }
-    return gx_err_set(err, GX_ERR_NOTFOUND, "--set: unknown key '%s'", key);
+    return gx_train_set_apply(o, wm_set_keys, sizeof wm_set_keys / sizeof wm_set_keys[0], key, value, err);
 }
 
 /* Refuses option values the loop cannot run with, naming the option. */

@@ -39,14 +39,21 @@ ls -l "$out"
 # start to classify within the few hundred steps 2 shared cores allow:
 # docs/models.md), one thread (the run that made the bundle), and the latent
 # cycle term at weight 10 (w_cyc, models/cf_inn_loss.c: without it the decoder
-# ignores z1 and counterfactuals barely change the image). About 70 minutes
+# ignores z1 and counterfactuals barely change the image). Then the same run
+# resumed for 6 more epochs with the background term added at weight 10 (w_bg,
+# models/cf_inn_loss.c: it holds the counterfactual to x~ outside the galaxy;
+# docs/models.md has the measurements, incl. weight 30). About 70 + 25 minutes
 # on a quiet machine. The bundle evaluates every test image and its
 # counterfactuals (x 9 targets; 10-15 minutes); docs/cf-grid.png is its grid.
 cf_out=${CF_OUT:-models/default/cf-inn.safetensors}
 rm -rf "$work/cf-ck" "$work/cf-runs.sqlite"
-OMP_WAIT_POLICY=passive "$build/galaxy-train" cf-inn --data "$data" --db "$work/cf-runs.sqlite" \
-    --out "$work/cf-ck" --size 32 --epochs 12 --batch 64 --seed 1 --judge "$out" \
-    --set lr=1e-3 --set w_ib=10 --set w_cyc=10 --set cf_eval_n=32 --set threads=1
+cf_train() {
+  OMP_WAIT_POLICY=passive "$build/galaxy-train" cf-inn --data "$data" --db "$work/cf-runs.sqlite" \
+      --out "$work/cf-ck" --size 32 --batch 64 --seed 1 --judge "$out" \
+      --set lr=1e-3 --set w_ib=10 --set w_cyc=10 --set cf_eval_n=32 --set threads=1 "$@"
+}
+cf_train --epochs 12
+cf_train --epochs 18 --set w_bg=10 --resume 1
 # best.safetensors (best validation accuracy) carries the exact training-set m-hat too.
 "$build/galaxy-train" bundle --checkpoint "$work/cf-ck/best.safetensors" --data "$data" \
     --out "$cf_out" --judge "$out" --grid docs/cf-grid.png

@@ -178,7 +178,12 @@ deps:
 test: deps
 	@$(MAKE) --no-print-directory test-run
 
-test-run: all $(BUILD)/test_unit $(BUILD)/test_grad
+# The benchmark programs are compiled by `make test` (not run), so that a change
+# to a library API cannot leave a benchmark that no longer builds.
+BENCH_PROGS := $(addprefix $(BUILD)/,bench_kernels bench_io bench_wm bench_cf bench_uda bench_uda_score \
+                 bench_anomaly bench_morph bench_serve_fwd)
+
+test-run: all $(BUILD)/test_unit $(BUILD)/test_grad $(BENCH_PROGS)
 	@scripts/run_tests.sh $(BUILD)
 
 test-asan: deps

@@ -162,7 +162,7 @@ static void cb_train_once(cb_env *e, void *arg) {
     gx_ctx *ctx = &e->ctx;
     ctx->grad_enabled = 1;
     gx_cf_out o = gx_cf_forward(ctx, &e->m, s->x, 0.05, &s->rng, 1);
-    gx_cf_loss_terms L = gx_cf_loss(ctx, &e->m, &o, s->x, s->labels, &s->rng, &s->lc);
+    gx_cf_loss_terms L = gx_cf_loss(ctx, &e->m, &o, s->x, s->labels, NULL, &s->rng, &s->lc);
     gx_backward(ctx, L.total, NULL);
     (void)gx_clip_grad_norm(&e->m.params, 8.0);
     double lrs[GX_OPT_MAX_GROUPS];

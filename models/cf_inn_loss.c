@@ -131,18 +131,6 @@ static void cf_loss_ib(gx_ctx *ctx, const gx_cf_model *m, const gx_cf_out *o, co
                      gx_scale(ctx, L->l_y, -2.0 * beta / (1.0 + beta)));
 }
 
-/* The latent cycle term. Why it exists: with the spec's losses alone the
- * decoder learns to read nearly everything from z2 (48 of 64 dims, and the
- * class shows in the image, so nothing stops the encoder from writing it into
- * z2 as well as z1). The bundled model trained that way moved h across the
- * bisector as promised, but the decoded counterfactual differed from x~ by
- * ~1% and re-encoded to the target in 2% of cases. Counterfactuals are
- * D([F^-1(h_cf), z2]) judged by re-encoding, so this term trains exactly
- * that path on real pairs: z1 from one image, z2 from another, and the
- * decoder must draw z1 so that the encoder reads it back. The target is a
- * constant copy; the decoder's z1 input is that copy too, so the term cannot
- * move the encoder's z1 of the batch, only teach the decoder to use it and
- * the encoder to read it. */
 /* z1 of each sample's batch neighbour, (i+1) mod B, as a constant copy. */
 static gx_tensor *cf_neighbour_z1(gx_ctx *ctx, const gx_cf_out *o) {
     int64_t B = o->z1->shape[0], d1 = o->z1->shape[1];
@@ -158,6 +146,18 @@ static gx_tensor *cf_mix_decode(gx_ctx *ctx, gx_cf_model *m, const gx_cf_out *o,
     return gx_cf_decode(ctx, m, gx_concat(ctx, 2, parts, 1));
 }
 
+/* The latent cycle term. Why it exists: with the spec's losses alone the
+ * decoder learns to read nearly everything from z2 (48 of 64 dims, and the
+ * class shows in the image, so nothing stops the encoder from writing it into
+ * z2 as well as z1). The bundled model trained that way moved h across the
+ * bisector as promised, but the decoded counterfactual differed from x~ by
+ * ~1% and re-encoded to the target in 2% of cases. Counterfactuals are
+ * D([F^-1(h_cf), z2]) judged by re-encoding, so this term trains exactly
+ * that path on real pairs: z1 from one image, z2 from another, and the
+ * decoder must draw z1 so that the encoder reads it back. The target is a
+ * constant copy; the decoder's z1 input is that copy too, so the term cannot
+ * move the encoder's z1 of the batch, only teach the decoder to use it and
+ * the encoder to read it. */
 static gx_tensor *cf_cycle_of(gx_ctx *ctx, gx_cf_model *m, gx_tensor *x_mix, gx_tensor *nb) {
     gx_tensor *z1_back = gx_slice(ctx, gx_cf_encode(ctx, m, x_mix), 1, 0, nb->shape[1]);
     return gx_mean_all(ctx, gx_square(ctx, gx_sub(ctx, z1_back, nb)));

@@ -67,9 +67,8 @@ static int ec_bg_means(const int32_t *seg, const float *xrec, const float *xcf, 
     return 1;
 }
 
-/* The galaxy's segment of x [3,S,S] (gx_tm_morph_image + gx_morph_segment)
- * into seg (S*S); *found as gx_morph_segment's. img: S*S scratch. */
-static gx_status ec_segment(const float *x, int S, float *img, int32_t *seg, int *found, gx_err *err) {
+/* gx_tm_morph_image + gx_morph_segment. */
+gx_status gx_eval_cf_segment(const float *x, int S, float *img, int32_t *seg, int *found, gx_err *err) {
     gx_tm_morph_image(x, S, img);
     return gx_morph_segment(img, NULL, S, S, seg, found, err);
 }
@@ -85,7 +84,7 @@ gx_status gx_eval_cf_background(const float *x, const float *xrec, const float *
     gx_status s = img && seg ? GX_OK : gx_err_set(err, GX_ERR_NOMEM, "cf background: out of memory");
     *found = 0;
     *out_mean = *in_mean = NAN;
-    if (s == GX_OK) s = ec_segment(x, S, img, seg, found, err);
+    if (s == GX_OK) s = gx_eval_cf_segment(x, S, img, seg, found, err);
     if (s == GX_OK && *found) *found = ec_bg_means(seg, xrec, xcf, S, out_mean, in_mean);
     free(img);
     free(seg);
@@ -370,7 +369,7 @@ static gx_status ec_cf_image(ec_env *E, const float *x, ec_cf_work *w, gx_err *e
     for (int64_t c = 0; c < K; c++) targets[c] = c;
     gx_status s = gx_cf_counterfactuals(&E->ctx, &E->m, x, targets, (int)K, w->xrec, w->xcf, res, err);
     int found = 0;
-    if (s == GX_OK) s = ec_segment(x, (int)S, w->img, w->seg, &found, err);
+    if (s == GX_OK) s = gx_eval_cf_segment(x, (int)S, w->img, w->seg, &found, err);
     int64_t nj = 0;
     for (int64_t t = 0; s == GX_OK && t < K; t++) {
         const gx_cf_result *r = &res[t];
@@ -530,7 +529,7 @@ static gx_status ec_grid_render(ec_env *E, const float *xs, const int *have, int
         int y0, x0, found = 0;
         ec_tile_origin(cv, rows, 0, (int)row, 0, &y0, &x0);
         ec_paint(cv, y0, x0, (int)S, xs + c * px, NULL, 0, NULL);
-        s = ec_segment(xs + c * px, (int)S, img, seg, &found, err);
+        s = gx_eval_cf_segment(xs + c * px, (int)S, img, seg, &found, err);
         ec_tile_origin(cv, rows, 1, (int)row, 0, &y0, &x0);
         if (s == GX_OK) ec_paint(cv, y0, x0, (int)S, NULL, NULL, 0, seg);
         for (int64_t t = 0; s == GX_OK && t < K; t++) {

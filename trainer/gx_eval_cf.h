@@ -119,6 +119,12 @@ typedef struct gx_eval_cf_result {
  * says so). Errors name the flag and file. */
 gx_status gx_eval_cf(const gx_eval_cf_opts *o, gx_eval_cf_result *r, gx_err *err);
 
+/* The galaxy's segment of x [3,S,S] that the background check uses (see
+ * above) into seg (S*S, 1 = galaxy); *found as gx_morph_segment's. img: S*S
+ * scratch. The cf-inn trainer's background term takes its mask from here
+ * too, so training and the metric split the frame the same way. */
+gx_status gx_eval_cf_segment(const float *x, int S, float *img, int32_t *seg, int *found, gx_err *err);
+
 /* The background numbers of one counterfactual: x, xrec, xcf [3,S,S].
  * Segments x (see above); *out_mean and *in_mean are the means of
  * |xcf - xrec| over bands and the pixels outside / inside the segment.

@@ -24,6 +24,7 @@
 #include "gx_train_cf.h"
 
 #include "gx_dataset.h"
+#include "gx_eval_cf.h"
 #include "gx_db.h"
 #include "gx_loader.h"
 #include "gx_metrics.h"
@@ -31,7 +32,6 @@
 #include "gx_sha256.h"
 #include "gx_train_state.h"
 #include "gx_train_wm.h"
-#include "gx_two_models.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -95,7 +95,6 @@ static const gx_train_set_key cf_set_keys[] = {
 #undef K_
 
 gx_status gx_train_cf_set(gx_train_cf_opts *o, const char *key, const char *value, gx_err *err) {
-    if (!key || !value) return gx_err_set(err, GX_ERR_INVALID, "--set: expected key=value");
     return gx_train_set_apply(o, cf_set_keys, sizeof cf_set_keys / sizeof cf_set_keys[0], key, value, err);
 }
 
@@ -335,9 +334,8 @@ static int64_t *cf_batch_labels(gx_ctx *ctx, const gx_batch *b) {
 }
 
 /* The background mask of the background term, [n,1,S,S] with 1 outside the
- * galaxy's segment (the same segmentation as the metric of gx_eval_cf: the
- * band mean minus the frame's median, the paper's recipe), computed on the
- * augmented images of the batch. An image without a segment gets no
+ * galaxy's segment (gx_eval_cf_segment: the segmentation the background
+ * metric uses), computed on the augmented images of the batch. An image without a segment gets no
  * background pixel (nothing to keep). NULL when the term is off. */
 static gx_tensor *cf_batch_bg(gx_ctx *ctx, const gx_batch *b, int64_t S, const gx_cf_loss_cfg *lc) {
     if (lc->w_bg == 0) return NULL;
@@ -348,8 +346,7 @@ static gx_tensor *cf_batch_bg(gx_ctx *ctx, const gx_batch *b, int64_t S, const g
     for (int64_t i = 0; i < b->n; i++) {
         int found = 0;
         gx_err err = { 0 };
-        gx_tm_morph_image(b->x + i * 3 * P, (int)S, img);
-        if (gx_morph_segment(img, NULL, (int)S, (int)S, seg, &found, &err) != GX_OK) found = 0;
+        if (gx_eval_cf_segment(b->x + i * 3 * P, (int)S, img, seg, &found, &err) != GX_OK) found = 0;
         for (int64_t p = 0; p < P; p++) bg->data[i * P + p] = found && !seg[p] ? 1 : 0;
     }
     return bg;

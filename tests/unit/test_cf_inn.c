@@ -537,6 +537,20 @@ GX_TEST(cf_loss_weights_skip_terms) {
     gx_cf_free(&m);
 }
 
+/* The tiny fixture model, the io fixture and an added term's fixture;
+ * on failure everything opened is closed again and 0 returned. */
+static int open_term_fixtures(gx_test_state *T, gx_cf_model *m, gx_st_file *fio, gx_st_file *f,
+                              const char *term_fixture) {
+    if (!load_tiny(T, m)) { gx_cf_free(m); return 0; }
+    if (!gx_fixture_open(T, fio, "cfinn_tiny_io.safetensors")) { gx_cf_free(m); return 0; }
+    if (!gx_fixture_open(T, f, term_fixture)) {
+        gx_st_close(fio);
+        gx_cf_free(m);
+        return 0;
+    }
+    return 1;
+}
+
 /* One of our added loss terms (models/cf_inn_loss.c) against its PyTorch
  * twin in tests/models/cfinn_ref.py, on the fixture model and inputs: the
  * value, the input gradient and every parameter gradient. bg NULL: the
@@ -579,13 +593,7 @@ static void cf_added_term_parity(gx_test_state *T, gx_ctx *ctx, gx_cf_model *m, 
 GX_TEST(cf_cycle_term_parity_and_contract) {
     gx_cf_model m;
     gx_st_file f, fio;
-    if (!load_tiny(T, &m)) { gx_cf_free(&m); return; }
-    if (!gx_fixture_open(T, &fio, "cfinn_tiny_io.safetensors")) { gx_cf_free(&m); return; }
-    if (!gx_fixture_open(T, &f, "cfinn_tiny_cyc.safetensors")) {
-        gx_st_close(&fio);
-        gx_cf_free(&m);
-        return;
-    }
+    if (!open_term_fixtures(T, &m, &fio, &f, "cfinn_tiny_cyc.safetensors")) return;
     gx_ctx ctx;
     gx_ctx_init(&ctx, 64 << 20);
     gx_tensor *x = gx_fixture_tensor(T, &ctx, &fio, "in.x");
@@ -622,13 +630,7 @@ done:
 GX_TEST(cf_background_term_parity_and_contract) {
     gx_cf_model m;
     gx_st_file f, fio;
-    if (!load_tiny(T, &m)) { gx_cf_free(&m); return; }
-    if (!gx_fixture_open(T, &fio, "cfinn_tiny_io.safetensors")) { gx_cf_free(&m); return; }
-    if (!gx_fixture_open(T, &f, "cfinn_tiny_bg.safetensors")) {
-        gx_st_close(&fio);
-        gx_cf_free(&m);
-        return;
-    }
+    if (!open_term_fixtures(T, &m, &fio, &f, "cfinn_tiny_bg.safetensors")) return;
     gx_ctx ctx;
     gx_ctx_init(&ctx, 64 << 20);
     gx_tensor *x = gx_fixture_tensor(T, &ctx, &fio, "in.x");

@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# gpu_bundle.sh — prepares, on this (GPU-less) machine, what a GPU session needs
+# to prove the CUDA backend in one short call (issue 10; kernels/cuda/README.md,
+# "Proof in a GPU session").
+#
+# Why: the GPU machines lent to a session (the `device` tool) run an image with
+# nvcc, PyTorch and the CUDA libraries, but without this project's Debian
+# packages (OpenBLAS, SQLite, HDF5, ...) and without network access, and a
+# session gets about 30 minutes of device time. So the test binaries are built
+# here, with nvcc for sm_80/sm_90, and travel with the shared libraries they
+# need that are not part of glibc or CUDA (bookworm's glibc 2.36 is older than
+# the image's, so binaries built here run there).
+#
+# Writes .gpu/ (ignored by git; name it in the device run's `carry`):
+#   .gpu/bin/test_cuda        every launcher against the CPU op, on the GPU
+#   .gpu/bin/test_cuda_host   the kernels' bodies on the CPU (a sanity run)
+#   .gpu/lib.tar.xz           the non-glibc, non-CUDA shared libraries they load
+#   .gpu/MANIFEST             commit, nvcc, date, files, library list
+# Then, on the GPU machine: scripts/gpu_proof.sh (see there).
+#
+# Environment: BUILD (default build-gpu: its own build directory, linked with
+# --as-needed so that the binaries load only what they use), JOBS (default 2).
+set -euo pipefail
+
+BUILD=${BUILD:-build-gpu}
+JOBS=${JOBS:-2}
+DEST=.gpu
+
+command -v nvcc >/dev/null || { echo "$0: nvcc not found: the CUDA objects cannot be built here" >&2; exit 2; }
+cd "$(dirname "$0")/.."
+
+echo "== building $BUILD/test_cuda and $BUILD/test_cuda_host (CUDA=1, --as-needed)"
+make -j"$JOBS" BUILD="$BUILD" CUDA=1 LDFLAGS=-Wl,--as-needed \
+    "$BUILD/test_cuda" "$BUILD/test_cuda_host" >/dev/null
+
+rm -rf "$DEST.tmp"
+mkdir -p "$DEST.tmp/bin" "$DEST.tmp/lib"
+cp "$BUILD/test_cuda" "$BUILD/test_cuda_host" "$DEST.tmp/bin/"
+
+# gpu_bundle_libs BIN...: the resolved paths of every shared library the
+# binaries load, minus glibc's own (the image has a newer glibc) and CUDA's
+# (the image has its own toolkit and driver; cuBLAS alone is ~600 MB).
+gpu_bundle_libs() {
+    ldd "$@" | awk '$2 == "=>" && $3 ~ /^\// { print $3 }' | sort -u | while read -r lib; do
+        case "$(basename "$lib")" in
+            libc.so.*|libm.so.*|libpthread.so.*|libdl.so.*|librt.so.*|libresolv.so.*|ld-linux*) ;;
+            libcuda.so.*|libcudart.so.*|libcublas.so.*|libcublasLt.so.*) ;;
+            *) echo "$lib" ;;
+        esac
+    done
+}
+libs=$(gpu_bundle_libs "$DEST.tmp"/bin/*)
+for lib in $libs; do cp -L "$lib" "$DEST.tmp/lib/"; done
+tar -C "$DEST.tmp/lib" -cJf "$DEST.tmp/lib.tar.xz" .
+rm -rf "$DEST.tmp/lib"
+
+{
+    echo "commit   $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- kernels tests/cuda || echo ' (+ uncommitted changes in kernels/ or tests/cuda/)')"
+    echo "built    $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(uname -n)"
+    echo "nvcc     $(nvcc --version | tail -n 1)"
+    echo "glibc    $(ldd --version | head -n 1)"
+    echo "needs    $(ldd "$DEST.tmp"/bin/test_cuda | awk '/libcu/ { print $1 }' | sort -u | tr '\n' ' ')(from the GPU machine)"
+    echo "carried  $(for l in $libs; do basename "$l"; done | tr '\n' ' ')"
+    (cd "$DEST.tmp" && sha256sum bin/* lib.tar.xz)
+} > "$DEST.tmp/MANIFEST"
+
+rm -rf "$DEST"
+mv "$DEST.tmp" "$DEST"
+cat "$DEST/MANIFEST"
+echo "== $DEST: $(du -sh "$DEST" | cut -f1) (the device run carries at most 64 MiB with the working tree)"

@@ -27,7 +27,9 @@
 #   Z0        galaxy-synth redshift scale (default 0.07: galaxies large enough on
 #             the sky for their morphology to show at 32 px, as for the bundled
 #             WaveletMamba; galaxy-synth's own default 0.18 leaves most of them
-#             a few pixels across, and a tiny backbone then learns little)
+#             a few pixels across, and a tiny backbone then learns little). For `noise`,
+#             Z0=0.35 gives fainter galaxies on which the Y1 noise costs a
+#             source-only model 11-12 points (docs/experiments.md, session 6)
 #   BACKBONE  tiny | resnet18 | resnet50 (default tiny; the paper: resnet50 at 256)
 #   EPOCHS    epochs per run (default 20; early stopping after PATIENCE)
 #   PATIENCE  early-stopping patience (default 12)

@@ -155,40 +155,18 @@ static int an_class(const gx_job *j, int K) {
     return a;
 }
 
-/* Item i's answer (the job is done and fine). */
+/* Item i's answer (the job is done and fine): the shared members with the
+ * known class, then entropy, score, threshold, is_anomaly and domain. */
 static json_t *an_result_json(srv_req *r, int i) {
     const gx_serve_info *info = r->entry->info;
     const gx_job *j = &r->jobs[i];
-    const srv_item *it = &r->items[i];
-    json_t *probs = json_array(), *named = json_object();
-    for (int k = 0; probs && named && k < info->n_classes; k++) {
-        json_array_append_new(probs, json_real(j->probs[k]));
-        json_object_set_new(named, info->class_names[k], json_real(j->probs[k]));
-    }
-    int ci = an_class(j, info->n_classes);
     double score = an_score(j, info->n_classes), thr = info->anomaly_threshold;
-    json_t *o = json_pack("{s:s, s:s, s:s, s:i, s:s, s:o, s:o, s:f, s:f, s:o, s:b, s:s, s:b,"
-                          " s:{s:f, s:f, s:f, s:f, s:i},"
-                          " s:{s:s, s:i, s:i, s:i, s:s}}",
-                          "request_id", r->id, "model", info->name, "model_version", info->version,
-                          "class_index", ci, "class_name", info->class_names[ci],
-                          "probabilities", named, "probs", probs,
-                          "entropy", score * log((double)info->n_classes), "score", score,
-                          "threshold", isfinite(thr) ? json_real(thr) : json_null(),
-                          "is_anomaly", isfinite(thr) && score > thr,
-                          "domain", j->source_domain ? "source" : "target", "stored", 0,
-                          "timing", "decode_ms", it->decode_ms, "queue_ms", j->queue_ms,
-                          "forward_ms", j->forward_ms, "total_ms", srv_ms_since(r->t0_ns),
-                          "batch_size", j->batch_size,
-                          "image", "format", it->meta.format, "width", it->meta.width,
-                          "height", it->meta.height, "bands", it->meta.bands,
-                          "sha256", it->meta.sha256);
-    if (!o) return NULL;
-    if (it->f.object_id[0]) json_object_set_new(o, "object_id", json_string(it->f.object_id));
-    if (it->f.survey[0]) json_object_set_new(o, "survey", json_string(it->f.survey));
-    if (!isnan(it->f.ra)) json_object_set_new(o, "ra", json_real(it->f.ra));
-    if (!isnan(it->f.dec)) json_object_set_new(o, "dec", json_real(it->f.dec));
-    return o;
+    json_t *own = json_pack("{s:f, s:f, s:o, s:b, s:s}",
+                            "entropy", score * log((double)info->n_classes), "score", score,
+                            "threshold", isfinite(thr) ? json_real(thr) : json_null(),
+                            "is_anomaly", isfinite(thr) && score > thr,
+                            "domain", j->source_domain ? "source" : "target");
+    return srv_result_json(r, i, an_class(j, info->n_classes), own);
 }
 
 /* Stores item i's score (it has an object_id) and marks o. */

@@ -274,7 +274,12 @@ enum MHD_Result srv_batch_answer(srv_req *r, json_t *(*entry)(srv_req *r, int i)
  * none ("<need> need a <kind> model"). */
 int srv_pick_kind(srv_req *r, const char *name, const char *kind, const char *need);
 
-/* A 200 of the stored-prediction and classification JSON used by both. */
-json_t *srv_classification_json(srv_req *r, int i);
+/* Item i's answer as /v1/classify and /v1/anomaly share it, members in
+ * this order: request_id, model, model_version, class_index (as given) and
+ * class_name (of class_index, class 0 when out of range), probabilities,
+ * probs, the route's own members `own` (taken over), stored (false), timing,
+ * image, then object_id, survey, ra, dec when the caller gave them. NULL
+ * when out of memory. */
+json_t *srv_result_json(srv_req *r, int i, int class_index, json_t *own);
 
 #endif

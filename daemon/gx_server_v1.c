@@ -24,7 +24,7 @@ static int v1_pick_model(srv_req *r, const char *name) {
     return r->entry != NULL;
 }
 
-json_t *srv_classification_json(srv_req *r, int i) {
+json_t *srv_result_json(srv_req *r, int i, int class_index, json_t *own) {
     const gx_serve_info *info = r->entry->info;
     const gx_job *j = &r->jobs[i];
     const srv_item *it = &r->items[i];
@@ -33,28 +33,41 @@ json_t *srv_classification_json(srv_req *r, int i) {
         json_array_append_new(probs, json_real(j->probs[k]));
         json_object_set_new(named, info->class_names[k], json_real(j->probs[k]));
     }
-    int ci = j->class_index >= 0 && j->class_index < info->n_classes ? j->class_index : 0;
-    /* NaN redshift (cf-inn and uda models have none) is null: JSON has no NaN. */
-    json_t *z = isfinite(j->redshift) ? json_real(j->redshift) : json_null();
-    json_t *o = json_pack("{s:s, s:s, s:s, s:i, s:s, s:o, s:o, s:o, s:b,"
-                          " s:{s:f, s:f, s:f, s:f, s:i},"
-                          " s:{s:s, s:i, s:i, s:i, s:s}}",
+    int ci = class_index >= 0 && class_index < info->n_classes ? class_index : 0;
+    json_t *o = json_pack("{s:s, s:s, s:s, s:i, s:s, s:o, s:o}",
                           "request_id", r->id, "model", info->name, "model_version", info->version,
-                          "class_index", j->class_index, "class_name", info->class_names[ci],
-                          "probabilities", named, "probs", probs, "redshift", z,
-                          "stored", 0,
-                          "timing", "decode_ms", it->decode_ms, "queue_ms", j->queue_ms,
-                          "forward_ms", j->forward_ms, "total_ms", srv_ms_since(r->t0_ns),
-                          "batch_size", j->batch_size,
-                          "image", "format", it->meta.format, "width", it->meta.width,
-                          "height", it->meta.height, "bands", it->meta.bands,
-                          "sha256", it->meta.sha256);
-    if (!o) return NULL;
+                          "class_index", class_index, "class_name", info->class_names[ci],
+                          "probabilities", named, "probs", probs);
+    json_t *tail = json_pack("{s:b, s:{s:f, s:f, s:f, s:f, s:i}, s:{s:s, s:i, s:i, s:i, s:s}}",
+                             "stored", 0,
+                             "timing", "decode_ms", it->decode_ms, "queue_ms", j->queue_ms,
+                             "forward_ms", j->forward_ms, "total_ms", srv_ms_since(r->t0_ns),
+                             "batch_size", j->batch_size,
+                             "image", "format", it->meta.format, "width", it->meta.width,
+                             "height", it->meta.height, "bands", it->meta.bands,
+                             "sha256", it->meta.sha256);
+    /* jansson keeps insertion order, also through json_object_update: the
+     * members come out in the order gx_server_impl.h gives. */
+    int bad = !o || !own || !tail || json_object_update(o, own) || json_object_update(o, tail);
+    json_decref(own);
+    json_decref(tail);
+    if (bad) {
+        json_decref(o);
+        return NULL;
+    }
     if (it->f.object_id[0]) json_object_set_new(o, "object_id", json_string(it->f.object_id));
     if (it->f.survey[0]) json_object_set_new(o, "survey", json_string(it->f.survey));
     if (!isnan(it->f.ra)) json_object_set_new(o, "ra", json_real(it->f.ra));
     if (!isnan(it->f.dec)) json_object_set_new(o, "dec", json_real(it->f.dec));
     return o;
+}
+
+/* Item i's classification: the shared members with the model's own class
+ * and its redshift (NaN for cf-inn and uda models: null, JSON has no NaN). */
+static json_t *v1_classification_json(srv_req *r, int i) {
+    const gx_job *j = &r->jobs[i];
+    json_t *z = isfinite(j->redshift) ? json_real(j->redshift) : json_null();
+    return srv_result_json(r, i, j->class_index, json_pack("{s:o}", "redshift", z));
 }
 
 /* Stores item i's prediction (only called with an object_id) and marks o. */
@@ -91,7 +104,7 @@ static enum MHD_Result v1_classify_finish(srv_req *r) {
     gx_job *j = &r->jobs[0];
     if (it->status) return srv_error(r, it->status, it->code, "%s", it->message);
     if (j->status != GX_OK) return srv_error_status(r, j->status, GX_STAGE_JOB, j->error);
-    json_t *o = srv_classification_json(r, 0);
+    json_t *o = v1_classification_json(r, 0);
     if (!o) return srv_error(r, 500, "internal", "out of memory building the answer");
     if (r->extra) json_object_update(o, r->extra);
     if (it->f.object_id[0]) {
@@ -155,7 +168,7 @@ static json_t *v1_batch_item(srv_req *r, int i) {
     json_t *o = NULL;
     srv_item_job_status(r, i);
     if (!it->status) {
-        o = srv_classification_json(r, i);
+        o = v1_classification_json(r, i);
         gx_err err = { { 0 } };
         if (o && it->f.object_id[0] && v1_store(r, i, o, &err) != GX_OK) {
             json_decref(o);

@@ -31,6 +31,7 @@
  */
 #include "gx_store.h"
 
+#include "gx_anomaly_store.h"
 #include "gx_db.h"
 #include "gx_http_parse.h"
 
@@ -68,40 +69,18 @@ struct gx_store {
 
 /* ------------------------------------------------------------ helpers */
 
-static gx_status st_status_of(int rc) {
-    switch (rc & 0xff) {
-    case SQLITE_CONSTRAINT: case SQLITE_MISMATCH: case SQLITE_RANGE: return GX_ERR_INVALID;
-    case SQLITE_NOTADB: case SQLITE_CORRUPT: return GX_ERR_FORMAT;
-    case SQLITE_NOMEM: return GX_ERR_NOMEM;
-    default: return GX_ERR_IO;
-    }
-}
-
+/* The result-code mapping, binds, statement reset and sha256 check are
+ * trainer/gx_anomaly_store.h's: both stores write the objects table, with
+ * the same rules. */
 static gx_status st_fail(gx_store *s, int rc, gx_err *err, const char *what) {
-    return gx_err_set(err, st_status_of(rc), "store: %s: %s", what, sqlite3_errmsg(s->h));
-}
-
-static void st_done(sqlite3_stmt *st) {
-    sqlite3_reset(st);
-    sqlite3_clear_bindings(st);
-}
-
-static void st_bind_text(sqlite3_stmt *st, int i, const char *v) {
-    if (v) sqlite3_bind_text(st, i, v, -1, SQLITE_TRANSIENT);
-    else sqlite3_bind_null(st, i);
-}
-
-/* NaN (missing) -> NULL. */
-static void st_bind_real(sqlite3_stmt *st, int i, double v) {
-    if (isnan(v)) sqlite3_bind_null(st, i);
-    else sqlite3_bind_double(st, i, v);
+    return gx_err_set(err, gx_anomaly_sql_status(rc), "store: %s: %s", what, sqlite3_errmsg(s->h));
 }
 
 /* Steps a statement that returns no rows. */
 static gx_status st_exec(gx_store *s, sqlite3_stmt *st, gx_err *err, const char *what) {
     int rc = sqlite3_step(st);
     gx_status r = rc == SQLITE_DONE ? GX_OK : st_fail(s, rc, err, what);
-    st_done(st);
+    gx_anomaly_stmt_reset(st);
     return r;
 }
 
@@ -113,13 +92,6 @@ static json_t *st_col_json(sqlite3_stmt *st, int c) {
     case SQLITE_FLOAT: return json_real(sqlite3_column_double(st, c));
     default: return json_string((const char *)sqlite3_column_text(st, c));
     }
-}
-
-static int st_is_hex64(const char *h) {
-    if (!h) return 0;
-    for (int i = 0; i < 64; i++)
-        if (!((h[i] >= '0' && h[i] <= '9') || (h[i] >= 'a' && h[i] <= 'f'))) return 0;
-    return h[64] == 0;
 }
 
 /* "YYYY-MM-DDTHH:MM:SS.mmmZ" exactly: what we write, hence what a cursor holds. */
@@ -253,11 +225,11 @@ static char *st_preprocess_json(const gx_serve_info *info) {
 /* The id of (name, version), or 0 when not registered. */
 static gx_status st_model_find(gx_store *s, const gx_serve_info *info, int64_t *id, gx_err *err) {
     sqlite3_stmt *st = s->model_find;
-    st_bind_text(st, 1, info->name);
-    st_bind_text(st, 2, info->version);
+    gx_anomaly_bind_text(st, 1, info->name);
+    gx_anomaly_bind_text(st, 2, info->version);
     int rc = sqlite3_step(st);
     *id = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
-    st_done(st);
+    gx_anomaly_stmt_reset(st);
     return rc == SQLITE_ROW || rc == SQLITE_DONE ? GX_OK : st_fail(s, rc, err, "finding model");
 }
 
@@ -268,17 +240,17 @@ static gx_status st_model_insert(gx_store *s, const gx_serve_info *info, gx_err 
         return gx_err_set(err, GX_ERR_NOMEM, "store: out of memory");
     }
     sqlite3_stmt *st = s->model_ins;
-    st_bind_text(st, 1, info->name);
-    st_bind_text(st, 2, info->version);
-    st_bind_text(st, 3, info->kind);
-    st_bind_text(st, 4, info->path);
-    st_bind_text(st, 5, info->version);
+    gx_anomaly_bind_text(st, 1, info->name);
+    gx_anomaly_bind_text(st, 2, info->version);
+    gx_anomaly_bind_text(st, 3, info->kind);
+    gx_anomaly_bind_text(st, 4, info->path);
+    gx_anomaly_bind_text(st, 5, info->version);
     /* The run lives in the trainer's database, which need not be this one:
      * the subquery keeps the foreign key only when the run is here. */
     sqlite3_bind_int64(st, 6, info->run_id);
-    st_bind_text(st, 7, classes);
-    st_bind_text(st, 8, pre);
-    st_bind_text(st, 9, info->config_json);
+    gx_anomaly_bind_text(st, 7, classes);
+    gx_anomaly_bind_text(st, 8, pre);
+    gx_anomaly_bind_text(st, 9, info->config_json);
     gx_status r = st_exec(s, st, err, "registering model");
     free(classes);
     free(pre);
@@ -291,7 +263,7 @@ gx_status gx_store_register_model(gx_store *s, const gx_serve_info *info, int64_
                                   gx_err *err) {
     if (!s || !info || !model_id) return gx_err_set(err, GX_ERR_INVALID, "store: bad arguments");
     if (!info->name[0]) return gx_err_set(err, GX_ERR_INVALID, "store: model without a name");
-    if (!st_is_hex64(info->version))
+    if (!gx_anomaly_is_hex64(info->version))
         return gx_err_set(err, GX_ERR_INVALID, "store: model '%s': version is not a sha256",
                           info->name);
     if (info->n_classes < 1 || info->n_classes > GX_SERVE_MAX_CLASSES)
@@ -318,7 +290,7 @@ static gx_status st_check_pred(const gx_store_pred *p, gx_err *err) {
     if (r != GX_OK) return r;
     if (isinf(p->ra) || isinf(p->dec))
         return gx_err_set(err, GX_ERR_INVALID, "field '%s': not finite", isinf(p->ra) ? "ra" : "dec");
-    if (!p->meta || !st_is_hex64(p->meta->sha256))
+    if (!p->meta || !gx_anomaly_is_hex64(p->meta->sha256))
         return gx_err_set(err, GX_ERR_INVALID, "store: prediction without the image's sha256");
     if (p->model_id <= 0) return gx_err_set(err, GX_ERR_INVALID, "store: no model id");
     if (p->n_classes < 1 || p->n_classes > GX_SERVE_MAX_CLASSES || !p->probs)
@@ -349,31 +321,31 @@ static char *st_probs_json(const float *probs, int n, float *max_p) {
 static gx_status st_object_row(gx_store *s, const gx_store_pred *p, const char *now, int64_t *oid,
                                gx_err *err) {
     sqlite3_stmt *st = s->obj_find;
-    st_bind_text(st, 1, p->object_id);
-    st_bind_text(st, 2, p->meta->sha256);
+    gx_anomaly_bind_text(st, 1, p->object_id);
+    gx_anomaly_bind_text(st, 2, p->meta->sha256);
     int rc = sqlite3_step(st);
     *oid = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
-    st_done(st);
+    gx_anomaly_stmt_reset(st);
     if (rc != SQLITE_ROW && rc != SQLITE_DONE) return st_fail(s, rc, err, "finding object");
     if (*oid) {
         st = s->obj_fill;
         sqlite3_bind_int64(st, 1, *oid);
-        st_bind_text(st, 2, p->survey);
-        st_bind_real(st, 3, p->ra);
-        st_bind_real(st, 4, p->dec);
+        gx_anomaly_bind_text(st, 2, p->survey);
+        gx_anomaly_bind_real(st, 3, p->ra);
+        gx_anomaly_bind_real(st, 4, p->dec);
         return st_exec(s, st, err, "updating object");
     }
     st = s->obj_ins;
-    st_bind_text(st, 1, p->object_id);
-    st_bind_text(st, 2, p->meta->sha256);
-    st_bind_text(st, 3, p->meta->format[0] ? p->meta->format : NULL);
+    gx_anomaly_bind_text(st, 1, p->object_id);
+    gx_anomaly_bind_text(st, 2, p->meta->sha256);
+    gx_anomaly_bind_text(st, 3, p->meta->format[0] ? p->meta->format : NULL);
     sqlite3_bind_int(st, 4, p->meta->width);
     sqlite3_bind_int(st, 5, p->meta->height);
     sqlite3_bind_int(st, 6, p->meta->bands);
-    st_bind_real(st, 7, p->ra);
-    st_bind_real(st, 8, p->dec);
-    st_bind_text(st, 9, p->survey);
-    st_bind_text(st, 10, now);
+    gx_anomaly_bind_real(st, 7, p->ra);
+    gx_anomaly_bind_real(st, 8, p->dec);
+    gx_anomaly_bind_text(st, 9, p->survey);
+    gx_anomaly_bind_text(st, 10, now);
     gx_status r = st_exec(s, st, err, "inserting object");
     if (r == GX_OK) *oid = sqlite3_last_insert_rowid(s->h);
     return r;
@@ -385,7 +357,7 @@ static gx_status st_now(gx_store *s, char now[32], gx_err *err) {
     gx_status r = GX_OK;
     if (t && strlen(t) < 32) strcpy(now, t);
     else r = st_fail(s, rc == SQLITE_ROW ? SQLITE_ERROR : rc, err, "reading the clock");
-    st_done(s->now);
+    gx_anomaly_stmt_reset(s->now);
     return r;
 }
 
@@ -400,13 +372,13 @@ static gx_status st_put_locked(gx_store *s, const gx_store_pred *p, const char *
     sqlite3_bind_int64(st, 1, oid);
     sqlite3_bind_int64(st, 2, p->model_id);
     sqlite3_bind_int(st, 3, p->class_index);
-    st_bind_text(st, 4, p->class_name);
+    gx_anomaly_bind_text(st, 4, p->class_name);
     sqlite3_bind_double(st, 5, conf);
-    st_bind_text(st, 6, probs);
-    st_bind_real(st, 7, isfinite(p->redshift) ? p->redshift : NAN);
-    st_bind_real(st, 8, isfinite(p->latency_ms) ? p->latency_ms : NAN);
-    st_bind_text(st, 9, now);
-    st_bind_text(st, 10, p->survey);
+    gx_anomaly_bind_text(st, 6, probs);
+    gx_anomaly_bind_real(st, 7, isfinite(p->redshift) ? p->redshift : NAN);
+    gx_anomaly_bind_real(st, 8, isfinite(p->latency_ms) ? p->latency_ms : NAN);
+    gx_anomaly_bind_text(st, 9, now);
+    gx_anomaly_bind_text(st, 10, p->survey);
     r = st_exec(s, st, err, "inserting prediction");
     if (r == GX_OK) *pid = sqlite3_last_insert_rowid(s->h);
     return r;
@@ -472,13 +444,13 @@ static gx_status st_items(gx_store *s, sqlite3_stmt *st, int max, json_t **items
         json_t *it = st_item(st);
         if (!it || json_array_append_new(a, it) != 0) {
             json_decref(a);
-            st_done(st);
+            gx_anomaly_stmt_reset(st);
             return gx_err_set(err, GX_ERR_NOMEM, "store: out of memory");
         }
         n++;
     }
     gx_status r = (rc == SQLITE_ROW || rc == SQLITE_DONE) ? GX_OK : st_fail(s, rc, err, "query");
-    st_done(st);
+    gx_anomaly_stmt_reset(st);
     if (r != GX_OK) { json_decref(a); return r; }
     *items = a;
     return GX_OK;
@@ -496,7 +468,7 @@ gx_status gx_store_get_object(gx_store *s, const char *object_id, json_t **out, 
     /* Rows newest first: survey and (ra, dec) are the newest known ones,
      * first_seen the oldest row's time. */
     sqlite3_stmt *st = s->obj_rows;
-    st_bind_text(st, 1, object_id);
+    gx_anomaly_bind_text(st, 1, object_id);
     int rc, rows = 0, have_pos = 0;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
         rows++;
@@ -510,13 +482,13 @@ gx_status gx_store_get_object(gx_store *s, const char *object_id, json_t **out, 
         }
         json_object_set_new(o, "first_seen", st_col_json(st, 3));
     }
-    st_done(st);
+    gx_anomaly_stmt_reset(st);
     if (rc != SQLITE_DONE) r = st_fail(s, rc, err, "reading object");
     else if (rows == 0) r = gx_err_set(err, GX_ERR_NOTFOUND, "object '%s' not found", object_id);
     json_t *preds = NULL;
     int more;
     if (r == GX_OK) {
-        st_bind_text(s->obj_preds, 1, object_id);
+        gx_anomaly_bind_text(s->obj_preds, 1, object_id);
         sqlite3_bind_int(s->obj_preds, 2, GX_STORE_OBJECT_PREDICTIONS_MAX);
         r = st_items(s, s->obj_preds, GX_STORE_OBJECT_PREDICTIONS_MAX, &preds, &more, err);
     }
@@ -601,12 +573,12 @@ static gx_status st_since(gx_store *s, const char *since, char out[32], gx_err *
     if (!st_since_shape(since))
         return gx_err_set(err, GX_ERR_INVALID,
                           "field 'since': not an ISO-8601 time (YYYY-MM-DD[THH:MM[:SS[.fff]]][Z])");
-    st_bind_text(s->since_norm, 1, since);
+    gx_anomaly_bind_text(s->since_norm, 1, since);
     int rc = sqlite3_step(s->since_norm);
     const char *t = rc == SQLITE_ROW ? (const char *)sqlite3_column_text(s->since_norm, 0) : NULL;
     int ok = t && st_is_stamp(t, strlen(t));
     if (ok) strcpy(out, t);
-    st_done(s->since_norm);
+    gx_anomaly_stmt_reset(s->since_norm);
     return ok ? GX_OK : gx_err_set(err, GX_ERR_INVALID, "field 'since': not a valid date/time");
 }
 
@@ -651,9 +623,9 @@ gx_status gx_store_list_predictions(gx_store *s, const gx_store_query *q, json_t
     if (r == GX_OK) {
         int w = (q->survey ? ST_LIST_SURVEY : 0) | (q->class_index >= 0 ? ST_LIST_CLASS : 0);
         sqlite3_stmt *st = s->list[w];
-        st_bind_text(st, 1, lo_at);
+        gx_anomaly_bind_text(st, 1, lo_at);
         sqlite3_bind_int64(st, 2, lo_id);
-        if (q->survey) st_bind_text(st, 3, q->survey);
+        if (q->survey) gx_anomaly_bind_text(st, 3, q->survey);
         if (q->class_index >= 0) sqlite3_bind_int(st, 4, q->class_index);
         sqlite3_bind_int(st, 5, q->limit + 1);
         r = st_items(s, st, q->limit, &a, &more, err);

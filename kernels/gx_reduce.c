@@ -61,6 +61,22 @@ static double *gx_rd_stats(gx_ctx *ctx, int64_t n) {
     return gx_ctx_alloc(ctx, (size_t)n * sizeof(double));
 }
 
+/* The start of every backward of an op over one dim: the input seen as
+ * [outer, n, inner] around the node's dim (nd->i[0]) and the input's
+ * gradient buffer, NULL when it needs none (nothing to do). */
+static gx_real *gx_rd_bw_begin(gx_ctx *ctx, gx_node *nd, int64_t *outer, int64_t *n, int64_t *inner) {
+    gx_split_dims(nd->in[0], (int)nd->i[0], outer, n, inner);
+    return gx_grad(ctx, nd->in[0]);
+}
+
+/* Records an op over dim d of x whose backward needs only d (nd->i[0]). */
+static gx_tensor *gx_rd_record(gx_ctx *ctx, const char *op, gx_backward_fn bw, gx_tensor *out, gx_tensor *x,
+                               int d) {
+    gx_node *nd = gx_tape_record(ctx, op, bw, out, 1, &x);
+    if (nd) nd->i[0] = d;
+    return out;
+}
+
 /* out[o,i] = sum_j x[o,j,i] * (w ? w[o,j,i] : 1), in double. The weighted
  * form gives the dot products of the softmax and L2 backward passes and the
  * squared norm of L2 normalise; the plain form sum and mean. */
@@ -207,11 +223,9 @@ static void gx_rd_lse(const gx_real *x, int64_t outer, int64_t n, int64_t inner,
  * The gradient of every input element in column (o, i) is g[o,i] * scale:
  * a broadcast of the output gradient back along the reduced dim. */
 static void gx_sum_bw(gx_ctx *ctx, gx_node *nd) {
-    gx_tensor *x = nd->in[0];
-    gx_real *gx = gx_grad(ctx, x);
-    if (!gx) return;
     int64_t outer, n, inner;
-    gx_split_dims(x, (int)nd->i[0], &outer, &n, &inner);
+    gx_real *gx = gx_rd_bw_begin(ctx, nd, &outer, &n, &inner);
+    if (!gx) return;
     const gx_real *g = nd->out->grad;
     const double sc = nd->f[0];
     GX_RD_MAP(outer, n, inner, g, g, gx[k] += (gx_real)(s * sc));
@@ -242,11 +256,9 @@ gx_tensor *gx_mean(gx_ctx *ctx, gx_tensor *x, int dim, int keepdim) {
 
 /* max backward: the gradient of each output goes to its saved argmax. */
 static void gx_max_bw(gx_ctx *ctx, gx_node *nd) {
-    gx_tensor *x = nd->in[0];
-    gx_real *gx = gx_grad(ctx, x);
-    if (!gx) return;
     int64_t outer, n, inner;
-    gx_split_dims(x, (int)nd->i[0], &outer, &n, &inner);
+    gx_real *gx = gx_rd_bw_begin(ctx, nd, &outer, &n, &inner);
+    if (!gx) return;
     const int64_t *arg = nd->saved;
     const gx_real *g = nd->out->grad;
     for (int64_t t = 0; t < outer * inner; t++) {
@@ -323,11 +335,9 @@ gx_tensor *gx_mean_all(gx_ctx *ctx, gx_tensor *x) { return gx_sum_all_scaled(ctx
 
 /* softmax backward: gx += y * (g - sum_j g y). */
 static void gx_softmax_bw(gx_ctx *ctx, gx_node *nd) {
-    gx_tensor *x = nd->in[0];
-    gx_real *gx = gx_grad(ctx, x);
-    if (!gx) return;
     int64_t outer, n, inner;
-    gx_split_dims(x, (int)nd->i[0], &outer, &n, &inner);
+    gx_real *gx = gx_rd_bw_begin(ctx, nd, &outer, &n, &inner);
+    if (!gx) return;
     const gx_real *y = nd->out->data, *g = nd->out->grad;
     double *dot = gx_rd_stats(ctx, outer * inner);
     gx_rd_sum(g, y, outer, n, inner, dot);
@@ -341,18 +351,14 @@ gx_tensor *gx_softmax(gx_ctx *ctx, gx_tensor *x, int dim) {
     gx_tensor *out = gx_tensor_like(ctx, x);
     double *lse = gx_rd_stats(ctx, outer * inner);
     gx_rd_lse(x->data, outer, n, inner, lse, out->data);
-    gx_node *nd = gx_tape_record(ctx, "gx_softmax", gx_softmax_bw, out, 1, &x);
-    if (nd) nd->i[0] = d;
-    return out;
+    return gx_rd_record(ctx, "gx_softmax", gx_softmax_bw, out, x, d);
 }
 
 /* log_softmax backward: gx += g - softmax * sum_j g, softmax = exp(y). */
 static void gx_log_softmax_bw(gx_ctx *ctx, gx_node *nd) {
-    gx_tensor *x = nd->in[0];
-    gx_real *gx = gx_grad(ctx, x);
-    if (!gx) return;
     int64_t outer, n, inner;
-    gx_split_dims(x, (int)nd->i[0], &outer, &n, &inner);
+    gx_real *gx = gx_rd_bw_begin(ctx, nd, &outer, &n, &inner);
+    if (!gx) return;
     const gx_real *y = nd->out->data, *g = nd->out->grad;
     double *gs = gx_rd_stats(ctx, outer * inner);
     gx_rd_sum(g, NULL, outer, n, inner, gs);
@@ -369,19 +375,15 @@ gx_tensor *gx_log_softmax(gx_ctx *ctx, gx_tensor *x, int dim) {
     const gx_real *xd = x->data;
     gx_real *y = out->data;
     GX_RD_MAP(outer, n, inner, lse, lse, y[k] = (gx_real)((double)xd[k] - s));
-    gx_node *nd = gx_tape_record(ctx, "gx_log_softmax", gx_log_softmax_bw, out, 1, &x);
-    if (nd) nd->i[0] = d;
-    return out;
+    return gx_rd_record(ctx, "gx_log_softmax", gx_log_softmax_bw, out, x, d);
 }
 
 /* logsumexp backward: gx += g * exp(x - out) (the softmax). */
 static void gx_logsumexp_bw(gx_ctx *ctx, gx_node *nd) {
-    gx_tensor *x = nd->in[0];
-    gx_real *gx = gx_grad(ctx, x);
-    if (!gx) return;
     int64_t outer, n, inner;
-    gx_split_dims(x, (int)nd->i[0], &outer, &n, &inner);
-    const gx_real *xd = x->data, *g = nd->out->grad, *lse = nd->out->data;
+    gx_real *gx = gx_rd_bw_begin(ctx, nd, &outer, &n, &inner);
+    if (!gx) return;
+    const gx_real *xd = nd->in[0]->data, *g = nd->out->grad, *lse = nd->out->data;
     GX_RD_MAP(outer, n, inner, g, lse, gx[k] += (gx_real)(s * exp((double)xd[k] - s2)));
 }
 
@@ -393,9 +395,7 @@ gx_tensor *gx_logsumexp(gx_ctx *ctx, gx_tensor *x, int dim, int keepdim) {
     double *lse = gx_rd_stats(ctx, outer * inner);
     gx_rd_lse(x->data, outer, n, inner, lse, NULL);
     for (int64_t t = 0; t < outer * inner; t++) out->data[t] = (gx_real)lse[t];
-    gx_node *nd = gx_tape_record(ctx, "gx_logsumexp", gx_logsumexp_bw, out, 1, &x);
-    if (nd) nd->i[0] = d;
-    return out;
+    return gx_rd_record(ctx, "gx_logsumexp", gx_logsumexp_bw, out, x, d);
 }
 
 /* ======================================================== cross-entropy */
@@ -506,11 +506,9 @@ gx_tensor *gx_one_hot(gx_ctx *ctx, const int32_t *idx, int64_t B, int64_t K) {
  * where ||x|| <  eps: d is the constant eps and gx += g / eps. The boundary
  * ||x|| == eps takes the first branch, like PyTorch's clamp_min backward. */
 static void gx_l2_normalize_bw(gx_ctx *ctx, gx_node *nd) {
-    gx_tensor *x = nd->in[0];
-    gx_real *gx = gx_grad(ctx, x);
-    if (!gx) return;
     int64_t outer, n, inner;
-    gx_split_dims(x, (int)nd->i[0], &outer, &n, &inner);
+    gx_real *gx = gx_rd_bw_begin(ctx, nd, &outer, &n, &inner);
+    if (!gx) return;
     const gx_real *y = nd->out->data, *g = nd->out->grad;
     const double *norm = nd->saved, eps = nd->f[0];
     const int64_t m = outer * inner;

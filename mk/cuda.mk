@@ -22,6 +22,7 @@ ifneq ($(CU_SRCS),)
 # nvcc has no -MMD here: the shared headers are listed by hand.
 CUDA_HDRS := kernels/gx_cuda.h kernels/gx_math.h $(wildcard kernels/cuda/*.cuh)
 $(CU_OBJS) $(OBJ32)/tests/cuda/test_cuda_host.o: $(CUDA_HDRS)
+$(OBJ32)/tests/cuda/test_cuda_host.o: tests/cuda/cuda_test_util.h
 $(BUILD)/test_cuda_host: $(OBJ32)/tests/cuda/test_cuda_host.o $(LIB)
 	$(CC) $(LDFLAGS) $< $(LIB) $(LDLIBS) -o $@
 CUDA_HOST_TEST := $(BUILD)/test_cuda_host

@@ -9,9 +9,8 @@
 # markdown tables. The engine's grid rows also give process CPU time, the
 # figure to compare on a machine shared with other work.
 set -uo pipefail
-build=${1:-build}
-py=${PYTHON:-/usr/bin/python3}
-here=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=bench_lib.sh source-path=SCRIPTDIR
+. "$(dirname "$0")/bench_lib.sh" "$@"
 export GX_BENCH_THREADS=${GX_BENCH_THREADS:-$(nproc)}
 export GX_BENCH_SECONDS=${GX_BENCH_SECONDS:-1}
 export GX_BENCH_CF_RUNS=${GX_BENCH_CF_RUNS:-100}
@@ -24,20 +23,13 @@ unset OMP_NUM_THREADS OPENBLAS_NUM_THREADS MKL_NUM_THREADS
 if [ -z "${OMP_WAIT_POLICY:-}" ] && [ -z "${GX_OMP_KEEP_DEFAULT:-}" ]; then
   export OMP_WAIT_POLICY=passive
 fi
-if [ ! -x "$build/bench_cf" ]; then
-  echo "bench_cf.sh: $build/bench_cf not built (make BUILD=$build bench-cf)" >&2
-  exit 1
-fi
-have_torch=0
-"$py" -c 'import torch' 2>/dev/null && have_torch=1
-tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+bench_need bench-cf bench_cf
+bench_have_torch
+bench_tmp
 : > "$tmp/c.tsv"; : > "$tmp/t.tsv"; : > "$tmp/t.err"
 
 model=$(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -n 1)
-commit=$(git -C "$here" rev-parse --short HEAD 2>/dev/null || echo unknown)
-if ! git -C "$here" diff --quiet HEAD 2>/dev/null; then commit="$commit (+ uncommitted changes)"; fi
-load_before=$(cut -d' ' -f1-3 /proc/loadavg)
-date_start=$(date -u '+%Y-%m-%d %H:%M UTC')
+bench_stamp
 
 # One case on both sides, appending the rows to c.tsv / t.tsv.
 run_case() {
@@ -69,15 +61,7 @@ echo "torch:    ${tver} (BLAS_INFO=${tblas}); engine: OpenBLAS (OpenMP build)"
 echo "load avg: $load_before before, $load_after after (other work on the machine skews timings)"
 echo "OpenMP:   OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-unset, the libgomp default (GX_OMP_KEEP_DEFAULT)}"
 echo
-echo "| case | batch | C ms | torch ms | ratio | C images/s | torch images/s | C arena | C peak RSS | torch peak RSS |"
-echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
-awk -F'\t' 'function mib(b) { return (b == "n/a" || b == "") ? "n/a" : sprintf("%.0f MiB", b / 1048576) }
-  FILENAME == ARGV[1] && $1 == "row" { k = $2 SUBSEP $3; n++; key[n] = k; c[k] = $0 }
-  FILENAME == ARGV[2] && $1 == "row" { t[$2 SUBSEP $3] = $0 }
-  END { for (i = 1; i <= n; i++) { k = key[i]; split(c[k], a, "\t"); tm = "n/a"; tips = "n/a"; trss = "n/a"; r = "n/a"
-          if (k in t) { split(t[k], b, "\t"); tm = b[4]; tips = b[5]; trss = mib(b[7]); r = sprintf("%.2f", b[4] / a[4]) }
-          printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", a[2], a[3], a[4], tm, r, a[5], tips, mib(a[6]), mib(a[7]), trss } }' \
-  "$tmp/c.tsv" "$tmp/t.tsv"
+bench_rows_table "$tmp/c.tsv" "$tmp/t.tsv"
 echo
 echo "| counterfactual grid (1 image, 10 targets) | p50 ms | p99 ms | mean ms | CPU p50 ms | runs | peak RSS |"
 echo "|---|---:|---:|---:|---:|---:|---:|"

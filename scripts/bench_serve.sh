@@ -17,22 +17,12 @@
 # checkpoint trained here (as the tests do; the table says which). Env knobs:
 # BENCH_SECONDS (per run, default 5), BENCH_MAX_BATCH (default 32), PORT_HOST.
 set -uo pipefail
-build=${1:-build}
-here=$(cd "$(dirname "$0")/.." && pwd)
-py=${PYTHON:-/usr/bin/python3}
+# shellcheck source=bench_lib.sh source-path=SCRIPTDIR
+. "$(dirname "$0")/bench_lib.sh" "$@"
 secs=${BENCH_SECONDS:-5}
 maxb=${BENCH_MAX_BATCH:-32}
-tmp=$(mktemp -d)
-server_pid=
-cleanup() {
-  [ -n "$server_pid" ] && kill -TERM "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
-
-for b in galaxyd galaxy-loadgen bench_serve_fwd; do
-  [ -x "$build/$b" ] || { echo "bench_serve.sh: $build/$b missing (make BUILD=$build bench-serve builds it)" >&2; exit 1; }
-done
+bench_tmp
+bench_need bench-serve galaxyd galaxy-loadgen bench_serve_fwd
 
 # ---------------------------------------------------------------- the model
 models=${MODELS:-$here/models/default}
@@ -50,7 +40,6 @@ fi
 # cf-inn and uda bundles, which galaxyd loads but /v1/classify does not use).
 ckpt="$models/wavelet-mamba.safetensors"
 [ -f "$ckpt" ] || ckpt=$(ls "$models"/*.safetensors | head -n 1)
-mkdir -p "$tmp/web" && echo '<!doctype html><title>bench</title>' > "$tmp/web/index.html"
 
 # ---------------------------------------------------------------- the cutout: a 64x64 RGB PNG
 "$py" - "$tmp/cutout.png" <<'EOF' || exit 1
@@ -69,29 +58,13 @@ png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", S, S, 8, 2,
 open(sys.argv[1], "wb").write(png)
 EOF
 
-kv() {   # kv KEY LINE -> value of KEY=value in LINE
-  sed -n "s/.*\b$1=\([^ ]*\).*/\1/p" <<<"$2"
-}
 rss_mib() {
   awk '/VmRSS/ { printf "%.0f", $2 / 1024 }' "/proc/$1/status" 2>/dev/null
 }
 
 start_server() {   # start_server NAME FLAGS... -> sets server_pid, port
   local name=$1; shift
-  "$build/galaxyd" --host 127.0.0.1 --port 0 --models "$models" --db "$tmp/$name.sqlite" --web "$tmp/web" \
-      --access-log /dev/null --max-batch "$maxb" "$@" > "$tmp/$name.out" 2> "$tmp/$name.err" &
-  server_pid=$!
-  port=
-  for _ in $(seq 1 600); do
-    port=$(sed -n 's/^galaxyd listening on http:\/\/[^:]*:\([0-9]*\).*/\1/p' "$tmp/$name.out" 2>/dev/null)
-    [ -n "$port" ] && break
-    kill -0 "$server_pid" 2>/dev/null || { cat "$tmp/$name.err" >&2; return 1; }
-    sleep 0.1
-  done
-  [ -n "$port" ]
-}
-stop_server() {
-  kill -TERM "$server_pid" 2>/dev/null; wait "$server_pid" 2>/dev/null; server_pid=
+  bench_server_start "$name" --models "$models" --max-batch "$maxb" "$@"
 }
 loadgen() {   # loadgen ARGS... (url and body are filled in)
   "$build/galaxy-loadgen" --url "http://127.0.0.1:$port/v1/classify" --body "$tmp/cutout.png" \
@@ -117,7 +90,7 @@ for c in 1 16 64; do
   else start_server "c$c" --max-queue 1024 || exit 1; fi
   out=$(loadgen --connections "$c" --duration "$secs" --warmup 1)
   row[$c]="$out rss_mib=$(rss_mib "$server_pid")"
-  stop_server
+  bench_server_stop
 done
 
 cap=$(kv ok_rps "${row[64]}")
@@ -135,7 +108,7 @@ sampler=$!
 over=$(loadgen --connections 512 --rate "$rate" --duration $((2 * secs)) --warmup 1 --timeout 60)
 kill "$sampler" 2>/dev/null; wait "$sampler" 2>/dev/null
 rss_range=$(awk 'NF { if (min == "" || $1 < min) min = $1; if ($1 > max) max = $1 } END { printf "%s-%s", min, max }' "$tmp/rss.txt")
-stop_server
+bench_server_stop
 total=$(kv requests "$over"); n503=$(kv status_503 "$over")
 share=$(awk -v a="$n503" -v t="$total" 'BEGIN { printf "%.1f", (t > 0) ? 100 * a / t : 0 }')
 

@@ -41,9 +41,8 @@
 # (models/default/uda.safetensors). Prints one markdown-ready block on stdout;
 # progress on stderr. Exit 1 when a step fails or a row count is wrong.
 set -uo pipefail
-build=${1:-build}
-here=$(cd "$(dirname "$0")/.." && pwd)
-py=${PYTHON:-/usr/bin/python3}
+# shellcheck source=bench_lib.sh source-path=SCRIPTDIR
+. "$(dirname "$0")/bench_lib.sh" "$@"
 n_img=${BENCH_UDA_N:-3000}
 reps=${BENCH_UDA_REPS:-3}
 thread_set=${BENCH_UDA_THREADS:-1 2 2p}
@@ -54,28 +53,16 @@ max_run=${BENCH_UDA_MAX_RUN_S:-20}
 secs=${BENCH_SECONDS:-5}
 model=${UDA_MODEL:-$here/models/default/uda.safetensors}
 token=@@@@@@@@@@
-tmp=$(mktemp -d)
-server_pid=
 failed=0
-cleanup() {
-  [ -n "$server_pid" ] && kill -TERM "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
+bench_tmp
 unset OMP_NUM_THREADS OPENBLAS_NUM_THREADS MKL_NUM_THREADS OMP_WAIT_POLICY GX_BENCH_THREADS
 
-for b in galaxy-synth galaxy-train galaxyd galaxy-loadgen bench_uda_score; do
-  [ -x "$build/$b" ] || { echo "bench_uda_ingest.sh: $build/$b missing (make BUILD=$build bench-uda-ingest)" >&2; exit 1; }
-done
+bench_need bench-uda-ingest galaxy-synth galaxy-train galaxyd galaxy-loadgen bench_uda_score
 [ -f "$model" ] || { echo "bench_uda_ingest.sh: $model: no uda checkpoint (scripts/make_models.sh)" >&2; exit 1; }
-have_torch=0
-"$py" -c 'import torch, h5py' 2>/dev/null && have_torch=1
+bench_have_torch h5py
 "$py" -c 'import h5py' 2>/dev/null || { echo "bench_uda_ingest.sh: $py lacks h5py (request bodies)" >&2; exit 1; }
 
 now() { date +%s.%N; }
-kv() {   # kv KEY LINE -> value of KEY=value in LINE
-  sed -n "s/.*\b$1=\([^ ]*\).*/\1/p" <<<"$2"
-}
 col() {  # col N LINE -> tab-separated field N
   cut -f"$1" <<<"$2"
 }
@@ -91,10 +78,7 @@ with_threads() {  # with_threads SETTING CMD... : runs CMD with that thread sett
   env OMP_NUM_THREADS="$t" GX_BENCH_THREADS="$t" "$pol" "$@"
 }
 
-commit=$(git -C "$here" rev-parse --short HEAD 2>/dev/null || echo unknown)
-if ! git -C "$here" diff --quiet HEAD 2>/dev/null; then commit="$commit (+ uncommitted changes)"; fi
-load_before=$(cut -d' ' -f1-3 /proc/loadavg)
-date_start=$(date -u '+%Y-%m-%d %H:%M UTC')
+bench_stamp
 meta=$("$py" - "$model" <<'EOF' 2>/dev/null || echo "?"
 import json, struct, sys
 with open(sys.argv[1], "rb") as f:
@@ -157,25 +141,11 @@ for th in $thread_set; do
 done
 
 # ---------------------------------------------------------------- 2. POST /v1/anomaly/batch
-mkdir -p "$tmp/web" && echo '<!doctype html><title>bench</title>' > "$tmp/web/index.html"
 # shellcheck disable=SC2086  # the batch sizes are separate arguments
 ctype=$("$py" "$here/bench/uda/ingest_bodies.py" "$tmp" "$tmp/survey.h5" $batches) || exit 1
 start_server() {   # start_server NAME WAIT -> sets server_pid, port
   local pol=GX_OMP_KEEP_DEFAULT=1; [ "$2" != default ] && pol=OMP_WAIT_POLICY=$2
-  env "$pol" "$build/galaxyd" --host 127.0.0.1 --port 0 --models "$model" --db "$tmp/$1.sqlite" --web "$tmp/web" \
-      --access-log /dev/null --max-batch 64 --max-queue 1024 > "$tmp/$1.out" 2> "$tmp/$1.err" &
-  server_pid=$!
-  port=
-  for _ in $(seq 1 600); do
-    port=$(sed -n 's/^galaxyd listening on http:\/\/[^:]*:\([0-9]*\).*/\1/p' "$tmp/$1.out" 2>/dev/null)
-    [ -n "$port" ] && break
-    kill -0 "$server_pid" 2>/dev/null || { cat "$tmp/$1.err" >&2; return 1; }
-    sleep 0.1
-  done
-  [ -n "$port" ]
-}
-stop_server() {
-  kill -TERM "$server_pid" 2>/dev/null; wait "$server_pid" 2>/dev/null; server_pid=
+  bench_server_start "$1" "$pol" --models "$model" --max-batch 64 --max-queue 1024
 }
 declare -A http http_rows http_rss
 for wp in $serve_wait; do for nb in $batches; do
@@ -186,7 +156,7 @@ for wp in $serve_wait; do for nb in $batches; do
         --content-type "$ctype" --seq "$token" --connections "$conns" --duration "$secs" --warmup 1 --quiet | tail -n 1)
   http[$k]=$out
   http_rss[$k]=$(awk '/VmHWM/ { printf "%.0f", $2 / 1024 }' "/proc/$server_pid/status" 2>/dev/null)
-  stop_server
+  bench_server_stop
   http_rows[$k]=$(rows_in "$tmp/b$nb$wp.sqlite")
   want=$(( $(kv all_2xx "$out") * nb ))
   [ "${http_rows[$k]}" = "$want" ] || { echo "bench_uda_ingest.sh: batch $nb ($wp): $want images answered 2xx, ${http_rows[$k]} rows stored" >&2; failed=1; }

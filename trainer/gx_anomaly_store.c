@@ -41,7 +41,7 @@
 
 /* ------------------------------------------------------------ helpers */
 
-static gx_status as_status_of(int rc) {
+gx_status gx_anomaly_sql_status(int rc) {
     switch (rc & 0xff) {
     case SQLITE_CONSTRAINT: case SQLITE_MISMATCH: case SQLITE_RANGE: return GX_ERR_INVALID;
     case SQLITE_NOTADB: case SQLITE_CORRUPT: return GX_ERR_FORMAT;
@@ -51,21 +51,25 @@ static gx_status as_status_of(int rc) {
 }
 
 static gx_status as_fail(sqlite3 *h, int rc, gx_err *err, const char *what) {
-    return gx_err_set(err, as_status_of(rc), "anomaly store: %s: %s", what, sqlite3_errmsg(h));
+    return gx_err_set(err, gx_anomaly_sql_status(rc), "anomaly store: %s: %s", what, sqlite3_errmsg(h));
 }
 
-static void as_bind_text(sqlite3_stmt *st, int i, const char *v) {
+void gx_anomaly_bind_text(sqlite3_stmt *st, int i, const char *v) {
     if (v) sqlite3_bind_text(st, i, v, -1, SQLITE_TRANSIENT);
     else sqlite3_bind_null(st, i);
 }
 
-/* NaN (unknown) -> NULL. */
-static void as_bind_real(sqlite3_stmt *st, int i, double v) {
+void gx_anomaly_bind_real(sqlite3_stmt *st, int i, double v) {
     if (isnan(v)) sqlite3_bind_null(st, i);
     else sqlite3_bind_double(st, i, v);
 }
 
-static int as_is_hex64(const char *h) {
+void gx_anomaly_stmt_reset(sqlite3_stmt *st) {
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+}
+
+int gx_anomaly_is_hex64(const char *h) {
     if (!h) return 0;
     for (int i = 0; i < 64; i++)
         if (!((h[i] >= '0' && h[i] <= '9') || (h[i] >= 'a' && h[i] <= 'f'))) return 0;
@@ -113,7 +117,7 @@ gx_status gx_anomaly_model_id(gx_db *db, const char *name, const char *sha256, c
     *id = 0;
     if (!db || !name || !*name || !path)
         return gx_err_set(err, GX_ERR_INVALID, "anomaly store: model name and path are required");
-    if (!as_is_hex64(sha256))
+    if (!gx_anomaly_is_hex64(sha256))
         return gx_err_set(err, GX_ERR_INVALID, "anomaly store: model sha256 must be 64 lowercase hex digits");
     sqlite3 *h = gx_db_handle(db);
     /* DO NOTHING: galaxyd may register the same (name, version) between a
@@ -129,12 +133,12 @@ gx_status gx_anomaly_model_id(gx_db *db, const char *name, const char *sha256, c
         sqlite3_stmt *st = NULL;
         int rc = sqlite3_prepare_v2(h, sql[k], -1, &st, NULL);
         if (rc != SQLITE_OK) return as_fail(h, rc, err, "prepare model");
-        as_bind_text(st, 1, name);
-        as_bind_text(st, 2, sha256);
+        gx_anomaly_bind_text(st, 1, name);
+        gx_anomaly_bind_text(st, 2, sha256);
         if (k == 0) {
-            as_bind_text(st, 3, path);
-            as_bind_text(st, 4, classes_json);
-            as_bind_real(st, 5, threshold);
+            gx_anomaly_bind_text(st, 3, path);
+            gx_anomaly_bind_text(st, 4, classes_json);
+            gx_anomaly_bind_real(st, 5, threshold);
         }
         rc = sqlite3_step(st);
         if (k == 0 && rc != SQLITE_DONE) s = as_fail(h, rc, err, "register model");
@@ -192,11 +196,6 @@ static gx_status as_put_open(as_put_stmts *p, gx_db *db, gx_err *err) {
     return GX_OK;
 }
 
-static void as_reset(sqlite3_stmt *st) {
-    sqlite3_reset(st);
-    sqlite3_clear_bindings(st);
-}
-
 /* Refuses a record the tables would store wrongly, naming the field. */
 static gx_status as_rec_check(const gx_anomaly_rec *r, gx_err *err) {
     if (!r->external_id || !*r->external_id)
@@ -204,7 +203,7 @@ static gx_status as_rec_check(const gx_anomaly_rec *r, gx_err *err) {
     if (strlen(r->external_id) >= sizeof ((gx_anomaly_row *)0)->object_id)
         return gx_err_set(err, GX_ERR_INVALID, "anomaly store: external_id longer than %zu bytes",
                           sizeof ((gx_anomaly_row *)0)->object_id - 1);
-    if (!as_is_hex64(r->image_sha256))
+    if (!gx_anomaly_is_hex64(r->image_sha256))
         return gx_err_set(err, GX_ERR_INVALID, "anomaly store: image_sha256 of '%s' must be 64 lowercase hex",
                           r->external_id);
     if (r->model_id <= 0) return gx_err_set(err, GX_ERR_INVALID, "anomaly store: model_id must be >= 1");
@@ -220,25 +219,25 @@ static gx_status as_rec_check(const gx_anomaly_rec *r, gx_err *err) {
 
 /* The object row of (external_id, sha), inserted when new. */
 static gx_status as_object_row(as_put_stmts *p, const gx_anomaly_rec *r, int64_t *row, gx_err *err) {
-    as_bind_text(p->obj_find, 1, r->external_id);
-    as_bind_text(p->obj_find, 2, r->image_sha256);
+    gx_anomaly_bind_text(p->obj_find, 1, r->external_id);
+    gx_anomaly_bind_text(p->obj_find, 2, r->image_sha256);
     int rc = sqlite3_step(p->obj_find);
     *row = rc == SQLITE_ROW ? sqlite3_column_int64(p->obj_find, 0) : 0;
-    as_reset(p->obj_find);
+    gx_anomaly_stmt_reset(p->obj_find);
     if (rc != SQLITE_ROW && rc != SQLITE_DONE) return as_fail(p->h, rc, err, "find object");
     if (*row) return GX_OK;
     sqlite3_stmt *st = p->obj_ins;
-    as_bind_text(st, 1, r->external_id);
-    as_bind_text(st, 2, r->image_sha256);
-    as_bind_text(st, 3, r->format);
+    gx_anomaly_bind_text(st, 1, r->external_id);
+    gx_anomaly_bind_text(st, 2, r->image_sha256);
+    gx_anomaly_bind_text(st, 3, r->format);
     if (r->width > 0) sqlite3_bind_int(st, 4, r->width);
     if (r->height > 0) sqlite3_bind_int(st, 5, r->height);
     if (r->bands > 0) sqlite3_bind_int(st, 6, r->bands);
-    as_bind_real(st, 7, r->ra);
-    as_bind_real(st, 8, r->dec);
-    as_bind_text(st, 9, r->survey);
+    gx_anomaly_bind_real(st, 7, r->ra);
+    gx_anomaly_bind_real(st, 8, r->dec);
+    gx_anomaly_bind_text(st, 9, r->survey);
     rc = sqlite3_step(st);
-    as_reset(st);
+    gx_anomaly_stmt_reset(st);
     if (rc != SQLITE_DONE) return as_fail(p->h, rc, err, "insert object");
     *row = sqlite3_last_insert_rowid(p->h);
     return GX_OK;
@@ -246,9 +245,9 @@ static gx_status as_object_row(as_put_stmts *p, const gx_anomaly_rec *r, int64_t
 
 /* The image's thumbnail, unless it has one. */
 static gx_status as_thumb_put(as_put_stmts *p, const gx_anomaly_rec *r, gx_err *err) {
-    as_bind_text(p->thumb_has, 1, r->image_sha256);
+    gx_anomaly_bind_text(p->thumb_has, 1, r->image_sha256);
     int rc = sqlite3_step(p->thumb_has);
-    as_reset(p->thumb_has);
+    gx_anomaly_stmt_reset(p->thumb_has);
     if (rc == SQLITE_ROW) return GX_OK;
     if (rc != SQLITE_DONE) return as_fail(p->h, rc, err, "find thumbnail");
     uint8_t *png = NULL;
@@ -260,7 +259,7 @@ static gx_status as_thumb_put(as_put_stmts *p, const gx_anomaly_rec *r, gx_err *
     sqlite3_bind_blob(p->thumb_ins, 2, png, (int)n, SQLITE_STATIC);
     sqlite3_bind_int(p->thumb_ins, 3, side);
     rc = sqlite3_step(p->thumb_ins);
-    as_reset(p->thumb_ins);
+    gx_anomaly_stmt_reset(p->thumb_ins);
     free(png);
     return rc == SQLITE_DONE ? GX_OK : as_fail(p->h, rc, err, "insert thumbnail");
 }
@@ -273,16 +272,16 @@ static gx_status as_put_one(as_put_stmts *p, gx_anomaly_rec *r, gx_err *err) {
     sqlite3_bind_int64(st, 1, r->object_row);
     sqlite3_bind_int64(st, 2, r->model_id);
     sqlite3_bind_double(st, 3, r->score);
-    as_bind_real(st, 4, r->threshold);
+    gx_anomaly_bind_real(st, 4, r->threshold);
     sqlite3_bind_int(st, 5, r->is_anomaly);
     sqlite3_bind_int(st, 6, r->class_index);
-    as_bind_text(st, 7, r->image_sha256);
-    as_bind_text(st, 8, r->survey);
-    as_bind_real(st, 9, r->ra);
-    as_bind_real(st, 10, r->dec);
-    as_bind_text(st, 11, r->class_name);
+    gx_anomaly_bind_text(st, 7, r->image_sha256);
+    gx_anomaly_bind_text(st, 8, r->survey);
+    gx_anomaly_bind_real(st, 9, r->ra);
+    gx_anomaly_bind_real(st, 10, r->dec);
+    gx_anomaly_bind_text(st, 11, r->class_name);
     int rc = sqlite3_step(st);
-    as_reset(st);
+    gx_anomaly_stmt_reset(st);
     /* A foreign-key failure (unknown model_id) is a constraint error. */
     if (rc != SQLITE_DONE) return as_fail(p->h, rc, err, "insert score");
     r->existed = sqlite3_changes(p->h) == 0;
@@ -294,7 +293,7 @@ static gx_status as_put_one(as_put_stmts *p, gx_anomaly_rec *r, gx_err *err) {
         r->id = sqlite3_column_int64(st, 0);
         as_copy_col(st, 1, r->created_at, sizeof r->created_at);
     }
-    as_reset(st);
+    gx_anomaly_stmt_reset(st);
     if (rc != SQLITE_ROW) return as_fail(p->h, rc, err, "read score");
     return r->thumb_x ? as_thumb_put(p, r, err) : GX_OK;
 }
@@ -333,8 +332,8 @@ gx_status gx_anomaly_exists(gx_db *db, const char *external_id, const char *imag
         "SELECT 1 FROM objects o CROSS JOIN anomaly_scores a ON a.object_id = o.id AND a.model_id = ?3"
         " WHERE o.external_id = ?1 AND o.image_sha256 = ?2 LIMIT 1", -1, &st, NULL);
     if (rc != SQLITE_OK) return as_fail(h, rc, err, "prepare exists");
-    as_bind_text(st, 1, external_id);
-    as_bind_text(st, 2, image_sha256);
+    gx_anomaly_bind_text(st, 1, external_id);
+    gx_anomaly_bind_text(st, 2, image_sha256);
     sqlite3_bind_int64(st, 3, model_id);
     rc = sqlite3_step(st);
     *exists = rc == SQLITE_ROW;
@@ -447,7 +446,7 @@ static gx_status as_norm_time(sqlite3 *h, const char *what, const char *in, char
     sqlite3_stmt *st = NULL;
     int rc = sqlite3_prepare_v2(h, "SELECT strftime('%Y-%m-%dT%H:%M:%fZ', ?1)", -1, &st, NULL);
     if (rc != SQLITE_OK) return as_fail(h, rc, err, "prepare time");
-    as_bind_text(st, 1, in);
+    gx_anomaly_bind_text(st, 1, in);
     rc = sqlite3_step(st);
     const unsigned char *t = rc == SQLITE_ROW ? sqlite3_column_text(st, 0) : NULL;
     gx_status s = t ? GX_OK : gx_err_set(err, GX_ERR_INVALID, "%s: '%.64s' is not an ISO-8601 time", what, in);
@@ -494,12 +493,12 @@ gx_status gx_anomaly_query_page(gx_db *db, const gx_anomaly_query *q, gx_anomaly
     int rc = sqlite3_prepare_v2(h, sql, -1, &st, NULL);
     if (rc != SQLITE_OK) return as_fail(h, rc, err, "prepare page");
     sqlite3_bind_int64(st, 1, q->model_id);
-    as_bind_text(st, 2, q->survey);
+    gx_anomaly_bind_text(st, 2, q->survey);
     sqlite3_bind_double(st, 3, cs);
     sqlite3_bind_int64(st, 4, ci);
     sqlite3_bind_double(st, 5, isnan(q->min_score) ? 0 : q->min_score);
-    as_bind_text(st, 6, since);
-    as_bind_text(st, 7, until);
+    gx_anomaly_bind_text(st, 6, since);
+    gx_anomaly_bind_text(st, 7, until);
     sqlite3_bind_int(st, 8, q->limit + 1);     /* the extra row says whether a next page exists */
     int more = 0;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
@@ -529,7 +528,7 @@ gx_status gx_anomaly_history(gx_db *db, const char *external_id, gx_anomaly_row 
         "JOIN served_models m ON m.id = a.model_id WHERE o.external_id = ?1 "
         "ORDER BY a.created_at DESC, a.id DESC LIMIT ?2", -1, &st, NULL);
     if (rc != SQLITE_OK) return as_fail(h, rc, err, "prepare history");
-    as_bind_text(st, 1, external_id);
+    gx_anomaly_bind_text(st, 1, external_id);
     sqlite3_bind_int(st, 2, cap);
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) as_read_row(st, &rows[(*n)++]);
     gx_status s = rc == SQLITE_DONE ? GX_OK : as_fail(h, rc, err, "history");
@@ -578,7 +577,7 @@ gx_status gx_anomaly_thumb_get(gx_db *db, const char *external_id, int version, 
         " WHERE external_id = ?1) o JOIN anomaly_thumbs t ON t.image_sha256 = o.image_sha256"
         " WHERE ?2 = 0 OR o.v = ?2 ORDER BY o.v DESC LIMIT 1", -1, &st, NULL);
     if (rc != SQLITE_OK) return as_fail(h, rc, err, "prepare thumbnail");
-    as_bind_text(st, 1, external_id);
+    gx_anomaly_bind_text(st, 1, external_id);
     sqlite3_bind_int(st, 2, version);
     rc = sqlite3_step(st);
     gx_status s = GX_OK;

@@ -131,6 +131,27 @@ gx_status gx_anomaly_thumb_png(const float *x, int side, uint8_t **png, size_t *
 gx_status gx_anomaly_thumb_get(gx_db *db, const char *external_id, int version, uint8_t **png, size_t *n,
                                int *version_out, gx_err *err);
 
+/* ------------------------------------------------------------ SQLite helpers */
+
+/* Shared with daemon/gx_store.c, which writes the same objects table: one
+ * mapping of SQLite result codes and the same binding and sha256 rules for
+ * both stores. (struct sqlite3_stmt is sqlite3.h's sqlite3_stmt; declared
+ * here by tag so this header does not need sqlite3.h.) */
+struct sqlite3_stmt;
+
+/* SQLite result code -> status: constraint, type and range errors are the
+ * caller's bad values (GX_ERR_INVALID); not-a-database and corruption are
+ * GX_ERR_FORMAT; out of memory GX_ERR_NOMEM; the rest GX_ERR_IO. */
+gx_status gx_anomaly_sql_status(int rc);
+/* Binds v (copied), NULL as SQL NULL. */
+void gx_anomaly_bind_text(struct sqlite3_stmt *st, int i, const char *v);
+/* Binds v, NaN (unknown) as SQL NULL. */
+void gx_anomaly_bind_real(struct sqlite3_stmt *st, int i, double v);
+/* Resets a prepared statement for its next use and clears its bindings. */
+void gx_anomaly_stmt_reset(struct sqlite3_stmt *st);
+/* 1 when h is exactly 64 lowercase hex digits (a sha256 as stored). */
+int gx_anomaly_is_hex64(const char *h);
+
 #ifdef __cplusplus
 }
 #endif

@@ -29,8 +29,7 @@
  * "<group>: skipped: no GPU (<reason>)" and the program exits 0: visible,
  * not counted as passing.
  */
-#include "gx.h"
-#include "gx_cuda.h"
+#include "cuda_test_util.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -72,18 +71,10 @@ static float *zeros(th *h, int64_t n) {
     return d;
 }
 
-/* CPU leaf with uniform values, requires_grad. */
 static gx_tensor *leaf(th *h, int nd, const int64_t *shape, double lo, double hi) {
-    gx_tensor *t = gx_tensor_new(&h->ctx, nd, shape);
-    gx_rng_fill_uniform(&h->rng, t->data, t->numel, lo, hi);
-    t->requires_grad = 1;
-    return t;
+    return ctu_leaf(&h->ctx, &h->rng, nd, shape, lo, hi);
 }
-static float *rnd(th *h, int64_t n) {
-    float *g = gx_ctx_alloc(&h->ctx, (size_t)n * sizeof(float));
-    gx_rng_fill_uniform(&h->rng, g, n, -1, 1);
-    return g;
-}
+static float *rnd(th *h, int64_t n) { return ctu_rnd(&h->ctx, &h->rng, n); }
 
 /* Downloads n floats (after a sync) and compares with want. */
 static void cmp(th *h, const char *what, const float *d, const float *want, int64_t n,
@@ -97,13 +88,7 @@ static void cmp(th *h, const char *what, const float *d, const float *want, int6
         h->fails++;
         return;
     }
-    int64_t bad = 0, worst = -1;
-    double wd = 0;
-    for (int64_t i = 0; i < n; i++) {
-        double diff = fabs((double)got[i] - (double)want[i]);
-        int ok = diff <= atol + rtol * fabs((double)want[i]) || (isnan(got[i]) && isnan(want[i]));
-        if (!ok) { bad++; if (diff > wd || worst < 0) { wd = diff; worst = i; } }
-    }
+    int64_t worst, bad = ctu_count_bad(got, want, n, atol, rtol, 1, &worst);
     if (bad) {
         printf("FAIL %s %s: %lld of %lld differ; worst [%lld] gpu %.9g cpu %.9g (atol %g rtol %g)\n",
                h->group, what, (long long)bad, (long long)n, (long long)worst, got[worst],
@@ -128,27 +113,10 @@ static void reset(th *h) {
 
 /* ---------------------------------------------------------------- elem */
 
-typedef gx_tensor *(*unary_cpu)(gx_ctx *, gx_tensor *);
-static gx_tensor *c_leaky(gx_ctx *c, gx_tensor *x) { return gx_leaky_relu(c, x, 0.1); }
-static gx_tensor *c_affine(gx_ctx *c, gx_tensor *x) { return gx_affine(c, x, -1.5, 0.25); }
-static gx_tensor *c_pow(gx_ctx *c, gx_tensor *x) { return gx_pow_scalar(c, x, 1.7); }
-static gx_tensor *c_clamp(gx_ctx *c, gx_tensor *x) { return gx_clamp(c, x, -0.5, 0.75); }
-
 static void test_elem(th *h) {
-    static const struct { gx_cu_unary op; unary_cpu f; double p0, p1, lo, hi; const char *name; } U[] = {
-        { GX_CU_RELU, gx_relu, 0, 0, -3, 3, "relu" },       { GX_CU_LEAKY_RELU, c_leaky, 0.1, 0, -3, 3, "leaky" },
-        { GX_CU_GELU, gx_gelu, 0, 0, -3, 3, "gelu" },       { GX_CU_SILU, gx_silu, 0, 0, -3, 3, "silu" },
-        { GX_CU_SIGMOID, gx_sigmoid, 0, 0, -6, 6, "sigmoid" }, { GX_CU_SOFTPLUS, gx_softplus, 0, 0, -25, 25, "softplus" },
-        { GX_CU_TANH, gx_tanh, 0, 0, -3, 3, "tanh" },       { GX_CU_EXP, gx_exp, 0, 0, -3, 3, "exp" },
-        { GX_CU_LOG, gx_log, 0, 0, 0.1, 3, "log" },         { GX_CU_ATAN, gx_atan, 0, 0, -3, 3, "atan" },
-        { GX_CU_SIN, gx_sin, 0, 0, -3, 3, "sin" },          { GX_CU_COS, gx_cos, 0, 0, -3, 3, "cos" },
-        { GX_CU_SQRT, gx_sqrt, 0, 0, 0.1, 3, "sqrt" },      { GX_CU_SQUARE, gx_square, 0, 0, -3, 3, "square" },
-        { GX_CU_ABS, gx_abs, 0, 0, -3, 3, "abs" },          { GX_CU_NEG, gx_neg, 0, 0, -3, 3, "neg" },
-        { GX_CU_AFFINE, c_affine, -1.5, 0.25, -3, 3, "affine" }, { GX_CU_POW, c_pow, 1.7, 0, 0.1, 3, "pow" },
-        { GX_CU_CLAMP, c_clamp, -0.5, 0.75, -1, 1, "clamp" },
-    };
+    const ctu_unary_case *U = ctu_unary;
     char what[64];
-    for (size_t k = 0; k < sizeof U / sizeof *U; k++) {
+    for (int k = 0; k < CTU_NUNARY; k++) {
         gx_tensor *x = leaf(h, 2, GX_SHAPE(37, 41), U[k].lo, U[k].hi);
         gx_tensor *y = U[k].f(&h->ctx, x);
         float *g = rnd(h, y->numel);
@@ -162,11 +130,7 @@ static void test_elem(th *h) {
         cmp(h, what, dgx, x->grad, x->numel, ATOL_E, ATOL_E);
         reset(h);
     }
-    typedef gx_tensor *(*bin_cpu)(gx_ctx *, gx_tensor *, gx_tensor *);
-    static const struct { gx_cu_binary op; bin_cpu f; const char *name; } Bn[] = {
-        { GX_CU_ADD, gx_add, "add" }, { GX_CU_SUB, gx_sub, "sub" }, { GX_CU_MUL, gx_mul, "mul" },
-        { GX_CU_DIV, gx_div, "div" }, { GX_CU_MAX, gx_maximum, "maximum" },
-    };
+    const ctu_binary_case *Bn = ctu_binary;
     static const struct { int na, nb; int64_t a[4], b[4]; } S[] = {
         { 3, 3, { 2, 3, 4 }, { 2, 3, 4 } },          /* equal */
         { 3, 1, { 5, 3, 70 }, { 70 } },              /* bias-like */
@@ -175,13 +139,10 @@ static void test_elem(th *h) {
         { 3, 3, { 2, 1, 4 }, { 1, 3, 1 } },          /* both broadcast */
         { 2, 2, { 3000, 3 }, { 1, 3 } },             /* long reduction */
     };
-    for (size_t k = 0; k < sizeof Bn / sizeof *Bn; k++)
+    for (int k = 0; k < CTU_NBINARY; k++)
         for (size_t c = 0; c < sizeof S / sizeof *S; c++) {
             gx_tensor *a = leaf(h, S[c].na, S[c].a, -2, 2), *b = leaf(h, S[c].nb, S[c].b, 0.5, 2);
-            if (Bn[k].op == GX_CU_MAX) {         /* quantised: exact ties occur */
-                for (int64_t i = 0; i < a->numel; i++) a->data[i] = roundf(a->data[i] * 2) / 2 + 1;
-                for (int64_t i = 0; i < b->numel; i++) b->data[i] = roundf(b->data[i] * 2) / 2;
-            }
+            if (Bn[k].op == GX_CU_MAX) ctu_quantise_for_max(a, b);
             gx_tensor *y = Bn[k].f(&h->ctx, a, b);
             float *g = rnd(h, y->numel);
             cpu_bw(h, y, g);
@@ -206,9 +167,8 @@ static void test_reduce(th *h) {
     char what[64];
     const int64_t shape[3] = { 3, 50, 7 };
     for (int d = 0; d < 3; d++) {
-        int64_t outer = 1, n = shape[d], inner = 1;
-        for (int k = 0; k < d; k++) outer *= shape[k];
-        for (int k = d + 1; k < 3; k++) inner *= shape[k];
+        int64_t outer, n = shape[d], inner;
+        ctu_split(shape, 3, d, &outer, &inner);
         for (int op = 0; op < 3; op++) {
             gx_tensor *x = leaf(h, 3, shape, -2, 2);
             gx_tensor *y = op == 0 ? gx_sum(&h->ctx, x, d, 0) : op == 1 ? gx_mean(&h->ctx, x, d, 0)
@@ -637,9 +597,8 @@ static void test_shape(th *h) {
         gx_tensor *y = gx_concat(&h->ctx, 3, xs, dim);
         float *g = rnd(h, y->numel);
         cpu_bw(h, y, g);
-        int64_t outer = 1, inner = 1;
-        for (int d = 0; d < dim; d++) outer *= y->shape[d];
-        for (int d = dim + 1; d < 3; d++) inner *= y->shape[d];
+        int64_t outer, inner;
+        ctu_split(y->shape, 3, dim, &outer, &inner);
         float *dy = zeros(h, y->numel);
         gx_cu_concat_fwd(h->s, 3, dxs, sz, dy, outer, inner);
         gx_cu_concat_bwd(h->s, 3, up(h, g, y->numel), sz, gxs, outer, inner);
@@ -662,9 +621,7 @@ static void test_shape(th *h) {
         gx_tensor *cat = gx_concat(&h->ctx, 2, both, 0);
         float *gc = rnd(h, cat->numel), *gs = gc, *gf = gc + ys->numel;
         cpu_bw(h, cat, gc);
-        outer = 1; inner = 1;
-        for (int d = 0; d < dim; d++) outer *= sh[d];
-        for (int d = dim + 1; d < 3; d++) inner *= sh[d];
+        ctu_split(sh, 3, dim, &outer, &inner);
         float *dx = up(h, x->data, x->numel), *dys = zeros(h, ys->numel), *dyf = zeros(h, yf->numel);
         float *gx = zeros(h, x->numel);
         gx_cu_slice_fwd(h->s, dx, dys, outer, 6, inner, 1, 4);
@@ -712,9 +669,8 @@ static void test_reduce2(th *h) {
     char what[64];
     const int64_t shape[3] = { 3, 50, 7 };
     for (int d = 0; d < 3; d++) {
-        int64_t outer = 1, n = shape[d], inner = 1;
-        for (int k = 0; k < d; k++) outer *= shape[k];
-        for (int k = d + 1; k < 3; k++) inner *= shape[k];
+        int64_t outer, n = shape[d], inner;
+        ctu_split(shape, 3, d, &outer, &inner);
         const int64_t ncol = outer * inner;
         gx_tensor *x = leaf(h, 3, shape, -4, 4);
         gx_tensor *y = gx_logsumexp(&h->ctx, x, d, 0);
@@ -865,9 +821,9 @@ static void test_conv_bn_act(th *h) {
         { 2, 4, 9, 9, 6, 3, 3, 1, 1, 1 }, { 2, 4, 10, 9, 6, 3, 3, 2, 1, 2 }, { 3, 5, 6, 7, 8, 1, 1, 1, 0, 1 },
         { 2, 16, 8, 8, 32, 3, 3, 1, 1, 1 },
     };
-    static const struct { int op; gx_cu_unary uop; gx_tensor *(*f)(gx_ctx *, gx_tensor *); double p0; } A[] = {
+    static const struct { int op; gx_cu_unary uop; ctu_unary_cpu f; double p0; } A[] = {
         { -1, GX_CU_RELU, NULL, 0 }, { GX_CU_RELU, GX_CU_RELU, gx_relu, 0 },
-        { GX_CU_LEAKY_RELU, GX_CU_LEAKY_RELU, c_leaky, 0.1 }, { GX_CU_SILU, GX_CU_SILU, gx_silu, 0 },
+        { GX_CU_LEAKY_RELU, GX_CU_LEAKY_RELU, ctu_leaky, 0.1 }, { GX_CU_SILU, GX_CU_SILU, gx_silu, 0 },
     };
     char what[64];
     for (size_t k = 0; k < sizeof C / sizeof *C; k++) {
@@ -878,11 +834,7 @@ static void test_conv_bn_act(th *h) {
         gx_tensor *b = leaf(h, 1, GX_SHAPE(c->Cout), -0.5, 0.5), *gm = leaf(h, 1, GX_SHAPE(c->Cout), 0.5, 1.5);
         gx_tensor *bt = leaf(h, 1, GX_SHAPE(c->Cout), -1, 1), *rm = leaf(h, 1, GX_SHAPE(c->Cout), -0.5, 0.5);
         gx_tensor *rv = leaf(h, 1, GX_SHAPE(c->Cout), 0.5, 2);
-        h->ctx.grad_enabled = 0;
-        gx_tensor *y = gx_batchnorm(&h->ctx, gx_conv2d(&h->ctx, x, w, b, c->stride, c->pad, c->groups), gm, bt, rm, rv,
-                                    0, 0.1, 1e-5);
-        if (A[ai].f) y = A[ai].f(&h->ctx, y);
-        h->ctx.grad_enabled = 1;
+        gx_tensor *y = ctu_conv_bn_act_cpu(&h->ctx, c, x, w, b, gm, bt, rm, rv, A[ai].f);
         const int64_t Cn = c->Cout, P = y->numel / (c->B * Cn);
         float *col = dev(h, (size_t)gx_cu_conv_col_floats(c) * sizeof(float));
         float *dx = up(h, x->data, x->numel), *dw = up(h, w->data, w->numel), *db = up(h, b->data, Cn);

@@ -13,8 +13,7 @@
  * here, and warp/block sums are plain sums. What this cannot check is listed
  * in kernels/cuda/README.md.
  */
-#include "gx.h"
-#include "gx_cuda.h"
+#include "cuda_test_util.h"
 #include "../../kernels/cuda/gx_cuda_body.cuh"
 
 #include <math.h>
@@ -31,16 +30,9 @@ typedef struct {
 } hh;
 
 static gx_tensor *leaf(hh *h, int nd, const int64_t *shape, double lo, double hi) {
-    gx_tensor *t = gx_tensor_new(&h->ctx, nd, shape);
-    gx_rng_fill_uniform(&h->rng, t->data, t->numel, lo, hi);
-    t->requires_grad = 1;
-    return t;
+    return ctu_leaf(&h->ctx, &h->rng, nd, shape, lo, hi);
 }
-static float *rnd(hh *h, int64_t n) {
-    float *g = (float *)gx_ctx_alloc(&h->ctx, (size_t)n * sizeof(float));
-    gx_rng_fill_uniform(&h->rng, g, n, -1, 1);
-    return g;
-}
+static float *rnd(hh *h, int64_t n) { return ctu_rnd(&h->ctx, &h->rng, n); }
 static float *zeros(hh *h, int64_t n) {
     float *z = (float *)gx_ctx_alloc(&h->ctx, (size_t)(n > 0 ? n : 1) * sizeof(float));
     memset(z, 0, (size_t)n * sizeof(float));
@@ -50,15 +42,7 @@ static float *zeros(hh *h, int64_t n) {
 static void cmp(hh *h, const char *what, const float *got, const float *want, int64_t n, double atol,
                 double rtol) {
     h->checks++;
-    int64_t bad = 0, worst = -1;
-    double wd = 0;
-    for (int64_t i = 0; i < n; i++) {
-        double d = fabs((double)got[i] - (double)want[i]);
-        if (!(d <= atol + rtol * fabs((double)want[i]))) {
-            bad++;
-            if (d > wd || worst < 0) { wd = d; worst = i; }
-        }
-    }
+    int64_t worst, bad = ctu_count_bad(got, want, n, atol, rtol, 0, &worst);
     if (bad) {
         printf("FAIL %s %s: %lld of %lld differ; worst [%lld] body %.9g cpu %.9g\n", h->group, what,
                (long long)bad, (long long)n, (long long)worst, got[worst], want[worst]);
@@ -70,28 +54,10 @@ static void cmp(hh *h, const char *what, const float *got, const float *want, in
 
 /* ---------------------------------------------------------------- elem */
 
-typedef gx_tensor *(*unary_cpu)(gx_ctx *, gx_tensor *);
-static gx_tensor *c_leaky(gx_ctx *c, gx_tensor *x) { return gx_leaky_relu(c, x, 0.1); }
-static gx_tensor *c_affine(gx_ctx *c, gx_tensor *x) { return gx_affine(c, x, -1.5, 0.25); }
-static gx_tensor *c_pow(gx_ctx *c, gx_tensor *x) { return gx_pow_scalar(c, x, 1.7); }
-static gx_tensor *c_clamp(gx_ctx *c, gx_tensor *x) { return gx_clamp(c, x, -0.5, 0.75); }
-
 static void t_unary(hh *h) {
-    static const struct { int op; unary_cpu f; double p0, p1, lo, hi; } U[] = {
-        { GX_CU_RELU, gx_relu, 0, 0, -3, 3 }, { GX_CU_LEAKY_RELU, c_leaky, 0.1, 0, -3, 3 },
-        { GX_CU_GELU, gx_gelu, 0, 0, -3, 3 }, { GX_CU_SILU, gx_silu, 0, 0, -3, 3 },
-        { GX_CU_SIGMOID, gx_sigmoid, 0, 0, -6, 6 }, { GX_CU_SOFTPLUS, gx_softplus, 0, 0, -25, 25 },
-        { GX_CU_TANH, gx_tanh, 0, 0, -3, 3 }, { GX_CU_EXP, gx_exp, 0, 0, -3, 3 },
-        { GX_CU_LOG, gx_log, 0, 0, 0.1, 3 }, { GX_CU_ATAN, gx_atan, 0, 0, -3, 3 },
-        { GX_CU_SIN, gx_sin, 0, 0, -3, 3 }, { GX_CU_COS, gx_cos, 0, 0, -3, 3 },
-        { GX_CU_SQRT, gx_sqrt, 0, 0, 0.1, 3 }, { GX_CU_SQUARE, gx_square, 0, 0, -3, 3 },
-        { GX_CU_ABS, gx_abs, 0, 0, -3, 3 }, { GX_CU_NEG, gx_neg, 0, 0, -3, 3 },
-        { GX_CU_AFFINE, c_affine, -1.5, 0.25, -3, 3 }, { GX_CU_POW, c_pow, 1.7, 0, 0.1, 3 },
-        { GX_CU_CLAMP, c_clamp, -0.5, 0.75, -1, 1 },
-    };
-    static_assert(sizeof U / sizeof *U == GX_CU_NUNARY, "every unary op is tested");
+    const ctu_unary_case *U = ctu_unary;
     const int64_t shape[2] = { 17, 23 };
-    for (size_t k = 0; k < sizeof U / sizeof *U; k++) {
+    for (int k = 0; k < CTU_NUNARY; k++) {
         gx_tensor *x = leaf(h, 2, shape, U[k].lo, U[k].hi);
         gx_tensor *y = U[k].f(&h->ctx, x);
         float *g = rnd(h, y->numel);
@@ -124,27 +90,19 @@ static void emu_rb(float *acc, int nt, const int64_t *to, const float *g, int nf
     }
 }
 
-typedef gx_tensor *(*bin_cpu)(gx_ctx *, gx_tensor *, gx_tensor *);
-
 static void t_binary(hh *h) {
-    static const struct { int op; bin_cpu f; } Bn[] = {
-        { GX_CU_ADD, gx_add }, { GX_CU_SUB, gx_sub }, { GX_CU_MUL, gx_mul }, { GX_CU_DIV, gx_div },
-        { GX_CU_MAX, gx_maximum },
-    };
+    const ctu_binary_case *Bn = ctu_binary;
     static const struct { int na, nb; int64_t a[4], b[4]; } S[] = {
         { 3, 3, { 2, 3, 4 }, { 2, 3, 4 } }, { 3, 1, { 5, 3, 70 }, { 70 } }, { 4, 3, { 2, 3, 5, 5 }, { 3, 1, 1 } },
         { 1, 3, { 1 }, { 2, 3, 4 } }, { 3, 3, { 2, 1, 4 }, { 1, 3, 1 } }, { 2, 2, { 3000, 3 }, { 1, 3 } },
         { 4, 2, { 2, 3, 4, 5 }, { 4, 1 } },
     };
     char what[64];
-    for (size_t k = 0; k < sizeof Bn / sizeof *Bn; k++)
+    for (int k = 0; k < CTU_NBINARY; k++)
         for (size_t c = 0; c < sizeof S / sizeof *S; c++)
             for (int bv = 0; bv < 2; bv++) {
                 gx_tensor *a = leaf(h, S[c].na, S[c].a, -2, 2), *b = leaf(h, S[c].nb, S[c].b, 0.5, 2);
-                if (Bn[k].op == GX_CU_MAX) {
-                    for (int64_t i = 0; i < a->numel; i++) a->data[i] = roundf(a->data[i] * 2) / 2 + 1;
-                    for (int64_t i = 0; i < b->numel; i++) b->data[i] = roundf(b->data[i] * 2) / 2;
-                }
+                if (Bn[k].op == GX_CU_MAX) ctu_quantise_for_max(a, b);
                 gx_tensor *y = Bn[k].f(&h->ctx, a, b);
                 float *g = rnd(h, y->numel);
                 gx_backward(&h->ctx, y, g);
@@ -174,9 +132,8 @@ static void t_reduce(hh *h) {
     const int64_t shape[3] = { 3, 50, 7 };
     char what[48];
     for (int d = 0; d < 3; d++) {
-        int64_t outer = 1, n = shape[d], inner = 1;
-        for (int k = 0; k < d; k++) outer *= shape[k];
-        for (int k = d + 1; k < 3; k++) inner *= shape[k];
+        int64_t outer, n = shape[d], inner;
+        ctu_split(shape, 3, d, &outer, &inner);
         gx_tensor *x = leaf(h, 3, shape, -2, 2);
         for (int64_t i = 0; i < x->numel; i += 5) x->data[i] = 1.75f;   /* ties for max */
         gx_tensor *ys = gx_sum(&h->ctx, x, d, 0), *ym = gx_max(&h->ctx, x, d, 0);
@@ -602,9 +559,8 @@ static void t_shape(hh *h) {
         gx_tensor *y = gx_concat(&h->ctx, 3, xs, dim);
         float *g = rnd(h, y->numel);
         gx_backward(&h->ctx, y, g);
-        int64_t outer = 1, inner = 1, N = y->shape[dim], off = 0;
-        for (int d = 0; d < dim; d++) outer *= y->shape[d];
-        for (int d = dim + 1; d < 3; d++) inner *= y->shape[d];
+        int64_t outer, inner, N = y->shape[dim], off = 0;
+        ctu_split(y->shape, 3, dim, &outer, &inner);
         float *yb = zeros(h, y->numel);
         for (int k = 0; k < 3; k++) {
             float *gk = zeros(h, xs[k]->numel);
@@ -629,9 +585,7 @@ static void t_shape(hh *h) {
         gx_tensor *cat = gx_concat(&h->ctx, 2, both, 0);
         float *gc = rnd(h, cat->numel);
         gx_backward(&h->ctx, cat, gc);
-        outer = 1; inner = 1;
-        for (int d = 0; d < dim; d++) outer *= sh[d];
-        for (int d = dim + 1; d < 3; d++) inner *= sh[d];
+        ctu_split(sh, 3, dim, &outer, &inner);
         float *sb = zeros(h, ys->numel), *fb = zeros(h, x->numel), *gxb = zeros(h, x->numel);
         for (int64_t i = 0; i < ys->numel; i++) {
             sb[i] = x->data[gx_cu_band_at(i, 3, inner, 6, 1)];
@@ -696,9 +650,8 @@ static void t_reduce2(hh *h) {
     const int64_t shape[3] = { 3, 50, 7 };
     char what[64];
     for (int d = 0; d < 3; d++) {
-        int64_t outer = 1, n = shape[d], inner = 1;
-        for (int k = 0; k < d; k++) outer *= shape[k];
-        for (int k = d + 1; k < 3; k++) inner *= shape[k];
+        int64_t outer, n = shape[d], inner;
+        ctu_split(shape, 3, d, &outer, &inner);
         const int64_t ncol = outer * inner;
         /* logsumexp */
         gx_tensor *x = leaf(h, 3, shape, -4, 4);
@@ -917,8 +870,8 @@ static void t_cbna(hh *h) {
         { 2, 4, 9, 9, 6, 3, 3, 1, 1, 1 }, { 2, 4, 10, 9, 6, 3, 3, 2, 1, 2 }, { 3, 5, 6, 7, 8, 1, 1, 1, 0, 1 },
         { 2, 4, 8, 8, 4, 3, 3, 1, 1, 4 },
     };
-    static const struct { int op; unary_cpu f; double p0; } A[] = {
-        { -1, NULL, 0 }, { GX_CU_RELU, gx_relu, 0 }, { GX_CU_LEAKY_RELU, c_leaky, 0.1 }, { GX_CU_SILU, gx_silu, 0 },
+    static const struct { int op; ctu_unary_cpu f; double p0; } A[] = {
+        { -1, NULL, 0 }, { GX_CU_RELU, gx_relu, 0 }, { GX_CU_LEAKY_RELU, ctu_leaky, 0.1 }, { GX_CU_SILU, gx_silu, 0 },
     };
     char what[64];
     for (size_t k = 0; k < sizeof Cs / sizeof *Cs; k++) {
@@ -930,11 +883,7 @@ static void t_cbna(hh *h) {
         gx_tensor *x = leaf(h, 4, xs, -1, 1), *w = leaf(h, 4, ws, -0.5, 0.5), *b = leaf(h, 1, cs, -0.5, 0.5);
         gx_tensor *gm = leaf(h, 1, cs, 0.5, 1.5), *bt = leaf(h, 1, cs, -1, 1);
         gx_tensor *rm = leaf(h, 1, cs, -0.5, 0.5), *rv = leaf(h, 1, cs, 0.5, 2);
-        h->ctx.grad_enabled = 0;
-        gx_tensor *y = gx_batchnorm(&h->ctx, gx_conv2d(&h->ctx, x, w, b, c->stride, c->pad, c->groups), gm, bt, rm, rv,
-                                    0, 0.1, 1e-5);
-        if (A[ai].f) y = A[ai].f(&h->ctx, y);
-        h->ctx.grad_enabled = 1;
+        gx_tensor *y = ctu_conv_bn_act_cpu(&h->ctx, c, x, w, b, gm, bt, rm, rv, A[ai].f);
         const int64_t ncol = gx_cu_conv_col_floats(c), nx = c->Cin * v.H * v.W;
         std::vector<float> col((size_t)ncol);
         std::vector<double> ab((size_t)(2 * c->Cout));

@@ -29,15 +29,17 @@ in full for tensors of at most 512 elements; for larger ones 64 evenly spaced el
 (gs.<name>, indices in gi.<name>), the L2 norm (gn.<name>) and the sum (gsum.<name>),
 the layout tests/unit/test_wm_util.h reads.
 """
-import json
 import math
 import os
-import struct
 import sys
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from ref_common import FIXDIR, count, f32, grad_entries, round_f16, state_f16, write_safetensors
+
+SOURCE = "tests/models/cfinn_ref.py"     # the fixtures' __metadata__ source
 
 CONFIGS = {
     "default": dict(S=64, d=64, d1=16, enc=(32, 64, 128, 256), hidden=512, dec=(128, 64, 32, 32),
@@ -202,10 +204,6 @@ class CFINN(nn.Module):
         return dict(z=z, h=h, logdet=logdet, g=self.logits(h), xrec=self.decoder(z))
 
 
-def count(model):
-    return sum(p.numel() for p in model.parameters())
-
-
 # ----------------------------------------------------------------------------- losses
 
 def ssim(a, b, window=11, sigma=1.5):
@@ -255,35 +253,6 @@ def losses(model, out, x, labels, nsamp, L=LOSS):
 
 # ----------------------------------------------------------------------------- fixture
 
-def write_safetensors(path, tensors):
-    """tensors: {name: (dtype_str, tensor)}; F16 / F32 data, sorted by name."""
-    header, blobs, off = {}, [], 0
-    for key in sorted(tensors):
-        dt, t = tensors[key]
-        t = t.detach().contiguous()
-        t = t.to(torch.float16 if dt == "F16" else torch.float32)
-        data = t.numpy().tobytes()
-        header[key] = {"dtype": dt, "shape": list(t.shape), "data_offsets": [off, off + len(data)]}
-        blobs.append(data)
-        off += len(data)
-    header["__metadata__"] = {"source": "tests/models/cfinn_ref.py", "torch": torch.__version__}
-    h = json.dumps(header, separators=(",", ":")).encode()
-    h += b" " * ((8 - len(h) % 8) % 8)
-    with open(path + ".tmp", "wb") as f:
-        f.write(struct.pack("<Q", len(h)))
-        f.write(h)
-        for b in blobs:
-            f.write(b)
-    os.replace(path + ".tmp", path)
-    print(f"wrote {path} ({len(tensors)} tensors, {off} data bytes)")
-
-
-FIXDIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fixtures")
-
-
-def f32(t):
-    return t.float().double()
-
 
 def cycle_loss(model, out):
     """The latent cycle term (not in the spec; models/cf_inn_loss.c says why): sample i's z2
@@ -309,20 +278,6 @@ def background_loss(model, out, bg):
     return diff.sum() / (x_mix.shape[1] * bg.sum())
 
 
-def grad_entries(model, out):
-    for name, p in model.named_parameters():
-        gr = (p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1).clone()
-        if gr.numel() <= 512:
-            out["g." + name] = ("F32", gr)
-        else:
-            n = gr.numel()
-            idx = torch.tensor([(k * n) // 64 for k in range(64)])
-            out["gi." + name] = ("F32", idx.double())
-            out["gs." + name] = ("F32", gr[idx])
-            out["gn." + name] = ("F32", gr.norm().reshape(1))
-            out["gsum." + name] = ("F32", gr.sum().reshape(1))
-
-
 def export_fixture():
     torch.manual_seed(0)
     cfg = CONFIGS["tiny"]
@@ -332,11 +287,9 @@ def export_fixture():
             blk = getattr(model.flow, f"block{b}")
             blk.n1[4].weight.mul_(4)
             blk.n2[4].weight.mul_(4)
-        for t in list(model.parameters()) + list(model.buffers()):
-            t.copy_(t.half().float())
+        round_f16(model)
     model = model.double()
-    sd = {k: v.clone() for k, v in model.state_dict().items()}
-    weights = {k: ("F16", v) for k, v in sd.items()}
+    sd, weights = state_f16(model)
 
     g = torch.Generator().manual_seed(1)
     Bn, S, d, d1 = 4, cfg["S"], cfg["d"], cfg["d1"]
@@ -383,7 +336,7 @@ def export_fixture():
     lc.backward()
     cyc = {"loss.l_cyc": ("F32", lc.reshape(1)), "grad.in.x": ("F32", xc.grad)}
     grad_entries(model, cyc)
-    write_safetensors(os.path.join(FIXDIR, "cfinn_tiny_cyc.safetensors"), cyc)
+    write_safetensors(os.path.join(FIXDIR, "cfinn_tiny_cyc.safetensors"), cyc, SOURCE)
 
     # The background term alone, on the eval forward. At this init every image gets nearly the
     # same z1 (spread ~2e-4), so the mixed decode differs from x~ by ~1e-7 and the sign of
@@ -412,15 +365,15 @@ def export_fixture():
            "scale.encoder_fc2_z1": ("F32", torch.tensor([enc_scale])),
            "scale.decoder_fc1_z1": ("F32", torch.tensor([dec_scale]))}
     grad_entries(mb, bgf)
-    write_safetensors(os.path.join(FIXDIR, "cfinn_tiny_bg.safetensors"), bgf)
+    write_safetensors(os.path.join(FIXDIR, "cfinn_tiny_bg.safetensors"), bgf, SOURCE)
     print(f"background term {lb.item():.6f} over {int(bgm.sum().item())} of {int(ring.sum().item())} "
           "ring pixels")
 
     torch.manual_seed(0)
     io["count.default"] = ("F32", torch.tensor([float(count(CFINN(CONFIGS["default"])))]))
     io["count.tiny"] = ("F32", torch.tensor([float(count(CFINN(CONFIGS["tiny"])))]))
-    write_safetensors(os.path.join(FIXDIR, "cfinn_tiny.safetensors"), weights)
-    write_safetensors(os.path.join(FIXDIR, "cfinn_tiny_io.safetensors"), io)
+    write_safetensors(os.path.join(FIXDIR, "cfinn_tiny.safetensors"), weights, SOURCE)
+    write_safetensors(os.path.join(FIXDIR, "cfinn_tiny_io.safetensors"), io, SOURCE)
     print("losses: " + ", ".join(f"{k} {Lt[k].item():.6f}" for k in
                                   ("l_x", "l_y", "l_ib", "l_mmd", "l_rec", "ssim", "total")))
 

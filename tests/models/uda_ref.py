@@ -37,15 +37,17 @@ Usage:
   /usr/bin/python3 tests/models/uda_ref.py           # writes the fixture
   /usr/bin/python3 tests/models/uda_ref.py --count   # parameter counts only
 """
-import json
-import math
 import os
-import struct
 import sys
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from ref_common import (FIXDIR, count, f32, grad_entries, random_bn_stats, round_f16, state_f16,
+                        write_safetensors)
+
+SOURCE = "tests/models/uda_ref.py"     # the fixtures' __metadata__ source
 
 BACKBONES = {
     # bottleneck, blocks per stage, widths
@@ -164,10 +166,6 @@ class UDAModel(nn.Module):
         return f, logits, torch.softmax(logits, dim=1)
 
 
-def count(model):
-    return sum(p.numel() for p in model.parameters())
-
-
 # ------------------------------------------------------------------------------ losses
 
 def topk_of(K):
@@ -218,35 +216,7 @@ def loss_ac(p, keys, bank, batch_idx, B, n_views):
 
 # ----------------------------------------------------------------------------- fixture
 
-def write_safetensors(path, tensors):
-    """tensors: {name: (dtype_str, tensor)}; F16 / F32 data, sorted by name."""
-    header, blobs, off = {}, [], 0
-    for key in sorted(tensors):
-        dt, t = tensors[key]
-        t = t.detach().contiguous()
-        t = t.to(torch.float16 if dt == "F16" else torch.float32)
-        data = t.numpy().tobytes()
-        header[key] = {"dtype": dt, "shape": list(t.shape), "data_offsets": [off, off + len(data)]}
-        blobs.append(data)
-        off += len(data)
-    header["__metadata__"] = {"source": "tests/models/uda_ref.py", "torch": torch.__version__}
-    h = json.dumps(header, separators=(",", ":")).encode()
-    h += b" " * ((8 - len(h) % 8) % 8)
-    with open(path + ".tmp", "wb") as f:
-        f.write(struct.pack("<Q", len(h)))
-        f.write(h)
-        for b in blobs:
-            f.write(b)
-    os.replace(path + ".tmp", path)
-    print(f"wrote {path} ({len(tensors)} tensors, {off} data bytes)")
-
-
-FIXDIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fixtures")
 K_FIX, S_FIX, BS, BT, VIEWS, LAM = 4, 36, 3, 2, 3, 0.5
-
-
-def f32(t):
-    return t.float().double()
 
 
 def counts():
@@ -278,21 +248,14 @@ def export_fixture():
     model = UDAModel("tiny", K_FIX)
     g = torch.Generator().manual_seed(1)
     with torch.no_grad():
-        for name, b in model.named_buffers():
-            if name.endswith("running_mean"):
-                b.copy_(torch.rand(b.shape, generator=g) * 0.2 - 0.1)
-            elif name.endswith("running_var"):
-                b.copy_(torch.rand(b.shape, generator=g) + 0.5)
+        random_bn_stats(model, g)
         for name, p in model.named_parameters():     # distinct affine per BN set
             if ".d0." in name or ".d1." in name:
                 base = 1.0 if name.endswith("weight") else 0.0
                 p.copy_(base + (torch.rand(p.shape, generator=g) - 0.5) * 0.4)
-        for t in list(model.parameters()) + list(model.buffers()):
-            if t.is_floating_point():
-                t.copy_(t.half().float())
+        round_f16(model)
     model = model.double()
-    sd = {k: v.clone() for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
-    out = {k: ("F16", v) for k, v in sd.items()}
+    sd, out = state_f16(model)
     k = topk_of(K_FIX)
 
     # Inputs: retry seeds until every top-k set the test depends on has a clear gap.
@@ -385,21 +348,11 @@ def export_fixture():
     L.backward()
     out["loss.total"] = ("F32", L.detach().reshape(1))
     out["loss.lambda"] = ("F32", torch.tensor([LAM], dtype=torch.float64))
-    for name, p in model.named_parameters():
-        gr = (p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1)
-        if gr.numel() <= 512:
-            out["g." + name] = ("F32", gr)
-        else:
-            n = gr.numel()
-            idx = torch.tensor([(j * n) // 64 for j in range(64)])
-            out["gi." + name] = ("F32", idx.double())
-            out["gs." + name] = ("F32", gr[idx])
-            out["gn." + name] = ("F32", gr.norm().reshape(1))
-            out["gsum." + name] = ("F32", gr.sum().reshape(1))
+    grad_entries(model, out)
 
     for name, (K, n) in counts().items():
         out[f"count.{name}"] = ("F32", torch.tensor([K, n], dtype=torch.float64))
-    write_safetensors(os.path.join(FIXDIR, "uda_tiny.safetensors"), out)
+    write_safetensors(os.path.join(FIXDIR, "uda_tiny.safetensors"), out, SOURCE)
 
 
 def make_bank(g, keys, k, n=10):

@@ -36,15 +36,18 @@ those rounded values, in float64), and gradients are stored in full only for ten
 most 512 elements; for larger ones we store 64 evenly spaced elements (gs.<name>, indices in
 gi.<name>) plus the gradient's L2 norm (gn.<name>) and its plain sum (gsum.<name>).
 """
-import json
 import math
 import os
-import struct
 import sys
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from ref_common import (FIXDIR, count, grad_entries, random_bn_stat, random_bn_stats, read_safetensors,
+                        round_f16, state_f16, write_safetensors)
+
+SOURCE = "tests/models/wm_ref.py"     # the fixtures' __metadata__ source
 
 CONFIGS = {
     # size, c1, c2, d_model, d_state, d_conv, expand, dt_rank, G, F, K
@@ -416,36 +419,7 @@ class WaveletMambaModel(nn.Module):
         return dict(logits=logits, redshift=zhat, mu=mu, logvar=logvar, z=z, w=w, mags=mags, c4=c4)
 
 
-def count(model):
-    return sum(p.numel() for p in model.parameters())
-
-
 # ----------------------------------------------------------------------------- fixture
-
-def write_safetensors(path, tensors):
-    """tensors: {name: (dtype_str, tensor)}; F16 / F32 data, sorted by name."""
-    header, blobs, off = {}, [], 0
-    for key in sorted(tensors):
-        dt, t = tensors[key]
-        t = t.detach().contiguous()
-        t = t.to(torch.float16 if dt == "F16" else torch.float32)
-        data = t.numpy().tobytes()
-        header[key] = {"dtype": dt, "shape": list(t.shape), "data_offsets": [off, off + len(data)]}
-        blobs.append(data)
-        off += len(data)
-    header["__metadata__"] = {"source": "tests/models/wm_ref.py", "torch": torch.__version__}
-    h = json.dumps(header, separators=(",", ":")).encode()
-    h += b" " * ((8 - len(h) % 8) % 8)
-    with open(path + ".tmp", "wb") as f:
-        f.write(struct.pack("<Q", len(h)))
-        f.write(h)
-        for b in blobs:
-            f.write(b)
-    os.replace(path + ".tmp", path)
-    print(f"wrote {path} ({len(tensors)} tensors, {off} data bytes)")
-
-
-FIXDIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fixtures")
 
 
 def export_fixture():
@@ -455,21 +429,12 @@ def export_fixture():
     g = torch.Generator().manual_seed(1)
     with torch.no_grad():
         # Non-trivial running statistics and colour statistics so eval mode is exercised.
-        for name, b in model.named_buffers():
-            if name.endswith("running_mean"):
-                b.copy_(torch.rand(b.shape, generator=g) * 0.2 - 0.1)
-            elif name.endswith("running_var"):
-                b.copy_(torch.rand(b.shape, generator=g) + 0.5)
+        random_bn_stats(model, g)
         model.feature_extractor.color_stats.median.copy_(torch.rand(4, generator=g) * 0.2 - 0.1)
         model.feature_extractor.color_stats.iqr.copy_(torch.rand(4, generator=g) * 0.5 + 0.1)
-        # Round every weight to F16 so the stored values are the evaluated ones.
-        for t in list(model.parameters()) + list(model.buffers()):
-            if t.is_floating_point():
-                t.copy_(t.half().float())
+        round_f16(model)
     model = model.double()
-    # clone: state_dict() shares storage, and the training pass below updates running stats
-    sd = {k: v.clone() for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
-    out = {k: ("F16", v) for k, v in sd.items()}
+    sd, out = state_f16(model)
 
     Bn, S = 3, cfg["S"]
     x = (torch.rand(Bn, 3, S, S, generator=g) * 0.9 + 0.05).half().double()
@@ -478,9 +443,9 @@ def export_fixture():
     out["in.x"], out["in.coords"] = ("F32", x), ("F32", coords)
     out.update(io_tensors(model, x, coords, g))
     # Two files: the weights alone (a state_dict, loaded strictly by name) and the test data.
-    write_safetensors(os.path.join(FIXDIR, "wm_tiny.safetensors"), {k: out[k] for k in sd})
+    write_safetensors(os.path.join(FIXDIR, "wm_tiny.safetensors"), {k: out[k] for k in sd}, SOURCE)
     write_safetensors(os.path.join(FIXDIR, "wm_tiny_io.safetensors"),
-                      {k: v for k, v in out.items() if k not in sd})
+                      {k: v for k, v in out.items() if k not in sd}, SOURCE)
 
 
 def io_tensors(model, x, coords, g):
@@ -509,34 +474,7 @@ def io_tensors(model, x, coords, g):
     for name, b in model.named_buffers():
         if "running" in name:
             out["train.buf." + name] = ("F32", b)
-    for name, p in model.named_parameters():
-        gr = p.grad if p.grad is not None else torch.zeros_like(p)
-        gr = gr.reshape(-1)
-        if gr.numel() <= 512:
-            out["g." + name] = ("F32", gr)
-        else:
-            n = gr.numel()
-            idx = torch.tensor([(k * n) // 64 for k in range(64)])
-            out["gi." + name] = ("F32", idx.double())
-            out["gs." + name] = ("F32", gr[idx])
-            out["gn." + name] = ("F32", gr.norm().reshape(1))
-            out["gsum." + name] = ("F32", gr.sum().reshape(1))
-    return out
-
-
-def read_safetensors(path):
-    """{name: float64 tensor} of an F16/F32 safetensors file."""
-    with open(path, "rb") as f:
-        blob = f.read()
-    n = struct.unpack("<Q", blob[:8])[0]
-    header, data = json.loads(blob[8:8 + n]), blob[8 + n:]
-    out = {}
-    for k, v in header.items():
-        if k == "__metadata__":
-            continue
-        a, b = v["data_offsets"]
-        dt = {"F16": torch.float16, "F32": torch.float32}[v["dtype"]]
-        out[k] = torch.frombuffer(bytearray(data[a:b]), dtype=dt).reshape(v["shape"]).double()
+    grad_entries(model, out)
     return out
 
 
@@ -556,10 +494,7 @@ def export_rn18_fixture(width=8, batch=3, size=45):
                 t.copy_(tiny[name])
                 continue
             own.append(name)
-            if name.endswith("running_mean"):
-                t.copy_(torch.rand(t.shape, generator=g) * 0.2 - 0.1)
-            elif name.endswith("running_var"):
-                t.copy_(torch.rand(t.shape, generator=g) + 0.5)
+            random_bn_stat(name, t, g)
             t.copy_(t.half().float())
     model = model.double()
     out = {k: ("F16", v.clone()) for k, v in model.state_dict().items() if k in own}
@@ -568,8 +503,8 @@ def export_rn18_fixture(width=8, batch=3, size=45):
                           torch.rand(batch, generator=g) * 180 - 90], 1).float().double()
     io = {"in.x": ("F32", x), "in.coords": ("F32", coords)}
     io.update(io_tensors(model, x, coords, g))
-    write_safetensors(os.path.join(FIXDIR, "wm_rn18.safetensors"), out)
-    write_safetensors(os.path.join(FIXDIR, "wm_rn18_io.safetensors"), io)
+    write_safetensors(os.path.join(FIXDIR, "wm_rn18.safetensors"), out, SOURCE)
+    write_safetensors(os.path.join(FIXDIR, "wm_rn18_io.safetensors"), io, SOURCE)
 
 
 def export_token_fixture():
@@ -585,7 +520,7 @@ def export_token_fixture():
     x, coords = io_in["in.x"], io_in["in.coords"]
     io = {"in.x": ("F32", x), "in.coords": ("F32", coords)}
     io.update(io_tensors(model, x, coords, g))
-    write_safetensors(os.path.join(FIXDIR, "wm_tiny_token_io.safetensors"), io)
+    write_safetensors(os.path.join(FIXDIR, "wm_tiny_token_io.safetensors"), io, SOURCE)
 
 
 def main():

@@ -212,12 +212,11 @@ static int bad(const char *cmd, const char *flag, const char *why) {
     return 2;
 }
 
-/* Flags of `wavelet-mamba` that take a value (--quiet and --help do not). */
-static int wm_flag_known(const char *a) {
-    static const char *const f[] = { "--data", "--db", "--out", "--config", "--size", "--epochs",
-                                     "--batch", "--accum", "--seed", "--device", "--resume", "--set" };
-    for (size_t i = 0; i < sizeof f / sizeof *f; i++) if (!strcmp(a, f[i])) return 1;
-    return 0;
+/* A failure while running: the library's message (it names the file or
+ * flag), exit status 1. */
+static int failed(const char *cmd, const gx_err *err) {
+    fprintf(stderr, "galaxy-train %s: %s\n", cmd, err->msg);
+    return 1;
 }
 
 /* Strict integer parsing: the whole argument, within [lo, hi]. */
@@ -273,176 +272,225 @@ static void install_stop_handler(void) {
     sigaction(SIGTERM, &sa, NULL);
 }
 
-static int cmd_wavelet_mamba(int argc, char **argv, int argc0, char **argv0) {
-    const char *C = "wavelet-mamba";
-    /* --config first: it sets the defaults that the other flags override. */
-    const char *config = "default";
+/* ------------------------------------------------------ training commands */
+
+/* Pass one of a training command: --help anywhere (usage on stdout, exit
+ * 0), and `flag`, whose value sets the defaults that the other flags
+ * override (--config; uda's --backbone), each value handed to take(dst,
+ * value) in order. -1 to go on parsing, else the exit status. */
+static int first_pass(const char *C, int argc, char **argv, void (*usage)(FILE *), const char *flag,
+                      int (*take)(void *dst, const char *val), void *dst) {
     for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) { usage_wm(stdout); return 0; }
-        if (!strcmp(argv[i], "--config")) {
-            if (i + 1 >= argc) return bad(C, "--config", "needs a value");
-            config = argv[++i];
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) { usage(stdout); return 0; }
+        if (!strcmp(argv[i], flag)) {
+            if (i + 1 >= argc) return bad(C, flag, "needs a value");
+            int rc = take(dst, argv[++i]);
+            if (rc) return rc;
         }
     }
-    gx_train_wm_opts o;
-    gx_err err;
-    if (gx_train_wm_opts_default(&o, config, &err) != GX_OK) return bad(C, "--config", err.msg);
+    return -1;
+}
+
+static int take_name(void *dst, const char *val) {
+    *(const char **)dst = val;
+    return 0;
+}
+
+/* Where the flags that the training commands share go (NULL where a
+ * command has no such flag, or parses it its own way), and the options
+ * every trainer has. */
+typedef struct train_flags {
+    const char **data, **db, **out;
+    int *epochs, *batch;
+    uint64_t *seed;
+    int64_t *resume;
+    int *progress;
+    const char **command_line;
+    const volatile sig_atomic_t **stop;
+    /* --set KEY=VALUE: set(opts, KEY, VALUE, err); NULL: the command's own parser */
+    gx_status (*set)(void *opts, const char *key, const char *value, gx_err *err);
+    void *opts;
+} train_flags;
+
+/* --set KEY=VALUE: KEY into kv (NUL-terminated); returns the VALUE after
+ * its '=', or NULL when there is none (said; the exit status is 2). */
+static char *split_set(const char *C, const char *val, char kv[static 256]) {
+    snprintf(kv, 256, "%s", val);
+    char *eq = strchr(kv, '=');
+    if (!eq) {
+        bad(C, "--set", "expected KEY=VALUE");
+        return NULL;
+    }
+    *eq = 0;
+    return eq + 1;
+}
+
+/* A shared flag with its value: 0 taken, 2 a bad value (said), -1 not one
+ * of t's. */
+static int train_flag(const char *C, const train_flags *t, const char *a, const char *val) {
     long long v;
+    gx_err err;
+    if (t->data && !strcmp(a, "--data")) *t->data = val;
+    else if (t->db && !strcmp(a, "--db")) *t->db = val;
+    else if (t->out && !strcmp(a, "--out")) *t->out = val;
+    else if (t->epochs && !strcmp(a, "--epochs")) {
+        if (!parse_ll(val, 1, 1000000, &v)) return bad(C, a, "must be a positive integer");
+        *t->epochs = (int)v;
+    } else if (t->batch && !strcmp(a, "--batch")) {
+        if (!parse_ll(val, 2, 1 << 20, &v)) return bad(C, a, "must be an integer >= 2");
+        *t->batch = (int)v;
+    } else if (t->seed && !strcmp(a, "--seed")) {
+        if (!parse_ll(val, 0, (long long)(~0ull >> 1), &v)) return bad(C, a, "must be a non-negative integer");
+        *t->seed = (uint64_t)v;
+    } else if (t->resume && !strcmp(a, "--resume")) {
+        if (!parse_ll(val, 1, (long long)(~0ull >> 1), &v)) return bad(C, a, "must be a run id (>= 1)");
+        *t->resume = v;
+    } else if (t->set && !strcmp(a, "--set")) {
+        char kv[256], *value = split_set(C, val, kv);
+        if (!value) return 2;
+        if (t->set(t->opts, kv, value, &err) != GX_OK) return bad(C, "--set", err.msg);
+    } else {
+        return -1;
+    }
+    return 0;
+}
+
+/* Pass two: --quiet (*t->progress = 0), else a flag with a value: refused
+ * when not in known (NULL-terminated; NULL: any "--..." name, the
+ * command's own parser names the unknown ones), then train_flag, then
+ * own(o, flag, value) (0, or the exit status of a bad value). 0 when all
+ * parsed, else the exit status. */
+static int parse_flags(const char *C, int argc, char **argv, const char *const *known, const train_flags *t,
+                       int (*own)(void *o, const char *a, const char *val), void *o) {
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
-        int takes = strcmp(a, "--quiet") != 0;
-        if (takes && !wm_flag_known(a)) return bad(C, a, "unknown option");
-        if (takes && !val) return bad(C, a, "needs a value");
-        if (!strcmp(a, "--data")) o.data = val;
-        else if (!strcmp(a, "--db")) o.db_path = val;
-        else if (!strcmp(a, "--out")) o.out_dir = val;
-        else if (!strcmp(a, "--config")) { /* handled above */ }
-        else if (!strcmp(a, "--size")) {
-            if (!parse_ll(val, 8, 1024, &v)) return bad(C, a, "must be an integer in [8, 1024]");
-            o.model.size = v;
-        } else if (!strcmp(a, "--epochs")) {
-            if (!parse_ll(val, 1, 1000000, &v)) return bad(C, a, "must be a positive integer");
-            o.epochs = (int)v;
-        } else if (!strcmp(a, "--batch")) {
-            if (!parse_ll(val, 2, 1 << 20, &v)) return bad(C, a, "must be an integer >= 2");
-            o.batch = (int)v;
-        } else if (!strcmp(a, "--accum")) {
-            if (!parse_ll(val, 1, 1 << 20, &v)) return bad(C, a, "must be a positive integer");
-            o.accum = (int)v;
-        } else if (!strcmp(a, "--seed")) {
-            if (!parse_ll(val, 0, (long long)(~0ull >> 1), &v)) return bad(C, a, "must be a non-negative integer");
-            o.seed = (uint64_t)v;
-        } else if (!strcmp(a, "--device")) {
-            if (strcmp(val, "cpu")) return bad(C, a, "only 'cpu' is available in this build");
-        } else if (!strcmp(a, "--resume")) {
-            if (!parse_ll(val, 1, (long long)(~0ull >> 1), &v)) return bad(C, a, "must be a run id (>= 1)");
-            o.resume_run = v;
-        } else if (!strcmp(a, "--set")) {
-            char kv[256];
-            snprintf(kv, sizeof kv, "%s", val);
-            char *eq = strchr(kv, '=');
-            if (!eq) return bad(C, "--set", "expected KEY=VALUE");
-            *eq = 0;
-            if (gx_train_wm_set(&o, kv, eq + 1, &err) != GX_OK) return bad(C, "--set", err.msg);
-        } else if (!strcmp(a, "--quiet")) {
-            o.progress = 0;
-        } else {
-            return bad(C, a, "unknown option");
-        }
-        if (takes) i++;
+        if (!strcmp(a, "--quiet")) { *t->progress = 0; continue; }
+        int ok = !known && !strncmp(a, "--", 2);
+        for (int k = 0; known && known[k]; k++) ok |= !strcmp(a, known[k]);
+        if (!ok) return bad(C, a, "unknown option");
+        if (!val) return bad(C, a, "needs a value");
+        int rc = train_flag(C, t, a, val);
+        if (rc < 0) rc = own(o, a, val);
+        if (rc) return rc;
+        i++;
     }
-    if (!o.data) return bad(C, "--data", "is required");
-    if (!o.db_path) return bad(C, "--db", "is required");
-    if (!o.out_dir) return bad(C, "--out", "is required");
-    char *cl = join_args(argc0, argv0);
-    o.command_line = cl;
-    o.stop = &g_stop;
+    return 0;
+}
+
+/* Before a training run: the required flags (flag, value pairs, NULL
+ * after the last) refused by name when missing; then the command line
+ * for the run's row (malloc'ed: train_end frees it) and Ctrl-C handled
+ * from here on (t->stop). 0, or the exit status. */
+static int train_begin(const char *C, const char *const *required, int argc0, char **argv0, const train_flags *t) {
+    for (int k = 0; required[k]; k += 2)
+        if (!required[k + 1]) return bad(C, required[k], "is required");
+    *t->command_line = join_args(argc0, argv0);
+    *t->stop = &g_stop;
     install_stop_handler();
-    gx_train_wm_result r;
-    gx_status s = gx_train_wm(&o, &r, &err);
-    free(cl);
-    if (s != GX_OK) {
-        fprintf(stderr, "galaxy-train %s: %s\n", C, err.msg);
-        return 1;
-    }
-    if (r.interrupted) {
+    return 0;
+}
+
+/* After a training run: frees command_line; a failure (exit 1) or an
+ * interruption (exit 130, with how to resume) is said here. -1 when the
+ * run finished: the caller prints its summary and exits 0. */
+static int train_end(const char *C, gx_status s, const gx_err *err, const char *command_line, int64_t run_id,
+                     int epochs_done, int interrupted) {
+    free((char *)command_line);
+    if (s != GX_OK) return failed(C, err);
+    if (interrupted) {
         printf("run %lld: interrupted after %d complete epochs; continue with --resume %lld\n",
-               (long long)r.run_id, r.epochs_done, (long long)r.run_id);
+               (long long)run_id, epochs_done, (long long)run_id);
         return 130;
     }
-    printf("run %lld: %d epochs, best val accuracy %.4f (epoch %d), %.1f images/s\n",
-           (long long)r.run_id, r.epochs_done, r.best_val_accuracy, r.best_epoch + 1, r.images_per_s);
-    return 0;
+    return -1;
+}
+
+/* Flags of `wavelet-mamba` that take a value (--quiet and --help do not). */
+static const char *const wm_flags[] = { "--data", "--db", "--out", "--config", "--size", "--epochs", "--batch",
+                                        "--accum", "--seed", "--device", "--resume", "--set", NULL };
+
+/* A `wavelet-mamba` flag that train_flag does not take; 0 or the exit
+ * status of a bad value. */
+static int wm_flag(void *opts, const char *a, const char *val) {
+    const char *C = "wavelet-mamba";
+    gx_train_wm_opts *o = opts;
+    long long v;
+    if (!strcmp(a, "--size")) {
+        if (!parse_ll(val, 8, 1024, &v)) return bad(C, a, "must be an integer in [8, 1024]");
+        o->model.size = v;
+    } else if (!strcmp(a, "--accum")) {
+        if (!parse_ll(val, 1, 1 << 20, &v)) return bad(C, a, "must be a positive integer");
+        o->accum = (int)v;
+    } else if (!strcmp(a, "--device")) {
+        if (strcmp(val, "cpu")) return bad(C, a, "only 'cpu' is available in this build");
+    }
+    return 0;                          /* --config: taken by the first pass */
+}
+
+static gx_status wm_set(void *o, const char *key, const char *value, gx_err *err) {
+    return gx_train_wm_set(o, key, value, err);
 }
 
 /* Flags of `cf-inn` that take a value (--quiet and --help do not). */
-static int cf_flag_known(const char *a) {
-    static const char *const f[] = { "--data", "--db", "--out", "--config", "--size", "--epochs",
-                                     "--batch", "--seed", "--judge", "--resume", "--set" };
-    for (size_t i = 0; i < sizeof f / sizeof *f; i++) if (!strcmp(a, f[i])) return 1;
-    return 0;
-}
+static const char *const cf_flags[] = { "--data", "--db", "--out", "--config", "--size", "--epochs", "--batch",
+                                        "--seed", "--judge", "--resume", "--set", NULL };
 
-/* One flag of `cf-inn` with its value (the caller checked that it takes
- * one and has one); 0 or the exit status of a bad value. */
-static int cf_flag(gx_train_cf_opts *o, const char *a, const char *val) {
+/* A `cf-inn` flag that train_flag does not take; 0 or the exit status of
+ * a bad value. */
+static int cf_flag(void *opts, const char *a, const char *val) {
     const char *C = "cf-inn";
+    gx_train_cf_opts *o = opts;
     long long v;
-    gx_err err;
-    if (!strcmp(a, "--data")) o->data = val;
-    else if (!strcmp(a, "--db")) o->db_path = val;
-    else if (!strcmp(a, "--out")) o->out_dir = val;
-    else if (!strcmp(a, "--judge")) o->judge = val;
+    if (!strcmp(a, "--judge")) o->judge = val;
     else if (!strcmp(a, "--size")) {
         if (!parse_ll(val, 16, 1024, &v) || (v & (v - 1)))
             return bad(C, a, "must be 16, 32, 64, ... 1024");
         o->model.size = v;
-    } else if (!strcmp(a, "--epochs")) {
-        if (!parse_ll(val, 1, 1000000, &v)) return bad(C, a, "must be a positive integer");
-        o->epochs = (int)v;
-    } else if (!strcmp(a, "--batch")) {
-        if (!parse_ll(val, 2, 1 << 20, &v)) return bad(C, a, "must be an integer >= 2");
-        o->batch = (int)v;
-    } else if (!strcmp(a, "--seed")) {
-        if (!parse_ll(val, 0, (long long)(~0ull >> 1), &v)) return bad(C, a, "must be a non-negative integer");
-        o->seed = (uint64_t)v;
-    } else if (!strcmp(a, "--resume")) {
-        if (!parse_ll(val, 1, (long long)(~0ull >> 1), &v)) return bad(C, a, "must be a run id (>= 1)");
-        o->resume_run = v;
-    } else if (!strcmp(a, "--set")) {
-        char kv[256];
-        snprintf(kv, sizeof kv, "%s", val);
-        char *eq = strchr(kv, '=');
-        if (!eq) return bad(C, "--set", "expected KEY=VALUE");
-        *eq = 0;
-        if (gx_train_cf_set(o, kv, eq + 1, &err) != GX_OK) return bad(C, "--set", err.msg);
     }
-    return 0;
+    return 0;                          /* --config: taken by the first pass */
 }
 
-static int cmd_cf_inn(int argc, char **argv, int argc0, char **argv0) {
-    const char *C = "cf-inn";
-    const char *config = "default";
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) { usage_cf(stdout); return 0; }
-        if (!strcmp(argv[i], "--config")) {
-            if (i + 1 >= argc) return bad(C, "--config", "needs a value");
-            config = argv[++i];
-        }
-    }
-    gx_train_cf_opts o;
+static gx_status cf_set(void *o, const char *key, const char *value, gx_err *err) {
+    return gx_train_cf_set(o, key, value, err);
+}
+
+/* `wavelet-mamba` (is_cf 0) and `cf-inn` (1): one command around two
+ * trainers whose options and own flags differ, not the parsing, the checks
+ * or what is printed. */
+static int cmd_train(int is_cf, int argc, char **argv, int argc0, char **argv0) {
+    const char *C = is_cf ? "cf-inn" : "wavelet-mamba", *config = "default";
+    int rc = first_pass(C, argc, argv, is_cf ? usage_cf : usage_wm, "--config", take_name, &config);
+    if (rc >= 0) return rc;
+    gx_train_wm_opts wo;
+    gx_train_cf_opts co;
     gx_err err;
-    if (gx_train_cf_opts_default(&o, config, &err) != GX_OK) return bad(C, "--config", err.msg);
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "--quiet")) { o.progress = 0; continue; }
-        if (!cf_flag_known(a)) return bad(C, a, "unknown option");
-        if (!val) return bad(C, a, "needs a value");
-        int rc = cf_flag(&o, a, val);
-        if (rc) return rc;
-        i++;
+    gx_status s = is_cf ? gx_train_cf_opts_default(&co, config, &err) : gx_train_wm_opts_default(&wo, config, &err);
+    if (s != GX_OK) return bad(C, "--config", err.msg);
+    train_flags tf = is_cf ? (train_flags){ &co.data, &co.db_path, &co.out_dir, &co.epochs, &co.batch, &co.seed,
+                                            &co.resume_run, &co.progress, &co.command_line, &co.stop, cf_set, &co }
+                           : (train_flags){ &wo.data, &wo.db_path, &wo.out_dir, &wo.epochs, &wo.batch, &wo.seed,
+                                            &wo.resume_run, &wo.progress, &wo.command_line, &wo.stop, wm_set, &wo };
+    rc = is_cf ? parse_flags(C, argc, argv, cf_flags, &tf, cf_flag, &co)
+               : parse_flags(C, argc, argv, wm_flags, &tf, wm_flag, &wo);
+    const char *req[] = { "--data", *tf.data, "--db", *tf.db, "--out", *tf.out, NULL };
+    if (rc || (rc = train_begin(C, req, argc0, argv0, &tf))) return rc;
+    int64_t run_id;
+    int epochs_done, best_epoch, interrupted;
+    double best_acc, ips;
+    if (is_cf) {
+        gx_train_cf_result r;
+        s = gx_train_cf(&co, &r, &err);
+        run_id = r.run_id; epochs_done = r.epochs_done; best_epoch = r.best_epoch; interrupted = r.interrupted;
+        best_acc = r.best_val_accuracy; ips = r.images_per_s;
+    } else {
+        gx_train_wm_result r;
+        s = gx_train_wm(&wo, &r, &err);
+        run_id = r.run_id; epochs_done = r.epochs_done; best_epoch = r.best_epoch; interrupted = r.interrupted;
+        best_acc = r.best_val_accuracy; ips = r.images_per_s;
     }
-    if (!o.data) return bad(C, "--data", "is required");
-    if (!o.db_path) return bad(C, "--db", "is required");
-    if (!o.out_dir) return bad(C, "--out", "is required");
-    char *cl = join_args(argc0, argv0);
-    o.command_line = cl;
-    o.stop = &g_stop;
-    install_stop_handler();
-    gx_train_cf_result r;
-    gx_status s = gx_train_cf(&o, &r, &err);
-    free(cl);
-    if (s != GX_OK) {
-        fprintf(stderr, "galaxy-train %s: %s\n", C, err.msg);
-        return 1;
-    }
-    if (r.interrupted) {
-        printf("run %lld: interrupted after %d complete epochs; continue with --resume %lld\n",
-               (long long)r.run_id, r.epochs_done, (long long)r.run_id);
-        return 130;
-    }
+    if ((rc = train_end(C, s, &err, *tf.command_line, run_id, epochs_done, interrupted)) >= 0) return rc;
     printf("run %lld: %d epochs, best val accuracy %.4f (epoch %d), %.1f images/s\n",
-           (long long)r.run_id, r.epochs_done, r.best_val_accuracy, r.best_epoch + 1, r.images_per_s);
+           (long long)run_id, epochs_done, best_acc, best_epoch + 1, ips);
     return 0;
 }
 
@@ -502,35 +550,34 @@ static void usage_score(FILE *f) {
         "  --help             this text\n");
 }
 
-static int uda_flag(gx_train_uda_opts *o, const char *a, const char *val) {
+/* A `uda` flag that train_flag does not take; 0 or the exit status. */
+static int uda_flag(void *opts, const char *a, const char *val) {
     const char *C = "uda";
-    long long v;
+    gx_train_uda_opts *o = opts;
     gx_err err;
-    char kv[256];
     if (!strcmp(a, "--source")) o->source = val;
     else if (!strcmp(a, "--target")) o->target = val;
-    else if (!strcmp(a, "--db")) o->db_path = val;
-    else if (!strcmp(a, "--out")) o->out_dir = val;
     else if (!strcmp(a, "--known")) o->known = val;
     else if (!strcmp(a, "--exclude")) o->exclude = val;
     else if (!strcmp(a, "--backbone")) { /* handled first */ }
     else if (!strcmp(a, "--lambda") || !strcmp(a, "--epochs") || !strcmp(a, "--seed")) {
         if (gx_train_uda_set(o, a + 2, val, &err) != GX_OK) return bad(C, a, err.msg);
         if (o->lambda < 0 || o->epochs < 1) return bad(C, a, "out of range");
-    } else if (!strcmp(a, "--resume")) {
-        if (!parse_ll(val, 1, (long long)(~0ull >> 1), &v)) return bad(C, a, "must be a run id (>= 1)");
-        o->resume_run = v;
     } else if (!strcmp(a, "--set")) {
-        snprintf(kv, sizeof kv, "%s", val);
-        char *eq = strchr(kv, '=');
-        if (!eq) return bad(C, "--set", "expected KEY=VALUE");
-        *eq = 0;
+        char kv[256], *value = split_set(C, val, kv);
+        if (!value) return 2;
         /* experiment=NAME keeps a pointer: into argv, not kv. */
         if (!strcmp(kv, "experiment")) o->experiment = strchr(val, '=') + 1;
-        else if (gx_train_uda_set(o, kv, eq + 1, &err) != GX_OK) return bad(C, "--set", err.msg);
+        else if (gx_train_uda_set(o, kv, value, &err) != GX_OK) return bad(C, "--set", err.msg);
     } else {
         return bad(C, a, "unknown option");
     }
+    return 0;
+}
+
+static int take_backbone(void *o, const char *val) {
+    gx_err err;
+    if (gx_train_uda_backbone(o, val, &err) != GX_OK) return bad("uda", "--backbone", err.msg);
     return 0;
 }
 
@@ -540,42 +587,17 @@ static int cmd_uda(int argc, char **argv, int argc0, char **argv0) {
     gx_err err;
     gx_train_uda_opts_default(&o);
     /* --backbone first: it sets the model that --set size overrides. */
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) { usage_uda(stdout); return 0; }
-        if (!strcmp(argv[i], "--backbone")) {
-            if (i + 1 >= argc) return bad(C, "--backbone", "needs a value");
-            if (gx_train_uda_backbone(&o, argv[++i], &err) != GX_OK) return bad(C, "--backbone", err.msg);
-        }
-    }
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "--quiet")) { o.progress = 0; continue; }
-        if (strncmp(a, "--", 2)) return bad(C, a, "unknown option");
-        if (!val) return bad(C, a, "needs a value");
-        int rc = uda_flag(&o, a, val);
-        if (rc) return rc;
-        i++;
-    }
-    if (!o.source) return bad(C, "--source", "is required");
-    if (!o.target) return bad(C, "--target", "is required");
-    if (!o.db_path) return bad(C, "--db", "is required");
-    if (!o.out_dir) return bad(C, "--out", "is required");
-    char *cl = join_args(argc0, argv0);
-    o.command_line = cl;
-    o.stop = &g_stop;
-    install_stop_handler();
+    int rc = first_pass(C, argc, argv, usage_uda, "--backbone", take_backbone, &o);
+    if (rc >= 0) return rc;
+    /* --epochs and --seed go through the --set table (their own bounds). */
+    train_flags tf = { .db = &o.db_path, .out = &o.out_dir, .resume = &o.resume_run, .progress = &o.progress,
+                       .command_line = &o.command_line, .stop = &o.stop };
+    if ((rc = parse_flags(C, argc, argv, NULL, &tf, uda_flag, &o))) return rc;
+    const char *req[] = { "--source", o.source, "--target", o.target, "--db", o.db_path, "--out", o.out_dir, NULL };
+    if ((rc = train_begin(C, req, argc0, argv0, &tf))) return rc;
     gx_train_uda_result r;
     gx_status s = gx_train_uda(&o, &r, &err);
-    free(cl);
-    if (s != GX_OK) {
-        fprintf(stderr, "galaxy-train %s: %s\n", C, err.msg);
-        return 1;
-    }
-    if (r.interrupted) {
-        printf("run %lld: interrupted after %d complete epochs; continue with --resume %lld\n",
-               (long long)r.run_id, r.epochs_done, (long long)r.run_id);
-        return 130;
-    }
+    if ((rc = train_end(C, s, &err, o.command_line, r.run_id, r.epochs_done, r.interrupted)) >= 0) return rc;
     printf("run %lld: %d epochs%s, best source val accuracy %.4f (epoch %d), rho %.4f, margin %.4f\n",
            (long long)r.run_id, r.epochs_done, r.early_stopped ? " (early stop)" : "", r.best_val_accuracy,
            r.best_epoch + 1, r.rho, r.margin);
@@ -613,11 +635,7 @@ static int cmd_score(int argc, char **argv) {
     if (!o.db_path) return bad(C, "--db", "is required");
     gx_score_result r;
     gx_err err;
-    if (gx_uda_score(&o, &r, &err) != GX_OK) {
-        fprintf(stderr, "galaxy-train score: %s\n", err.msg);
-        return 1;
-    }
-    return 0;
+    return gx_uda_score(&o, &r, &err) == GX_OK ? 0 : failed(C, &err);
 }
 
 static void usage_two_models(FILE *f) {
@@ -700,10 +718,7 @@ static int cmd_two_models(int argc, char **argv, int argc0, char **argv0) {
     gx_err err;
     gx_status s = gx_two_models_run(&o, &r, &err);
     free(cl);
-    if (s != GX_OK) {
-        fprintf(stderr, "galaxy-train %s: %s\n", C, err.msg);
-        return 1;
-    }
+    if (s != GX_OK) return failed(C, &err);
     printf("run %lld (models: runs %lld and %lld, %lld images each): memorisation %s (copies A %.1f%%, B %.1f%%), "
            "inversion %s (A rms %.3f, B median W1 %.3f); report %s\n", (long long)r.run_id, (long long)r.run_a,
            (long long)r.run_b, (long long)r.half_n, r.mem_pass ? "pass" : "fail", 100 * r.mem_frac_a,
@@ -736,10 +751,7 @@ static int cf_eval_value(const char *C, const char *a, const char *val, cf_eval_
 static int cf_dispatch(const char *C, const char *ckpt, const cf_eval_flags *cf, int wm_only, int *is_cf) {
     char kind[64];
     gx_err err;
-    if (gx_checkpoint_model_kind(ckpt, kind, sizeof kind, &err) != GX_OK) {
-        fprintf(stderr, "galaxy-train %s: %s\n", C, err.msg);
-        return 1;
-    }
+    if (gx_checkpoint_model_kind(ckpt, kind, sizeof kind, &err) != GX_OK) return failed(C, &err);
     *is_cf = !strcmp(kind, "cf-inn");
     if (*is_cf && wm_only) return bad(C, "--sizes", "--sizes (and eval's --all) are for wavelet-mamba checkpoints");
     if (!*is_cf && cf->any)
@@ -747,112 +759,97 @@ static int cf_dispatch(const char *C, const char *ckpt, const cf_eval_flags *cf,
     return 0;
 }
 
-static int cmd_eval(int argc, char **argv) {
-    const char *C = "eval";
-    cf_eval_flags cf = { NULL, NULL, 0, -1, 0 };
-    gx_eval_wm_opts o;
-    memset(&o, 0, sizeof o);
-    o.print = stdout;
-    o.batch = 64;
+/* What `eval` and `bundle` parse: bundle takes --out where eval takes
+ * --db and --all. */
+typedef struct eval_args {
+    const char *checkpoint, *data, *db, *out;
+    int sizes[GX_TRAIN_MAX_SIZES], n_sizes, batch, all;
+    cf_eval_flags cf;
+} eval_args;
+
+/* -1 to go on with e, else the exit status (0 after --help). */
+static int eval_parse(const char *C, int bundle, int argc, char **argv, eval_args *e) {
+    memset(e, 0, sizeof *e);
+    e->batch = 64;
+    e->cf = (cf_eval_flags){ NULL, NULL, 0, -1, 0 };
+    const char *own = bundle ? "--out" : "--db";
     long long v;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { usage_eval(stdout); return 0; }
-        if (!strcmp(a, "--all")) { o.all = 1; continue; }
-        if (strcmp(a, "--checkpoint") && strcmp(a, "--data") && strcmp(a, "--db") &&
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { (bundle ? usage_bundle : usage_eval)(stdout); return 0; }
+        if (!bundle && !strcmp(a, "--all")) { e->all = 1; continue; }
+        if (strcmp(a, "--checkpoint") && strcmp(a, "--data") && strcmp(a, own) &&
             strcmp(a, "--batch") && strcmp(a, "--sizes") && !cf_eval_flag(a))
             return bad(C, a, "unknown option");
         if (!val) return bad(C, a, "needs a value");
         if (cf_eval_flag(a)) {
-            int rc = cf_eval_value(C, a, val, &cf);
+            int rc = cf_eval_value(C, a, val, &e->cf);
             if (rc) return rc;
-        } else if (!strcmp(a, "--checkpoint")) o.checkpoint = val;
-        else if (!strcmp(a, "--data")) o.data = val;
-        else if (!strcmp(a, "--db")) o.db_path = val;
+        } else if (!strcmp(a, "--checkpoint")) e->checkpoint = val;
+        else if (!strcmp(a, "--data")) e->data = val;
+        else if (!strcmp(a, "--db")) e->db = val;
+        else if (!strcmp(a, "--out")) e->out = val;
         else if (!strcmp(a, "--batch")) {
             if (!parse_ll(val, 1, 1 << 20, &v)) return bad(C, a, "must be a positive integer");
-            o.batch = (int)v;
-        } else if (!strcmp(a, "--sizes")) {
-            const char *why;
-            if (!parse_sizes(val, o.sizes, &o.n_sizes, &why)) return bad(C, a, why);
+            e->batch = (int)v;
         } else {
-            return bad(C, a, "unknown option");
+            const char *why;
+            if (!parse_sizes(val, e->sizes, &e->n_sizes, &why)) return bad(C, a, why);
         }
         i++;
     }
-    if (!o.checkpoint) return bad(C, "--checkpoint", "is required");
-    if (!o.data) return bad(C, "--data", "is required");
+    if (!e->checkpoint) return bad(C, "--checkpoint", "is required");
+    if (!e->data) return bad(C, "--data", "is required");
+    if (bundle && !e->out) return bad(C, "--out", "is required");
+    return -1;
+}
+
+static int cmd_eval(int argc, char **argv) {
+    const char *C = "eval";
+    eval_args e;
+    int is_cf = 0, rc = eval_parse(C, 0, argc, argv, &e);
+    if (rc >= 0) return rc;
+    if ((rc = cf_dispatch(C, e.checkpoint, &e.cf, e.n_sizes > 0 || e.all, &is_cf))) return rc;
     gx_err err;
-    int is_cf = 0, rc = cf_dispatch(C, o.checkpoint, &cf, o.n_sizes > 0 || o.all, &is_cf);
-    if (rc || is_cf) {
-        if (rc) return rc;
+    gx_status s;
+    if (is_cf) {
         gx_eval_cf_opts eo;
         gx_eval_cf_opts_default(&eo);
-        eo.checkpoint = o.checkpoint; eo.data = o.data; eo.db_path = o.db_path; eo.batch = o.batch;
-        eo.judge = cf.judge; eo.cf_n = cf.cf_n; eo.split_seed = cf.split_seed; eo.grid_path = cf.grid;
+        eo.checkpoint = e.checkpoint; eo.data = e.data; eo.db_path = e.db; eo.batch = e.batch;
+        eo.judge = e.cf.judge; eo.cf_n = e.cf.cf_n; eo.split_seed = e.cf.split_seed; eo.grid_path = e.cf.grid;
         eo.print = stdout;
         gx_eval_cf_result cr;
-        if (gx_eval_cf(&eo, &cr, &err) == GX_OK) return 0;
-        fprintf(stderr, "galaxy-train eval: %s\n", err.msg);
-        return 1;
+        s = gx_eval_cf(&eo, &cr, &err);
+    } else {
+        gx_eval_wm_opts o = { .checkpoint = e.checkpoint, .data = e.data, .db_path = e.db, .n_sizes = e.n_sizes,
+                              .batch = e.batch, .all = e.all, .print = stdout };
+        memcpy(o.sizes, e.sizes, sizeof o.sizes);
+        gx_eval_wm_result r;
+        s = gx_eval_wm(&o, &r, &err);
     }
-    gx_eval_wm_result r;
-    if (gx_eval_wm(&o, &r, &err) != GX_OK) {
-        fprintf(stderr, "galaxy-train eval: %s\n", err.msg);
-        return 1;
-    }
-    return 0;
+    return s == GX_OK ? 0 : failed(C, &err);
 }
 
 static int cmd_bundle(int argc, char **argv) {
     const char *C = "bundle";
-    cf_eval_flags cf = { NULL, NULL, 0, -1, 0 };
-    gx_bundle_opts o;
-    memset(&o, 0, sizeof o);
-    o.print = stdout;
-    o.batch = 64;
-    long long v;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { usage_bundle(stdout); return 0; }
-        if (strcmp(a, "--checkpoint") && strcmp(a, "--data") && strcmp(a, "--out") &&
-            strcmp(a, "--batch") && strcmp(a, "--sizes") && !cf_eval_flag(a))
-            return bad(C, a, "unknown option");
-        if (!val) return bad(C, a, "needs a value");
-        if (cf_eval_flag(a)) {
-            int rc = cf_eval_value(C, a, val, &cf);
-            if (rc) return rc;
-        } else if (!strcmp(a, "--checkpoint")) o.checkpoint = val;
-        else if (!strcmp(a, "--data")) o.data = val;
-        else if (!strcmp(a, "--out")) o.out = val;
-        else if (!strcmp(a, "--batch")) {
-            if (!parse_ll(val, 1, 1 << 20, &v)) return bad(C, a, "must be a positive integer");
-            o.batch = (int)v;
-        } else {
-            const char *why;
-            if (!parse_sizes(val, o.sizes, &o.n_sizes, &why)) return bad(C, a, why);
-        }
-        i++;
-    }
-    if (!o.checkpoint) return bad(C, "--checkpoint", "is required");
-    if (!o.data) return bad(C, "--data", "is required");
-    if (!o.out) return bad(C, "--out", "is required");
+    eval_args e;
+    int is_cf = 0, rc = eval_parse(C, 1, argc, argv, &e);
+    if (rc >= 0) return rc;
+    if ((rc = cf_dispatch(C, e.checkpoint, &e.cf, e.n_sizes > 0, &is_cf))) return rc;
     gx_err err;
-    int is_cf = 0, rc = cf_dispatch(C, o.checkpoint, &cf, o.n_sizes > 0, &is_cf);
-    if (rc || is_cf) {
-        if (rc) return rc;
-        gx_cf_bundle_opts bo = { .checkpoint = o.checkpoint, .data = o.data, .out = o.out, .judge = cf.judge,
-                                 .cf_n = cf.cf_n, .split_seed = cf.split_seed, .batch = o.batch,
-                                 .grid_path = cf.grid, .print = stdout };
-        if (gx_cf_bundle_write(&bo, NULL, &err) == GX_OK) return 0;
-        fprintf(stderr, "galaxy-train bundle: %s\n", err.msg);
-        return 1;
+    gx_status s;
+    if (is_cf) {
+        gx_cf_bundle_opts bo = { .checkpoint = e.checkpoint, .data = e.data, .out = e.out, .judge = e.cf.judge,
+                                 .cf_n = e.cf.cf_n, .split_seed = e.cf.split_seed, .batch = e.batch,
+                                 .grid_path = e.cf.grid, .print = stdout };
+        s = gx_cf_bundle_write(&bo, NULL, &err);
+    } else {
+        gx_bundle_opts o = { .checkpoint = e.checkpoint, .data = e.data, .out = e.out, .n_sizes = e.n_sizes,
+                             .batch = e.batch, .print = stdout };
+        memcpy(o.sizes, e.sizes, sizeof o.sizes);
+        s = gx_bundle_write(&o, NULL, &err);
     }
-    if (gx_bundle_write(&o, NULL, &err) != GX_OK) {
-        fprintf(stderr, "galaxy-train bundle: %s\n", err.msg);
-        return 1;
-    }
-    return 0;
+    return s == GX_OK ? 0 : failed(C, &err);
 }
 
 /* "3,4,5-7" -> ids[]; 0 on a bad list (*why says what). */
@@ -939,8 +936,8 @@ int main(int argc, char **argv) {
     if (argc < 2) { usage_main(stderr); return 2; }
     const char *cmd = argv[1];
     if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) { usage_main(stdout); return 0; }
-    if (!strcmp(cmd, "wavelet-mamba")) return cmd_wavelet_mamba(argc - 1, argv + 1, argc, argv);
-    if (!strcmp(cmd, "cf-inn")) return cmd_cf_inn(argc - 1, argv + 1, argc, argv);
+    if (!strcmp(cmd, "wavelet-mamba")) return cmd_train(0, argc - 1, argv + 1, argc, argv);
+    if (!strcmp(cmd, "cf-inn")) return cmd_train(1, argc - 1, argv + 1, argc, argv);
     if (!strcmp(cmd, "uda")) return cmd_uda(argc - 1, argv + 1, argc, argv);
     if (!strcmp(cmd, "score")) return cmd_score(argc - 1, argv + 1);
     if (!strcmp(cmd, "two-models")) return cmd_two_models(argc - 1, argv + 1, argc, argv);

@@ -20,7 +20,9 @@
 #include "gx_image.h"
 #include "gx_loader.h"
 #include "gx_morph.h"
+#include "gx_report.h"
 #include "gx_train_cf.h"
+#include "gx_train_common.h"
 #include "gx_train_wm.h"
 #include "gx_two_models.h"
 
@@ -29,15 +31,6 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-
-#define EC_MAX_ROWS 96
-
-static double ec_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static double ec_mean(double sum, int64_t n) { return n > 0 ? sum / (double)n : NAN; }
 
@@ -93,19 +86,6 @@ gx_status gx_eval_cf_background(const float *x, const float *xrec, const float *
 
 /* ===================================================================== rows */
 
-typedef struct ec_rows {
-    gx_db_metric row[EC_MAX_ROWS];
-    char name[EC_MAX_ROWS][32];
-    int n;
-} ec_rows;
-
-static void ec_row(ec_rows *w, const char *name, double v) {
-    if (w->n >= EC_MAX_ROWS) return;
-    snprintf(w->name[w->n], sizeof w->name[0], "%s", name);
-    w->row[w->n] = (gx_db_metric){ "test", w->name[w->n], v };
-    w->n++;
-}
-
 /* The scalar metrics of a result, in one table: rows, JSON and the report
  * read it, so the three never disagree on a name. */
 typedef struct { const char *name; size_t off; char type; } ec_field;   /* 'd' double, 'i' int64 */
@@ -134,14 +114,11 @@ static double ec_field_get(const gx_eval_cf_result *r, int i) {
 
 /* Every field, cf_valid_judge too: NaN without a judge is stored NULL and
  * so replaces the row of an earlier evaluation that had one. */
-static void ec_fill_rows(const gx_eval_cf_result *r, ec_rows *w) {
+static void ec_fill_rows(const gx_eval_cf_result *r, gx_train_rows *w) {
     w->n = 0;
-    for (int i = 0; i < EC_NFIELDS; i++) ec_row(w, ec_fields[i].name, ec_field_get(r, i));
-    for (int k = 0; k < r->cls.k && k < GX_METRICS_MAX_CLASSES; k++) {
-        char nm[32];
-        snprintf(nm, sizeof nm, "recall_%d", k);
-        ec_row(w, nm, r->cls.recall[k]);
-    }
+    for (int i = 0; i < EC_NFIELDS; i++) gx_train_row(w, "test", ec_field_get(r, i), "%s", ec_fields[i].name);
+    for (int k = 0; k < r->cls.k && k < GX_METRICS_MAX_CLASSES; k++)
+        gx_train_row(w, "test", r->cls.recall[k], "recall_%d", k);
 }
 
 static json_t *ec_num(double v) { return isfinite(v) ? json_real(v) : json_null(); }
@@ -269,34 +246,44 @@ typedef struct ec_cls_acc {
     int64_t  n_ssim;
 } ec_cls_acc;
 
-/* Per-image numbers of one batch: posteriors, nll, x against x~ (MSD and
- * the spec's SSIM per band; xr: 3*S*S float scratch for gx_morph_ssim). */
+gx_eval_cf_image_stats gx_eval_cf_image(const gx_cf_out *out, int64_t i, const float *x, int64_t K, int64_t S,
+                                        float *xr, gx_real *probs) {
+    gx_eval_cf_image_stats st = { 0 };
+    const int64_t px = 3 * S * S, plane = S * S;
+    const gx_real *g = out->g->data + i * K;
+    double mx = g[0], sum = 0, se = 0, ss = 0;
+    for (int64_t c = 1; c < K; c++) mx = g[c] > mx ? g[c] : mx;
+    for (int64_t c = 0; c < K; c++) sum += exp((double)g[c] - mx);
+    for (int64_t c = 0; c < K; c++) probs[c] = (gx_real)(exp((double)g[c] - mx) / sum);
+    st.nll = -(mx + log(sum)) - (double)out->logdet->data[i];
+    const gx_real *ri = out->xrec->data + i * px;
+    for (int64_t j = 0; j < px; j++) {
+        double t = (double)ri[j] - x[j];
+        se += t * t;
+        if (xr) xr[j] = (float)ri[j];
+    }
+    st.msd = se / (double)px;
+    int ok = xr != NULL;
+    for (int c = 0; ok && c < 3; c++) {
+        double v;
+        gx_err e;
+        ok = gx_morph_ssim(x + c * plane, xr + c * plane, (int)S, (int)S, 1.0, &v, &e) == GX_OK;
+        ss += v;
+    }
+    st.ssim = ss / 3;
+    st.ssim_ok = ok;
+    return st;
+}
+
+/* Per-image numbers of one batch (gx_eval_cf_image); xr: 3*S*S float
+ * scratch for gx_morph_ssim. */
 static void ec_cls_add(ec_cls_acc *a, const gx_cf_out *out, const gx_batch *b, int64_t K, int64_t S, float *xr) {
-    int64_t px = 3 * S * S, plane = S * S;
     for (int64_t i = 0; i < b->n; i++, a->n++) {
-        const gx_real *g = out->g->data + i * K;
-        double mx = g[0], sum = 0, se = 0, ss = 0;
-        for (int64_t c = 1; c < K; c++) mx = g[c] > mx ? g[c] : mx;
-        for (int64_t c = 0; c < K; c++) sum += exp((double)g[c] - mx);
-        for (int64_t c = 0; c < K; c++) a->probs[a->n * K + c] = (gx_real)(exp((double)g[c] - mx) / sum);
+        gx_eval_cf_image_stats st = gx_eval_cf_image(out, i, b->x + i * 3 * S * S, K, S, xr, a->probs + a->n * K);
         a->label[a->n] = b->label[i];
-        a->nll += -(mx + log(sum)) - (double)out->logdet->data[i];
-        const float *xi = b->x + i * px;
-        const gx_real *ri = out->xrec->data + i * px;
-        for (int64_t j = 0; j < px; j++) {
-            double t = (double)ri[j] - xi[j];
-            se += t * t;
-            xr[j] = (float)ri[j];
-        }
-        a->msd += se / (double)px;
-        int ok = 1;
-        for (int c = 0; ok && c < 3; c++) {
-            double v;
-            gx_err e;
-            ok = gx_morph_ssim(xi + c * plane, xr + c * plane, (int)S, (int)S, 1.0, &v, &e) == GX_OK;
-            ss += v;
-        }
-        if (ok) { a->ssim += ss / 3; a->n_ssim++; }
+        a->nll += st.nll;
+        a->msd += st.msd;
+        if (st.ssim_ok) { a->ssim += st.ssim; a->n_ssim++; }
     }
 }
 
@@ -313,7 +300,7 @@ static gx_status ec_classify(ec_env *E, gx_eval_cf_result *r, gx_err *err) {
     ctx->grad_enabled = 0;
     gx_batch b;
     int rc = 0;
-    double t0 = ec_now();
+    double t0 = gx_train_now();
     while (s == GX_OK && (rc = gx_loader_next(E->L, &b, err)) == 1) {
         gx_tensor *x = gx_tensor_new(ctx, 4, GX_SHAPE(b.n, 3, S, S));
         for (int64_t i = 0; i < x->numel; i++) x->data[i] = (gx_real)b.x[i];
@@ -321,7 +308,7 @@ static gx_status ec_classify(ec_env *E, gx_eval_cf_result *r, gx_err *err) {
         ec_cls_add(&a, &out, &b, K, S, xr);
         gx_ctx_reset(ctx);
     }
-    double dt = ec_now() - t0;
+    double dt = gx_train_now() - t0;
     if (s == GX_OK && rc < 0) s = GX_ERR_IO;
     if (s == GX_OK) s = gx_metrics_classify(a.probs, a.label, a.n, (int)K, &r->cls, err);
     if (s == GX_OK) {
@@ -602,7 +589,7 @@ static void ec_print(FILE *f, const gx_eval_cf_result *r, const gx_eval_cf_opts 
 
 /* Rows under the checkpoint's run and epoch, split "test". */
 static gx_status ec_store(const gx_eval_cf_opts *o, const gx_eval_cf_result *r, gx_err *err) {
-    ec_rows *w = calloc(1, sizeof *w);
+    gx_train_rows *w = calloc(1, sizeof *w);
     if (!w) return gx_err_set(err, GX_ERR_NOMEM, "eval: out of memory");
     ec_fill_rows(r, w);
     gx_db *db = NULL;
@@ -653,18 +640,6 @@ gx_status gx_checkpoint_model_kind(const char *path, char *buf, size_t n, gx_err
     return s;
 }
 
-/* Every tensor (bytes unchanged) and metadata key of f but test_metrics. */
-static gx_status ec_copy(const gx_st_file *f, gx_st_writer *w, gx_err *err) {
-    gx_status s = GX_OK;
-    for (int i = 0; s == GX_OK && i < f->n; i++) {
-        const gx_st_tensor *t = &f->tensors[i];
-        s = gx_st_writer_add(w, t->name, t->dtype, t->ndim, t->shape, t->data, err);
-    }
-    for (int i = 0; s == GX_OK && i < f->n_meta; i++)
-        if (strcmp(f->meta_keys[i], "test_metrics")) s = gx_st_writer_meta(w, f->meta_keys[i], f->meta_vals[i], err);
-    return s;
-}
-
 gx_status gx_cf_bundle_write(const gx_cf_bundle_opts *o, gx_eval_cf_result *res, gx_err *err) {
     if (!o->checkpoint) return gx_err_set(err, GX_ERR_INVALID, "--checkpoint is required");
     if (!o->data) return gx_err_set(err, GX_ERR_INVALID, "--data is required");
@@ -692,22 +667,12 @@ gx_status gx_cf_bundle_write(const gx_cf_bundle_opts *o, gx_eval_cf_result *res,
         free(js);
         return gx_err_set(err, GX_ERR_INVALID, "bundle: test_metrics is %zu bytes, more than a checkpoint holds", len);
     }
-    gx_st_file f;
-    gx_st_writer w;
-    gx_err e2;
-    memset(&f, 0, sizeof f);
-    gx_st_writer_init(&w);
-    s = gx_st_read(&f, o->checkpoint, &e2);
-    if (s != GX_OK) gx_err_set(err, s, "--checkpoint %s: %s", o->checkpoint, e2.msg);
-    if (s == GX_OK) s = ec_copy(&f, &w, err);
-    if (s == GX_OK) s = gx_st_writer_meta(&w, "test_metrics", js, err);
-    if (s == GX_OK && (s = gx_st_writer_write(&w, o->out, &e2)) != GX_OK)
-        gx_err_set(err, s, "--out %s: %s", o->out, e2.msg);
+    /* The cf-inn checkpoint has a "test_metrics" ("{}"): the new one goes last. */
+    int n_tensors = 0;
+    s = gx_bundle_copy(o->checkpoint, o->out, "test_metrics", js, &n_tensors, err);
     if (s == GX_OK && o->print)
         fprintf(o->print, "wrote %s: %d tensors, test accuracy %.4f on %lld test objects, %lld counterfactuals\n",
-                o->out, f.n, r.cls.accuracy, (long long)r.n, (long long)r.cf_count);
-    gx_st_writer_free(&w);
-    gx_st_close(&f);
+                o->out, n_tensors, r.cls.accuracy, (long long)r.n, (long long)r.cf_count);
     free(js);
     return s;
 }

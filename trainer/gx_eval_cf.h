@@ -68,6 +68,7 @@
 #define GX_EVAL_CF_H
 
 #include "gx.h"
+#include "gx_cf_inn.h"
 #include "gx_metrics.h"
 
 #include <stdio.h>
@@ -118,6 +119,22 @@ typedef struct gx_eval_cf_result {
  * when o->db_path is set (a checkpoint without a run id stores nothing and
  * says so). Errors name the flag and file. */
 gx_status gx_eval_cf(const gx_eval_cf_opts *o, gx_eval_cf_result *r, gx_err *err);
+
+/* The per-image numbers of the classification pass. */
+typedef struct gx_eval_cf_image_stats {
+    double nll;                /* -log p: -logsumexp(g) - logdet */
+    double msd;                /* mean squared difference of x~ and x */
+    double ssim;               /* the spec's SSIM (gx_morph_ssim) of x~ against x, mean over bands */
+    int    ssim_ok;            /* 0: no SSIM (xr NULL, or gx_morph_ssim failed) */
+} gx_eval_cf_image_stats;
+
+/* Image i of a CF-INN forward pass with reconstruction (out: g [B,K],
+ * logdet, xrec), x its input [3,S,S]: the posteriors softmax(g_i) into
+ * probs[K], and the numbers above. xr: 3*S*S floats of scratch (NULL: no
+ * SSIM). The trainer's validation and gx_eval_cf both take these numbers
+ * from here, so the two report the same metric. */
+gx_eval_cf_image_stats gx_eval_cf_image(const gx_cf_out *out, int64_t i, const float *x, int64_t K, int64_t S,
+                                        float *xr, gx_real *probs);
 
 /* The galaxy's segment of x [3,S,S] that the background check uses (see
  * above) into seg (S*S, 1 = galaxy); *found as gx_morph_segment's. img: S*S

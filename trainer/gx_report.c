@@ -672,15 +672,35 @@ char *gx_bundle_metrics_json(const gx_eval_wm_result *r, const char *data, int a
     return s;
 }
 
-/* Copies every tensor (bytes unchanged) and metadata key of f into w. */
-static gx_status bun_copy(const gx_st_file *f, gx_st_writer *w, gx_err *err) {
+/* Copies every tensor (bytes unchanged) and metadata key but drop_key of f into w. */
+static gx_status bun_copy(const gx_st_file *f, gx_st_writer *w, const char *drop_key, gx_err *err) {
     gx_status s = GX_OK;
     for (int i = 0; s == GX_OK && i < f->n; i++) {
         const gx_st_tensor *t = &f->tensors[i];
         s = gx_st_writer_add(w, t->name, t->dtype, t->ndim, t->shape, t->data, err);
     }
     for (int i = 0; s == GX_OK && i < f->n_meta; i++)
-        s = gx_st_writer_meta(w, f->meta_keys[i], f->meta_vals[i], err);
+        if (!drop_key || strcmp(f->meta_keys[i], drop_key))
+            s = gx_st_writer_meta(w, f->meta_keys[i], f->meta_vals[i], err);
+    return s;
+}
+
+gx_status gx_bundle_copy(const char *checkpoint, const char *out, const char *drop_key, const char *metrics_json,
+                         int *n_tensors, gx_err *err) {
+    gx_st_file f;
+    gx_st_writer w;
+    gx_err e2;
+    memset(&f, 0, sizeof f);
+    gx_st_writer_init(&w);
+    gx_status s = gx_st_read(&f, checkpoint, &e2);
+    if (s != GX_OK) gx_err_set(err, s, "--checkpoint %s: %s", checkpoint, e2.msg);
+    if (s == GX_OK) s = bun_copy(&f, &w, drop_key, err);
+    if (s == GX_OK) s = gx_st_writer_meta(&w, "test_metrics", metrics_json, err);
+    if (s == GX_OK && (s = gx_st_writer_write(&w, out, &e2)) != GX_OK)
+        gx_err_set(err, s, "--out %s: %s", out, e2.msg);
+    *n_tensors = f.n;
+    gx_st_writer_free(&w);
+    gx_st_close(&f);
     return s;
 }
 
@@ -702,22 +722,11 @@ gx_status gx_bundle_write(const gx_bundle_opts *o, gx_eval_wm_result *res, gx_er
     if (res) *res = r;
     char *js = gx_bundle_metrics_json(&r, o->data, 0);
     if (!js) return gx_err_set(err, GX_ERR_NOMEM, "bundle: out of memory");
-    gx_st_file f;
-    gx_st_writer w;
-    gx_err e2;
-    memset(&f, 0, sizeof f);
-    gx_st_writer_init(&w);
-    s = gx_st_read(&f, o->checkpoint, &e2);
-    if (s != GX_OK) gx_err_set(err, s, "--checkpoint %s: %s", o->checkpoint, e2.msg);
-    if (s == GX_OK) s = bun_copy(&f, &w, err);
-    if (s == GX_OK) s = gx_st_writer_meta(&w, "test_metrics", js, err);
-    if (s == GX_OK && (s = gx_st_writer_write(&w, o->out, &e2)) != GX_OK)
-        gx_err_set(err, s, "--out %s: %s", o->out, e2.msg);
+    int n_tensors = 0;
+    s = gx_bundle_copy(o->checkpoint, o->out, NULL, js, &n_tensors, err);
     if (s == GX_OK && o->print)
         fprintf(o->print, "wrote %s: %d tensors, test accuracy %.4f, log-MSE %.5f on %lld test objects\n",
-                o->out, f.n, r.cls.accuracy, r.z.log_mse, (long long)r.n);
-    gx_st_writer_free(&w);
-    gx_st_close(&f);
+                o->out, n_tensors, r.cls.accuracy, r.z.log_mse, (long long)r.n);
     free(js);
     return s;
 }

@@ -102,6 +102,15 @@ typedef struct gx_bundle_opts {
  * evaluation. Errors name the flag and file (--checkpoint, --data, --out). */
 gx_status gx_bundle_write(const gx_bundle_opts *o, gx_eval_wm_result *r, gx_err *err);
 
+/* The bundle file of either model kind (gx_bundle_write; gx_cf_bundle_write
+ * in gx_eval_cf.h): every tensor of checkpoint (bytes unchanged) and its
+ * metadata but drop_key (NULL: every key; an old "test_metrics" then keeps
+ * its place), then "test_metrics" = metrics_json; written atomically to out
+ * (which may be checkpoint). *n_tensors: the tensors copied. Errors name
+ * --checkpoint or --out and the file. */
+gx_status gx_bundle_copy(const char *checkpoint, const char *out, const char *drop_key, const char *metrics_json,
+                         int *n_tensors, gx_err *err);
+
 /* The "test_metrics" JSON text (malloc'ed; NULL when out of memory) for an
  * evaluation; `data` is reduced to its base name. Exposed for tests. */
 char *gx_bundle_metrics_json(const gx_eval_wm_result *r, const char *data, int all);

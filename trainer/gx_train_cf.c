@@ -29,20 +29,16 @@
 #include "gx_loader.h"
 #include "gx_metrics.h"
 #include "gx_morph.h"
-#include "gx_sha256.h"
+#include "gx_train_common.h"
 #include "gx_train_state.h"
 #include "gx_train_wm.h"
 
-#include <errno.h>
 #include <jansson.h>
 #include <math.h>
 #include <sqlite3.h>
-#include <stdarg.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #define CF_STATE_FORMAT "galaxyd-cf-train-state-1"
@@ -50,7 +46,6 @@
  * and validation's MMD samples from training's. */
 #define CF_STEP_SALT 0xcf5eed5a17ull
 #define CF_VAL_SALT  0xcf7a1da7e5ull
-#define CF_MAX_ROWS  160
 
 /* ================================================================ options */
 
@@ -130,12 +125,6 @@ static gx_status cf_opts_check(const gx_train_cf_opts *o, gx_err *err) {
 
 /* ============================================================= small utils */
 
-static double cf_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 static double cf_scalar(const gx_tensor *t) { return t ? (double)t->data[0] : NAN; }
 
 /* The nearest mixture mean of each row of h [B,d1] (first in a tie). */
@@ -182,19 +171,6 @@ static void cf_mhat_store(const cf_mhat_acc *a, gx_cf_model *m) {
 
 /* ============================================================ JSON metadata */
 
-static char *cf_classes_json(int k) {
-    json_t *a = json_array();
-    for (int i = 0; i < k; i++) {
-        const char *n = gx_class_name(i);
-        char tmp[32];
-        if (!n) { snprintf(tmp, sizeof tmp, "class_%d", i); n = tmp; }
-        json_array_append_new(a, json_string(n));
-    }
-    char *s = json_dumps(a, JSON_COMPACT);
-    json_decref(a);
-    return s;
-}
-
 /* runs.config_json: the model config plus "train" with the resolved options. */
 static char *cf_run_config_json(const gx_train_cf_opts *o) {
     char *mj = gx_cf_config_json(&o->model);
@@ -212,36 +188,17 @@ static char *cf_run_config_json(const gx_train_cf_opts *o) {
         "ssim_weight", l->ssim_weight,
         "cf_eval_n", o->cf_eval_n, "judge", o->judge, "split_seed", (json_int_t)o->split_seed,
         "half", o->half);
-    char *s = NULL;
-    if (j && t && json_object_set_new(j, "train", t) == 0) {
-        t = NULL;
-        s = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS);
-    }
-    json_decref(t);
-    json_decref(j);
-    return s;
+    return gx_train_config_json(j, t);
 }
 
 /* ---------------------------------------------------------- metric rows */
 
+/* An epoch's rows and the validation metrics, whose confusion matrix is
+ * stored too. */
 typedef struct cf_rows {
-    gx_db_metric row[CF_MAX_ROWS];
-    char name[CF_MAX_ROWS][48];
-    int n;
-    gx_cls_metrics val_cls;    /* the validation metrics: their confusion matrix is stored too */
+    gx_train_rows  rows;
+    gx_cls_metrics val_cls;
 } cf_rows;
-
-static void cf_row(cf_rows *w, const char *split, double v, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static void cf_row(cf_rows *w, const char *split, double v, const char *fmt, ...) {
-    if (w->n >= CF_MAX_ROWS) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(w->name[w->n], sizeof w->name[0], fmt, ap);
-    va_end(ap);
-    w->row[w->n] = (gx_db_metric){ split, w->name[w->n], v };
-    w->n++;
-}
 
 /* The loss terms, in the order of gx_cf_loss_terms after total. */
 enum { CF_L_TOTAL, CF_L_X, CF_L_Y, CF_L_IB, CF_L_MMD, CF_L_REC, CF_L_CYC, CF_L_BG, CF_L_SSIM, CF_NL };
@@ -263,9 +220,9 @@ static void cf_loss_add(cf_loss_acc *a, const gx_cf_loss_terms *L, int64_t n) {
 
 /* n_terms: CF_NL, or CF_L_SSIM to leave out the loss's SSIM (validation
  * reports the spec's metric SSIM under that name instead). */
-static void cf_loss_rows(cf_rows *w, const char *split, const cf_loss_acc *a, int n_terms) {
+static void cf_loss_rows(gx_train_rows *w, const char *split, const cf_loss_acc *a, int n_terms) {
     for (int i = 0; i < n_terms; i++)
-        cf_row(w, split, a->have[i] && a->n ? a->sum[i] / (double)a->n : NAN, "%s", cf_loss_names[i]);
+        gx_train_row(w, split, a->have[i] && a->n ? a->sum[i] / (double)a->n : NAN, "%s", cf_loss_names[i]);
 }
 
 /* ============================================================== the run */
@@ -289,12 +246,10 @@ typedef struct cf_run {
     double      best_acc;
     int         best_epoch;
     int64_t     batches;
-    char        path_last[1024], path_best[1024], path_state[1024];
+    gx_train_paths paths;
     char       *classes_json;
     cf_mhat_acc mh;                /* this epoch's approximate m-hat */
-    int         tty;
-    double      t_start, t_last_print;
-    int64_t     steps_done;
+    gx_train_clock clk;
     int         interrupted;
 } cf_run;
 
@@ -303,20 +258,6 @@ typedef struct cf_epoch_stats {
     int64_t n, correct, n_steps;
     double grad_norm_sum, lr, seconds;
 } cf_epoch_stats;
-
-static void cf_progress(cf_run *R, int epoch, int64_t step, double loss, double ips) {
-    if (R->o.progress == 0 || !R->tty) return;
-    double now = cf_now();
-    if (now - R->t_last_print < 0.25) return;
-    R->t_last_print = now;
-    int64_t left = (int64_t)(R->o.epochs - epoch - 1) * R->batches + (R->batches - step - 1);
-    double per = R->steps_done > 0 ? (now - R->t_start) / (double)R->steps_done : 0;
-    double eta = per * (double)(left > 0 ? left : 0);
-    fprintf(stderr, "\repoch %d/%d  step %lld/%lld  loss %.4f  %.1f img/s  ETA %02d:%02d:%02d   ",
-            epoch + 1, R->o.epochs, (long long)step + 1, (long long)R->batches, loss, ips,
-            (int)(eta / 3600), (int)fmod(eta / 60, 60), (int)fmod(eta, 60));
-    fflush(stderr);
-}
 
 /* Learning rate of epoch e (x lr_decay per epoch). */
 static double cf_lr(const gx_train_cf_opts *o, int epoch) { return o->lr * pow(o->lr_decay, epoch); }
@@ -418,16 +359,17 @@ static gx_status cf_train_epoch(cf_run *R, int epoch, cf_epoch_stats *es, gx_err
     gx_params_zero_grad(&R->m.params);
     gx_batch b;
     int rc;
-    double t0 = cf_now();
+    double t0 = gx_train_now();
     while ((rc = gx_loader_next(R->train_L, &b, err)) == 1) {
         if (o->stop && *o->stop) { R->interrupted = 1; return GX_OK; }
         double loss = cf_train_step(R, &lc, &ep, &b, es->lr, es);
-        R->steps_done++;
-        double dt = cf_now() - t0;
-        cf_progress(R, epoch, b.step, loss, dt > 0 ? (double)es->n / dt : 0);
+        R->clk.steps_done++;
+        double dt = gx_train_now() - t0;
+        gx_train_progress(&R->clk, o->progress, epoch, o->epochs, b.step, R->batches, loss,
+                          dt > 0 ? (double)es->n / dt : 0);
     }
     if (rc < 0) return GX_ERR_IO;     /* err names the sample (loader) */
-    es->seconds = cf_now() - t0;
+    es->seconds = gx_train_now() - t0;
     return GX_OK;
 }
 
@@ -464,37 +406,18 @@ static gx_status cf_val_alloc(cf_val_acc *a, int64_t cap, int k, int64_t cf_cap,
     return gx_err_set(err, GX_ERR_NOMEM, "validation: out of memory for %lld samples", (long long)cap);
 }
 
-/* Per-image numbers of one validation batch: posteriors from g, nll,
- * reconstruction MSD and SSIM (the spec's metric SSIM, morph/). */
+/* Per-image numbers of one validation batch (gx_eval_cf_image, as the
+ * test evaluation takes them) and the images of the counterfactual metrics. */
 static void cf_val_add(cf_val_acc *a, const gx_cf_out *out, const gx_batch *b, int64_t S) {
     int64_t K = a->k, px = 3 * S * S;
-    float *xr = malloc((size_t)px * sizeof *xr);
+    float *xr = malloc((size_t)px * sizeof *xr);   /* NULL: no SSIM this batch */
     for (int64_t i = 0; i < b->n && a->n < a->cap; i++, a->n++) {
-        const gx_real *g = out->g->data + i * K;
-        double mx = g[0], sum = 0;
-        for (int64_t c = 1; c < K; c++) mx = g[c] > mx ? g[c] : mx;
-        for (int64_t c = 0; c < K; c++) sum += exp((double)g[c] - mx);
-        for (int64_t c = 0; c < K; c++) a->probs[a->n * K + c] = (gx_real)(exp((double)g[c] - mx) / sum);
-        a->label[a->n] = b->label[i];
-        a->nll += -(mx + log(sum)) - (double)out->logdet->data[i];
         const float *xi = b->x + i * px;
-        const gx_real *ri = out->xrec->data + i * px;
-        double se = 0;
-        for (int64_t j = 0; j < px; j++) {
-            double t = (double)ri[j] - xi[j];
-            se += t * t;
-            if (xr) xr[j] = (float)ri[j];
-        }
-        a->rec_msd += se / (double)px;
-        double ss = 0;
-        int ok = xr != NULL;
-        for (int c = 0; ok && c < 3; c++) {
-            double v;
-            gx_err e;
-            ok = gx_morph_ssim(xi + c * S * S, xr + c * S * S, (int)S, (int)S, 1.0, &v, &e) == GX_OK;
-            ss += v;
-        }
-        if (ok) { a->rec_ssim += ss / 3; a->n_ssim++; }
+        gx_eval_cf_image_stats st = gx_eval_cf_image(out, i, xi, K, S, xr, a->probs + a->n * K);
+        a->label[a->n] = b->label[i];
+        a->nll += st.nll;
+        a->rec_msd += st.msd;
+        if (st.ssim_ok) { a->rec_ssim += st.ssim; a->n_ssim++; }
         if (a->cf_n < a->cf_cap) memcpy(a->cf_x + (a->cf_n++) * px, xi, (size_t)px * sizeof *xi);
     }
     free(xr);
@@ -617,33 +540,32 @@ static gx_status cf_cf_metrics(cf_run *R, const cf_val_acc *a, double sums[CF_NM
 }
 
 /* Validation rows: losses, classification, reconstruction, counterfactuals. */
-static gx_status cf_rows_val(cf_run *R, int epoch, cf_rows *w, double *acc, gx_err *err) {
+static gx_status cf_rows_val(cf_run *R, int epoch, gx_train_rows *w, gx_cls_metrics *cm, double *acc,
+                             gx_err *err) {
     gx_cf_loss_cfg lc = cf_epoch_loss(&R->o, epoch);
     const int64_t S = R->m.cfg.size, px = 3 * S * S;
     cf_val_acc a;
     gx_status s = cf_val_alloc(&a, R->nsplit[1], (int)R->m.cfg.classes, R->o.cf_eval_n, px, err);
     if (s != GX_OK) return s;
     s = cf_val_pass(R, &lc, &a, err);
-    gx_cls_metrics cm;
-    if (s == GX_OK) s = gx_metrics_classify(a.probs, a.label, a.n, a.k, &cm, err);
+    if (s == GX_OK) s = gx_metrics_classify(a.probs, a.label, a.n, a.k, cm, err);
     double sums[CF_NM];
     int64_t cnt = 0;
     if (s == GX_OK) s = cf_cf_metrics(R, &a, sums, &cnt, err);
     if (s == GX_OK) {
         cf_loss_rows(w, "val", &a.loss, CF_L_SSIM);
-        cf_row(w, "val", cm.accuracy, "accuracy");
-        for (int k = 0; k < a.k; k++) cf_row(w, "val", cm.recall[k], "recall_%d", k);
-        cf_row(w, "val", cm.auc_macro, "auc_macro");
-        cf_row(w, "val", a.n ? a.nll / (double)a.n : NAN, "nll");
-        cf_row(w, "val", a.n ? a.rec_msd / (double)a.n : NAN, "rec_msd");
-        cf_row(w, "val", a.n_ssim ? a.rec_ssim / (double)a.n_ssim : NAN, "rec_ssim");
+        gx_train_row(w, "val", cm->accuracy, "accuracy");
+        for (int k = 0; k < a.k; k++) gx_train_row(w, "val", cm->recall[k], "recall_%d", k);
+        gx_train_row(w, "val", cm->auc_macro, "auc_macro");
+        gx_train_row(w, "val", a.n ? a.nll / (double)a.n : NAN, "nll");
+        gx_train_row(w, "val", a.n ? a.rec_msd / (double)a.n : NAN, "rec_msd");
+        gx_train_row(w, "val", a.n_ssim ? a.rec_ssim / (double)a.n_ssim : NAN, "rec_ssim");
         for (int k = 0; k < CF_NM; k++) {
             if (k == CF_M_JUDGE && !R->judge_ready) continue;
-            cf_row(w, "val", cnt ? sums[k] / (double)cnt : NAN, "%s", cf_m_names[k]);
+            gx_train_row(w, "val", cnt ? sums[k] / (double)cnt : NAN, "%s", cf_m_names[k]);
         }
-        cf_row(w, "val", (double)cnt, "cf_n");
-        *acc = cm.accuracy;
-        w->val_cls = cm;
+        gx_train_row(w, "val", (double)cnt, "cf_n");
+        *acc = cm->accuracy;
     }
     cf_val_free(&a);
     return s;
@@ -667,34 +589,23 @@ static gx_status cf_checkpoint(cf_run *R, const gx_cf_model *m, const char *path
                                int epoch, const char *metrics_json, gx_err *err) {
     gx_cf_meta meta;
     cf_meta_fill(R, epoch, &meta);
-    char sha[65];
     gx_status s = gx_cf_save(m, &meta, path, err);
-    if (s == GX_OK) s = gx_sha256_file(path, sha, err);
-    if (s == GX_OK)
-        s = gx_db_checkpoint_put(R->db, &(gx_db_checkpoint){ R->run_id, epoch, kind, path, sha, metrics_json },
-                                 NULL, err);
+    if (s == GX_OK) s = gx_train_checkpoint_put(R->db, R->run_id, epoch, kind, path, metrics_json, err);
     return s;
 }
 
 /* The training state after `epoch` completed (weights + Adam + loop). */
 static gx_status cf_write_state(cf_run *R, int epoch, gx_err *err) {
-    gx_st_writer w;
-    gx_st_writer_init(&w);
     gx_train_loop loop = { epoch, R->run_id, R->best_acc, R->best_epoch };
-    gx_status s = gx_train_state_begin(&w, &R->m.params, &R->opt, CF_STATE_FORMAT, R->o.seed, &loop, err);
-    if (s == GX_OK) s = gx_st_writer_write(&w, R->path_state, err);
-    gx_st_writer_free(&w);
-    return s;
+    return gx_train_state_write(R->paths.state, &R->m.params, &R->opt, CF_STATE_FORMAT, R->o.seed, &loop, err);
 }
 
 /* Restores weights, Adam and loop position from the state file. */
 static gx_status cf_load_state(cf_run *R, gx_err *err) {
-    gx_st_file f;
     gx_train_loop loop;
-    gx_status s = gx_train_state_open(&f, R->path_state, CF_STATE_FORMAT, "cf-inn training state",
+    gx_status s = gx_train_state_load(R->paths.state, CF_STATE_FORMAT, "cf-inn training state",
                                       R->o.resume_run, R->o.seed, &R->m.params, &R->opt, &loop, err);
     if (s != GX_OK) return s;
-    gx_st_close(&f);
     /* The permutations are derived from the loaded weights' buffers. */
     if ((s = gx_cf_sync_perms(&R->m, err)) != GX_OK) return s;
     R->start_epoch = loop.epoch + 1;
@@ -811,23 +722,18 @@ static gx_status cf_setup_model(cf_run *R, gx_err *err) {
 
 static gx_status cf_setup(cf_run *R, gx_err *err) {
     gx_train_cf_opts *o = &R->o;
-    if (mkdir(o->out_dir, 0777) != 0 && errno != EEXIST)
-        return gx_err_set(err, GX_ERR_IO, "--out %s: cannot create: %s", o->out_dir, strerror(errno));
-    snprintf(R->path_last, sizeof R->path_last, "%s/last.safetensors", o->out_dir);
-    snprintf(R->path_best, sizeof R->path_best, "%s/best.safetensors", o->out_dir);
-    snprintf(R->path_state, sizeof R->path_state, "%s/train_state.safetensors", o->out_dir);
-    if (o->threads > 0) gx_set_threads(o->threads);
-    gx_ctx_init(&R->ctx, 64u << 20);
+    gx_status s = gx_train_setup_common(o->out_dir, o->threads, &R->paths, &R->ctx, err);
+    if (s != GX_OK) return s;
     R->best_acc = -1;
     R->best_epoch = -1;
     gx_err e2;
-    gx_status s = gx_dataset_open(o->data, NULL, &R->ds, &e2);
+    s = gx_dataset_open(o->data, NULL, &R->ds, &e2);
     if (s != GX_OK) return gx_err_set(err, s, "--data %s: %s", o->data, e2.msg);
     if (R->ds->n_classes < 2 || R->ds->n_classes > GX_CF_MAX_CLASSES)
         return gx_err_set(err, GX_ERR_INVALID, "--data %s: %d classes (2..%d)", o->data, R->ds->n_classes,
                           GX_CF_MAX_CLASSES);
     o->model.classes = R->ds->n_classes;
-    R->classes_json = cf_classes_json(R->ds->n_classes);
+    R->classes_json = gx_train_classes_json(R->ds->n_classes);
     if (!R->classes_json) return gx_err_set(err, GX_ERR_NOMEM, "cf-inn: out of memory");
     if ((s = gx_db_open(&R->db, o->db_path, &e2)) != GX_OK)
         return gx_err_set(err, s, "--db %s: %s", o->db_path, e2.msg);
@@ -838,7 +744,7 @@ static gx_status cf_setup(cf_run *R, gx_err *err) {
     if ((s = cf_setup_model(R, err)) != GX_OK) return s;
     if (o->judge && (s = cf_open_judge(R, err)) != GX_OK) return s;
     if (o->resume_run > 0) {
-        if (access(R->path_state, F_OK) == 0 && (s = cf_load_state(R, &e2)) != GX_OK)
+        if (access(R->paths.state, F_OK) == 0 && (s = cf_load_state(R, &e2)) != GX_OK)
             return gx_err_set(err, s, "--resume %lld: %s", (long long)o->resume_run, e2.msg);
         R->run_id = o->resume_run;
     } else if ((s = cf_begin_run(R, err)) != GX_OK) {
@@ -867,12 +773,12 @@ static gx_status cf_setup(cf_run *R, gx_err *err) {
 
 /* -------------------------------------------------------------- one epoch */
 
-static void cf_rows_train(cf_rows *w, const cf_epoch_stats *es) {
+static void cf_rows_train(gx_train_rows *w, const cf_epoch_stats *es) {
     cf_loss_rows(w, "train", &es->loss, CF_NL);
-    cf_row(w, "train", es->n ? (double)es->correct / (double)es->n : NAN, "accuracy");
-    cf_row(w, "train", es->lr, "lr");
-    cf_row(w, "train", es->seconds > 0 ? (double)es->n / es->seconds : NAN, "images_per_s");
-    cf_row(w, "train", es->n_steps ? es->grad_norm_sum / (double)es->n_steps : NAN, "grad_norm");
+    gx_train_row(w, "train", es->n ? (double)es->correct / (double)es->n : NAN, "accuracy");
+    gx_train_row(w, "train", es->lr, "lr");
+    gx_train_row(w, "train", es->seconds > 0 ? (double)es->n / es->seconds : NAN, "images_per_s");
+    gx_train_row(w, "train", es->n_steps ? es->grad_norm_sum / (double)es->n_steps : NAN, "grad_norm");
 }
 
 /* Validation, rows, checkpoints and the state of one epoch. */
@@ -881,24 +787,24 @@ static gx_status cf_end_epoch(cf_run *R, int epoch, const cf_epoch_stats *es, gx
     cf_rows *rows = calloc(1, sizeof *rows); /* ~14 KB of names: off the stack */
     if (!rows) return gx_err_set(err, GX_ERR_NOMEM, "metrics: out of memory");
     double acc = NAN;
-    gx_status s = cf_rows_val(R, epoch, rows, &acc, err);
-    if (s == GX_OK) cf_rows_train(rows, es);
+    gx_status s = cf_rows_val(R, epoch, &rows->rows, &rows->val_cls, &acc, err);
+    if (s == GX_OK) cf_rows_train(&rows->rows, es);
     if (s == GX_OK)
-        s = gx_metrics_epoch_put(R->db, R->run_id, epoch, rows->row, rows->n,
+        s = gx_metrics_epoch_put(R->db, R->run_id, epoch, rows->rows.row, rows->rows.n,
                                  &(gx_metrics_confusion){ "val", rows->val_cls.k, rows->val_cls.confusion }, 1,
                                  R->classes_json, err);
     char js[96];
     snprintf(js, sizeof js, "{\"val_accuracy\":%.17g}", isfinite(acc) ? acc : 0.0);
-    if (s == GX_OK) s = cf_checkpoint(R, &R->m, R->path_last, "last", epoch, js, err);
+    if (s == GX_OK) s = cf_checkpoint(R, &R->m, R->paths.last, "last", epoch, js, err);
     if (s == GX_OK && isfinite(acc) && acc > R->best_acc) {
         R->best_acc = acc;
         R->best_epoch = epoch;
-        s = cf_checkpoint(R, &R->m, R->path_best, "best", epoch, js, err);
+        s = cf_checkpoint(R, &R->m, R->paths.best, "best", epoch, js, err);
     }
     /* The state goes last: until it is in place a resume redoes this epoch. */
     if (s == GX_OK) s = cf_write_state(R, epoch, err);
     if (s == GX_OK && R->o.progress != 0) {
-        if (R->tty) fputc('\n', stderr);
+        if (R->clk.tty) fputc('\n', stderr);
         fprintf(stderr, "epoch %d/%d  loss %.4f  train acc %.3f  val acc %.3f  %.1f img/s  %.1f s\n",
                 epoch + 1, R->o.epochs, es->loss.n ? es->loss.sum[0] / (double)es->loss.n : NAN,
                 es->n ? (double)es->correct / (double)es->n : NAN, acc,
@@ -947,20 +853,20 @@ static gx_status cf_finish(cf_run *R, gx_err *err) {
     const char *js = "{\"mhat\":\"training set\"}";
     int last = R->o.epochs - 1;
     gx_status s = cf_exact_mhat(R, &R->m, err);
-    if (s == GX_OK) s = cf_checkpoint(R, &R->m, R->path_last, "last", last, js, err);
+    if (s == GX_OK) s = cf_checkpoint(R, &R->m, R->paths.last, "last", last, js, err);
     if (s != GX_OK || R->best_epoch < 0) return s;
     gx_st_file f;
     memset(&f, 0, sizeof f);
     gx_cf_model best;
     gx_cf_meta meta;
     gx_err e2;
-    s = gx_st_read(&f, R->path_best, &e2);
+    s = gx_st_read(&f, R->paths.best, &e2);
     if (s == GX_OK && (s = gx_cf_load(&f, &best, &meta, &e2)) == GX_OK) {
         s = cf_exact_mhat(R, &best, err);
-        if (s == GX_OK) s = cf_checkpoint(R, &best, R->path_best, "best", meta.epoch, js, err);
+        if (s == GX_OK) s = cf_checkpoint(R, &best, R->paths.best, "best", meta.epoch, js, err);
         gx_cf_free(&best);
     } else {
-        gx_err_set(err, s, "%s: %s", R->path_best, e2.msg);
+        gx_err_set(err, s, "%s: %s", R->paths.best, e2.msg);
     }
     gx_st_close(&f);
     return s;
@@ -974,9 +880,9 @@ gx_status gx_train_cf(const gx_train_cf_opts *opts, gx_train_cf_result *res, gx_
     cf_run *R = calloc(1, sizeof *R);
     if (!R) return gx_err_set(err, GX_ERR_NOMEM, "cf-inn: out of memory");
     R->o = *opts;
-    R->tty = R->o.progress == 1 ? 0 : isatty(2);
+    gx_train_clock_init(&R->clk, R->o.progress);
     s = cf_setup(R, err);
-    R->t_start = cf_now();
+    R->clk.t_start = gx_train_now();
     int end = R->o.epochs;
     if (R->o.stop_after > 0 && R->o.stop_after < end) end = R->o.stop_after;
     for (int e = R->start_epoch; s == GX_OK && e < end; e++) {
@@ -995,10 +901,7 @@ gx_status gx_train_cf(const gx_train_cf_opts *opts, gx_train_cf_result *res, gx_
     int finished = s == GX_OK && end == R->o.epochs && !R->interrupted;
     res->interrupted = s == GX_OK && !finished;
     if (finished) s = cf_finish(R, err);
-    if (R->db && R->run_id > 0) {
-        gx_err e2;
-        gx_db_run_finish(R->db, R->run_id, s != GX_OK ? "failed" : finished ? "finished" : "interrupted", &e2);
-    }
+    gx_train_run_finish(R->db, R->run_id, s, finished);
     res->run_id = R->run_id;
     if (res->epochs_done == 0) res->epochs_done = R->start_epoch;
     res->best_val_accuracy = R->best_acc;

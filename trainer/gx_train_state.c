@@ -102,3 +102,21 @@ gx_status gx_train_state_open(gx_st_file *f, const char *path, const char *forma
     loop->best_epoch = (int)best_epoch;
     return GX_OK;
 }
+
+gx_status gx_train_state_write(const char *path, const gx_params *p, const gx_optim *opt, const char *format,
+                               uint64_t seed, const gx_train_loop *loop, gx_err *err) {
+    gx_st_writer w;
+    gx_st_writer_init(&w);
+    gx_status s = gx_train_state_begin(&w, p, opt, format, seed, loop, err);
+    if (s == GX_OK) s = gx_st_writer_write(&w, path, err);
+    gx_st_writer_free(&w);
+    return s;
+}
+
+gx_status gx_train_state_load(const char *path, const char *format, const char *what, int64_t want_run,
+                              uint64_t want_seed, gx_params *p, gx_optim *opt, gx_train_loop *loop, gx_err *err) {
+    gx_st_file f;
+    gx_status s = gx_train_state_open(&f, path, format, what, want_run, want_seed, p, opt, loop, err);
+    if (s == GX_OK) gx_st_close(&f);
+    return s;
+}

@@ -65,6 +65,16 @@ gx_status gx_train_state_open(gx_st_file *f, const char *path, const char *forma
                               int64_t want_run, uint64_t want_seed, gx_params *p, gx_optim *opt,
                               gx_train_loop *loop, gx_err *err);
 
+/* The whole file of a trainer without extras: begin, then written to path
+ * (temp name, fsync, rename). */
+gx_status gx_train_state_write(const char *path, const gx_params *p, const gx_optim *opt, const char *format,
+                               uint64_t seed, const gx_train_loop *loop, gx_err *err);
+
+/* gx_train_state_open for a trainer without extras: the file is closed
+ * again before this returns. */
+gx_status gx_train_state_load(const char *path, const char *format, const char *what, int64_t want_run,
+                              uint64_t want_seed, gx_params *p, gx_optim *opt, gx_train_loop *loop, gx_err *err);
+
 /* An integer metadata entry; 0 when missing or not a whole integer. */
 int gx_train_meta_i64(const gx_st_file *f, const char *key, int64_t *v);
 

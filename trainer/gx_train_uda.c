@@ -19,6 +19,7 @@
  * and touches neither the bank nor any generator.
  */
 #include "gx_train_uda.h"
+#include "gx_train_common.h"
 #include "gx_train_state.h"
 
 #include "gx_anomaly_store.h"
@@ -28,16 +29,12 @@
 #include "gx_sha256.h"
 #include "gx_synth.h"
 
-#include <errno.h>
 #include <jansson.h>
 #include <math.h>
 #include <sqlite3.h>
-#include <stdarg.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #define UDA_STATE_FORMAT "galaxyd-uda-train-state-1"
@@ -266,12 +263,6 @@ gx_status gx_uda_split_metrics_compute(const float *probs, const float *entropy,
 
 /* ============================================================ small utils */
 
-static double uda_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 static const char *uda_basename(const char *p) {
     const char *b = p ? strrchr(p, '/') : NULL;
     return b ? b + 1 : p ? p : "";
@@ -360,11 +351,9 @@ typedef struct uda_run {
     float      *tmp;               /* one [3,S,S] row of scratch */
     int32_t    *bn_pairs;          /* (d0 index, d1 index) param pairs for the baseline */
     int         n_bn_pairs;
-    char        path_last[1024], path_best[1024], path_state[1024];
+    gx_train_paths paths;
     char       *classes_json;
-    int         tty;
-    double      t_start, t_last_print;
-    int64_t     steps_done;
+    gx_train_clock clk;
     int         interrupted;
 } uda_run;
 
@@ -549,18 +538,14 @@ static char *uda_run_config_json(const uda_run *R) {
         "decay_epochs", o->decay_epochs, "patience", o->patience, "max_source", (json_int_t)o->max_source,
         "max_target", (json_int_t)o->max_target, "augment", o->augment, "crop_frac", o->crop_frac);
     json_t *cls = R->classes_json ? json_loads(R->classes_json, 0, NULL) : NULL;
-    char *s = NULL;
-    if (j && t && cls && json_object_set_new(t, "classes", cls) == 0) {
-        cls = NULL;
-        if (json_object_set_new(j, "train", t) == 0) {
-            t = NULL;
-            s = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS);
-        }
+    int ok = t && cls;
+    if (ok) ok = json_object_set_new(t, "classes", cls) == 0;   /* takes cls, on failure too */
+    else json_decref(cls);
+    if (!ok) {
+        json_decref(t);
+        t = NULL;                      /* no config without its classes */
     }
-    json_decref(cls);
-    json_decref(t);
-    json_decref(j);
-    return s;
+    return gx_train_config_json(j, t);
 }
 
 /* ----------------------------------------------------------------- state */
@@ -605,7 +590,7 @@ static gx_status uda_write_state(uda_run *R, int epoch, gx_err *err) {
     };
     for (size_t i = 0; s == GX_OK && i < sizeof m / sizeof *m; i++)
         s = gx_train_meta_num(&w, m[i].k, m[i].fmt, m[i].v, err);
-    if (s == GX_OK) s = gx_st_writer_write(&w, R->path_state, err);
+    if (s == GX_OK) s = gx_st_writer_write(&w, R->paths.state, err);
     gx_st_writer_free(&w);
     return s;
 }
@@ -622,7 +607,7 @@ static int uda_meta_get(const gx_st_file *f, const char *key, double *v) {
 static gx_status uda_load_state(uda_run *R, gx_err *err) {
     gx_st_file f;
     gx_train_loop loop;
-    gx_status s = gx_train_state_open(&f, R->path_state, UDA_STATE_FORMAT, "uda training state",
+    gx_status s = gx_train_state_open(&f, R->paths.state, UDA_STATE_FORMAT, "uda training state",
                                       R->o.resume_run, R->o.seed, &R->m.params, &R->opt, &loop, err);
     if (s != GX_OK) return s;
     static const char *const keys[] = { "since_best", "tuner_rho", "tuner_margin", "tuner_j", "tuner_e",
@@ -630,7 +615,7 @@ static gx_status uda_load_state(uda_run *R, gx_err *err) {
     double v[7];
     int ok = 1;
     for (int i = 0; ok && i < 7; i++) ok = uda_meta_get(&f, keys[i], &v[i]);
-    if (!ok) s = gx_err_set(err, GX_ERR_FORMAT, "%s is not a uda training state file", R->path_state);
+    if (!ok) s = gx_err_set(err, GX_ERR_FORMAT, "%s is not a uda training state file", R->paths.state);
     if (s == GX_OK && R->bank_ready) s = uda_bank_load(&R->bank, &f, err);
     if (s == GX_OK) {
         R->start_epoch = loop.epoch + 1;
@@ -685,18 +670,13 @@ static gx_status uda_setup_model(uda_run *R, gx_err *err) {
 
 static gx_status uda_setup(uda_run *R, gx_err *err) {
     gx_train_uda_opts *o = &R->o;
-    if (mkdir(o->out_dir, 0777) != 0 && errno != EEXIST)
-        return gx_err_set(err, GX_ERR_IO, "--out %s: cannot create: %s", o->out_dir, strerror(errno));
-    snprintf(R->path_last, sizeof R->path_last, "%s/last.safetensors", o->out_dir);
-    snprintf(R->path_best, sizeof R->path_best, "%s/best.safetensors", o->out_dir);
-    snprintf(R->path_state, sizeof R->path_state, "%s/train_state.safetensors", o->out_dir);
-    if (o->threads > 0) gx_set_threads(o->threads);
-    gx_ctx_init(&R->ctx, 64u << 20);
+    gx_status s = gx_train_setup_common(o->out_dir, o->threads, &R->paths, &R->ctx, err);
+    if (s != GX_OK) return s;
     R->best_acc = -1;
     R->best_epoch = -1;
     R->tmp = malloc((size_t)3 * o->model.size * o->model.size * sizeof *R->tmp);
     if (!R->tmp) return gx_err_set(err, GX_ERR_NOMEM, "uda: out of memory");
-    gx_status s = uda_open_data(R, err);
+    s = uda_open_data(R, err);
     gx_err e2;
     if (s == GX_OK && (s = gx_db_open(&R->db, o->db_path, &e2)) != GX_OK)
         return gx_err_set(err, s, "--db %s: %s", o->db_path, e2.msg);
@@ -707,7 +687,7 @@ static gx_status uda_setup(uda_run *R, gx_err *err) {
     if (s == GX_OK) s = uda_setup_model(R, err);
     if (s != GX_OK) return s;
     if (o->resume_run > 0) {
-        if (access(R->path_state, F_OK) == 0 && (s = uda_load_state(R, &e2)) != GX_OK)
+        if (access(R->paths.state, F_OK) == 0 && (s = uda_load_state(R, &e2)) != GX_OK)
             return gx_err_set(err, s, "--resume %lld: %s", (long long)o->resume_run, e2.msg);
         R->run_id = o->resume_run;
     } else {
@@ -835,21 +815,6 @@ static gx_status uda_step(uda_run *R, int epoch, const gx_batch *bs, const gx_ba
     return GX_OK;
 }
 
-static void uda_progress(uda_run *R, int epoch, int64_t step, const uda_epoch_stats *es, double ips) {
-    if (R->o.progress == 0 || !R->tty) return;
-    double now = uda_now();
-    if (now - R->t_last_print < 0.25) return;
-    R->t_last_print = now;
-    int64_t left = (int64_t)(R->o.epochs - epoch - 1) * R->steps_per_epoch + (R->steps_per_epoch - step - 1);
-    double per = R->steps_done > 0 ? (now - R->t_start) / (double)R->steps_done : 0;
-    double eta = per * (double)(left > 0 ? left : 0);
-    fprintf(stderr, "\repoch %d/%d  step %lld/%lld  loss %.4f  %.1f img/s  ETA %02d:%02d:%02d   ",
-            epoch + 1, R->o.epochs, (long long)step + 1, (long long)R->steps_per_epoch,
-            es->steps ? es->total / es->steps : NAN, ips, (int)(eta / 3600), (int)fmod(eta / 60, 60),
-            (int)fmod(eta, 60));
-    fflush(stderr);
-}
-
 static gx_status uda_train_epoch(uda_run *R, int epoch, uda_epoch_stats *es, gx_err *err) {
     memset(es, 0, sizeof *es);
     es->rho = R->tuner.rho;
@@ -857,18 +822,19 @@ static gx_status uda_train_epoch(uda_run *R, int epoch, uda_epoch_stats *es, gx_
     R->s_pass = R->t_pass = 0;
     gx_status s = gx_loader_start_epoch(R->s_L, UDA_PASS_KEY(epoch, 0), err);
     if (s == GX_OK && R->t_L) s = gx_loader_start_epoch(R->t_L, UDA_PASS_KEY(epoch, 0), err);
-    double t0 = uda_now();
+    double t0 = gx_train_now();
     for (int64_t step = 0; s == GX_OK && step < R->steps_per_epoch; step++) {
         if (R->o.stop && *R->o.stop) { R->interrupted = 1; return GX_OK; }
         gx_batch bs, bt;
         s = uda_next(R->s_L, epoch, &R->s_pass, &bs, err);
         if (s == GX_OK && R->t_L) s = uda_next(R->t_L, epoch, &R->t_pass, &bt, err);
         if (s == GX_OK) s = uda_step(R, epoch, &bs, R->t_L ? &bt : NULL, es, err);
-        R->steps_done++;
-        double dt = uda_now() - t0;
-        uda_progress(R, epoch, step, es, dt > 0 ? (double)es->images / dt : 0);
+        R->clk.steps_done++;
+        double dt = gx_train_now() - t0;
+        gx_train_progress(&R->clk, R->o.progress, epoch, R->o.epochs, step, R->steps_per_epoch,
+                          es->steps ? es->total / es->steps : NAN, dt > 0 ? (double)es->images / dt : 0);
     }
-    es->seconds = uda_now() - t0;
+    es->seconds = gx_train_now() - t0;
     return s;
 }
 
@@ -995,12 +961,8 @@ static gx_status uda_write_checkpoint(uda_run *R, const char *path, const char *
     meta.epoch = epoch;
     meta.rho = R->tuner.rho;
     meta.margin = R->tuner.margin;
-    char sha[65];
     gx_status s = gx_uda_save(&R->m, &meta, path, err);
-    if (s == GX_OK) s = gx_sha256_file(path, sha, err);
-    if (s == GX_OK)
-        s = gx_db_checkpoint_put(R->db, &(gx_db_checkpoint){ R->run_id, epoch, kind, path, sha, metrics_json },
-                                 NULL, err);
+    if (s == GX_OK) s = gx_train_checkpoint_put(R->db, R->run_id, epoch, kind, path, metrics_json, err);
     return s;
 }
 
@@ -1051,19 +1013,19 @@ static gx_status uda_end_epoch(uda_run *R, int epoch, const uda_epoch_stats *es,
     s = uda_epoch_put(R, epoch, &w, &ms, &mt, err);
     char *js = uda_metrics_json(&mt, val);
     if (s == GX_OK && !js) s = gx_err_set(err, GX_ERR_NOMEM, "uda: out of memory");
-    if (s == GX_OK) s = uda_write_checkpoint(R, R->path_last, "last", epoch, js, err);
+    if (s == GX_OK) s = uda_write_checkpoint(R, R->paths.last, "last", epoch, js, err);
     if (s == GX_OK && isfinite(val) && val > R->best_acc) {
         R->best_acc = val;
         R->best_epoch = epoch;
         R->since_best = 0;
-        s = uda_write_checkpoint(R, R->path_best, "best", epoch, js, err);
+        s = uda_write_checkpoint(R, R->paths.best, "best", epoch, js, err);
     } else {
         R->since_best++;
     }
     free(js);
     if (s == GX_OK) s = uda_write_state(R, epoch, err);
     if (s == GX_OK && R->o.progress != 0) {
-        if (R->tty) fputc('\n', stderr);
+        if (R->clk.tty) fputc('\n', stderr);
         fprintf(stderr, "epoch %d/%d  loss %.4f (ce %.4f)  rho %.3f m %.3f%s  source val %.3f  target acc %.3f "
                 "unknown %.3f auc %.3f  %.1f s\n", epoch + 1, R->o.epochs, L, es->ce / st, R->tuner.rho,
                 R->tuner.margin, *changed ? " (tuned)" : "", val, mt.accuracy, mt.unknown_accuracy,
@@ -1081,9 +1043,9 @@ gx_status gx_train_uda(const gx_train_uda_opts *opts, gx_train_uda_result *res, 
     uda_run *R = calloc(1, sizeof *R);
     if (!R) return gx_err_set(err, GX_ERR_NOMEM, "uda: out of memory");
     R->o = *opts;
-    R->tty = isatty(2) && R->o.progress != 1;
+    gx_train_clock_init(&R->clk, R->o.progress);
     s = uda_setup(R, err);
-    R->t_start = uda_now();
+    R->clk.t_start = gx_train_now();
     int end = R->o.epochs, stopped_early = 0;
     if (R->o.stop_after > 0 && R->o.stop_after < end) end = R->o.stop_after;
     /* A resumed run that had already stopped early stays stopped. */
@@ -1105,10 +1067,7 @@ gx_status gx_train_uda(const gx_train_uda_opts *opts, gx_train_uda_result *res, 
     int finished = s == GX_OK && !R->interrupted && (stopped_early || end == R->o.epochs);
     res->interrupted = s == GX_OK && !finished;
     res->early_stopped = stopped_early;
-    if (R->db && R->run_id > 0) {
-        gx_err e2;
-        gx_db_run_finish(R->db, R->run_id, s != GX_OK ? "failed" : finished ? "finished" : "interrupted", &e2);
-    }
+    gx_train_run_finish(R->db, R->run_id, s, finished);
     res->run_id = R->run_id;
     if (res->epochs_done == 0) res->epochs_done = R->start_epoch;
     res->best_epoch = R->best_epoch;
@@ -1267,12 +1226,12 @@ static gx_status uda_score_all(uda_scorer *S, gx_score_result *r, gx_err *err) {
     char (*ext)[160] = calloc((size_t)B, 160), (*sha)[65] = calloc((size_t)B, 65);
     gx_status s = x && recs && ext && sha ? GX_OK : gx_err_set(err, GX_ERR_NOMEM, "score: out of memory");
     int tty = o->progress < 0 ? isatty(2) : 0;
-    double t0 = uda_now(), last = 0;
+    double t0 = gx_train_now(), last = 0;
     r->n = S->ds->n;
     for (int64_t i0 = 0; s == GX_OK && i0 < S->ds->n; i0 += B) {
         int64_t i1 = i0 + B < S->ds->n ? i0 + B : S->ds->n;
         s = uda_score_batch(S, i0, i1, x, recs, ext, sha, r, err);
-        double now = uda_now(), el = now - t0;
+        double now = gx_train_now(), el = now - t0;
         if (tty && (now - last > 0.25 || i1 == S->ds->n)) {
             last = now;
             double eta = i1 > 0 ? el * (double)(S->ds->n - i1) / (double)i1 : 0;

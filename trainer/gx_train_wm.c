@@ -33,17 +33,15 @@
 #include "gx_loader.h"
 #include "gx_metrics.h"
 #include "gx_sha256.h"
+#include "gx_train_common.h"
 #include "gx_train_state.h"
 
-#include <errno.h>
 #include <jansson.h>
 #include <sqlite3.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -158,12 +156,6 @@ static gx_status wm_opts_check(const gx_train_wm_opts *o, gx_err *err) {
 }
 
 /* ============================================================= small utils */
-
-static double wm_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static void wm_iso_time(char *buf, size_t n) {
     time_t t = time(NULL);
@@ -302,19 +294,6 @@ static gx_status wm_config_parse(const char *s, gx_wm_config *c, gx_err *err) {
     return GX_OK;
 }
 
-static char *wm_classes_json(int k) {
-    json_t *a = json_array();
-    for (int i = 0; i < k; i++) {
-        const char *n = gx_class_name(i);
-        char tmp[32];
-        if (!n) { snprintf(tmp, sizeof tmp, "class_%d", i); n = tmp; }
-        json_array_append_new(a, json_string(n));
-    }
-    char *s = json_dumps(a, JSON_COMPACT);
-    json_decref(a);
-    return s;
-}
-
 /* The run's config_json (runs table): the model config plus a "train"
  * object with the resolved training options, so reports (trainer/gx_report.h)
  * can label a run by its loss switches without parsing the command line.
@@ -336,14 +315,7 @@ static char *wm_run_config_json(char *model_json, const gx_train_wm_opts *o) {
         "hk_mode", l->hk_mode == GX_WM_HK_BATCH ? "batch" : "sample",
         "hk_start_epoch", l->hk_start_epoch, "hk_ramp_end_epoch", l->hk_ramp_end_epoch,
         "sk_lambda", l->sk_lambda, "sk_iters", l->sk_iters);
-    char *s = NULL;
-    if (j && t && json_object_set_new(j, "train", t) == 0) {
-        t = NULL;                    /* the object owns it now */
-        s = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS);
-    }
-    json_decref(t);
-    json_decref(j);
-    return s;
+    return gx_train_config_json(j, t);
 }
 
 /* ============================================================== the run */
@@ -365,13 +337,10 @@ typedef struct wm_run {
     double      best_acc;
     int         best_epoch;
     int64_t     batches, opt_steps_per_epoch, warmup_steps, total_steps;
-    char        path_last[1024], path_best[1024], path_state[1024];
+    gx_train_paths paths;
     double     *col;               /* raw colours seen in this epoch's training [col_n,4] */
     int64_t     col_n, col_cap;
-    /* progress display */
-    int         tty;
-    double      t_start, t_last_print;
-    int64_t     steps_done;        /* micro-batches trained in this call */
+    gx_train_clock clk;            /* progress display; its steps are micro-batches */
     int         interrupted;       /* *o.stop was seen */
 } wm_run;
 
@@ -405,22 +374,6 @@ static void wm_col_append(wm_run *R, const gx_tensor *colors) {
     }
     for (int64_t i = 0; i < 4 * B; i++) R->col[R->col_n * 4 + i] = (double)colors->data[i];
     R->col_n += B;
-}
-
-/* ---------------------------------------------------------- progress line */
-
-static void wm_progress(wm_run *R, int epoch, int64_t step, double loss, double ips, int force) {
-    if (R->o.progress == 0 || !R->tty) return;
-    double now = wm_now();
-    if (!force && now - R->t_last_print < 0.25) return;   /* at most ~4 updates/s */
-    R->t_last_print = now;
-    int64_t left = (int64_t)(R->o.epochs - epoch - 1) * R->batches + (R->batches - step - 1);
-    double per = R->steps_done > 0 ? (now - R->t_start) / (double)R->steps_done : 0;
-    double eta = per * (double)(left > 0 ? left : 0);
-    fprintf(stderr, "\repoch %d/%d  step %lld/%lld  loss %.4f  %.1f img/s  ETA %02d:%02d:%02d   ",
-            epoch + 1, R->o.epochs, (long long)step + 1, (long long)R->batches, loss, ips,
-            (int)(eta / 3600), (int)fmod(eta / 60, 60), (int)fmod(eta, 60));
-    fflush(stderr);
 }
 
 /* ------------------------------------------------------------ optimiser */
@@ -498,21 +451,22 @@ static gx_status wm_train_epoch(wm_run *R, int epoch, wm_epoch_stats *es, gx_err
     gx_params_zero_grad(&R->m.params);
     int pending = 0, rc;
     gx_batch b;
-    double t0 = wm_now();
+    double t0 = gx_train_now();
     while ((rc = gx_loader_next(R->train_L, &b, err)) == 1) {
         if (o->stop && *o->stop) { R->interrupted = 1; return GX_OK; }
         double loss = wm_train_micro(R, &lc, &ep, &b, es);
         if (++pending == o->accum) { wm_opt_step(R, es); pending = 0; }
-        R->steps_done++;
-        double dt = wm_now() - t0;
-        wm_progress(R, epoch, b.step, loss, dt > 0 ? (double)es->n / dt : 0, 0);
+        R->clk.steps_done++;
+        double dt = gx_train_now() - t0;
+        gx_train_progress(&R->clk, o->progress, epoch, o->epochs, b.step, R->batches, loss,
+                          dt > 0 ? (double)es->n / dt : 0);
     }
     if (rc < 0) return GX_ERR_IO;    /* err names the sample (loader) */
     if (pending > 0) {
         gx_params_scale_grad(&R->m.params, (double)o->accum / pending);
         wm_opt_step(R, es);
     }
-    es->seconds = wm_now() - t0;
+    es->seconds = gx_train_now() - t0;
     return GX_OK;
 }
 
@@ -599,53 +553,35 @@ static gx_status wm_eval_pass(gx_ctx *ctx, gx_wm_model *m, gx_loader *L, int64_t
 
 /* ---------------------------------------------------------- metric rows */
 
-typedef struct wm_rows {
-    gx_db_metric row[160];
-    char name[160][48];
-    int n;
-} wm_rows;
-
-static void wm_row(wm_rows *w, const char *split, double v, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static void wm_row(wm_rows *w, const char *split, double v, const char *fmt, ...) {
-    if (w->n >= 160) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(w->name[w->n], sizeof w->name[0], fmt, ap);
-    va_end(ap);
-    w->row[w->n] = (gx_db_metric){ split, w->name[w->n], v };
-    w->n++;
-}
-
 /* The classification and redshift metric set of one evaluation. */
-static gx_status wm_rows_eval(wm_rows *w, const char *split, const wm_eval_acc *a,
+static gx_status gx_train_rows_eval(gx_train_rows *w, const char *split, const wm_eval_acc *a,
                               gx_cls_metrics *cm, gx_z_metrics *zm, gx_err *err) {
     gx_status s = gx_metrics_classify(a->probs, a->label, a->n, a->k, cm, err);
     if (s == GX_OK) s = gx_metrics_redshift(a->zpred, a->ztrue, a->n, zm, err);
     if (s != GX_OK) return s;
-    wm_row(w, split, cm->accuracy, "accuracy");
+    gx_train_row(w, split, cm->accuracy, "accuracy");
     double ce = 0;
     for (int64_t i = 0; i < a->n; i++) {
         double p = (double)a->probs[i * a->k + a->label[i]];
         ce -= log(p > 1e-30 ? p : 1e-30);
     }
-    wm_row(w, split, a->n ? ce / (double)a->n : NAN, "ce");
-    for (int k = 0; k < a->k; k++) wm_row(w, split, cm->recall[k], "recall_%d", k);
-    wm_row(w, split, cm->auc_macro, "auc_macro");
-    wm_row(w, split, cm->auc_micro, "auc_micro");
-    wm_row(w, split, cm->ap_macro, "ap_macro");
-    wm_row(w, split, cm->n_skipped, "auc_skipped");
-    wm_row(w, split, zm->log_mse, "z_log_mse");
-    wm_row(w, split, zm->mae, "z_mae");
-    wm_row(w, split, zm->r2, "z_r2");
-    wm_row(w, split, zm->bias, "z_bias");
-    wm_row(w, split, zm->nmad, "z_nmad");
-    wm_row(w, split, zm->outlier_rate, "z_outlier_rate");
-    wm_row(w, split, (double)zm->n, "z_n");
+    gx_train_row(w, split, a->n ? ce / (double)a->n : NAN, "ce");
+    for (int k = 0; k < a->k; k++) gx_train_row(w, split, cm->recall[k], "recall_%d", k);
+    gx_train_row(w, split, cm->auc_macro, "auc_macro");
+    gx_train_row(w, split, cm->auc_micro, "auc_micro");
+    gx_train_row(w, split, cm->ap_macro, "ap_macro");
+    gx_train_row(w, split, cm->n_skipped, "auc_skipped");
+    gx_train_row(w, split, zm->log_mse, "z_log_mse");
+    gx_train_row(w, split, zm->mae, "z_mae");
+    gx_train_row(w, split, zm->r2, "z_r2");
+    gx_train_row(w, split, zm->bias, "z_bias");
+    gx_train_row(w, split, zm->nmad, "z_nmad");
+    gx_train_row(w, split, zm->outlier_rate, "z_outlier_rate");
+    gx_train_row(w, split, (double)zm->n, "z_n");
     for (int bn = 0; bn < GX_Z_BINS; bn++) {
-        wm_row(w, split, zm->bin_log_mse[bn], "z_bin%d_log_mse", bn);
-        wm_row(w, split, zm->bin_bias[bn], "z_bin%d_bias", bn);
-        wm_row(w, split, (double)zm->bin_n[bn], "z_bin%d_n", bn);
+        gx_train_row(w, split, zm->bin_log_mse[bn], "z_bin%d_log_mse", bn);
+        gx_train_row(w, split, zm->bin_bias[bn], "z_bin%d_bias", bn);
+        gx_train_row(w, split, (double)zm->bin_n[bn], "z_bin%d_n", bn);
     }
     return GX_OK;
 }
@@ -669,7 +605,7 @@ static gx_status wm_write_checkpoint(wm_run *R, const char *path, int epoch, dou
                                      char sha[65], gx_err *err) {
     gx_st_writer w;
     gx_st_writer_init(&w);
-    char *cfg = wm_config_json(&R->m.cfg), *cls = wm_classes_json((int)R->m.cfg.classes);
+    char *cfg = wm_config_json(&R->m.cfg), *cls = gx_train_classes_json((int)R->m.cfg.classes);
     char pre[128], created[32];
     snprintf(pre, sizeof pre, "{\"size\":%lld,\"crop_frac\":%.17g}", (long long)R->m.cfg.size,
              R->o.crop_frac);
@@ -695,23 +631,16 @@ static gx_status wm_write_checkpoint(wm_run *R, const char *path, int epoch, dou
 
 /* The training state after `epoch` completed (weights + optimiser + loop). */
 static gx_status wm_write_state(wm_run *R, int epoch, gx_err *err) {
-    gx_st_writer w;
-    gx_st_writer_init(&w);
     gx_train_loop loop = { epoch, R->run_id, R->best_acc, R->best_epoch };
-    gx_status s = gx_train_state_begin(&w, &R->m.params, &R->opt, WM_STATE_FORMAT, R->o.seed, &loop, err);
-    if (s == GX_OK) s = wm_write_hashed(&w, R->path_state, NULL, err);
-    gx_st_writer_free(&w);
-    return s;
+    return gx_train_state_write(R->paths.state, &R->m.params, &R->opt, WM_STATE_FORMAT, R->o.seed, &loop, err);
 }
 
 /* Restores weights, optimiser and loop position from the state file. */
 static gx_status wm_load_state(wm_run *R, gx_err *err) {
-    gx_st_file f;
     gx_train_loop loop;
-    gx_status s = gx_train_state_open(&f, R->path_state, WM_STATE_FORMAT, "training state", R->o.resume_run,
+    gx_status s = gx_train_state_load(R->paths.state, WM_STATE_FORMAT, "training state", R->o.resume_run,
                                       R->o.seed, &R->m.params, &R->opt, &loop, err);
     if (s != GX_OK) return s;
-    gx_st_close(&f);
     R->start_epoch = loop.epoch + 1;
     R->best_acc = loop.best_acc;
     R->best_epoch = loop.best_epoch;
@@ -753,17 +682,12 @@ static gx_status wm_open_loader(gx_loader **L, gx_dataset *ds, const int64_t *id
 /* Dataset, split, database, model, optimiser, loaders; a new run or a resume. */
 static gx_status wm_setup(wm_run *R, gx_err *err) {
     gx_train_wm_opts *o = &R->o;
-    if (mkdir(o->out_dir, 0777) != 0 && errno != EEXIST)
-        return gx_err_set(err, GX_ERR_IO, "--out %s: cannot create: %s", o->out_dir, strerror(errno));
-    snprintf(R->path_last, sizeof R->path_last, "%s/last.safetensors", o->out_dir);
-    snprintf(R->path_best, sizeof R->path_best, "%s/best.safetensors", o->out_dir);
-    snprintf(R->path_state, sizeof R->path_state, "%s/train_state.safetensors", o->out_dir);
-    if (o->threads > 0) gx_set_threads(o->threads);
-    gx_ctx_init(&R->ctx, 64u << 20);
+    gx_status s = gx_train_setup_common(o->out_dir, o->threads, &R->paths, &R->ctx, err);
+    if (s != GX_OK) return s;
     R->best_acc = -1;
     R->best_epoch = -1;
     gx_err e2;
-    gx_status s = gx_dataset_open(o->data, NULL, &R->ds, &e2);
+    s = gx_dataset_open(o->data, NULL, &R->ds, &e2);
     if (s != GX_OK) return gx_err_set(err, s, "--data %s: %s", o->data, e2.msg);
     if (o->z_train_spec && !R->ds->spec_selected)
         return gx_err_set(err, GX_ERR_INVALID, "--set z_train=spec_selected: %s has no spec_selected "
@@ -787,7 +711,7 @@ static gx_status wm_setup(wm_run *R, gx_err *err) {
     R->opt_ready = 1;
     if (o->resume_run > 0) {
         /* No state file: killed during the first epoch; start at epoch 0. */
-        if (access(R->path_state, F_OK) == 0 && (s = wm_load_state(R, &e2)) != GX_OK)
+        if (access(R->paths.state, F_OK) == 0 && (s = wm_load_state(R, &e2)) != GX_OK)
             return gx_err_set(err, s, "--resume %lld: %s", (long long)o->resume_run, e2.msg);
         R->run_id = o->resume_run;
     } else {
@@ -823,28 +747,28 @@ static gx_status wm_setup(wm_run *R, gx_err *err) {
 /* -------------------------------------------------------------- one epoch */
 
 /* Training-split rows: loss terms, accuracy, lr, throughput, task matrix. */
-static void wm_rows_train(wm_rows *w, const wm_run *R, const wm_epoch_stats *es) {
-    for (int t = 0; t < 6; t++) wm_row(w, "train", es->nb ? es->loss[t] / es->nb : NAN, "%s", wm_loss_names[t]);
-    wm_row(w, "train", es->n ? (double)es->correct / es->n : NAN, "accuracy");
-    wm_row(w, "train", es->n ? es->ce / es->n : NAN, "ce");
-    wm_row(w, "train", es->lr, "lr");
-    wm_row(w, "train", es->seconds > 0 ? es->n / es->seconds : NAN, "images_per_s");
-    wm_row(w, "train", es->n_steps ? es->grad_norm_sum / es->n_steps : NAN, "grad_norm");
+static void gx_train_rows_train(gx_train_rows *w, const wm_run *R, const wm_epoch_stats *es) {
+    for (int t = 0; t < 6; t++) gx_train_row(w, "train", es->nb ? es->loss[t] / es->nb : NAN, "%s", wm_loss_names[t]);
+    gx_train_row(w, "train", es->n ? (double)es->correct / es->n : NAN, "accuracy");
+    gx_train_row(w, "train", es->n ? es->ce / es->n : NAN, "ce");
+    gx_train_row(w, "train", es->lr, "lr");
+    gx_train_row(w, "train", es->seconds > 0 ? es->n / es->seconds : NAN, "images_per_s");
+    gx_train_row(w, "train", es->n_steps ? es->grad_norm_sum / es->n_steps : NAN, "grad_norm");
     const gx_real *rm = R->m.relationship->data;
     for (int i = 0; i < 2; i++) {
         double a = rm[2 * i], b = rm[2 * i + 1], mx = a > b ? a : b;
         double ea = exp(a - mx), eb = exp(b - mx);
-        wm_row(w, "train", a, "task_matrix_%d0", i);
-        wm_row(w, "train", b, "task_matrix_%d1", i);
-        wm_row(w, "train", ea / (ea + eb), "task_weight_%d0", i);
-        wm_row(w, "train", eb / (ea + eb), "task_weight_%d1", i);
+        gx_train_row(w, "train", a, "task_matrix_%d0", i);
+        gx_train_row(w, "train", b, "task_matrix_%d1", i);
+        gx_train_row(w, "train", ea / (ea + eb), "task_weight_%d0", i);
+        gx_train_row(w, "train", eb / (ea + eb), "task_weight_%d1", i);
     }
 }
 
 /* The epoch's metric rows with the validation confusion matrix and the
  * class names, in one transaction (the dashboard's best-epoch matrix). */
-static gx_status wm_epoch_put(wm_run *R, int epoch, const wm_rows *rows, const gx_cls_metrics *cm, gx_err *err) {
-    char *cls = wm_classes_json((int)R->m.cfg.classes);
+static gx_status wm_epoch_put(wm_run *R, int epoch, const gx_train_rows *rows, const gx_cls_metrics *cm, gx_err *err) {
+    char *cls = gx_train_classes_json((int)R->m.cfg.classes);
     if (!cls) return gx_err_set(err, GX_ERR_NOMEM, "metrics: out of memory");
     gx_metrics_confusion cf = { "val", cm->k, cm->confusion };
     gx_status s = gx_metrics_epoch_put(R->db, R->run_id, epoch, rows->row, rows->n, &cf, 1, cls, err);
@@ -863,37 +787,37 @@ static gx_status wm_end_epoch(wm_run *R, int epoch, const wm_epoch_stats *es, gx
     gx_status s = wm_eval_alloc(&a, R->nsplit[1], (int)R->m.cfg.classes, err);
     if (s != GX_OK) return s;
     s = wm_eval_pass(&R->ctx, &R->m, R->val_L, R->m.cfg.size, &lc, &a, err);
-    wm_rows *rows = calloc(1, sizeof *rows);   /* ~8 KB of names: kept off the stack */
+    gx_train_rows *rows = calloc(1, sizeof *rows);   /* ~8 KB of names: kept off the stack */
     gx_cls_metrics cm;
     gx_z_metrics zm;
     if (!rows) s = gx_err_set(err, GX_ERR_NOMEM, "metrics: out of memory");
-    if (s == GX_OK) s = wm_rows_eval(rows, "val", &a, &cm, &zm, err);
+    if (s == GX_OK) s = gx_train_rows_eval(rows, "val", &a, &cm, &zm, err);
     if (s == GX_OK) {
-        for (int t = 0; t < 6; t++) wm_row(rows, "val", a.nb ? a.loss[t] / a.nb : NAN, "%s", wm_loss_names[t]);
-        wm_rows_train(rows, R, es);
+        for (int t = 0; t < 6; t++) gx_train_row(rows, "val", a.nb ? a.loss[t] / a.nb : NAN, "%s", wm_loss_names[t]);
+        gx_train_rows_train(rows, R, es);
     }
     wm_eval_free(&a);
     char sha[65], js[96];
     double acc = s == GX_OK ? cm.accuracy : NAN;
     snprintf(js, sizeof js, "{\"val_accuracy\":%.17g}", isfinite(acc) ? acc : 0.0);
     if (s == GX_OK) s = wm_epoch_put(R, epoch, rows, &cm, err);
-    if (s == GX_OK) s = wm_write_checkpoint(R, R->path_last, epoch, acc, sha, err);
+    if (s == GX_OK) s = wm_write_checkpoint(R, R->paths.last, epoch, acc, sha, err);
     if (s == GX_OK)
-        s = gx_db_checkpoint_put(R->db, &(gx_db_checkpoint){ R->run_id, epoch, "last", R->path_last, sha, js },
+        s = gx_db_checkpoint_put(R->db, &(gx_db_checkpoint){ R->run_id, epoch, "last", R->paths.last, sha, js },
                                  NULL, err);
     if (s == GX_OK && isfinite(acc) && acc > R->best_acc) {
         R->best_acc = acc;
         R->best_epoch = epoch;
-        s = wm_write_checkpoint(R, R->path_best, epoch, acc, sha, err);
+        s = wm_write_checkpoint(R, R->paths.best, epoch, acc, sha, err);
         if (s == GX_OK)
-            s = gx_db_checkpoint_put(R->db, &(gx_db_checkpoint){ R->run_id, epoch, "best", R->path_best, sha, js },
+            s = gx_db_checkpoint_put(R->db, &(gx_db_checkpoint){ R->run_id, epoch, "best", R->paths.best, sha, js },
                                      NULL, err);
     }
     /* The state goes last: until it is renamed into place, a resume redoes
      * this epoch from the previous state. */
     if (s == GX_OK) s = wm_write_state(R, epoch, err);
     if (s == GX_OK && R->o.progress != 0) {
-        if (R->tty) fputc('\n', stderr);
+        if (R->clk.tty) fputc('\n', stderr);
         fprintf(stderr, "epoch %d/%d  loss %.4f  train acc %.3f  val acc %.3f  %.1f img/s  %.1f s\n",
                 epoch + 1, R->o.epochs, es->nb ? es->loss[0] / es->nb : NAN,
                 es->n ? (double)es->correct / es->n : NAN, acc,
@@ -920,9 +844,9 @@ static gx_status wm_final_colour_stats(wm_run *R, gx_err *err) {
     gx_loader_close(L);
     char sha[65];
     int last = o.epochs - 1;
-    if (s == GX_OK) s = wm_write_checkpoint(R, R->path_last, last, NAN, sha, err);
+    if (s == GX_OK) s = wm_write_checkpoint(R, R->paths.last, last, NAN, sha, err);
     if (s == GX_OK)
-        s = gx_db_checkpoint_put(R->db, &(gx_db_checkpoint){ R->run_id, last, "last", R->path_last, sha,
+        s = gx_db_checkpoint_put(R->db, &(gx_db_checkpoint){ R->run_id, last, "last", R->paths.last, sha,
                                  "{\"colour_stats\":\"training set\"}" }, NULL, err);
     return s;
 }
@@ -933,12 +857,11 @@ gx_status gx_train_wm(const gx_train_wm_opts *opts, gx_train_wm_result *res, gx_
     wm_run *R = calloc(1, sizeof *R);
     if (!R) return gx_err_set(err, GX_ERR_NOMEM, "train: out of memory");
     R->o = *opts;
-    R->tty = isatty(2);
-    if (R->o.progress == 1) R->tty = 0;
+    gx_train_clock_init(&R->clk, R->o.progress);
     s = wm_setup(R, err);
     memset(res, 0, sizeof *res);
     res->first_train_loss = res->last_train_loss = NAN;
-    R->t_start = wm_now();
+    R->clk.t_start = gx_train_now();
     int end = R->o.epochs;
     if (R->o.stop_after > 0 && R->o.stop_after < end) end = R->o.stop_after;
     for (int e = R->start_epoch; s == GX_OK && e < end; e++) {
@@ -957,11 +880,7 @@ gx_status gx_train_wm(const gx_train_wm_opts *opts, gx_train_wm_result *res, gx_
     int finished = s == GX_OK && end == R->o.epochs && !R->interrupted;
     res->interrupted = s == GX_OK && !finished;
     if (finished) s = wm_final_colour_stats(R, err);
-    if (R->db && R->run_id > 0) {
-        const char *st = s != GX_OK ? "failed" : finished ? "finished" : "interrupted";
-        gx_err e2;
-        gx_db_run_finish(R->db, R->run_id, st, &e2);
-    }
+    gx_train_run_finish(R->db, R->run_id, s, finished);
     res->run_id = R->run_id;
     if (res->epochs_done == 0) res->epochs_done = R->start_epoch;
     res->best_val_accuracy = R->best_acc;
@@ -1042,7 +961,7 @@ typedef struct wm_eval_env {
     const int64_t *eidx;           /* the evaluated indices (test part or all) */
     int64_t     en;
     gx_ctx      ctx;
-    wm_rows    *rows;
+    gx_train_rows    *rows;
 } wm_eval_env;
 
 /* Checkpoint, dataset, split, evaluated index set. */
@@ -1101,18 +1020,18 @@ static gx_status wm_eval_size(wm_eval_env *E, int S, int full, gx_eval_wm_result
     gx_z_metrics zm;
     gx_status s = wm_open_loader(&L, E->ds, E->eidx, E->en, &lo, S, 0, E->split_seed, err);
     if (s == GX_OK) s = wm_eval_alloc(&a, E->en, (int)E->m.cfg.classes, err);
-    double t0 = wm_now();
+    double t0 = gx_train_now();
     if (s == GX_OK) s = wm_eval_pass(&E->ctx, &E->m, L, S, NULL, &a, err);
-    double dt = wm_now() - t0;
+    double dt = gx_train_now() - t0;
     if (s == GX_OK && full) {
-        s = wm_rows_eval(E->rows, "test", &a, &cm, &zm, err);
+        s = gx_train_rows_eval(E->rows, "test", &a, &cm, &zm, err);
         if (s == GX_OK) {
             /* Inference throughput of the whole pass (loader thread
              * overlapping), and the model size: the Table-2 columns. */
             r->images_per_s = dt > 0 ? (double)a.n / dt : NAN;
             r->n_params = gx_params_count(&E->m.params, 0);
-            wm_row(E->rows, "test", r->images_per_s, "images_per_s");
-            wm_row(E->rows, "test", (double)r->n_params, "n_params");
+            gx_train_row(E->rows, "test", r->images_per_s, "images_per_s");
+            gx_train_row(E->rows, "test", (double)r->n_params, "n_params");
             r->cls = cm;
             r->z = zm;
             r->n = a.n;
@@ -1157,11 +1076,11 @@ gx_status gx_eval_wm(const gx_eval_wm_opts *o, gx_eval_wm_result *r, gx_err *err
         if (s != GX_OK) break;
         r->sizes[r->n_sizes] = S;
         r->accuracy[r->n_sizes++] = acc;
-        wm_row(E.rows, "test", acc, "accuracy_s%d", S);
+        gx_train_row(E.rows, "test", acc, "accuracy_s%d", S);
     }
     if (s == GX_OK) {
         r->cv = gx_metric_cv(r->accuracy, r->n_sizes);
-        wm_row(E.rows, "test", r->cv, "size_cv");
+        gx_train_row(E.rows, "test", r->cv, "size_cv");
         if (o->print) {
             fprintf(o->print, "accuracy by size:");
             for (int i = 0; i < r->n_sizes; i++) fprintf(o->print, " %d:%.4f", r->sizes[i], r->accuracy[i]);

@@ -15,11 +15,10 @@
  * The shared fixture (dataset + run A) is built once per process.
  */
 #include "gx_test.h"
-#include "test_fixture_util.h"
+#include "test_train_util.h"
 #include "gx_dataset.h"
 #include "gx_db.h"
 #include "gx_loader.h"
-#include "gx_sha256.h"
 #include "gx_synth.h"
 #include "gx_train_cf.h"
 #include "gx_train_wm.h"
@@ -60,21 +59,21 @@ GX_TEST(train_cf_set_options) {
 
 typedef struct {
     int ready, ok;
-    char dir[64], data[128], db[128], outA[128], outB[128];
+    ttu_dirs d;
     gx_train_cf_result A;
 } cf_fixture;
 
 static cf_fixture FX;
 
 static void fx_cleanup(void) {
-    tfx_rmtree(FX.dir);
+    tfx_rmtree(FX.d.dir);
 }
 
 static void fx_opts(gx_train_cf_opts *o, const char *out) {
     gx_err err;
     gx_train_cf_opts_default(o, "tiny", &err);
-    o->data = FX.data;
-    o->db_path = FX.db;
+    o->data = FX.d.data;
+    o->db_path = FX.d.db;
     o->out_dir = out;
     o->epochs = 3;
     o->batch = 8;
@@ -87,38 +86,19 @@ static void fx_opts(gx_train_cf_opts *o, const char *out) {
 static cf_fixture *fx_get(gx_test_state *T) {
     if (FX.ready) return FX.ok ? &FX : NULL;
     FX.ready = 1;
-    snprintf(FX.dir, sizeof FX.dir, "/tmp/gx_train_cf_XXXXXX");
-    if (!mkdtemp(FX.dir)) { CHECK_MSG(0, "mkdtemp failed"); FX.dir[0] = 0; return NULL; }
+    if (!ttu_dirs_init(T, &FX.d, "train_cf", "synth.h5", "runs.sqlite")) return NULL;
     atexit(fx_cleanup);
-    snprintf(FX.data, sizeof FX.data, "%s/synth.h5", FX.dir);
-    snprintf(FX.db, sizeof FX.db, "%s/runs.sqlite", FX.dir);
-    snprintf(FX.outA, sizeof FX.outA, "%s/A", FX.dir);
-    snprintf(FX.outB, sizeof FX.outB, "%s/B", FX.dir);
     gx_err err;
-    gx_status s = tfx_synth_small(FX.data, 5, 60, "test_train_cf", &err);
+    gx_status s = tfx_synth_small(FX.d.data, 5, 60, "test_train_cf", &err);
     CHECK_MSG(s == GX_OK, "synth: %s", err.msg);
     if (s != GX_OK) return NULL;
     gx_train_cf_opts o;
-    fx_opts(&o, FX.outA);
+    fx_opts(&o, FX.d.outA);
     s = gx_train_cf(&o, &FX.A, &err);
     CHECK_MSG(s == GX_OK, "train A: %s", err.msg);
     if (s != GX_OK) return NULL;
     FX.ok = 1;
     return &FX;
-}
-
-static int sha_matches(const char *path, const char *want) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return 0;
-    fseek(f, 0, SEEK_END);
-    long len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = malloc((size_t)len + 1), hex[65];
-    int ok = b && fread(b, 1, (size_t)len, f) == (size_t)len;
-    fclose(f);
-    if (ok) gx_sha256_hex(b, (size_t)len, hex);
-    free(b);
-    return ok && !strcmp(hex, want);
 }
 
 /* m-hat over the training part recomputed here (the same split and
@@ -137,7 +117,7 @@ static void check_final_mhat(gx_test_state *T, const cf_fixture *F, const char *
     for (int64_t i = 0; i < K * d1; i++) stored[i] = (float)m.mhat->data[i];
     gx_dataset *ds;
     int64_t *idx[3], cnt[3];
-    CHECK(gx_dataset_open(F->data, NULL, &ds, &err) == GX_OK);
+    CHECK(gx_dataset_open(F->d.data, NULL, &ds, &err) == GX_OK);
     CHECK(gx_split_stratified(ds->label, ds->n, ds->n_classes, (double[3]){ .70, .15, .15 }, split_seed, idx,
                               cnt, &err) == GX_OK);
     if (half) {
@@ -184,7 +164,7 @@ GX_TEST(train_cf_run_metrics_checkpoints) {
     CHECK(isfinite(F->A.last_train_loss) && F->A.images_per_s > 0);
     gx_db *db;
     gx_err err;
-    CHECK(gx_db_open(&db, F->db, &err) == GX_OK);
+    CHECK(gx_db_open(&db, F->d.db, &err) == GX_OK);
     char st[32];
     CHECK(gx_db_run_status(db, F->A.run_id, st, sizeof st, &err) == GX_OK && !strcmp(st, "finished"));
     sqlite3 *h = gx_db_handle(db);
@@ -225,20 +205,10 @@ GX_TEST(train_cf_run_metrics_checkpoints) {
     CHECK(gx_db_metric_get(db, F->A.run_id, "train", "lr", ep, v, 8, &n, &err) == GX_OK);
     CHECK_NEAR(v[2], 1e-3 * 0.99 * 0.99, 1e-15);
     /* Checkpoint rows: the newest of each kind has the file's sha256. */
-    const char *kinds[2] = { "last", "best" };
-    for (int k = 0; k < 2; k++) {
-        sqlite3_prepare_v2(h, "SELECT path, sha256 FROM checkpoints WHERE run_id = ? AND kind = ? "
-                              "ORDER BY id DESC LIMIT 1", -1, &q, NULL);
-        sqlite3_bind_int64(q, 1, F->A.run_id);
-        sqlite3_bind_text(q, 2, kinds[k], -1, SQLITE_STATIC);
-        CHECK(sqlite3_step(q) == SQLITE_ROW);
-        CHECK_MSG(sha_matches((const char *)sqlite3_column_text(q, 0), (const char *)sqlite3_column_text(q, 1)),
-                  "%s sha256", kinds[k]);
-        sqlite3_finalize(q);
-    }
+    ttu_check_checkpoint_sha(T, h, F->A.run_id);
     gx_db_close(db);
     char path[256];
-    snprintf(path, sizeof path, "%s/last.safetensors", F->outA);
+    snprintf(path, sizeof path, "%s/last.safetensors", F->d.outA);
     gx_st_file f;
     memset(&f, 0, sizeof f);
     CHECK(gx_st_read(&f, path, &err) == GX_OK);
@@ -247,7 +217,7 @@ GX_TEST(train_cf_run_metrics_checkpoints) {
     CHECK(gx_st_meta(&f, "epoch") && !strcmp(gx_st_meta(&f, "epoch"), "2"));
     gx_st_close(&f);
     check_final_mhat(T, F, path, 11, 0);
-    snprintf(path, sizeof path, "%s/best.safetensors", F->outA);
+    snprintf(path, sizeof path, "%s/best.safetensors", F->d.outA);
     check_final_mhat(T, F, path, 11, 0);
 }
 
@@ -256,7 +226,7 @@ GX_TEST(train_cf_loss_decreases) {
     cf_fixture *F = fx_get(T);
     if (!F) return;
     char out[160];
-    snprintf(out, sizeof out, "%s/C", F->dir);
+    snprintf(out, sizeof out, "%s/C", F->d.dir);
     gx_train_cf_opts o;
     gx_train_cf_result r;
     gx_err err;
@@ -269,7 +239,7 @@ GX_TEST(train_cf_loss_decreases) {
     gx_db *db;
     int n;
     double v[8], rec[8];
-    CHECK(gx_db_open(&db, F->db, &err) == GX_OK);
+    CHECK(gx_db_open(&db, F->d.db, &err) == GX_OK);
     CHECK(gx_db_metric_get(db, r.run_id, "train", "loss_total", NULL, v, 8, &n, &err) == GX_OK);
     CHECK_MSG(n == 4 && v[3] < v[0], "train loss %g %g %g %g", v[0], v[1], v[2], v[3]);
     CHECK(gx_db_metric_get(db, r.run_id, "train", "loss_rec", NULL, rec, 8, &n, &err) == GX_OK);
@@ -287,7 +257,7 @@ GX_TEST(train_cf_added_terms_stored) {
     cf_fixture *F = fx_get(T);
     if (!F) return;
     char out[160];
-    snprintf(out, sizeof out, "%s/D", F->dir);
+    snprintf(out, sizeof out, "%s/D", F->d.dir);
     gx_train_cf_opts o;
     gx_train_cf_result r;
     gx_err err;
@@ -302,7 +272,7 @@ GX_TEST(train_cf_added_terms_stored) {
     gx_db *db;
     int n, ep[8];
     double v[8];
-    CHECK(gx_db_open(&db, F->db, &err) == GX_OK);
+    CHECK(gx_db_open(&db, F->d.db, &err) == GX_OK);
     const char *splits[2] = { "train", "val" }, *terms[2] = { "loss_cyc", "loss_bg" };
     for (int s = 0; s < 2; s++)
         for (int t = 0; t < 2; t++) {
@@ -326,34 +296,29 @@ GX_TEST(train_cf_resume_bit_identical) {
     gx_train_cf_opts o;
     gx_train_cf_result r;
     gx_err err;
-    fx_opts(&o, F->outB);
+    fx_opts(&o, F->d.outB);
     o.stop_after = 2;
     CHECK_MSG(gx_train_cf(&o, &r, &err) == GX_OK, "train B: %s", err.msg);
     CHECK(r.epochs_done == 2 && r.interrupted);
     int64_t run = r.run_id;
     char path[256];
-    snprintf(path, sizeof path, "%s/last.safetensors", F->outB);
+    snprintf(path, sizeof path, "%s/last.safetensors", F->d.outB);
     unlink(path);
-    fx_opts(&o, F->outB);
+    fx_opts(&o, F->d.outB);
     o.resume_run = run + 100;
     CHECK(gx_train_cf(&o, &r, &err) != GX_OK);
-    fx_opts(&o, F->outB);
+    fx_opts(&o, F->d.outB);
     o.resume_run = run;
     o.seed = 999;                    /* the run's own seed must win */
     CHECK_MSG(gx_train_cf(&o, &r, &err) == GX_OK, "resume B: %s", err.msg);
     CHECK(r.epochs_done == 3 && r.run_id == run);
-    char pa[256], pb[256];
-    const char *files[3] = { "last", "best", "train_state" };
-    for (int i = 0; i < 3; i++) {
-        snprintf(pa, sizeof pa, "%s/%s.safetensors", F->outA, files[i]);
-        snprintf(pb, sizeof pb, "%s/%s.safetensors", F->outB, files[i]);
-        CHECK_MSG(tfx_same_tensors(T, pa, pb), "%s differs", files[i]);
-    }
+    const char *files[3] = { "last.safetensors", "best.safetensors", "train_state.safetensors" };
+    for (int i = 0; i < 3; i++) CHECK_MSG(ttu_same_file(T, F->d.outA, F->d.outB, files[i]), "%s differs", files[i]);
     gx_db *db;
     char st[32];
     int n;
     double va[4], vb[4];
-    CHECK(gx_db_open(&db, F->db, &err) == GX_OK);
+    CHECK(gx_db_open(&db, F->d.db, &err) == GX_OK);
     CHECK(gx_db_run_status(db, run, st, sizeof st, &err) == GX_OK && !strcmp(st, "finished"));
     CHECK(gx_db_metric_get(db, F->A.run_id, "val", "cf_msd_x_cf", NULL, va, 4, &n, &err) == GX_OK && n == 3);
     CHECK(gx_db_metric_get(db, run, "val", "cf_msd_x_cf", NULL, vb, 4, &n, &err) == GX_OK && n == 3);
@@ -361,7 +326,7 @@ GX_TEST(train_cf_resume_bit_identical) {
     gx_db_close(db);
     /* Killed in the first epoch: no state file; resuming starts over. */
     char outD[160];
-    snprintf(outD, sizeof outD, "%s/D", F->dir);
+    snprintf(outD, sizeof outD, "%s/D", F->d.dir);
     fx_opts(&o, outD);
     o.stop_after = 1;
     CHECK_MSG(gx_train_cf(&o, &r, &err) == GX_OK, "train D: %s", err.msg);
@@ -371,9 +336,7 @@ GX_TEST(train_cf_resume_bit_identical) {
     fx_opts(&o, outD);
     o.resume_run = run;
     CHECK_MSG(gx_train_cf(&o, &r, &err) == GX_OK, "resume D: %s", err.msg);
-    snprintf(pa, sizeof pa, "%s/last.safetensors", F->outA);
-    snprintf(pb, sizeof pb, "%s/last.safetensors", outD);
-    CHECK(tfx_same_tensors(T, pa, pb));
+    CHECK(ttu_same_file(T, F->d.outA, outD, "last.safetensors"));
 }
 
 /* A wavelet-mamba judge at 16x16 (the CF-INN works at 32x32: resized). */
@@ -384,10 +347,10 @@ GX_TEST(train_cf_judge) {
     gx_train_wm_result wr;
     gx_err err;
     char wout[160], out[160], judge[200];
-    snprintf(wout, sizeof wout, "%s/W", F->dir);
-    snprintf(out, sizeof out, "%s/J", F->dir);
+    snprintf(wout, sizeof wout, "%s/W", F->d.dir);
+    snprintf(out, sizeof out, "%s/J", F->d.dir);
     gx_train_wm_opts_default(&wo, "tiny", &err);
-    wo.data = F->data; wo.db_path = F->db; wo.out_dir = wout;
+    wo.data = F->d.data; wo.db_path = F->d.db; wo.out_dir = wout;
     wo.epochs = 1; wo.batch = 8; wo.accum = 1; wo.seed = 3; wo.progress = 0; wo.max_train = 16;
     wo.model.size = 16;
     CHECK_MSG(gx_train_wm(&wo, &wr, &err) == GX_OK, "judge training: %s", err.msg);
@@ -401,12 +364,12 @@ GX_TEST(train_cf_judge) {
     gx_db *db;
     int n;
     double v[2];
-    CHECK(gx_db_open(&db, F->db, &err) == GX_OK);
+    CHECK(gx_db_open(&db, F->d.db, &err) == GX_OK);
     CHECK(gx_db_metric_get(db, r.run_id, "val", "cf_valid_judge", NULL, v, 2, &n, &err) == GX_OK);
     CHECK_MSG(n == 1 && v[0] >= 0 && v[0] <= 1, "cf_valid_judge: %d rows, %g", n, n ? v[0] : NAN);
     gx_db_close(db);
     /* Not a wavelet-mamba checkpoint: refused, naming the flag. */
-    snprintf(judge, sizeof judge, "%s/last.safetensors", F->outA);
+    snprintf(judge, sizeof judge, "%s/last.safetensors", F->d.outA);
     fx_opts(&o, out);
     o.judge = judge;
     CHECK(gx_train_cf(&o, &r, &err) != GX_OK && strstr(err.msg, "--judge"));
@@ -419,7 +382,7 @@ GX_TEST(train_cf_half_split) {
     cf_fixture *F = fx_get(T);
     if (!F) return;
     char out[160], path[200];
-    snprintf(out, sizeof out, "%s/H", F->dir);
+    snprintf(out, sizeof out, "%s/H", F->d.dir);
     gx_train_cf_opts o;
     gx_train_cf_result r;
     gx_err err;

@@ -18,7 +18,7 @@
  * The shared fixture (data + run A) is built once per process.
  */
 #include "gx_test.h"
-#include "test_fixture_util.h"
+#include "test_train_util.h"
 
 #include "gx_anomaly_store.h"
 #include "gx_db.h"
@@ -102,23 +102,24 @@ GX_TEST(train_uda_split_metrics) {
 
 typedef struct {
     int ready, ok;
-    char dir[64], src[128], tgt[128], db[128], outA[128], outB[128], outC[128], scoredb[128];
+    ttu_dirs d;                  /* data: the source survey */
+    char tgt[128], outC[128], scoredb[128];
     gx_train_uda_result A;
 } uda_fixture;
 
 static uda_fixture FX;
 
 static void fx_cleanup(void) {
-    tfx_rmtree(FX.dir);
+    tfx_rmtree(FX.d.dir);
 }
 
 static void fx_opts(gx_train_uda_opts *o, const char *out) {
     gx_err err;
     gx_train_uda_opts_default(o);
     gx_train_uda_backbone(o, "tiny", &err);
-    o->source = FX.src;
+    o->source = FX.d.data;
     o->target = FX.tgt;
-    o->db_path = FX.db;
+    o->db_path = FX.d.db;
     o->out_dir = out;
     o->known = "smooth=2+3+4,disk=5+6+7";
     o->exclude = "0,8,9";
@@ -145,23 +146,18 @@ static gx_status fx_synth(const char *path, int survey, int classes, uint64_t se
 static uda_fixture *fx_get(gx_test_state *T) {
     if (FX.ready) return FX.ok ? &FX : NULL;
     FX.ready = 1;
-    snprintf(FX.dir, sizeof FX.dir, "/tmp/gx_train_uda_XXXXXX");
-    if (!mkdtemp(FX.dir)) { CHECK_MSG(0, "mkdtemp failed"); FX.dir[0] = 0; return NULL; }
+    if (!ttu_dirs_init(T, &FX.d, "train_uda", "sdss.h5", "runs.db")) return NULL;
     atexit(fx_cleanup);
-    snprintf(FX.src, sizeof FX.src, "%s/sdss.h5", FX.dir);
-    snprintf(FX.tgt, sizeof FX.tgt, "%s/decals.h5", FX.dir);
-    snprintf(FX.db, sizeof FX.db, "%s/runs.db", FX.dir);
-    snprintf(FX.scoredb, sizeof FX.scoredb, "%s/score.db", FX.dir);
-    snprintf(FX.outA, sizeof FX.outA, "%s/A", FX.dir);
-    snprintf(FX.outB, sizeof FX.outB, "%s/B", FX.dir);
-    snprintf(FX.outC, sizeof FX.outC, "%s/C", FX.dir);
+    snprintf(FX.tgt, sizeof FX.tgt, "%s/decals.h5", FX.d.dir);
+    snprintf(FX.scoredb, sizeof FX.scoredb, "%s/score.db", FX.d.dir);
+    snprintf(FX.outC, sizeof FX.outC, "%s/C", FX.d.dir);
     gx_err err;
-    gx_status s = fx_synth(FX.src, gx_synth_survey_find("sdss"), 10, 21, &err);
+    gx_status s = fx_synth(FX.d.data, gx_synth_survey_find("sdss"), 10, 21, &err);
     if (s == GX_OK) s = fx_synth(FX.tgt, gx_synth_survey_find("decals"), 11, 22, &err);
     CHECK_MSG(s == GX_OK, "synth: %s", err.msg);
     if (s != GX_OK) return NULL;
     gx_train_uda_opts o;
-    fx_opts(&o, FX.outA);
+    fx_opts(&o, FX.d.outA);
     s = gx_train_uda(&o, &FX.A, &err);
     CHECK_MSG(s == GX_OK, "train A: %s", err.msg);
     if (s != GX_OK) return NULL;
@@ -199,7 +195,7 @@ GX_TEST(train_uda_run_metrics_checkpoints) {
     if (!F) return;
     gx_db *db;
     gx_err err;
-    CHECK(gx_db_open(&db, F->db, &err) == GX_OK);
+    CHECK(gx_db_open(&db, F->d.db, &err) == GX_OK);
     sqlite3 *h = gx_db_handle(db);
     int64_t run = F->A.run_id;
     char sql[256];
@@ -243,29 +239,12 @@ GX_TEST(train_uda_run_metrics_checkpoints) {
     /* Checkpoints: last every epoch, best at least once, sha256 = the file. */
     snprintf(sql, sizeof sql, "SELECT count(*) FROM checkpoints WHERE run_id=%lld AND kind='last'", (long long)run);
     CHECK(q_num(h, sql) == 4);
-    sqlite3_stmt *st;
-    snprintf(sql, sizeof sql, "SELECT path, sha256 FROM checkpoints WHERE run_id=%lld AND kind='last' ORDER BY epoch DESC LIMIT 1",
-             (long long)run);
-    CHECK(sqlite3_prepare_v2(h, sql, -1, &st, NULL) == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW);
-    FILE *f = fopen((const char *)sqlite3_column_text(st, 0), "rb");
-    CHECK(f != NULL);
-    if (f) {
-        fseek(f, 0, SEEK_END);
-        long n = ftell(f);
-        fseek(f, 0, SEEK_SET);
-        char *b = malloc((size_t)n), hex[65];
-        CHECK(b && fread(b, 1, (size_t)n, f) == (size_t)n);
-        gx_sha256_hex(b, (size_t)n, hex);
-        CHECK(!strcmp(hex, (const char *)sqlite3_column_text(st, 1)));
-        free(b);
-        fclose(f);
-    }
-    sqlite3_finalize(st);
+    ttu_check_checkpoint_sha(T, h, run);
     /* The last checkpoint carries the tuned rho and the known class names. */
     gx_st_file cf;
     memset(&cf, 0, sizeof cf);
     char path[256];
-    snprintf(path, sizeof path, "%s/last.safetensors", F->outA);
+    snprintf(path, sizeof path, "%s/last.safetensors", F->d.outA);
     CHECK(gx_st_read(&cf, path, &err) == GX_OK);
     gx_uda_model m;
     gx_uda_meta meta;
@@ -286,7 +265,7 @@ GX_TEST(train_uda_loss_decreases) {
     if (!F) return;
     gx_db *db;
     gx_err err;
-    CHECK(gx_db_open(&db, F->db, &err) == GX_OK);
+    CHECK(gx_db_open(&db, F->d.db, &err) == GX_OK);
     sqlite3 *h = gx_db_handle(db);
     double first = metric(h, F->A.run_id, 0, "train", "loss_ce"), last = metric(h, F->A.run_id, 3, "train", "loss_ce");
     CHECK_MSG(last < first, "source CE %g -> %g", first, last);
@@ -300,26 +279,21 @@ GX_TEST(train_uda_resume_bit_identical) {
     gx_train_uda_opts o;
     gx_train_uda_result r;
     gx_err err;
-    fx_opts(&o, F->outB);
+    fx_opts(&o, F->d.outB);
     o.stop_after = 2;
     CHECK(gx_train_uda(&o, &r, &err) == GX_OK);
     CHECK(r.interrupted && r.epochs_done == 2);
     char p[256];
-    snprintf(p, sizeof p, "%s/last.safetensors", F->outB);
+    snprintf(p, sizeof p, "%s/last.safetensors", F->d.outB);
     unlink(p);                       /* resume must not need it */
-    fx_opts(&o, F->outB);
+    fx_opts(&o, F->d.outB);
     o.resume_run = r.run_id;
     o.seed = 999;                    /* ignored: the run's seed comes from the database */
     gx_train_uda_result r2;
     CHECK_MSG(gx_train_uda(&o, &r2, &err) == GX_OK, "resume: %s", err.msg);
     CHECK(r2.run_id == r.run_id && r2.epochs_done == 4 && !r2.interrupted);
-    char a[256], b[256];
-    snprintf(a, sizeof a, "%s/last.safetensors", F->outA);
-    snprintf(b, sizeof b, "%s/last.safetensors", F->outB);
-    CHECK(tfx_same_tensors(T, a, b));
-    snprintf(a, sizeof a, "%s/train_state.safetensors", F->outA);
-    snprintf(b, sizeof b, "%s/train_state.safetensors", F->outB);
-    CHECK(tfx_same_tensors(T, a, b));     /* weights, momentum and the bank */
+    CHECK(ttu_same_file(T, F->d.outA, F->d.outB, "last.safetensors"));
+    CHECK(ttu_same_file(T, F->d.outA, F->d.outB, "train_state.safetensors"));   /* weights, momentum, the bank */
     CHECK(r2.rho == F->A.rho && r2.margin == F->A.margin);
 }
 
@@ -334,7 +308,7 @@ GX_TEST(train_uda_baseline_lambda0) {
     o.epochs = 2;
     CHECK_MSG(gx_train_uda(&o, &r, &err) == GX_OK, "%s", err.msg);
     gx_db *db;
-    CHECK(gx_db_open(&db, F->db, &err) == GX_OK);
+    CHECK(gx_db_open(&db, F->d.db, &err) == GX_OK);
     sqlite3 *h = gx_db_handle(db);
     CHECK(isnan(metric(h, r.run_id, 1, "train", "loss_ac")) && has_metric(h, r.run_id, 1, "train", "loss_ac"));
     CHECK_NEAR(metric(h, r.run_id, 1, "train", "loss_total"), metric(h, r.run_id, 1, "train", "loss_ce"), 1e-9);
@@ -366,7 +340,7 @@ GX_TEST(train_uda_score_idempotent) {
     uda_fixture *F = fx_get(T);
     if (!F) return;
     char ck[256];
-    snprintf(ck, sizeof ck, "%s/best.safetensors", F->outA);
+    snprintf(ck, sizeof ck, "%s/best.safetensors", F->d.outA);
     gx_score_opts so = { .model_path = ck, .data = F->tgt, .db_path = F->scoredb, .domain = GX_UDA_TARGET,
                          .batch = 16, .progress = 0 };
     gx_score_result r, r2;

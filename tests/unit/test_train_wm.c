@@ -13,7 +13,7 @@
  * The shared fixture (dataset + run A) is built once per process.
  */
 #include "gx_test.h"
-#include "test_fixture_util.h"
+#include "test_train_util.h"
 #include "gx_db.h"
 #include "gx_sha256.h"
 #include "gx_synth.h"
@@ -80,7 +80,7 @@ GX_TEST(train_wm_set_options) {
 
 typedef struct {
     int ready, ok;
-    char dir[64], data[128], db[128], outA[128], outB[128];
+    ttu_dirs d;
     gx_train_wm_result A;
 } wm_fixture;
 
@@ -89,14 +89,14 @@ static wm_fixture FX;
 /* The fixture's directory (~100 MB of checkpoints) goes at process exit,
  * whichever test ran last. */
 static void fx_cleanup(void) {
-    tfx_rmtree(FX.dir);
+    tfx_rmtree(FX.d.dir);
 }
 
 static void fx_opts(gx_train_wm_opts *o, const char *out) {
     gx_err err;
     gx_train_wm_opts_default(o, "tiny", &err);
-    o->data = FX.data;
-    o->db_path = FX.db;
+    o->data = FX.d.data;
+    o->db_path = FX.d.db;
     o->out_dir = out;
     o->epochs = 3;
     o->batch = 8;
@@ -112,37 +112,19 @@ static void fx_opts(gx_train_wm_opts *o, const char *out) {
 static wm_fixture *fx_get(gx_test_state *T) {
     if (FX.ready) return FX.ok ? &FX : NULL;
     FX.ready = 1;
-    snprintf(FX.dir, sizeof FX.dir, "/tmp/gx_train_wm_XXXXXX");
-    if (!mkdtemp(FX.dir)) { CHECK_MSG(0, "mkdtemp failed"); FX.dir[0] = 0; return NULL; }
+    if (!ttu_dirs_init(T, &FX.d, "train_wm", "synth.h5", "runs.sqlite")) return NULL;
     atexit(fx_cleanup);
-    snprintf(FX.data, sizeof FX.data, "%s/synth.h5", FX.dir);
-    snprintf(FX.db, sizeof FX.db, "%s/runs.sqlite", FX.dir);
-    snprintf(FX.outA, sizeof FX.outA, "%s/A", FX.dir);
-    snprintf(FX.outB, sizeof FX.outB, "%s/B", FX.dir);
     gx_err err;
-    gx_status s = tfx_synth_small(FX.data, 5, 60, "test_train_wm", &err);
+    gx_status s = tfx_synth_small(FX.d.data, 5, 60, "test_train_wm", &err);
     CHECK_MSG(s == GX_OK, "synth: %s", err.msg);
     if (s != GX_OK) return NULL;
     gx_train_wm_opts o;
-    fx_opts(&o, FX.outA);
+    fx_opts(&o, FX.d.outA);
     s = gx_train_wm(&o, &FX.A, &err);
     CHECK_MSG(s == GX_OK, "train A: %s", err.msg);
     if (s != GX_OK) return NULL;
     FX.ok = 1;
     return &FX;
-}
-
-static char *slurp(const char *path, size_t *n) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = malloc((size_t)len + 1);
-    if (b && fread(b, 1, (size_t)len, f) != (size_t)len) { free(b); b = NULL; }
-    fclose(f);
-    *n = (size_t)len;
-    return b;
 }
 
 /* ----------------------------------------------------------------- tests */
@@ -156,7 +138,7 @@ GX_TEST(train_wm_run_metrics_checkpoints) {
     CHECK(F->A.images_per_s > 0);
     gx_db *db;
     gx_err err;
-    CHECK(gx_db_open(&db, F->db, &err) == GX_OK);
+    CHECK(gx_db_open(&db, F->d.db, &err) == GX_OK);
     char st[32];
     CHECK(gx_db_run_status(db, F->A.run_id, st, sizeof st, &err) == GX_OK && !strcmp(st, "finished"));
     /* Every metric name, one row per epoch. */
@@ -187,29 +169,11 @@ GX_TEST(train_wm_run_metrics_checkpoints) {
     CHECK(gx_db_metric_get(db, F->A.run_id, "train", "lr", ep, v, 8, &n, &err) == GX_OK);
     CHECK(n == 3 && v[2] < v[1] && v[2] < 3e-3);
     /* Checkpoints: the newest row of each kind has the file's sha256. */
-    sqlite3 *h = gx_db_handle(db);
-    const char *kinds[2] = { "last", "best" };
-    for (int k = 0; k < 2; k++) {
-        sqlite3_stmt *q;
-        sqlite3_prepare_v2(h, "SELECT path, sha256 FROM checkpoints WHERE run_id = ? AND kind = ? "
-                              "ORDER BY id DESC LIMIT 1", -1, &q, NULL);
-        sqlite3_bind_int64(q, 1, F->A.run_id);
-        sqlite3_bind_text(q, 2, kinds[k], -1, SQLITE_STATIC);
-        CHECK(sqlite3_step(q) == SQLITE_ROW);
-        size_t len;
-        char *buf = slurp((const char *)sqlite3_column_text(q, 0), &len), hex[65];
-        CHECK_MSG(buf != NULL, "checkpoint %s missing", kinds[k]);
-        if (buf) {
-            gx_sha256_hex(buf, len, hex);
-            CHECK_MSG(!strcmp(hex, (const char *)sqlite3_column_text(q, 1)), "%s sha256", kinds[k]);
-        }
-        free(buf);
-        sqlite3_finalize(q);
-    }
+    ttu_check_checkpoint_sha(T, gx_db_handle(db), F->A.run_id);
     gx_db_close(db);
     /* Checkpoint metadata and the stored colour statistics. */
     char path[256];
-    snprintf(path, sizeof path, "%s/last.safetensors", F->outA);
+    snprintf(path, sizeof path, "%s/last.safetensors", F->d.outA);
     gx_st_file f;
     memset(&f, 0, sizeof f);
     CHECK(gx_st_read(&f, path, &err) == GX_OK);
@@ -237,7 +201,7 @@ GX_TEST(train_wm_loss_decreases) {
     wm_fixture *F = fx_get(T);
     if (!F) return;
     char out[160];
-    snprintf(out, sizeof out, "%s/C", F->dir);
+    snprintf(out, sizeof out, "%s/C", F->d.dir);
     gx_train_wm_opts o;
     gx_train_wm_result r;
     gx_err err;
@@ -250,7 +214,7 @@ GX_TEST(train_wm_loss_decreases) {
     gx_db *db;
     int n;
     double v[4];
-    CHECK(gx_db_open(&db, F->db, &err) == GX_OK);
+    CHECK(gx_db_open(&db, F->d.db, &err) == GX_OK);
     CHECK(gx_db_metric_get(db, r.run_id, "train", "ce", NULL, v, 4, &n, &err) == GX_OK);
     CHECK_MSG(n == 3 && v[1] < v[0] && v[2] < v[1], "train ce %g %g %g", v[0], v[1], v[2]);
     gx_db_close(db);
@@ -262,7 +226,7 @@ GX_TEST(train_wm_resume_bit_identical) {
     gx_train_wm_opts o;
     gx_train_wm_result r;
     gx_err err;
-    fx_opts(&o, F->outB);
+    fx_opts(&o, F->d.outB);
     o.stop_after = 2;                 /* "killed" after two complete epochs */
     CHECK_MSG(gx_train_wm(&o, &r, &err) == GX_OK, "train B: %s", err.msg);
     CHECK(r.epochs_done == 2 && r.interrupted);
@@ -270,33 +234,28 @@ GX_TEST(train_wm_resume_bit_identical) {
     CHECK(run != F->A.run_id);
     gx_db *db;
     char st[32];
-    CHECK(gx_db_open(&db, F->db, &err) == GX_OK);
+    CHECK(gx_db_open(&db, F->d.db, &err) == GX_OK);
     CHECK(gx_db_run_status(db, run, st, sizeof st, &err) == GX_OK && !strcmp(st, "interrupted"));
     gx_db_close(db);
     /* A kill may leave a half-written temp file or a stale "last": resume
      * must rely on train_state only. */
     char path[256];
-    snprintf(path, sizeof path, "%s/last.safetensors", F->outB);
+    snprintf(path, sizeof path, "%s/last.safetensors", F->d.outB);
     unlink(path);
     /* The wrong run id is refused, naming both. */
-    fx_opts(&o, F->outB);
+    fx_opts(&o, F->d.outB);
     o.resume_run = run + 100;
     CHECK(gx_train_wm(&o, &r, &err) != GX_OK);
     /* A fresh call (new model, new loaders) resumes to epoch 3; --seed is
      * deliberately different: the run's own seed must win. */
-    fx_opts(&o, F->outB);
+    fx_opts(&o, F->d.outB);
     o.resume_run = run;
     o.seed = 999;
     CHECK_MSG(gx_train_wm(&o, &r, &err) == GX_OK, "resume B: %s", err.msg);
     CHECK(r.epochs_done == 3 && r.run_id == run);
-    char pa[256], pb[256];
-    snprintf(pa, sizeof pa, "%s/last.safetensors", F->outA);
-    snprintf(pb, sizeof pb, "%s/last.safetensors", F->outB);
-    CHECK(tfx_same_tensors(T, pa, pb));
-    snprintf(pa, sizeof pa, "%s/train_state.safetensors", F->outA);
-    snprintf(pb, sizeof pb, "%s/train_state.safetensors", F->outB);
-    CHECK(tfx_same_tensors(T, pa, pb));         /* optimiser moments and step too */
-    CHECK(gx_db_open(&db, F->db, &err) == GX_OK);
+    CHECK(ttu_same_file(T, F->d.outA, F->d.outB, "last.safetensors"));
+    CHECK(ttu_same_file(T, F->d.outA, F->d.outB, "train_state.safetensors"));   /* optimiser moments and step too */
+    CHECK(gx_db_open(&db, F->d.db, &err) == GX_OK);
     CHECK(gx_db_run_status(db, run, st, sizeof st, &err) == GX_OK && !strcmp(st, "finished"));
     int n;
     double va[4], vb[4];
@@ -307,7 +266,7 @@ GX_TEST(train_wm_resume_bit_identical) {
     /* Killed during the first epoch: the run row exists but no state file.
      * Resuming starts over from the run's seed and still ends equal to A. */
     char outD[160];
-    snprintf(outD, sizeof outD, "%s/D", F->dir);
+    snprintf(outD, sizeof outD, "%s/D", F->d.dir);
     fx_opts(&o, outD);
     o.stop_after = 1;
     CHECK_MSG(gx_train_wm(&o, &r, &err) == GX_OK, "train D: %s", err.msg);
@@ -319,9 +278,7 @@ GX_TEST(train_wm_resume_bit_identical) {
     o.seed = 12345;
     CHECK_MSG(gx_train_wm(&o, &r, &err) == GX_OK, "resume D: %s", err.msg);
     CHECK(r.epochs_done == 3);
-    snprintf(pa, sizeof pa, "%s/last.safetensors", F->outA);
-    snprintf(pb, sizeof pb, "%s/last.safetensors", outD);
-    CHECK(tfx_same_tensors(T, pa, pb));
+    CHECK(ttu_same_file(T, F->d.outA, outD, "last.safetensors"));
 }
 
 /* A stop request (what galaxy-train's SIGINT handler sets) ends the call at
@@ -330,7 +287,7 @@ GX_TEST(train_wm_stop_flag) {
     wm_fixture *F = fx_get(T);
     if (!F) return;
     char out[160];
-    snprintf(out, sizeof out, "%s/E", F->dir);
+    snprintf(out, sizeof out, "%s/E", F->d.dir);
     static volatile sig_atomic_t stop = 1;
     gx_train_wm_opts o;
     gx_train_wm_result r;
@@ -341,10 +298,10 @@ GX_TEST(train_wm_stop_flag) {
     CHECK(r.interrupted && r.epochs_done == 0);
     gx_db *db;
     char st[32];
-    CHECK(gx_db_open(&db, F->db, &err) == GX_OK);
+    CHECK(gx_db_open(&db, F->d.db, &err) == GX_OK);
     CHECK(gx_db_run_status(db, r.run_id, st, sizeof st, &err) == GX_OK && !strcmp(st, "interrupted"));
     gx_db_close(db);
-    snprintf(out, sizeof out, "%s/E/last.safetensors", F->dir);
+    snprintf(out, sizeof out, "%s/E/last.safetensors", F->d.dir);
     CHECK(access(out, F_OK) != 0);
 }
 
@@ -352,12 +309,12 @@ GX_TEST(train_wm_eval_sizes) {
     wm_fixture *F = fx_get(T);
     if (!F) return;
     char ck[256];
-    snprintf(ck, sizeof ck, "%s/best.safetensors", F->outA);
+    snprintf(ck, sizeof ck, "%s/best.safetensors", F->d.outA);
     gx_eval_wm_opts o;
     memset(&o, 0, sizeof o);
     o.checkpoint = ck;
-    o.data = F->data;
-    o.db_path = F->db;
+    o.data = F->d.data;
+    o.db_path = F->d.db;
     o.sizes[0] = 24; o.sizes[1] = 32; o.sizes[2] = 48;
     o.n_sizes = 3;
     o.batch = 16;
@@ -378,7 +335,7 @@ GX_TEST(train_wm_eval_sizes) {
     gx_db *db;
     int n;
     double v[4];
-    CHECK(gx_db_open(&db, F->db, &err) == GX_OK);
+    CHECK(gx_db_open(&db, F->d.db, &err) == GX_OK);
     CHECK(gx_db_metric_get(db, F->A.run_id, "test", "accuracy_s48", NULL, v, 4, &n, &err) == GX_OK);
     CHECK(n == 1 && v[0] == r.accuracy[2]);
     CHECK(gx_db_metric_get(db, F->A.run_id, "test", "size_cv", NULL, v, 4, &n, &err) == GX_OK && n == 1);
@@ -388,6 +345,6 @@ GX_TEST(train_wm_eval_sizes) {
     o.all = 0; o.n_sizes = 0; o.db_path = NULL;
     CHECK_MSG(gx_eval_wm(&o, &r, &err) == GX_OK, "eval test part: %s", err.msg);
     CHECK(r.n_sizes == 1 && r.sizes[0] == 32 && r.n >= 6 && r.n <= 12);
-    o.checkpoint = F->data;
+    o.checkpoint = F->d.data;
     CHECK(gx_eval_wm(&o, &r, &err) != GX_OK);
 }

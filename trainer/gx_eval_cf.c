@@ -96,6 +96,7 @@ static const ec_field ec_fields[] = {
     F_("rec_msd", rec_msd, 'd'), F_("n_test", n, 'i'),
     F_("cf_valid_hidden", cf_valid_hidden, 'd'), F_("cf_valid_reencoded", cf_valid_reencoded, 'd'),
     F_("cf_valid_judge", cf_valid_judge, 'd'), F_("cf_fallback", cf_fallback, 'd'),
+    F_("judge_acc_x", judge_acc_x, 'd'), F_("judge_acc_rec", judge_acc_rec, 'd'),
     F_("cf_msd_x_cf", cf_msd_x_cf, 'd'), F_("cf_ssim_x_cf", cf_ssim_x_cf, 'd'),
     F_("cf_msd_rec_cf", cf_msd_rec_cf, 'd'), F_("cf_ssim_rec_cf", cf_ssim_rec_cf, 'd'),
     F_("cf_msd_x_rec", cf_msd_x_rec, 'd'), F_("cf_ssim_x_rec", cf_ssim_x_rec, 'd'),
@@ -335,10 +336,10 @@ static gx_status ec_judge(ec_env *E, const float *xs, int64_t n, int64_t *pred, 
 
 /* Sums over counterfactuals, in the order of the result's cf fields. */
 enum { EC_HID, EC_REENC, EC_JUDGE, EC_FALLBACK, EC_MSD_XCF, EC_SSIM_XCF, EC_MSD_RCF, EC_SSIM_RCF,
-       EC_MSD_XR, EC_SSIM_XR, EC_BG_OUT, EC_BG_IN, EC_BG_OK, EC_NS };
+       EC_MSD_XR, EC_SSIM_XR, EC_BG_OUT, EC_BG_IN, EC_BG_OK, EC_JUDGE_X, EC_JUDGE_REC, EC_NS };
 
 typedef struct ec_cf_work {
-    float   *xrec, *xcf, *xj, *img;    /* [px], [K*px], [K*px], [S*S] */
+    float   *xrec, *xcf, *xj, *img;    /* [px], [K*px], [(K+1)*px], [S*S] */
     int32_t *seg;                      /* [S*S] */
     double   sum[EC_NS];
     int64_t  count, n_bg, images;
@@ -348,10 +349,13 @@ static void ec_cf_work_free(ec_cf_work *w) {
     free(w->xrec); free(w->xcf); free(w->xj); free(w->img); free(w->seg);
 }
 
-/* The K-1 counterfactuals of one image x [3,S,S] into w's sums. */
-static gx_status ec_cf_image(ec_env *E, const float *x, ec_cf_work *w, gx_err *err) {
+/* The K-1 counterfactuals of one image x [3,S,S] (true class y) into w's
+ * sums. With a judge, x and x~ go into the judge's batch too: its accuracy on
+ * the inputs and on their reconstructions is the ceiling its agreement with
+ * decoded counterfactuals can be read against. */
+static gx_status ec_cf_image(ec_env *E, const float *x, int32_t y, ec_cf_work *w, gx_err *err) {
     const int64_t K = E->m.cfg.classes, S = E->m.cfg.size, px = 3 * S * S;
-    int64_t targets[GX_CF_MAX_CLASSES] = { 0 }, jpred[GX_CF_MAX_CLASSES];
+    int64_t targets[GX_CF_MAX_CLASSES] = { 0 }, jpred[GX_CF_MAX_CLASSES + 1];
     gx_cf_result res[GX_CF_MAX_CLASSES];
     for (int64_t c = 0; c < K; c++) targets[c] = c;
     gx_status s = gx_cf_counterfactuals(&E->ctx, &E->m, x, targets, (int)K, w->xrec, w->xcf, res, err);
@@ -376,10 +380,17 @@ static gx_status ec_cf_image(ec_env *E, const float *x, ec_cf_work *w, gx_err *e
         nj++;
         w->count++;
     }
-    if (s == GX_OK && E->judge_ready && nj > 0) {
-        s = ec_judge(E, w->xj, nj, jpred, err);
+    if (s == GX_OK && E->judge_ready) {
+        /* K-1 counterfactuals, then x~ (the source slot), then x: K+1 images. */
+        memcpy(w->xj + nj * px, w->xrec, (size_t)px * sizeof *x);
+        memcpy(w->xj + (nj + 1) * px, x, (size_t)px * sizeof *x);
+        s = ec_judge(E, w->xj, nj + 2, jpred, err);
         for (int64_t t = 0, k = 0; s == GX_OK && t < K; t++)
             if (res[t].target != res[t].source) w->sum[EC_JUDGE] += jpred[k++] == res[t].target;
+        if (s == GX_OK) {
+            w->sum[EC_JUDGE_REC] += jpred[nj] == y;
+            w->sum[EC_JUDGE_X] += jpred[nj + 1] == y;
+        }
     }
     w->images++;
     return s;
@@ -392,7 +403,7 @@ static gx_status ec_counterfactuals(ec_env *E, gx_eval_cf_result *r, gx_err *err
     memset(&w, 0, sizeof w);
     w.xrec = malloc((size_t)px * sizeof *w.xrec);
     w.xcf = malloc((size_t)(K * px) * sizeof *w.xcf);
-    w.xj = malloc((size_t)(K * px) * sizeof *w.xj);
+    w.xj = malloc((size_t)((K + 1) * px) * sizeof *w.xj);
     w.img = malloc((size_t)(S * S) * sizeof *w.img);
     w.seg = malloc((size_t)(S * S) * sizeof *w.seg);
     gx_status s = w.xrec && w.xcf && w.xj && w.img && w.seg
@@ -402,13 +413,15 @@ static gx_status ec_counterfactuals(ec_env *E, gx_eval_cf_result *r, gx_err *err
     int rc = 0;
     while (s == GX_OK && w.images < limit && (rc = gx_loader_next(E->L, &b, err)) == 1)
         for (int64_t i = 0; s == GX_OK && i < b.n && w.images < limit; i++)
-            s = ec_cf_image(E, b.x + i * px, &w, err);
+            s = ec_cf_image(E, b.x + i * px, b.label[i], &w, err);
     if (s == GX_OK && rc < 0) s = GX_ERR_IO;
     if (s == GX_OK) {
         double *f[EC_BG_OUT] = { &r->cf_valid_hidden, &r->cf_valid_reencoded, &r->cf_valid_judge, &r->cf_fallback,
                                  &r->cf_msd_x_cf, &r->cf_ssim_x_cf, &r->cf_msd_rec_cf, &r->cf_ssim_rec_cf,
                                  &r->cf_msd_x_rec, &r->cf_ssim_x_rec };
         for (int k = 0; k < EC_BG_OUT; k++) *f[k] = ec_mean(w.sum[k], w.count);
+        r->judge_acc_x = E->judge_ready ? ec_mean(w.sum[EC_JUDGE_X], w.images) : NAN;
+        r->judge_acc_rec = E->judge_ready ? ec_mean(w.sum[EC_JUDGE_REC], w.images) : NAN;
         if (!E->judge_ready) r->cf_valid_judge = NAN;
         r->cf_images = w.images;
         r->cf_count = w.count;
@@ -580,6 +593,8 @@ static void ec_print(FILE *f, const gx_eval_cf_result *r, const gx_eval_cf_opts 
             (long long)r->cf_images);
     fprintf(f, "  valid: hidden %.4f  re-encoded %.4f  judge %.4f  fallback %.4f\n", r->cf_valid_hidden,
             r->cf_valid_reencoded, r->cf_valid_judge, r->cf_fallback);
+    if (isfinite(r->judge_acc_x))
+        fprintf(f, "  judge accuracy: inputs x %.4f  reconstructions x~ %.4f\n", r->judge_acc_x, r->judge_acc_rec);
     fprintf(f, "  MSD / SSIM: (x, x_cf) %.5f / %.4f  (x~, x_cf) %.5f / %.4f  (x, x~) %.5f / %.4f\n", r->cf_msd_x_cf,
             r->cf_ssim_x_cf, r->cf_msd_rec_cf, r->cf_ssim_rec_cf, r->cf_msd_x_rec, r->cf_ssim_x_rec);
     fprintf(f, "  background: mean |x_cf - x~| outside %.5f, inside %.5f, ratio %.4f (goal <= %.2f); "

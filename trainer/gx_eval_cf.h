@@ -26,7 +26,9 @@
  *   counterfactuals over the first cf_n test images x their K-1 other
  *     classes (all test images when cf_n <= 0): cf_valid_hidden,
  *     cf_valid_reencoded, cf_valid_judge (NULL without a judge: stored
- *     rows replace those of an earlier evaluation), cf_fallback
+ *     rows replace those of an earlier evaluation), judge_acc_x and
+ *     judge_acc_rec (the judge's accuracy on those inputs and on their
+ *     reconstructions x~; NULL without a judge), cf_fallback
  *     (share that needed Delta = mu_q - h), cf_msd_x_cf, cf_ssim_x_cf,
  *     cf_msd_rec_cf, cf_ssim_rec_cf, cf_msd_x_rec, cf_ssim_x_rec, cf_n
  *     (counterfactuals averaged), and the background check:
@@ -107,6 +109,11 @@ typedef struct gx_eval_cf_result {
     int64_t cf_images;         /* test images with counterfactuals */
     int64_t cf_count;          /* counterfactuals (images x K-1 targets) */
     double  cf_valid_hidden, cf_valid_reencoded, cf_valid_judge;   /* judge: NaN without one */
+    /* The judge's accuracy (true class) on the inputs x and on their
+     * reconstructions x~, over the images with counterfactuals: NaN without a
+     * judge. A decoded counterfactual is as blurred as x~, so judge_acc_rec
+     * bounds what cf_valid_judge can be expected to reach. */
+    double  judge_acc_x, judge_acc_rec;
     double  cf_fallback;
     double  cf_msd_x_cf, cf_ssim_x_cf, cf_msd_rec_cf, cf_ssim_rec_cf, cf_msd_x_rec, cf_ssim_x_rec;
     int64_t cf_bg_n;           /* counterfactuals with a background split */

@@ -232,6 +232,8 @@ GX_TEST(eval_cf_rows_and_split) {
     CHECK(k == 1);
     /* Without a judge the row is NULL (replacing an earlier judge's). */
     CHECK(isnan(db_value(T, F->db, F->run_id, "cf_valid_judge", &k)) && k == 1);
+    CHECK(isnan(r.judge_acc_x) && isnan(r.judge_acc_rec));
+    CHECK(isnan(db_value(T, F->db, F->run_id, "judge_acc_rec", &k)) && k == 1);
     /* An explicit split seed wins; another seed is another test part. */
     o.db_path = NULL;
     o.split_seed = 3;
@@ -298,6 +300,41 @@ GX_TEST(eval_cf_needs_split_seed) {
     CHECK(gx_eval_cf(&o, &r, &err) != GX_OK && strstr(err.msg, "--data"));
 }
 
+/* The accuracy of the wavelet-mamba checkpoint `judge` on the first n test
+ * images of split seed 7 (gx_cf_judge_classes, as eval's judge), and how many
+ * distinct classes it answered. */
+static double judge_accuracy(gx_test_state *T, const char *judge, const char *data, int64_t n, int *distinct) {
+    int32_t *lab = NULL;
+    int64_t nt = 0, pred[16] = { 0 };
+    float *x = test_images(data, 7, 32, &nt, &lab);
+    gx_st_file f;
+    memset(&f, 0, sizeof f);
+    gx_wm_model jm;
+    gx_ctx ctx;
+    gx_ctx_init(&ctx, 16 << 20);
+    gx_err err;
+    double acc = NAN;
+    *distinct = 0;
+    CHECK(x && n <= 16 && nt >= n);
+    if (x && n <= 16 && nt >= n && gx_st_read(&f, judge, &err) == GX_OK &&
+        gx_wm_checkpoint_load(&f, &jm, &err) == GX_OK) {
+        if (gx_cf_judge_classes(&ctx, &jm, x, n, 32, pred, &err) == GX_OK) {
+            int64_t ok = 0, seen[GX_CF_MAX_CLASSES] = { 0 };
+            for (int64_t i = 0; i < n; i++) {
+                ok += pred[i] == lab[i];
+                if (pred[i] >= 0 && pred[i] < GX_CF_MAX_CLASSES && !seen[pred[i]]++) (*distinct)++;
+            }
+            acc = (double)ok / (double)n;
+        }
+        gx_wm_free(&jm);
+    }
+    CHECK_MSG(isfinite(acc), "judge %s: %s", judge, err.msg);
+    gx_st_close(&f);
+    gx_ctx_free(&ctx);
+    free(x); free(lab);
+    return acc;
+}
+
 GX_TEST(eval_cf_judge_row) {
     ec_fixture *F = fx_get(T);
     if (!F) return;
@@ -323,6 +360,21 @@ GX_TEST(eval_cf_judge_row) {
     int k;
     CHECK_NEAR(db_value(T, F->db, F->run_id, "cf_valid_judge", &k), r.cf_valid_judge, 1e-12);
     CHECK(k == 1);
+    /* The judge's accuracy on the 2 inputs and their reconstructions: shares
+     * of 2 images, stored beside cf_valid_judge. */
+    CHECK(r.judge_acc_x >= 0 && r.judge_acc_x <= 1 && r.judge_acc_rec >= 0 && r.judge_acc_rec <= 1);
+    CHECK_NEAR(r.judge_acc_x * 2, round(r.judge_acc_x * 2), 1e-9);
+    CHECK_NEAR(r.judge_acc_rec * 2, round(r.judge_acc_rec * 2), 1e-9);
+    CHECK_NEAR(db_value(T, F->db, F->run_id, "judge_acc_x", &k), r.judge_acc_x, 1e-12);
+    CHECK_NEAR(db_value(T, F->db, F->run_id, "judge_acc_rec", &k), r.judge_acc_rec, 1e-12);
+    /* judge_acc_x replicated with the bundled WaveletMamba as the judge (this
+     * tiny one answers one class for every image, which would prove little). */
+    o.judge = "models/default/wavelet-mamba.safetensors"; o.cf_n = 3; o.db_path = NULL;
+    CHECK_MSG(gx_eval_cf(&o, &r, &err) == GX_OK, "%s", err.msg);
+    int distinct = 0;
+    CHECK_NEAR(r.judge_acc_x, judge_accuracy(T, o.judge, F->data, 3, &distinct), 1e-12);
+    CHECK_MSG(distinct >= 2, "the bundled judge gave %d distinct classes to 3 test images", distinct);
+    o.judge = judge;
     /* A cf-inn file is no judge. */
     o.judge = F->ckpt;
     CHECK(gx_eval_cf(&o, &r, &err) != GX_OK && strstr(err.msg, "--judge"));

@@ -11,8 +11,12 @@ on sys.path; the bench/ scripts that import the reference models add tests/model
 import json
 import os
 import struct
+import sys
 
 import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from st_file import write_st_file  # noqa: E402
 
 FIXDIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fixtures")
 
@@ -30,14 +34,7 @@ def write_safetensors(path, tensors, source):
         blobs.append(data)
         off += len(data)
     header["__metadata__"] = {"source": source, "torch": torch.__version__}
-    h = json.dumps(header, separators=(",", ":")).encode()
-    h += b" " * ((8 - len(h) % 8) % 8)
-    with open(path + ".tmp", "wb") as f:
-        f.write(struct.pack("<Q", len(h)))
-        f.write(h)
-        for b in blobs:
-            f.write(b)
-    os.replace(path + ".tmp", path)
+    write_st_file(path, header, blobs)
     print(f"wrote {path} ({len(tensors)} tensors, {off} data bytes)")
 
 

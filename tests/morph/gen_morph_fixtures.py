@@ -25,9 +25,7 @@ write safetensors (the format is an 8-byte header length, a JSON header
 and the raw bytes), so it needs no torch.
 """
 import argparse
-import json
 import os
-import struct
 import subprocess
 import sys
 import tempfile
@@ -40,6 +38,9 @@ import statmorph
 from astropy.io import fits
 from astropy.stats import sigma_clipped_stats
 from photutils.segmentation import detect_sources
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from st_file import write_st_file  # noqa: E402
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 OUT = os.path.join(ROOT, "tests", "fixtures", "morph", "morph_cases.safetensors")
@@ -66,15 +67,8 @@ def save_safetensors(path, tensors, metadata):
         blobs.append(data)
         off += len(data)
     header["__metadata__"] = {k: str(v) for k, v in metadata.items()}
-    h = json.dumps(header, separators=(",", ":")).encode()
-    h += b" " * ((8 - len(h) % 8) % 8)
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path + ".tmp", "wb") as f:
-        f.write(struct.pack("<Q", len(h)))
-        f.write(h)
-        for b in blobs:
-            f.write(b)
-    os.replace(path + ".tmp", path)
+    write_st_file(path, header, blobs)
     print(f"wrote {path} ({len(tensors)} tensors, {off} bytes)")
 
 

@@ -9,11 +9,13 @@ tests/unit/ load them and compare. Rerun with `make fixtures`.
 Written without the `safetensors` package (not in Debian): the format is an
 8-byte little-endian header length, a JSON header, and raw tensor bytes.
 """
-import json
 import os
-import struct
+import sys
 
 import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from st_file import write_st_file  # noqa: E402
 
 FIXTURE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fixtures")
 
@@ -37,16 +39,9 @@ def save(name, tensors, metadata=None):
         off += len(data)
     if metadata:
         header["__metadata__"] = {k: str(v) for k, v in metadata.items()}
-    h = json.dumps(header, separators=(",", ":")).encode()
-    h += b" " * ((8 - len(h) % 8) % 8)
     os.makedirs(FIXTURE_DIR, exist_ok=True)
     path = os.path.join(FIXTURE_DIR, name)
-    with open(path + ".tmp", "wb") as f:
-        f.write(struct.pack("<Q", len(h)))
-        f.write(h)
-        for b in blobs:
-            f.write(b)
-    os.replace(path + ".tmp", path)
+    write_st_file(path, header, blobs)
     print(f"wrote {path} ({len(tensors)} tensors, {off} bytes)")
 
 

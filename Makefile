@@ -70,6 +70,8 @@ LIB_SRCS    := $(KERNEL_SRCS) $(IO_SRCS) $(MODEL_SRCS) $(SYNTH_SRCS) $(TRAIN_SRC
 PROG_SRCS   := $(sort $(wildcard tools/*.c))
 PROGS       := $(PROG_SRCS:tools/%.c=$(BUILD)/%)
 CU_SRCS     := $(sort $(wildcard kernels/cuda/*.cu))
+# The device ops (plain C over the launchers; gx_tensor dispatch lands there).
+CU_C_SRCS   := $(sort $(wildcard kernels/cuda/*.c))
 TESTLIB_SRC := tests/gx_test.c
 UNIT_SRCS   := $(sort $(wildcard tests/unit/*.c))
 GRAD_SRCS   := $(sort $(wildcard tests/grad/*.c))
@@ -88,7 +90,7 @@ GRAD_OBJS  := $(GRAD_SRCS:%.c=$(OBJ64)/%.o) $(TESTLIB_SRC:%.c=$(OBJ64)/%.o)
 ifeq ($(CUDA),1)
 ifneq ($(CU_SRCS),)
 CU_OBJS    := $(CU_SRCS:%.cu=$(OBJ32)/%.o)
-LIB_OBJS   += $(CU_OBJS)
+LIB_OBJS   += $(CU_OBJS) $(CU_C_SRCS:%.c=$(OBJ32)/%.o)
 # The rpath lets the binaries find cudart/cuBLAS where ld.so.conf does not
 # list the toolkit; without a driver or GPU they still start (gx_cuda_probe
 # answers 0 and the CPU backend is chosen).
@@ -183,7 +185,7 @@ test: deps
 BENCH_PROGS := $(addprefix $(BUILD)/,bench_kernels bench_io bench_wm bench_cf bench_uda bench_uda_score \
                  bench_anomaly bench_morph bench_serve_fwd)
 
-test-run: all $(BUILD)/test_unit $(BUILD)/test_grad $(BENCH_PROGS)
+test-run: all $(BUILD)/test_unit $(BUILD)/test_grad $(BUILD)/test_cuda_dispatch $(BENCH_PROGS)
 	@scripts/run_tests.sh $(BUILD)
 
 test-asan: deps

@@ -118,7 +118,7 @@ typedef struct gx_tensor {
     int64_t  numel;
     int      ndim;             /* 0 (scalar) .. GX_MAX_DIMS */
     uint8_t  requires_grad;    /* leaf parameter, or output of a recorded op */
-    uint8_t  device;           /* gx_device; only CPU until the CUDA backend */
+    uint8_t  device;           /* gx_device: where data and grad live (kernels/gx_device.c) */
     const char *name;          /* parameter name, or NULL for activations */
 } gx_tensor;
 
@@ -156,6 +156,7 @@ size_t gx_arena_capacity(const gx_arena *a);
 
 typedef struct gx_ctx gx_ctx;
 typedef struct gx_node gx_node;
+struct gx_cuda_exec;
 typedef void (*gx_backward_fn)(gx_ctx *ctx, gx_node *node);
 
 /* One recorded op. Backward functions read out->grad and accumulate (+=)
@@ -183,6 +184,11 @@ struct gx_ctx {
                                   (x's leading dim is the batch); 0 lets
                                   gx_linear fold the batch into one GEMM
                                   (training may; see gx_matmul.c) */
+    struct gx_cuda_exec *cuda; /* NULL: every tensor this ctx makes lives in
+                                  host memory. Else (gx_device.c) new tensors,
+                                  gradients and scratch live on that device and
+                                  ops on device tensors run there; the tensor
+                                  structs and the tape stay in host memory */
 };
 
 void gx_ctx_init(gx_ctx *ctx, size_t arena_bytes);
@@ -197,6 +203,8 @@ gx_tensor *gx_tensor_like(gx_ctx *ctx, const gx_tensor *t);
 /* Arena tensor holding a copy of n values (n must equal the shape's numel). */
 gx_tensor *gx_tensor_from(gx_ctx *ctx, int ndim, const int64_t *shape, const gx_real *src);
 gx_tensor *gx_tensor_scalar(gx_ctx *ctx, gx_real v);
+/* A host tensor whatever ctx->cuda says (for values the host computes). */
+gx_tensor *gx_tensor_new_host(gx_ctx *ctx, int ndim, const int64_t *shape);
 /* Arena scratch memory for op implementations (aborts on exhaustion). */
 void      *gx_ctx_alloc(gx_ctx *ctx, size_t bytes);
 
@@ -222,6 +230,8 @@ enum {
 
 typedef struct gx_param {
     gx_tensor t;                 /* t.data / t.grad are owned by the registry */
+    gx_real  *host_data;         /* after gx_params_to_cuda: the host copy of */
+    gx_real  *host_grad;         /*   t.data / t.grad (t then points at the device) */
     char      name[160];         /* dotted PyTorch-style name */
     unsigned  flags;
     int       group;             /* optimiser parameter group (per-group lr) */
@@ -233,6 +243,8 @@ typedef struct gx_param {
 typedef struct gx_params {
     gx_param **items;
     int n, cap;
+    struct gx_cuda_exec *cuda;   /* set by gx_params_to_cuda: the exec whose
+                                    pool holds the parameters (gx_device.c) */
 } gx_params;
 
 void       gx_params_init(gx_params *p);

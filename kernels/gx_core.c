@@ -7,6 +7,7 @@
  * with everything else in O(1).
  */
 #include "gx_impl.h"
+#include "gx_cuda.h"
 
 #include <execinfo.h>
 #include <stdarg.h>
@@ -161,7 +162,7 @@ void *gx_ctx_alloc(gx_ctx *ctx, size_t bytes) {
     return p;
 }
 
-gx_tensor *gx_tensor_new(gx_ctx *ctx, int ndim, const int64_t *shape) {
+static gx_tensor *gx_tensor_header(gx_ctx *ctx, int ndim, const int64_t *shape) {
     GX_ASSERT(ndim >= 0 && ndim <= GX_MAX_DIMS);
     gx_tensor *t = gx_ctx_alloc(ctx, sizeof *t);
     memset(t, 0, sizeof *t);
@@ -171,13 +172,29 @@ gx_tensor *gx_tensor_new(gx_ctx *ctx, int ndim, const int64_t *shape) {
         t->shape[i] = shape[i];
     }
     t->numel = gx_shape_numel(ndim, shape);
+    return t;
+}
+
+gx_tensor *gx_tensor_new_host(gx_ctx *ctx, int ndim, const int64_t *shape) {
+    gx_tensor *t = gx_tensor_header(ctx, ndim, shape);
     t->data = gx_ctx_alloc(ctx, (size_t)t->numel * sizeof(gx_real));
+    return t;
+}
+
+/* A ctx with a device exec places everything it makes on the device. */
+gx_tensor *gx_tensor_new(gx_ctx *ctx, int ndim, const int64_t *shape) {
+    if (!ctx->cuda) return gx_tensor_new_host(ctx, ndim, shape);
+    gx_tensor *t = gx_tensor_header(ctx, ndim, shape);
+    t->data = gx_cuda_ctx_alloc(ctx, (size_t)t->numel * sizeof(gx_real));
+    t->device = GX_DEVICE_CUDA;
     return t;
 }
 
 gx_tensor *gx_tensor_zeros(gx_ctx *ctx, int ndim, const int64_t *shape) {
     gx_tensor *t = gx_tensor_new(ctx, ndim, shape);
-    memset(t->data, 0, (size_t)t->numel * sizeof(gx_real));
+    size_t bytes = (size_t)t->numel * sizeof(gx_real);
+    if (t->device == GX_DEVICE_CUDA) gx_cuda_exec_memset0(ctx->cuda, t->data, bytes);
+    else memset(t->data, 0, bytes);
     return t;
 }
 
@@ -185,16 +202,17 @@ gx_tensor *gx_tensor_like(gx_ctx *ctx, const gx_tensor *t) {
     return gx_tensor_new(ctx, t->ndim, t->shape);
 }
 
+/* src is host memory in both cases. */
 gx_tensor *gx_tensor_from(gx_ctx *ctx, int ndim, const int64_t *shape, const gx_real *src) {
     gx_tensor *t = gx_tensor_new(ctx, ndim, shape);
-    memcpy(t->data, src, (size_t)t->numel * sizeof(gx_real));
+    size_t bytes = (size_t)t->numel * sizeof(gx_real);
+    if (t->device == GX_DEVICE_CUDA) gx_cuda_exec_upload(ctx->cuda, t->data, src, bytes);
+    else memcpy(t->data, src, bytes);
     return t;
 }
 
 gx_tensor *gx_tensor_scalar(gx_ctx *ctx, gx_real v) {
-    gx_tensor *t = gx_tensor_new(ctx, 0, NULL);
-    t->data[0] = v;
-    return t;
+    return gx_tensor_from(ctx, 0, NULL, &v);
 }
 
 /* ------------------------------------------------------------ context, tape */
@@ -208,11 +226,18 @@ void gx_ctx_init(gx_ctx *ctx, size_t arena_bytes) {
 }
 
 void gx_ctx_free(gx_ctx *ctx) {
+    /* The ctx's device activations go with it (an exec serves one ctx at a
+     * time); the exec itself, and its pool blocks, stay for the next ctx. */
+    if (ctx->cuda) gx_cuda_device_reset(ctx->cuda);
     gx_arena_free(&ctx->arena);
     memset(ctx, 0, sizeof *ctx);
 }
 
 void gx_ctx_reset(gx_ctx *ctx) {
+    /* Queued kernels may still read the device arena: wait for them before
+     * its blocks can go back to the pool (the error stays for the caller's
+     * next gx_cuda_exec_sync). */
+    if (ctx->cuda) gx_cuda_device_reset(ctx->cuda);
     gx_arena_reset(&ctx->arena);
     ctx->tape = NULL;
     ctx->n_nodes = 0;
@@ -242,8 +267,15 @@ gx_node *gx_tape_record(gx_ctx *ctx, const char *op, gx_backward_fn bw,
 gx_real *gx_grad(gx_ctx *ctx, gx_tensor *t) {
     if (!t || !t->requires_grad) return NULL;
     if (!t->grad) {
-        t->grad = gx_ctx_alloc(ctx, (size_t)t->numel * sizeof(gx_real));
-        memset(t->grad, 0, (size_t)t->numel * sizeof(gx_real));
+        size_t bytes = (size_t)t->numel * sizeof(gx_real);
+        if (t->device == GX_DEVICE_CUDA) {
+            GX_ASSERT_MSG(ctx->cuda, "gradient of a device tensor in a ctx without a device");
+            t->grad = gx_cuda_ctx_alloc(ctx, bytes);
+            gx_cuda_exec_memset0(ctx->cuda, t->grad, bytes);
+        } else {
+            t->grad = gx_ctx_alloc(ctx, bytes);
+            memset(t->grad, 0, bytes);
+        }
     }
     return t->grad;
 }
@@ -251,7 +283,8 @@ gx_real *gx_grad(gx_ctx *ctx, gx_tensor *t) {
 void gx_backward(gx_ctx *ctx, gx_tensor *t, const gx_real *seed) {
     GX_ASSERT_MSG(t->requires_grad, "backward from a tensor that does not require grad");
     gx_real *g = gx_grad(ctx, t);
-    for (int64_t i = 0; i < t->numel; i++) g[i] += seed ? seed[i] : 1;
+    if (t->device == GX_DEVICE_CUDA) gx_cuda_seed_grad(ctx, t, seed);
+    else for (int64_t i = 0; i < t->numel; i++) g[i] += seed ? seed[i] : 1;
     /* Nodes run newest first. A node whose output received no gradient
      * (e.g. an unused branch) is skipped. Grad recording is off during the
      * sweep so backward code that calls ops does not extend the tape. */
@@ -267,6 +300,7 @@ void gx_backward(gx_ctx *ctx, gx_tensor *t, const gx_real *seed) {
 void gx_params_init(gx_params *p) { memset(p, 0, sizeof *p); }
 
 void gx_params_free(gx_params *p) {
+    if (p->cuda) gx_params_free_cuda(p);
     for (int i = 0; i < p->n; i++) {
         free(p->items[i]->t.data);
         free(p->items[i]->t.grad);
@@ -313,6 +347,12 @@ gx_param *gx_params_find(const gx_params *p, const char *name) {
 }
 
 void gx_params_zero_grad(gx_params *p) {
+    if (p->cuda) {
+        for (int i = 0; i < p->n; i++)
+            if (p->items[i]->t.grad)
+                gx_cuda_exec_memset0(p->cuda, p->items[i]->t.grad, (size_t)p->items[i]->t.numel * sizeof(gx_real));
+        return;
+    }
     for (int i = 0; i < p->n; i++)
         if (p->items[i]->t.grad)
             memset(p->items[i]->t.grad, 0, (size_t)p->items[i]->t.numel * sizeof(gx_real));
@@ -329,6 +369,7 @@ int64_t gx_params_count(const gx_params *p, unsigned mask) {
 }
 
 void gx_params_scale_grad(gx_params *p, double s) {
+    GX_ASSERT_MSG(!p->cuda, "gx_params_scale_grad: not implemented for parameters on the device");
     for (int i = 0; i < p->n; i++) {
         gx_tensor *t = &p->items[i]->t;
         if (!t->grad) continue;

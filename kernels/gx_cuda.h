@@ -20,7 +20,9 @@
  *     (see each family's header); backward launchers ACCUMULATE (+=) into
  *     gradient buffers, as the CPU backward functions do.
  *
- * Not wired into gx_tensor dispatch, the models or the binaries yet.
+ * 4. Tensors on the device: gx_cuda_exec (a worker's stream + device
+ *    arena), placement through gx_ctx.cuda, transfers, parameters
+ *    (kernels/gx_device.c); op dispatch in kernels/cuda/gx_cuda_ops_*.c.
  */
 #ifndef GX_CUDA_H
 #define GX_CUDA_H
@@ -134,6 +136,89 @@ gx_status gx_cuda_stream_sync(gx_cuda_stream *s, gx_err *err);
 void gx_cuda_upload(gx_cuda_stream *s, void *dst_dev, const void *src_host, size_t bytes);
 void gx_cuda_download(gx_cuda_stream *s, void *dst_host, const void *src_dev, size_t bytes);
 void gx_cuda_memset0(gx_cuda_stream *s, void *dst_dev, size_t bytes);
+
+/* ------------------------------------- tensors on the device (gx_device.c)
+ *
+ * A gx_cuda_exec is one worker's device side: its stream and the arena that
+ * holds the activations, gradients and scratch of a gx_ctx. Setting
+ * ctx->cuda = &exec makes every tensor the ctx creates (gx_tensor_new and
+ * friends, op outputs, gradients) a device tensor (device GX_DEVICE_CUDA,
+ * data/grad device pointers); the gx_tensor structs, the tape and host
+ * scratch stay in the ctx's host arena. An op whose inputs are device
+ * tensors runs on the device (kernels/cuda/gx_cuda_ops_*.c); mixing host and
+ * device inputs in one op is a programmer error (asserted). Data crosses
+ * only through gx_to_device / gx_to_host, which are ops: gradients flow back
+ * across them.
+ *
+ * Launches are asynchronous and report nothing; the first error of the
+ * stream (or of a transfer) comes back from gx_cuda_exec_sync, which the
+ * caller runs once per batch or step. gx_ctx_reset synchronises first, so a
+ * reset never hands memory that queued kernels still read to another user of
+ * the pool; gx_ctx_free releases the ctx's device activations the same way.
+ * An exec serves one ctx at a time.
+ *
+ * An emulated exec (gx_cuda_exec_init_emulated) keeps "device" memory in
+ * host memory from a pool over malloc and copies with memcpy: it exercises
+ * the placement, transfer and parameter plumbing on machines without a GPU
+ * (tests/unit/test_device.c). No op can run on it (asserted). */
+typedef struct gx_cuda_exec {
+    gx_cuda_stream *stream;   /* NULL when emulated */
+    gx_cuda_pool   *pool;     /* not owned; shared by the workers of a device */
+    gx_cuda_arena   arena;    /* the ctx's device memory, reset with it */
+    int             emulated;
+    gx_status       status;   /* first error seen by a transfer op, kept */
+    gx_err          err;      /*   until gx_cuda_exec_sync reports it */
+} gx_cuda_exec;
+
+/* A stream on `device` (tf32: see gx_cuda_stream_create) over pool. */
+gx_status gx_cuda_exec_init(gx_cuda_exec *e, gx_cuda_pool *pool, int device, int tf32, gx_err *err);
+void      gx_cuda_exec_init_emulated(gx_cuda_exec *e, gx_cuda_pool *pool);
+void      gx_cuda_exec_free(gx_cuda_exec *e);
+/* Waits for the device; returns (and clears) the first error since the last
+ * call, of a launch, a transfer or a device allocation. */
+gx_status gx_cuda_exec_sync(gx_cuda_exec *e, gx_err *err);
+/* Copies that honour emulation (async on the stream otherwise; host source
+ * memory may be reused when an upload returns: pageable copies are staged). */
+void gx_cuda_exec_upload(gx_cuda_exec *e, void *dst_dev, const void *src_host, size_t bytes);
+void gx_cuda_exec_download(gx_cuda_exec *e, void *dst_host, const void *src_dev, size_t bytes);
+void gx_cuda_exec_memset0(gx_cuda_exec *e, void *dst_dev, size_t bytes);
+/* The malloc backend of an emulated pool (user = NULL). */
+gx_cuda_backend gx_cuda_host_backend(void);
+
+/* Device scratch from the ctx's device arena; aborts with a message when the
+ * pool refuses (like gx_ctx_alloc on the host arena). */
+void *gx_cuda_ctx_alloc(gx_ctx *ctx, size_t bytes);
+/* The exec an op on device tensors runs on: asserts that ctx has one and
+ * that it is not emulated (naming op). */
+gx_cuda_exec *gx_cuda_op_exec(gx_ctx *ctx, const char *op);
+
+/* Transfer ops. gx_to_device: a device copy of a host tensor (a device
+ * tensor is returned as is); ctx->cuda must be set. gx_to_host: a host copy
+ * of a device tensor (a host tensor is returned as is); it waits for the
+ * device, and on a device error records it in the exec and returns NaNs.
+ * Both are recorded on the tape: the gradient of the copy is added to the
+ * original's across the same boundary. */
+gx_tensor *gx_to_device(gx_ctx *ctx, gx_tensor *t);
+gx_tensor *gx_to_host(gx_ctx *ctx, gx_tensor *t);
+/* t where ctx computes: gx_to_device with a device ctx, t itself without
+ * (model code that builds a small tensor on the host and feeds it to ops). */
+gx_tensor *gx_to_ctx(gx_ctx *ctx, gx_tensor *t);
+/* Host-readable values of t: t->data for a host tensor; for a parameter on
+ * the device (t->name set: a gx_params tensor) its host copy, which is
+ * current while the parameters are read-only (inference). Asserts for a
+ * device activation (use gx_to_host). */
+const gx_real *gx_tensor_host_data(const gx_tensor *t);
+
+/* Parameters on the device. gx_params_to_cuda moves every tensor's data (and
+ * gradient buffer) into blocks of e's pool, uploaded once; the host buffers
+ * stay as host_data/host_grad. Call it after loading a checkpoint; the
+ * parameters are then read-only inputs for any number of workers' execs on
+ * the same device (it waits until the uploads are done). The pool must
+ * outlive the parameters (gx_params_free returns the blocks to it).
+ * gx_params_sync_host downloads data (and gradients) into the host copies,
+ * e.g. before a checkpoint is written from them. */
+gx_status gx_params_to_cuda(gx_params *p, gx_cuda_exec *e, gx_err *err);
+gx_status gx_params_sync_host(gx_params *p, gx_err *err);
 
 #if defined(GX_HAVE_CUDA) && GX_HAVE_CUDA && !defined(GX_F64)
 /* ------------------------------------------------------------ launchers

@@ -30,6 +30,26 @@ static inline void gx_gemm_panels(int trans_b, int64_t M, int64_t panel, int64_t
     }
 }
 
+/* Op dispatch to the device (kernels/gx_device.c, kernels/cuda/gx_cuda_ops_*.c).
+ * GX_CUDA_ON is 1 in an f32 build with CUDA; the f64 library and CPU-only
+ * builds compile every dispatch line away. An op entry starts with
+ *   GX_CUDA_DISPATCH(gx_on_cuda(x), gx_cuda_relu(ctx, x));
+ * i.e. "if x lives on the device, return the device op's result". */
+#if defined(GX_HAVE_CUDA) && GX_HAVE_CUDA && !defined(GX_F64)
+#define GX_CUDA_ON 1
+#define GX_CUDA_DISPATCH(cond, expr) do { if (cond) return (expr); } while (0)
+#else
+#define GX_CUDA_ON 0
+#define GX_CUDA_DISPATCH(cond, expr) do { } while (0)
+#endif
+static inline int gx_on_cuda(const gx_tensor *t) { return GX_CUDA_ON && t && t->device == GX_DEVICE_CUDA; }
+
+/* Device hooks of gx_core.c (kernels/gx_device.c). */
+struct gx_cuda_exec;
+void gx_cuda_device_reset(struct gx_cuda_exec *e);
+void gx_cuda_seed_grad(gx_ctx *ctx, gx_tensor *t, const gx_real *seed);
+void gx_params_free_cuda(gx_params *p);
+
 /* Shared shape checks for op entry points. */
 #define GX_CHECK_NDIM(t, n) GX_ASSERT_MSG((t)->ndim == (n), "%s: expected %d-D tensor, got %d-D", __func__, (n), (t)->ndim)
 

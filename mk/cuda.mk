@@ -6,6 +6,10 @@
 #                             2. test_cuda: every launcher against the CPU op on
 #                                the GPU, forward and backward; without a GPU each
 #                                group prints "skipped: no GPU (<reason>)"
+#                             3. test_cuda_dispatch: the gx ops and the models
+#                                with their tensors on the device (GX_CUDA_DISPATCH)
+#                                against the same calls on the CPU
+#                                (tests/cuda/dispatch_*.c, harness dispatch_util.h)
 #   make test-cuda-memcheck   test_cuda under compute-sanitizer --tool memcheck
 #
 # Part of nothing else: make test stays CPU-only (tests/unit/test_cuda_select.c
@@ -15,6 +19,11 @@
 
 $(BUILD)/test_cuda: $(OBJ32)/tests/cuda/test_cuda.o $(LIB)
 	$(CC) $(LDFLAGS) $< $(LIB) $(LDLIBS) -o $@
+
+DISPATCH_SRCS := $(sort $(wildcard tests/cuda/dispatch_*.c))
+DISPATCH_OBJS := $(DISPATCH_SRCS:%.c=$(OBJ32)/%.o) $(OBJ32)/tests/gx_test.o
+$(BUILD)/test_cuda_dispatch: $(DISPATCH_OBJS) $(LIB)
+	$(CC) $(LDFLAGS) $(DISPATCH_OBJS) $(LIB) $(LDLIBS) -o $@
 
 CUDA_HOST_TEST :=
 ifeq ($(CUDA),1)
@@ -29,11 +38,12 @@ CUDA_HOST_TEST := $(BUILD)/test_cuda_host
 endif
 endif
 
-test-cuda: $(BUILD)/test_cuda $(CUDA_HOST_TEST)
+test-cuda: $(BUILD)/test_cuda $(BUILD)/test_cuda_dispatch $(CUDA_HOST_TEST)
 ifneq ($(CUDA_HOST_TEST),)
 	$(CUDA_HOST_TEST)
 endif
 	$(BUILD)/test_cuda
+	$(BUILD)/test_cuda_dispatch
 
 CUDA_SANITIZER ?= $(or $(shell command -v compute-sanitizer 2>/dev/null),$(wildcard $(CUDA_HOME)/bin/compute-sanitizer))
 

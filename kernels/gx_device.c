@@ -1,0 +1,278 @@
+/*
+ * gx_device.c — tensors on the device: a worker's exec (stream + device
+ * arena), placement of a ctx's tensors, the transfer ops gx_to_device /
+ * gx_to_host with their backward, and parameters uploaded once.
+ *
+ * The ops themselves dispatch in their family files (GX_CUDA_DISPATCH) to
+ * kernels/cuda/gx_cuda_ops_*.c; this file is only the memory plumbing, so it
+ * is compiled into every build and tested on machines without a GPU through
+ * an emulated exec (host memory behind the pool, memcpy for copies).
+ */
+#include "gx_impl.h"
+#include "gx_cuda.h"
+
+#include <math.h>
+#include <stdlib.h>
+
+/* ------------------------------------------------------------ the exec */
+
+gx_status gx_cuda_exec_init(gx_cuda_exec *e, gx_cuda_pool *pool, int device, int tf32, gx_err *err) {
+    memset(e, 0, sizeof *e);
+    gx_status st = gx_cuda_stream_create(device, tf32, &e->stream, err);
+    if (st != GX_OK) return st;
+    e->pool = pool;
+    gx_cuda_arena_init(&e->arena, pool, 0);
+    return GX_OK;
+}
+
+void gx_cuda_exec_init_emulated(gx_cuda_exec *e, gx_cuda_pool *pool) {
+    memset(e, 0, sizeof *e);
+    e->pool = pool;
+    e->emulated = 1;
+    gx_cuda_arena_init(&e->arena, pool, 0);
+}
+
+void gx_cuda_exec_free(gx_cuda_exec *e) {
+    if (e->stream) gx_cuda_stream_destroy(e->stream); /* waits for the stream */
+    gx_cuda_arena_free(&e->arena);
+    memset(e, 0, sizeof *e);
+}
+
+static void gx_cuda_exec_note(gx_cuda_exec *e, gx_status st, const gx_err *err) {
+    if (st == GX_OK || e->status != GX_OK) return;
+    e->status = st;
+    e->err = *err;
+}
+
+/* Waits for the stream; its error joins the kept one, which is returned and
+ * kept (for the caller's gx_cuda_exec_sync). */
+static gx_status gx_cuda_exec_wait(gx_cuda_exec *e) {
+    if (e->stream) {
+        gx_err se;
+        gx_status st = gx_cuda_stream_sync(e->stream, &se);
+        gx_cuda_exec_note(e, st, &se);
+    }
+    return e->status;
+}
+
+gx_status gx_cuda_exec_sync(gx_cuda_exec *e, gx_err *err) {
+    gx_status st = gx_cuda_exec_wait(e);
+    if (st != GX_OK && err) *err = e->err;
+    e->status = GX_OK;
+    return st;
+}
+
+void gx_cuda_exec_upload(gx_cuda_exec *e, void *dst, const void *src, size_t bytes) {
+    if (!bytes) return;
+    if (e->emulated) memcpy(dst, src, bytes);
+    else gx_cuda_upload(e->stream, dst, src, bytes);
+}
+
+void gx_cuda_exec_download(gx_cuda_exec *e, void *dst, const void *src, size_t bytes) {
+    if (!bytes) return;
+    if (e->emulated) memcpy(dst, src, bytes);
+    else gx_cuda_download(e->stream, dst, src, bytes);
+}
+
+void gx_cuda_exec_memset0(gx_cuda_exec *e, void *dst, size_t bytes) {
+    if (!bytes) return;
+    if (e->emulated) memset(dst, 0, bytes);
+    else gx_cuda_memset0(e->stream, dst, bytes);
+}
+
+static void *gx_host_backend_alloc(void *user, size_t bytes) {
+    (void)user;
+    return aligned_alloc(GX_CUDA_ALIGN, (bytes + GX_CUDA_ALIGN - 1) / GX_CUDA_ALIGN * GX_CUDA_ALIGN);
+}
+static void gx_host_backend_free(void *user, void *p) { (void)user; free(p); }
+
+gx_cuda_backend gx_cuda_host_backend(void) {
+    return (gx_cuda_backend){ gx_host_backend_alloc, gx_host_backend_free, NULL };
+}
+
+/* Called by gx_ctx_reset: the arena's blocks may go back to the pool. */
+void gx_cuda_device_reset(gx_cuda_exec *e) {
+    gx_cuda_exec_wait(e);
+    gx_status st = gx_cuda_arena_reset(&e->arena);
+    if (st != GX_OK) {
+        gx_err me;
+        gx_err_set(&me, st, "device arena: coalescing to %zu bytes failed", e->arena.high_water);
+        gx_cuda_exec_note(e, st, &me);
+    }
+}
+
+/* ------------------------------------------------------ ctx placement */
+
+void *gx_cuda_ctx_alloc(gx_ctx *ctx, size_t bytes) {
+    GX_ASSERT_MSG(ctx->cuda, "device memory requested from a ctx without a device");
+    void *p = gx_cuda_arena_alloc(&ctx->cuda->arena, bytes ? bytes : 1);
+    GX_ASSERT_MSG(p != NULL, "device arena: the pool refused %zu bytes (%zu in use, %zu reserved)", bytes,
+                  gx_cuda_pool_in_use(ctx->cuda->pool), gx_cuda_pool_reserved(ctx->cuda->pool));
+    return p;
+}
+
+gx_cuda_exec *gx_cuda_op_exec(gx_ctx *ctx, const char *op) {
+    GX_ASSERT_MSG(ctx->cuda, "%s: device tensors in a ctx without a device (set ctx->cuda)", op);
+    GX_ASSERT_MSG(!ctx->cuda->emulated, "%s: an emulated device runs no ops", op);
+    return ctx->cuda;
+}
+
+/* dst (device) += src (host), n values. */
+static void gx_cuda_add_from_host(gx_ctx *ctx, gx_real *dst, const gx_real *src, int64_t n) {
+    gx_cuda_exec *e = ctx->cuda;
+    if (e->emulated) {
+        for (int64_t i = 0; i < n; i++) dst[i] += src[i];
+        return;
+    }
+#if GX_CUDA_ON
+    gx_real *tmp = gx_cuda_ctx_alloc(ctx, (size_t)n * sizeof(gx_real));
+    gx_cuda_exec_upload(e, tmp, src, (size_t)n * sizeof(gx_real));
+    gx_cu_accumulate(e->stream, dst, tmp, n);
+#else
+    GX_ASSERT_MSG(0, "a device exec in a build without CUDA");
+#endif
+}
+
+/* dst (host) += src (device), n values; waits for the device. */
+static void gx_cuda_add_to_host(gx_ctx *ctx, gx_real *dst, const gx_real *src, int64_t n) {
+    gx_real *tmp = gx_ctx_alloc(ctx, (size_t)n * sizeof(gx_real));
+    gx_cuda_exec_download(ctx->cuda, tmp, src, (size_t)n * sizeof(gx_real));
+    if (gx_cuda_exec_wait(ctx->cuda) != GX_OK)
+        for (int64_t i = 0; i < n; i++) tmp[i] = (gx_real)NAN;
+    for (int64_t i = 0; i < n; i++) dst[i] += tmp[i];
+}
+
+void gx_cuda_seed_grad(gx_ctx *ctx, gx_tensor *t, const gx_real *seed) {
+    gx_real *ones = NULL;
+    if (!seed) {
+        ones = gx_ctx_alloc(ctx, (size_t)t->numel * sizeof(gx_real));
+        for (int64_t i = 0; i < t->numel; i++) ones[i] = 1;
+    }
+    gx_cuda_add_from_host(ctx, t->grad, seed ? seed : ones, t->numel);
+}
+
+/* ------------------------------------------------------ transfer ops */
+
+static void gx_to_device_bw(gx_ctx *ctx, gx_node *nd) {
+    gx_real *gi = gx_grad(ctx, nd->in[0]);
+    if (gi) gx_cuda_add_to_host(ctx, gi, nd->out->grad, nd->out->numel);
+}
+
+gx_tensor *gx_to_device(gx_ctx *ctx, gx_tensor *t) {
+    if (t->device == GX_DEVICE_CUDA) return t;
+    GX_ASSERT_MSG(ctx->cuda, "gx_to_device: the ctx has no device (set ctx->cuda)");
+    gx_tensor *out = gx_tensor_from(ctx, t->ndim, t->shape, t->data);
+    gx_tape_record(ctx, "to_device", gx_to_device_bw, out, 1, &t);
+    return out;
+}
+
+static void gx_to_host_bw(gx_ctx *ctx, gx_node *nd) {
+    gx_real *gi = gx_grad(ctx, nd->in[0]);
+    if (gi) gx_cuda_add_from_host(ctx, gi, nd->out->grad, nd->out->numel);
+}
+
+gx_tensor *gx_to_host(gx_ctx *ctx, gx_tensor *t) {
+    if (t->device != GX_DEVICE_CUDA) return t;
+    GX_ASSERT_MSG(ctx->cuda, "gx_to_host: a device tensor in a ctx without a device");
+    gx_tensor *out = gx_tensor_new_host(ctx, t->ndim, t->shape);
+    gx_cuda_exec_download(ctx->cuda, out->data, t->data, (size_t)t->numel * sizeof(gx_real));
+    /* A failed device leaves NaNs, never stale or uninitialised values; the
+     * error itself reaches the caller through gx_cuda_exec_sync. */
+    if (gx_cuda_exec_wait(ctx->cuda) != GX_OK)
+        for (int64_t i = 0; i < out->numel; i++) out->data[i] = (gx_real)NAN;
+    gx_tape_record(ctx, "to_host", gx_to_host_bw, out, 1, &t);
+    return out;
+}
+
+gx_tensor *gx_to_ctx(gx_ctx *ctx, gx_tensor *t) {
+    return ctx->cuda ? gx_to_device(ctx, t) : t;
+}
+
+const gx_real *gx_tensor_host_data(const gx_tensor *t) {
+    if (t->device != GX_DEVICE_CUDA) return t->data;
+    GX_ASSERT_MSG(t->name, "gx_tensor_host_data: a device activation has no host copy (use gx_to_host)");
+    /* gx_param starts with its tensor (gx.h), so a parameter's tensor
+     * pointer is its gx_param. */
+    const gx_param *q = (const gx_param *)(const void *)t;
+    GX_ASSERT_MSG(q->host_data, "gx_tensor_host_data: %s has no host copy", t->name);
+    return q->host_data;
+}
+
+/* --------------------------------------------------------- parameters */
+
+static size_t gx_param_bytes(const gx_param *q) {
+    return (size_t)(q->t.numel ? q->t.numel : 1) * sizeof(gx_real);
+}
+
+gx_status gx_params_to_cuda(gx_params *p, gx_cuda_exec *e, gx_err *err) {
+    if (p->cuda) return gx_err_set(err, GX_ERR_INVALID, "gx_params_to_cuda: the parameters are on a device already");
+    /* All blocks first, so a refusal leaves the parameters on the host. */
+    void **blk = calloc((size_t)(2 * p->n + 1), sizeof *blk);
+    if (!blk) return gx_err_set(err, GX_ERR_NOMEM, "gx_params_to_cuda: out of host memory");
+    gx_status st = GX_OK;
+    size_t total = 0;
+    for (int i = 0; i < p->n && st == GX_OK; i++) {
+        const gx_param *q = p->items[i];
+        size_t b = gx_param_bytes(q);
+        blk[2 * i] = gx_cuda_pool_alloc(e->pool, b);
+        if (q->t.grad) blk[2 * i + 1] = gx_cuda_pool_alloc(e->pool, b);
+        if (!blk[2 * i] || (q->t.grad && !blk[2 * i + 1]))
+            st = gx_err_set(err, GX_ERR_NOMEM, "gx_params_to_cuda: the device pool refused %zu bytes for %s "
+                            "(%zu bytes placed before it)", b, q->name, total);
+        total += b * (q->t.grad ? 2 : 1);
+    }
+    if (st != GX_OK) {
+        for (int i = 0; i < p->n; i++) {
+            size_t b = gx_param_bytes(p->items[i]);
+            if (blk[2 * i]) gx_cuda_pool_free(e->pool, blk[2 * i], b);
+            if (blk[2 * i + 1]) gx_cuda_pool_free(e->pool, blk[2 * i + 1], b);
+        }
+        free(blk);
+        return st;
+    }
+    for (int i = 0; i < p->n; i++) {
+        gx_param *q = p->items[i];
+        size_t b = gx_param_bytes(q);
+        gx_cuda_exec_upload(e, blk[2 * i], q->t.data, b);
+        q->host_data = q->t.data;
+        q->t.data = blk[2 * i];
+        if (q->t.grad) {
+            gx_cuda_exec_memset0(e, blk[2 * i + 1], b);
+            q->host_grad = q->t.grad;
+            q->t.grad = blk[2 * i + 1];
+        }
+        q->t.device = GX_DEVICE_CUDA;
+    }
+    free(blk);
+    p->cuda = e;
+    return gx_cuda_exec_sync(e, err);
+}
+
+gx_status gx_params_sync_host(gx_params *p, gx_err *err) {
+    if (!p->cuda) return GX_OK;
+    for (int i = 0; i < p->n; i++) {
+        gx_param *q = p->items[i];
+        size_t b = gx_param_bytes(q);
+        gx_cuda_exec_download(p->cuda, q->host_data, q->t.data, b);
+        if (q->host_grad) gx_cuda_exec_download(p->cuda, q->host_grad, q->t.grad, b);
+    }
+    return gx_cuda_exec_sync(p->cuda, err);
+}
+
+/* gx_params_free's device half: blocks back to the pool, host buffers back
+ * in t so the host half frees them. */
+void gx_params_free_cuda(gx_params *p) {
+    gx_cuda_exec *e = p->cuda;
+    gx_cuda_exec_wait(e);
+    for (int i = 0; i < p->n; i++) {
+        gx_param *q = p->items[i];
+        size_t b = gx_param_bytes(q);
+        gx_cuda_pool_free(e->pool, q->t.data, b);
+        if (q->host_grad) gx_cuda_pool_free(e->pool, q->t.grad, b);
+        q->t.data = q->host_data;
+        q->t.grad = q->host_grad;
+        q->host_data = q->host_grad = NULL;
+        q->t.device = GX_DEVICE_CPU;
+    }
+    p->cuda = NULL;
+}

@@ -45,6 +45,9 @@
  * col2im gathers its kh*kw GEMM outputs per pixel in a double plane too.
  */
 #include "gx_impl.h"
+#if GX_CUDA_ON
+#include "cuda/gx_cuda_ops_dense.h"
+#endif
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -779,6 +782,8 @@ static void gx_conv2d_backward(gx_ctx *ctx, gx_node *n) {
 
 gx_tensor *gx_conv2d(gx_ctx *ctx, gx_tensor *x, gx_tensor *w, gx_tensor *b,
                      int stride, int padding, int groups) {
+    GX_CUDA_DISPATCH(gx_on_cuda(x) || gx_on_cuda(w) || gx_on_cuda(b),
+                     gx_cuda_conv2d(ctx, x, w, b, stride, padding, groups));
     char sx[64], sw[64];
     gx_tensor_shape_str(x, sx, sizeof sx);
     gx_tensor_shape_str(w, sw, sizeof sw);
@@ -1087,6 +1092,7 @@ static gx_tensor *gx_upconv_out(gx_ctx *ctx, gx_tensor *x, gx_tensor *w, gx_tens
 }
 
 gx_tensor *gx_upconv2x3(gx_ctx *ctx, gx_tensor *x, gx_tensor *w, gx_tensor *b) {
+    GX_CUDA_DISPATCH(gx_on_cuda(x) || gx_on_cuda(w) || gx_on_cuda(b), gx_cuda_upconv2x3(ctx, x, w, b));
     gx_tensor *y = gx_upconv_out(ctx, x, w, b, (gx_up_act){ 0, 0 });
     gx_tensor *ins[3] = { x, w, b };
     gx_tape_record(ctx, "upconv2x3", gx_upconv2x3_backward, y, b ? 3 : 2, ins);
@@ -1100,6 +1106,7 @@ gx_tensor *gx_upconv2x3(gx_ctx *ctx, gx_tensor *x, gx_tensor *w, gx_tensor *b) {
  * tensor and no second pass over memory; inputs of at most GX_UP_SMALL
  * pixels also take the exact per-parity GEMMs (gx_upconv_fwd_small). */
 gx_tensor *gx_upconv2x3_leaky(gx_ctx *ctx, gx_tensor *x, gx_tensor *w, gx_tensor *b, double slope) {
+    GX_CUDA_DISPATCH(gx_on_cuda(x) || gx_on_cuda(w) || gx_on_cuda(b), gx_cuda_upconv2x3_leaky(ctx, x, w, b, slope));
     int taped = ctx->grad_enabled && (x->requires_grad || w->requires_grad || (b && b->requires_grad));
     if (taped) return gx_leaky_relu(ctx, gx_upconv2x3(ctx, x, w, b), slope);
     return gx_upconv_out(ctx, x, w, b, (gx_up_act){ 1, slope });
@@ -1200,6 +1207,7 @@ static void gx_conv1d_causal_dw_backward(gx_ctx *ctx, gx_node *n) {
 }
 
 gx_tensor *gx_conv1d_causal_dw(gx_ctx *ctx, gx_tensor *x, gx_tensor *w, gx_tensor *b) {
+    GX_CUDA_DISPATCH(gx_on_cuda(x) || gx_on_cuda(w) || gx_on_cuda(b), gx_cuda_conv1d_causal_dw(ctx, x, w, b));
     char sx[64], sw[64];
     gx_tensor_shape_str(x, sx, sizeof sx);
     gx_tensor_shape_str(w, sw, sizeof sw);

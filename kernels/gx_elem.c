@@ -31,6 +31,9 @@
  * (again independent of the thread count and of other samples).
  */
 #include "gx_impl.h"
+#if GX_CUDA_ON
+#include "cuda/gx_cuda_ops_elem.h"
+#endif
 
 #include <math.h>
 
@@ -50,7 +53,8 @@
 
 /* GX_UNARY_OP(name, F, D): defines gx_name_fwd(ctx, x, p0, p1) and its
  * backward. F may use x, p0, p1; D may also use y (the forward output).
- * x and y are doubles; g is the upstream gradient. */
+ * x and y are doubles; g is the upstream gradient. A device x goes to
+ * gx_cuda_unary with the op's gx_cu_unary value (GX_CU_OP_<name>). */
 #define GX_UNARY_OP(NAME, F, D)                                                \
     static void gx_##NAME##_bw(gx_ctx *ctx, gx_node *nd) {                     \
         gx_real *gi = gx_grad(ctx, nd->in[0]);                                 \
@@ -70,6 +74,8 @@
     }                                                                          \
     static gx_tensor *gx_##NAME##_fwd(gx_ctx *ctx, gx_tensor *xt,              \
                                       double p0, double p1) {                  \
+        GX_CUDA_DISPATCH(gx_on_cuda(xt), gx_cuda_unary(ctx, #NAME,            \
+                         GX_CU_OP_##NAME, xt, p0, p1));                        \
         gx_tensor *out = gx_tensor_like(ctx, xt);                              \
         const gx_real *X = xt->data;                                           \
         gx_real *Y = out->data;                                                \
@@ -432,6 +438,7 @@ static void gx_add_bw(gx_ctx *ctx, gx_node *n) {
     gx_bin_grad_add(ctx, n->in[1], n->out, n->out->grad);
 }
 gx_tensor *gx_add(gx_ctx *ctx, gx_tensor *a, gx_tensor *b) {
+    GX_CUDA_DISPATCH(gx_on_cuda(a) || gx_on_cuda(b), gx_cuda_binary(ctx, "gx_add", GX_CU_ADD, a, b));
     return gx_binary(ctx, "gx_add", GX_BC_ADD, gx_add_bw, a, b);
 }
 
@@ -445,6 +452,7 @@ static void gx_sub_bw(gx_ctx *ctx, gx_node *n) {
     gx_bin_grad_add(ctx, n->in[1], n->out, tmp);
 }
 gx_tensor *gx_sub(gx_ctx *ctx, gx_tensor *a, gx_tensor *b) {
+    GX_CUDA_DISPATCH(gx_on_cuda(a) || gx_on_cuda(b), gx_cuda_binary(ctx, "gx_sub", GX_CU_SUB, a, b));
     return gx_binary(ctx, "gx_sub", GX_BC_SUB, gx_sub_bw, a, b);
 }
 
@@ -464,6 +472,7 @@ static void gx_mul_bw(gx_ctx *ctx, gx_node *n) {
     }
 }
 gx_tensor *gx_mul(gx_ctx *ctx, gx_tensor *a, gx_tensor *b) {
+    GX_CUDA_DISPATCH(gx_on_cuda(a) || gx_on_cuda(b), gx_cuda_binary(ctx, "gx_mul", GX_CU_MUL, a, b));
     return gx_binary(ctx, "gx_mul", GX_BC_MUL, gx_mul_bw, a, b);
 }
 
@@ -486,6 +495,7 @@ static void gx_div_bw(gx_ctx *ctx, gx_node *n) {
     }
 }
 gx_tensor *gx_div(gx_ctx *ctx, gx_tensor *a, gx_tensor *b) {
+    GX_CUDA_DISPATCH(gx_on_cuda(a) || gx_on_cuda(b), gx_cuda_binary(ctx, "gx_div", GX_CU_DIV, a, b));
     return gx_binary(ctx, "gx_div", GX_BC_DIV, gx_div_bw, a, b);
 }
 
@@ -508,5 +518,6 @@ static void gx_maximum_bw(gx_ctx *ctx, gx_node *n) {
     }
 }
 gx_tensor *gx_maximum(gx_ctx *ctx, gx_tensor *a, gx_tensor *b) {
+    GX_CUDA_DISPATCH(gx_on_cuda(a) || gx_on_cuda(b), gx_cuda_binary(ctx, "gx_maximum", GX_CU_MAX, a, b));
     return gx_binary(ctx, "gx_maximum", GX_BC_MAX, gx_maximum_bw, a, b);
 }

@@ -40,6 +40,9 @@
  * both modes run identical code and give identical bits.
  */
 #include "gx_impl.h"
+#if GX_CUDA_ON
+#include "cuda/gx_cuda_ops_dense.h"
+#endif
 
 /* Function multiversioning as in gx_scan.c: the row-invariant kernel runs
  * AVX2/AVX-512 wide where the CPU has it. Every clone computes the same
@@ -163,6 +166,7 @@ static void gx_linear_backward(gx_ctx *ctx, gx_node *n) {
 }
 
 gx_tensor *gx_linear(gx_ctx *ctx, gx_tensor *x, gx_tensor *w, gx_tensor *b) {
+    GX_CUDA_DISPATCH(gx_on_cuda(x) || gx_on_cuda(w) || gx_on_cuda(b), gx_cuda_linear(ctx, x, w, b));
     char sx[64], sw[64];
     GX_ASSERT_MSG(x->ndim >= 1 && w->ndim == 2 && x->shape[x->ndim - 1] == w->shape[1],
                   "gx_linear: x %s does not match w %s (want x [..., in], w [out, in])",
@@ -218,6 +222,7 @@ static void gx_matmul_backward(gx_ctx *ctx, gx_node *n) {
 }
 
 gx_tensor *gx_matmul(gx_ctx *ctx, gx_tensor *a, gx_tensor *b) {
+    GX_CUDA_DISPATCH(gx_on_cuda(a) || gx_on_cuda(b), gx_cuda_matmul(ctx, a, b));
     char sa[64], sb[64];
     gx_tensor_shape_str(a, sa, sizeof sa);
     gx_tensor_shape_str(b, sb, sizeof sb);
@@ -273,6 +278,7 @@ static void gx_gram_backward(gx_ctx *ctx, gx_node *n) {
 }
 
 gx_tensor *gx_gram(gx_ctx *ctx, gx_tensor *a, gx_tensor *b) {
+    GX_CUDA_DISPATCH(gx_on_cuda(a) || gx_on_cuda(b), gx_cuda_gram(ctx, a, b));
     gx_check_pair("gx_gram", a, b);
     int64_t N = a->shape[0], M = b->shape[0], D = a->shape[1];
     gx_tensor *g = gx_tensor_new(ctx, 2, GX_SHAPE(N, M));
@@ -330,6 +336,7 @@ static void gx_sqdist_backward(gx_ctx *ctx, gx_node *n) {
 }
 
 gx_tensor *gx_pairwise_sqdist(gx_ctx *ctx, gx_tensor *a, gx_tensor *b) {
+    GX_CUDA_DISPATCH(gx_on_cuda(a) || gx_on_cuda(b), gx_cuda_pairwise_sqdist(ctx, a, b));
     gx_check_pair("gx_pairwise_sqdist", a, b);
     int64_t N = a->shape[0], M = b->shape[0], D = a->shape[1];
     double *na = gx_ctx_alloc(ctx, (size_t)N * sizeof(double));

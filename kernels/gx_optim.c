@@ -18,8 +18,22 @@
  *  - The step counter is shared by all parameters: every trainable
  *    parameter is updated at every step (a zero gradient is still a step,
  *    as for a torch parameter whose .grad is a zero tensor).
+ *  - Parameters on a device (gx_params_to_cuda): the state gets a device
+ *    mirror in the parameters' pool at the first step that sees them there
+ *    (uploaded from `state`: zeros, or what gx_optim_state_load restored),
+ *    and from then on the device copy is the live one: the steps run
+ *    gx_cu_optim_update per tensor on p->cuda's stream without waiting,
+ *    gx_optim_state_to_writer downloads it first, gx_optim_state_load
+ *    uploads into it, gx_optim_free returns it to the pool (so free the
+ *    optimiser before the pool and the exec). Gradients made on another
+ *    worker's stream must be synchronised before the step. An emulated exec
+ *    (host memory behind the pool) runs the CPU update on the mirror.
  */
 #include "gx_impl.h"
+#include "gx_cuda.h"
+#if GX_CUDA_ON
+#include "cuda/gx_cuda_ops_shape.h"
+#endif
 
 #include <math.h>
 #include <stdlib.h>
@@ -55,6 +69,23 @@ static gx_status gx_optim_check_cfg(const gx_optim_cfg *c, gx_err *err) {
     return GX_OK;
 }
 
+/* The device mirror of the state; it lives in the state block between the
+ * offsets and the state (gx_optim.h has no field for it). */
+typedef struct gx_optim_dev {
+    gx_cuda_exec *exec;     /* p->cuda when the mirror was made */
+    gx_real      *state;    /* state_len values in o->state's layout, or NULL */
+} gx_optim_dev;
+
+#define GX_OPTIM_DEV_BYTES ((sizeof(gx_optim_dev) + 63) / 64 * 64)
+
+static size_t gx_optim_off_bytes(int nparams) {
+    return ((size_t)nparams * sizeof(int64_t) + 63) / 64 * 64;
+}
+
+static gx_optim_dev *gx_optim_dev_of(const gx_optim *o) {
+    return (gx_optim_dev *)((char *)o->offset + gx_optim_off_bytes(o->nparams));
+}
+
 gx_status gx_optim_init(gx_optim *o, const gx_params *p, const gx_optim_cfg *cfg, gx_err *err) {
     memset(o, 0, sizeof *o);
     gx_status s = gx_optim_check_cfg(cfg, err);
@@ -68,8 +99,9 @@ gx_status gx_optim_init(gx_optim *o, const gx_params *p, const gx_optim_cfg *cfg
                               q->group, GX_OPT_MAX_GROUPS);
         if (gx_optim_trainable(q)) len += slots * q->t.numel;
     }
-    /* One block: the offsets, padded to 64 bytes, then the state. */
-    size_t off_bytes = ((size_t)p->n * sizeof(int64_t) + 63) / 64 * 64;
+    /* One block: the offsets, padded to 64 bytes, the device mirror's
+     * record (zeroed: none yet), then the state. */
+    size_t off_bytes = gx_optim_off_bytes(p->n) + GX_OPTIM_DEV_BYTES;
     size_t bytes = off_bytes + (size_t)len * sizeof(gx_real);
     bytes = (bytes + 63) / 64 * 64;
     void *block = aligned_alloc(64, bytes ? bytes : 64);
@@ -89,7 +121,20 @@ gx_status gx_optim_init(gx_optim *o, const gx_params *p, const gx_optim_cfg *cfg
     return GX_OK;
 }
 
+/* Waits for e, leaving an error in it for the caller's gx_cuda_exec_sync. */
+static gx_status gx_optim_dev_wait(gx_cuda_exec *e, gx_err *err) {
+    gx_status st = gx_cuda_exec_sync(e, err);
+    if (st != GX_OK && e->status == GX_OK) { e->status = st; e->err = *err; }
+    return st;
+}
+
 void gx_optim_free(gx_optim *o) {
+    gx_optim_dev *d = o->offset ? gx_optim_dev_of(o) : NULL;
+    if (d && d->state) {
+        gx_err err;
+        gx_optim_dev_wait(d->exec, &err);   /* no queued update may still write it */
+        gx_cuda_pool_free(d->exec->pool, d->state, (size_t)o->state_len * sizeof(gx_real));
+    }
     free(o->offset);   /* the block that also holds the state */
     memset(o, 0, sizeof *o);
 }
@@ -136,6 +181,24 @@ static void gx_sgd_update(const gx_optim_cfg *c, gx_real *restrict x, const gx_r
     }
 }
 
+/* The device mirror of the state for parameters on p->cuda, made and
+ * uploaded on first use; NULL when there is no state (plain SGD). */
+static gx_real *gx_optim_dev_state(gx_optim *o, gx_params *p) {
+    if (o->state_len == 0) return NULL;
+    gx_optim_dev *d = gx_optim_dev_of(o);
+    if (!d->state) {
+        size_t bytes = (size_t)o->state_len * sizeof(gx_real);
+        d->state = gx_cuda_pool_alloc(p->cuda->pool, bytes);
+        GX_ASSERT_MSG(d->state != NULL, "gx_optim_step: the device pool refused %zu bytes of optimiser state",
+                      bytes);
+        d->exec = p->cuda;
+        gx_cuda_exec_upload(d->exec, d->state, o->state, bytes);
+    }
+    GX_ASSERT_MSG(d->exec == p->cuda, "gx_optim_step: the parameters are on another device exec than the "
+                  "optimiser state");
+    return d->state;
+}
+
 /* Parameters are updated one after another, each with an OpenMP team when
  * it is large: per-element updates are independent, so the result does not
  * depend on the thread count. */
@@ -143,12 +206,24 @@ void gx_optim_step(gx_optim *o, gx_params *p, const double *lr_by_group) {
     GX_ASSERT_MSG(p->n == o->nparams, "gx_optim_step: registry has %d tensors, optimiser was built for %d",
                   p->n, o->nparams);
     o->step++;
+    gx_real *state = o->state;
+    if (p->cuda) {
+        state = gx_optim_dev_state(o, p);
+#if GX_CUDA_ON
+        if (!p->cuda->emulated) {
+            gx_cuda_optim_step(o, p, lr_by_group, state);
+            return;
+        }
+#else
+        GX_ASSERT_MSG(p->cuda->emulated, "gx_optim_step: a device exec in a build without CUDA");
+#endif
+    }
     for (int i = 0; i < p->n; i++) {
         gx_param *q = p->items[i];
         if (o->offset[i] < 0) continue;   /* buffers and frozen tensors */
         double lr = lr_by_group[q->group];
         double wd = (q->flags & GX_PARAM_DECAY) ? o->cfg.weight_decay : 0.0;
-        gx_real *st = o->state + o->offset[i];
+        gx_real *st = state ? state + o->offset[i] : NULL;
         int64_t n = q->t.numel;
         if (o->cfg.kind == GX_OPT_SGD)
             gx_sgd_update(&o->cfg, q->t.data, q->t.grad, o->cfg.momentum != 0 ? st : NULL, n, o->step == 1, lr, wd);
@@ -159,7 +234,28 @@ void gx_optim_step(gx_optim *o, gx_params *p, const double *lr_by_group) {
 
 /* ------------------------------------------------------------ clipping */
 
+#if GX_CUDA_ON
+/* The trained gradient buffers (device pointers) for the device launcher. */
+static double gx_clip_grad_norm_cuda(gx_params *p, double max_norm) {
+    float **g = malloc((size_t)(p->n ? p->n : 1) * sizeof *g);
+    int64_t *n = malloc((size_t)(p->n ? p->n : 1) * sizeof *n);
+    GX_ASSERT_MSG(g && n, "gx_clip_grad_norm: out of host memory for %d tensors", p->n);
+    int nt = 0;
+    for (int i = 0; i < p->n; i++) {
+        gx_param *q = p->items[i];
+        if (!gx_optim_trainable(q)) continue;
+        g[nt] = q->t.grad;
+        n[nt++] = q->t.numel;
+    }
+    double norm = gx_cuda_clip_grad_norm(p->cuda, nt, g, n, max_norm);
+    free(g);
+    free(n);
+    return norm;
+}
+#endif
+
 double gx_clip_grad_norm(gx_params *p, double max_norm) {
+    GX_CUDA_DISPATCH(p->cuda && !p->cuda->emulated, gx_clip_grad_norm_cuda(p, max_norm));
     /* Serial double sum: the result must not depend on the thread count. */
     double ss = 0;
     for (int i = 0; i < p->n; i++) {
@@ -212,6 +308,13 @@ static void gx_optim_slot_name(const gx_optim *o, int s, const gx_param *q, char
 
 gx_status gx_optim_state_to_writer(const gx_optim *o, const gx_params *p, gx_st_writer *w, gx_err *err) {
     GX_ASSERT_MSG(p->n == o->nparams, "gx_optim_state_to_writer: registry changed since init");
+    /* The device mirror is the live state: bring it into `state` first. */
+    const gx_optim_dev *d = gx_optim_dev_of(o);
+    if (d->state) {
+        gx_cuda_exec_download(d->exec, o->state, d->state, (size_t)o->state_len * sizeof(gx_real));
+        gx_status st = gx_optim_dev_wait(d->exec, err);
+        if (st != GX_OK) return st;
+    }
     int slots = gx_optim_slots(&o->cfg);
     char name[256];
     for (int i = 0; i < p->n; i++) {
@@ -265,5 +368,11 @@ gx_status gx_optim_state_load(gx_optim *o, const gx_params *p, const gx_st_file 
         }
     }
     o->step = step;
+    /* A device mirror made before the load takes the restored state now. */
+    const gx_optim_dev *d = gx_optim_dev_of(o);
+    if (d->state) {
+        gx_cuda_exec_upload(d->exec, d->state, o->state, (size_t)o->state_len * sizeof(gx_real));
+        return gx_optim_dev_wait(d->exec, err);
+    }
     return GX_OK;
 }

@@ -42,6 +42,8 @@ typedef struct gx_optim {
 /* PyTorch defaults for each kind (AdamW wd 0.01, Adam/SGD wd 0). */
 gx_optim_cfg gx_optim_defaults(gx_opt_kind kind);
 gx_status gx_optim_init(gx_optim *o, const gx_params *p, const gx_optim_cfg *cfg, gx_err *err);
+/* With parameters on a device (gx_params_to_cuda) the state's live copy is
+ * in the device pool: free the optimiser before the pool and the exec. */
 void      gx_optim_free(gx_optim *o);
 /* One update of every trainable parameter; lr_by_group[g] is the learning
  * rate of parameter group g (per-group learning rates). Gradients are read,

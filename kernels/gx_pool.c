@@ -23,6 +23,9 @@
  * Weights are computed in double and each output is accumulated in double.
  */
 #include "gx_impl.h"
+#if GX_CUDA_ON
+#include "cuda/gx_cuda_ops_shape.h"
+#endif
 
 #include <math.h>
 #include <omp.h>
@@ -98,6 +101,7 @@ static void gx_adaptive_avg_pool2d_backward(gx_ctx *ctx, gx_node *n) {
 
 gx_tensor *gx_adaptive_avg_pool2d(gx_ctx *ctx, gx_tensor *x, int64_t oh, int64_t ow) {
     gx_pool_check4(x, "gx_adaptive_avg_pool2d", oh, ow);
+    GX_CUDA_DISPATCH(gx_on_cuda(x), gx_cuda_adaptive_avg_pool2d(ctx, x, oh, ow));
     const int64_t P = x->shape[0] * x->shape[1], H = x->shape[2], W = x->shape[3];
     int64_t *t = gx_adaptive_tables(ctx, H, W, oh, ow);
     gx_tensor *out = gx_tensor_new(ctx, 4, GX_SHAPE(x->shape[0], x->shape[1], oh, ow));
@@ -198,6 +202,7 @@ static void gx_resize_bilinear_backward(gx_ctx *ctx, gx_node *n) {
 
 gx_tensor *gx_resize_bilinear(gx_ctx *ctx, gx_tensor *x, int64_t oh, int64_t ow) {
     gx_pool_check4(x, "gx_resize_bilinear", oh, ow);
+    GX_CUDA_DISPATCH(gx_on_cuda(x), gx_cuda_resize_bilinear(ctx, x, oh, ow));
     const int64_t P = x->shape[0] * x->shape[1], H = x->shape[2], W = x->shape[3];
     gx_lerp_tap *ty = gx_ctx_alloc(ctx, (size_t)(oh + ow) * sizeof *ty), *tx = ty + oh;
     gx_lerp_taps(H, oh, ty);
@@ -234,6 +239,7 @@ static void gx_upsample_nearest2x_backward(gx_ctx *ctx, gx_node *n) {
 
 gx_tensor *gx_upsample_nearest2x(gx_ctx *ctx, gx_tensor *x) {
     gx_pool_check4(x, "gx_upsample_nearest2x", 1, 1);
+    GX_CUDA_DISPATCH(gx_on_cuda(x), gx_cuda_upsample_nearest2x(ctx, x));
     const int64_t R = x->shape[0] * x->shape[1] * x->shape[2], W = x->shape[3];
     gx_tensor *out = gx_tensor_new(ctx, 4, GX_SHAPE(x->shape[0], x->shape[1],
                                                     2 * x->shape[2], 2 * W));
@@ -301,6 +307,7 @@ gx_tensor *gx_max_pool2d(gx_ctx *ctx, gx_tensor *x, int kernel, int stride, int 
     GX_ASSERT_MSG(H + 2 * padding >= kernel && W + 2 * padding >= kernel && H * W < INT32_MAX,
                   "gx_max_pool2d: input %s too small for kernel %d (padding %d)",
                   gx_tensor_shape_str(x, buf, sizeof buf), kernel, padding);
+    GX_CUDA_DISPATCH(gx_on_cuda(x), gx_cuda_max_pool2d(ctx, x, kernel, stride, padding));
     const int64_t oh = (H + 2 * padding - kernel) / stride + 1;
     const int64_t ow = (W + 2 * padding - kernel) / stride + 1;
     gx_tensor *out = gx_tensor_new(ctx, 4, GX_SHAPE(x->shape[0], x->shape[1], oh, ow));

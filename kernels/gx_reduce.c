@@ -27,6 +27,9 @@
  * partials are added in block order. Results do not depend on the thread count or the batch.
  */
 #include "gx_impl.h"
+#if GX_CUDA_ON
+#include "cuda/gx_cuda_ops_elem.h"
+#endif
 
 #include <math.h>
 
@@ -247,10 +250,12 @@ static gx_tensor *gx_sum_scaled(gx_ctx *ctx, const char *op, gx_tensor *x, int d
 }
 
 gx_tensor *gx_sum(gx_ctx *ctx, gx_tensor *x, int dim, int keepdim) {
+    GX_CUDA_DISPATCH(gx_on_cuda(x), gx_cuda_reduce(ctx, "gx_sum", GX_CU_SUM, x, dim, keepdim));
     return gx_sum_scaled(ctx, "gx_sum", x, dim, keepdim, 0);
 }
 
 gx_tensor *gx_mean(gx_ctx *ctx, gx_tensor *x, int dim, int keepdim) {
+    GX_CUDA_DISPATCH(gx_on_cuda(x), gx_cuda_reduce(ctx, "gx_mean", GX_CU_MEAN, x, dim, keepdim));
     return gx_sum_scaled(ctx, "gx_mean", x, dim, keepdim, 1);
 }
 
@@ -268,6 +273,7 @@ static void gx_max_bw(gx_ctx *ctx, gx_node *nd) {
 }
 
 gx_tensor *gx_max(gx_ctx *ctx, gx_tensor *x, int dim, int keepdim) {
+    GX_CUDA_DISPATCH(gx_on_cuda(x), gx_cuda_reduce(ctx, "gx_max", GX_CU_MAXR, x, dim, keepdim));
     int d = gx_tensor_dim(x, dim);
     int64_t shape[GX_MAX_DIMS], outer, n, inner;
     gx_split_dims(x, d, &outer, &n, &inner);
@@ -328,8 +334,14 @@ static gx_tensor *gx_sum_all_scaled(gx_ctx *ctx, const char *op, gx_tensor *x, i
     return out;
 }
 
-gx_tensor *gx_sum_all(gx_ctx *ctx, gx_tensor *x)  { return gx_sum_all_scaled(ctx, "gx_sum_all", x, 0); }
-gx_tensor *gx_mean_all(gx_ctx *ctx, gx_tensor *x) { return gx_sum_all_scaled(ctx, "gx_mean_all", x, 1); }
+gx_tensor *gx_sum_all(gx_ctx *ctx, gx_tensor *x) {
+    GX_CUDA_DISPATCH(gx_on_cuda(x), gx_cuda_sum_all(ctx, "gx_sum_all", 0, x));
+    return gx_sum_all_scaled(ctx, "gx_sum_all", x, 0);
+}
+gx_tensor *gx_mean_all(gx_ctx *ctx, gx_tensor *x) {
+    GX_CUDA_DISPATCH(gx_on_cuda(x), gx_cuda_sum_all(ctx, "gx_mean_all", 1, x));
+    return gx_sum_all_scaled(ctx, "gx_mean_all", x, 1);
+}
 
 /* ====================================================== softmax family */
 
@@ -345,6 +357,7 @@ static void gx_softmax_bw(gx_ctx *ctx, gx_node *nd) {
 }
 
 gx_tensor *gx_softmax(gx_ctx *ctx, gx_tensor *x, int dim) {
+    GX_CUDA_DISPATCH(gx_on_cuda(x), gx_cuda_softmax(ctx, "gx_softmax", 0, x, dim));
     int d = gx_tensor_dim(x, dim);
     int64_t outer, n, inner;
     gx_split_dims(x, d, &outer, &n, &inner);
@@ -366,6 +379,7 @@ static void gx_log_softmax_bw(gx_ctx *ctx, gx_node *nd) {
 }
 
 gx_tensor *gx_log_softmax(gx_ctx *ctx, gx_tensor *x, int dim) {
+    GX_CUDA_DISPATCH(gx_on_cuda(x), gx_cuda_softmax(ctx, "gx_log_softmax", 1, x, dim));
     int d = gx_tensor_dim(x, dim);
     int64_t outer, n, inner;
     gx_split_dims(x, d, &outer, &n, &inner);
@@ -388,6 +402,7 @@ static void gx_logsumexp_bw(gx_ctx *ctx, gx_node *nd) {
 }
 
 gx_tensor *gx_logsumexp(gx_ctx *ctx, gx_tensor *x, int dim, int keepdim) {
+    GX_CUDA_DISPATCH(gx_on_cuda(x), gx_cuda_logsumexp(ctx, x, dim, keepdim));
     int d = gx_tensor_dim(x, dim);
     int64_t shape[GX_MAX_DIMS], outer, n, inner;
     gx_split_dims(x, d, &outer, &n, &inner);
@@ -445,6 +460,7 @@ gx_tensor *gx_cross_entropy(gx_ctx *ctx, gx_tensor *logits, const int32_t *targe
                   gx_tensor_shape_str(logits, sb, sizeof sb));
     GX_ASSERT_MSG(label_smoothing >= 0 && label_smoothing < 1,
                   "gx_cross_entropy: label_smoothing %g outside [0,1)", label_smoothing);
+    GX_CUDA_DISPATCH(gx_on_cuda(logits), gx_cuda_cross_entropy(ctx, logits, target, label_smoothing));
     const int64_t B = logits->shape[0], K = logits->shape[1];
     gx_ce_saved *sv = gx_ctx_alloc(ctx, sizeof *sv);
     sv->target = gx_rd_copy_index(ctx, "gx_cross_entropy", target, B, K);
@@ -477,6 +493,7 @@ static void gx_gather_bw(gx_ctx *ctx, gx_node *nd) {
 gx_tensor *gx_gather(gx_ctx *ctx, gx_tensor *x, const int32_t *idx) {
     char sb[96];
     GX_ASSERT_MSG(x->ndim == 2, "gx_gather: x must be [B,K], got %s", gx_tensor_shape_str(x, sb, sizeof sb));
+    GX_CUDA_DISPATCH(gx_on_cuda(x), gx_cuda_gather(ctx, x, idx));
     const int64_t B = x->shape[0], K = x->shape[1];
     int32_t *ic = gx_rd_copy_index(ctx, "gx_gather", idx, B, K);
     gx_tensor *out = gx_tensor_new(ctx, 1, GX_SHAPE(B));
@@ -490,6 +507,7 @@ gx_tensor *gx_gather(gx_ctx *ctx, gx_tensor *x, const int32_t *idx) {
  * are programmer errors (labels are validated when a dataset is loaded). */
 gx_tensor *gx_one_hot(gx_ctx *ctx, const int32_t *idx, int64_t B, int64_t K) {
     GX_ASSERT_MSG(B >= 0 && K > 0, "gx_one_hot: bad shape [%lld,%lld]", (long long)B, (long long)K);
+    GX_CUDA_DISPATCH(ctx->cuda != NULL, gx_cuda_one_hot(ctx, idx, B, K));
     gx_tensor *out = gx_tensor_zeros(ctx, 2, GX_SHAPE(B, K));
     for (int64_t b = 0; b < B; b++) {
         GX_ASSERT_MSG(idx[b] >= 0 && idx[b] < K, "gx_one_hot: index[%lld] = %d outside [0, %lld)",
@@ -524,6 +542,7 @@ static void gx_l2_normalize_bw(gx_ctx *ctx, gx_node *nd) {
 
 gx_tensor *gx_l2_normalize(gx_ctx *ctx, gx_tensor *x, int dim, double eps) {
     GX_ASSERT_MSG(eps > 0, "gx_l2_normalize: eps %g must be > 0", eps);
+    GX_CUDA_DISPATCH(gx_on_cuda(x), gx_cuda_l2_normalize(ctx, x, dim, eps));
     int d = gx_tensor_dim(x, dim);
     int64_t outer, n, inner;
     gx_split_dims(x, d, &outer, &n, &inner);

@@ -57,6 +57,9 @@
  * have it.
  */
 #include "gx_impl.h"
+#if GX_CUDA_ON
+#include "cuda/gx_cuda_ops_shape.h"
+#endif
 
 #include <omp.h>
 
@@ -334,6 +337,8 @@ static void gx_ssm_scan_backward(gx_ctx *ctx, gx_node *node) {
 gx_tensor *gx_ssm_scan(gx_ctx *ctx, gx_tensor *xs, gx_tensor *delta, gx_tensor *A,
                        gx_tensor *Bm, gx_tensor *Cm) {
     gx_scan_dims s = gx_scan_check(xs, delta, A, Bm, Cm);
+    GX_CUDA_DISPATCH(gx_on_cuda(xs) || gx_on_cuda(delta) || gx_on_cuda(A) || gx_on_cuda(Bm) || gx_on_cuda(Cm),
+                     gx_cuda_ssm_scan(ctx, xs, delta, A, Bm, Cm));
     const int64_t B = s.B, L = s.L, E = s.E, N = s.N, Ld = s.Ld;
     gx_tensor *y = gx_tensor_new(ctx, 3, GX_SHAPE(B, L, E));
     const double *rows = gx_scan_rows(ctx, A, Bm, Cm);

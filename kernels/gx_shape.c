@@ -21,6 +21,9 @@
  * do not depend on the thread count.
  */
 #include "gx_impl.h"
+#if GX_CUDA_ON
+#include "cuda/gx_cuda_ops_shape.h"
+#endif
 
 /* Element count above which a copy loop gets an OpenMP team. Copies are
  * memory-bound, so the elementwise threshold is the right one. */
@@ -69,6 +72,7 @@ gx_tensor *gx_reshape(gx_ctx *ctx, gx_tensor *x, int ndim, const int64_t *shape)
                   "gx_reshape: %s has %lld elements, target shape has %lld",
                   gx_tensor_shape_str(x, buf, sizeof buf), (long long)x->numel,
                   (long long)gx_shape_numel(ndim, s));
+    GX_CUDA_DISPATCH(gx_on_cuda(x), gx_cuda_reshape(ctx, x, ndim, s));
     /* A bare tensor header: data is shared, grad is allocated by gx_grad on
      * first use, so gradients of the view and of x stay separate buffers. */
     gx_tensor *out = gx_ctx_alloc(ctx, sizeof *out);
@@ -154,6 +158,7 @@ gx_tensor *gx_permute(gx_ctx *ctx, gx_tensor *x, const int *perm) {
         p[d] = perm[d];
         oshape[d] = x->shape[perm[d]];
     }
+    GX_CUDA_DISPATCH(gx_on_cuda(x), gx_cuda_permute(ctx, x, perm));
     gx_tensor *out = gx_tensor_new(ctx, x->ndim, oshape);
     int64_t sstride[GX_MAX_DIMS];
     gx_permute_strides(x->shape, x->ndim, p, sstride);
@@ -205,6 +210,7 @@ static gx_tensor *gx_concat_node(gx_ctx *ctx, int n, gx_tensor *const *xs, int d
                       gx_tensor_shape_str(x0, b0, sizeof b0), dim);
         oshape[dim] += xs[k]->shape[dim];
     }
+    GX_CUDA_DISPATCH(gx_cuda_any_on(n, xs), gx_cuda_concat(ctx, n, xs, dim, oshape));
     gx_tensor *out = gx_tensor_new(ctx, x0->ndim, oshape);
     int64_t outer, N, inner;
     gx_split_dims(out, dim, &outer, &N, &inner);
@@ -264,6 +270,7 @@ gx_tensor *gx_slice(gx_ctx *ctx, gx_tensor *x, int dim, int64_t start, int64_t e
     GX_ASSERT_MSG(0 <= start && start <= end && end <= x->shape[dim],
                   "gx_slice: range [%lld, %lld) out of bounds for dim %d of %s",
                   (long long)start, (long long)end, dim, gx_tensor_shape_str(x, buf, sizeof buf));
+    GX_CUDA_DISPATCH(gx_on_cuda(x), gx_cuda_slice(ctx, x, dim, start, end));
     int64_t oshape[GX_MAX_DIMS];
     for (int d = 0; d < x->ndim; d++) oshape[d] = x->shape[d];
     oshape[dim] = end - start;
@@ -328,6 +335,7 @@ static void gx_flip_backward(gx_ctx *ctx, gx_node *n) {
 
 gx_tensor *gx_flip(gx_ctx *ctx, gx_tensor *x, int dim) {
     dim = gx_tensor_dim(x, dim);
+    GX_CUDA_DISPATCH(gx_on_cuda(x), gx_cuda_flip(ctx, x, dim));
     gx_tensor *out = gx_tensor_like(ctx, x);
     int64_t outer, N, inner;
     gx_split_dims(x, dim, &outer, &N, &inner);

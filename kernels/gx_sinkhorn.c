@@ -31,6 +31,9 @@
  * with lambda = 0.1 its entries reach exp(-100), below float's range.
  */
 #include "gx_impl.h"
+#if GX_CUDA_ON
+#include "cuda/gx_cuda_ops_shape.h"
+#endif
 
 #include <omp.h>
 
@@ -184,6 +187,7 @@ gx_tensor *gx_sinkhorn_hk(gx_ctx *ctx, gx_tensor *a, gx_tensor *b, const gx_tens
     GX_ASSERT_MSG(lambda > 0 && iters >= 1 && eps >= 0,
                   "gx_sinkhorn_hk: need lambda > 0, iters >= 1, eps >= 0 (got %g, %d, %g)",
                   lambda, iters, eps);
+    GX_CUDA_DISPATCH(gx_on_cuda(a) || gx_on_cuda(b), gx_cuda_sinkhorn_hk(ctx, a, b, C, lambda, iters, eps));
     const int64_t B = a->shape[0], n = a->shape[1];
     gx_tensor *out = gx_tensor_new(ctx, 1, GX_SHAPE(B));
     gx_sk_mats m = gx_sk_build(ctx, C, lambda);

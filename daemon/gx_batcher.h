@@ -69,8 +69,11 @@ typedef struct gx_batcher_opts {
     int max_batch;             /* jobs per forward, default 32 */
     int batch_delay_us;        /* max wait for a fuller batch, default 2000 */
     int max_queue;             /* waiting jobs before GX_ERR_BUSY, default 256 */
+    /* Where the registry loads the models this worker runs (daemon/
+     * gx_serve_model.h; NULL: the CPU). Not used by the batcher itself. */
+    const struct gx_serve_device *device;
 } gx_batcher_opts;
-#define GX_BATCHER_OPTS_DEFAULT ((gx_batcher_opts){ 32, 2000, 256 })
+#define GX_BATCHER_OPTS_DEFAULT ((gx_batcher_opts){ 32, 2000, 256, NULL })
 
 /* Statistics for /metrics (a snapshot, any thread). */
 typedef struct gx_batcher_stats {

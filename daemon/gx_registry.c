@@ -99,7 +99,7 @@ static gx_status list_checkpoints(const char *dir, char **names, int *count, gx_
 /* Loads one checkpoint and starts its batcher as entry r->n. */
 static gx_status registry_add(gx_registry *r, const char *path, const gx_batcher_opts *bo, gx_err *err) {
     gx_registry_entry *e = &r->e[r->n];
-    gx_status s = gx_serve_model_load(&e->model, path, NULL, err);
+    gx_status s = gx_serve_model_load_on(&e->model, path, NULL, bo ? bo->device : NULL, err);
     if (s != GX_OK) return s;
     e->info = gx_serve_model_info(e->model);
     for (int i = 0; i < r->n; i++)

@@ -89,19 +89,20 @@ static void cf_kind_forward(gx_serve_model *m, const float *x, int64_t side, con
         x = resized;
     }
     gx_ctx *ctx = &m->ctx;
-    gx_tensor *xt = gx_tensor_new(ctx, 4, GX_SHAPE(b, 3, S, S));
+    gx_tensor *xt = gx_tensor_new_host(ctx, 4, GX_SHAPE(b, 3, S, S));
     for (int64_t i = 0; i < (int64_t)b * per; i++) xt->data[i] = (gx_real)x[i];
     free(resized);
-    gx_cf_out o = gx_cf_forward(ctx, cf, xt, 0.0, NULL, 0);
-    gx_serve_softmax_rows(o.g->data, b, K, out->logits, out->probs);
+    gx_cf_out o = gx_cf_forward(ctx, cf, gx_to_ctx(ctx, xt), 0.0, NULL, 0);
+    const gx_real *gv = gx_to_host(ctx, o.g)->data, *ldv = gx_to_host(ctx, o.logdet)->data;
+    gx_serve_softmax_rows(gv, b, K, out->logits, out->probs);
     for (int64_t i = 0; i < b; i++) {
-        const gx_real *g = o.g->data + i * K;
+        const gx_real *g = gv + i * K;
         double mx = g[0], sum = 0;
         for (int64_t k = 1; k < K; k++) mx = g[k] > mx ? g[k] : mx;
         for (int64_t k = 0; k < K; k++) sum += exp((double)g[k] - mx);
         out->redshift[i] = NAN;
-        if (out->score) out->score[i] = (float)(-(mx + log(sum)) - (double)o.logdet->data[i]);
+        if (out->score) out->score[i] = (float)(-(mx + log(sum)) - (double)ldv[i]);
     }
 }
 
-const gx_serve_kind gx_serve_kind_cf = { "cf-inn", cf_kind_load, cf_kind_free, cf_kind_forward };
+const gx_serve_kind gx_serve_kind_cf = { "cf-inn", cf_kind_load, cf_kind_free, cf_kind_forward, 1 };

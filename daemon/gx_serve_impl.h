@@ -15,6 +15,7 @@
 
 #include "gx_serve_model.h"
 #include "gx_safetensors.h"
+#include "gx_cuda.h"
 
 #include <pthread.h>
 
@@ -26,6 +27,8 @@ typedef struct gx_serve_kind {
      * pointers already offset to the chunk's first row (score may be NULL). */
     void      (*forward)(gx_serve_model *m, const float *x, int64_t side, const float *coords,
                          const int8_t *domain, int b, const gx_serve_out *out);
+    int         cuda;          /* 1: forward runs on the CUDA backend when the ctx has a device
+                                  (inputs through gx_to_ctx, outputs through gx_to_host) */
 } gx_serve_kind;
 
 struct gx_serve_model {
@@ -36,6 +39,8 @@ struct gx_serve_model {
     int64_t              cfg_classes;  /* K from the config */
     int64_t              cfg_size;     /* the config's nominal input size */
     gx_ctx               ctx;          /* activations of one chunk */
+    gx_cuda_exec         exec;         /* the worker's stream and device arena */
+    int                  on_cuda;      /* exec is live, ctx.cuda = &exec, params uploaded */
     int                  chunk;        /* rows per forward */
     pthread_mutex_t      mu;           /* serialises predict (ctx is one arena) */
     int                  mu_ready;

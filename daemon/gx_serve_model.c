@@ -72,22 +72,24 @@ static void wm_kind_forward(gx_serve_model *m, const float *x, int64_t side, con
     (void)domain;
     gx_ctx *ctx = &m->ctx;
     int64_t per = 3 * side * side;
-    gx_tensor *xt = gx_tensor_new(ctx, 4, GX_SHAPE(b, 3, side, side));
+    gx_tensor *xt = gx_tensor_new_host(ctx, 4, GX_SHAPE(b, 3, side, side));
     for (int64_t i = 0; i < (int64_t)b * per; i++) xt->data[i] = (gx_real)x[i];
     gx_tensor *ct = NULL;
     if (coords) {
-        ct = gx_tensor_new(ctx, 2, GX_SHAPE(b, 2));
+        ct = gx_tensor_new_host(ctx, 2, GX_SHAPE(b, 2));
         for (int64_t i = 0; i < 2 * (int64_t)b; i++) ct->data[i] = (gx_real)coords[i];
+        ct = gx_to_ctx(ctx, ct);
     }
-    gx_wm_out o = gx_wm_forward(ctx, m->impl, xt, ct, 0);
-    gx_serve_softmax_rows(o.logits->data, b, m->info.n_classes, out->logits, out->probs);
+    gx_wm_out o = gx_wm_forward(ctx, m->impl, gx_to_ctx(ctx, xt), ct, 0);
+    const gx_real *zh = gx_to_host(ctx, o.redshift)->data;
+    gx_serve_softmax_rows(gx_to_host(ctx, o.logits)->data, b, m->info.n_classes, out->logits, out->probs);
     for (int64_t i = 0; i < b; i++) {
-        out->redshift[i] = (float)o.redshift->data[i];
+        out->redshift[i] = (float)zh[i];
         if (out->score) out->score[i] = NAN;
     }
 }
 
-const gx_serve_kind gx_serve_kind_wm = { "wavelet-mamba", wm_kind_load, wm_kind_free, wm_kind_forward };
+const gx_serve_kind gx_serve_kind_wm = { "wavelet-mamba", wm_kind_load, wm_kind_free, wm_kind_forward, 1 };
 
 void gx_serve_softmax_rows(const gx_real *logits, int b, int64_t K, float *logits_out, float *probs_out) {
     for (int64_t i = 0; i < b; i++) {
@@ -222,6 +224,27 @@ static gx_status serve_pick_kind(const gx_st_file *f, const gx_serve_kind **kind
 }
 
 gx_status gx_serve_model_load(gx_serve_model **out, const char *path, const char *name, gx_err *err) {
+    return gx_serve_model_load_on(out, path, name, NULL, err);
+}
+
+/* The model's worker stream on dev and its parameters uploaded (the cast:
+ * m->params is const for the rest of the daemon, which only reads it). */
+static gx_status serve_place_on_device(gx_serve_model *m, const gx_serve_device *dev, gx_err *err) {
+    gx_err e2;
+    gx_status s = gx_cuda_exec_init(&m->exec, dev->pool, dev->index, 0, &e2);
+    if (s != GX_OK) return gx_err_set(err, s, "%s: device cuda:%d: %s", m->info.path, dev->index, e2.msg);
+    if ((s = gx_params_to_cuda((gx_params *)m->params, &m->exec, &e2)) != GX_OK) {
+        gx_cuda_exec_free(&m->exec);
+        return gx_err_set(err, s, "%s: uploading the parameters to cuda:%d: %s", m->info.path, dev->index, e2.msg);
+    }
+    m->on_cuda = 1;
+    m->ctx.cuda = &m->exec;
+    snprintf(m->info.device, sizeof m->info.device, "cuda:%d", dev->index);
+    return GX_OK;
+}
+
+gx_status gx_serve_model_load_on(gx_serve_model **out, const char *path, const char *name,
+                                 const gx_serve_device *dev, gx_err *err) {
     *out = NULL;
     if (!path) return gx_err_set(err, GX_ERR_INVALID, "gx_serve_model_load: no path");
     gx_serve_model *m = calloc(1, sizeof *m);
@@ -265,6 +288,10 @@ gx_status gx_serve_model_load(gx_serve_model **out, const char *path, const char
     }
     m->chunk = GX_SERVE_CHUNK_DEFAULT;
     gx_ctx_init(&m->ctx, 0);   /* grows on first use, then stays one block */
+    if (dev && dev->pool && m->kind->cuda && (s = serve_place_on_device(m, dev, err)) != GX_OK) {
+        gx_serve_model_free(m);
+        return s;
+    }
     if (pthread_mutex_init(&m->mu, NULL)) {
         gx_serve_model_free(m);
         return gx_err_set(err, GX_ERR_NOMEM, "%s: cannot create a mutex", path);
@@ -276,9 +303,10 @@ gx_status gx_serve_model_load(gx_serve_model **out, const char *path, const char
 
 void gx_serve_model_free(gx_serve_model *m) {
     if (!m) return;
-    if (m->impl) m->kind->free(m);
+    if (m->impl) m->kind->free(m);   /* device parameters go back to the pool first */
     if (m->mu_ready) pthread_mutex_destroy(&m->mu);
     gx_ctx_free(&m->ctx);
+    if (m->on_cuda) gx_cuda_exec_free(&m->exec);
     free(m->info.config_json);
     free(m->info.test_metrics_json);
     free(m);
@@ -344,7 +372,8 @@ gx_status gx_serve_model_predict_ex(gx_serve_model *m, const float *x, int64_t s
      * direct call from another thread (e.g. a whole-tensor /v2 infer) wait
      * instead of sharing the arena. */
     pthread_mutex_lock(&m->mu);
-    for (int i0 = 0; i0 < n; i0 += m->chunk) {
+    gx_status st = GX_OK;
+    for (int i0 = 0; i0 < n && st == GX_OK; i0 += m->chunk) {
         int b = n - i0 < m->chunk ? n - i0 : m->chunk;
         gx_serve_out o = { out->logits + (int64_t)i0 * K, out->probs + (int64_t)i0 * K, out->redshift + i0,
                            out->score ? out->score + i0 : NULL };
@@ -352,13 +381,25 @@ gx_status gx_serve_model_predict_ex(gx_serve_model *m, const float *x, int64_t s
         m->kind->forward(m, x + (int64_t)i0 * per, side, coords ? coords + 2 * (int64_t)i0 : NULL,
                          domain ? domain + i0 : NULL, b, &o);
         gx_ctx_reset(&m->ctx);
+        /* A device failure leaves NaN outputs (gx_to_host); the request
+         * fails with the device's words rather than answering them. */
+        gx_err e2;
+        if (m->on_cuda && (st = gx_cuda_exec_sync(&m->exec, &e2)) != GX_OK)
+            gx_err_set(err, st, "predict on %s: %s", m->info.device, e2.msg);
     }
     pthread_mutex_unlock(&m->mu);
-    return GX_OK;
+    return st;
 }
 
 void *gx_serve_model_impl(gx_serve_model *m) {
     return m->impl;
+}
+
+gx_status gx_serve_model_device_status(gx_serve_model *m, gx_err *err) {
+    if (!m->on_cuda) return GX_OK;
+    gx_err e2;
+    gx_status s = gx_cuda_exec_sync(&m->exec, &e2);
+    return s == GX_OK ? s : gx_err_set(err, s, "%s on %s: %s", m->info.name, m->info.device, e2.msg);
 }
 
 gx_ctx *gx_serve_model_ctx(gx_serve_model *m) {

@@ -39,7 +39,7 @@ typedef struct gx_serve_info {
     char    kind[32];          /* metadata "model": "wavelet-mamba" | "cf-inn" | "uda" */
     char    version[65];       /* sha256 of the checkpoint file, lowercase hex */
     char    path[1024];        /* the checkpoint file */
-    char    device[16];        /* "cpu" */
+    char    device[16];        /* "cpu" or "cuda:N" */
     int     input_size;        /* S: preprocess resizes to S x S */
     double  crop_frac;         /* preprocess centre crop */
     int     n_classes;         /* K */
@@ -53,6 +53,18 @@ typedef struct gx_serve_info {
 
 typedef struct gx_serve_model gx_serve_model;
 
+/* The device galaxyd serves from (tools/galaxyd.c makes one per process when
+ * --device selects CUDA): its memory pool, shared by every model's worker. A
+ * model whose kind runs on the CUDA backend (all three) gets its own stream
+ * and device arena on it and its parameters uploaded once at load; the
+ * networks run there, the CF-INN's counterfactual search (nearest means,
+ * alphas, image metrics) on the host. info.device says where it runs. */
+struct gx_cuda_pool;
+typedef struct gx_serve_device {
+    struct gx_cuda_pool *pool;
+    int                  index;    /* CUDA device number */
+} gx_serve_device;
+
 /* Loads one checkpoint. name NULL = derived from the file name (letters,
  * digits, '.', '_', '-' only: it is a route segment). Errors: GX_ERR_IO
  * (cannot read), GX_ERR_FORMAT (anything wrong inside the file: not
@@ -61,6 +73,10 @@ typedef struct gx_serve_model gx_serve_model;
  * every message names the path. *out is NULL on error. */
 gx_status gx_serve_model_load(gx_serve_model **out, const char *path, const char *name,
                               gx_err *err);
+/* The same on dev (NULL: the CPU). A failure to create the model's stream
+ * or to upload its parameters fails the load (the message names the file). */
+gx_status gx_serve_model_load_on(gx_serve_model **out, const char *path, const char *name,
+                                 const gx_serve_device *dev, gx_err *err);
 void gx_serve_model_free(gx_serve_model *m);   /* NULL is fine */
 const gx_serve_info *gx_serve_model_info(const gx_serve_model *m);
 /* Bytes held by the model's activation arena (for /metrics and tests): it
@@ -113,6 +129,9 @@ void   *gx_serve_model_impl(gx_serve_model *m);
 gx_ctx *gx_serve_model_ctx(gx_serve_model *m);
 void    gx_serve_model_lock(gx_serve_model *m);
 void    gx_serve_model_unlock(gx_serve_model *m);
+/* After work on gx_serve_model_ctx (under the lock): the first device error
+ * since the last call, naming the device; GX_OK for a model on the CPU. */
+gx_status gx_serve_model_device_status(gx_serve_model *m, gx_err *err);
 
 #ifdef __cplusplus
 }

@@ -77,16 +77,17 @@ static void uda_forward_domain(gx_serve_model *m, const float *x, int64_t side, 
                                int d, const gx_serve_out *out) {
     gx_ctx *ctx = &m->ctx;
     int64_t per = 3 * side * side, K = m->info.n_classes;
-    gx_tensor *xt = gx_tensor_new(ctx, 4, GX_SHAPE(nd, 3, side, side));
+    gx_tensor *xt = gx_tensor_new_host(ctx, 4, GX_SHAPE(nd, 3, side, side));
     for (int r = 0; r < nd; r++) {
         const float *src = x + (int64_t)idx[r] * per;
         gx_real *dst = xt->data + (int64_t)r * per;
         for (int64_t i = 0; i < per; i++) dst[i] = (gx_real)src[i];
     }
-    gx_uda_out o = gx_uda_forward(ctx, m->impl, xt, d, 0);
+    gx_uda_out o = gx_uda_forward(ctx, m->impl, gx_to_ctx(ctx, xt), d, 0);
+    const gx_real *lgv = gx_to_host(ctx, o.logits)->data, *pv = gx_to_host(ctx, o.p)->data;
     for (int r = 0; r < nd; r++) {
         int64_t row = idx[r];
-        const gx_real *lg = o.logits->data + (int64_t)r * K, *p = o.p->data + (int64_t)r * K;
+        const gx_real *lg = lgv + (int64_t)r * K, *p = pv + (int64_t)r * K;
         for (int64_t k = 0; k < K; k++) {
             out->logits[row * K + k] = (float)lg[k];
             out->probs[row * K + k] = (float)p[k];
@@ -116,4 +117,4 @@ static void uda_kind_forward(gx_serve_model *m, const float *x, int64_t side, co
     }
 }
 
-const gx_serve_kind gx_serve_kind_uda = { "uda", uda_kind_load, uda_kind_free, uda_kind_forward };
+const gx_serve_kind gx_serve_kind_uda = { "uda", uda_kind_load, uda_kind_free, uda_kind_forward, 1 };

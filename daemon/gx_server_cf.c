@@ -222,6 +222,9 @@ static gx_status cf_compute(gx_serve_model *m, cf_run *u, gx_err *err) {
     gx_status s = gx_cf_classify(ctx, cf, u->x, 1, &u->pred, u->probs, &u->nll, NULL, err);
     if (s == GX_OK) s = gx_cf_counterfactuals(ctx, cf, u->x, u->targets, (int)u->nt, u->xrec, u->xcf, u->res, err);
     gx_ctx_reset(ctx);
+    gx_err de;
+    gx_status ds = gx_serve_model_device_status(m, &de);
+    if (s == GX_OK && ds != GX_OK) s = gx_err_set(err, ds, "%s", de.msg);
     gx_serve_model_unlock(m);
     return s;
 }
@@ -758,6 +761,9 @@ static enum MHD_Result cf_generate(srv_req *r) {
     gx_status s = gx_cf_generate(gx_serve_model_ctx(r->entry->model), gx_serve_model_impl(r->entry->model), k,
                                  (uint64_t)sd, n, img, &err);
     gx_ctx_reset(gx_serve_model_ctx(r->entry->model));
+    gx_err de;
+    gx_status ds = gx_serve_model_device_status(r->entry->model, &de);
+    if (s == GX_OK && ds != GX_OK) s = gx_err_set(&err, ds, "%s", de.msg);
     gx_serve_model_unlock(r->entry->model);
     enum MHD_Result q;
     if (s != GX_OK) {

@@ -23,6 +23,7 @@
  *    adding a tensor does not shift the others' values.
  */
 #include "gx_cf_inn.h"
+#include "gx_cuda.h"
 #include <jansson.h>
 #include <math.h>
 #include <stdlib.h>
@@ -348,9 +349,10 @@ gx_tensor *gx_cf_decode(gx_ctx *ctx, gx_cf_model *m, gx_tensor *z) {
  * (see the file comment). */
 static gx_tensor *cf_permute(gx_ctx *ctx, gx_tensor *x, const int64_t *idx) {
     int64_t n = x->shape[1];
-    gx_tensor *p = gx_tensor_zeros(ctx, 2, GX_SHAPE(n, n));
+    gx_tensor *p = gx_tensor_new_host(ctx, 2, GX_SHAPE(n, n));
+    memset(p->data, 0, (size_t)(n * n) * sizeof *p->data);
     for (int64_t i = 0; i < n; i++) p->data[i * n + idx[i]] = 1;
-    return gx_linear(ctx, x, p, NULL);
+    return gx_linear(ctx, x, gx_to_ctx(ctx, p), NULL);
 }
 
 static gx_tensor *cf_subnet(gx_ctx *ctx, const gx_cf_lin *n, gx_tensor *x) {
@@ -453,8 +455,9 @@ gx_cf_out gx_cf_forward(gx_ctx *ctx, gx_cf_model *m, gx_tensor *x, double noise_
     gx_tensor *noise = NULL;
     if (noise_sigma > 0) {
         GX_ASSERT_MSG(rng, "gx_cf_forward: noise_sigma %g needs an rng", noise_sigma);
-        noise = gx_tensor_new(ctx, 2, GX_SHAPE(x->shape[0], m->cfg.d1));
+        noise = gx_tensor_new_host(ctx, 2, GX_SHAPE(x->shape[0], m->cfg.d1));
         gx_rng_fill_normal(rng, noise->data, noise->numel, 0.0, noise_sigma);
+        noise = gx_to_ctx(ctx, noise);
     }
     return gx_cf_forward_noise(ctx, m, x, noise, decode);
 }

@@ -38,6 +38,7 @@
 
 #include "gx_morph.h"
 
+#include "gx_cuda.h"
 #include <jansson.h>
 #include <errno.h>
 #include <math.h>
@@ -51,11 +52,17 @@
 
 /* ------------------------------------------------------------ small utils */
 
-/* Arena tensor [n,3,S,S] from float images (gx_real may be double). */
+/* Arena tensor [n,3,S,S] from float images (gx_real may be double), where
+ * the ctx computes.
+ *
+ * Device note: the counterfactual search (nearest means, alphas, metrics)
+ * runs on the host. Activations come back through gx_to_host; parameters
+ * are read through gx_tensor_host_data (their host copy, current while
+ * serving). */
 static gx_tensor *cf_images(gx_ctx *ctx, const float *x, int64_t n, int64_t S) {
-    gx_tensor *t = gx_tensor_new(ctx, 4, GX_SHAPE(n, 3, S, S));
+    gx_tensor *t = gx_tensor_new_host(ctx, 4, GX_SHAPE(n, 3, S, S));
     for (int64_t i = 0; i < t->numel; i++) t->data[i] = (gx_real)x[i];
-    return t;
+    return gx_to_ctx(ctx, t);
 }
 
 static void cf_to_float(const gx_real *src, float *dst, int64_t n) {
@@ -128,10 +135,12 @@ gx_status gx_cf_classify(gx_ctx *ctx, gx_cf_model *m, const float *x, int64_t n,
         int64_t b = n - i0 < CF_CHUNK ? n - i0 : CF_CHUNK;
         gx_tensor *ld = NULL;
         gx_tensor *h = cf_hidden(ctx, m, cf_images(ctx, x + i0 * px, b, S), NULL, &ld);
+        const gx_real *hv = gx_to_host(ctx, h)->data, *ldv = gx_to_host(ctx, ld)->data;
+        const gx_real *mu = gx_tensor_host_data(m->mu);
         for (int64_t i = 0; i < b; i++) {
-            const gx_real *hi = h->data + i * d1;
-            if (pred) pred[i0 + i] = cf_nearest(hi, m->mu->data, K, d1);
-            cf_posterior(hi, m->mu->data, K, d1, (double)ld->data[i], probs ? probs + (i0 + i) * K : NULL,
+            const gx_real *hi = hv + i * d1;
+            if (pred) pred[i0 + i] = cf_nearest(hi, mu, K, d1);
+            cf_posterior(hi, mu, K, d1, (double)ldv[i], probs ? probs + (i0 + i) * K : NULL,
                          nll ? nll + i0 + i : NULL);
             if (h_out) cf_to_float(hi, h_out + (i0 + i) * d1, d1);
         }
@@ -145,6 +154,8 @@ gx_status gx_cf_compute_mhat(gx_ctx *ctx, gx_cf_model *m, const float *x, int64_
     gx_status s = cf_check_model(m, err);
     if (s != GX_OK) return s;
     const int64_t K = m->cfg.classes, d1 = m->cfg.d1;
+    if (m->params.cuda)   /* it writes parameters: a host-side step of training and bundling */
+        return gx_err_set(err, GX_ERR_UNSUPPORTED, "cf m-hat: the parameters are on the device (compute it on the CPU)");
     int64_t *pred = malloc((size_t)(n > 0 ? n : 1) * sizeof *pred);
     float *h = malloc((size_t)(n > 0 ? n : 1) * (size_t)d1 * sizeof *h);
     double *sum = calloc((size_t)(K * d1), sizeof *sum);
@@ -227,7 +238,8 @@ static int cf_alpha(const double *h, const double *delta, const gx_real *mu, int
 static void cf_direction(const gx_cf_model *m, const double *h, int64_t p, int64_t q, double *delta,
                          double *alpha, int *fallback) {
     const int64_t K = m->cfg.classes, d1 = m->cfg.d1;
-    const gx_real *mu = m->mu->data, *mh = m->mhat->data, *valid = m->mhat_valid->data;
+    const gx_real *mu = gx_tensor_host_data(m->mu), *mh = gx_tensor_host_data(m->mhat);
+    const gx_real *valid = gx_tensor_host_data(m->mhat_valid);
     /* A class without an m-hat (never predicted in training) uses its mean. */
     const gx_real *sp = valid[p] > 0.5 ? mh + p * d1 : mu + p * d1;
     const gx_real *sq = valid[q] > 0.5 ? mh + q * d1 : mu + q * d1;
@@ -266,8 +278,9 @@ static double cf_ssim(const float *a, const float *b, int64_t S) {
 /* ---------------------------------------------------------- counterfactuals */
 
 static int cf_has_mhat(const gx_cf_model *m) {
+    const gx_real *valid = gx_tensor_host_data(m->mhat_valid);
     for (int64_t c = 0; c < m->cfg.classes; c++)
-        if (m->mhat_valid->data[c] > 0.5) return 1;
+        if (valid[c] > 0.5) return 1;
     return 0;
 }
 
@@ -310,23 +323,26 @@ static void cf_decode_targets(gx_ctx *ctx, gx_cf_model *m, gx_tensor *z, int64_t
         gx_tensor *hb = gx_tensor_from(ctx, 2, GX_SHAPE(nq, d1), w->hcf);
         gx_tensor *zc = gx_cf_flow_inverse(ctx, m, hb);
         if (d2 > 0) {
-            gx_tensor *z2 = gx_tensor_new(ctx, 2, GX_SHAPE(nq, d2));
-            for (int64_t i = 0; i < nq; i++) memcpy(z2->data + i * d2, z->data + d1, (size_t)d2 * sizeof *z2->data);
-            gx_tensor *parts[2] = { zc, z2 };
+            gx_tensor *z2 = gx_tensor_new_host(ctx, 2, GX_SHAPE(nq, d2));
+            const gx_real *zv = gx_to_host(ctx, z)->data;
+            for (int64_t i = 0; i < nq; i++) memcpy(z2->data + i * d2, zv + d1, (size_t)d2 * sizeof *z2->data);
+            gx_tensor *parts[2] = { zc, gx_to_ctx(ctx, z2) };
             zc = gx_concat(ctx, 2, parts, 1);
         }
         gx_tensor *rows[2] = { z, zc };
         zall = gx_concat(ctx, 2, rows, 0);
     }
     gx_tensor *xc = gx_cf_decode(ctx, m, zall);              /* [nq+1, 3, S, S]: x~, then the x_cf */
-    cf_to_float(xc->data, w->xrec, px);
-    cf_to_float(xc->data + px, w->xcf, nq * px);
+    const gx_real *xcv = gx_to_host(ctx, xc)->data;
+    cf_to_float(xcv, w->xrec, px);
+    cf_to_float(xcv + px, w->xcf, nq * px);
     int64_t first = with_rec ? 0 : 1;
     if (nq + 1 - first == 0) return;
     gx_tensor *xe = first ? gx_slice(ctx, xc, 0, 1, nq + 1) : xc;
     gx_tensor *h2 = cf_hidden(ctx, m, xe, NULL, NULL);
+    const gx_real *h2v = gx_to_host(ctx, h2)->data, *mu = gx_tensor_host_data(m->mu);
     for (int64_t i = first; i <= nq; i++) {
-        int64_t c = cf_nearest(h2->data + (i - first) * d1, m->mu->data, m->cfg.classes, d1);
+        int64_t c = cf_nearest(h2v + (i - first) * d1, mu, m->cfg.classes, d1);
         if (i == 0) *rec_pred = c;
         else w->pred[i - 1] = c;
     }
@@ -363,8 +379,9 @@ gx_status gx_cf_counterfactuals(gx_ctx *ctx, gx_cf_model *m, const float *x,
     ctx->grad_enabled = 0;
     gx_tensor *z = NULL;
     gx_tensor *h = cf_hidden(ctx, m, cf_images(ctx, x, 1, S), &z, NULL);
-    for (int64_t j = 0; j < d1; j++) w.h[j] = (double)h->data[j];
-    int64_t p = cf_nearest(h->data, m->mu->data, K, d1), nq = 0;
+    const gx_real *hv = gx_to_host(ctx, h)->data, *mu = gx_tensor_host_data(m->mu);
+    for (int64_t j = 0; j < d1; j++) w.h[j] = (double)hv[j];
+    int64_t p = cf_nearest(hv, mu, K, d1), nq = 0;
     int any_self = 0;
     for (int t = 0; t < n_targets; t++) {
         gx_cf_result *r = &res[t];
@@ -376,7 +393,7 @@ gx_status gx_cf_counterfactuals(gx_ctx *ctx, gx_cf_model *m, const float *x,
         gx_real *row = w.hcf + nq * d1;
         for (int64_t j = 0; j < d1; j++) row[j] = (gx_real)(w.h[j] + r->alpha * w.delta[j]);
         /* Checked on the rounded h_cf, which is what F^-1 receives. */
-        r->reached_hidden = cf_nearest(row, m->mu->data, K, d1) == targets[t];
+        r->reached_hidden = cf_nearest(row, mu, K, d1) == targets[t];
         nq++;
     }
     int64_t self_pred = p;
@@ -424,15 +441,17 @@ gx_status gx_cf_generate(gx_ctx *ctx, gx_cf_model *m, int64_t k, uint64_t seed, 
     gx_rng_init(&base, seed);
     for (int64_t i0 = 0; i0 < n; i0 += CF_CHUNK) {
         int64_t b = n - i0 < CF_CHUNK ? n - i0 : CF_CHUNK;
-        gx_tensor *z = gx_tensor_new(ctx, 2, GX_SHAPE(b, d));
+        gx_tensor *z = gx_tensor_new_host(ctx, 2, GX_SHAPE(b, d));
+        const gx_real *mu = gx_tensor_host_data(m->mu);
         /* Image i draws from its own stream (seed, i): the first n images
          * are the same whatever n, and chunking does not matter. */
         for (int64_t i = 0; i < b; i++) {
             gx_rng r = gx_rng_fork(&base, (uint64_t)(i0 + i));
             gx_real *zi = z->data + i * d;
             gx_rng_fill_normal(&r, zi, d, 0.0, 1.0);
-            for (int64_t j = 0; j < d1; j++) zi[j] += m->mu->data[k * d1 + j];   /* h ~ N(mu_k, I) */
+            for (int64_t j = 0; j < d1; j++) zi[j] += mu[k * d1 + j];   /* h ~ N(mu_k, I) */
         }
+        z = gx_to_ctx(ctx, z);
         gx_tensor *h = gx_slice(ctx, z, 1, 0, d1);
         gx_tensor *zz = gx_cf_flow_inverse(ctx, m, h);
         if (d2 > 0) {
@@ -440,7 +459,7 @@ gx_status gx_cf_generate(gx_ctx *ctx, gx_cf_model *m, int64_t k, uint64_t seed, 
             zz = gx_concat(ctx, 2, parts, 1);
         }
         gx_tensor *x = gx_cf_decode(ctx, m, zz);
-        cf_to_float(x->data, out + i0 * 3 * S * S, x->numel);
+        cf_to_float(gx_to_host(ctx, x)->data, out + i0 * 3 * S * S, x->numel);
         gx_ctx_reset(ctx);
     }
     ctx->grad_enabled = grad;

@@ -10,6 +10,7 @@
  * Parameter groups: the backbone is group 0, the head group 1 (the spec's
  * learning rates 0.001 / 0.01).
  */
+#include "gx_cuda.h"
 #include "gx_uda.h"
 #include "gx_resnet18.h"
 #include <jansson.h>
@@ -164,11 +165,12 @@ void gx_uda_renorm_head(gx_uda_model *m) {
 static void uda_predict_chunk(gx_ctx *ctx, gx_uda_model *m, const float *x, int64_t side, int64_t b,
                               int domain, float *probs, float *entropy, int64_t *pred) {
     int64_t K = m->cfg.classes, per = 3 * side * side;
-    gx_tensor *xt = gx_tensor_new(ctx, 4, GX_SHAPE(b, 3, side, side));
+    gx_tensor *xt = gx_tensor_new_host(ctx, 4, GX_SHAPE(b, 3, side, side));
     for (int64_t i = 0; i < b * per; i++) xt->data[i] = (gx_real)x[i];
-    gx_uda_out o = gx_uda_forward(ctx, m, xt, domain, 0);
+    gx_uda_out o = gx_uda_forward(ctx, m, gx_to_ctx(ctx, xt), domain, 0);
+    const gx_real *pv = gx_to_host(ctx, o.p)->data;
     for (int64_t i = 0; i < b; i++) {
-        const gx_real *p = o.p->data + i * K;
+        const gx_real *p = pv + i * K;
         double H = 0;
         int64_t best = 0;
         for (int64_t k = 0; k < K; k++) {

@@ -30,6 +30,7 @@
  *    the trunk's pooled features instead of avgpool(x2).
  */
 #include "gx_wavelet_mamba.h"
+#include "gx_cuda.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -499,6 +500,7 @@ static int cmp_pair(const void *a, const void *b) {
 static void batch_color_stats(gx_ctx *ctx, gx_tensor *c, gx_tensor **med, gx_tensor **iqr) {
     int64_t B = c->shape[0];
     gx_tensor *ct = gx_permute(ctx, c, (const int[]){ 1, 0 });             /* [4,B] */
+    const gx_real *cv = gx_to_host(ctx, ct)->data;  /* the order is chosen on the host */
     double *pair = gx_ctx_alloc(ctx, (size_t)B * 2 * sizeof(double));
     int32_t *imed = gx_ctx_alloc(ctx, 4 * sizeof(int32_t));
     int32_t *iq[4];                          /* q25 lo/hi, q75 lo/hi */
@@ -506,7 +508,7 @@ static void batch_color_stats(gx_ctx *ctx, gx_tensor *c, gx_tensor **med, gx_ten
     double pos[2] = { 0.25 * (double)(B - 1), 0.75 * (double)(B - 1) }, frac[2];
     for (int j = 0; j < 4; j++) {
         for (int64_t b = 0; b < B; b++) {
-            pair[2 * b] = (double)ct->data[j * B + b];
+            pair[2 * b] = (double)cv[j * B + b];
             pair[2 * b + 1] = (double)b;
         }
         qsort(pair, (size_t)B, 2 * sizeof(double), cmp_pair);
@@ -546,8 +548,9 @@ static gx_tensor *morphology(gx_ctx *ctx, const gx_wm_model *m, gx_tensor *poole
     int64_t B = pooled->shape[0];
     /* Weak class from the g-r feature (no gradient: a class index). */
     int32_t *k0 = gx_ctx_alloc(ctx, (size_t)B * sizeof(int32_t));
+    const gx_real *cv = gx_to_host(ctx, c4)->data;
     for (int64_t b = 0; b < B; b++) {
-        double gr = (double)c4->data[b * 4 + 1];
+        double gr = (double)cv[b * 4 + 1];
         k0[b] = gr > 0.8 ? 3 : (gr > 0.5 ? 6 : 0);
     }
     gx_tensor *onehot = gx_one_hot(ctx, k0, B, 10);
@@ -572,16 +575,21 @@ static gx_tensor *coordinates(gx_ctx *ctx, gx_wm_model *m, gx_tensor *coords, in
     if (!coords) return gx_tensor_zeros(ctx, 2, GX_SHAPE(B, 64));
     GX_ASSERT_MSG(coords->ndim == 2 && coords->shape[0] == B && coords->shape[1] == 2,
                   "gx_wm_forward: coords must be [%lld,2]", (long long)B);
-    gx_tensor *clean = gx_tensor_new(ctx, 2, GX_SHAPE(B, 2));
-    gx_tensor *mask = gx_tensor_new(ctx, 2, GX_SHAPE(B, 1));
+    /* Cleaned on the host (NaN tests, dropout draws), then moved to where
+     * the ctx computes. */
+    const gx_real *cv = gx_to_host(ctx, coords)->data;
+    gx_tensor *clean = gx_tensor_new_host(ctx, 2, GX_SHAPE(B, 2));
+    gx_tensor *mask = gx_tensor_new_host(ctx, 2, GX_SHAPE(B, 1));
     for (int64_t b = 0; b < B; b++) {
-        double ra = coords->data[2 * b], dec = coords->data[2 * b + 1];
+        double ra = cv[2 * b], dec = cv[2 * b + 1];
         int keep = !isnan(ra) && !isnan(dec);
         if (training && m->coord_dropout > 0 && gx_rng_uniform(&m->rng) < m->coord_dropout) keep = 0;
         clean->data[2 * b] = (gx_real)(keep ? ra : 0.0);
         clean->data[2 * b + 1] = (gx_real)(keep ? dec : 0.0);
         mask->data[b] = (gx_real)keep;
     }
+    clean = gx_to_ctx(ctx, clean);
+    mask = gx_to_ctx(ctx, mask);
     gx_tensor *ra = gx_clamp(ctx, gx_affine(ctx, gx_slice(ctx, clean, 1, 0, 1), 2 * WM_PI / 360.0, 0.0),
                              0.0, 2 * WM_PI);
     gx_tensor *dec = gx_clamp(ctx, gx_affine(ctx, gx_slice(ctx, clean, 1, 1, 2), 2 * WM_PI / 180.0, WM_PI),
@@ -605,8 +613,9 @@ static void bottleneck(gx_ctx *ctx, gx_wm_model *m, gx_tensor *morph, int traini
     o->logvar = lin(ctx, p, &m->vib_logvar);
     o->z = o->mu;
     if (training && m->vib_sample) {       /* serving rule: z = mu at inference */
-        gx_tensor *eps = gx_tensor_new(ctx, o->mu->ndim, o->mu->shape);
+        gx_tensor *eps = gx_tensor_new_host(ctx, o->mu->ndim, o->mu->shape);
         gx_rng_fill_normal(&m->rng, eps->data, eps->numel, 0.0, 1.0);
+        eps = gx_to_ctx(ctx, eps);
         gx_tensor *sd = gx_exp(ctx, gx_scale(ctx, o->logvar, 0.5));
         o->z = gx_add(ctx, o->mu, gx_mul(ctx, eps, sd));
     }

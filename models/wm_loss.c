@@ -45,6 +45,7 @@
  */
 #include "gx_wm_loss.h"
 
+#include "gx_cuda.h"
 #include <math.h>
 #include <string.h>
 
@@ -131,11 +132,17 @@ void gx_wm_loss_colour_weights(const gx_real *gr, int64_t stride, int64_t B, dou
     }
 }
 
-/* A constant 1-D tensor from doubles. */
+/* A constant 1-D tensor from doubles, where the ctx computes. (Constants
+ * are built on the host and moved: gx_to_ctx is a no-op on the CPU.) */
 static gx_tensor *wm_const(gx_ctx *ctx, int64_t n, const double *v) {
-    gx_tensor *t = gx_tensor_new(ctx, 1, GX_SHAPE(n));
+    gx_tensor *t = gx_tensor_new_host(ctx, 1, GX_SHAPE(n));
     for (int64_t i = 0; i < n; i++) t->data[i] = (gx_real)v[i];
-    return t;
+    return gx_to_ctx(ctx, t);
+}
+
+/* The value of a 0-D (or first element of any) tensor, wherever it lives. */
+static double wm_value(gx_ctx *ctx, gx_tensor *t) {
+    return (double)gx_to_host(ctx, t)->data[0];
 }
 
 /* ----------------------------------------------------------- focal (cls) */
@@ -147,7 +154,8 @@ static gx_tensor *wm_focal(gx_ctx *ctx, const gx_wm_loss_cfg *cfg, gx_tensor *lo
     int64_t B = logits->shape[0];
     gx_tensor *ce = gx_cross_entropy(ctx, logits, labels, 0.0);
     double mean = 0.0;
-    for (int64_t i = 0; i < B; i++) mean += (double)ce->data[i];
+    const gx_real *cev = gx_to_host(ctx, ce)->data;
+    for (int64_t i = 0; i < B; i++) mean += (double)cev[i];
     double gamma = gx_wm_loss_focal_gamma(cfg, mean / (double)B);
     *gamma_out = gamma;
 
@@ -186,8 +194,9 @@ static gx_tensor *wm_red(gx_ctx *ctx, gx_tensor *zh, const gx_real *z, const uin
 static gx_tensor *wm_soft_hist(gx_ctx *ctx, gx_tensor *v, const double *centres, int nb,
                                double sigma) {
     int64_t n = v->numel;
-    gx_tensor *c = gx_tensor_new(ctx, 2, GX_SHAPE(1, nb));
+    gx_tensor *c = gx_tensor_new_host(ctx, 2, GX_SHAPE(1, nb));
     for (int j = 0; j < nb; j++) c->data[j] = (gx_real)centres[j];
+    c = gx_to_ctx(ctx, c);
     gx_tensor *d = gx_sub(ctx, gx_reshape(ctx, v, 2, GX_SHAPE(n, 1)), c);
     gx_tensor *e = gx_exp(ctx, gx_scale(ctx, gx_square(ctx, d), -1.0 / (2.0 * sigma * sigma)));
     gx_tensor *s = gx_add_scalar(ctx, gx_sum(ctx, e, 1, 1), 1e-8);
@@ -199,9 +208,11 @@ static gx_tensor *wm_soft_hist(gx_ctx *ctx, gx_tensor *v, const double *centres,
 static gx_tensor *wm_select(gx_ctx *ctx, gx_tensor *zh, const uint8_t *part, int64_t n_p) {
     int64_t B = zh->numel;
     if (n_p == B) return zh;
-    gx_tensor *S = gx_tensor_zeros(ctx, 2, GX_SHAPE(n_p, B));
+    gx_tensor *S = gx_tensor_new_host(ctx, 2, GX_SHAPE(n_p, B));
+    memset(S->data, 0, (size_t)S->numel * sizeof(gx_real));
     for (int64_t i = 0, r = 0; i < B; i++)
         if (part[i]) S->data[r++ * B + i] = 1;
+    S = gx_to_ctx(ctx, S);
     gx_tensor *y = gx_matmul(ctx, S, gx_reshape(ctx, zh, 2, GX_SHAPE(B, 1)));
     return gx_reshape(ctx, y, 1, GX_SHAPE(n_p));
 }
@@ -216,22 +227,24 @@ static gx_tensor *wm_hk(gx_ctx *ctx, const gx_wm_loss_cfg *cfg, gx_tensor *zh, c
     int64_t B = zh->numel;
     double *zt = gx_ctx_alloc(ctx, (size_t)(n_p + 2 * nb) * sizeof(double));
     double *cen = zt + n_p, mx = 2.0;
+    const gx_real *zhv = gx_to_host(ctx, zh)->data;
     for (int64_t i = 0, r = 0; i < B; i++) {
         if (!part[i]) continue;
         /* both values clamped at 1e-6 first, as the spec's / authors' safe values */
         zt[r++] = fmax((double)z[i], 1e-6);
-        mx = fmax(mx, 1.2 * fmax((double)zh->data[i], 1e-6));
+        mx = fmax(mx, 1.2 * fmax((double)zhv[i], 1e-6));
         mx = fmax(mx, 1.2 * fmax((double)z[i], 1e-6));
     }
     double zmax = fmin(mx, 3.0), sigma = (zmax - zmin) / (2.0 * nb);
     *zmax_out = zmax;
     for (int j = 0; j < nb; j++) cen[j] = zmin + (zmax - zmin) * (double)j / (double)(nb - 1);
 
-    gx_tensor *C = gx_tensor_new(ctx, 2, GX_SHAPE(nb, nb));
+    gx_tensor *C = gx_tensor_new_host(ctx, 2, GX_SHAPE(nb, nb));
     for (int i = 0; i < nb; i++)
         for (int j = 0; j < nb; j++)
             C->data[i * nb + j] = (gx_real)((cen[i] - cen[j]) * (cen[i] - cen[j]) +
                                             cfg->hk_delta * cfg->hk_delta);
+    C = gx_to_ctx(ctx, C);
 
     gx_tensor *v = gx_clamp(ctx, wm_select(ctx, zh, part, n_p), 1e-6, HUGE_VAL);
     gx_tensor *a = wm_soft_hist(ctx, v, cen, nb, sigma);
@@ -311,7 +324,7 @@ gx_wm_loss_out gx_wm_loss(gx_ctx *ctx, const gx_wm_loss_cfg *cfg, const gx_wm_lo
         part[i] = (uint8_t)gx_wm_loss_has_redshift(in->z_true[i]);
         o.n_red += part[i];
     }
-    if (cfg->colour_weights) gx_wm_loss_colour_weights(in->c4->data + 1, 4, B, cw);
+    if (cfg->colour_weights) gx_wm_loss_colour_weights(gx_to_host(ctx, in->c4)->data + 1, 4, B, cw);
     else for (int64_t i = 0; i < B; i++) cw[i] = 1.0;
 
     o.t_cls = wm_focal(ctx, cfg, in->logits, in->labels, &o.gamma);
@@ -330,11 +343,11 @@ gx_wm_loss_out gx_wm_loss(gx_ctx *ctx, const gx_wm_loss_cfg *cfg, const gx_wm_lo
     tot = wm_acc(ctx, tot, o.t_lsi, 1.0);
     o.total = tot;
 
-    o.cls = (double)o.t_cls->data[0];
-    o.red = (double)o.t_red->data[0];
-    o.hk = (double)o.t_hk->data[0];
-    o.vib = (double)o.t_vib->data[0];
-    o.lsi = (double)o.t_lsi->data[0];
-    o.total_value = (double)o.total->data[0];
+    o.cls = wm_value(ctx, o.t_cls);
+    o.red = wm_value(ctx, o.t_red);
+    o.hk = wm_value(ctx, o.t_hk);
+    o.vib = wm_value(ctx, o.t_vib);
+    o.lsi = wm_value(ctx, o.t_lsi);
+    o.total_value = wm_value(ctx, o.total);
     return o;
 }

@@ -8,7 +8,9 @@
 # costs minutes of the session's ~30).
 #
 #   tests  .gpu/bin/test_cuda_host (bodies on the CPU), .gpu/bin/test_cuda
-#          (every launcher against the CPU op on the GPU), then test_cuda under
+#          (every launcher against the CPU op on the GPU),
+#          .gpu/bin/test_cuda_dispatch (the gx ops and the models with their
+#          tensors on the device against the CPU), then test_cuda under
 #          compute-sanitizer --tool memcheck
 #   bench  bench/gpu/bench_torch.py --device cuda with the image's python3 (the
 #          PyTorch side of `make bench-gpu`)
@@ -16,7 +18,8 @@
 #
 # Everything goes to $OUT (the device tool brings back at most 8 files):
 #   env.txt  nvidia-smi, the libraries the binaries resolved, the bundle's MANIFEST
-#   test_cuda_host.txt  test_cuda.txt  memcheck.txt  torch.jsonl  torch.txt
+#   test_cuda_host.txt  test_cuda.txt  test_cuda_dispatch.txt  memcheck.txt
+#   torch.jsonl  torch.txt
 #   summary.txt  one line per stage: exit status and seconds
 # Stage time limits (seconds, environment): T_TESTS (240), T_MEMCHECK (240),
 # T_BENCH (420); BENCH_ARGS (extra bench_torch.py flags, e.g. "--compile off").
@@ -83,6 +86,7 @@ if [ "$what" != bench ]; then
         { echo; echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"; ldd .gpu/bin/test_cuda; } >> "$OUT/env.txt" 2>&1
         stage test_cuda_host "$T_TESTS" test_cuda_host.txt .gpu/bin/test_cuda_host
         stage test_cuda "$T_TESTS" test_cuda.txt .gpu/bin/test_cuda
+        stage test_cuda_dispatch "$T_TESTS" test_cuda_dispatch.txt .gpu/bin/test_cuda_dispatch
         cs=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null || true)
         if [ -n "$cs" ]; then
             stage memcheck "$T_MEMCHECK" memcheck.txt "$cs" --tool memcheck --leak-check full \

@@ -71,7 +71,8 @@ static void usage_wm(FILE *f) {
         "  --batch N          micro-batch (default 64)\n"
         "  --accum N          micro-batches per optimiser step (default 8: 512 per step)\n"
         "  --seed S           seed of init, split, sampling, augmentation, noise (default 1)\n"
-        "  --device cpu       compute device (only cpu in this build)\n"
+        "  --device cpu|cuda|auto  accepted by every subcommand; training runs on the CPU\n"
+        "                     (cuda falls back with a line on stderr saying why)\n"
         "  --set KEY=VALUE    any option by name (repeatable), e.g. lr_peak=2e-3,\n"
         "                     warmup_epochs=1, clip=0, balanced=0, augment=0, max_train=1000,\n"
         "                     threads=2, w_red=0.2, hk_mode=batch, d_model=32 ...\n"
@@ -932,7 +933,7 @@ int main(int argc, char **argv) {
     gx_tool_prefer_passive_omp(argv);
     const char *device = gx_tool_take_device(&argc, argv);
     /* Only an explicit --device prints its line: the default is the CPU. */
-    if (device && gx_tool_device_report("galaxy-train", device, stderr)) return 2;
+    if (device && gx_tool_device_report("galaxy-train", device, NULL, NULL, stderr)) return 2;
     if (argc < 2) { usage_main(stderr); return 2; }
     const char *cmd = argv[1];
     if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) { usage_main(stdout); return 0; }

@@ -22,6 +22,7 @@
 #include "gx_tool_omp.h"
 #include "gx_tool_device.h"
 #include "gx_server.h"
+#include "gx_serve_model.h"
 
 static void usage(FILE *f) {
     fputs(
@@ -58,9 +59,10 @@ static void usage(FILE *f) {
         "  --protect-reads        require the key for GET data routes too\n"
         "  --cors-origin ORIGIN   send CORS headers allowing ORIGIN (default: none)\n"
         "  --access-log FILE      JSON access log lines to FILE (default stderr)\n"
-        "  --device cpu|cuda|auto the backend (default auto); the models run on the CPU\n"
-        "                         until the CUDA backend is wired in, and a line on stderr\n"
-        "                         says which backend runs and why\n"
+        "  --device cpu|cuda|auto the backend (default auto): with a usable GPU every model\n"
+        "                         runs on cuda:0 (parameters uploaded once, a stream and\n"
+        "                         device arena per model); without one, on the CPU. A line\n"
+        "                         on stderr says which backend runs and why\n"
         "  --help                 this text\n"
         "\n"
         "Signals: SIGHUP reloads the models; SIGTERM/SIGINT drain and stop.\n", f);
@@ -162,7 +164,21 @@ int main(int argc, char **argv) {
     if (pr == 2) { usage(stdout); return 0; }
     if (!pr) return 2;
     /* stderr: the first stdout line is the listening line. */
-    if (gx_tool_device_report("galaxyd", device, stderr)) return 2;
+    gx_device dev;
+    if (gx_tool_device_report("galaxyd", device, "every model on the device", &dev, stderr))
+        return 2;
+    /* One pool for the device, shared by every model's worker (each has its
+     * own stream and arena: daemon/gx_serve_model.h). */
+    gx_serve_device sdev = { NULL, 0 };
+    if (dev == GX_DEVICE_CUDA) {
+        gx_cuda_backend be;
+        gx_err derr;
+        if (gx_cuda_device_backend(0, &be, &derr) != GX_OK || gx_cuda_pool_create(&be, 0, &sdev.pool, &derr) != GX_OK) {
+            fprintf(stderr, "galaxyd: device cuda:0: %s\n", derr.msg);
+            return 1;
+        }
+        o.batch.device = &sdev;
+    }
 
     sigset_t set;
     sigemptyset(&set);
@@ -198,6 +214,7 @@ int main(int argc, char **argv) {
         break;
     }
     gx_server_stop(s);
+    if (sdev.pool) gx_cuda_pool_destroy(sdev.pool);   /* after every model is freed */
     fprintf(stderr, "galaxyd: stopped\n");
     return 0;
 }

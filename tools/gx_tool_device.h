@@ -3,9 +3,11 @@
  *
  * `--device cpu|cuda|auto` (default auto). gx_device_select (kernels/gx_cuda.h)
  * answers which backend is usable and why not; the binaries print its line.
- * The CUDA launchers exist (kernels/cuda/) but the models do not dispatch to
- * them yet (issue 10), so even with a usable GPU the work runs on the CPU and
- * the log line says so — the flag never claims a device it does not use.
+ * galaxyd serves its models from the CUDA backend (tensors on the device,
+ * kernels/gx_device.c); galaxy-train
+ * does not train on the device yet, so with a usable GPU its line says the
+ * work runs on the CPU — the flag never claims a device it does not use.
+ * (Neither path has run on a GPU yet: kernels/cuda/README.md, "Unproven".)
  */
 #ifndef GX_TOOL_DEVICE_H
 #define GX_TOOL_DEVICE_H
@@ -14,20 +16,30 @@
 #include <string.h>
 #include "gx_cuda.h"
 
-/* Prints the device line to f. Returns 0, or 2 (usage error, message on
- * stderr) for a value other than cpu, cuda, auto. */
-static inline int gx_tool_device_report(const char *prog, const char *want, FILE *f) {
+/* Prints the device line to f and sets *out (may be NULL) to the backend
+ * the program will use. cuda_note: what runs on the device when it is
+ * chosen (e.g. "every model on the device"), or NULL
+ * for a program that does not run on the CUDA backend yet (the line then
+ * says cpu). Returns 0, or 2 (usage error, message on stderr) for a value
+ * other than cpu, cuda, auto. */
+static inline int gx_tool_device_report(const char *prog, const char *want, const char *cuda_note,
+                                        gx_device *out, FILE *f) {
     gx_device dev;
     char line[256];
     if (gx_device_select(want, &dev, line, sizeof line) != GX_OK) {
         fprintf(stderr, "%s: --device: %s\n", prog, line);
         return 2;
     }
-    if (dev == GX_DEVICE_CUDA)
-        fprintf(f, "%s: device: cpu (%s found, but the models do not run on the CUDA backend yet)\n",
-                prog, line + (sizeof "device: " - 1));
-    else
+    if (dev == GX_DEVICE_CUDA && !cuda_note) {
+        fprintf(f, "%s: device: cpu (%s found, but %s does not run on the CUDA backend yet)\n",
+                prog, line + (sizeof "device: " - 1), prog);
+        dev = GX_DEVICE_CPU;
+    } else if (dev == GX_DEVICE_CUDA) {
+        fprintf(f, "%s: %s (%s)\n", prog, line, cuda_note);
+    } else {
         fprintf(f, "%s: %s\n", prog, line);
+    }
+    if (out) *out = dev;
     return 0;
 }
 

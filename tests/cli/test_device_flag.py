@@ -3,8 +3,9 @@ on machines without a GPU, the CPU backend is chosen, and a log line says why).
 
 This machine has no GPU (CI neither), so `cuda` must fall back with a warning
 line that names the reason; a bad value is a usage error naming it. On a GPU
-machine the line says the models still run on the CPU (the CUDA backend is not
-wired into them yet), which these assertions also accept.
+machine galaxy-train's line says it still runs on the CPU (training is not on
+the CUDA backend yet) and galaxyd's says which models run on cuda:0; these
+assertions accept those lines too.
 """
 import os
 import re
@@ -12,7 +13,8 @@ import subprocess
 
 BUILD = os.environ.get("GALAXYD_BUILD", "build")
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-CPU_LINE = re.compile(r"device: cpu \((cuda requested: .+|cuda:0 .+ found, but the models do not run on the CUDA backend yet)\)")
+CPU_LINE = re.compile(r"device: cpu \((cuda requested: .+|cuda:0 .+ found, but galaxy-train does not run on the CUDA backend yet)\)")
+GALAXYD_LINE = re.compile(r"galaxyd: (warning: )?device: (cpu \(cuda requested: .+\)|cuda:0 .+ \(every model on the device\))")
 
 
 def tool(name):
@@ -55,4 +57,4 @@ def test_galaxyd_device_cuda_starts_on_the_cpu(tmp_path):
     finally:
         p.terminate()
         _, err = p.communicate(timeout=60)
-    assert CPU_LINE.search(err), err
+    assert GALAXYD_LINE.search(err), err

@@ -192,7 +192,7 @@ GX_TEST(batcher_threads_equal_single_predictions) {
                                      &(gx_serve_out){ ref_lg[i], ref_pr[i], &ref_z[i], NULL }, &err) == GX_OK);
     }
     gx_batcher *b = NULL;
-    CHECK(gx_batcher_open(&b, m, &(gx_batcher_opts){ 8, 2000, 256 }, &err) == GX_OK);
+    CHECK(gx_batcher_open(&b, m, &(gx_batcher_opts){ 8, 2000, 256, NULL }, &err) == GX_OK);
     tb_thread *th = calloc(TB_THREADS, sizeof *th);
     pthread_t tid[TB_THREADS];
     for (int t = 0; t < TB_THREADS; t++) {
@@ -260,7 +260,7 @@ GX_TEST(batcher_queue_full_is_busy_at_once) {
     tserve_random_images(x, 1, TB_S, 1);
     gx_batcher *b = NULL;
     gx_err err;
-    CHECK(gx_batcher_open(&b, m, &(gx_batcher_opts){ 1, 0, 4 }, &err) == GX_OK);
+    CHECK(gx_batcher_open(&b, m, &(gx_batcher_opts){ 1, 0, 4, NULL }, &err) == GX_OK);
     tb_sync s;
     tb_sync_init(&s);
     tb_job gate, jobs[5];
@@ -297,7 +297,7 @@ GX_TEST(batcher_expired_deadline_times_out) {
     tserve_random_images(x, 1, TB_S, 2);
     gx_batcher *b = NULL;
     gx_err err;
-    CHECK(gx_batcher_open(&b, m, &(gx_batcher_opts){ 4, 100, 16 }, &err) == GX_OK);
+    CHECK(gx_batcher_open(&b, m, &(gx_batcher_opts){ 4, 100, 16, NULL }, &err) == GX_OK);
     tb_sync s;
     tb_sync_init(&s);
     tb_job gate, soon, late, none, past;
@@ -348,7 +348,7 @@ GX_TEST(batcher_close_answers_queued_and_refuses_new) {
     gx_batcher *b = NULL;
     gx_err err;
     /* A long delay: close must not wait for it. */
-    CHECK(gx_batcher_open(&b, m, &(gx_batcher_opts){ 4, 5000000, 64 }, &err) == GX_OK);
+    CHECK(gx_batcher_open(&b, m, &(gx_batcher_opts){ 4, 5000000, 64, NULL }, &err) == GX_OK);
     tb_sync s;
     tb_sync_init(&s);
     enum { NQ = 10, NX = 40 };
@@ -405,7 +405,7 @@ GX_TEST(batcher_batch_formation_max_batch_and_delay) {
     tb_sync_init(&s);
     /* (a) 20 queued jobs, max_batch 4: five batches of exactly 4. */
     gx_batcher *b = NULL;
-    CHECK(gx_batcher_open(&b, m, &(gx_batcher_opts){ 4, 1000, 64 }, &err) == GX_OK);
+    CHECK(gx_batcher_open(&b, m, &(gx_batcher_opts){ 4, 1000, 64, NULL }, &err) == GX_OK);
     tb_job gate, q[20];
     if (tb_park(T, b, &s, &gate, x)) {
         for (int i = 0; i < 20; i++) {
@@ -423,7 +423,7 @@ GX_TEST(batcher_batch_formation_max_batch_and_delay) {
     /* (b) a lone job waits the delay (100 ms) for company, not much longer. */
     tb_sync_destroy(&s);
     tb_sync_init(&s);
-    CHECK(gx_batcher_open(&b, m, &(gx_batcher_opts){ 32, 100000, 64 }, &err) == GX_OK);
+    CHECK(gx_batcher_open(&b, m, &(gx_batcher_opts){ 32, 100000, 64, NULL }, &err) == GX_OK);
     tb_job one, three[3];
     tb_job_init(&one, &s, x, 0);
     int64_t t0 = gx_batcher_now_ns();
@@ -442,7 +442,7 @@ GX_TEST(batcher_batch_formation_max_batch_and_delay) {
     for (int i = 0; i < 3; i++) CHECK(three[i].job.batch_size == 3);
     gx_batcher_close(b);
     /* (c) A full batch does not wait for the delay (5 s). */
-    CHECK(gx_batcher_open(&b, m, &(gx_batcher_opts){ 2, 5000000, 64 }, &err) == GX_OK);
+    CHECK(gx_batcher_open(&b, m, &(gx_batcher_opts){ 2, 5000000, 64, NULL }, &err) == GX_OK);
     tb_job two[2];
     t0 = gx_batcher_now_ns();
     for (int i = 0; i < 2; i++) {
@@ -453,13 +453,13 @@ GX_TEST(batcher_batch_formation_max_batch_and_delay) {
     CHECK((gx_batcher_now_ns() - t0) < 2000000000LL && two[0].job.batch_size == 2);
     gx_batcher_close(b);
     /* (d) Options: 0 = default, out-of-range refused naming the flag. */
-    CHECK(gx_batcher_open(&b, m, &(gx_batcher_opts){ 0, 0, 0 }, &err) == GX_OK);
+    CHECK(gx_batcher_open(&b, m, &(gx_batcher_opts){ 0, 0, 0, NULL }, &err) == GX_OK);
     const gx_batcher_opts *eo = gx_batcher_get_opts(b);
     CHECK(eo->max_batch == 32 && eo->batch_delay_us == 2000 && eo->max_queue == 256);
     gx_batcher_close(b);
-    CHECK(gx_batcher_open(&b, m, &(gx_batcher_opts){ 5000, 0, 0 }, &err) == GX_ERR_INVALID && !b);
+    CHECK(gx_batcher_open(&b, m, &(gx_batcher_opts){ 5000, 0, 0, NULL }, &err) == GX_ERR_INVALID && !b);
     CHECK(strstr(err.msg, "max-batch") != NULL);
-    CHECK(gx_batcher_open(&b, m, &(gx_batcher_opts){ 1, -5, 1 }, &err) == GX_ERR_INVALID);
+    CHECK(gx_batcher_open(&b, m, &(gx_batcher_opts){ 1, -5, 1, NULL }, &err) == GX_ERR_INVALID);
     tb_sync_destroy(&s);
     free(x);
     gx_serve_model_free(m);

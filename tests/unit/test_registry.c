@@ -132,7 +132,7 @@ GX_TEST(registry_load_find_default) {
     CHECK_MSG(strstr(err.msg, one) != NULL, "message: %s", err.msg);
     /* Bad batcher options fail the load too. */
     unlink(one);
-    CHECK(gx_registry_load(&r, dir, &(gx_batcher_opts){ -1, 0, 0 }, &err) == GX_ERR_INVALID && !r);
+    CHECK(gx_registry_load(&r, dir, &(gx_batcher_opts){ -1, 0, 0, NULL }, &err) == GX_ERR_INVALID && !r);
     tserve_rmtree(dir);
 }
 
@@ -198,7 +198,7 @@ GX_TEST(registry_reload_under_load_and_failed_reload) {
     gx_registry *r0 = NULL;
     gx_registry_holder *h = NULL;
     gx_err err;
-    gx_batcher_opts bo = { 4, 500, 64 };
+    gx_batcher_opts bo = { 4, 500, 64, NULL };
     CHECK(gx_registry_load(&r0, d1, &bo, &err) == GX_OK);
     CHECK(gx_registry_holder_new(&h, r0, &err) == GX_OK);
     if (!h) { gx_registry_release(r0); goto out; }

@@ -87,6 +87,15 @@ LIB64_OBJS := $(KERNEL_SRCS:%.c=$(OBJ64)/%.o)
 UNIT_OBJS  := $(UNIT_SRCS:%.c=$(OBJ32)/%.o) $(TESTLIB_SRC:%.c=$(OBJ32)/%.o)
 GRAD_OBJS  := $(GRAD_SRCS:%.c=$(OBJ64)/%.o) $(TESTLIB_SRC:%.c=$(OBJ64)/%.o)
 
+# CUDA_EMU=1 (make test-cuda-emu, mk/cuda_emu.mk): the device ops built
+# over tests/cuda/emu/ (the CUDA runtime and every launcher emulated on the
+# host) instead of the nvcc objects and cudart/cuBLAS. Test-only.
+ifeq ($(CUDA_EMU),1)
+override CUDA := 0
+CFLAGS_COMMON += -DGX_HAVE_CUDA=1
+LIB_OBJS   += $(CU_C_SRCS:%.c=$(OBJ32)/%.o) $(patsubst %.c,$(OBJ32)/%.o,$(sort $(wildcard tests/cuda/emu/*.c)))
+endif
+
 ifeq ($(CUDA),1)
 ifneq ($(CU_SRCS),)
 CU_OBJS    := $(CU_SRCS:%.cu=$(OBJ32)/%.o)
@@ -186,7 +195,8 @@ BENCH_PROGS := $(addprefix $(BUILD)/,bench_kernels bench_io bench_wm bench_cf be
                  bench_anomaly bench_morph bench_serve_fwd)
 
 test-run: all $(BUILD)/test_unit $(BUILD)/test_grad $(BUILD)/test_cuda_dispatch $(BENCH_PROGS)
-	@scripts/run_tests.sh $(BUILD)
+	@$(MAKE) --no-print-directory BUILD=$(BUILD)-emu CUDA_EMU=1 $(BUILD)-emu/test_cuda_dispatch
+	@scripts/run_tests.sh $(BUILD) $(BUILD)-emu
 
 test-asan: deps
 	@$(MAKE) --no-print-directory BUILD=build-asan SAN=1 test-run

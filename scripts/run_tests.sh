@@ -1,16 +1,20 @@
 #!/usr/bin/env bash
-# run_tests.sh BUILD — runs every test binary in BUILD and prints one closing
-# line "all: N passed, N failed" summing them (the line CI reads).
+# run_tests.sh BUILD [EMU_BUILD] — runs every test binary in BUILD (and
+# EMU_BUILD/test_cuda_dispatch: the dispatch tests on the host emulation of the
+# CUDA backend, mk/cuda_emu.mk) and prints one closing line
+# "all: N passed, N failed" summing them (the line CI reads).
 # Output goes to stdout through a temp file (not tee /dev/stderr: reopening
 # /dev/stderr truncates a log file that stderr is redirected to).
 set -uo pipefail
 build=${1:-build}
+emu=${2:-}
 total_pass=0; total_fail=0; status=0
 log=$(mktemp); trap 'rm -f "$log"' EXIT
 # test_cuda_dispatch: the ops and models on device tensors against the CPU; on a
 # machine without a GPU (CI) every test prints "<name>: skipped: no GPU (why)".
-for bin in test_unit test_grad test_cuda_dispatch; do
-  exe="$build/$bin"
+exes=("$build/test_unit" "$build/test_grad" "$build/test_cuda_dispatch")
+[ -n "$emu" ] && exes+=("$emu/test_cuda_dispatch")
+for exe in "${exes[@]}"; do
   echo "== $exe"
   "$exe" 2>&1 | tee "$log"; rc=${PIPESTATUS[0]}
   out=$(tail -n 1 "$log")

@@ -52,6 +52,6 @@ GX_TEST(dispatch_params_upload_once) {
     CHECK(gx_cuda_exec_sync(&g.exec, &err) == GX_OK);
     gx_ctx_free(&ctx);
     gx_params_free(&p);
-    CHECK(gx_cuda_pool_in_use(g.pool) == 0);
+    CHECK_MSG(gx_gpu_leaked(&g) == 0, "%zu bytes still out of the pool", gx_gpu_leaked(&g));
     gx_gpu_close(&g);
 }

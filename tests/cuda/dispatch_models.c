@@ -65,7 +65,7 @@ static void wm_forward_parity(gx_test_state *T, gx_gpu_env *g, gx_wm_config cfg,
     free(rc.logits); free(rc.redshift); free(rd.logits); free(rd.redshift);
     free(x); free(xy);
     gx_wm_free(&m);   /* returns the device blocks to the pool */
-    CHECK(gx_cuda_pool_in_use(g->pool) == 0);
+    CHECK_MSG(gx_gpu_leaked(g) == 0, "%zu bytes still out of the pool", gx_gpu_leaked(g));
 }
 
 GX_TEST(dispatch_model_wm_tiny_inference) {
@@ -123,7 +123,7 @@ GX_TEST(dispatch_model_uda_tiny_predict) {
         for (int d = 0; d < 2; d++) free(p[s][d]);
     free(x);
     gx_uda_free(&m);
-    CHECK(gx_cuda_pool_in_use(g.pool) == 0);
+    CHECK_MSG(gx_gpu_leaked(&g) == 0, "%zu bytes still out of the pool", gx_gpu_leaked(&g));
     gx_gpu_close(&g);
 }
 
@@ -178,7 +178,7 @@ GX_TEST(dispatch_model_cf_tiny_counterfactuals) {
     for (int s = 0; s < 2; s++) { free(pr[s]); free(xcf[s]); free(xrec[s]); }
     free(x);
     gx_cf_free(&m);
-    CHECK(gx_cuda_pool_in_use(g.pool) == 0);
+    CHECK_MSG(gx_gpu_leaked(&g) == 0, "%zu bytes still out of the pool", gx_gpu_leaked(&g));
     gx_gpu_close(&g);
 }
 
@@ -186,10 +186,36 @@ GX_TEST(dispatch_model_cf_tiny_counterfactuals) {
  * VIB sampling and batch colour statistics, the full loss with HK, backward,
  * clipping, AdamW) on each backend from the same seeds: the loss curves
  * agree (issue 10: "a few training steps on the GPU give the same loss curve
- * as on the CPU within tolerance"), and so do the parameters after them. */
+ * as on the CPU within tolerance"), so do the first step's gradients, and the
+ * parameters after the steps within what AdamW allows: it normalises each
+ * step to about lr whatever the gradient's size, so a parameter whose true
+ * gradient is 0 (rounding noise of 1e-9, of either sign on either side)
+ * may move by up to 2 lr per step apart (seen on the host emulation). */
 enum { WM_STEPS = 3, WM_B = 6 };
+#define WM_LR 1e-3
 
-static void wm_train_steps(gx_test_state *T, gx_gpu_env *g, int on_gpu, double *loss, gx_wm_model *m) {
+/* grads: WM_STEPS rows of every gradient buffer in registry order (before
+ * clipping), copied to the host. */
+static void wm_keep_grads(gx_test_state *T, gx_wm_model *m, int on_gpu, gx_real *row) {
+    gx_err err;
+    if (on_gpu) CHECK_MSG(gx_params_sync_host(&m->params, &err) == GX_OK, "%s", err.msg);
+    for (int i = 0; i < m->params.n; i++) {
+        const gx_param *q = m->params.items[i];
+        if (!q->t.grad) continue;
+        memcpy(row, on_gpu ? q->host_grad : q->t.grad, (size_t)q->t.numel * sizeof(gx_real));
+        row += q->t.numel;
+    }
+}
+
+static int64_t wm_grad_numel(const gx_wm_model *m) {
+    int64_t n = 0;
+    for (int i = 0; i < m->params.n; i++)
+        if (m->params.items[i]->t.grad) n += m->params.items[i]->t.numel;
+    return n;
+}
+
+static void wm_train_steps(gx_test_state *T, gx_gpu_env *g, int on_gpu, double *loss, gx_real **grads,
+                           gx_wm_model *m) {
     const int64_t S = 32;
     gx_wm_init(m, gx_wm_config_tiny(), 123);
     gx_err err;
@@ -206,6 +232,8 @@ static void wm_train_steps(gx_test_state *T, gx_gpu_env *g, int on_gpu, double *
     gx_real *x = malloc((size_t)(WM_B * 3 * S * S) * sizeof(gx_real));
     int32_t labels[WM_B];
     gx_real z[WM_B], xy[2 * WM_B];
+    int64_t ng = wm_grad_numel(m);
+    *grads = malloc((size_t)(WM_STEPS * ng) * sizeof(gx_real));
     for (int step = 0; step < WM_STEPS; step++) {
         gx_rng_fill_uniform(&rng, x, WM_B * 3 * S * S, 0, 1);
         gx_rng_fill_uniform(&rng, xy, 2 * WM_B, 0, 90);
@@ -222,8 +250,10 @@ static void wm_train_steps(gx_test_state *T, gx_gpu_env *g, int on_gpu, double *
         loss[step] = L.total_value;
         gx_params_zero_grad(&m->params);
         gx_backward(&ctx, L.total, NULL);
+        wm_keep_grads(T, m, on_gpu, *grads + step * ng);
         gx_clip_grad_norm(&m->params, 1.0);
-        double lr[GX_OPT_MAX_GROUPS] = { 1e-3, 1e-3, 1e-3, 1e-3, 1e-3, 1e-3, 1e-3, 1e-3 };
+        double lr[GX_OPT_MAX_GROUPS];
+        for (int k = 0; k < GX_OPT_MAX_GROUPS; k++) lr[k] = WM_LR;
         gx_optim_step(&opt, &m->params, lr);
         gx_ctx_reset(&ctx);
         if (on_gpu) CHECK_MSG(gx_cuda_exec_sync(&g->exec, &err) == GX_OK, "device, step %d: %s", step, err.msg);
@@ -238,19 +268,25 @@ GX_TEST(dispatch_model_wm_tiny_training_steps) {
     gx_gpu_env g;
     if (!gx_gpu_open(T, &g)) return;
     double lc[WM_STEPS], lg[WM_STEPS];
+    gx_real *gc = NULL, *gg = NULL;
     gx_wm_model mc, mg;
-    wm_train_steps(T, &g, 0, lc, &mc);
-    wm_train_steps(T, &g, 1, lg, &mg);
+    wm_train_steps(T, &g, 0, lc, &gc, &mc);
+    wm_train_steps(T, &g, 1, lg, &gg, &mg);
     for (int s = 0; s < WM_STEPS; s++) CHECK_NEAR(lg[s], lc[s], 1e-4 + 1e-3 * fabs(lc[s]));
+    /* Gradients of the first step (same parameters on both sides; later
+     * steps start from parameters AdamW has already moved apart, see above). */
+    gx_test_allclose(T, "gradients of step 0", gg, gc, wm_grad_numel(&mc), 1e-6, 1e-4);
     /* The parameters after the steps: the host copies (synchronised). */
     for (int i = 0; i < mc.params.n; i++) {
         const gx_param *a = mc.params.items[i], *b = mg.params.items[i];
         char what[200];
         snprintf(what, sizeof what, "after %d steps: %s", WM_STEPS, a->name);
-        gx_test_allclose(T, what, gx_tensor_host_data(&b->t), a->t.data, a->t.numel, 1e-4, 1e-3);
+        gx_test_allclose(T, what, gx_tensor_host_data(&b->t), a->t.data, a->t.numel, 2 * WM_STEPS * WM_LR, 1e-3);
     }
+    free(gc);
+    free(gg);
     gx_wm_free(&mc);
     gx_wm_free(&mg);
-    CHECK(gx_cuda_pool_in_use(g.pool) == 0);
+    CHECK_MSG(gx_gpu_leaked(&g) == 0, "%zu bytes still out of the pool", gx_gpu_leaked(&g));
     gx_gpu_close(&g);
 }

@@ -30,6 +30,10 @@ int gx_gpu_open(gx_test_state *T, gx_gpu_env *g) {
     return 1;
 }
 
+size_t gx_gpu_leaked(const gx_gpu_env *g) {
+    return gx_cuda_pool_in_use(g->pool) - gx_cuda_arena_capacity(&g->exec.arena);
+}
+
 void gx_gpu_close(gx_gpu_env *g) {
     gx_cuda_exec_free(&g->exec);
     if (g->pool) gx_cuda_pool_destroy(g->pool);

@@ -50,6 +50,10 @@ typedef struct gx_gpu_tol { double atol, rtol; int backward; } gx_gpu_tol;
 typedef gx_tensor *(*gx_gpu_fn)(gx_ctx *ctx, gx_tensor *const *in, void *arg);
 
 int  gx_gpu_open(gx_test_state *T, gx_gpu_env *g);
+/* Pool bytes out beyond the exec's own arena (which keeps its coalesced
+ * block for the next ctx): 0 once every parameter and optimiser block is
+ * back. */
+size_t gx_gpu_leaked(const gx_gpu_env *g);
 void gx_gpu_close(gx_gpu_env *g);
 /* Returns 1 when everything agreed. n_in <= GX_NODE_MAX_IN. */
 int  gx_gpu_check(gx_test_state *T, gx_gpu_env *g, const char *label, gx_gpu_fn fn, void *arg,

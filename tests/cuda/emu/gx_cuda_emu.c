@@ -1,0 +1,922 @@
+/*
+ * gx_cuda_emu.c — the CUDA backend emulated on the host, for tests only
+ * (make test-cuda-emu, mk/cuda_emu.mk; never part of a normal libgalaxyd.a).
+ *
+ * Defines what the .cu files of kernels/cuda define in a CUDA build: the
+ * runtime side of gx_cuda.h (probe, device backend, pinned buffers,
+ * streams, copies) and
+ * every gx_cu_* launcher, on host memory ("device" pointers are malloc'd by
+ * gx_cuda_host_backend). With it, an exec made by gx_cuda_exec_init is a
+ * real (not "emulated") exec, so every device op of
+ * kernels/cuda/gx_cuda_ops_*.c, gx_device.c's transfers, the optimiser's
+ * device path and the models on device tensors run without a GPU, and
+ * tests/cuda/dispatch_*.c compare them against the CPU ops.
+ *
+ * How a launcher is emulated: the forward runs the CPU op on gx_tensor
+ * structs wrapping the launcher's pointers (in the stream's scratch ctx,
+ * which has no device: the CPU code runs) and copies the result out; the
+ * backward runs the same op with the tape on, each input wrapped with
+ * grad = the launcher's accumulation target (requires_grad 0 when NULL),
+ * and gx_backward with the launcher's g, which ACCUMULATES as the launchers
+ * must. Statistics a forward saves for its backward (norm mean/rstd,
+ * cross-entropy lse, l2 norms, pairwise row norms, sinkhorn matrices and
+ * denominators) are written in the launcher's documented layout, and the
+ * backward reads them from there (where its CPU formula needs them), so a
+ * device op that passes the wrong buffer fails. Scratch buffers are filled
+ * with NaN over the size the launcher documents: an under-sized scratch
+ * shows up under ASan, a read of stale scratch as NaN.
+ *
+ * Strictness: like cuBLAS, a GEMM with a negative size or a leading
+ * dimension below max(1, rows) records an error that the next
+ * gx_cuda_stream_sync returns (naming the launcher); other argument errors
+ * trip the CPU ops' assertions.
+ *
+ * Not emulated: asynchrony (everything runs when launched), atomics' run to
+ * run variation, TF32 (the flag is kept, the math stays FP32), the scratch
+ * contents of im2col/upconv/sums (NaN-filled, never read back).
+ */
+#include "gx_impl.h"
+#include "gx_cuda.h"
+#include "gx_conv.h"
+#include "gx_elem.h"
+#include "gx_matmul.h"
+#include "gx_norm.h"
+#include "gx_optim.h"
+#include "gx_pool.h"
+#include "gx_reduce.h"
+#include "gx_scan.h"
+#include "gx_shape.h"
+#include "gx_sinkhorn.h"
+
+#include <limits.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct gx_cuda_stream {
+    int  device, tf32;        /* tf32 kept, no effect: the host math is FP32 */
+    gx_ctx scratch;           /* the CPU ops' temporaries, reset per launch */
+    char first_err[200];      /* first launcher error since the last sync */
+};
+
+/* ------------------------------------------------------------- runtime */
+
+int gx_cuda_probe(char *why, size_t n) {
+    if (why && n) snprintf(why, n, "emulated on the host (no GPU)");
+    return 1;
+}
+
+gx_status gx_cuda_device_backend(int device, gx_cuda_backend *out, gx_err *err) {
+    if (device != 0)
+        return gx_err_set(err, GX_ERR_INVALID, "gx_cuda_device_backend: device %d not available (1 found)", device);
+    *out = gx_cuda_host_backend();
+    return GX_OK;
+}
+
+gx_status gx_cuda_host_alloc(size_t bytes, void **out, gx_err *err) {
+    *out = malloc(bytes ? bytes : 1);
+    if (!*out) return gx_err_set(err, GX_ERR_NOMEM, "gx_cuda_host_alloc: %zu bytes", bytes);
+    return GX_OK;
+}
+
+void gx_cuda_host_free(void *p) { free(p); }
+
+gx_status gx_cuda_stream_create(int device, int tf32, gx_cuda_stream **out, gx_err *err) {
+    *out = NULL;
+    if (device != 0) return gx_err_set(err, GX_ERR_UNSUPPORTED, "gx_cuda_stream_create: device %d: no such device", device);
+    gx_cuda_stream *s = calloc(1, sizeof *s);
+    if (!s) return gx_err_set(err, GX_ERR_NOMEM, "gx_cuda_stream_create: out of host memory");
+    s->device = device;
+    s->tf32 = tf32;
+    gx_ctx_init(&s->scratch, 1 << 20);
+    *out = s;
+    return GX_OK;
+}
+
+void gx_cuda_stream_destroy(gx_cuda_stream *s) {
+    if (!s) return;
+    gx_ctx_free(&s->scratch);
+    free(s);
+}
+
+gx_status gx_cuda_stream_sync(gx_cuda_stream *s, gx_err *err) {
+    if (!s->first_err[0]) return GX_OK;
+    gx_status st = gx_err_set(err, GX_ERR_INVALID, "cuda: %s", s->first_err);
+    s->first_err[0] = 0;
+    return st;
+}
+
+static void emu_note(gx_cuda_stream *s, const char *fmt, ...) {
+    if (s->first_err[0]) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(s->first_err, sizeof s->first_err, fmt, ap);
+    va_end(ap);
+}
+
+void gx_cuda_upload(gx_cuda_stream *s, void *dst, const void *src, size_t bytes) {
+    (void)s;
+    if (bytes) memcpy(dst, src, bytes);
+}
+void gx_cuda_download(gx_cuda_stream *s, void *dst, const void *src, size_t bytes) {
+    (void)s;
+    if (bytes) memcpy(dst, src, bytes);
+}
+void gx_cuda_memset0(gx_cuda_stream *s, void *dst, size_t bytes) {
+    (void)s;
+    if (bytes) memset(dst, 0, bytes);
+}
+
+/* ------------------------------------------------------------- helpers */
+
+/* The stream's scratch ctx for one launch (backward: tape on). */
+static gx_ctx *emu_begin(gx_cuda_stream *s, int backward) {
+    gx_ctx *c = &s->scratch;
+    c->grad_enabled = backward;
+    return c;
+}
+static void emu_end(gx_cuda_stream *s) { gx_ctx_reset(&s->scratch); }
+
+/* A host tensor over p (zeros when p is NULL: an input a backward launcher
+ * does not get, where the gradient does not depend on it); grad = the
+ * launcher's accumulation target, or NULL (no gradient wanted). */
+static gx_tensor *W(gx_ctx *c, const float *p, int nd, const int64_t *shape, float *grad) {
+    gx_tensor *t = gx_ctx_alloc(c, sizeof *t);
+    memset(t, 0, sizeof *t);
+    t->ndim = nd;
+    for (int i = 0; i < nd; i++) t->shape[i] = shape[i];
+    t->numel = gx_shape_numel(nd, shape);
+    if (p) {
+        t->data = (float *)p;
+    } else {
+        t->data = gx_ctx_alloc(c, (size_t)(t->numel ? t->numel : 1) * sizeof(float));
+        memset(t->data, 0, (size_t)t->numel * sizeof(float));
+    }
+    t->grad = grad;
+    t->requires_grad = grad != NULL;
+    return t;
+}
+/* Wrap for an optional input (bias, gamma): NULL stays NULL. */
+static gx_tensor *Wopt(gx_ctx *c, const float *p, int nd, const int64_t *shape, float *grad) {
+    return p ? W(c, p, nd, shape, grad) : NULL;
+}
+/* Optional input whose gradient is wanted although the launcher does not
+ * pass its values (bias gradients: they do not depend on the bias). */
+static gx_tensor *Wgrad(gx_ctx *c, int nd, const int64_t *shape, float *grad) {
+    return grad ? W(c, NULL, nd, shape, grad) : NULL;
+}
+
+static void emu_out(float *dst, const gx_tensor *y) {
+    if (dst && y->numel) memcpy(dst, y->data, (size_t)y->numel * sizeof(float));
+}
+static void emu_backward(gx_ctx *c, gx_tensor *y, const float *g) {
+    if (y->requires_grad) gx_backward(c, y, g);
+}
+static void nan_f(float *p, int64_t n) {
+    for (int64_t i = 0; i < n; i++) p[i] = NAN;
+}
+static void nan_d(double *p, int64_t n) {
+    for (int64_t i = 0; i < n; i++) p[i] = NAN;
+}
+
+/* ----------------------------------------------------------- elementwise */
+
+static gx_tensor *emu_unary(gx_ctx *c, gx_cu_unary op, double p0, double p1, gx_tensor *x) {
+    switch (op) {
+    case GX_CU_RELU: return gx_relu(c, x);
+    case GX_CU_LEAKY_RELU: return gx_leaky_relu(c, x, p0);
+    case GX_CU_GELU: return gx_gelu(c, x);
+    case GX_CU_SILU: return gx_silu(c, x);
+    case GX_CU_SIGMOID: return gx_sigmoid(c, x);
+    case GX_CU_SOFTPLUS: return gx_softplus(c, x);
+    case GX_CU_TANH: return gx_tanh(c, x);
+    case GX_CU_EXP: return gx_exp(c, x);
+    case GX_CU_LOG: return gx_log(c, x);
+    case GX_CU_ATAN: return gx_atan(c, x);
+    case GX_CU_SIN: return gx_sin(c, x);
+    case GX_CU_COS: return gx_cos(c, x);
+    case GX_CU_SQRT: return gx_sqrt(c, x);
+    case GX_CU_SQUARE: return gx_square(c, x);
+    case GX_CU_ABS: return gx_abs(c, x);
+    case GX_CU_NEG: return gx_neg(c, x);
+    case GX_CU_AFFINE: return gx_affine(c, x, p0, p1);
+    case GX_CU_POW: return gx_pow_scalar(c, x, p0);
+    case GX_CU_CLAMP: return gx_clamp(c, x, p0, p1);
+    default: GX_ASSERT_MSG(0, "emulation: unary op %d out of range", (int)op);
+    }
+    return NULL;
+}
+
+void gx_cu_unary_fwd(gx_cuda_stream *s, gx_cu_unary op, double p0, double p1, const float *x, float *y, int64_t n) {
+    gx_ctx *c = emu_begin(s, 0);
+    emu_out(y, emu_unary(c, op, p0, p1, W(c, x, 1, &n, NULL)));
+    emu_end(s);
+}
+
+void gx_cu_unary_bwd(gx_cuda_stream *s, gx_cu_unary op, double p0, double p1, const float *x, const float *y,
+                     const float *g, float *gx, int64_t n) {
+    (void)y;                  /* recomputed from x by the CPU op */
+    gx_ctx *c = emu_begin(s, 1);
+    emu_backward(c, emu_unary(c, op, p0, p1, W(c, x, 1, &n, gx)), g);
+    emu_end(s);
+}
+
+static gx_tensor *emu_binary(gx_ctx *c, gx_cu_binary op, gx_tensor *a, gx_tensor *b) {
+    switch (op) {
+    case GX_CU_ADD: return gx_add(c, a, b);
+    case GX_CU_SUB: return gx_sub(c, a, b);
+    case GX_CU_MUL: return gx_mul(c, a, b);
+    case GX_CU_DIV: return gx_div(c, a, b);
+    case GX_CU_MAX: return gx_maximum(c, a, b);
+    default: GX_ASSERT_MSG(0, "emulation: binary op %d out of range", (int)op);
+    }
+    return NULL;
+}
+
+static void emu_check_out(const gx_tensor *y, int no, const int64_t *oshape, const char *fn) {
+    GX_ASSERT_MSG(y->ndim == no && gx_shape_numel(no, oshape) == y->numel, "%s: output shape does not broadcast", fn);
+    for (int i = 0; i < no; i++) GX_ASSERT_MSG(y->shape[i] == oshape[i], "%s: output dim %d differs", fn, i);
+}
+
+void gx_cu_binary_fwd(gx_cuda_stream *s, gx_cu_binary op, const float *a, int na, const int64_t *ashape,
+                      const float *b, int nb, const int64_t *bshape, float *out, int no, const int64_t *oshape) {
+    gx_ctx *c = emu_begin(s, 0);
+    gx_tensor *y = emu_binary(c, op, W(c, a, na, ashape, NULL), W(c, b, nb, bshape, NULL));
+    emu_check_out(y, no, oshape, __func__);
+    emu_out(out, y);
+    emu_end(s);
+}
+
+void gx_cu_binary_bwd(gx_cuda_stream *s, gx_cu_binary op, const float *a, int na, const int64_t *ashape,
+                      const float *b, int nb, const int64_t *bshape, const float *out, const float *g, int no,
+                      const int64_t *oshape, float *ga, float *gb, float *scratch) {
+    (void)out;
+    nan_f(scratch, gx_shape_numel(no, oshape));
+    gx_ctx *c = emu_begin(s, 1);
+    gx_tensor *y = emu_binary(c, op, W(c, a, na, ashape, ga), W(c, b, nb, bshape, gb));
+    emu_check_out(y, no, oshape, __func__);
+    emu_backward(c, y, g);
+    emu_end(s);
+}
+
+void gx_cu_reduce_broadcast_add(gx_cuda_stream *s, float *acc, int nt, const int64_t *to, const float *g, int nf,
+                                const int64_t *from) {
+    (void)s;
+    gx_reduce_broadcast_add(acc, nt, to, g, nf, from);
+}
+
+/* ----------------------------------------------------------- reductions */
+
+static gx_tensor *emu_reduce(gx_ctx *c, gx_cu_reduce op, gx_tensor *x) {
+    switch (op) {
+    case GX_CU_SUM: return gx_sum(c, x, 1, 0);
+    case GX_CU_MEAN: return gx_mean(c, x, 1, 0);
+    case GX_CU_MAXR: return gx_max(c, x, 1, 0);
+    default: GX_ASSERT_MSG(0, "emulation: reduce op %d out of range", (int)op);
+    }
+    return NULL;
+}
+
+void gx_cu_reduce_fwd(gx_cuda_stream *s, gx_cu_reduce op, const float *x, float *y, int64_t outer, int64_t n,
+                      int64_t inner) {
+    gx_ctx *c = emu_begin(s, 0);
+    emu_out(y, emu_reduce(c, op, W(c, x, 3, GX_SHAPE(outer, n, inner), NULL)));
+    emu_end(s);
+}
+
+void gx_cu_reduce_bwd(gx_cuda_stream *s, gx_cu_reduce op, const float *x, const float *y, const float *g, float *gx,
+                      int64_t outer, int64_t n, int64_t inner) {
+    (void)y;
+    gx_ctx *c = emu_begin(s, 1);
+    emu_backward(c, emu_reduce(c, op, W(c, x, 3, GX_SHAPE(outer, n, inner), gx)), g);
+    emu_end(s);
+}
+
+void gx_cu_softmax_fwd(gx_cuda_stream *s, int log, const float *x, float *y, int64_t outer, int64_t n, int64_t inner) {
+    gx_ctx *c = emu_begin(s, 0);
+    gx_tensor *X = W(c, x, 3, GX_SHAPE(outer, n, inner), NULL);
+    emu_out(y, log ? gx_log_softmax(c, X, 1) : gx_softmax(c, X, 1));
+    emu_end(s);
+}
+
+/* From y only (the launcher gets no x): the CPU backward's formulas. */
+void gx_cu_softmax_bwd(gx_cuda_stream *s, int log, const float *y, const float *g, float *gx, int64_t outer,
+                       int64_t n, int64_t inner) {
+    (void)s;
+    for (int64_t o = 0; o < outer; o++)
+        for (int64_t i = 0; i < inner; i++) {
+            const int64_t base = o * n * inner + i;
+            double d = 0;
+            for (int64_t j = 0; j < n; j++) {
+                const int64_t k = base + j * inner;
+                d += log ? (double)g[k] : (double)g[k] * y[k];
+            }
+            for (int64_t j = 0; j < n; j++) {
+                const int64_t k = base + j * inner;
+                if (log) gx[k] += (float)((double)g[k] - exp((double)y[k]) * d);
+                else gx[k] += (float)((double)y[k] * ((double)g[k] - d));
+            }
+        }
+}
+
+void gx_cu_cross_entropy_fwd(gx_cuda_stream *s, const float *logits, const int32_t *target, double ls, float *loss,
+                             double *lse, int64_t B, int64_t K) {
+    gx_ctx *c = emu_begin(s, 0);
+    emu_out(loss, gx_cross_entropy(c, W(c, logits, 2, GX_SHAPE(B, K), NULL), target, ls));
+    emu_end(s);
+    for (int64_t b = 0; b < B; b++) {
+        const float *x = logits + b * K;
+        double m = -INFINITY, sum = 0;
+        for (int64_t k = 0; k < K; k++) m = x[k] > m ? x[k] : m;
+        for (int64_t k = 0; k < K; k++) sum += exp((double)x[k] - m);
+        lse[b] = m + log(sum);
+    }
+}
+
+/* The CPU formula from the saved lse (so a wrong lse buffer shows). */
+void gx_cu_cross_entropy_bwd(gx_cuda_stream *s, const float *logits, const int32_t *target, double ls,
+                             const double *lse, const float *g, float *glogits, int64_t B, int64_t K) {
+    (void)s;
+    for (int64_t b = 0; b < B; b++) {
+        GX_ASSERT_MSG(target[b] >= 0 && target[b] < K, "%s: target %d out of [0, %lld)", __func__, target[b],
+                      (long long)K);
+        const double gb = g[b], u = ls / (double)K;
+        for (int64_t k = 0; k < K; k++) {
+            double d = gb * (exp((double)logits[b * K + k] - lse[b]) - u);
+            if (k == target[b]) d -= gb * (1.0 - ls);
+            glogits[b * K + k] += (float)d;
+        }
+    }
+}
+
+void gx_cu_gemm(gx_cuda_stream *s, int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+                const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
+    if (M <= 0 || N <= 0) return;
+    /* cublasSgemm's checks (row-major A [M,K] is column-major A^T ...). */
+    const int64_t ra = trans_a ? M : K, rb = trans_b ? K : N;
+    if (K < 0 || lda < (ra > 1 ? ra : 1) || ldb < (rb > 1 ? rb : 1) || ldc < N || M > INT_MAX || N > INT_MAX ||
+        K > INT_MAX) {
+        emu_note(s, "gx_cu_gemm: cuBLAS status 7 (invalid value: M %lld N %lld K %lld lda %lld ldb %lld ldc %lld)",
+                 (long long)M, (long long)N, (long long)K, (long long)lda, (long long)ldb, (long long)ldc);
+        return;
+    }
+    if (K == 0) {             /* C = beta C (cuBLAS does not read A, B) */
+        for (int64_t i = 0; i < M; i++)
+            for (int64_t j = 0; j < N; j++) C[i * ldc + j] = beta == 0.0f ? 0.0f : beta * C[i * ldc + j];
+        return;
+    }
+    gx_gemm(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+void gx_cu_gemm_batched(gx_cuda_stream *s, int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+                        const float *A, int64_t lda, int64_t sA, const float *B, int64_t ldb, int64_t sB, float beta,
+                        float *C, int64_t ldc, int64_t sC, int64_t batch) {
+    if (M <= 0 || N <= 0 || batch <= 0) return;
+    for (int64_t i = 0; i < batch; i++)
+        gx_cu_gemm(s, trans_a, trans_b, M, N, K, alpha, A + i * sA, lda, B + i * sB, ldb, beta, C + i * sC, ldc);
+}
+
+/* ---------------------------------------------------------------- norms */
+
+void gx_cu_layernorm_fwd(gx_cuda_stream *s, const float *x, const float *gamma, const float *beta, float *y,
+                         double *mean, double *rstd, int64_t R, int64_t D, double eps) {
+    gx_ctx *c = emu_begin(s, 1);
+    /* x requires grad (into scratch) so the node keeps the CPU's statistics. */
+    gx_tensor *X = W(c, x, 2, GX_SHAPE(R, D), NULL);
+    X->requires_grad = 1;
+    gx_tensor *Y = gx_layernorm(c, X, Wopt(c, gamma, 1, &D, NULL), Wopt(c, beta, 1, &D, NULL), eps);
+    emu_out(y, Y);
+    const double *st = c->tape->saved;      /* [2R]: mean, rstd interleaved */
+    for (int64_t r = 0; r < R; r++) {
+        mean[r] = st[2 * r];
+        rstd[r] = st[2 * r + 1];
+    }
+    emu_end(s);
+}
+
+/* The CPU backward's formulas, from the saved statistics. */
+void gx_cu_layernorm_bwd(gx_cuda_stream *s, const float *x, const float *gamma, const double *mean,
+                         const double *rstd, const float *g, float *gx, float *ggamma, float *gbeta, int64_t R,
+                         int64_t D) {
+    (void)s;
+    for (int64_t r = 0; r < R && gx; r++) {
+        const float *px = x + r * D, *gy = g + r * D;
+        double mu = mean[r], istd = rstd[r], s1 = 0, s2 = 0;
+        for (int64_t j = 0; j < D; j++) {
+            double dxh = gy[j] * (gamma ? (double)gamma[j] : 1.0);
+            s1 += dxh;
+            s2 += dxh * ((px[j] - mu) * istd);
+        }
+        for (int64_t j = 0; j < D; j++) {
+            double dxh = gy[j] * (gamma ? (double)gamma[j] : 1.0), xhat = (px[j] - mu) * istd;
+            gx[r * D + j] += (float)(istd * (dxh - s1 / D - xhat * s2 / D));
+        }
+    }
+    for (int64_t j = 0; j < D && (ggamma || gbeta); j++) {
+        double ag = 0, ab = 0;
+        for (int64_t r = 0; r < R; r++) {
+            ag += g[r * D + j] * ((x[r * D + j] - mean[r]) * rstd[r]);
+            ab += g[r * D + j];
+        }
+        if (ggamma) ggamma[j] += (float)ag;
+        if (gbeta) gbeta[j] += (float)ab;
+    }
+}
+
+void gx_cu_batchnorm_fwd(gx_cuda_stream *s, const float *x, const float *gamma, const float *beta, float *run_mean,
+                         float *run_var, int training, double momentum, double eps, float *y, double *mean,
+                         double *rstd, int64_t B, int64_t C, int64_t S) {
+    gx_ctx *c = emu_begin(s, 1);
+    gx_tensor *X = W(c, x, 3, GX_SHAPE(B, C, S), NULL);
+    X->requires_grad = 1;                   /* so the node keeps the statistics */
+    gx_tensor *Y = gx_batchnorm(c, X, Wopt(c, gamma, 1, &C, NULL), Wopt(c, beta, 1, &C, NULL),
+                                Wopt(c, run_mean, 1, &C, NULL), Wopt(c, run_var, 1, &C, NULL), training, momentum,
+                                eps);
+    emu_out(y, Y);
+    const double *st = c->tape->saved;      /* [2C]: mean, then rstd */
+    for (int64_t k = 0; k < C; k++) {
+        mean[k] = st[k];
+        rstd[k] = st[C + k];
+    }
+    emu_end(s);
+}
+
+void gx_cu_batchnorm_bwd(gx_cuda_stream *s, const float *x, const float *gamma, int training, const double *mean,
+                         const double *rstd, const float *g, float *gx, float *ggamma, float *gbeta, int64_t B,
+                         int64_t C, int64_t S) {
+    (void)s;
+    const double N = (double)(B * S);
+    for (int64_t c = 0; c < C; c++) {
+        double sdy = 0, sdyx = 0, mu = mean[c], istd = rstd[c];
+        for (int64_t b = 0; b < B; b++)
+            for (int64_t k = 0; k < S; k++) {
+                int64_t o = (b * C + c) * S + k;
+                sdy += g[o];
+                sdyx += g[o] * (x[o] - mu);
+            }
+        sdyx *= istd;
+        if (ggamma) ggamma[c] += (float)sdyx;
+        if (gbeta) gbeta[c] += (float)sdy;
+        if (!gx) continue;
+        double k0 = (gamma ? gamma[c] : 1.0) * istd, mdy = training ? sdy / N : 0, mdyx = training ? sdyx / N : 0;
+        for (int64_t b = 0; b < B; b++)
+            for (int64_t k = 0; k < S; k++) {
+                int64_t o = (b * C + c) * S + k;
+                gx[o] += (float)(k0 * (g[o] - mdy - (x[o] - mu) * istd * mdyx));
+            }
+    }
+}
+
+/* ----------------------------------------------------------------- conv */
+
+int64_t gx_cu_conv_col_floats(const gx_cu_conv_shape *c) {
+    int64_t Ho = (c->H + 2 * c->pad - c->kh) / c->stride + 1, Wo = (c->W + 2 * c->pad - c->kw) / c->stride + 1;
+    return c->Cin * c->kh * c->kw * Ho * Wo;
+}
+
+static gx_tensor *emu_conv(gx_ctx *k, const gx_cu_conv_shape *c, const float *x, const float *w, const float *bias,
+                           float *gx, float *gw, float *gb) {
+    gx_tensor *X = W(k, x, 4, GX_SHAPE(c->B, c->Cin, c->H, c->W), gx);
+    gx_tensor *Wt = W(k, w, 4, GX_SHAPE(c->Cout, c->Cin / c->groups, c->kh, c->kw), gw);
+    gx_tensor *Bt = bias ? W(k, bias, 1, &c->Cout, gb) : Wgrad(k, 1, &c->Cout, gb);
+    return gx_conv2d(k, X, Wt, Bt, c->stride, c->pad, c->groups);
+}
+
+void gx_cu_conv2d_fwd(gx_cuda_stream *s, const gx_cu_conv_shape *c, const float *x, const float *w,
+                      const float *bias, float *y, float *col) {
+    nan_f(col, gx_cu_conv_col_floats(c));
+    gx_ctx *k = emu_begin(s, 0);
+    emu_out(y, emu_conv(k, c, x, w, bias, NULL, NULL, NULL));
+    emu_end(s);
+}
+
+void gx_cu_conv2d_bwd(gx_cuda_stream *s, const gx_cu_conv_shape *c, const float *x, const float *w, const float *g,
+                      float *gx, float *gw, float *gb, float *col) {
+    nan_f(col, gx_cu_conv_col_floats(c));
+    gx_ctx *k = emu_begin(s, 1);
+    emu_backward(k, emu_conv(k, c, x, w, NULL, gx, gw, gb), g);
+    emu_end(s);
+}
+
+void gx_cu_conv2d_bn_act_fwd(gx_cuda_stream *s, const gx_cu_conv_shape *c, const float *x, const float *w,
+                             const float *bias, const float *gamma, const float *beta, const float *run_mean,
+                             const float *run_var, double eps, int act, double p0, double p1, float *y, float *col,
+                             double *ab) {
+    nan_f(col, gx_cu_conv_col_floats(c));
+    for (int64_t o = 0; o < c->Cout; o++) {      /* documented: a, then the shift */
+        double a = (gamma ? (double)gamma[o] : 1.0) / sqrt((double)run_var[o] + eps);
+        ab[o] = a;
+        ab[c->Cout + o] = (beta ? (double)beta[o] : 0.0) - (double)run_mean[o] * a;
+    }
+    gx_ctx *k = emu_begin(s, 0);
+    const int64_t C = c->Cout;
+    gx_tensor *v = emu_conv(k, c, x, w, bias, NULL, NULL, NULL);
+    v = gx_batchnorm(k, v, Wopt(k, gamma, 1, &C, NULL), Wopt(k, beta, 1, &C, NULL), W(k, run_mean, 1, &C, NULL),
+                     W(k, run_var, 1, &C, NULL), 0, 0.1, eps);
+    if (act >= 0) v = emu_unary(k, (gx_cu_unary)act, p0, p1, v);
+    emu_out(y, v);
+    emu_end(s);
+}
+
+int64_t gx_cu_upconv_scratch_floats(int64_t Cin, int64_t H, int64_t W, int64_t Cout) {
+    return 32 * Cout * Cin + 16 * Cin * H * W + 4 * Cout * H * W;
+}
+
+void gx_cu_upconv2x3_fwd(gx_cuda_stream *s, const float *x, const float *w, const float *bias, int act, double p0,
+                         double p1, float *y, float *scratch, int64_t B, int64_t Cin, int64_t H, int64_t Wd,
+                         int64_t Cout) {
+    nan_f(scratch, gx_cu_upconv_scratch_floats(Cin, H, Wd, Cout));
+    gx_ctx *k = emu_begin(s, 0);
+    gx_tensor *v = gx_upconv2x3(k, W(k, x, 4, GX_SHAPE(B, Cin, H, Wd), NULL), W(k, w, 4, GX_SHAPE(Cout, Cin, 3, 3), NULL),
+                                Wopt(k, bias, 1, &Cout, NULL));
+    if (act >= 0) v = emu_unary(k, (gx_cu_unary)act, p0, p1, v);
+    emu_out(y, v);
+    emu_end(s);
+}
+
+void gx_cu_upconv2x3_bwd(gx_cuda_stream *s, const float *x, const float *w, const float *g, float *gx, float *gw,
+                         float *gb, float *scratch, int64_t B, int64_t Cin, int64_t H, int64_t Wd, int64_t Cout) {
+    nan_f(scratch, gx_cu_upconv_scratch_floats(Cin, H, Wd, Cout));
+    gx_ctx *k = emu_begin(s, 1);
+    gx_tensor *v = gx_upconv2x3(k, W(k, x, 4, GX_SHAPE(B, Cin, H, Wd), gx), W(k, w, 4, GX_SHAPE(Cout, Cin, 3, 3), gw),
+                                Wgrad(k, 1, &Cout, gb));
+    emu_backward(k, v, g);
+    emu_end(s);
+}
+
+void gx_cu_conv1d_causal_dw_fwd(gx_cuda_stream *s, const float *x, const float *w, const float *bias, float *y,
+                                int64_t B, int64_t L, int64_t E, int64_t K) {
+    gx_ctx *k = emu_begin(s, 0);
+    emu_out(y, gx_conv1d_causal_dw(k, W(k, x, 3, GX_SHAPE(B, L, E), NULL), W(k, w, 3, GX_SHAPE(E, 1, K), NULL),
+                                   Wopt(k, bias, 1, &E, NULL)));
+    emu_end(s);
+}
+
+void gx_cu_conv1d_causal_dw_bwd(gx_cuda_stream *s, const float *x, const float *w, const float *g, float *gx,
+                                float *gw, float *gb, int64_t B, int64_t L, int64_t E, int64_t K) {
+    gx_ctx *k = emu_begin(s, 1);
+    emu_backward(k,
+                 gx_conv1d_causal_dw(k, W(k, x, 3, GX_SHAPE(B, L, E), gx), W(k, w, 3, GX_SHAPE(E, 1, K), gw),
+                                     Wgrad(k, 1, &E, gb)),
+                 g);
+    emu_end(s);
+}
+
+/* ------------------------------------------------------- pool, resample */
+
+typedef enum { EMU_AVG, EMU_BILINEAR, EMU_NEAREST2X, EMU_MAXPOOL } emu_pool_kind;
+
+static gx_tensor *emu_pool(gx_ctx *c, emu_pool_kind kind, gx_tensor *x, int64_t oh, int64_t ow, int ks, int st,
+                           int pad) {
+    switch (kind) {
+    case EMU_AVG: return gx_adaptive_avg_pool2d(c, x, oh, ow);
+    case EMU_BILINEAR: return gx_resize_bilinear(c, x, oh, ow);
+    case EMU_NEAREST2X: return gx_upsample_nearest2x(c, x);
+    default: return gx_max_pool2d(c, x, ks, st, pad);
+    }
+}
+
+/* Planes [P, H, W] as [P, 1, H, W]. Backward without x: these ops' input
+ * gradients do not depend on x (max pooling gets x). */
+static void pool(gx_cuda_stream *s, emu_pool_kind kind, const float *x, const float *g, float *y, float *gx,
+                 int64_t P, int64_t H, int64_t Wd, int64_t oh, int64_t ow, int ks, int st, int pad) {
+    gx_ctx *c = emu_begin(s, g != NULL);
+    gx_tensor *v = emu_pool(c, kind, W(c, x, 4, GX_SHAPE(P, 1, H, Wd), gx), oh, ow, ks, st, pad);
+    if (g) emu_backward(c, v, g);
+    else emu_out(y, v);
+    emu_end(s);
+}
+
+void gx_cu_adaptive_avg_pool_fwd(gx_cuda_stream *s, const float *x, float *y, int64_t P, int64_t H, int64_t W,
+                                 int64_t oh, int64_t ow) {
+    pool(s, EMU_AVG, x, NULL, y, NULL, P, H, W, oh, ow, 0, 0, 0);
+}
+void gx_cu_adaptive_avg_pool_bwd(gx_cuda_stream *s, const float *g, float *gx, int64_t P, int64_t H, int64_t W,
+                                 int64_t oh, int64_t ow) {
+    pool(s, EMU_AVG, NULL, g, NULL, gx, P, H, W, oh, ow, 0, 0, 0);
+}
+void gx_cu_resize_bilinear_fwd(gx_cuda_stream *s, const float *x, float *y, int64_t P, int64_t H, int64_t W,
+                               int64_t oh, int64_t ow) {
+    pool(s, EMU_BILINEAR, x, NULL, y, NULL, P, H, W, oh, ow, 0, 0, 0);
+}
+void gx_cu_resize_bilinear_bwd(gx_cuda_stream *s, const float *g, float *gx, int64_t P, int64_t H, int64_t W,
+                               int64_t oh, int64_t ow) {
+    pool(s, EMU_BILINEAR, NULL, g, NULL, gx, P, H, W, oh, ow, 0, 0, 0);
+}
+void gx_cu_upsample_nearest2x_fwd(gx_cuda_stream *s, const float *x, float *y, int64_t P, int64_t H, int64_t W) {
+    pool(s, EMU_NEAREST2X, x, NULL, y, NULL, P, H, W, 0, 0, 0, 0, 0);
+}
+void gx_cu_upsample_nearest2x_bwd(gx_cuda_stream *s, const float *g, float *gx, int64_t P, int64_t H, int64_t W) {
+    pool(s, EMU_NEAREST2X, NULL, g, NULL, gx, P, H, W, 0, 0, 0, 0, 0);
+}
+void gx_cu_max_pool2d_fwd(gx_cuda_stream *s, const float *x, float *y, int64_t P, int64_t H, int64_t W, int ks,
+                          int stride, int pad) {
+    pool(s, EMU_MAXPOOL, x, NULL, y, NULL, P, H, W, 0, 0, ks, stride, pad);
+}
+void gx_cu_max_pool2d_bwd(gx_cuda_stream *s, const float *x, const float *g, float *gx, int64_t P, int64_t H,
+                          int64_t W, int ks, int stride, int pad) {
+    pool(s, EMU_MAXPOOL, x, g, NULL, gx, P, H, W, 0, 0, ks, stride, pad);
+}
+
+/* ----------------------------------------------------------------- scan */
+
+static void scan(gx_cuda_stream *s, const float *xs, const float *dl, const float *A, const float *Bm,
+                 const float *Cm, float *y, const float *g, float *gxs, float *gdl, float *gA, float *gB, float *gC,
+                 int64_t B, int64_t L, int64_t Ld, int64_t E, int64_t N) {
+    GX_ASSERT_MSG(N <= 32, "gx_cu_ssm_scan: N %lld > 32 (one thread per state in a warp)", (long long)N);
+    gx_ctx *c = emu_begin(s, g != NULL);
+    gx_tensor *v = gx_ssm_scan(c, W(c, xs, 3, GX_SHAPE(B, L, E), gxs), W(c, dl, 3, GX_SHAPE(B, Ld, E), gdl),
+                               W(c, A, 2, GX_SHAPE(E, N), gA), W(c, Bm, 2, GX_SHAPE(E, N), gB),
+                               W(c, Cm, 2, GX_SHAPE(E, N), gC));
+    if (g) emu_backward(c, v, g);
+    else emu_out(y, v);
+    emu_end(s);
+}
+
+void gx_cu_ssm_scan_fwd(gx_cuda_stream *s, const float *xs, const float *delta, const float *A, const float *Bm,
+                        const float *Cm, float *y, int64_t B, int64_t L, int64_t Ld, int64_t E, int64_t N) {
+    scan(s, xs, delta, A, Bm, Cm, y, NULL, NULL, NULL, NULL, NULL, NULL, B, L, Ld, E, N);
+}
+
+void gx_cu_ssm_scan_bwd(gx_cuda_stream *s, const float *xs, const float *delta, const float *A, const float *Bm,
+                        const float *Cm, const float *g, float *gxs, float *gdelta, float *gA, float *gB, float *gC,
+                        double *H, int64_t B, int64_t L, int64_t Ld, int64_t E, int64_t N) {
+    nan_d(H, B * L * E * N);
+    scan(s, xs, delta, A, Bm, Cm, NULL, g, gxs, gdelta, gA, gB, gC, B, L, Ld, E, N);
+}
+
+/* ------------------------------------------------------------- sinkhorn */
+
+/* gx_sinkhorn.c's saved state (private there; mirrored here, test-only):
+ * the backward is the CPU's, run on the matrices and denominators the
+ * forward wrote in the launcher's layout. */
+typedef struct {
+    int64_t n;
+    const double *K, *KT, *M, *MT;
+} emu_sk_mats;
+typedef struct {
+    emu_sk_mats m;
+    const double *pq, *S;
+    int iters;
+} emu_sk_saved;
+
+void gx_cu_sinkhorn_fwd(gx_cuda_stream *s, const float *a, const float *b, const float *C, double lambda, int iters,
+                        double eps, float *out, double *mats, double *pq, double *work, int64_t B, int64_t n) {
+    nan_d(work, B * 7 * n);
+    gx_ctx *c = emu_begin(s, 1);
+    /* requires_grad on a (into scratch) so the CPU op saves its iterates */
+    gx_tensor *A = W(c, a, 2, GX_SHAPE(B, n), NULL);
+    A->requires_grad = 1;
+    gx_tensor *Ct = W(c, C, 2, GX_SHAPE(n, n), NULL);
+    emu_out(out, gx_sinkhorn_hk(c, A, W(c, b, 2, GX_SHAPE(B, n), NULL), Ct, lambda, iters, eps));
+    const emu_sk_saved *sv = c->tape->saved;
+    GX_ASSERT(sv->m.n == n && sv->iters == iters);
+    memcpy(mats, sv->m.K, (size_t)(n * n) * sizeof(double));
+    memcpy(mats + n * n, sv->m.KT, (size_t)(n * n) * sizeof(double));
+    memcpy(mats + 2 * n * n, sv->m.M, (size_t)(n * n) * sizeof(double));
+    memcpy(mats + 3 * n * n, sv->m.MT, (size_t)(n * n) * sizeof(double));
+    if (pq) {
+        memcpy(pq, sv->pq, (size_t)(B * iters * 2 * n) * sizeof(double));
+        memcpy(pq + B * iters * 2 * n, sv->S, (size_t)B * sizeof(double));
+    }
+    emu_end(s);
+}
+
+void gx_cu_sinkhorn_bwd(gx_cuda_stream *s, const float *a, const float *b, const float *g, const double *mats,
+                        const double *pq, int iters, float *ga, float *gb, double *work, int64_t B, int64_t n) {
+    GX_ASSERT_MSG(pq != NULL, "gx_cu_sinkhorn_bwd: pq is NULL (the forward saved nothing)");
+    nan_d(work, B * 7 * n);
+    gx_ctx *c = emu_begin(s, 1);
+    /* A forward on a placeholder cost (its values are replaced below), then
+     * the CPU backward on the launcher's matrices and denominators. */
+    gx_tensor *Ct = W(c, NULL, 2, GX_SHAPE(n, n), NULL);
+    gx_tensor *y = gx_sinkhorn_hk(c, W(c, a, 2, GX_SHAPE(B, n), ga), W(c, b, 2, GX_SHAPE(B, n), gb), Ct, 1.0, iters,
+                                  0.0);
+    if (y->requires_grad) {
+        emu_sk_saved *sv = c->tape->saved;
+        sv->m = (emu_sk_mats){ n, mats, mats + n * n, mats + 2 * n * n, mats + 3 * n * n };
+        sv->pq = pq;
+        sv->S = pq + B * iters * 2 * n;
+        gx_backward(c, y, g);
+    }
+    emu_end(s);
+}
+
+/* ------------------------------------------------------------- optimiser */
+
+void gx_cu_optim_update(gx_cuda_stream *s, const gx_optim_cfg *c, float *x, const float *g, float *state, int64_t n,
+                        int64_t t, double lr, double wd) {
+    (void)s;
+    gx_params p;
+    gx_params_init(&p);
+    gx_tensor *w = gx_params_add(&p, "x", 1, GX_SHAPE(n), GX_PARAM_DECAY);
+    memcpy(w->data, x, (size_t)n * sizeof(float));
+    memcpy(w->grad, g, (size_t)n * sizeof(float));
+    gx_optim_cfg cfg = *c;
+    cfg.weight_decay = wd;
+    gx_optim o;
+    gx_err err;
+    GX_ASSERT_MSG(gx_optim_init(&o, &p, &cfg, &err) == GX_OK, "gx_cu_optim_update: %.200s", err.msg);
+    const int64_t slots = c->kind == GX_OPT_SGD ? (c->momentum != 0) : 2;
+    GX_ASSERT(o.state_len == slots * n);
+    if (slots) {
+        GX_ASSERT_MSG(state != NULL, "gx_cu_optim_update: state is NULL");
+        memcpy(o.state, state, (size_t)(slots * n) * sizeof(float));
+    }
+    o.step = t - 1;
+    double lrs[GX_OPT_MAX_GROUPS];
+    for (int i = 0; i < GX_OPT_MAX_GROUPS; i++) lrs[i] = lr;
+    gx_optim_step(&o, &p, lrs);
+    memcpy(x, w->data, (size_t)n * sizeof(float));
+    if (slots) memcpy(state, o.state, (size_t)(slots * n) * sizeof(float));
+    gx_optim_free(&o);
+    gx_params_free(&p);
+}
+
+int64_t gx_cu_chunk_count(int64_t n) { return n > 0 ? (n + GX_CU_CHUNK - 1) / GX_CU_CHUNK : 0; }
+
+int64_t gx_cu_clip_scratch(int nt, const int64_t *n) {
+    int64_t np = 0;
+    for (int t = 0; t < nt; t++) np += gx_cu_chunk_count(n[t]);
+    return np > 0 ? np : 1;
+}
+
+void gx_cu_clip_grad_norm(gx_cuda_stream *s, int nt, float *const *g, const int64_t *n, double max_norm,
+                          double *part, double *norm_out) {
+    (void)s;
+    nan_d(part, gx_cu_clip_scratch(nt, n));
+    double ss = 0;
+    for (int t = 0; t < nt; t++)
+        for (int64_t k = 0; k < n[t]; k++) ss += (double)g[t][k] * g[t][k];
+    const double norm = sqrt(ss), coef = max_norm / (norm + 1e-6);
+    if (isfinite(norm) && coef < 1.0)
+        for (int t = 0; t < nt; t++)
+            for (int64_t k = 0; k < n[t]; k++) g[t][k] = (float)((double)g[t][k] * coef);
+    *norm_out = norm;
+}
+
+/* ----------------------------------------------------------- shape ops */
+
+void gx_cu_accumulate(gx_cuda_stream *s, float *dst, const float *src, int64_t n) {
+    (void)s;
+    for (int64_t i = 0; i < n; i++) dst[i] += src[i];
+}
+
+void gx_cu_permute_fwd(gx_cuda_stream *s, const float *x, int nd, const int64_t *xshape, const int *perm, float *y) {
+    gx_ctx *c = emu_begin(s, 0);
+    emu_out(y, gx_permute(c, W(c, x, nd, xshape, NULL), perm));
+    emu_end(s);
+}
+void gx_cu_permute_bwd(gx_cuda_stream *s, const float *g, int nd, const int64_t *xshape, const int *perm, float *gx) {
+    gx_ctx *c = emu_begin(s, 1);
+    emu_backward(c, gx_permute(c, W(c, NULL, nd, xshape, gx), perm), g);
+    emu_end(s);
+}
+
+#define EMU_MAX_PARTS 64
+
+void gx_cu_concat_fwd(gx_cuda_stream *s, int n, const float *const *xs, const int64_t *sizes, float *y, int64_t outer,
+                      int64_t inner) {
+    GX_ASSERT(n >= 1 && n <= EMU_MAX_PARTS);
+    gx_ctx *c = emu_begin(s, 0);
+    gx_tensor *t[EMU_MAX_PARTS];
+    for (int k = 0; k < n; k++) t[k] = W(c, xs[k], 3, GX_SHAPE(outer, sizes[k], inner), NULL);
+    emu_out(y, gx_concat(c, n, t, 1));
+    emu_end(s);
+}
+void gx_cu_concat_bwd(gx_cuda_stream *s, int n, const float *g, const int64_t *sizes, float *const *gxs,
+                      int64_t outer, int64_t inner) {
+    GX_ASSERT(n >= 1 && n <= EMU_MAX_PARTS);
+    gx_ctx *c = emu_begin(s, 1);
+    gx_tensor *t[EMU_MAX_PARTS];
+    for (int k = 0; k < n; k++) t[k] = W(c, NULL, 3, GX_SHAPE(outer, sizes[k], inner), gxs[k]);
+    emu_backward(c, gx_concat(c, n, t, 1), g);
+    emu_end(s);
+}
+
+void gx_cu_slice_fwd(gx_cuda_stream *s, const float *x, float *y, int64_t outer, int64_t n, int64_t inner,
+                     int64_t start, int64_t end) {
+    gx_ctx *c = emu_begin(s, 0);
+    emu_out(y, gx_slice(c, W(c, x, 3, GX_SHAPE(outer, n, inner), NULL), 1, start, end));
+    emu_end(s);
+}
+void gx_cu_slice_bwd(gx_cuda_stream *s, const float *g, float *gx, int64_t outer, int64_t n, int64_t inner,
+                     int64_t start, int64_t end) {
+    gx_ctx *c = emu_begin(s, 1);
+    emu_backward(c, gx_slice(c, W(c, NULL, 3, GX_SHAPE(outer, n, inner), gx), 1, start, end), g);
+    emu_end(s);
+}
+
+void gx_cu_flip_fwd(gx_cuda_stream *s, const float *x, float *y, int64_t outer, int64_t n, int64_t inner) {
+    gx_ctx *c = emu_begin(s, 0);
+    emu_out(y, gx_flip(c, W(c, x, 3, GX_SHAPE(outer, n, inner), NULL), 1));
+    emu_end(s);
+}
+void gx_cu_flip_bwd(gx_cuda_stream *s, const float *g, float *gx, int64_t outer, int64_t n, int64_t inner) {
+    gx_ctx *c = emu_begin(s, 1);
+    emu_backward(c, gx_flip(c, W(c, NULL, 3, GX_SHAPE(outer, n, inner), gx), 1), g);
+    emu_end(s);
+}
+
+void gx_cu_gather_fwd(gx_cuda_stream *s, const float *x, const int32_t *idx, float *y, int64_t B, int64_t K) {
+    gx_ctx *c = emu_begin(s, 0);
+    emu_out(y, gx_gather(c, W(c, x, 2, GX_SHAPE(B, K), NULL), idx));
+    emu_end(s);
+}
+void gx_cu_gather_bwd(gx_cuda_stream *s, const int32_t *idx, const float *g, float *gx, int64_t B, int64_t K) {
+    gx_ctx *c = emu_begin(s, 1);
+    emu_backward(c, gx_gather(c, W(c, NULL, 2, GX_SHAPE(B, K), gx), idx), g);
+    emu_end(s);
+}
+void gx_cu_one_hot(gx_cuda_stream *s, const int32_t *idx, float *y, int64_t B, int64_t K) {
+    gx_ctx *c = emu_begin(s, 0);
+    emu_out(y, gx_one_hot(c, idx, B, K));
+    emu_end(s);
+}
+
+/* ------------------------------------------------------ more reductions */
+
+void gx_cu_logsumexp_fwd(gx_cuda_stream *s, const float *x, float *y, int64_t outer, int64_t n, int64_t inner) {
+    gx_ctx *c = emu_begin(s, 0);
+    emu_out(y, gx_logsumexp(c, W(c, x, 3, GX_SHAPE(outer, n, inner), NULL), 1, 0));
+    emu_end(s);
+}
+void gx_cu_logsumexp_bwd(gx_cuda_stream *s, const float *x, const float *y, const float *g, float *gx, int64_t outer,
+                         int64_t n, int64_t inner) {
+    (void)y;
+    gx_ctx *c = emu_begin(s, 1);
+    emu_backward(c, gx_logsumexp(c, W(c, x, 3, GX_SHAPE(outer, n, inner), gx), 1, 0), g);
+    emu_end(s);
+}
+
+void gx_cu_l2_normalize_fwd(gx_cuda_stream *s, const float *x, float *y, double *norm, double eps, int64_t outer,
+                            int64_t n, int64_t inner) {
+    gx_ctx *c = emu_begin(s, 1);
+    gx_tensor *X = W(c, x, 3, GX_SHAPE(outer, n, inner), NULL);
+    X->requires_grad = 1;                   /* so the node keeps the norms */
+    emu_out(y, gx_l2_normalize(c, X, 1, eps));
+    memcpy(norm, c->tape->saved, (size_t)(outer * inner) * sizeof(double));
+    emu_end(s);
+}
+
+/* From y and the saved norms (the launcher gets no x): the CPU formula. */
+void gx_cu_l2_normalize_bwd(gx_cuda_stream *s, const float *y, const double *norm, const float *g, float *gx,
+                            double eps, int64_t outer, int64_t n, int64_t inner) {
+    (void)s;
+    for (int64_t o = 0; o < outer; o++)
+        for (int64_t i = 0; i < inner; i++) {
+            const int64_t base = o * n * inner + i, t = o * inner + i;
+            double dot = 0;
+            for (int64_t j = 0; j < n; j++) dot += (double)g[base + j * inner] * y[base + j * inner];
+            const int clamped = norm[t] < eps;
+            const double inv = 1.0 / (clamped ? eps : norm[t]), s2 = clamped ? 0.0 : dot * inv;
+            for (int64_t j = 0; j < n; j++) {
+                const int64_t k = base + j * inner;
+                gx[k] += (float)((double)g[k] * inv - (double)y[k] * s2);
+            }
+        }
+}
+
+void gx_cu_sum_all_fwd(gx_cuda_stream *s, int mean, const float *x, float *y, double *part, int64_t n) {
+    nan_d(part, gx_cu_chunk_count(n));
+    gx_ctx *c = emu_begin(s, 0);
+    gx_tensor *X = W(c, x, 1, &n, NULL);
+    emu_out(y, mean ? gx_mean_all(c, X) : gx_sum_all(c, X));
+    emu_end(s);
+}
+void gx_cu_sum_all_bwd(gx_cuda_stream *s, int mean, const float *g, float *gx, int64_t n) {
+    gx_ctx *c = emu_begin(s, 1);
+    gx_tensor *X = W(c, NULL, 1, &n, gx);
+    emu_backward(c, mean ? gx_mean_all(c, X) : gx_sum_all(c, X), g);
+    emu_end(s);
+}
+
+/* ------------------------------------------------------------- matrices */
+
+void gx_cu_pairwise_sqdist_fwd(gx_cuda_stream *s, const float *a, const float *b, float *d, double *sq, int64_t N,
+                               int64_t M, int64_t D) {
+    for (int64_t i = 0; i < N + M; i++) {     /* the row norms, in double */
+        const float *r = i < N ? a + i * D : b + (i - N) * D;
+        double q = 0;
+        for (int64_t k = 0; k < D; k++) q += (double)r[k] * r[k];
+        sq[i] = q;
+    }
+    gx_ctx *c = emu_begin(s, 0);
+    gx_tensor *A = W(c, a, 2, GX_SHAPE(N, D), NULL);
+    emu_out(d, gx_pairwise_sqdist(c, A, a == b ? A : W(c, b, 2, GX_SHAPE(M, D), NULL)));
+    emu_end(s);
+}
+
+void gx_cu_pairwise_sqdist_bwd(gx_cuda_stream *s, const float *a, const float *b, const float *d, const float *g,
+                               float *ga, float *gb, float *gm, double *sums, int64_t N, int64_t M, int64_t D) {
+    (void)d;
+    nan_f(gm, N * M);
+    nan_d(sums, N + M);
+    GX_ASSERT_MSG(a != b || ga == gb, "gx_cu_pairwise_sqdist_bwd: a == b needs ga == gb");
+    gx_ctx *c = emu_begin(s, 1);
+    gx_tensor *A = W(c, a, 2, GX_SHAPE(N, D), ga);
+    emu_backward(c, gx_pairwise_sqdist(c, A, a == b ? A : W(c, b, 2, GX_SHAPE(M, D), gb)), g);
+    emu_end(s);
+}

@@ -1,0 +1,102 @@
+/*
+ * dispatch_serve.c — galaxyd's models on the device: each bundled
+ * checkpoint loaded for the CPU and for the device (gx_serve_model_load_on,
+ * what `galaxyd --device cuda` does per model), the same preprocessed rows
+ * predicted by both (the batcher's call, in chunks), and the answers
+ * compared. Also the CF-INN routes' own path: counterfactuals on the
+ * model's device ctx.
+ */
+#include "dispatch_util.h"
+
+#include "gx_cf_inn.h"
+#include "gx_serve_model.h"
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct { float *logits, *probs, *redshift, *score; } serve_rows;
+
+static void serve_predict(gx_test_state *T, gx_serve_model *m, const float *x, int n, serve_rows *r) {
+    const gx_serve_info *in = gx_serve_model_info(m);
+    int64_t K = in->n_classes;
+    r->logits = malloc((size_t)(n * K) * sizeof(float));
+    r->probs = malloc((size_t)(n * K) * sizeof(float));
+    r->redshift = malloc((size_t)n * sizeof(float));
+    r->score = malloc((size_t)n * sizeof(float));
+    gx_serve_out o = { r->logits, r->probs, r->redshift, r->score };
+    gx_err err;
+    CHECK_MSG(gx_serve_model_predict(m, x, in->input_size, NULL, n, &o, &err) == GX_OK, "%s: %s", in->name, err.msg);
+}
+
+static void serve_rows_free(serve_rows *r) {
+    free(r->logits); free(r->probs); free(r->redshift); free(r->score);
+}
+
+GX_TEST(dispatch_serve_bundled_models) {
+    gx_gpu_env g;
+    if (!gx_gpu_open(T, &g)) return;
+    static const char *const paths[] = { "models/default/wavelet-mamba.safetensors",
+                                         "models/default/uda.safetensors",
+                                         "models/default/cf-inn.safetensors" };
+    gx_serve_device dev = { g.pool, 0 };
+    gx_gpu_tol tol = GX_GPU_TOL_MODEL;
+    for (size_t p = 0; p < sizeof paths / sizeof *paths; p++) {
+        gx_serve_model *mc = NULL, *md = NULL;
+        gx_err err;
+        CHECK_MSG(gx_serve_model_load(&mc, paths[p], NULL, &err) == GX_OK, "%s", err.msg);
+        CHECK_MSG(gx_serve_model_load_on(&md, paths[p], NULL, &dev, &err) == GX_OK, "%s", err.msg);
+        if (!mc || !md) { gx_serve_model_free(mc); gx_serve_model_free(md); continue; }
+        const gx_serve_info *ic = gx_serve_model_info(mc), *id = gx_serve_model_info(md);
+        CHECK_MSG(!strcmp(ic->device, "cpu") && !strcmp(id->device, "cuda:0"), "%s: devices %s / %s", ic->name,
+                  ic->device, id->device);
+        const int n = 33;                        /* more than one predict chunk (32) */
+        int64_t S = ic->input_size, K = ic->n_classes;
+        float *x = malloc((size_t)(n * 3 * S * S) * sizeof(float));
+        gx_rng rng;
+        gx_rng_init(&rng, 40 + p);
+        for (int64_t i = 0; i < n * 3 * S * S; i++) x[i] = (float)gx_rng_uniform(&rng);
+        serve_rows rc, rd;
+        serve_predict(T, mc, x, n, &rc);
+        serve_predict(T, md, x, n, &rd);
+        char what[160];
+        snprintf(what, sizeof what, "%s logits", ic->kind);
+        gx_test_allclose_f(T, what, (const gx_real *)rd.logits, rc.logits, n * K, tol.atol, tol.rtol);
+        snprintf(what, sizeof what, "%s probs", ic->kind);
+        gx_test_allclose_f(T, what, (const gx_real *)rd.probs, rc.probs, n * K, tol.atol, tol.rtol);
+        /* Redshift is NaN for uda and cf-inn, the score NaN for wavelet-mamba. */
+        int wm = !strcmp(ic->kind, "wavelet-mamba");
+        snprintf(what, sizeof what, "%s %s", ic->kind, wm ? "redshift" : "score");
+        gx_test_allclose_f(T, what, (const gx_real *)(wm ? rd.redshift : rd.score), wm ? rc.redshift : rc.score, n,
+                           wm ? tol.atol : 1e-3, wm ? tol.rtol : 1e-3);
+        if (!strcmp(ic->kind, "cf-inn")) {
+            /* The counterfactual routes' call, on the model's (device) ctx. */
+            const int64_t targets[3] = { 0, 4, 9 };
+            int64_t px = 3 * S * S;
+            float *xcf[2];
+            gx_cf_result res[2][3];
+            gx_serve_model *ms[2] = { mc, md };
+            for (int s = 0; s < 2; s++) {
+                xcf[s] = malloc((size_t)(3 * px) * sizeof(float));
+                gx_serve_model_lock(ms[s]);
+                gx_ctx *ctx = gx_serve_model_ctx(ms[s]);
+                CHECK_MSG(gx_cf_counterfactuals(ctx, gx_serve_model_impl(ms[s]), x, targets, 3, NULL, xcf[s], res[s],
+                                                &err) == GX_OK, "%s", err.msg);
+                gx_ctx_reset(ctx);
+                CHECK_MSG(gx_serve_model_device_status(ms[s], &err) == GX_OK, "%s", err.msg);
+                gx_serve_model_unlock(ms[s]);
+            }
+            gx_test_allclose_f(T, "cf-inn served counterfactuals", (const gx_real *)xcf[1], xcf[0], 3 * px, 1e-3, 1e-3);
+            for (int t = 0; t < 3; t++) CHECK(res[1][t].source == res[0][t].source);
+            free(xcf[0]);
+            free(xcf[1]);
+        }
+        serve_rows_free(&rc);
+        serve_rows_free(&rd);
+        free(x);
+        gx_serve_model_free(mc);
+        gx_serve_model_free(md);   /* its parameters and its exec's arena back to the pool */
+        CHECK_MSG(gx_cuda_pool_in_use(g.pool) == gx_cuda_arena_capacity(&g.exec.arena),
+                  "%s: %zu bytes still out of the pool", paths[p],
+                  gx_cuda_pool_in_use(g.pool) - gx_cuda_arena_capacity(&g.exec.arena));
+    }
+    gx_gpu_close(&g);
+}

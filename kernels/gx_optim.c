@@ -69,22 +69,6 @@ static gx_status gx_optim_check_cfg(const gx_optim_cfg *c, gx_err *err) {
     return GX_OK;
 }
 
-/* The device mirror of the state; it lives in the state block between the
- * offsets and the state (gx_optim.h has no field for it). */
-typedef struct gx_optim_dev {
-    gx_cuda_exec *exec;     /* p->cuda when the mirror was made */
-    gx_real      *state;    /* state_len values in o->state's layout, or NULL */
-} gx_optim_dev;
-
-#define GX_OPTIM_DEV_BYTES ((sizeof(gx_optim_dev) + 63) / 64 * 64)
-
-static size_t gx_optim_off_bytes(int nparams) {
-    return ((size_t)nparams * sizeof(int64_t) + 63) / 64 * 64;
-}
-
-static gx_optim_dev *gx_optim_dev_of(const gx_optim *o) {
-    return (gx_optim_dev *)((char *)o->offset + gx_optim_off_bytes(o->nparams));
-}
 
 gx_status gx_optim_init(gx_optim *o, const gx_params *p, const gx_optim_cfg *cfg, gx_err *err) {
     memset(o, 0, sizeof *o);
@@ -99,9 +83,8 @@ gx_status gx_optim_init(gx_optim *o, const gx_params *p, const gx_optim_cfg *cfg
                               q->group, GX_OPT_MAX_GROUPS);
         if (gx_optim_trainable(q)) len += slots * q->t.numel;
     }
-    /* One block: the offsets, padded to 64 bytes, the device mirror's
-     * record (zeroed: none yet), then the state. */
-    size_t off_bytes = gx_optim_off_bytes(p->n) + GX_OPTIM_DEV_BYTES;
+    /* One block: the offsets, padded to 64 bytes, then the state. */
+    size_t off_bytes = ((size_t)p->n * sizeof(int64_t) + 63) / 64 * 64;
     size_t bytes = off_bytes + (size_t)len * sizeof(gx_real);
     bytes = (bytes + 63) / 64 * 64;
     void *block = aligned_alloc(64, bytes ? bytes : 64);
@@ -129,11 +112,10 @@ static gx_status gx_optim_dev_wait(gx_cuda_exec *e, gx_err *err) {
 }
 
 void gx_optim_free(gx_optim *o) {
-    gx_optim_dev *d = o->offset ? gx_optim_dev_of(o) : NULL;
-    if (d && d->state) {
+    if (o->dev_state) {
         gx_err err;
-        gx_optim_dev_wait(d->exec, &err);   /* no queued update may still write it */
-        gx_cuda_pool_free(d->exec->pool, d->state, (size_t)o->state_len * sizeof(gx_real));
+        gx_optim_dev_wait(o->dev_exec, &err);   /* no queued update may still write it */
+        gx_cuda_pool_free(o->dev_exec->pool, o->dev_state, (size_t)o->state_len * sizeof(gx_real));
     }
     free(o->offset);   /* the block that also holds the state */
     memset(o, 0, sizeof *o);
@@ -185,18 +167,17 @@ static void gx_sgd_update(const gx_optim_cfg *c, gx_real *restrict x, const gx_r
  * uploaded on first use; NULL when there is no state (plain SGD). */
 static gx_real *gx_optim_dev_state(gx_optim *o, gx_params *p) {
     if (o->state_len == 0) return NULL;
-    gx_optim_dev *d = gx_optim_dev_of(o);
-    if (!d->state) {
+    if (!o->dev_state) {
         size_t bytes = (size_t)o->state_len * sizeof(gx_real);
-        d->state = gx_cuda_pool_alloc(p->cuda->pool, bytes);
-        GX_ASSERT_MSG(d->state != NULL, "gx_optim_step: the device pool refused %zu bytes of optimiser state",
+        o->dev_state = gx_cuda_pool_alloc(p->cuda->pool, bytes);
+        GX_ASSERT_MSG(o->dev_state != NULL, "gx_optim_step: the device pool refused %zu bytes of optimiser state",
                       bytes);
-        d->exec = p->cuda;
-        gx_cuda_exec_upload(d->exec, d->state, o->state, bytes);
+        o->dev_exec = p->cuda;
+        gx_cuda_exec_upload(o->dev_exec, o->dev_state, o->state, bytes);
     }
-    GX_ASSERT_MSG(d->exec == p->cuda, "gx_optim_step: the parameters are on another device exec than the "
+    GX_ASSERT_MSG(o->dev_exec == p->cuda, "gx_optim_step: the parameters are on another device exec than the "
                   "optimiser state");
-    return d->state;
+    return o->dev_state;
 }
 
 /* Parameters are updated one after another, each with an OpenMP team when
@@ -309,10 +290,9 @@ static void gx_optim_slot_name(const gx_optim *o, int s, const gx_param *q, char
 gx_status gx_optim_state_to_writer(const gx_optim *o, const gx_params *p, gx_st_writer *w, gx_err *err) {
     GX_ASSERT_MSG(p->n == o->nparams, "gx_optim_state_to_writer: registry changed since init");
     /* The device mirror is the live state: bring it into `state` first. */
-    const gx_optim_dev *d = gx_optim_dev_of(o);
-    if (d->state) {
-        gx_cuda_exec_download(d->exec, o->state, d->state, (size_t)o->state_len * sizeof(gx_real));
-        gx_status st = gx_optim_dev_wait(d->exec, err);
+    if (o->dev_state) {
+        gx_cuda_exec_download(o->dev_exec, o->state, o->dev_state, (size_t)o->state_len * sizeof(gx_real));
+        gx_status st = gx_optim_dev_wait(o->dev_exec, err);
         if (st != GX_OK) return st;
     }
     int slots = gx_optim_slots(&o->cfg);
@@ -369,10 +349,9 @@ gx_status gx_optim_state_load(gx_optim *o, const gx_params *p, const gx_st_file 
     }
     o->step = step;
     /* A device mirror made before the load takes the restored state now. */
-    const gx_optim_dev *d = gx_optim_dev_of(o);
-    if (d->state) {
-        gx_cuda_exec_upload(d->exec, d->state, o->state, (size_t)o->state_len * sizeof(gx_real));
-        return gx_optim_dev_wait(d->exec, err);
+    if (o->dev_state) {
+        gx_cuda_exec_upload(o->dev_exec, o->dev_state, o->state, (size_t)o->state_len * sizeof(gx_real));
+        return gx_optim_dev_wait(o->dev_exec, err);
     }
     return GX_OK;
 }

@@ -37,6 +37,10 @@ typedef struct gx_optim {
                                       not optimised (BUFFER/FROZEN). offset and state
                                       share one allocation, owned through offset */
     int64_t  state_len;
+    /* Parameters on a device (gx_params_to_cuda): the live copy of state in
+     * their pool, made at the first step that sees them there (gx_optim.c). */
+    struct gx_cuda_exec *dev_exec;
+    gx_real  *dev_state;
 } gx_optim;
 
 /* PyTorch defaults for each kind (AdamW wd 0.01, Adam/SGD wd 0). */

@@ -10,9 +10,11 @@
 # grids, UDA ResNet-18; inference at batch 1/32/256 and training; fp32 and
 # AMP; eager and torch.compile when torch >= 2; see its header): one JSON
 # object per measurement in $(BENCH_GPU_OUT)/torch.jsonl, the table on the
-# terminal, the GPU's identity in $(BENCH_GPU_OUT)/nvidia-smi.csv. galaxyd's
-# and galaxy-train's CUDA path is not wired yet (kernels/cuda/README.md): the
-# target says so instead of printing numbers for it.
+# terminal, the GPU's identity in $(BENCH_GPU_OUT)/nvidia-smi.csv. Our side is
+# not measured yet: the ops, models and galaxyd run on device tensors (never
+# yet on a GPU) but no benchmark program of ours drives them on the device,
+# and galaxy-train trains on the CPU (kernels/cuda/README.md): the target says
+# so instead of printing numbers for it.
 #
 # Knobs: BENCH_GPU_PY (the Python with a CUDA torch; default $(PYTHON)),
 # BENCH_GPU_ARGS (extra bench_torch.py flags, e.g. "--compile off" or
@@ -37,5 +39,5 @@ bench-gpu:
 	echo "bench-gpu: PyTorch reference ($(BENCH_GPU_PY) bench/gpu/bench_torch.py --device cuda $(BENCH_GPU_ARGS))"; \
 	$(BENCH_GPU_PY) bench/gpu/bench_torch.py --device cuda $(BENCH_GPU_ARGS) > $(BENCH_GPU_OUT)/torch.jsonl; st=$$?; \
 	echo "bench-gpu: $$(wc -l < $(BENCH_GPU_OUT)/torch.jsonl) PyTorch rows in $(BENCH_GPU_OUT)/torch.jsonl (exit $$st)"; \
-	echo "bench-gpu: galaxyd / galaxy-train: not measured: their CUDA path is not wired yet (the kernels/cuda launchers are not dispatched from gx_tensor, the models or the binaries; see kernels/cuda/README.md)"; \
+	echo "bench-gpu: galaxyd / galaxy-train: not measured: no benchmark of ours runs the models on the device yet (galaxyd --device cuda serves from it; galaxy-train trains on the CPU; see kernels/cuda/README.md)"; \
 	exit $$st

@@ -782,8 +782,6 @@ static void gx_conv2d_backward(gx_ctx *ctx, gx_node *n) {
 
 gx_tensor *gx_conv2d(gx_ctx *ctx, gx_tensor *x, gx_tensor *w, gx_tensor *b,
                      int stride, int padding, int groups) {
-    GX_CUDA_DISPATCH(gx_on_cuda(x) || gx_on_cuda(w) || gx_on_cuda(b),
-                     gx_cuda_conv2d(ctx, x, w, b, stride, padding, groups));
     char sx[64], sw[64];
     gx_tensor_shape_str(x, sx, sizeof sx);
     gx_tensor_shape_str(w, sw, sizeof sw);
@@ -797,6 +795,8 @@ gx_tensor *gx_conv2d(gx_ctx *ctx, gx_tensor *x, gx_tensor *w, gx_tensor *b,
     gx_conv_geom q = gx_geom_make(x, w, stride, padding, groups);
     GX_ASSERT_MSG(x->shape[2] + 2 * padding >= w->shape[2] && x->shape[3] + 2 * padding >= w->shape[3],
                   "gx_conv2d: kernel %s larger than padded input %s (padding %d)", sw, sx, padding);
+    GX_CUDA_DISPATCH(gx_on_cuda(x) || gx_on_cuda(w) || gx_on_cuda(b),
+                     gx_cuda_conv2d(ctx, x, w, b, stride, padding, groups));
     gx_tensor *y = gx_tensor_new(ctx, 4, GX_SHAPE(q.B, q.Cout, q.Ho, q.Wo));
     if (gx_conv_is_depthwise(&q))
         gx_dw_fwd(ctx, &q, x->data, w->data, b ? b->data : NULL, y->data);
@@ -1069,9 +1069,8 @@ static void gx_upconv2x3_backward(gx_ctx *ctx, gx_node *n) {
     }
 }
 
-/* Checks the operands and computes y, with the epilogue act; records
- * nothing (the callers decide). */
-static gx_tensor *gx_upconv_out(gx_ctx *ctx, gx_tensor *x, gx_tensor *w, gx_tensor *b, gx_up_act act) {
+/* The operands' shapes, for both entries and both backends. */
+static void gx_upconv_check(const gx_tensor *x, const gx_tensor *w, const gx_tensor *b) {
     char sx[64], sw[64];
     gx_tensor_shape_str(x, sx, sizeof sx);
     gx_tensor_shape_str(w, sw, sizeof sw);
@@ -1080,6 +1079,11 @@ static gx_tensor *gx_upconv_out(gx_ctx *ctx, gx_tensor *x, gx_tensor *w, gx_tens
                   sx, sw);
     GX_ASSERT_MSG(!b || (b->ndim == 1 && b->shape[0] == w->shape[0]),
                   "gx_upconv2x3: bias must be [%lld] for w %s", (long long)w->shape[0], sw);
+}
+
+/* Computes y of checked operands, with the epilogue act; records nothing
+ * (the callers decide). */
+static gx_tensor *gx_upconv_out(gx_ctx *ctx, gx_tensor *x, gx_tensor *w, gx_tensor *b, gx_up_act act) {
     const int64_t Cout = w->shape[0];
     gx_conv_geom q = gx_up_geom(x, Cout);
     gx_tensor *y = gx_tensor_new(ctx, 4, GX_SHAPE(q.B, Cout, 2 * q.H, 2 * q.W));
@@ -1092,6 +1096,7 @@ static gx_tensor *gx_upconv_out(gx_ctx *ctx, gx_tensor *x, gx_tensor *w, gx_tens
 }
 
 gx_tensor *gx_upconv2x3(gx_ctx *ctx, gx_tensor *x, gx_tensor *w, gx_tensor *b) {
+    gx_upconv_check(x, w, b);
     GX_CUDA_DISPATCH(gx_on_cuda(x) || gx_on_cuda(w) || gx_on_cuda(b), gx_cuda_upconv2x3(ctx, x, w, b));
     gx_tensor *y = gx_upconv_out(ctx, x, w, b, (gx_up_act){ 0, 0 });
     gx_tensor *ins[3] = { x, w, b };
@@ -1106,6 +1111,7 @@ gx_tensor *gx_upconv2x3(gx_ctx *ctx, gx_tensor *x, gx_tensor *w, gx_tensor *b) {
  * tensor and no second pass over memory; inputs of at most GX_UP_SMALL
  * pixels also take the exact per-parity GEMMs (gx_upconv_fwd_small). */
 gx_tensor *gx_upconv2x3_leaky(gx_ctx *ctx, gx_tensor *x, gx_tensor *w, gx_tensor *b, double slope) {
+    gx_upconv_check(x, w, b);
     GX_CUDA_DISPATCH(gx_on_cuda(x) || gx_on_cuda(w) || gx_on_cuda(b), gx_cuda_upconv2x3_leaky(ctx, x, w, b, slope));
     int taped = ctx->grad_enabled && (x->requires_grad || w->requires_grad || (b && b->requires_grad));
     if (taped) return gx_leaky_relu(ctx, gx_upconv2x3(ctx, x, w, b), slope);
@@ -1207,7 +1213,6 @@ static void gx_conv1d_causal_dw_backward(gx_ctx *ctx, gx_node *n) {
 }
 
 gx_tensor *gx_conv1d_causal_dw(gx_ctx *ctx, gx_tensor *x, gx_tensor *w, gx_tensor *b) {
-    GX_CUDA_DISPATCH(gx_on_cuda(x) || gx_on_cuda(w) || gx_on_cuda(b), gx_cuda_conv1d_causal_dw(ctx, x, w, b));
     char sx[64], sw[64];
     gx_tensor_shape_str(x, sx, sizeof sx);
     gx_tensor_shape_str(w, sw, sizeof sw);
@@ -1216,6 +1221,7 @@ gx_tensor *gx_conv1d_causal_dw(gx_ctx *ctx, gx_tensor *x, gx_tensor *w, gx_tenso
     int64_t B = x->shape[0], L = x->shape[1], E = x->shape[2], K = w->shape[2];
     GX_ASSERT_MSG(!b || (b->ndim == 1 && b->shape[0] == E),
                   "gx_conv1d_causal_dw: bias must be [%lld] for x %s", (long long)E, sx);
+    GX_CUDA_DISPATCH(gx_on_cuda(x) || gx_on_cuda(w) || gx_on_cuda(b), gx_cuda_conv1d_causal_dw(ctx, x, w, b));
     gx_tensor *y = gx_tensor_new(ctx, 3, GX_SHAPE(B, L, E));
     gx_c1_fwd(ctx, B, L, E, K, x->data, gx_c1_taps(ctx, w->data, E, K), b ? b->data : NULL, y->data);
     gx_tensor *ins[3] = { x, w, b };

@@ -155,8 +155,9 @@ gx_tensor *gx_clamp(gx_ctx *ctx, gx_tensor *x, double lo, double hi) {
 
 /* ============================================================ broadcast */
 
-/* Broadcast shape with an op name for the error message. */
-static int gx_bc_shape(const char *op, const gx_tensor *a, const gx_tensor *b, int64_t *out) {
+/* Broadcast shape with an op name for the error message (gx_impl.h: the
+ * device binary ops use it too). */
+int gx_bc_shape(const char *op, const gx_tensor *a, const gx_tensor *b, int64_t *out) {
     int nd = a->ndim > b->ndim ? a->ndim : b->ndim;
     for (int k = 0; k < nd; k++) {           /* k counts from the right */
         int64_t da = k < a->ndim ? a->shape[a->ndim - 1 - k] : 1;

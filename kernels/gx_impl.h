@@ -50,6 +50,15 @@ void gx_cuda_device_reset(struct gx_cuda_exec *e);
 void gx_cuda_seed_grad(gx_ctx *ctx, gx_tensor *t, const gx_real *seed);
 void gx_params_free_cuda(gx_params *p);
 
+/* NumPy broadcast shape of a and b into out (returns its ndim); aborts
+ * naming op and both shapes when they do not broadcast (gx_elem.c). */
+int gx_bc_shape(const char *op, const gx_tensor *a, const gx_tensor *b, int64_t *out);
+
+/* A header viewing x's data under another shape (numel must match): data
+ * shared, its own gradient buffer from gx_grad on first use, on x's device;
+ * records nothing (gx_shape.c; the reshape of both backends). */
+gx_tensor *gx_view_header(gx_ctx *ctx, const gx_tensor *x, int ndim, const int64_t *shape);
+
 /* Shared shape checks for op entry points. */
 #define GX_CHECK_NDIM(t, n) GX_ASSERT_MSG((t)->ndim == (n), "%s: expected %d-D tensor, got %d-D", __func__, (n), (t)->ndim)
 

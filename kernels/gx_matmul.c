@@ -166,7 +166,6 @@ static void gx_linear_backward(gx_ctx *ctx, gx_node *n) {
 }
 
 gx_tensor *gx_linear(gx_ctx *ctx, gx_tensor *x, gx_tensor *w, gx_tensor *b) {
-    GX_CUDA_DISPATCH(gx_on_cuda(x) || gx_on_cuda(w) || gx_on_cuda(b), gx_cuda_linear(ctx, x, w, b));
     char sx[64], sw[64];
     GX_ASSERT_MSG(x->ndim >= 1 && w->ndim == 2 && x->shape[x->ndim - 1] == w->shape[1],
                   "gx_linear: x %s does not match w %s (want x [..., in], w [out, in])",
@@ -176,6 +175,7 @@ gx_tensor *gx_linear(gx_ctx *ctx, gx_tensor *x, gx_tensor *w, gx_tensor *b) {
     GX_ASSERT_MSG(!b || (b->ndim == 1 && b->shape[0] == out),
                   "gx_linear: bias %s must be [%lld]", gx_tensor_shape_str(b, sx, sizeof sx),
                   (long long)out);
+    GX_CUDA_DISPATCH(gx_on_cuda(x) || gx_on_cuda(w) || gx_on_cuda(b), gx_cuda_linear(ctx, x, w, b));
     int64_t shape[GX_MAX_DIMS];
     for (int d = 0; d < x->ndim; d++) shape[d] = x->shape[d];
     shape[x->ndim - 1] = out;
@@ -222,7 +222,6 @@ static void gx_matmul_backward(gx_ctx *ctx, gx_node *n) {
 }
 
 gx_tensor *gx_matmul(gx_ctx *ctx, gx_tensor *a, gx_tensor *b) {
-    GX_CUDA_DISPATCH(gx_on_cuda(a) || gx_on_cuda(b), gx_cuda_matmul(ctx, a, b));
     char sa[64], sb[64];
     gx_tensor_shape_str(a, sa, sizeof sa);
     gx_tensor_shape_str(b, sb, sizeof sb);
@@ -237,6 +236,7 @@ gx_tensor *gx_matmul(gx_ctx *ctx, gx_tensor *a, gx_tensor *b) {
         GX_ASSERT_MSG(shared || a->shape[d] == b->shape[d], "gx_matmul: batch dims differ, a %s b %s", sa, sb);
         nb *= a->shape[d];
     }
+    GX_CUDA_DISPATCH(gx_on_cuda(a) || gx_on_cuda(b), gx_cuda_matmul(ctx, a, b));
     int64_t shape[GX_MAX_DIMS];
     for (int d = 0; d < a->ndim; d++) shape[d] = a->shape[d];
     shape[a->ndim - 1] = N;
@@ -278,8 +278,8 @@ static void gx_gram_backward(gx_ctx *ctx, gx_node *n) {
 }
 
 gx_tensor *gx_gram(gx_ctx *ctx, gx_tensor *a, gx_tensor *b) {
-    GX_CUDA_DISPATCH(gx_on_cuda(a) || gx_on_cuda(b), gx_cuda_gram(ctx, a, b));
     gx_check_pair("gx_gram", a, b);
+    GX_CUDA_DISPATCH(gx_on_cuda(a) || gx_on_cuda(b), gx_cuda_gram(ctx, a, b));
     int64_t N = a->shape[0], M = b->shape[0], D = a->shape[1];
     gx_tensor *g = gx_tensor_new(ctx, 2, GX_SHAPE(N, M));
     gx_gemm(0, 1, N, M, D, 1.0, a->data, D, b->data, D, 0.0, g->data, M);
@@ -336,8 +336,8 @@ static void gx_sqdist_backward(gx_ctx *ctx, gx_node *n) {
 }
 
 gx_tensor *gx_pairwise_sqdist(gx_ctx *ctx, gx_tensor *a, gx_tensor *b) {
-    GX_CUDA_DISPATCH(gx_on_cuda(a) || gx_on_cuda(b), gx_cuda_pairwise_sqdist(ctx, a, b));
     gx_check_pair("gx_pairwise_sqdist", a, b);
+    GX_CUDA_DISPATCH(gx_on_cuda(a) || gx_on_cuda(b), gx_cuda_pairwise_sqdist(ctx, a, b));
     int64_t N = a->shape[0], M = b->shape[0], D = a->shape[1];
     double *na = gx_ctx_alloc(ctx, (size_t)N * sizeof(double));
     double *nb = gx_ctx_alloc(ctx, (size_t)M * sizeof(double));

@@ -158,11 +158,11 @@ static void gx_bn_check(const gx_tensor *x, const gx_tensor *const *per_channel,
 gx_tensor *gx_batchnorm(gx_ctx *ctx, gx_tensor *x, gx_tensor *gamma, gx_tensor *beta,
                         gx_tensor *running_mean, gx_tensor *running_var,
                         int training, double momentum, double eps) {
+    const gx_tensor *pc[4] = { gamma, beta, running_mean, running_var };
+    gx_bn_check(x, pc, 4);
     GX_CUDA_DISPATCH(gx_on_cuda(x) || gx_on_cuda(gamma) || gx_on_cuda(beta) || gx_on_cuda(running_mean) ||
                      gx_on_cuda(running_var),
                      gx_cuda_batchnorm(ctx, x, gamma, beta, running_mean, running_var, training, momentum, eps));
-    const gx_tensor *pc[4] = { gamma, beta, running_mean, running_var };
-    gx_bn_check(x, pc, 4);
     const int64_t B = x->shape[0], C = x->shape[1], S = (B * C != 0) ? x->numel / (B * C) : 0;
     const int par = x->numel > GX_PAR_THRESHOLD;
     double *st = gx_ctx_alloc(ctx, (size_t)(2 * C + 1) * sizeof(double));   /* mean | 1/std */
@@ -275,14 +275,14 @@ static void gx_layernorm_backward(gx_ctx *ctx, gx_node *n) {
 
 gx_tensor *gx_layernorm(gx_ctx *ctx, gx_tensor *x, gx_tensor *gamma, gx_tensor *beta,
                         double eps) {
-    GX_CUDA_DISPATCH(gx_on_cuda(x) || gx_on_cuda(gamma) || gx_on_cuda(beta),
-                     gx_cuda_layernorm(ctx, x, gamma, beta, eps));
     char buf[96];
     GX_ASSERT_MSG(x->ndim >= 1, "gx_layernorm: x must be [..., D], got a scalar");
     const int64_t D = x->shape[x->ndim - 1], rows = D ? x->numel / D : 0;
     GX_ASSERT_MSG((!gamma || gamma->numel == D) && (!beta || beta->numel == D),
                   "gx_layernorm: gamma/beta must have D = %lld elements (x %s)", (long long)D,
                   gx_tensor_shape_str(x, buf, sizeof buf));
+    GX_CUDA_DISPATCH(gx_on_cuda(x) || gx_on_cuda(gamma) || gx_on_cuda(beta),
+                     gx_cuda_layernorm(ctx, x, gamma, beta, eps));
     double *st = gx_ctx_alloc(ctx, (size_t)(2 * rows + 1) * sizeof(double));
     gx_tensor *out = gx_tensor_like(ctx, x);
     #pragma omp parallel for if (x->numel > GX_PAR_THRESHOLD)

@@ -63,6 +63,19 @@ static void gx_reshape_infer(const gx_tensor *x, int ndim, const int64_t *shape,
     }
 }
 
+/* A bare tensor header: data is shared, grad is allocated by gx_grad on
+ * first use, so gradients of the view and of x stay separate buffers. */
+gx_tensor *gx_view_header(gx_ctx *ctx, const gx_tensor *x, int ndim, const int64_t *shape) {
+    gx_tensor *out = gx_ctx_alloc(ctx, sizeof *out);
+    memset(out, 0, sizeof *out);
+    out->ndim = ndim;
+    for (int i = 0; i < ndim; i++) out->shape[i] = shape[i];
+    out->numel = x->numel;
+    out->data = x->data;
+    out->device = x->device;
+    return out;
+}
+
 gx_tensor *gx_reshape(gx_ctx *ctx, gx_tensor *x, int ndim, const int64_t *shape) {
     GX_ASSERT_MSG(ndim >= 0 && ndim <= GX_MAX_DIMS, "gx_reshape: ndim %d out of range", ndim);
     int64_t s[GX_MAX_DIMS] = {0};
@@ -73,15 +86,7 @@ gx_tensor *gx_reshape(gx_ctx *ctx, gx_tensor *x, int ndim, const int64_t *shape)
                   gx_tensor_shape_str(x, buf, sizeof buf), (long long)x->numel,
                   (long long)gx_shape_numel(ndim, s));
     GX_CUDA_DISPATCH(gx_on_cuda(x), gx_cuda_reshape(ctx, x, ndim, s));
-    /* A bare tensor header: data is shared, grad is allocated by gx_grad on
-     * first use, so gradients of the view and of x stay separate buffers. */
-    gx_tensor *out = gx_ctx_alloc(ctx, sizeof *out);
-    memset(out, 0, sizeof *out);
-    out->ndim = ndim;
-    for (int i = 0; i < ndim; i++) out->shape[i] = s[i];
-    out->numel = x->numel;
-    out->data = x->data;
-    out->device = x->device;
+    gx_tensor *out = gx_view_header(ctx, x, ndim, s);
     gx_tape_record(ctx, "reshape", gx_reshape_backward, out, 1, &x);
     return out;
 }

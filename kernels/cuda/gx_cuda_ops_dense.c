@@ -2,13 +2,13 @@
  * gx_cuda_ops_dense.c — the dense ops on device tensors: linear, matmul,
  * Gram, pairwise squared distances (gx_matmul.c), conv2d, the fused
  * upsample+conv, the causal depthwise conv1d (gx_conv.c), batch norm and
- * layer norm (gx_norm.c). Each public op of those files starts with
- * GX_CUDA_DISPATCH to the function of the same name here when one of its
- * inputs is a device tensor.
+ * layer norm (gx_norm.c). Each public op of those files checks its
+ * arguments' shapes, then GX_CUDA_DISPATCHes to the function of the same
+ * name here when one of its inputs is a device tensor (as the other
+ * families do), so the shape checks live once, in the CPU op.
  *
  * Each device op sits beside its backward (llm.c style) and is only glue:
- * the same shape checks as the CPU op (the dispatch line runs before them),
- * the output from gx_tensor_new (a device tensor, since ctx->cuda is set),
+ * the check that every tensor input is on the device, the output from gx_tensor_new (a device tensor, since ctx->cuda is set),
  * scratch from the ctx's device arena (gx_cuda_ctx_alloc, freed at
  * gx_ctx_reset), then the launchers of gx_cuda.h on the exec's stream, and
  * a tape node under the CPU op's name. Whatever the CPU backward saves
@@ -94,13 +94,7 @@ gx_tensor *gx_cuda_linear(gx_ctx *ctx, gx_tensor *x, gx_tensor *w, gx_tensor *b)
     gx_cuda_stream *s = gx_cd_stream(ctx, "gx_linear");
     gx_tensor *ins[3] = { x, w, b };
     gx_cd_on_device("gx_linear", 3, ins);
-    char sx[64], sw[64];
-    GX_ASSERT_MSG(x->ndim >= 1 && w->ndim == 2 && x->shape[x->ndim - 1] == w->shape[1],
-                  "gx_linear: x %s does not match w %s (want x [..., in], w [out, in])",
-                  gx_tensor_shape_str(x, sx, sizeof sx), gx_tensor_shape_str(w, sw, sizeof sw));
     const int64_t in = w->shape[1], out = w->shape[0], rows = in ? x->numel / in : 0;
-    GX_ASSERT_MSG(!b || (b->ndim == 1 && b->shape[0] == out), "gx_linear: bias %s must be [%lld]",
-                  gx_tensor_shape_str(b, sx, sizeof sx), (long long)out);
     int64_t shape[GX_MAX_DIMS];
     for (int d = 0; d < x->ndim; d++) shape[d] = x->shape[d];
     shape[x->ndim - 1] = out;
@@ -135,19 +129,10 @@ gx_tensor *gx_cuda_matmul(gx_ctx *ctx, gx_tensor *a, gx_tensor *b) {
     gx_cuda_stream *s = gx_cd_stream(ctx, "gx_matmul");
     gx_tensor *ins[2] = { a, b };
     gx_cd_on_device("gx_matmul", 2, ins);
-    char sa[64], sb[64];
-    gx_tensor_shape_str(a, sa, sizeof sa);
-    gx_tensor_shape_str(b, sb, sizeof sb);
-    GX_ASSERT_MSG(a->ndim >= 2 && b->ndim >= 2, "gx_matmul: a %s and b %s must be at least 2-D", sa, sb);
     const int64_t M = a->shape[a->ndim - 2], K = a->shape[a->ndim - 1], N = b->shape[b->ndim - 1];
-    GX_ASSERT_MSG(b->shape[b->ndim - 2] == K, "gx_matmul: inner dims differ, a %s b %s", sa, sb);
     const int shared = b->ndim == 2;
-    GX_ASSERT_MSG(shared || b->ndim == a->ndim, "gx_matmul: b %s must be 2-D or have a %s's batch dims", sb, sa);
     int64_t nb = 1, shape[GX_MAX_DIMS];
-    for (int d = 0; d < a->ndim - 2; d++) {
-        GX_ASSERT_MSG(shared || a->shape[d] == b->shape[d], "gx_matmul: batch dims differ, a %s b %s", sa, sb);
-        nb *= a->shape[d];
-    }
+    for (int d = 0; d < a->ndim - 2; d++) nb *= a->shape[d];
     for (int d = 0; d < a->ndim; d++) shape[d] = a->shape[d];
     shape[a->ndim - 1] = N;
     gx_tensor *c = gx_tensor_new(ctx, a->ndim, shape);
@@ -158,16 +143,6 @@ gx_tensor *gx_cuda_matmul(gx_ctx *ctx, gx_tensor *a, gx_tensor *b) {
     gx_node *nd = gx_tape_record(ctx, "matmul", gx_cd_matmul_bw, c, 2, ins);
     if (nd) { nd->i[0] = nb; nd->i[1] = M; nd->i[2] = K; nd->i[3] = N; nd->i[4] = shared; }
     return c;
-}
-
-/* The shape check of the two [N, D] x [M, D] ops (gx_matmul.c's). */
-static void gx_cd_check_pair(const char *op, gx_tensor *a, gx_tensor *b) {
-    gx_tensor *ins[2] = { a, b };
-    gx_cd_on_device(op, 2, ins);
-    char sa[64], sb[64];
-    GX_ASSERT_MSG(a->ndim == 2 && b->ndim == 2 && a->shape[1] == b->shape[1],
-                  "%s: a %s and b %s must be [N, D] and [M, D]", op,
-                  gx_tensor_shape_str(a, sa, sizeof sa), gx_tensor_shape_str(b, sb, sizeof sb));
 }
 
 /* a == b: gx_grad returns one buffer for both and the GEMMs add both halves. */
@@ -184,11 +159,11 @@ static void gx_cd_gram_bw(gx_ctx *ctx, gx_node *nd) {
 
 gx_tensor *gx_cuda_gram(gx_ctx *ctx, gx_tensor *a, gx_tensor *b) {
     gx_cuda_stream *s = gx_cd_stream(ctx, "gx_gram");
-    gx_cd_check_pair("gx_gram", a, b);
+    gx_tensor *ins[2] = { a, b };
+    gx_cd_on_device("gx_gram", 2, ins);
     const int64_t N = a->shape[0], M = b->shape[0], D = a->shape[1];
     gx_tensor *g = gx_tensor_new(ctx, 2, GX_SHAPE(N, M));
     gx_cd_gemm(ctx, s, 0, 1, N, M, D, a->data, D, 0, b->data, D, 0, 0.0f, g->data, 0, 1);
-    gx_tensor *ins[2] = { a, b };
     gx_tape_record(ctx, "gram", gx_cd_gram_bw, g, 2, ins);
     return g;
 }
@@ -207,11 +182,11 @@ static void gx_cd_sqdist_bw(gx_ctx *ctx, gx_node *nd) {
 
 gx_tensor *gx_cuda_pairwise_sqdist(gx_ctx *ctx, gx_tensor *a, gx_tensor *b) {
     gx_cuda_stream *s = gx_cd_stream(ctx, "gx_pairwise_sqdist");
-    gx_cd_check_pair("gx_pairwise_sqdist", a, b);
+    gx_tensor *ins[2] = { a, b };
+    gx_cd_on_device("gx_pairwise_sqdist", 2, ins);
     const int64_t N = a->shape[0], M = b->shape[0], D = a->shape[1];
     gx_tensor *d = gx_tensor_new(ctx, 2, GX_SHAPE(N, M));
     gx_cu_pairwise_sqdist_fwd(s, a->data, b->data, d->data, gx_cd_doubles(ctx, N + M), N, M, D);
-    gx_tensor *ins[2] = { a, b };
     gx_tape_record(ctx, "pairwise_sqdist", gx_cd_sqdist_bw, d, 2, ins);
     return d;
 }
@@ -242,18 +217,6 @@ gx_tensor *gx_cuda_conv2d(gx_ctx *ctx, gx_tensor *x, gx_tensor *w, gx_tensor *b,
     gx_cuda_stream *s = gx_cd_stream(ctx, "gx_conv2d");
     gx_tensor *ins[3] = { x, w, b };
     gx_cd_on_device("gx_conv2d", 3, ins);
-    char sx[64], sw[64];
-    gx_tensor_shape_str(x, sx, sizeof sx);
-    gx_tensor_shape_str(w, sw, sizeof sw);
-    GX_ASSERT_MSG(x->ndim == 4 && w->ndim == 4, "gx_conv2d: x %s and w %s must be 4-D", sx, sw);
-    GX_ASSERT_MSG(stride >= 1 && padding >= 0 && groups >= 1,
-                  "gx_conv2d: bad stride %d / padding %d / groups %d", stride, padding, groups);
-    GX_ASSERT_MSG(x->shape[1] % groups == 0 && w->shape[0] % groups == 0 && w->shape[1] * groups == x->shape[1],
-                  "gx_conv2d: x %s, w %s do not fit groups=%d (want w [Cout, Cin/groups, kh, kw])", sx, sw, groups);
-    GX_ASSERT_MSG(!b || (b->ndim == 1 && b->shape[0] == w->shape[0]),
-                  "gx_conv2d: bias must be [%lld] for w %s", (long long)w->shape[0], sw);
-    GX_ASSERT_MSG(x->shape[2] + 2 * padding >= w->shape[2] && x->shape[3] + 2 * padding >= w->shape[3],
-                  "gx_conv2d: kernel %s larger than padded input %s (padding %d)", sw, sx, padding);
     gx_cu_conv_shape c = gx_cd_conv_shape(x, w, stride, padding, groups);
     const int64_t Ho = (c.H + 2 * padding - c.kh) / stride + 1, Wo = (c.W + 2 * padding - c.kw) / stride + 1;
     gx_tensor *y = gx_tensor_new(ctx, 4, GX_SHAPE(c.B, c.Cout, Ho, Wo));
@@ -274,21 +237,14 @@ static void gx_cd_upconv2x3_bw(gx_ctx *ctx, gx_node *nd) {
                             x->shape[2], x->shape[3], w->shape[0]);
 }
 
-/* Checks the operands and computes act(upconv(x)) (act < 0: none) into a
- * new tensor; *scratch_out gets the scratch for a backward. Records nothing. */
+/* act(upconv(x)) (act < 0: none) of operands gx_upconv2x3 has checked,
+ * into a new tensor; *scratch_out gets the scratch for a backward. Records
+ * nothing. */
 static gx_tensor *gx_cd_upconv_out(gx_ctx *ctx, gx_tensor *x, gx_tensor *w, gx_tensor *b, int act, double p0,
                                    float **scratch_out) {
     gx_cuda_stream *s = gx_cd_stream(ctx, "gx_upconv2x3");
     gx_tensor *ins[3] = { x, w, b };
     gx_cd_on_device("gx_upconv2x3", 3, ins);
-    char sx[64], sw[64];
-    gx_tensor_shape_str(x, sx, sizeof sx);
-    gx_tensor_shape_str(w, sw, sizeof sw);
-    GX_ASSERT_MSG(x->ndim == 4 && w->ndim == 4 && w->shape[1] == x->shape[1] && w->shape[2] == 3 &&
-                  w->shape[3] == 3, "gx_upconv2x3: x %s must be [B, Cin, H, W] and w %s [Cout, Cin, 3, 3]",
-                  sx, sw);
-    GX_ASSERT_MSG(!b || (b->ndim == 1 && b->shape[0] == w->shape[0]),
-                  "gx_upconv2x3: bias must be [%lld] for w %s", (long long)w->shape[0], sw);
     const int64_t B = x->shape[0], Cin = x->shape[1], H = x->shape[2], W = x->shape[3], Cout = w->shape[0];
     gx_tensor *y = gx_tensor_new(ctx, 4, GX_SHAPE(B, Cout, 2 * H, 2 * W));
     float *scratch = gx_cd_floats(ctx, gx_cu_upconv_scratch_floats(Cin, H, W, Cout));
@@ -330,14 +286,7 @@ gx_tensor *gx_cuda_conv1d_causal_dw(gx_ctx *ctx, gx_tensor *x, gx_tensor *w, gx_
     gx_cuda_stream *s = gx_cd_stream(ctx, "gx_conv1d_causal_dw");
     gx_tensor *ins[3] = { x, w, b };
     gx_cd_on_device("gx_conv1d_causal_dw", 3, ins);
-    char sx[64], sw[64];
-    gx_tensor_shape_str(x, sx, sizeof sx);
-    gx_tensor_shape_str(w, sw, sizeof sw);
-    GX_ASSERT_MSG(x->ndim == 3 && w->ndim == 3 && w->shape[0] == x->shape[2] && w->shape[1] == 1 && w->shape[2] >= 1,
-                  "gx_conv1d_causal_dw: x %s must be [B, L, E] and w %s [E, 1, K]", sx, sw);
     const int64_t B = x->shape[0], L = x->shape[1], E = x->shape[2], K = w->shape[2];
-    GX_ASSERT_MSG(!b || (b->ndim == 1 && b->shape[0] == E),
-                  "gx_conv1d_causal_dw: bias must be [%lld] for x %s", (long long)E, sx);
     gx_tensor *y = gx_tensor_new(ctx, 3, GX_SHAPE(B, L, E));
     gx_cu_conv1d_causal_dw_fwd(s, x->data, w->data, b ? b->data : NULL, y->data, B, L, E, K);
     gx_tape_record(ctx, "conv1d_causal_dw", gx_cd_conv1d_bw, y, b ? 3 : 2, ins);
@@ -367,13 +316,6 @@ gx_tensor *gx_cuda_batchnorm(gx_ctx *ctx, gx_tensor *x, gx_tensor *gamma, gx_ten
     gx_cuda_stream *s = gx_cd_stream(ctx, "gx_batchnorm");
     gx_tensor *all[5] = { x, gamma, beta, running_mean, running_var };
     gx_cd_on_device("gx_batchnorm", 5, all);
-    char buf[96];
-    GX_ASSERT_MSG(x->ndim >= 2, "gx_batchnorm: x must be [B, C, ...], got %s", gx_tensor_shape_str(x, buf, sizeof buf));
-    static const char *const what[4] = { "gamma", "beta", "running_mean", "running_var" };
-    for (int i = 0; i < 4; i++)
-        GX_ASSERT_MSG(!all[i + 1] || all[i + 1]->numel == x->shape[1],
-                      "gx_batchnorm: %s has %lld elements, x %s has C = %lld", what[i],
-                      (long long)all[i + 1]->numel, gx_tensor_shape_str(x, buf, sizeof buf), (long long)x->shape[1]);
     const int64_t B = x->shape[0], C = x->shape[1], S = (B * C != 0) ? x->numel / (B * C) : 0;
     if (training)
         GX_ASSERT_MSG(B * S > 1, "gx_batchnorm: training needs more than one value per channel "
@@ -406,12 +348,7 @@ gx_tensor *gx_cuda_layernorm(gx_ctx *ctx, gx_tensor *x, gx_tensor *gamma, gx_ten
     gx_cuda_stream *s = gx_cd_stream(ctx, "gx_layernorm");
     gx_tensor *ins[3] = { x, gamma, beta };
     gx_cd_on_device("gx_layernorm", 3, ins);
-    char buf[96];
-    GX_ASSERT_MSG(x->ndim >= 1, "gx_layernorm: x must be [..., D], got a scalar");
     const int64_t D = x->shape[x->ndim - 1], rows = D ? x->numel / D : 0;
-    GX_ASSERT_MSG((!gamma || gamma->numel == D) && (!beta || beta->numel == D),
-                  "gx_layernorm: gamma/beta must have D = %lld elements (x %s)", (long long)D,
-                  gx_tensor_shape_str(x, buf, sizeof buf));
     double *st = gx_cd_doubles(ctx, 2 * rows);
     gx_tensor *y = gx_tensor_like(ctx, x);
     if (rows > 0)

@@ -99,23 +99,6 @@ gx_tensor *gx_cuda_unary(gx_ctx *ctx, const char *name, gx_cu_unary op, gx_tenso
 
 /* ============================================================== binary */
 
-/* Broadcast shape of a and b, aborting with the op's name and both shapes
- * (gx_elem.c's message). */
-static int gx_ops_bc_shape(const char *op, const gx_tensor *a, const gx_tensor *b, int64_t *out) {
-    int nd = a->ndim > b->ndim ? a->ndim : b->ndim;
-    for (int k = 0; k < nd; k++) {           /* k counts from the right */
-        int64_t da = k < a->ndim ? a->shape[a->ndim - 1 - k] : 1;
-        int64_t db = k < b->ndim ? b->shape[b->ndim - 1 - k] : 1;
-        if (da != db && da != 1 && db != 1) {
-            char sa[96], sb[96];
-            GX_ASSERT_MSG(0, "%s: shapes %s and %s do not broadcast", op, gx_tensor_shape_str(a, sa, sizeof sa),
-                          gx_tensor_shape_str(b, sb, sizeof sb));
-        }
-        out[nd - 1 - k] = da == 1 ? db : da;
-    }
-    return nd;
-}
-
 /* Both gradients in one launcher call (either may be NULL: not needed; the
  * same buffer when a == b, accumulated one after the other on the stream).
  * div and maximum read the output, as the CPU's backward does. */
@@ -132,7 +115,7 @@ gx_tensor *gx_cuda_binary(gx_ctx *ctx, const char *name, gx_cu_binary op, gx_ten
     gx_tensor *in[2] = { a, b };
     gx_cuda_exec *e = gx_ops_exec(ctx, name, 2, in);
     int64_t shape[GX_MAX_DIMS];
-    int nd = gx_ops_bc_shape(name, a, b, shape);
+    int nd = gx_bc_shape(name, a, b, shape);
     gx_tensor *out = gx_tensor_new(ctx, nd, shape);
     gx_cu_binary_fwd(e->stream, op, a->data, a->ndim, a->shape, b->data, b->ndim, b->shape, out->data, nd, shape);
     gx_node *n = gx_tape_record(ctx, name, gx_cuda_binary_bw, out, 2, in);

@@ -124,13 +124,7 @@ static void gx_cuda_reshape_bw(gx_ctx *ctx, gx_node *nd) {
  * made by gx_grad on first use, as the CPU reshape. */
 gx_tensor *gx_cuda_reshape(gx_ctx *ctx, gx_tensor *x, int ndim, const int64_t *shape) {
     gx_cuda_op_exec(ctx, "reshape");
-    gx_tensor *out = gx_ctx_alloc(ctx, sizeof *out);
-    memset(out, 0, sizeof *out);
-    out->ndim = ndim;
-    for (int i = 0; i < ndim; i++) out->shape[i] = shape[i];
-    out->numel = x->numel;
-    out->data = x->data;
-    out->device = GX_DEVICE_CUDA;
+    gx_tensor *out = gx_view_header(ctx, x, ndim, shape);
     gx_tape_record(ctx, "reshape", gx_cuda_reshape_bw, out, 1, &x);
     return out;
 }

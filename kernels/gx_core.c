@@ -369,7 +369,11 @@ int64_t gx_params_count(const gx_params *p, unsigned mask) {
 }
 
 void gx_params_scale_grad(gx_params *p, double s) {
-    GX_ASSERT_MSG(!p->cuda, "gx_params_scale_grad: not implemented for parameters on the device");
+    if (p->cuda) {
+        for (int i = 0; i < p->n; i++)
+            if (p->items[i]->t.grad) gx_cuda_exec_scale(p->cuda, p->items[i]->t.grad, p->items[i]->t.numel, s);
+        return;
+    }
     for (int i = 0; i < p->n; i++) {
         gx_tensor *t = &p->items[i]->t;
         if (!t->grad) continue;

@@ -182,6 +182,8 @@ gx_status gx_cuda_exec_sync(gx_cuda_exec *e, gx_err *err);
 void gx_cuda_exec_upload(gx_cuda_exec *e, void *dst_dev, const void *src_host, size_t bytes);
 void gx_cuda_exec_download(gx_cuda_exec *e, void *dst_host, const void *src_dev, size_t bytes);
 void gx_cuda_exec_memset0(gx_cuda_exec *e, void *dst_dev, size_t bytes);
+/* x *= s in place (device memory; gx_params_scale_grad on the device). */
+void gx_cuda_exec_scale(gx_cuda_exec *e, gx_real *x_dev, int64_t n, double s);
 /* The malloc backend of an emulated pool (user = NULL). */
 gx_cuda_backend gx_cuda_host_backend(void);
 
@@ -216,9 +218,14 @@ const gx_real *gx_tensor_host_data(const gx_tensor *t);
  * the same device (it waits until the uploads are done). The pool must
  * outlive the parameters (gx_params_free returns the blocks to it).
  * gx_params_sync_host downloads data (and gradients) into the host copies,
- * e.g. before a checkpoint is written from them. */
+ * e.g. before a checkpoint is written from them. A trainer on the device
+ * owns its parameters alone, so it may update them (gx_optim_step). */
 gx_status gx_params_to_cuda(gx_params *p, gx_cuda_exec *e, gx_err *err);
 gx_status gx_params_sync_host(gx_params *p, gx_err *err);
+/* The reverse: uploads every host copy over the device data, after the
+ * host changed values in place (e.g. a buffer a trainer computes on the
+ * host, such as WaveletMamba's colour statistics). Gradients stay. */
+gx_status gx_params_sync_device(gx_params *p, gx_err *err);
 
 #if defined(GX_HAVE_CUDA) && GX_HAVE_CUDA && !defined(GX_F64)
 /* ------------------------------------------------------------ launchers

@@ -80,6 +80,21 @@ void gx_cuda_exec_memset0(gx_cuda_exec *e, void *dst, size_t bytes) {
     else gx_cuda_memset0(e->stream, dst, bytes);
 }
 
+/* x *= s in place on the device (gradients of a partial accumulation
+ * group): the affine launcher with y aliasing x, one element per thread. */
+void gx_cuda_exec_scale(gx_cuda_exec *e, gx_real *x, int64_t n, double s) {
+    if (n <= 0) return;
+    if (e->emulated) {
+        for (int64_t k = 0; k < n; k++) x[k] = (gx_real)(x[k] * s);
+        return;
+    }
+#if GX_CUDA_ON
+    gx_cu_unary_fwd(e->stream, GX_CU_AFFINE, s, 0.0, x, x, n);
+#else
+    GX_ASSERT_MSG(0, "gx_cuda_exec_scale: a device exec in a build without CUDA");
+#endif
+}
+
 static void *gx_host_backend_alloc(void *user, size_t bytes) {
     (void)user;
     return aligned_alloc(GX_CUDA_ALIGN, (bytes + GX_CUDA_ALIGN - 1) / GX_CUDA_ALIGN * GX_CUDA_ALIGN);
@@ -255,6 +270,15 @@ gx_status gx_params_sync_host(gx_params *p, gx_err *err) {
         size_t b = gx_param_bytes(q);
         gx_cuda_exec_download(p->cuda, q->host_data, q->t.data, b);
         if (q->host_grad) gx_cuda_exec_download(p->cuda, q->host_grad, q->t.grad, b);
+    }
+    return gx_cuda_exec_sync(p->cuda, err);
+}
+
+gx_status gx_params_sync_device(gx_params *p, gx_err *err) {
+    if (!p->cuda) return GX_OK;
+    for (int i = 0; i < p->n; i++) {
+        gx_param *q = p->items[i];
+        gx_cuda_exec_upload(p->cuda, q->t.data, q->host_data, gx_param_bytes(q));
     }
     return gx_cuda_exec_sync(p->cuda, err);
 }

@@ -120,6 +120,8 @@ typedef struct gx_train_cf_opts {
                                   on disjoint halves of one split, trainer/gx_two_models.h) */
     int        cf_eval_n;      /* 64: validation images for the counterfactual metrics */
     int        threads;        /* > 0: gx_set_threads */
+    gx_device device;          /* where the run computes (--device; the zero value is the
+                                  CPU): gx_train_device in gx_train_common.h */
     int        progress;       /* -1 auto, 0 quiet, 1 a line per epoch */
     const char *command_line;  /* stored with the run (may be NULL) */
     /* Non-NULL and non-zero (a SIGINT handler sets it): stop at the next

@@ -35,6 +35,50 @@ gx_status gx_train_setup_common(const char *out_dir, int threads, gx_train_paths
     return GX_OK;
 }
 
+gx_status gx_train_device_open(gx_train_device *d, gx_device kind, gx_err *err) {
+    memset(d, 0, sizeof *d);
+    d->kind = kind;
+    if (kind != GX_DEVICE_CUDA) return GX_OK;
+    gx_cuda_backend be;
+    gx_err e2;
+    gx_status s = gx_cuda_device_backend(0, &be, &e2);
+    if (s == GX_OK) s = gx_cuda_pool_create(&be, 0, &d->pool, &e2);
+    if (s == GX_OK && (s = gx_cuda_exec_init(&d->exec, d->pool, 0, 0, &e2)) == GX_OK) d->exec_ready = 1;
+    if (s != GX_OK) {
+        gx_train_device_close(d);
+        return gx_err_set(err, GX_ERR_IO, "device cuda:0: %s", e2.msg);
+    }
+    return GX_OK;
+}
+
+gx_status gx_train_device_params(gx_train_device *d, gx_params *p, const char *what, gx_err *err) {
+    if (d->kind != GX_DEVICE_CUDA || p->cuda) return GX_OK;
+    gx_err e2;
+    gx_status s = gx_params_to_cuda(p, &d->exec, &e2);
+    return s == GX_OK ? GX_OK : gx_err_set(err, s, "device cuda:0: %s: %s", what, e2.msg);
+}
+
+void gx_train_device_ctx(gx_train_device *d, gx_ctx *ctx) {
+    if (d->kind == GX_DEVICE_CUDA) ctx->cuda = &d->exec;
+}
+
+gx_status gx_train_device_sync(gx_train_device *d, gx_err *err) {
+    if (d->kind != GX_DEVICE_CUDA) return GX_OK;
+    gx_err e2;
+    gx_status s = gx_cuda_exec_sync(&d->exec, &e2);
+    return s == GX_OK ? GX_OK : gx_err_set(err, s, "device cuda:0: %s", e2.msg);
+}
+
+const char *gx_train_device_name(const gx_train_device *d) {
+    return d->kind == GX_DEVICE_CUDA ? "cuda:0" : "cpu";
+}
+
+void gx_train_device_close(gx_train_device *d) {
+    if (d->exec_ready) gx_cuda_exec_free(&d->exec);
+    if (d->pool) gx_cuda_pool_destroy(d->pool);
+    memset(d, 0, sizeof *d);
+}
+
 void gx_train_clock_init(gx_train_clock *c, int progress) {
     memset(c, 0, sizeof *c);
     /* progress 1 asks for the per-epoch lines only: no carriage returns in a log. */

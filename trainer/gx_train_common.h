@@ -10,6 +10,7 @@
 #define GX_TRAIN_COMMON_H
 
 #include "gx.h"
+#include "gx_cuda.h"
 #include "gx_db.h"
 
 #include <jansson.h>
@@ -32,6 +33,44 @@ typedef struct gx_train_paths {
  * threads (threads > 0; 0 keeps the default) and opens the 64 MiB arena ctx
  * (not on an error; a zeroed ctx is safe to gx_ctx_free). */
 gx_status gx_train_setup_common(const char *out_dir, int threads, gx_train_paths *p, gx_ctx *ctx, gx_err *err);
+
+/* ----------------------------------------------------------------- device */
+
+/* Where a run computes (galaxy-train --device). On the CPU nothing but kind
+ * is used. With CUDA: one pool on device 0 and one exec (stream + device
+ * arena), since a trainer is one worker. The trainer then:
+ *   - calls gx_train_device_params for every parameter registry it trains or
+ *     runs (after loading or resuming, before gx_optim_init's first step),
+ *     and gx_train_device_ctx for each ctx it computes in;
+ *   - builds batches as host tensors (gx_tensor_new_host) and moves them
+ *     with gx_to_ctx, reads results through gx_to_host (or, for parameters,
+ *     gx_params_sync_host then gx_tensor_host_data);
+ *   - calls gx_train_device_sync once per step: a device error ends the run
+ *     with the device's words;
+ *   - synchronises the parameters to the host before a checkpoint is
+ *     written (gx_params_sync_host), and uploads host edits of a buffer
+ *     (gx_params_sync_device);
+ *   - frees its models, optimisers and ctxs before gx_train_device_close
+ *     (their device blocks go back to the pool it destroys). */
+typedef struct gx_train_device {
+    gx_device     kind;        /* GX_DEVICE_CPU (the zero value) or GX_DEVICE_CUDA */
+    gx_cuda_pool *pool;
+    gx_cuda_exec  exec;
+    int           exec_ready;
+} gx_train_device;
+
+/* Opens kind (the caller's gx_device_select answer). GX_ERR_IO "device
+ * cuda:0: ..." when the device cannot be set up; on an error d is closed. */
+gx_status gx_train_device_open(gx_train_device *d, gx_device kind, gx_err *err);
+/* Parameters onto the device (nothing on the CPU); names what in the error. */
+gx_status gx_train_device_params(gx_train_device *d, gx_params *p, const char *what, gx_err *err);
+/* ctx computes on the device (nothing on the CPU). */
+void      gx_train_device_ctx(gx_train_device *d, gx_ctx *ctx);
+/* Waits for the device; its first error since the last call (GX_OK on the CPU). */
+gx_status gx_train_device_sync(gx_train_device *d, gx_err *err);
+/* "cpu" or "cuda:0" (for config_json and log lines). */
+const char *gx_train_device_name(const gx_train_device *d);
+void      gx_train_device_close(gx_train_device *d);
 
 /* --------------------------------------------------------------- progress */
 

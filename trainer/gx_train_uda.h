@@ -109,6 +109,8 @@ typedef struct gx_train_uda_opts {
     int64_t  max_source, max_target;   /* > 0: use only the first N training indices */
     int      eval_batch;       /* 64 */
     int      threads;          /* > 0: gx_set_threads */
+    gx_device device;          /* where the run computes (--device; the zero value is the
+                                  CPU): gx_train_device in gx_train_common.h */
     int      progress;         /* -1 auto, 0 quiet, 1 a line per epoch */
     const char *command_line;
     const volatile sig_atomic_t *stop;   /* as gx_train_wm_opts.stop */

@@ -136,8 +136,19 @@ GX_TEST(device_params_move_to_the_pool_and_back) {
     CHECK(host_w[5] != 42);
     CHECK(gx_params_sync_host(&p, &err) == GX_OK);
     CHECK(host_w[5] == 42 && host_g[2] == -3);
+    /* A trainer's partial accumulation group scales the device gradients. */
+    w->t.grad[3] = 8;
+    gx_params_scale_grad(&p, 0.25);
+    CHECK(w->t.grad[2] == -0.75 && w->t.grad[3] == 2 && host_g[3] != 2);
     gx_params_zero_grad(&p);
     CHECK(w->t.grad[2] == 0);
+    /* A host edit of a buffer (the trainer's colour statistics) goes up on
+     * request, over whatever the device held. */
+    m->host_data[1] = 7;
+    w->host_data[0] = -1;
+    CHECK(m->t.data[1] != 7);
+    CHECK(gx_params_sync_device(&p, &err) == GX_OK);
+    CHECK(m->t.data[1] == 7 && w->t.data[0] == -1 && w->t.data[5] == 42);
     CHECK(gx_cuda_pool_in_use(f.pool) > 0);
     gx_params_free(&p);                               /* blocks back to the pool */
     CHECK(gx_cuda_pool_in_use(f.pool) == 0);

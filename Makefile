@@ -192,10 +192,11 @@ test: deps
 # The benchmark programs are compiled by `make test` (not run), so that a change
 # to a library API cannot leave a benchmark that no longer builds.
 BENCH_PROGS := $(addprefix $(BUILD)/,bench_kernels bench_io bench_wm bench_cf bench_uda bench_uda_score \
-                 bench_anomaly bench_morph bench_serve_fwd)
+                 bench_anomaly bench_morph bench_serve_fwd bench_gx_gpu)
 
 test-run: all $(BUILD)/test_unit $(BUILD)/test_grad $(BUILD)/test_cuda_dispatch $(BENCH_PROGS)
-	@$(MAKE) --no-print-directory BUILD=$(BUILD)-emu CUDA_EMU=1 $(BUILD)-emu/test_cuda_dispatch
+	@$(MAKE) --no-print-directory BUILD=$(BUILD)-emu CUDA_EMU=1 $(BUILD)-emu/test_cuda_dispatch \
+	    $(BUILD)-emu/galaxy-train $(BUILD)-emu/bench_gx_gpu
 	@scripts/run_tests.sh $(BUILD) $(BUILD)-emu
 
 test-asan: deps

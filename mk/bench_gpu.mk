@@ -10,22 +10,26 @@
 # grids, UDA ResNet-18; inference at batch 1/32/256 and training; fp32 and
 # AMP; eager and torch.compile when torch >= 2; see its header): one JSON
 # object per measurement in $(BENCH_GPU_OUT)/torch.jsonl, the table on the
-# terminal, the GPU's identity in $(BENCH_GPU_OUT)/nvidia-smi.csv. Our side is
-# not measured yet: the ops, models and galaxyd run on device tensors (never
-# yet on a GPU) but no benchmark program of ours drives them on the device,
-# and galaxy-train trains on the CPU (kernels/cuda/README.md): the target says
-# so instead of printing numbers for it.
+# terminal, the GPU's identity in $(BENCH_GPU_OUT)/nvidia-smi.csv. Then our
+# side, $(BUILD)/bench_gx_gpu (bench/gpu/bench_gx_gpu.c: the same cases on the
+# CUDA backend, fp32) into $(BENCH_GPU_OUT)/galaxyd.jsonl, and
+# bench/gpu/compare.py prints both side by side with the ratio.
 #
 # Knobs: BENCH_GPU_PY (the Python with a CUDA torch; default $(PYTHON)),
 # BENCH_GPU_ARGS (extra bench_torch.py flags, e.g. "--compile off" or
 # "--models wm --amp-dtype fp16"), BENCH_GPU_OUT (default $(BUILD)/bench-gpu).
 .PHONY: bench-gpu
 
+# Our side (bench/gpu/bench_gx_gpu.c): compiled by make test like the other
+# benchmark programs; run by bench-gpu.
+$(BUILD)/bench_gx_gpu: $(OBJ32)/bench/gpu/bench_gx_gpu.o $(LIB)
+	$(CC) $(LDFLAGS) $< $(LIB) $(LDLIBS) -o $@
+
 BENCH_GPU_PY   ?= $(PYTHON)
 BENCH_GPU_ARGS ?=
 BENCH_GPU_OUT  ?= $(BUILD)/bench-gpu
 
-bench-gpu:
+bench-gpu: $(BUILD)/bench_gx_gpu
 	@if ! command -v nvidia-smi >/dev/null 2>&1; then \
 	    echo "bench-gpu: skipped: no GPU (nvidia-smi not found)"; exit 0; \
 	fi; \
@@ -39,5 +43,8 @@ bench-gpu:
 	echo "bench-gpu: PyTorch reference ($(BENCH_GPU_PY) bench/gpu/bench_torch.py --device cuda $(BENCH_GPU_ARGS))"; \
 	$(BENCH_GPU_PY) bench/gpu/bench_torch.py --device cuda $(BENCH_GPU_ARGS) > $(BENCH_GPU_OUT)/torch.jsonl; st=$$?; \
 	echo "bench-gpu: $$(wc -l < $(BENCH_GPU_OUT)/torch.jsonl) PyTorch rows in $(BENCH_GPU_OUT)/torch.jsonl (exit $$st)"; \
-	echo "bench-gpu: galaxyd / galaxy-train: not measured: no benchmark of ours runs the models on the device yet (galaxyd --device cuda serves from it; galaxy-train trains on the CPU; see kernels/cuda/README.md)"; \
-	exit $$st
+	echo "bench-gpu: ours ($(BUILD)/bench_gx_gpu)"; \
+	$(BUILD)/bench_gx_gpu > $(BENCH_GPU_OUT)/galaxyd.jsonl; st2=$$?; \
+	echo "bench-gpu: $$(wc -l < $(BENCH_GPU_OUT)/galaxyd.jsonl) rows of ours in $(BENCH_GPU_OUT)/galaxyd.jsonl (exit $$st2)"; \
+	$(PYTHON) bench/gpu/compare.py $(BENCH_GPU_OUT)/torch.jsonl $(BENCH_GPU_OUT)/galaxyd.jsonl; \
+	[ $$st -eq 0 ] && [ $$st2 -eq 0 ]

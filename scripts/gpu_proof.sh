@@ -9,17 +9,19 @@
 #
 #   tests  .gpu/bin/test_cuda_host (bodies on the CPU), .gpu/bin/test_cuda
 #          (every launcher against the CPU op on the GPU),
-#          .gpu/bin/test_cuda_dispatch (the gx ops and the models with their
-#          tensors on the device against the CPU), then test_cuda under
-#          compute-sanitizer --tool memcheck
+#          .gpu/bin/test_cuda_dispatch (the gx ops, the models and the trainers
+#          with their tensors on the device against the CPU), then test_cuda
+#          under compute-sanitizer --tool memcheck
 #   bench  bench/gpu/bench_torch.py --device cuda with the image's python3 (the
-#          PyTorch side of `make bench-gpu`)
+#          PyTorch side of `make bench-gpu`), then .gpu/bin/bench_gx_gpu (ours)
+#          and bench/gpu/compare.py (the table with the ratios)
 #   all    both (default)
 #
 # Everything goes to $OUT (the device tool brings back at most 8 files):
 #   env.txt  nvidia-smi, the libraries the binaries resolved, the bundle's MANIFEST
-#   test_cuda_host.txt  test_cuda.txt  test_cuda_dispatch.txt  memcheck.txt
-#   torch.jsonl  torch.txt
+#   test_cuda.txt (test_cuda_host's output, then test_cuda's)  test_cuda_dispatch.txt
+#   memcheck.txt  torch.jsonl  galaxyd.jsonl
+#   bench.txt  bench_torch's table, then compare.py's
 #   summary.txt  one line per stage: exit status and seconds
 # Stage time limits (seconds, environment): T_TESTS (240), T_MEMCHECK (240),
 # T_BENCH (420); BENCH_ARGS (extra bench_torch.py flags, e.g. "--compile off").
@@ -42,7 +44,7 @@ stage() {
     local name=$1 limit=$2 file=$3; shift 3
     local t0=$SECONDS rc
     echo "== $name (limit ${limit}s) -> $OUT/$file"
-    timeout "$limit" "$@" > "$OUT/$file" 2>&1
+    timeout "$limit" "$@" >> "$OUT/$file" 2>&1
     rc=$?
     echo "$name rc $rc, $((SECONDS - t0)) s" | tee -a "$OUT/summary.txt"
     tail -n 5 "$OUT/$file"
@@ -75,16 +77,21 @@ EOF
     echo; cat .gpu/MANIFEST 2>&1
 } > "$OUT/env.txt"
 
+# The bundle's libraries serve both halves (bench_gx_gpu needs them too).
+if [ -f .gpu/lib.tar.xz ]; then
+    lib=$(mktemp -d)
+    tar -xJf .gpu/lib.tar.xz -C "$lib"
+    export LD_LIBRARY_PATH="$lib$(cuda_lib_dirs)${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+    { echo; echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"; ldd .gpu/bin/test_cuda; } >> "$OUT/env.txt" 2>&1
+fi
+
 if [ "$what" != bench ]; then
     if [ ! -x .gpu/bin/test_cuda ]; then
         echo "tests: .gpu/bin/test_cuda missing: run scripts/gpu_bundle.sh on the dev box and carry .gpu" \
             | tee -a "$OUT/summary.txt"
     else
-        lib=$(mktemp -d)
-        tar -xJf .gpu/lib.tar.xz -C "$lib"
-        export LD_LIBRARY_PATH="$lib$(cuda_lib_dirs)${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-        { echo; echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"; ldd .gpu/bin/test_cuda; } >> "$OUT/env.txt" 2>&1
-        stage test_cuda_host "$T_TESTS" test_cuda_host.txt .gpu/bin/test_cuda_host
+        : > "$OUT/test_cuda.txt"
+        stage test_cuda_host "$T_TESTS" test_cuda.txt .gpu/bin/test_cuda_host
         stage test_cuda "$T_TESTS" test_cuda.txt .gpu/bin/test_cuda
         stage test_cuda_dispatch "$T_TESTS" test_cuda_dispatch.txt .gpu/bin/test_cuda_dispatch
         cs=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null || true)
@@ -104,9 +111,20 @@ if [ "$what" != tests ]; then
     echo "== bench_torch (limit ${T_BENCH}s) -> $OUT/torch.jsonl, $OUT/torch.txt"
     # shellcheck disable=SC2086
     timeout "$T_BENCH" "$PY" bench/gpu/bench_torch.py --device cuda $BENCH_ARGS \
-        > "$OUT/torch.jsonl" 2> "$OUT/torch.txt"
+        > "$OUT/torch.jsonl" 2> "$OUT/bench.txt"
     rc=$?
     echo "bench_torch rc $rc, $((SECONDS - t0)) s, $(wc -l < "$OUT/torch.jsonl") rows" | tee -a "$OUT/summary.txt"
-    tail -n 30 "$OUT/torch.txt"
+    tail -n 30 "$OUT/bench.txt"
+    if [ -x .gpu/bin/bench_gx_gpu ]; then
+        t0=$SECONDS
+        echo "== bench_gx_gpu (limit ${T_BENCH}s) -> $OUT/galaxyd.jsonl"
+        timeout "$T_BENCH" .gpu/bin/bench_gx_gpu > "$OUT/galaxyd.jsonl" 2>> "$OUT/bench.txt"
+        rc=$?
+        echo "bench_gx_gpu rc $rc, $((SECONDS - t0)) s, $(wc -l < "$OUT/galaxyd.jsonl") rows" | tee -a "$OUT/summary.txt"
+        { echo; echo "== ours / PyTorch"; "$PY" bench/gpu/compare.py "$OUT/torch.jsonl" "$OUT/galaxyd.jsonl"; } \
+            | tee -a "$OUT/bench.txt"
+    else
+        echo "bench_gx_gpu: .gpu/bin/bench_gx_gpu missing (run scripts/gpu_bundle.sh)" | tee -a "$OUT/summary.txt"
+    fi
 fi
 cat "$OUT/summary.txt"

@@ -32,12 +32,14 @@ for exe in "${exes[@]}"; do
 done
 # Black-box tests of the binaries (pytest, Debian's python3): tests/cli (galaxy-train
 # kill -9 + resume), tests/daemon (galaxyd over HTTP) and tests/browser (the dashboard in
-# headless Chromium), against the binaries of $build.
+# headless Chromium), against the binaries of $build (and galaxy-train of $emu).
 pydirs=()
 for d in tests/cli tests/daemon tests/browser; do [ -d "$d" ] && pydirs+=("$d"); done
 if [ ${#pydirs[@]} -gt 0 ]; then
-  echo "== pytest ${pydirs[*]} (GALAXYD_BUILD=$build)"
-  GALAXYD_BUILD="$build" /usr/bin/python3 -m pytest -q -p no:cacheprovider "${pydirs[@]}" 2>&1 | tee "$log"
+  echo "== pytest ${pydirs[*]} (GALAXYD_BUILD=$build GALAXYD_EMU_BUILD=$emu)"
+  # GALAXYD_EMU_BUILD: galaxy-train built over the emulated CUDA backend
+  # (tests/cli/test_device_flag.py trains on its "device").
+  GALAXYD_BUILD="$build" GALAXYD_EMU_BUILD="$emu" /usr/bin/python3 -m pytest -q -p no:cacheprovider "${pydirs[@]}" 2>&1 | tee "$log"
   rc=${PIPESTATUS[0]}
   summary=$(grep -E '^(=+ )?[0-9]+ (passed|failed|error)' "$log" | tail -n 1)
   p=$(grep -oE '[0-9]+ passed' <<<"$summary" | grep -oE '[0-9]+' || echo 0)

@@ -231,7 +231,7 @@ gx_status gx_serve_model_load(gx_serve_model **out, const char *path, const char
  * m->params is const for the rest of the daemon, which only reads it). */
 static gx_status serve_place_on_device(gx_serve_model *m, const gx_serve_device *dev, gx_err *err) {
     gx_err e2;
-    gx_status s = gx_cuda_exec_init(&m->exec, dev->pool, dev->index, 0, &e2);
+    gx_status s = gx_cuda_exec_init(&m->exec, dev->pool, dev->index, dev->tf32, &e2);
     if (s != GX_OK) return gx_err_set(err, s, "%s: device cuda:%d: %s", m->info.path, dev->index, e2.msg);
     if ((s = gx_params_to_cuda((gx_params *)m->params, &m->exec, &e2)) != GX_OK) {
         gx_cuda_exec_free(&m->exec);

@@ -63,6 +63,7 @@ struct gx_cuda_pool;
 typedef struct gx_serve_device {
     struct gx_cuda_pool *pool;
     int                  index;    /* CUDA device number */
+    int                  tf32;     /* 1: cuBLAS may use TF32 tensor cores (galaxyd --tf32) */
 } gx_serve_device;
 
 /* Loads one checkpoint. name NULL = derived from the file name (letters,

@@ -27,6 +27,7 @@
  *    what the format stores.
  */
 #include "gx_impl.h"
+#include "gx_cuda.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -678,10 +679,14 @@ gx_status gx_file_write_atomic(const char *path, const void *data, size_t len, g
 
 /* ------------------------------------------------------ parameter bridge */
 
+/* Parameters on the device are written from their host copies: the caller
+ * brings them up to date first (gx_params_sync_host), as a trainer does
+ * before each checkpoint; t.data is then a device pointer the host must not
+ * read. */
 gx_status gx_params_to_writer(const gx_params *p, gx_st_writer *w, gx_err *err) {
     for (int i = 0; i < p->n; i++) {
         const gx_param *q = p->items[i];
-        gx_status s = gx_st_writer_add_real(w, q->name, q->t.ndim, q->t.shape, q->t.data, err);
+        gx_status s = gx_st_writer_add_real(w, q->name, q->t.ndim, q->t.shape, gx_tensor_host_data(&q->t), err);
         if (s != GX_OK) return s;
     }
     return GX_OK;
@@ -718,6 +723,8 @@ gx_status gx_st_check_compatible(const gx_st_tensor *st, const gx_tensor *t, con
  * as they never hold learned weights. Registry entries are looked up by
  * name, so file order does not matter. */
 gx_status gx_params_load(gx_params *p, const gx_st_file *f, int strict, gx_err *err) {
+    /* Loading writes t.data on the host: it comes before gx_params_to_cuda. */
+    GX_ASSERT_MSG(!p->cuda, "gx_params_load: the parameters are on the device (load before gx_params_to_cuda)");
     /* Pass 1: validate everything, so a refusal leaves the registry untouched. */
     for (int i = 0; i < p->n; i++) {
         gx_status s = gx_st_check_compatible(gx_st_find(f, p->items[i]->name), &p->items[i]->t,

@@ -295,7 +295,7 @@ gx_status gx_cf_sync_perms(gx_cf_model *m, gx_err *err) {
         gx_cf_block *bl = &m->block[b];
         for (int64_t i = 0; i < d1; i++) bl->inv_perm[i] = -1;
         for (int64_t i = 0; i < d1; i++) {
-            double v = bl->perm_buf->data[i];
+            double v = gx_tensor_host_data(bl->perm_buf)[i];   /* its host copy on a device */
             int64_t k = (int64_t)v;
             if (!(v >= 0 && v < (double)d1) || (double)k != v || bl->inv_perm[k] >= 0)
                 return gx_err_set(err, GX_ERR_FORMAT,

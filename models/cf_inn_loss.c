@@ -16,8 +16,16 @@
  *    off-diagonal mask instead of subtracting the diagonal: the Gram-form
  *    squared distance of a row with itself is only ~0 in float, and the mask
  *    removes it exactly.
+ *  - Device tensors (ctx->cuda): the constants made here (windows, masks,
+ *    MMD samples) are filled on the host and moved with gx_to_ctx; the
+ *    "constant copies" of activations (x~, the neighbour z1) are taken with
+ *    the tape off (cf_tape_off), so they stay on the device and carry no
+ *    gradient; host reads go through gx_to_host. On the CPU all of these are
+ *    the same copies as before, bit for bit.
  */
 #include "gx_cf_inn.h"
+
+#include "gx_cuda.h"
 #include <math.h>
 #include <string.h>
 
@@ -27,12 +35,20 @@ gx_cf_loss_cfg gx_cf_loss_cfg_default(void) {
                              .ssim_sigma = 1.5 };
 }
 
+/* With the tape off: ops copy without recording, so what they return is a
+ * constant (no gradient flows back through it). */
+static int cf_tape_off(gx_ctx *ctx) {
+    int g = ctx->grad_enabled;
+    ctx->grad_enabled = 0;
+    return g;
+}
+
 /* ------------------------------------------------------------------- SSIM */
 
 /* Depthwise 1-D Gaussian window (normalised to sum 1) for n channels, laid
  * out [n,1,w,1] (vertical) or [n,1,1,w] (horizontal). Constant. */
 static gx_tensor *cf_gauss_window(gx_ctx *ctx, int64_t n, int w, double sigma, int vertical) {
-    gx_tensor *k = gx_tensor_new(ctx, 4, vertical ? GX_SHAPE(n, 1, w, 1) : GX_SHAPE(n, 1, 1, w));
+    gx_tensor *k = gx_tensor_new_host(ctx, 4, vertical ? GX_SHAPE(n, 1, w, 1) : GX_SHAPE(n, 1, 1, w));
     double tap[256], sum = 0;
     int r = (w - 1) / 2;
     for (int i = 0; i < w; i++) {
@@ -41,7 +57,7 @@ static gx_tensor *cf_gauss_window(gx_ctx *ctx, int64_t n, int w, double sigma, i
     }
     for (int64_t c = 0; c < n; c++)
         for (int i = 0; i < w; i++) k->data[c * w + i] = (gx_real)(tap[i] / sum);
-    return k;
+    return gx_to_ctx(ctx, k);
 }
 
 gx_tensor *gx_cf_ssim(gx_ctx *ctx, gx_tensor *a, gx_tensor *b, int window, double sigma,
@@ -70,9 +86,12 @@ gx_tensor *gx_cf_ssim(gx_ctx *ctx, gx_tensor *a, gx_tensor *b, int window, doubl
     gx_tensor *map = gx_div(ctx, num, den);                              /* [B,C,H-w+1,W-w+1] */
     if (per_sample) {
         int64_t per = map->numel / B;
+        int g = cf_tape_off(ctx);
+        const gx_real *mv = gx_to_host(ctx, map)->data;
+        ctx->grad_enabled = g;
         for (int64_t s = 0; s < B; s++) {
             double acc = 0;
-            for (int64_t i = 0; i < per; i++) acc += map->data[s * per + i];
+            for (int64_t i = 0; i < per; i++) acc += mv[s * per + i];
             per_sample[s] = acc / (double)per;
         }
     }
@@ -96,8 +115,9 @@ gx_tensor *gx_cf_mmd(gx_ctx *ctx, gx_tensor *z, gx_tensor *n) {
     GX_ASSERT_MSG(z->ndim == 2 && gx_tensor_same_shape(z, n) && z->shape[0] >= 2,
                   "gx_cf_mmd: z and n must be equal [m,d] with m >= 2");
     int64_t m = z->shape[0], d = z->shape[1];
-    gx_tensor *off = gx_tensor_new(ctx, 2, GX_SHAPE(m, m));
+    gx_tensor *off = gx_tensor_new_host(ctx, 2, GX_SHAPE(m, m));
     for (int64_t i = 0; i < m * m; i++) off->data[i] = (i / m == i % m) ? 0 : 1;
+    off = gx_to_ctx(ctx, off);
     double pair = 1.0 / (double)(m * (m - 1)), cross = -2.0 / (double)(m * m);
     gx_tensor *kzz = gx_sum_all(ctx, gx_mul(ctx, cf_rbf(ctx, gx_pairwise_sqdist(ctx, z, z), d), off));
     gx_tensor *knn = gx_sum_all(ctx, gx_mul(ctx, cf_rbf(ctx, gx_pairwise_sqdist(ctx, n, n), d), off));
@@ -131,12 +151,15 @@ static void cf_loss_ib(gx_ctx *ctx, const gx_cf_model *m, const gx_cf_out *o, co
                      gx_scale(ctx, L->l_y, -2.0 * beta / (1.0 + beta)));
 }
 
-/* z1 of each sample's batch neighbour, (i+1) mod B, as a constant copy. */
+/* z1 of each sample's batch neighbour, (i+1) mod B, as a constant copy:
+ * rows 1..B-1 then row 0, sliced and joined with the tape off (where z1
+ * lives, without a trip through the host). */
 static gx_tensor *cf_neighbour_z1(gx_ctx *ctx, const gx_cf_out *o) {
-    int64_t B = o->z1->shape[0], d1 = o->z1->shape[1];
-    gx_tensor *nb = gx_tensor_new(ctx, 2, GX_SHAPE(B, d1));
-    memcpy(nb->data, o->z1->data + d1, (size_t)((B - 1) * d1) * sizeof *nb->data);
-    memcpy(nb->data + (B - 1) * d1, o->z1->data, (size_t)d1 * sizeof *nb->data);
+    int64_t B = o->z1->shape[0];
+    int g = cf_tape_off(ctx);
+    gx_tensor *parts[2] = { gx_slice(ctx, o->z1, 0, 1, B), gx_slice(ctx, o->z1, 0, 0, 1) };
+    gx_tensor *nb = gx_concat(ctx, 2, parts, 0);
+    ctx->grad_enabled = g;
     return nb;
 }
 
@@ -183,18 +206,23 @@ static gx_tensor *cf_background_of(gx_ctx *ctx, gx_tensor *x_mix, const gx_tenso
     int64_t B = x_mix->shape[0], C = x_mix->shape[1], P = x_mix->shape[2] * x_mix->shape[3];
     GX_ASSERT_MSG(bg->ndim == 4 && bg->shape[0] == B && bg->shape[1] == 1 && bg->shape[2] * bg->shape[3] == P,
                   "gx_cf_background_loss: mask must be [%lld,1,S,S]", (long long)B);
-    gx_tensor *ref = gx_tensor_new(ctx, 4, x_mix->shape);
-    memcpy(ref->data, xrec->data, (size_t)ref->numel * sizeof *ref->data);
-    gx_tensor *w = gx_tensor_new(ctx, 4, x_mix->shape);
+    /* x~ as a constant: a view taken with the tape off (x~ is not written
+     * again). The mask is read on the host (a host tensor is read in place). */
+    int g = cf_tape_off(ctx);
+    gx_tensor *ref = gx_reshape(ctx, (gx_tensor *)xrec, 4, x_mix->shape);
+    const gx_real *bv = gx_to_host(ctx, (gx_tensor *)bg)->data;
+    ctx->grad_enabled = g;
+    gx_tensor *w = gx_tensor_new_host(ctx, 4, x_mix->shape);
     double n_bg = 0;
     for (int64_t b = 0; b < B; b++)
         for (int64_t c = 0; c < C; c++)
             for (int64_t p = 0; p < P; p++) {
-                gx_real v = bg->data[b * P + p] != 0 ? 1 : 0;
+                gx_real v = bv[b * P + p] != 0 ? 1 : 0;
                 w->data[(b * C + c) * P + p] = v;
                 n_bg += v;
             }
     if (n_bg == 0) return NULL;
+    w = gx_to_ctx(ctx, w);
     gx_tensor *d = gx_mul(ctx, gx_abs(ctx, gx_sub(ctx, x_mix, ref)), w);
     return gx_scale(ctx, gx_sum_all(ctx, d), 1.0 / n_bg);
 }
@@ -253,8 +281,9 @@ gx_cf_loss_terms gx_cf_loss(gx_ctx *ctx, gx_cf_model *m, const gx_cf_out *o, gx_
     gx_tensor *n = NULL;
     if (cfg->w_mmd != 0) {
         GX_ASSERT_MSG(mmd_rng, "gx_cf_loss: w_mmd %g needs mmd_rng", cfg->w_mmd);
-        n = gx_tensor_new(ctx, 2, o->z->shape);
+        n = gx_tensor_new_host(ctx, 2, o->z->shape);
         gx_rng_fill_normal(mmd_rng, n->data, n->numel, 0.0, 1.0);
+        n = gx_to_ctx(ctx, n);
     }
     return gx_cf_loss_given(ctx, m, o, x, labels, bg, n, cfg);
 }

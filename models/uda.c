@@ -150,15 +150,40 @@ gx_uda_out gx_uda_forward(gx_ctx *ctx, gx_uda_model *m, gx_tensor *x, int domain
     return o;
 }
 
+/* Waits for e; an error stays kept for the caller's next gx_cuda_exec_sync
+ * (the trainer's per-step sync reports it). */
+static gx_status uda_exec_wait(gx_cuda_exec *e) {
+    gx_err err;
+    gx_status s = gx_cuda_exec_sync(e, &err);
+    if (s != GX_OK) {
+        e->status = s;
+        e->err = err;
+    }
+    return s;
+}
+
+/* On the device the head (K x E, small) makes a round trip: downloaded into
+ * its host copy, renormalised there with the same double arithmetic as on
+ * the CPU (so both give the same bits), uploaded. The host copy is then
+ * current too. A device error leaves the head as it is (reported by the
+ * caller's next sync). */
 void gx_uda_renorm_head(gx_uda_model *m) {
     int64_t K = m->head->shape[0], E = m->head->shape[1];
-    for (int64_t k = 0; k < K; k++) {
-        gx_real *w = m->head->data + k * E;
-        double ss = 0;
-        for (int64_t e = 0; e < E; e++) ss += (double)w[e] * w[e];
-        double inv = 1.0 / fmax(sqrt(ss), 1e-12);
-        for (int64_t e = 0; e < E; e++) w[e] = (gx_real)(w[e] * inv);
+    gx_cuda_exec *e = m->head->device == GX_DEVICE_CUDA ? m->params.cuda : NULL;
+    gx_real *h = e ? gx_params_find(&m->params, "head.weight")->host_data : m->head->data;
+    size_t bytes = (size_t)(K * E) * sizeof *h;
+    if (e) {
+        gx_cuda_exec_download(e, h, m->head->data, bytes);
+        if (uda_exec_wait(e) != GX_OK) return;
     }
+    for (int64_t k = 0; k < K; k++) {
+        gx_real *w = h + k * E;
+        double ss = 0;
+        for (int64_t j = 0; j < E; j++) ss += (double)w[j] * w[j];
+        double inv = 1.0 / fmax(sqrt(ss), 1e-12);
+        for (int64_t j = 0; j < E; j++) w[j] = (gx_real)(w[j] * inv);
+    }
+    if (e) gx_cuda_exec_upload(e, m->head->data, h, bytes);
 }
 
 /* One chunk of gx_uda_predict: rows i0 .. i0+b. */

@@ -13,6 +13,7 @@
  * pair, and the backward recomputes p_i.p_j. The bank is detached (no
  * gradient flows into it), as the spec says.
  */
+#include "gx_cuda.h"
 #include "gx_uda.h"
 #include <math.h>
 #include <stdlib.h>
@@ -27,8 +28,8 @@ gx_tensor *gx_uda_loss_ce(gx_ctx *ctx, gx_tensor *p, const int64_t *labels,
                           const double *class_w) {
     GX_ASSERT_MSG(p->ndim == 2 && p->shape[0] >= 1, "gx_uda_loss_ce: p must be [B,K]");
     int64_t B = p->shape[0], K = p->shape[1];
-    int32_t *idx = gx_ctx_alloc(ctx, (size_t)B * sizeof *idx);
-    gx_tensor *w = gx_tensor_new(ctx, 1, GX_SHAPE(B));
+    int32_t *idx = gx_ctx_alloc(ctx, (size_t)B * sizeof *idx);   /* host: gx_gather uploads it */
+    gx_tensor *w = gx_tensor_new_host(ctx, 1, GX_SHAPE(B));
     double wsum = 0;
     for (int64_t i = 0; i < B; i++) {
         GX_ASSERT_MSG(labels[i] >= 0 && labels[i] < K, "gx_uda_loss_ce: label %lld of row %lld "
@@ -40,7 +41,7 @@ gx_tensor *gx_uda_loss_ce(gx_ctx *ctx, gx_tensor *p, const int64_t *labels,
     /* Normalised per-row weights: L = sum_i (w_i / sum w) (-ln p_{i,y_i}). */
     for (int64_t i = 0; i < B; i++) w->data[i] = (gx_real)(class_w[labels[i]] / wsum);
     gx_tensor *lp = gx_log(ctx, gx_gather(ctx, p, idx));
-    return gx_scale(ctx, gx_sum_all(ctx, gx_mul(ctx, lp, w)), -1.0);
+    return gx_scale(ctx, gx_sum_all(ctx, gx_mul(ctx, lp, gx_to_ctx(ctx, w))), -1.0);
 }
 
 /* H(p) per row [B]. */
@@ -55,16 +56,19 @@ gx_tensor *gx_uda_loss_es(gx_ctx *ctx, gx_tensor *p, double rho, double margin,
     int64_t B = p->shape[0];
     gx_tensor *dev = gx_abs(ctx, gx_add_scalar(ctx, uda_entropy(ctx, p), -rho));
     /* The active set is a constant mask: samples within the margin give 0
-     * and no gradient, the rest -|H - rho|. */
-    gx_tensor *mask = gx_tensor_new(ctx, 1, GX_SHAPE(B));
+     * and no gradient, the rest -|H - rho|. It is decided on the host (one
+     * transfer of |H - rho| when p is on the device) and goes back as an
+     * input. */
+    const gx_real *dv = gx_to_host(ctx, dev)->data;
+    gx_tensor *mask = gx_tensor_new_host(ctx, 1, GX_SHAPE(B));
     int64_t on = 0;
     for (int64_t i = 0; i < B; i++) {
-        int a = (double)dev->data[i] > margin;
+        int a = (double)dv[i] > margin;
         mask->data[i] = (gx_real)a;
         on += a;
     }
     if (active_frac) *active_frac = (double)on / (double)B;
-    return gx_scale(ctx, gx_sum_all(ctx, gx_mul(ctx, dev, mask)), -1.0 / (double)B);
+    return gx_scale(ctx, gx_sum_all(ctx, gx_mul(ctx, dev, gx_to_ctx(ctx, mask))), -1.0 / (double)B);
 }
 
 /* ------------------------------------------------------------------ bank */
@@ -137,6 +141,10 @@ void gx_uda_bank_update(gx_uda_bank *b, const int64_t *idx, int64_t B, const gx_
     GX_ASSERT_MSG(f->ndim == 2 && f->shape[0] >= B && f->shape[1] >= b->topk,
                   "gx_uda_bank_update: f must be [>=%lld,E>=%lld]", (long long)B,
                   (long long)b->topk);
+    /* The bank is host memory: a device activation must come through
+     * gx_to_host first (reading its data here would read device memory). */
+    GX_ASSERT_MSG(p->device != GX_DEVICE_CUDA && f->device != GX_DEVICE_CUDA,
+                  "gx_uda_bank_update: p and f must be host tensors (gx_to_host)");
     for (int64_t i = 0; i < B; i++) {
         int64_t j = idx[i];
         GX_ASSERT_MSG(j >= 0 && j < b->n, "gx_uda_bank_update: slot %lld of %lld", (long long)j,
@@ -281,6 +289,11 @@ gx_tensor *gx_uda_loss_ac(gx_ctx *ctx, const gx_uda_bank *b, gx_tensor *p, const
     GX_ASSERT_MSG(f->ndim == 2 && (f->shape[0] == p->shape[0] || f->shape[0] == B) &&
                   f->shape[1] >= b->topk, "gx_uda_loss_ac: f must be [R or B, E >= %lld]",
                   (long long)b->topk);
+    /* The fused op runs on the host, beside the bank: device p and f come
+     * over in one transfer each (the gradient of p goes back across it) and
+     * the loss returns to where ctx computes. Both are no-ops on the CPU. */
+    p = gx_to_host(ctx, p);
+    if (f->device == GX_DEVICE_CUDA) f = gx_to_host(ctx, (gx_tensor *)f);   /* read only */
     uda_ac_saved *S = gx_ctx_alloc(ctx, sizeof *S);
     S->R = p->shape[0];
     S->K = b->K;
@@ -296,10 +309,11 @@ gx_tensor *gx_uda_loss_ac(gx_ctx *ctx, const gx_uda_bank *b, gx_tensor *p, const
         for (int64_t k = 0; k < S->K; k++) S->bp[j * S->K + k] = (gx_real)b->p[sel[j] * S->K + k];
     S->s = gx_ctx_alloc(ctx, (size_t)(S->R * S->M) + 1);
     uda_ac_labels(ctx, b, p, f, B, sel, S);
-    gx_tensor *out = gx_tensor_scalar(ctx, (gx_real)(-uda_ac_sum(S, p->data) * S->inv_np));
+    gx_tensor *out = gx_tensor_new_host(ctx, 0, NULL);
+    out->data[0] = (gx_real)(-uda_ac_sum(S, p->data) * S->inv_np);
     gx_node *node = gx_tape_record(ctx, "uda_ac", uda_ac_backward, out, 1, &p);
     if (node) node->saved = S;
-    return out;
+    return gx_to_ctx(ctx, out);
 }
 
 /* ----------------------------------------------------------------- tuner */

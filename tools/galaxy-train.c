@@ -46,9 +46,10 @@ static void usage_main(FILE *f) {
         "  two-models      train two CF-INNs on disjoint halves and run the generative checks\n"
         "\n"
         "galaxy-train COMMAND --help shows the options of a command.\n"
-        "Every command also takes --device cpu|cuda|auto (default auto): the models run on\n"
-        "the CPU until the CUDA backend is wired in; with --device given, a line on stderr\n"
-        "says which backend runs and why.\n");
+        "Every command also takes --device cpu|cuda|auto (default: the CPU). With cuda or\n"
+        "auto, wavelet-mamba, cf-inn and uda train (and validate), and score scores, on\n"
+        "GPU 0 when one is usable; the other commands run on the CPU. With --device given, a line on stderr\n"
+        "says which backend runs and why (cuda falls back to the CPU without a GPU).\n");
 }
 
 static void usage_wm(FILE *f) {
@@ -71,8 +72,8 @@ static void usage_wm(FILE *f) {
         "  --batch N          micro-batch (default 64)\n"
         "  --accum N          micro-batches per optimiser step (default 8: 512 per step)\n"
         "  --seed S           seed of init, split, sampling, augmentation, noise (default 1)\n"
-        "  --device cpu|cuda|auto  accepted by every subcommand; training runs on the CPU\n"
-        "                     (cuda falls back with a line on stderr saying why)\n"
+        "  --device cpu|cuda|auto  where to train (default cpu): cuda/auto train on GPU 0\n"
+        "                     when usable, else the CPU with a line on stderr saying why\n"
         "  --set KEY=VALUE    any option by name (repeatable), e.g. lr_peak=2e-3,\n"
         "                     warmup_epochs=1, clip=0, balanced=0, augment=0, max_train=1000,\n"
         "                     threads=2, w_red=0.2, hk_mode=batch, d_model=32 ...\n"
@@ -122,6 +123,7 @@ static void usage_cf(FILE *f) {
         "                     prefetch, threads (the list: trainer/gx_train_cf.h)\n"
         "  --resume RUN_ID    continue run RUN_ID from DIR/train_state.safetensors; the\n"
         "                     result equals an uninterrupted run with the same seed\n"
+        "  --device cpu|cuda|auto  where to train (default cpu; cuda/auto: GPU 0 when usable)\n"
         "  --quiet            no progress output\n"
         "  --help             this text\n");
 }
@@ -408,7 +410,7 @@ static int train_end(const char *C, gx_status s, const gx_err *err, const char *
 
 /* Flags of `wavelet-mamba` that take a value (--quiet and --help do not). */
 static const char *const wm_flags[] = { "--data", "--db", "--out", "--config", "--size", "--epochs", "--batch",
-                                        "--accum", "--seed", "--device", "--resume", "--set", NULL };
+                                        "--accum", "--seed", "--resume", "--set", NULL };
 
 /* A `wavelet-mamba` flag that train_flag does not take; 0 or the exit
  * status of a bad value. */
@@ -422,8 +424,6 @@ static int wm_flag(void *opts, const char *a, const char *val) {
     } else if (!strcmp(a, "--accum")) {
         if (!parse_ll(val, 1, 1 << 20, &v)) return bad(C, a, "must be a positive integer");
         o->accum = (int)v;
-    } else if (!strcmp(a, "--device")) {
-        if (strcmp(val, "cpu")) return bad(C, a, "only 'cpu' is available in this build");
     }
     return 0;                          /* --config: taken by the first pass */
 }
@@ -458,7 +458,7 @@ static gx_status cf_set(void *o, const char *key, const char *value, gx_err *err
 /* `wavelet-mamba` (is_cf 0) and `cf-inn` (1): one command around two
  * trainers whose options and own flags differ, not the parsing, the checks
  * or what is printed. */
-static int cmd_train(int is_cf, int argc, char **argv, int argc0, char **argv0) {
+static int cmd_train(int is_cf, gx_device dev, int argc, char **argv, int argc0, char **argv0) {
     const char *C = is_cf ? "cf-inn" : "wavelet-mamba", *config = "default";
     int rc = first_pass(C, argc, argv, is_cf ? usage_cf : usage_wm, "--config", take_name, &config);
     if (rc >= 0) return rc;
@@ -467,6 +467,7 @@ static int cmd_train(int is_cf, int argc, char **argv, int argc0, char **argv0) 
     gx_err err;
     gx_status s = is_cf ? gx_train_cf_opts_default(&co, config, &err) : gx_train_wm_opts_default(&wo, config, &err);
     if (s != GX_OK) return bad(C, "--config", err.msg);
+    wo.device = co.device = dev;
     train_flags tf = is_cf ? (train_flags){ &co.data, &co.db_path, &co.out_dir, &co.epochs, &co.batch, &co.seed,
                                             &co.resume_run, &co.progress, &co.command_line, &co.stop, cf_set, &co }
                            : (train_flags){ &wo.data, &wo.db_path, &wo.out_dir, &wo.epochs, &wo.batch, &wo.seed,
@@ -526,6 +527,7 @@ static void usage_uda(FILE *f) {
         "                     patience, ac_max_slots, size, crop_frac, augment, max_source,\n"
         "                     max_target, eval_batch, threads, experiment=NAME (report label)\n"
         "  --resume RUN_ID    continue run RUN_ID from DIR/train_state.safetensors\n"
+        "  --device cpu|cuda|auto  where to train (default cpu; cuda/auto: GPU 0 when usable)\n"
         "  --quiet            no progress output\n"
         "  --help             this text\n");
 }
@@ -547,6 +549,7 @@ static void usage_score(FILE *f) {
         "                     domain column, else none)\n"
         "  --domain D         source | target: the batch-norm set (default target)\n"
         "  --batch N          images per forward pass and per transaction (default 64)\n"
+        "  --device cpu|cuda|auto  where to score (default cpu; cuda/auto: GPU 0 when usable)\n"
         "  --quiet            no progress line\n"
         "  --help             this text\n");
 }
@@ -582,11 +585,12 @@ static int take_backbone(void *o, const char *val) {
     return 0;
 }
 
-static int cmd_uda(int argc, char **argv, int argc0, char **argv0) {
+static int cmd_uda(gx_device dev, int argc, char **argv, int argc0, char **argv0) {
     const char *C = "uda";
     gx_train_uda_opts o;
     gx_err err;
     gx_train_uda_opts_default(&o);
+    o.device = dev;
     /* --backbone first: it sets the model that --set size overrides. */
     int rc = first_pass(C, argc, argv, usage_uda, "--backbone", take_backbone, &o);
     if (rc >= 0) return rc;
@@ -605,9 +609,9 @@ static int cmd_uda(int argc, char **argv, int argc0, char **argv0) {
     return 0;
 }
 
-static int cmd_score(int argc, char **argv) {
+static int cmd_score(gx_device dev, int argc, char **argv) {
     const char *C = "score";
-    gx_score_opts o = { .domain = GX_UDA_TARGET, .batch = 64, .progress = -1, .print = stdout };
+    gx_score_opts o = { .domain = GX_UDA_TARGET, .batch = 64, .progress = -1, .print = stdout, .device = dev };
     long long v;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
@@ -932,15 +936,22 @@ static int cmd_report(int argc, char **argv) {
 int main(int argc, char **argv) {
     gx_tool_prefer_passive_omp(argv);
     const char *device = gx_tool_take_device(&argc, argv);
+    const char *cmd = argc >= 2 ? argv[1] : "";
+    /* The three trainers and score run on the device; the other commands
+     * (evaluation, bundle, reports, two-models) on the CPU, and their line
+     * says so. */
+    int trains = !strcmp(cmd, "wavelet-mamba") || !strcmp(cmd, "cf-inn") || !strcmp(cmd, "uda");
+    const char *note = trains ? "training and validation on the device"
+                     : !strcmp(cmd, "score") ? "scoring on the device" : NULL;
+    gx_device dev = GX_DEVICE_CPU;
     /* Only an explicit --device prints its line: the default is the CPU. */
-    if (device && gx_tool_device_report("galaxy-train", device, NULL, NULL, stderr)) return 2;
+    if (device && gx_tool_device_report("galaxy-train", device, note, &dev, stderr)) return 2;
     if (argc < 2) { usage_main(stderr); return 2; }
-    const char *cmd = argv[1];
     if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) { usage_main(stdout); return 0; }
-    if (!strcmp(cmd, "wavelet-mamba")) return cmd_train(0, argc - 1, argv + 1, argc, argv);
-    if (!strcmp(cmd, "cf-inn")) return cmd_train(1, argc - 1, argv + 1, argc, argv);
-    if (!strcmp(cmd, "uda")) return cmd_uda(argc - 1, argv + 1, argc, argv);
-    if (!strcmp(cmd, "score")) return cmd_score(argc - 1, argv + 1);
+    if (!strcmp(cmd, "wavelet-mamba")) return cmd_train(0, dev, argc - 1, argv + 1, argc, argv);
+    if (!strcmp(cmd, "cf-inn")) return cmd_train(1, dev, argc - 1, argv + 1, argc, argv);
+    if (!strcmp(cmd, "uda")) return cmd_uda(dev, argc - 1, argv + 1, argc, argv);
+    if (!strcmp(cmd, "score")) return cmd_score(dev, argc - 1, argv + 1);
     if (!strcmp(cmd, "two-models")) return cmd_two_models(argc - 1, argv + 1, argc, argv);
     if (!strcmp(cmd, "eval")) return cmd_eval(argc - 1, argv + 1);
     if (!strcmp(cmd, "bundle")) return cmd_bundle(argc - 1, argv + 1);

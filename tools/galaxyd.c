@@ -63,6 +63,8 @@ static void usage(FILE *f) {
         "                         runs on cuda:0 (parameters uploaded once, a stream and\n"
         "                         device arena per model); without one, on the CPU. A line\n"
         "                         on stderr says which backend runs and why\n"
+        "  --tf32                 on the GPU, let cuBLAS use TF32 tensor cores for matrix\n"
+        "                         products (faster, ~1e-3 relative; default exact FP32)\n"
         "  --help                 this text\n"
         "\n"
         "Signals: SIGHUP reloads the models; SIGTERM/SIGINT drain and stop.\n", f);
@@ -96,7 +98,7 @@ static int parse_num(const char *flag, const char *s, long long lo, long long hi
 typedef struct flag_int { const char *name; int *dst; long long lo, hi; } flag_int;
 
 /* Returns 1 parsed, 0 error, 2 --help. */
-static int parse_args(int argc, char **argv, gx_server_opts *o) {
+static int parse_args(int argc, char **argv, gx_server_opts *o, int *tf32) {
     const flag_int ints[] = {
         { "--port", &o->port, 0, 65535 },
         { "--threads", &o->threads, 1, 256 },
@@ -119,6 +121,7 @@ static int parse_args(int argc, char **argv, gx_server_opts *o) {
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) return 2;
         if (!strcmp(a, "--protect-reads")) { o->protect_reads = 1; continue; }
+        if (!strcmp(a, "--tf32")) { *tf32 = 1; continue; }
         if (i + 1 >= argc) {
             fprintf(stderr, "galaxyd: unknown option or missing value: %s (see --help)\n", a);
             return 0;
@@ -160,7 +163,8 @@ int main(int argc, char **argv) {
     gx_server_opts o;
     gx_server_opts_default(&o);
     const char *device = gx_tool_take_device(&argc, argv);
-    int pr = parse_args(argc, argv, &o);
+    int tf32 = 0;
+    int pr = parse_args(argc, argv, &o, &tf32);
     if (pr == 2) { usage(stdout); return 0; }
     if (!pr) return 2;
     /* stderr: the first stdout line is the listening line. */
@@ -169,7 +173,9 @@ int main(int argc, char **argv) {
         return 2;
     /* One pool for the device, shared by every model's worker (each has its
      * own stream and arena: daemon/gx_serve_model.h). */
-    gx_serve_device sdev = { NULL, 0 };
+    gx_serve_device sdev = { NULL, 0, tf32 };
+    if (tf32 && dev != GX_DEVICE_CUDA) fprintf(stderr, "galaxyd: --tf32 ignored: the models run on the CPU\n");
+    else if (tf32) fprintf(stderr, "galaxyd: matrix products in TF32 on cuda:0 (--tf32)\n");
     if (dev == GX_DEVICE_CUDA) {
         gx_cuda_backend be;
         gx_err derr;

@@ -4,9 +4,10 @@
  * `--device cpu|cuda|auto` (default auto). gx_device_select (kernels/gx_cuda.h)
  * answers which backend is usable and why not; the binaries print its line.
  * galaxyd serves its models from the CUDA backend (tensors on the device,
- * kernels/gx_device.c); galaxy-train
- * does not train on the device yet, so with a usable GPU its line says the
- * work runs on the CPU — the flag never claims a device it does not use.
+ * kernels/gx_device.c), galaxy-train's three trainers train there
+ * (trainer/gx_train_common.h, gx_train_device); its other commands run on
+ * the CPU, and with a usable GPU their line says so — the flag never claims
+ * a device it does not use.
  * (Neither path has run on a GPU yet: kernels/cuda/README.md, "Unproven".)
  */
 #ifndef GX_TOOL_DEVICE_H
@@ -19,7 +20,7 @@
 /* Prints the device line to f and sets *out (may be NULL) to the backend
  * the program will use. cuda_note: what runs on the device when it is
  * chosen (e.g. "every model on the device"), or NULL
- * for a program that does not run on the CUDA backend yet (the line then
+ * for a command that does not run on the CUDA backend (the line then
  * says cpu). Returns 0, or 2 (usage error, message on stderr) for a value
  * other than cpu, cuda, auto. */
 static inline int gx_tool_device_report(const char *prog, const char *want, const char *cuda_note,
@@ -31,8 +32,8 @@ static inline int gx_tool_device_report(const char *prog, const char *want, cons
         return 2;
     }
     if (dev == GX_DEVICE_CUDA && !cuda_note) {
-        fprintf(f, "%s: device: cpu (%s found, but %s does not run on the CUDA backend yet)\n",
-                prog, line + (sizeof "device: " - 1), prog);
+        fprintf(f, "%s: device: cpu (%s found, but this command does not run on the CUDA backend)\n",
+                prog, line + (sizeof "device: " - 1));
         dev = GX_DEVICE_CPU;
     } else if (dev == GX_DEVICE_CUDA) {
         fprintf(f, "%s: %s (%s)\n", prog, line, cuda_note);

@@ -251,6 +251,10 @@ gx_eval_cf_image_stats gx_eval_cf_image(const gx_cf_out *out, int64_t i, const f
                                         float *xr, gx_real *probs) {
     gx_eval_cf_image_stats st = { 0 };
     const int64_t px = 3 * S * S, plane = S * S;
+    /* Read here on the host: a device pass must hand over host copies (on
+     * the emulation device memory is host memory, so only this catches it). */
+    GX_ASSERT_MSG(out->g->device != GX_DEVICE_CUDA && out->logdet->device != GX_DEVICE_CUDA &&
+                  out->xrec->device != GX_DEVICE_CUDA, "gx_eval_cf_image: outputs on the device (gx_to_host them)");
     const gx_real *g = out->g->data + i * K;
     double mx = g[0], sum = 0, se = 0, ss = 0;
     for (int64_t c = 1; c < K; c++) mx = g[c] > mx ? g[c] : mx;

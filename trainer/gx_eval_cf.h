@@ -136,7 +136,8 @@ typedef struct gx_eval_cf_image_stats {
 } gx_eval_cf_image_stats;
 
 /* Image i of a CF-INN forward pass with reconstruction (out: g [B,K],
- * logdet, xrec), x its input [3,S,S]: the posteriors softmax(g_i) into
+ * logdet, xrec; host tensors: a device pass reads them back with
+ * gx_to_host first), x its input [3,S,S]: the posteriors softmax(g_i) into
  * probs[K], and the numbers above. xr: 3*S*S floats of scratch (NULL: no
  * SSIM). The trainer's validation and gx_eval_cf both take these numbers
  * from here, so the two report the same metric. */

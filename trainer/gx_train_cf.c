@@ -20,6 +20,16 @@
  * these make a resumed run bit-identical to an uninterrupted one.
  * Memory: one gx_ctx arena, reset after every batch; evaluation buffers are
  * malloc'ed once per pass (O(N*K) and cf_eval_n images).
+ *
+ * Device (opts.device, gx_train_device): one path for both. The model's
+ * parameters (and the judge's: it classifies counterfactuals the device
+ * decoded, in the same ctx) go to the device after init/resume; batches go
+ * in through gx_to_ctx; everything the host reads (loss values, h, the
+ * posteriors, x~) comes back through gx_to_host, once per tensor and batch;
+ * the host reads parameters (mu, m-hat) from their host copies after
+ * gx_params_sync_host, and m-hat, which the host computes, is written into
+ * the host copies and uploaded (cf_mhat_store). On the CPU the transfers are
+ * no-ops and the numbers are those of the CPU-only loop.
  */
 #include "gx_train_cf.h"
 
@@ -125,8 +135,6 @@ static gx_status cf_opts_check(const gx_train_cf_opts *o, gx_err *err) {
 
 /* ============================================================= small utils */
 
-static double cf_scalar(const gx_tensor *t) { return t ? (double)t->data[0] : NAN; }
-
 /* The nearest mixture mean of each row of h [B,d1] (first in a tie). */
 static int64_t cf_nearest_row(const gx_real *h, const gx_real *mu, int64_t K, int64_t d1) {
     int64_t best = 0;
@@ -160,13 +168,32 @@ static void cf_mhat_add(cf_mhat_acc *a, const gx_real *h, int64_t c, int64_t d1)
     for (int64_t j = 0; j < d1; j++) a->sum[c * d1 + j] += (double)h[j];
 }
 
-static void cf_mhat_store(const cf_mhat_acc *a, gx_cf_model *m) {
+/* The parameters' host copies made current: what the host reads and what
+ * files are written from (nothing to do on the CPU). */
+static gx_status cf_params_to_host(gx_params *p, gx_err *err) {
+    gx_err e2;
+    gx_status s = gx_params_sync_host(p, &e2);
+    return s == GX_OK ? GX_OK : gx_err_set(err, s, "device cuda:0: %s", e2.msg);
+}
+
+/* The host computes m-hat: with the parameters on the device it writes
+ * their host copies (made current first: the upload that follows sends
+ * every host copy) and uploads them; on the CPU it writes the buffers. The
+ * host copies are current afterwards (validation and checkpoints read
+ * them). */
+static gx_status cf_mhat_store(const cf_mhat_acc *a, gx_cf_model *m, gx_err *err) {
     int64_t K = m->cfg.classes, d1 = m->cfg.d1;
+    gx_status s = cf_params_to_host(&m->params, err);
+    if (s != GX_OK) return s;
+    gx_real *mh = (gx_real *)gx_tensor_host_data(m->mhat), *valid = (gx_real *)gx_tensor_host_data(m->mhat_valid);
     for (int64_t c = 0; c < K; c++) {
         for (int64_t j = 0; j < d1; j++)
-            m->mhat->data[c * d1 + j] = a->cnt[c] ? (gx_real)(a->sum[c * d1 + j] / (double)a->cnt[c]) : 0;
-        m->mhat_valid->data[c] = a->cnt[c] ? 1 : 0;
+            mh[c * d1 + j] = a->cnt[c] ? (gx_real)(a->sum[c * d1 + j] / (double)a->cnt[c]) : 0;
+        valid[c] = a->cnt[c] ? 1 : 0;
     }
+    gx_err e2;
+    s = gx_params_sync_device(&m->params, &e2);
+    return s == GX_OK ? GX_OK : gx_err_set(err, s, "device cuda:0: m-hat: %s", e2.msg);
 }
 
 /* ============================================================ JSON metadata */
@@ -210,11 +237,29 @@ static const char *const cf_loss_names[CF_NL] = { "loss_total", "loss_x", "loss_
  * compute (weight 0, e.g. IB in warm-up) stays NaN. */
 typedef struct cf_loss_acc { double sum[CF_NL]; int have[CF_NL]; int64_t n; } cf_loss_acc;
 
-static void cf_loss_add(cf_loss_acc *a, const gx_cf_loss_terms *L, int64_t n) {
-    const gx_tensor *t[CF_NL] = { L->total, L->l_x, L->l_y, L->l_ib, L->l_mmd, L->l_rec, L->l_cyc,
-                                  L->l_bg, L->ssim };
+/* One batch's loss values: have[i] when the loss computed term i. */
+typedef struct cf_loss_vals { double v[CF_NL]; int have[CF_NL]; } cf_loss_vals;
+
+/* The values of the terms the loss computed, read back in one transfer:
+ * the scalars joined with the tape off. */
+static void cf_loss_values(gx_ctx *ctx, const gx_cf_loss_terms *L, cf_loss_vals *lv) {
+    gx_tensor *t[CF_NL] = { L->total, L->l_x, L->l_y, L->l_ib, L->l_mmd, L->l_rec, L->l_cyc, L->l_bg, L->ssim };
+    gx_tensor *parts[CF_NL];
+    int n = 0, grad = ctx->grad_enabled;
+    ctx->grad_enabled = 0;
     for (int i = 0; i < CF_NL; i++)
-        if (t[i]) { a->sum[i] += cf_scalar(t[i]) * (double)n; a->have[i] = 1; }
+        if (t[i]) parts[n++] = gx_reshape(ctx, t[i], 1, GX_SHAPE(1));
+    const gx_real *h = gx_to_host(ctx, gx_concat(ctx, n, parts, 0))->data;
+    ctx->grad_enabled = grad;
+    for (int i = 0, k = 0; i < CF_NL; i++) {
+        lv->have[i] = t[i] != NULL;
+        lv->v[i] = t[i] ? (double)h[k++] : NAN;
+    }
+}
+
+static void cf_loss_add(cf_loss_acc *a, const cf_loss_vals *lv, int64_t n) {
+    for (int i = 0; i < CF_NL; i++)
+        if (lv->have[i]) { a->sum[i] += lv->v[i] * (double)n; a->have[i] = 1; }
     a->n += n;
 }
 
@@ -241,6 +286,7 @@ typedef struct cf_run {
     gx_optim    opt;
     int         opt_ready;
     gx_ctx      ctx;
+    gx_train_device dev;           /* closed last, after everything on it */
     int64_t     run_id;
     int         start_epoch;
     double      best_acc;
@@ -262,10 +308,11 @@ typedef struct cf_epoch_stats {
 /* Learning rate of epoch e (x lr_decay per epoch). */
 static double cf_lr(const gx_train_cf_opts *o, int epoch) { return o->lr * pow(o->lr_decay, epoch); }
 
+/* The batch's images where ctx computes (filled on the host, moved). */
 static gx_tensor *cf_batch_x(gx_ctx *ctx, const gx_batch *b, int64_t S) {
-    gx_tensor *x = gx_tensor_new(ctx, 4, GX_SHAPE(b->n, 3, S, S));
+    gx_tensor *x = gx_tensor_new_host(ctx, 4, GX_SHAPE(b->n, 3, S, S));
     for (int64_t i = 0; i < x->numel; i++) x->data[i] = (gx_real)b->x[i];
-    return x;
+    return gx_to_ctx(ctx, x);
 }
 
 static int64_t *cf_batch_labels(gx_ctx *ctx, const gx_batch *b) {
@@ -277,11 +324,12 @@ static int64_t *cf_batch_labels(gx_ctx *ctx, const gx_batch *b) {
 /* The background mask of the background term, [n,1,S,S] with 1 outside the
  * galaxy's segment (gx_eval_cf_segment: the segmentation the background
  * metric uses), computed on the augmented images of the batch. An image without a segment gets no
- * background pixel (nothing to keep). NULL when the term is off. */
+ * background pixel (nothing to keep). NULL when the term is off. A host
+ * tensor on every device: the loss reads the mask on the host. */
 static gx_tensor *cf_batch_bg(gx_ctx *ctx, const gx_batch *b, int64_t S, const gx_cf_loss_cfg *lc) {
     if (lc->w_bg == 0) return NULL;
     int64_t P = S * S;
-    gx_tensor *bg = gx_tensor_new(ctx, 4, GX_SHAPE(b->n, 1, S, S));
+    gx_tensor *bg = gx_tensor_new_host(ctx, 4, GX_SHAPE(b->n, 1, S, S));
     float *img = gx_ctx_alloc(ctx, (size_t)P * sizeof *img);
     int32_t *seg = gx_ctx_alloc(ctx, (size_t)P * sizeof *seg);
     for (int64_t i = 0; i < b->n; i++) {
@@ -302,10 +350,31 @@ static gx_cf_loss_cfg cf_epoch_loss(const gx_train_cf_opts *o, int epoch) {
 
 /* ------------------------------------------------------------- training */
 
-/* One batch: forward with noise, losses, backward, clip, Adam. Returns the
- * loss value for display. */
-static double cf_train_step(cf_run *R, const gx_cf_loss_cfg *lc, const gx_rng *ep, const gx_batch *b,
-                            double lr, cf_epoch_stats *es) {
+/* Accuracy and the approximate m-hat from the noisy h of a batch, against
+ * the means after this step's update (the host reads of one step, after
+ * everything is queued). */
+static void cf_step_classes(cf_run *R, gx_tensor *h, const gx_batch *b, cf_epoch_stats *es) {
+    gx_ctx *ctx = &R->ctx;
+    gx_cf_model *m = &R->m;
+    int64_t K = m->cfg.classes, d1 = m->cfg.d1;
+    int grad = ctx->grad_enabled;
+    ctx->grad_enabled = 0;
+    const gx_real *hv = gx_to_host(ctx, h)->data, *mu = gx_to_host(ctx, m->mu)->data;
+    ctx->grad_enabled = grad;
+    for (int64_t i = 0; i < b->n; i++) {
+        const gx_real *hi = hv + i * d1;
+        int64_t p = cf_nearest_row(hi, mu, K, d1);
+        es->correct += p == b->label[i];
+        cf_mhat_add(&R->mh, hi, p, d1);
+    }
+    es->n += b->n;
+}
+
+/* One batch: forward with noise, losses, backward, clip, Adam; *loss: the
+ * loss value for display. A device error ends the run (the step's one
+ * sync). */
+static gx_status cf_train_step(cf_run *R, const gx_cf_loss_cfg *lc, const gx_rng *ep, const gx_batch *b,
+                               double lr, cf_epoch_stats *es, double *loss, gx_err *err) {
     gx_ctx *ctx = &R->ctx;
     gx_cf_model *m = &R->m;
     /* Derived per step, never carried: see the file comment. */
@@ -328,20 +397,14 @@ static double cf_train_step(cf_run *R, const gx_cf_loss_cfg *lc, const gx_rng *e
         es->n_steps++;
     }
     gx_params_zero_grad(&m->params);
-    cf_loss_add(&es->loss, &L, b->n);
-    /* Accuracy and the approximate m-hat from the noisy h of this batch
-     * (before the update: h was computed with the weights of this step). */
-    int64_t K = m->cfg.classes, d1 = m->cfg.d1;
-    for (int64_t i = 0; i < b->n; i++) {
-        const gx_real *hi = out.h->data + i * d1;
-        int64_t p = cf_nearest_row(hi, m->mu->data, K, d1);
-        es->correct += p == b->label[i];
-        cf_mhat_add(&R->mh, hi, p, d1);
-    }
-    es->n += b->n;
-    double v = cf_scalar(L.total);
+    cf_loss_vals lv;
+    cf_loss_values(ctx, &L, &lv);
+    cf_loss_add(&es->loss, &lv, b->n);
+    /* h was computed with the weights of this step. */
+    cf_step_classes(R, out.h, b, es);
+    *loss = lv.v[CF_L_TOTAL];
     gx_ctx_reset(ctx);
-    return v;
+    return gx_train_device_sync(&R->dev, err);
 }
 
 /* One training epoch over the loader's batches for (seed, epoch). */
@@ -362,7 +425,8 @@ static gx_status cf_train_epoch(cf_run *R, int epoch, cf_epoch_stats *es, gx_err
     double t0 = gx_train_now();
     while ((rc = gx_loader_next(R->train_L, &b, err)) == 1) {
         if (o->stop && *o->stop) { R->interrupted = 1; return GX_OK; }
-        double loss = cf_train_step(R, &lc, &ep, &b, es->lr, es);
+        double loss;
+        if ((s = cf_train_step(R, &lc, &ep, &b, es->lr, es, &loss, err)) != GX_OK) return s;
         R->clk.steps_done++;
         double dt = gx_train_now() - t0;
         gx_train_progress(&R->clk, o->progress, epoch, o->epochs, b.step, R->batches, loss,
@@ -406,8 +470,18 @@ static gx_status cf_val_alloc(cf_val_acc *a, int64_t cap, int k, int64_t cf_cap,
     return gx_err_set(err, GX_ERR_NOMEM, "validation: out of memory for %lld samples", (long long)cap);
 }
 
+/* The outputs gx_eval_cf_image reads (g, logdet, x~), on the host. */
+static gx_cf_out cf_out_host(gx_ctx *ctx, const gx_cf_out *out) {
+    gx_cf_out h = *out;
+    h.g = gx_to_host(ctx, out->g);
+    h.logdet = gx_to_host(ctx, out->logdet);
+    h.xrec = gx_to_host(ctx, out->xrec);
+    return h;
+}
+
 /* Per-image numbers of one validation batch (gx_eval_cf_image, as the
- * test evaluation takes them) and the images of the counterfactual metrics. */
+ * test evaluation takes them; out on the host) and the images of the
+ * counterfactual metrics. */
 static void cf_val_add(cf_val_acc *a, const gx_cf_out *out, const gx_batch *b, int64_t S) {
     int64_t K = a->k, px = 3 * S * S;
     float *xr = malloc((size_t)px * sizeof *xr);   /* NULL: no SSIM this batch */
@@ -443,13 +517,17 @@ static gx_status cf_val_pass(cf_run *R, const gx_cf_loss_cfg *lc, cf_val_acc *a,
         if (b.n >= 2) {
             gx_cf_loss_terms L = gx_cf_loss(ctx, &R->m, &out, x, cf_batch_labels(ctx, &b),
                                             cf_batch_bg(ctx, &b, R->m.cfg.size, lc), &mmd, lc);
-            cf_loss_add(&a->loss, &L, b.n);
+            cf_loss_vals lv;
+            cf_loss_values(ctx, &L, &lv);
+            cf_loss_add(&a->loss, &lv, b.n);
         }
-        cf_val_add(a, &out, &b, R->m.cfg.size);
+        gx_cf_out ho = cf_out_host(ctx, &out);
+        cf_val_add(a, &ho, &b, R->m.cfg.size);
         gx_ctx_reset(ctx);
     }
     ctx->grad_enabled = 1;
-    return rc < 0 ? GX_ERR_IO : GX_OK;
+    if (rc < 0) return GX_ERR_IO;
+    return gx_train_device_sync(&R->dev, err);
 }
 
 /* --------------------------------------------- counterfactual metrics */
@@ -464,7 +542,8 @@ gx_status gx_cf_judge_classes(gx_ctx *ctx, gx_wm_model *judge, const float *xs, 
                              int64_t *pred, gx_err *err) {
     const int64_t J = judge->cfg.size, K = judge->cfg.classes;
     ctx->grad_enabled = 0;
-    gx_tensor *x = gx_tensor_new(ctx, 4, GX_SHAPE(n, 3, J, J));
+    /* Filled on the host, then where ctx (and the judge's parameters) are. */
+    gx_tensor *x = gx_tensor_new_host(ctx, 4, GX_SHAPE(n, 3, J, J));
     gx_status s = GX_OK;
     for (int64_t i = 0; s == GX_OK && i < n; i++) {
         gx_image im, rs;
@@ -483,9 +562,10 @@ gx_status gx_cf_judge_classes(gx_ctx *ctx, gx_wm_model *judge, const float *xs, 
         gx_image_free(&rs);
     }
     if (s == GX_OK) {
-        gx_wm_out out = gx_wm_forward(ctx, judge, x, NULL, 0);
+        gx_wm_out out = gx_wm_forward(ctx, judge, gx_to_ctx(ctx, x), NULL, 0);
+        const gx_real *lv = gx_to_host(ctx, out.logits)->data;
         for (int64_t i = 0; i < n; i++) {
-            const gx_real *l = out.logits->data + i * K;
+            const gx_real *l = lv + i * K;
             int64_t a = 0;
             for (int64_t c = 1; c < K; c++) if (l[c] > l[a]) a = c;
             pred[i] = a;
@@ -536,6 +616,7 @@ static gx_status cf_cf_metrics(cf_run *R, const cf_val_acc *a, double sums[CF_NM
     }
     free(xcf);
     free(xj);
+    if (s == GX_OK) s = gx_train_device_sync(&R->dev, err);
     return s;
 }
 
@@ -585,11 +666,12 @@ static void cf_meta_fill(const cf_run *R, int epoch, gx_cf_meta *meta) {
 }
 
 /* Writes model m as `kind` ("last"/"best") of epoch, and its db row. */
-static gx_status cf_checkpoint(cf_run *R, const gx_cf_model *m, const char *path, const char *kind,
+static gx_status cf_checkpoint(cf_run *R, gx_cf_model *m, const char *path, const char *kind,
                                int epoch, const char *metrics_json, gx_err *err) {
     gx_cf_meta meta;
     cf_meta_fill(R, epoch, &meta);
-    gx_status s = gx_cf_save(m, &meta, path, err);
+    gx_status s = cf_params_to_host(&m->params, err);
+    if (s == GX_OK) s = gx_cf_save(m, &meta, path, err);
     if (s == GX_OK) s = gx_train_checkpoint_put(R->db, R->run_id, epoch, kind, path, metrics_json, err);
     return s;
 }
@@ -597,6 +679,10 @@ static gx_status cf_checkpoint(cf_run *R, const gx_cf_model *m, const char *path
 /* The training state after `epoch` completed (weights + Adam + loop). */
 static gx_status cf_write_state(cf_run *R, int epoch, gx_err *err) {
     gx_train_loop loop = { epoch, R->run_id, R->best_acc, R->best_epoch };
+    /* The weights from their host copies (the Adam moments are downloaded
+     * by gx_optim_state_to_writer itself). */
+    gx_status s = cf_params_to_host(&R->m.params, err);
+    if (s != GX_OK) return s;
     return gx_train_state_write(R->paths.state, &R->m.params, &R->opt, CF_STATE_FORMAT, R->o.seed, &loop, err);
 }
 
@@ -655,6 +741,7 @@ static void cf_run_free(cf_run *R) {
     if (R->model_ready) gx_cf_free(&R->m);
     if (R->judge_ready) gx_wm_free(&R->judge);
     gx_ctx_free(&R->ctx);
+    gx_train_device_close(&R->dev);   /* after the parameters, optimiser and ctx on it */
     gx_db_close(R->db);
     for (int k = 0; k < 3; k++) free(R->split[k]);
     gx_dataset_close(R->ds);
@@ -724,6 +811,7 @@ static gx_status cf_setup(cf_run *R, gx_err *err) {
     gx_train_cf_opts *o = &R->o;
     gx_status s = gx_train_setup_common(o->out_dir, o->threads, &R->paths, &R->ctx, err);
     if (s != GX_OK) return s;
+    if ((s = gx_train_device_open(&R->dev, o->device, err)) != GX_OK) return s;
     R->best_acc = -1;
     R->best_epoch = -1;
     gx_err e2;
@@ -750,6 +838,12 @@ static gx_status cf_setup(cf_run *R, gx_err *err) {
     } else if ((s = cf_begin_run(R, err)) != GX_OK) {
         return s;
     }
+    /* Initialised or resumed: onto the device before the first step (the
+     * Adam moments follow on their first update). */
+    if ((s = gx_train_device_params(&R->dev, &R->m.params, "cf-inn parameters", err)) != GX_OK) return s;
+    if (R->judge_ready && (s = gx_train_device_params(&R->dev, &R->judge.params, "--judge", err)) != GX_OK)
+        return s;
+    gx_train_device_ctx(&R->dev, &R->ctx);
     uint64_t split_seed = o->split_seed >= 0 ? (uint64_t)o->split_seed : o->seed;
     s = gx_split_stratified(R->ds->label, R->ds->n, R->ds->n_classes, (double[3]){ .70, .15, .15 },
                             split_seed, R->split, R->nsplit, err);
@@ -783,11 +877,15 @@ static void cf_rows_train(gx_train_rows *w, const cf_epoch_stats *es) {
 
 /* Validation, rows, checkpoints and the state of one epoch. */
 static gx_status cf_end_epoch(cf_run *R, int epoch, const cf_epoch_stats *es, gx_err *err) {
-    cf_mhat_store(&R->mh, &R->m);            /* the approximate m-hat of this epoch */
+    /* The approximate m-hat of this epoch; the host copies of the parameters
+     * are current from here to the state file (validation reads mu and m-hat
+     * there, the checkpoints write them). */
+    gx_status s = cf_mhat_store(&R->mh, &R->m, err);
+    if (s != GX_OK) return s;
     cf_rows *rows = calloc(1, sizeof *rows); /* ~14 KB of names: off the stack */
     if (!rows) return gx_err_set(err, GX_ERR_NOMEM, "metrics: out of memory");
     double acc = NAN;
-    gx_status s = cf_rows_val(R, epoch, &rows->rows, &rows->val_cls, &acc, err);
+    s = cf_rows_val(R, epoch, &rows->rows, &rows->val_cls, &acc, err);
     if (s == GX_OK) cf_rows_train(&rows->rows, es);
     if (s == GX_OK)
         s = gx_metrics_epoch_put(R->db, R->run_id, epoch, rows->rows.row, rows->rows.n,
@@ -839,7 +937,8 @@ static gx_status cf_exact_mhat(cf_run *R, gx_cf_model *m, gx_err *err) {
         }
     }
     if (s == GX_OK && rc < 0) s = GX_ERR_IO;
-    if (s == GX_OK) cf_mhat_store(&R->mh, m);
+    if (s == GX_OK) s = gx_train_device_sync(&R->dev, err);
+    if (s == GX_OK) s = cf_mhat_store(&R->mh, m, err);
     gx_loader_close(L);
     free(pred);
     free(h);
@@ -862,7 +961,9 @@ static gx_status cf_finish(cf_run *R, gx_err *err) {
     gx_err e2;
     s = gx_st_read(&f, R->paths.best, &e2);
     if (s == GX_OK && (s = gx_cf_load(&f, &best, &meta, &e2)) == GX_OK) {
-        s = cf_exact_mhat(R, &best, err);
+        /* Where the training ctx computes (freed before the device closes). */
+        s = gx_train_device_params(&R->dev, &best.params, "best checkpoint", err);
+        if (s == GX_OK) s = cf_exact_mhat(R, &best, err);
         if (s == GX_OK) s = cf_checkpoint(R, &best, R->paths.best, "best", meta.epoch, js, err);
         gx_cf_free(&best);
     } else {

@@ -17,6 +17,17 @@
  * momentum, bank, tuner, best/patience counters), so a resumed run equals an
  * uninterrupted one bit for bit. Evaluation runs with grad off in eval mode
  * and touches neither the bank nor any generator.
+ *
+ * Device (opts.device, gx_train_device; also gx_score_opts.device): one
+ * path for both. The weights go to the device after init/resume; batches
+ * are built on the host and moved with gx_to_ctx; the host reads, once per
+ * tensor and step, the target's p and f (the AC op and the bank live on the
+ * host), the source's p and f (bank), the loss values (one transfer) and the
+ * head, which is renormalised on the host and uploaded (gx_uda_renorm_head);
+ * one gx_train_device_sync per step and per evaluation batch; the host
+ * copies are made current before the files are written, and the baseline's
+ * BN copy is made on them and uploaded. On the CPU the transfers are no-ops
+ * and every number is the CPU-only loop's.
  */
 #include "gx_train_uda.h"
 #include "gx_train_common.h"
@@ -342,7 +353,8 @@ typedef struct uda_run {
     int         bank_ready;
     gx_uda_tuner tuner;
     double      class_w[GX_UDA_MAX_CLASSES];
-    gx_ctx      ctx;
+    gx_ctx      ctx;           /* training and evaluation (a device ctx with --device cuda) */
+    gx_train_device dev;       /* closed last: the model, optimiser and ctx hold its memory */
     int64_t     run_id;
     int         start_epoch, best_epoch, since_best;
     double      best_acc;
@@ -370,6 +382,7 @@ static void uda_run_free(uda_run *R) {
     if (R->bank_ready) gx_uda_bank_free(&R->bank);
     if (R->model_ready) gx_uda_free(&R->m);
     gx_ctx_free(&R->ctx);
+    gx_train_device_close(&R->dev);
     gx_db_close(R->db);
     for (int k = 0; k < 3; k++) { free(R->s_split[k]); free(R->t_split[k]); }
     gx_dataset_close(R->src);
@@ -508,14 +521,35 @@ static gx_status uda_bn_pairs(uda_run *R, gx_err *err) {
     return GX_OK;
 }
 
+/* The parameters' host copies made current (device runs; nothing on the
+ * CPU): before a host read of them, e.g. a checkpoint or state write. */
+static gx_status uda_params_host(uda_run *R, gx_err *err) {
+    gx_err e2;
+    gx_status s = gx_params_sync_host(&R->m.params, &e2);
+    return s == GX_OK ? GX_OK : gx_err_set(err, s, "device cuda:0: %s", e2.msg);
+}
+
+/* A parameter's host values: its host copy on the device, else its data. */
+static gx_real *uda_host_values(gx_param *q) {
+    return q->host_data ? q->host_data : q->t.data;
+}
+
 /* The baseline (lambda 0) never trains the target BN set: it mirrors the
- * source set, so evaluating or serving "target" runs the source-only model. */
-static void uda_sync_bn(uda_run *R) {
-    if (R->o.lambda > 0) return;
-    for (int k = 0; k < R->n_bn_pairs; k++) {
-        gx_tensor *a = &R->m.params.items[R->bn_pairs[2 * k]]->t, *b = &R->m.params.items[R->bn_pairs[2 * k + 1]]->t;
-        if (a->numel == b->numel) memcpy(b->data, a->data, (size_t)a->numel * sizeof *a->data);
+ * source set, so evaluating or serving "target" runs the source-only model.
+ * The copy is made on the host copies and uploaded (device runs; once an
+ * epoch). */
+static gx_status uda_sync_bn(uda_run *R, gx_err *err) {
+    if (R->o.lambda > 0) return GX_OK;
+    gx_status s = uda_params_host(R, err);
+    for (int k = 0; s == GX_OK && k < R->n_bn_pairs; k++) {
+        gx_param *a = R->m.params.items[R->bn_pairs[2 * k]], *b = R->m.params.items[R->bn_pairs[2 * k + 1]];
+        if (a->t.numel == b->t.numel)
+            memcpy(uda_host_values(b), uda_host_values(a), (size_t)a->t.numel * sizeof(gx_real));
     }
+    gx_err e2;
+    if (s == GX_OK && (s = gx_params_sync_device(&R->m.params, &e2)) != GX_OK)
+        gx_err_set(err, s, "device cuda:0: %s", e2.msg);
+    return s;
 }
 
 /* ---------------------------------------------------------------- config */
@@ -671,7 +705,9 @@ static gx_status uda_setup_model(uda_run *R, gx_err *err) {
 static gx_status uda_setup(uda_run *R, gx_err *err) {
     gx_train_uda_opts *o = &R->o;
     gx_status s = gx_train_setup_common(o->out_dir, o->threads, &R->paths, &R->ctx, err);
+    if (s == GX_OK) s = gx_train_device_open(&R->dev, o->device, err);
     if (s != GX_OK) return s;
+    gx_train_device_ctx(&R->dev, &R->ctx);
     R->best_acc = -1;
     R->best_epoch = -1;
     R->tmp = malloc((size_t)3 * o->model.size * o->model.size * sizeof *R->tmp);
@@ -699,6 +735,9 @@ static gx_status uda_setup(uda_run *R, gx_err *err) {
         free(cfg);
         if (s != GX_OK) return s;
     }
+    /* Initialised or resumed on the host; from here on the weights live
+     * where the run computes (before the first optimiser step). */
+    if ((s = gx_train_device_params(&R->dev, &R->m.params, "uda model", err)) != GX_OK) return s;
     return uda_open_loaders(R, err);
 }
 
@@ -719,12 +758,13 @@ static gx_status uda_next(gx_loader *L, int epoch, int *pass, gx_batch *b, gx_er
 }
 
 /* Copies a batch into an arena tensor of n_views * b->n rows, augmenting the
- * originals in training (rng per row) and appending the AC views. */
+ * originals in training (rng per row) and appending the AC views; built on
+ * the host, returned where ctx computes. */
 static gx_status uda_batch_tensor(uda_run *R, const gx_batch *b, int n_views, const gx_rng *step_rng,
                                   gx_tensor **out, gx_err *err) {
     int S = (int)R->o.model.size;
     size_t row = (size_t)3 * S * S;
-    gx_tensor *x = gx_tensor_new(&R->ctx, 4, GX_SHAPE(n_views * b->n, 3, S, S));
+    gx_tensor *x = gx_tensor_new_host(&R->ctx, 4, GX_SHAPE(n_views * b->n, 3, S, S));
     float *buf = malloc(row * (size_t)b->n * (size_t)n_views * sizeof *buf);
     if (!buf) return gx_err_set(err, GX_ERR_NOMEM, "uda: out of memory");
     memcpy(buf, b->x, row * (size_t)b->n * sizeof *buf);
@@ -743,12 +783,27 @@ static gx_status uda_batch_tensor(uda_run *R, const gx_batch *b, int n_views, co
     }
     for (int64_t i = 0; s == GX_OK && i < x->numel; i++) x->data[i] = (gx_real)buf[i];
     free(buf);
-    *out = x;
+    *out = s == GX_OK ? gx_to_ctx(&R->ctx, x) : x;
     return s;
 }
 
+/* Host values of n scalar tensors (n <= 4) through one transfer: one wait
+ * for the device per step, not one per value. Not recorded on the tape. */
+static void uda_scalars(gx_ctx *ctx, int n, gx_tensor *const *t, double *out) {
+    int grad = ctx->grad_enabled;
+    ctx->grad_enabled = 0;
+    gx_tensor *v[4];
+    for (int i = 0; i < n; i++) v[i] = gx_reshape(ctx, t[i], 1, GX_SHAPE(1));
+    const gx_real *h = gx_to_host(ctx, gx_concat(ctx, n, v, 0))->data;
+    for (int i = 0; i < n; i++) out[i] = (double)h[i];
+    ctx->grad_enabled = grad;
+}
+
 /* One step: source CE (+ lambda (AC + ES) on the target batch and its
- * views), backward, SGD with the two lr groups, bank update. */
+ * views), backward, SGD with the two lr groups, bank update. On the device
+ * the host reads are: the head (renormalised on the host), the target's p
+ * and f (AC and the bank), the source's p and f (the bank), the loss values
+ * (one transfer); then one sync. */
 static gx_status uda_step(uda_run *R, int epoch, const gx_batch *bs, const gx_batch *bt,
                           uda_epoch_stats *es, gx_err *err) {
     const gx_train_uda_opts *o = &R->o;
@@ -771,26 +826,30 @@ static gx_status uda_step(uda_run *R, int epoch, const gx_batch *bs, const gx_ba
     }
     gx_uda_out os = gx_uda_forward(ctx, &R->m, xs, GX_UDA_SOURCE, 1);
     gx_tensor *ce = gx_uda_loss_ce(ctx, os.p, ys, R->class_w), *total = ce;
-    double ac_v = 0, es_v = 0, frac = 0;
-    gx_tensor *pt = NULL, *ft = NULL;
+    double frac = 0, v[4] = { 0, 0, 0, 0 };    /* total, ce, ac, es */
+    gx_tensor *pt = NULL, *ft = NULL;           /* the target rows' p and f on the host */
     int64_t *it = NULL;
     if (bt) {
         it = gx_ctx_alloc(ctx, (size_t)bt->n * sizeof *it);
         for (int64_t i = 0; i < bt->n; i++) it[i] = R->src->n + bt->index[i];
         gx_uda_out ot = gx_uda_forward(ctx, &R->m, xt, GX_UDA_TARGET, 1);
-        pt = gx_slice(ctx, ot.p, 0, 0, bt->n);
-        ft = gx_slice(ctx, ot.f, 0, 0, bt->n);
-        gx_tensor *les = gx_uda_loss_es(ctx, pt, R->tuner.rho, R->tuner.margin, &frac);
-        gx_tensor *lac = gx_uda_loss_ac(ctx, &R->bank, ot.p, ot.f, 3, it, bt->n, o->ac_max_slots, &r_ac);
-        ac_v = lac->data[0];
-        es_v = les->data[0];
+        pt = gx_to_host(ctx, ot.p);
+        ft = gx_to_host(ctx, ot.f);
+        gx_tensor *les = gx_uda_loss_es(ctx, gx_slice(ctx, ot.p, 0, 0, bt->n), R->tuner.rho, R->tuner.margin, &frac);
+        gx_tensor *lac = gx_uda_loss_ac(ctx, &R->bank, pt, ft, 3, it, bt->n, o->ac_max_slots, &r_ac);
         total = gx_add(ctx, ce, gx_scale(ctx, gx_add(ctx, lac, les), o->lambda));
+        uda_scalars(ctx, 4, (gx_tensor *[]){ total, ce, lac, les }, v);
+    } else {
+        uda_scalars(ctx, 1, &ce, v);
+        v[1] = v[0];
     }
-    double tv = total->data[0];
+    double tv = v[0];
     if (!isfinite(tv)) {
+        /* A device error reads as NaN: its own message comes first. */
+        s = gx_train_device_sync(&R->dev, err);
         gx_ctx_reset(ctx);
-        return gx_err_set(err, GX_ERR_INVALID, "uda: the loss became %g at epoch %d step %lld (try a lower lr)",
-                          tv, epoch + 1, (long long)R->opt.step);
+        return s != GX_OK ? s : gx_err_set(err, GX_ERR_INVALID, "uda: the loss became %g at epoch %d step %lld "
+                                           "(try a lower lr)", tv, epoch + 1, (long long)R->opt.step);
     }
     gx_params_zero_grad(&R->m.params);
     gx_backward(ctx, total, NULL);
@@ -799,19 +858,22 @@ static gx_status uda_step(uda_run *R, int epoch, const gx_batch *bs, const gx_ba
     lrs[1] = gx_lr_inverse_decay(R->opt.step, R->decay_steps, o->lr_head, o->lr_gamma, o->lr_power);
     gx_optim_step(&R->opt, &R->m.params, lrs);
     if (R->bank_ready) {
-        gx_uda_bank_update(&R->bank, is, bs->n, os.p, os.f, GX_UDA_SOURCE, ys);
+        /* The bank reads the first rows (the images, not their views). */
+        gx_uda_bank_update(&R->bank, is, bs->n, gx_to_host(ctx, os.p), gx_to_host(ctx, os.f), GX_UDA_SOURCE, ys);
         gx_uda_bank_update(&R->bank, it, bt->n, pt, ft, GX_UDA_TARGET, NULL);
     }
-    es->ce += ce->data[0];
-    es->ac += ac_v;
-    es->es += es_v;
+    s = gx_train_device_sync(&R->dev, err);
+    gx_ctx_reset(ctx);
+    if (s != GX_OK) return s;
+    es->ce += v[1];
+    es->ac += v[2];
+    es->es += v[3];
     es->total += tv;
     es->es_frac += frac;
     es->steps++;
     es->images += bs->n + (bt ? bt->n : 0);
     es->lr_backbone = lrs[0];
     es->lr_head = lrs[1];
-    gx_ctx_reset(ctx);
     return GX_OK;
 }
 
@@ -873,6 +935,7 @@ static gx_status uda_eval_pass(uda_run *R, gx_loader *L, int64_t cap, int domain
         R->ctx.grad_enabled = 0;
         s = gx_uda_predict(&R->ctx, &R->m, b.x, R->o.model.size, n, domain, a->probs + a->n * K,
                            a->ent + a->n, NULL, err);
+        if (s == GX_OK) s = gx_train_device_sync(&R->dev, err);   /* its error, not NaN predictions */
         gx_ctx_reset(&R->ctx);
         for (int64_t i = 0; s == GX_OK && i < n; i++) a->label[a->n + i] = R->cm.map[b.label[i]];
         if (s == GX_OK) a->n += n;
@@ -985,12 +1048,14 @@ static gx_status uda_epoch_put(uda_run *R, int epoch, const uda_rows *w, const g
 static gx_status uda_end_epoch(uda_run *R, int epoch, const uda_epoch_stats *es, int *changed, gx_err *err) {
     double L = es->steps ? es->total / es->steps : NAN;
     *changed = gx_uda_tuner_step(&R->tuner, L);
-    uda_sync_bn(R);
     double val = NAN;
     gx_uda_split_metrics ms, mt;
-    gx_status s = uda_val_accuracy(R, &val, err);
+    gx_status s = uda_sync_bn(R, err);
+    if (s == GX_OK) s = uda_val_accuracy(R, &val, err);
     if (s == GX_OK) s = uda_test_metrics(R, 0, R->tuner.rho, &ms, err);
     if (s == GX_OK) s = uda_test_metrics(R, 1, R->tuner.rho, &mt, err);
+    /* The files below are written from the parameters' host copies. */
+    if (s == GX_OK) s = uda_params_host(R, err);
     if (s != GX_OK) return s;
     uda_rows w = { .n = 0 };
     double st = es->steps ? (double)es->steps : NAN;
@@ -1092,6 +1157,7 @@ typedef struct uda_scorer {
     gx_dataset  *ds;
     gx_db       *db;
     gx_ctx       ctx;
+    gx_train_device dev;       /* closed after the model and ctx are freed */
     int64_t      model_id;
 } uda_scorer;
 
@@ -1105,6 +1171,7 @@ static gx_status uda_score_model(uda_scorer *S, gx_err *err) {
     gx_st_close(&f);
     if (s != GX_OK) return gx_err_set(err, s, "--model %s: %s", o->model_path, e2.msg);
     S->model_ready = 1;
+    if ((s = gx_train_device_params(&S->dev, &S->m.params, "uda model", err)) != GX_OK) return s;
     if ((s = gx_sha256_file(o->model_path, S->sha, err)) != GX_OK) return s;
     snprintf(S->name, sizeof S->name, "%s", uda_basename(o->model_path));
     char *dot = strstr(S->name, ".safetensors");
@@ -1201,6 +1268,7 @@ static gx_status uda_score_batch(uda_scorer *S, int64_t i0, int64_t i1, float *x
     int64_t *pred = malloc((size_t)n * sizeof *pred);
     if (!probs || !ent || !pred) s = gx_err_set(err, GX_ERR_NOMEM, "score: out of memory");
     if (s == GX_OK) s = gx_uda_predict(&S->ctx, &S->m, x, side, n, S->o->domain, probs, ent, pred, err);
+    if (s == GX_OK) s = gx_train_device_sync(&S->dev, err);   /* its error, not NaN scores */
     gx_ctx_reset(&S->ctx);
     for (int64_t j = 0; s == GX_OK && j < n; j++) {
         gx_anomaly_rec *q = &recs[j];
@@ -1260,7 +1328,9 @@ gx_status gx_uda_score(const gx_score_opts *o, gx_score_result *r, gx_err *err) 
     gx_ctx_init(&S->ctx, 64u << 20);
     S->ctx.grad_enabled = 0;
     gx_err e2;
-    gx_status s = uda_score_model(S, err);
+    gx_status s = gx_train_device_open(&S->dev, o->device, err);
+    gx_train_device_ctx(&S->dev, &S->ctx);
+    if (s == GX_OK) s = uda_score_model(S, err);
     if (s == GX_OK && (s = gx_dataset_open(o->data, NULL, &S->ds, &e2)) != GX_OK)
         gx_err_set(err, s, "--data %s: %s", o->data, e2.msg);
     if (s == GX_OK && (s = gx_db_open(&S->db, o->db_path, &e2)) != GX_OK)
@@ -1278,6 +1348,7 @@ gx_status gx_uda_score(const gx_score_opts *o, gx_score_result *r, gx_err *err) 
     gx_dataset_close(S->ds);
     if (S->model_ready) gx_uda_free(&S->m);
     gx_ctx_free(&S->ctx);
+    gx_train_device_close(&S->dev);
     free(S);
     return s;
 }

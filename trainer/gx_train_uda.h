@@ -198,6 +198,8 @@ typedef struct gx_score_opts {
     int         batch;         /* 64 */
     int         progress;      /* -1 auto, 0 quiet, 1 a final line */
     FILE       *print;         /* summary line (NULL: nowhere) */
+    gx_device   device;        /* where the forward passes run (the zero value is the
+                                  CPU; gx_train_device in gx_train_common.h) */
 } gx_score_opts;
 
 typedef struct gx_score_result {

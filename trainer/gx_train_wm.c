@@ -22,6 +22,13 @@
  *    noise are training-only), so it cannot perturb the next epoch.
  *  - The loader thread (trainer/gx_loader.c) prepares batches while this
  *    thread computes; its output depends on (seed, epoch) only.
+ *  - On the device (opts.device, gx_train_device): one code path for both.
+ *    Batches go in through gx_to_ctx, outputs come back through gx_to_host
+ *    (both no-ops on the CPU); the device is waited for once per optimiser
+ *    step and after each evaluation pass (an error fails the run). The
+ *    parameters' host copies are made current once per epoch end, before
+ *    the colour buffers are set there (then uploaded) and before anything
+ *    reads them (task matrix rows, checkpoints, state file).
  * Memory: one gx_ctx arena for activations, reset after every micro-batch
  * (after the first step the arena no longer grows); evaluation buffers are
  * malloc'ed once per pass (O(N*K)).
@@ -180,40 +187,45 @@ static int wm_cmp_double(const void *a, const void *b) {
 }
 
 /* Median and IQR (q75 - q25) of each of the 4 colour columns of col[n,4]
- * (non-finite values skipped) into the model's buffers. No finite value
- * leaves the buffers as they are. */
+ * (non-finite values skipped) into the host copies of the model's buffers
+ * (the buffers themselves on the CPU); the caller uploads them
+ * (gx_params_sync_device). No finite value leaves the buffers as they are. */
 static void wm_set_colour_stats(gx_wm_model *m, const double *col, int64_t n) {
     double *v = malloc((size_t)(n > 0 ? n : 1) * sizeof *v);
     if (!v) return;
+    /* Writable: the trainer owns its parameters (gx_tensor_host_data hands
+     * out the host copy read-only for serving). */
+    gx_real *med = (gx_real *)gx_tensor_host_data(m->color_median);
+    gx_real *iqr = (gx_real *)gx_tensor_host_data(m->color_iqr);
     for (int c = 0; c < 4; c++) {
         int64_t k = 0;
         for (int64_t i = 0; i < n; i++)
             if (isfinite(col[i * 4 + c])) v[k++] = col[i * 4 + c];
         if (k == 0) continue;
         qsort(v, (size_t)k, sizeof *v, wm_cmp_double);
-        m->color_median->data[c] = (gx_real)wm_quantile_sorted(v, k, 0.5);
-        m->color_iqr->data[c] =
-            (gx_real)(wm_quantile_sorted(v, k, 0.75) - wm_quantile_sorted(v, k, 0.25));
+        med[c] = (gx_real)wm_quantile_sorted(v, k, 0.5);
+        iqr[c] = (gx_real)(wm_quantile_sorted(v, k, 0.75) - wm_quantile_sorted(v, k, 0.25));
     }
     free(v);
 }
 
 /* Copies a loader batch into arena tensors (the loader's floats may be a
- * different type from gx_real in the f64 build). */
+ * different type from gx_real in the f64 build), built on the host and moved
+ * to where ctx computes (gx_to_ctx: the same tensor on the CPU). */
 static gx_tensor *wm_batch_x(gx_ctx *ctx, const gx_batch *b, int64_t S) {
-    gx_tensor *x = gx_tensor_new(ctx, 4, GX_SHAPE(b->n, 3, S, S));
+    gx_tensor *x = gx_tensor_new_host(ctx, 4, GX_SHAPE(b->n, 3, S, S));
     for (int64_t i = 0; i < x->numel; i++) x->data[i] = (gx_real)b->x[i];
-    return x;
+    return gx_to_ctx(ctx, x);
 }
 
 static gx_tensor *wm_batch_coords(gx_ctx *ctx, const gx_batch *b) {
-    gx_tensor *c = gx_tensor_new(ctx, 2, GX_SHAPE(b->n, 2));
+    gx_tensor *c = gx_tensor_new_host(ctx, 2, GX_SHAPE(b->n, 2));
     for (int64_t i = 0; i < 2 * b->n; i++) c->data[i] = (gx_real)b->coords[i];
-    return c;
+    return gx_to_ctx(ctx, c);
 }
 
-/* Counts rows whose first argmax equals the label, and adds each row's
- * plain cross-entropy to *ce. The focal loss is no progress measure: its
+/* Counts rows of host logits whose first argmax equals the label, and adds
+ * each row's plain cross-entropy to *ce. The focal loss is no progress measure: its
  * gamma falls as the cross-entropy falls, so it can rise while the model
  * improves; the plain cross-entropy is logged beside it. */
 static int64_t wm_count_correct(const gx_tensor *logits, const int32_t *label, double *ce) {
@@ -332,6 +344,7 @@ typedef struct wm_run {
     gx_optim    opt;
     int         opt_ready;
     gx_ctx      ctx;
+    gx_train_device dev;           /* where the model computes (opts.device) */
     int64_t     run_id;
     int         start_epoch;       /* first epoch this call trains */
     double      best_acc;
@@ -362,7 +375,7 @@ static void wm_loss_add(double acc[6], const gx_wm_loss_out *L) {
     acc[3] += L->hk; acc[4] += L->vib; acc[5] += L->lsi;
 }
 
-/* Appends a batch's raw colours [B,4] to the epoch's colour buffer. */
+/* Appends a batch's raw colours [B,4] (a host tensor) to the epoch's colour buffer. */
 static void wm_col_append(wm_run *R, const gx_tensor *colors) {
     int64_t B = colors->shape[0];
     if (R->col_n + B > R->col_cap) {
@@ -376,12 +389,35 @@ static void wm_col_append(wm_run *R, const gx_tensor *colors) {
     R->col_n += B;
 }
 
+/* ------------------------------------------------------- host copies */
+
+/* The parameters' host copies made current (nothing on the CPU): before the
+ * host reads them (task matrix rows, checkpoints, state file) or edits a
+ * buffer. A device error is the run's, as gx_train_device_sync words it. */
+static gx_status wm_params_to_host(wm_run *R, gx_err *err) {
+    gx_err e2;
+    gx_status s = gx_params_sync_host(&R->m.params, &e2);
+    return s == GX_OK ? GX_OK : gx_err_set(err, s, "device %s: %s", gx_train_device_name(&R->dev), e2.msg);
+}
+
+/* Colour statistics of col[n,4] into the buffers: host copies (current
+ * after wm_params_to_host, which the caller ran since the last step) edited,
+ * then uploaded, all of them (nothing on the CPU). */
+static gx_status wm_colour_stats_update(wm_run *R, const double *col, int64_t n, gx_err *err) {
+    wm_set_colour_stats(&R->m, col, n);
+    gx_err e2;
+    gx_status s = gx_params_sync_device(&R->m.params, &e2);
+    return s == GX_OK ? GX_OK : gx_err_set(err, s, "device %s: %s", gx_train_device_name(&R->dev), e2.msg);
+}
+
 /* ------------------------------------------------------------ optimiser */
 
 /* One optimiser step on the accumulated gradients (already averaged over
  * the micro-batches): schedule, clipping, AdamW, zero grads. A non-finite
- * gradient norm skips the update (the step counter does not move). */
-static void wm_opt_step(wm_run *R, wm_epoch_stats *es) {
+ * gradient norm skips the update (the step counter does not move). On the
+ * device it ends with the step's wait: the first device error of the step
+ * (a launch, a transfer of its micro-batches) fails the run. */
+static gx_status wm_opt_step(wm_run *R, wm_epoch_stats *es, gx_err *err) {
     const gx_train_wm_opts *o = &R->o;
     double lr = gx_lr_warmup_cosine(R->opt.step, R->warmup_steps, R->total_steps,
                                     o->lr_start, o->lr_peak, o->lr_end);
@@ -395,6 +431,7 @@ static void wm_opt_step(wm_run *R, wm_epoch_stats *es) {
     }
     es->lr = lr;
     gx_params_zero_grad(&R->m.params);
+    return gx_train_device_sync(&R->dev, err);
 }
 
 /* ------------------------------------------------------------- training */
@@ -428,8 +465,9 @@ static double wm_train_micro(wm_run *R, const gx_wm_loss_cfg *lc, const gx_rng *
     wm_loss_add(es->loss, &L);
     es->nb++;
     es->n += b->n;
-    es->correct += wm_count_correct(out.logits, b->label, &es->ce);
-    wm_col_append(R, out.colors);
+    /* Read on the host: one download per output and batch (none on the CPU). */
+    es->correct += wm_count_correct(gx_to_host(ctx, out.logits), b->label, &es->ce);
+    wm_col_append(R, gx_to_host(ctx, out.colors));
     gx_ctx_reset(ctx);
     return L.total_value;
 }
@@ -455,7 +493,10 @@ static gx_status wm_train_epoch(wm_run *R, int epoch, wm_epoch_stats *es, gx_err
     while ((rc = gx_loader_next(R->train_L, &b, err)) == 1) {
         if (o->stop && *o->stop) { R->interrupted = 1; return GX_OK; }
         double loss = wm_train_micro(R, &lc, &ep, &b, es);
-        if (++pending == o->accum) { wm_opt_step(R, es); pending = 0; }
+        if (++pending == o->accum) {
+            pending = 0;
+            if ((s = wm_opt_step(R, es, err)) != GX_OK) return s;
+        }
         R->clk.steps_done++;
         double dt = gx_train_now() - t0;
         gx_train_progress(&R->clk, o->progress, epoch, o->epochs, b.step, R->batches, loss,
@@ -464,7 +505,7 @@ static gx_status wm_train_epoch(wm_run *R, int epoch, wm_epoch_stats *es, gx_err
     if (rc < 0) return GX_ERR_IO;    /* err names the sample (loader) */
     if (pending > 0) {
         gx_params_scale_grad(&R->m.params, (double)o->accum / pending);
-        wm_opt_step(R, es);
+        if ((s = wm_opt_step(R, es, err)) != GX_OK) return s;
     }
     es->seconds = gx_train_now() - t0;
     return GX_OK;
@@ -506,20 +547,24 @@ static gx_status wm_eval_alloc(wm_eval_acc *a, int64_t cap, int k, gx_err *err) 
     return GX_OK;
 }
 
-/* Appends one batch's outputs (softmax in double, max-shifted). */
-static void wm_eval_add(wm_eval_acc *a, const gx_wm_out *out, const gx_batch *b) {
+/* Appends one batch's outputs (softmax in double, max-shifted), read on
+ * the host (one download per output; none on the CPU). */
+static void wm_eval_add(wm_eval_acc *a, gx_ctx *ctx, const gx_wm_out *out, const gx_batch *b) {
     int64_t K = a->k;
+    const gx_real *logits = gx_to_host(ctx, out->logits)->data;
+    const gx_real *zpred = gx_to_host(ctx, out->redshift)->data;
+    const gx_real *col = gx_to_host(ctx, out->colors)->data;
     for (int64_t i = 0; i < b->n && a->n < a->cap; i++, a->n++) {
-        const gx_real *r = out->logits->data + i * K;
+        const gx_real *r = logits + i * K;
         double mx = r[0], sum = 0;
         for (int64_t k = 1; k < K; k++) mx = r[k] > mx ? r[k] : mx;
         for (int64_t k = 0; k < K; k++) sum += exp((double)r[k] - mx);
         for (int64_t k = 0; k < K; k++)
             a->probs[a->n * K + k] = (gx_real)(exp((double)r[k] - mx) / sum);
         a->label[a->n] = b->label[i];
-        a->zpred[a->n] = out->redshift->data[i];
+        a->zpred[a->n] = zpred[i];
         a->ztrue[a->n] = b->redshift[i];
-        for (int c = 0; c < 4; c++) a->col[a->n * 4 + c] = (double)out->colors->data[i * 4 + c];
+        for (int c = 0; c < 4; c++) a->col[a->n * 4 + c] = (double)col[i * 4 + c];
     }
 }
 
@@ -544,7 +589,7 @@ static gx_status wm_eval_pass(gx_ctx *ctx, gx_wm_model *m, gx_loader *L, int64_t
             wm_loss_add(a->loss, &Lo);
             a->nb++;
         }
-        wm_eval_add(a, &out, &b);
+        wm_eval_add(a, ctx, &out, &b);
         gx_ctx_reset(ctx);
     }
     ctx->grad_enabled = 1;
@@ -655,6 +700,7 @@ static void wm_run_free(wm_run *R) {
     if (R->opt_ready) gx_optim_free(&R->opt);
     if (R->model_ready) gx_wm_free(&R->m);
     gx_ctx_free(&R->ctx);
+    gx_train_device_close(&R->dev);   /* after the blocks above went back to its pool */
     gx_db_close(R->db);
     for (int k = 0; k < 3; k++) free(R->split[k]);
     gx_dataset_close(R->ds);
@@ -683,6 +729,7 @@ static gx_status wm_open_loader(gx_loader **L, gx_dataset *ds, const int64_t *id
 static gx_status wm_setup(wm_run *R, gx_err *err) {
     gx_train_wm_opts *o = &R->o;
     gx_status s = gx_train_setup_common(o->out_dir, o->threads, &R->paths, &R->ctx, err);
+    if (s == GX_OK) s = gx_train_device_open(&R->dev, o->device, err);
     if (s != GX_OK) return s;
     R->best_acc = -1;
     R->best_epoch = -1;
@@ -724,6 +771,10 @@ static gx_status wm_setup(wm_run *R, gx_err *err) {
         free(cfg);
         if (s != GX_OK) return s;
     }
+    /* Initialised or resumed: onto the device before the first step (the
+     * optimiser's state follows at that step), activations there too. */
+    if ((s = gx_train_device_params(&R->dev, &R->m.params, "wavelet-mamba parameters", err)) != GX_OK) return s;
+    gx_train_device_ctx(&R->dev, &R->ctx);
     /* The split uses the (possibly restored) seed, so a resume sees the same parts. */
     s = gx_split_stratified(R->ds->label, R->ds->n, R->ds->n_classes, (double[3]){ .70, .15, .15 },
                             o->seed, R->split, R->nsplit, err);
@@ -754,7 +805,7 @@ static void gx_train_rows_train(gx_train_rows *w, const wm_run *R, const wm_epoc
     gx_train_row(w, "train", es->lr, "lr");
     gx_train_row(w, "train", es->seconds > 0 ? es->n / es->seconds : NAN, "images_per_s");
     gx_train_row(w, "train", es->n_steps ? es->grad_norm_sum / es->n_steps : NAN, "grad_norm");
-    const gx_real *rm = R->m.relationship->data;
+    const gx_real *rm = gx_tensor_host_data(R->m.relationship);   /* synchronised by wm_end_epoch */
     for (int i = 0; i < 2; i++) {
         double a = rm[2 * i], b = rm[2 * i + 1], mx = a > b ? a : b;
         double ea = exp(a - mx), eb = exp(b - mx);
@@ -778,15 +829,20 @@ static gx_status wm_epoch_put(wm_run *R, int epoch, const gx_train_rows *rows, c
 
 /* Validation, checkpoints, metric rows and the state file of one epoch. */
 static gx_status wm_end_epoch(wm_run *R, int epoch, const wm_epoch_stats *es, gx_err *err) {
-    /* Colour buffers from this epoch's training colours, so eval-mode
-     * validation normalises colours the way training did. */
-    wm_set_colour_stats(&R->m, R->col, R->col_n);
+    /* Host copies current: the colour buffers are set there, and the task
+     * matrix rows and the files below read them (validation moves no
+     * parameter). Colour buffers from this epoch's training colours, so
+     * eval-mode validation normalises colours the way training did. */
+    gx_status s = wm_params_to_host(R, err);
+    if (s == GX_OK) s = wm_colour_stats_update(R, R->col, R->col_n, err);
+    if (s != GX_OK) return s;
     gx_wm_loss_cfg lc = R->o.loss;
     lc.hk_weight = gx_wm_loss_hk_weight(&lc, epoch);
     wm_eval_acc a;
-    gx_status s = wm_eval_alloc(&a, R->nsplit[1], (int)R->m.cfg.classes, err);
+    s = wm_eval_alloc(&a, R->nsplit[1], (int)R->m.cfg.classes, err);
     if (s != GX_OK) return s;
     s = wm_eval_pass(&R->ctx, &R->m, R->val_L, R->m.cfg.size, &lc, &a, err);
+    if (s == GX_OK) s = gx_train_device_sync(&R->dev, err);   /* NaN metrics from a device error: refused */
     gx_train_rows *rows = calloc(1, sizeof *rows);   /* ~8 KB of names: kept off the stack */
     gx_cls_metrics cm;
     gx_z_metrics zm;
@@ -839,7 +895,9 @@ static gx_status wm_final_colour_stats(wm_run *R, gx_err *err) {
     memset(&a, 0, sizeof a);
     if (s == GX_OK) s = wm_eval_alloc(&a, R->nsplit[0], (int)R->m.cfg.classes, err);
     if (s == GX_OK) s = wm_eval_pass(&R->ctx, &R->m, L, o.model.size, NULL, &a, err);
-    if (s == GX_OK) wm_set_colour_stats(&R->m, a.col, a.n);
+    if (s == GX_OK) s = gx_train_device_sync(&R->dev, err);
+    if (s == GX_OK) s = wm_params_to_host(R, err);          /* the checkpoint reads the host copies */
+    if (s == GX_OK) s = wm_colour_stats_update(R, a.col, a.n, err);
     wm_eval_free(&a);
     gx_loader_close(L);
     char sha[65];

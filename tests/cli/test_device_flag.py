@@ -3,17 +3,25 @@ on machines without a GPU, the CPU backend is chosen, and a log line says why).
 
 This machine has no GPU (CI neither), so `cuda` must fall back with a warning
 line that names the reason; a bad value is a usage error naming it. On a GPU
-machine galaxy-train's line says it still runs on the CPU (training is not on
-the CUDA backend yet) and galaxyd's says which models run on cuda:0; these
-assertions accept those lines too.
+machine the lines say what runs on cuda:0 (galaxyd: every model; galaxy-train:
+its trainers; its other commands say they run on the CPU); these assertions
+accept those lines too.
+
+The last tests drive galaxy-train --device cuda end to end on the host
+emulation of the CUDA backend (GALAXYD_EMU_BUILD: the binaries built with
+CUDA_EMU=1, mk/cuda_emu.mk; make test builds them): every op of the run goes
+through the device dispatch, and its numbers must match the CPU binary's.
 """
 import os
 import re
+import sqlite3
 import subprocess
+
+import pytest
 
 BUILD = os.environ.get("GALAXYD_BUILD", "build")
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-CPU_LINE = re.compile(r"device: cpu \((cuda requested: .+|cuda:0 .+ found, but galaxy-train does not run on the CUDA backend yet)\)")
+CPU_LINE = re.compile(r"device: cpu \((cuda requested: .+|cuda:0 .+ found, but this command does not run on the CUDA backend)\)")
 GALAXYD_LINE = re.compile(r"galaxyd: (warning: )?device: (cpu \(cuda requested: .+\)|cuda:0 .+ \(every model on the device\))")
 
 
@@ -58,3 +66,94 @@ def test_galaxyd_device_cuda_starts_on_the_cpu(tmp_path):
         p.terminate()
         _, err = p.communicate(timeout=60)
     assert GALAXYD_LINE.search(err), err
+
+
+def test_galaxyd_tf32_is_ignored_on_the_cpu_and_says_so(tmp_path):
+    p = subprocess.Popen([tool("galaxyd"), "--device", "cpu", "--tf32", "--port", "0", "--models",
+                          os.path.join(ROOT, "models", "default", "uda.safetensors"),
+                          "--db", str(tmp_path / "d.sqlite"), "--web", os.path.join(ROOT, "web")],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        first = p.stdout.readline()
+        assert first.startswith("galaxyd listening on http://"), first
+    finally:
+        p.terminate()
+        _, err = p.communicate(timeout=60)
+    assert "galaxyd: --tf32 ignored: the models run on the CPU" in err, err
+    r = run([tool("galaxyd"), "--help"])
+    assert "--tf32" in r.stdout
+
+
+EMU = os.environ.get("GALAXYD_EMU_BUILD", "")
+
+
+def emu_tool(name):
+    path = os.path.join(ROOT, EMU, name) if EMU else ""
+    if not path or not os.path.exists(path):
+        pytest.skip("no emulated build (GALAXYD_EMU_BUILD=%r): run through make test" % EMU)
+    return path
+
+
+def metric(db, split, name):
+    with sqlite3.connect(db) as c:
+        rows = c.execute("SELECT m.epoch, m.value FROM metrics m JOIN runs r ON r.id = m.run_id "
+                         "WHERE m.split = ? AND m.name = ? ORDER BY m.epoch", (split, name)).fetchall()
+    return [v for _, v in rows]
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory):
+    h5 = tmp_path_factory.mktemp("devtrain") / "s.h5"
+    subprocess.run([tool("galaxy-synth"), "--out", str(h5), "--n", "60", "--size", "32",
+                    "--seed", "4", "--balanced", "--quiet"], check=True)
+    return h5
+
+
+def trainer_args(cmd, h5):
+    common = ["--seed", "3", "--quiet", "--set", "threads=1", "--epochs", "2"]
+    if cmd == "uda":   # the same survey as source and target: the plumbing, not adaptation
+        return ["uda", "--source", str(h5), "--target", str(h5), "--backbone", "tiny",
+                "--set", "batch_source=8", "--set", "batch_target=8", "--set", "max_source=24",
+                "--set", "max_target=24"] + common
+    extra = {"wavelet-mamba": ["--accum", "1", "--set", "sk_iters=10"], "cf-inn": ["--set", "cf_eval_n=4"]}[cmd]
+    return [cmd, "--data", str(h5), "--config", "tiny", "--batch", "8", "--set", "max_train=24"] + common + extra
+
+
+# Rows compared per trainer (split, name): a loss and the validation accuracy.
+ROWS = {"wavelet-mamba": (("train", "loss_total"), ("val", "loss_total"), ("val", "accuracy")),
+        "cf-inn": (("train", "loss_total"), ("val", "loss_total"), ("val", "accuracy")),
+        "uda": (("train", "loss_total"), ("train", "loss_ce"), ("source_val", "accuracy"))}
+
+
+@pytest.mark.parametrize("cmd", sorted(ROWS))
+def test_galaxy_train_on_the_emulated_device_matches_the_cpu(synth, tmp_path, cmd):
+    emu = emu_tool("galaxy-train")
+    base = trainer_args(cmd, synth)
+    cpu = subprocess.run([tool("galaxy-train")] + base + ["--db", str(tmp_path / "c.sqlite"),
+                         "--out", str(tmp_path / "c")], capture_output=True, text=True, timeout=300)
+    assert cpu.returncode == 0, cpu.stderr
+    dev = subprocess.run([emu, "--device", "cuda"] + base + ["--db", str(tmp_path / "d.sqlite"),
+                         "--out", str(tmp_path / "d")], capture_output=True, text=True, timeout=300)
+    assert dev.returncode == 0, dev.stderr
+    assert re.search(r"galaxy-train: device: cuda:0 .*\(training and validation on the device\)", dev.stderr), dev.stderr
+    # The same run: the emulation computes with the CPU ops, so the curves
+    # agree to the float rounding of the device ops' other summation orders
+    # (1e-4 relative leaves room; a wrong step would be far off) ...
+    seen = []
+    for split, name in ROWS[cmd]:
+        a, b = metric(tmp_path / "c.sqlite", split, name), metric(tmp_path / "d.sqlite", split, name)
+        assert len(a) == 2 and len(b) == 2, (split, name, a, b)
+        assert b == pytest.approx(a, rel=1e-4, abs=1e-6), (split, name, a, b)
+        seen += list(zip(a, b))
+    # ... but not bit for bit: that rounding is the mark of the device path
+    # (a run that ignored --device would reproduce the CPU's numbers exactly).
+    assert any(x != y for x, y in seen), "the --device cuda run reproduced the CPU bit for bit"
+    assert os.path.getsize(tmp_path / "d" / "last.safetensors") == os.path.getsize(tmp_path / "c" / "last.safetensors")
+    if cmd == "uda":   # offline scoring with the device-trained checkpoint, on the device
+        sc = subprocess.run([emu, "--device", "cuda", "score", "--model", str(tmp_path / "d" / "last.safetensors"),
+                             "--data", str(synth), "--db", str(tmp_path / "s.sqlite"), "--quiet"],
+                            capture_output=True, text=True, timeout=300)
+        assert sc.returncode == 0, sc.stderr
+        assert "(scoring on the device)" in sc.stderr, sc.stderr
+        with sqlite3.connect(tmp_path / "s.sqlite") as c:
+            assert c.execute("SELECT COUNT(*) FROM anomaly_scores").fetchone()[0] == 60

@@ -37,7 +37,7 @@ GX_TEST(dispatch_serve_bundled_models) {
     static const char *const paths[] = { "models/default/wavelet-mamba.safetensors",
                                          "models/default/uda.safetensors",
                                          "models/default/cf-inn.safetensors" };
-    gx_serve_device dev = { g.pool, 0 };
+    gx_serve_device dev = { g.pool, 0, 0 };
     gx_gpu_tol tol = GX_GPU_TOL_MODEL;
     for (size_t p = 0; p < sizeof paths / sizeof *paths; p++) {
         gx_serve_model *mc = NULL, *md = NULL;

@@ -34,6 +34,21 @@
  * Not emulated: asynchrony (everything runs when launched), atomics' run to
  * run variation, TF32 (the flag is kept, the math stays FP32), the scratch
  * contents of im2col/upconv/sums (NaN-filled, never read back).
+ *
+ * The guard on device memory: on a GPU, host code that dereferences a
+ * device pointer (t->data of a device tensor, a parameter's data after
+ * gx_params_to_cuda, a memcpy from gx_cuda_ctx_alloc memory) crashes; over
+ * plain host memory it would silently work here. So the device backend of
+ * this file maps every slab with its own mmap, PROT_NONE except while
+ * emulated device code runs (a launcher, an upload/download/memset0): any
+ * other host access faults, SIGSEGV at the faulting line (under ASan a SEGV
+ * report with its stack; in gdb, `bt`). Opening is counted over all threads
+ * (galaxyd's workers launch at once): the slabs go back to PROT_NONE when the
+ * last launch in flight ends. What it cannot catch: a host access made while
+ * another thread is inside a launch (the slabs are readable then), and a
+ * host read of memory that is not device memory (pinned buffers, the
+ * emulated exec's malloc pool of gx_cuda_host_backend). GX_EMU_GUARD=0 turns
+ * the guard off (slabs stay read-write: to debug a failure past the fault).
  */
 #include "gx_impl.h"
 #include "gx_cuda.h"
@@ -50,16 +65,123 @@
 
 #include <limits.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 struct gx_cuda_stream {
     int  device, tf32;        /* tf32 kept, no effect: the host math is FP32 */
     gx_ctx scratch;           /* the CPU ops' temporaries, reset per launch */
     char first_err[200];      /* first launcher error since the last sync */
 };
+
+/* ---------------------------------------------- device memory and its guard */
+
+typedef struct {
+    void  *p;
+    size_t len;               /* page-rounded, for munmap/mprotect */
+} emu_slab;
+
+/* Every slab of the emulated device, process-wide like a GPU's memory (and
+ * test-only): the one mutable global of the emulation. open counts the
+ * launches in progress over all threads; the slabs are read-write while it
+ * is above 0. guard: -1 until GX_EMU_GUARD is read, then 0 (off) or 1. */
+static struct {
+    pthread_mutex_t mu;
+    emu_slab *v;
+    int n, cap, open, guard;
+} emu_mem = { PTHREAD_MUTEX_INITIALIZER, NULL, 0, 0, 0, -1 };
+
+static int emu_guard_locked(void) {
+    if (emu_mem.guard < 0) {
+        const char *e = getenv("GX_EMU_GUARD");
+        emu_mem.guard = !(e && strcmp(e, "0") == 0);
+    }
+    return emu_mem.guard;
+}
+
+/* One mprotect per run of adjacent slabs (the table is sorted by address,
+ * and mmap tends to place slabs next to each other): the guard's cost is
+ * mostly these calls, twice per launch. */
+static void emu_protect_locked(int prot) {
+    for (int i = 0; i < emu_mem.n;) {
+        char *start = emu_mem.v[i].p, *end = start + emu_mem.v[i].len;
+        for (i++; i < emu_mem.n && (char *)emu_mem.v[i].p == end; i++) end += emu_mem.v[i].len;
+        GX_ASSERT_MSG(mprotect(start, (size_t)(end - start), prot) == 0,
+                      "emulation: mprotect of %zu bytes of device slabs failed", (size_t)(end - start));
+    }
+}
+
+/* Device code starts / ends (nests, and any thread may be inside). */
+static void emu_open(void) {
+    pthread_mutex_lock(&emu_mem.mu);
+    if (emu_guard_locked() && emu_mem.open++ == 0) emu_protect_locked(PROT_READ | PROT_WRITE);
+    pthread_mutex_unlock(&emu_mem.mu);
+}
+static void emu_close(void) {
+    pthread_mutex_lock(&emu_mem.mu);
+    if (emu_guard_locked()) {
+        GX_ASSERT_MSG(emu_mem.open > 0, "emulation: device code closed more often than opened");
+        if (--emu_mem.open == 0) emu_protect_locked(PROT_NONE);
+    }
+    pthread_mutex_unlock(&emu_mem.mu);
+}
+
+/* The backend's alloc: a slab of its own, read-write only while device code
+ * runs (so one made inside a launch starts read-write). NULL on failure,
+ * like cudaMalloc's error. */
+static void *emu_dev_alloc(void *user, size_t bytes) {
+    (void)user;
+    const size_t page = (size_t)sysconf(_SC_PAGESIZE), len = bytes ? (bytes + page - 1) / page * page : page;
+    void *p = NULL;
+    pthread_mutex_lock(&emu_mem.mu);
+    if (emu_mem.n == emu_mem.cap) {
+        int cap = emu_mem.cap ? 2 * emu_mem.cap : 64;
+        emu_slab *v = realloc(emu_mem.v, (size_t)cap * sizeof *v);
+        if (!v) goto out;
+        emu_mem.v = v;
+        emu_mem.cap = cap;
+    }
+    const int prot = !emu_guard_locked() || emu_mem.open > 0 ? PROT_READ | PROT_WRITE : PROT_NONE;
+    p = mmap(NULL, len, prot, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (p == MAP_FAILED) {
+        p = NULL;
+        goto out;
+    }
+    /* Huge pages where the kernel has them: mprotect's cost grows with the
+     * page-table entries it rewrites, 512 times fewer over 2 MiB pages (the
+     * guard flips every slab twice per launch). A hint: failure is fine. */
+    (void)madvise(p, len, MADV_HUGEPAGE);
+    int i = emu_mem.n++;      /* sorted insert */
+    for (; i > 0 && (char *)emu_mem.v[i - 1].p > (char *)p; i--) emu_mem.v[i] = emu_mem.v[i - 1];
+    emu_mem.v[i] = (emu_slab){ p, len };
+out:
+    pthread_mutex_unlock(&emu_mem.mu);
+    return p;
+}
+
+static void emu_dev_free(void *user, void *p) {
+    (void)user;
+    if (!p) return;
+    pthread_mutex_lock(&emu_mem.mu);
+    int i = 0;
+    while (i < emu_mem.n && emu_mem.v[i].p != p) i++;
+    GX_ASSERT_MSG(i < emu_mem.n, "emulation: free of %p, not a device slab", p);
+    const size_t len = emu_mem.v[i].len;
+    memmove(&emu_mem.v[i], &emu_mem.v[i + 1], (size_t)(emu_mem.n - i - 1) * sizeof *emu_mem.v);
+    emu_mem.n--;
+    GX_ASSERT(munmap(p, len) == 0);
+    if (emu_mem.n == 0) {     /* the last slab: the table goes too (LSan) */
+        free(emu_mem.v);
+        emu_mem.v = NULL;
+        emu_mem.cap = 0;
+    }
+    pthread_mutex_unlock(&emu_mem.mu);
+}
 
 /* ------------------------------------------------------------- runtime */
 
@@ -71,7 +193,7 @@ int gx_cuda_probe(char *why, size_t n) {
 gx_status gx_cuda_device_backend(int device, gx_cuda_backend *out, gx_err *err) {
     if (device != 0)
         return gx_err_set(err, GX_ERR_INVALID, "gx_cuda_device_backend: device %d not available (1 found)", device);
-    *out = gx_cuda_host_backend();
+    *out = (gx_cuda_backend){ emu_dev_alloc, emu_dev_free, NULL };
     return GX_OK;
 }
 
@@ -118,26 +240,39 @@ static void emu_note(gx_cuda_stream *s, const char *fmt, ...) {
 
 void gx_cuda_upload(gx_cuda_stream *s, void *dst, const void *src, size_t bytes) {
     (void)s;
+    emu_open();
     if (bytes) memcpy(dst, src, bytes);
+    emu_close();
 }
 void gx_cuda_download(gx_cuda_stream *s, void *dst, const void *src, size_t bytes) {
     (void)s;
+    emu_open();
     if (bytes) memcpy(dst, src, bytes);
+    emu_close();
 }
 void gx_cuda_memset0(gx_cuda_stream *s, void *dst, size_t bytes) {
     (void)s;
+    emu_open();
     if (bytes) memset(dst, 0, bytes);
+    emu_close();
 }
 
 /* ------------------------------------------------------------- helpers */
 
-/* The stream's scratch ctx for one launch (backward: tape on). */
+/* One launch: device memory open, and the stream's scratch ctx (backward:
+ * tape on). Every access of a launcher to device memory lies between
+ * emu_begin and emu_end, or emu_open and emu_close for the launchers that
+ * need no ctx. */
 static gx_ctx *emu_begin(gx_cuda_stream *s, int backward) {
+    emu_open();
     gx_ctx *c = &s->scratch;
     c->grad_enabled = backward;
     return c;
 }
-static void emu_end(gx_cuda_stream *s) { gx_ctx_reset(&s->scratch); }
+static void emu_end(gx_cuda_stream *s) {
+    gx_ctx_reset(&s->scratch);
+    emu_close();
+}
 
 /* A host tensor over p (zeros when p is NULL: an input a backward launcher
  * does not get, where the gradient does not depend on it); grad = the
@@ -253,8 +388,8 @@ void gx_cu_binary_bwd(gx_cuda_stream *s, gx_cu_binary op, const float *a, int na
                       const float *b, int nb, const int64_t *bshape, const float *out, const float *g, int no,
                       const int64_t *oshape, float *ga, float *gb, float *scratch) {
     (void)out;
-    nan_f(scratch, gx_shape_numel(no, oshape));
     gx_ctx *c = emu_begin(s, 1);
+    nan_f(scratch, gx_shape_numel(no, oshape));
     gx_tensor *y = emu_binary(c, op, W(c, a, na, ashape, ga), W(c, b, nb, bshape, gb));
     emu_check_out(y, no, oshape, __func__);
     emu_backward(c, y, g);
@@ -264,7 +399,9 @@ void gx_cu_binary_bwd(gx_cuda_stream *s, gx_cu_binary op, const float *a, int na
 void gx_cu_reduce_broadcast_add(gx_cuda_stream *s, float *acc, int nt, const int64_t *to, const float *g, int nf,
                                 const int64_t *from) {
     (void)s;
+    emu_open();
     gx_reduce_broadcast_add(acc, nt, to, g, nf, from);
+    emu_close();
 }
 
 /* ----------------------------------------------------------- reductions */
@@ -305,6 +442,7 @@ void gx_cu_softmax_fwd(gx_cuda_stream *s, int log, const float *x, float *y, int
 void gx_cu_softmax_bwd(gx_cuda_stream *s, int log, const float *y, const float *g, float *gx, int64_t outer,
                        int64_t n, int64_t inner) {
     (void)s;
+    emu_open();
     for (int64_t o = 0; o < outer; o++)
         for (int64_t i = 0; i < inner; i++) {
             const int64_t base = o * n * inner + i;
@@ -319,13 +457,13 @@ void gx_cu_softmax_bwd(gx_cuda_stream *s, int log, const float *y, const float *
                 else gx[k] += (float)((double)y[k] * ((double)g[k] - d));
             }
         }
+    emu_close();
 }
 
 void gx_cu_cross_entropy_fwd(gx_cuda_stream *s, const float *logits, const int32_t *target, double ls, float *loss,
                              double *lse, int64_t B, int64_t K) {
     gx_ctx *c = emu_begin(s, 0);
     emu_out(loss, gx_cross_entropy(c, W(c, logits, 2, GX_SHAPE(B, K), NULL), target, ls));
-    emu_end(s);
     for (int64_t b = 0; b < B; b++) {
         const float *x = logits + b * K;
         double m = -INFINITY, sum = 0;
@@ -333,12 +471,14 @@ void gx_cu_cross_entropy_fwd(gx_cuda_stream *s, const float *logits, const int32
         for (int64_t k = 0; k < K; k++) sum += exp((double)x[k] - m);
         lse[b] = m + log(sum);
     }
+    emu_end(s);
 }
 
 /* The CPU formula from the saved lse (so a wrong lse buffer shows). */
 void gx_cu_cross_entropy_bwd(gx_cuda_stream *s, const float *logits, const int32_t *target, double ls,
                              const double *lse, const float *g, float *glogits, int64_t B, int64_t K) {
     (void)s;
+    emu_open();
     for (int64_t b = 0; b < B; b++) {
         GX_ASSERT_MSG(target[b] >= 0 && target[b] < K, "%s: target %d out of [0, %lld)", __func__, target[b],
                       (long long)K);
@@ -349,10 +489,11 @@ void gx_cu_cross_entropy_bwd(gx_cuda_stream *s, const float *logits, const int32
             glogits[b * K + k] += (float)d;
         }
     }
+    emu_close();
 }
 
-void gx_cu_gemm(gx_cuda_stream *s, int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha,
-                const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
+static void emu_gemm(gx_cuda_stream *s, int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+                     const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
     if (M <= 0 || N <= 0) return;
     /* cublasSgemm's checks (row-major A [M,K] is column-major A^T ...). */
     const int64_t ra = trans_a ? M : K, rb = trans_b ? K : N;
@@ -370,12 +511,21 @@ void gx_cu_gemm(gx_cuda_stream *s, int trans_a, int trans_b, int64_t M, int64_t 
     gx_gemm(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
+void gx_cu_gemm(gx_cuda_stream *s, int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+                const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
+    emu_open();
+    emu_gemm(s, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    emu_close();
+}
+
 void gx_cu_gemm_batched(gx_cuda_stream *s, int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha,
                         const float *A, int64_t lda, int64_t sA, const float *B, int64_t ldb, int64_t sB, float beta,
                         float *C, int64_t ldc, int64_t sC, int64_t batch) {
     if (M <= 0 || N <= 0 || batch <= 0) return;
+    emu_open();
     for (int64_t i = 0; i < batch; i++)
-        gx_cu_gemm(s, trans_a, trans_b, M, N, K, alpha, A + i * sA, lda, B + i * sB, ldb, beta, C + i * sC, ldc);
+        emu_gemm(s, trans_a, trans_b, M, N, K, alpha, A + i * sA, lda, B + i * sB, ldb, beta, C + i * sC, ldc);
+    emu_close();
 }
 
 /* ---------------------------------------------------------------- norms */
@@ -401,6 +551,7 @@ void gx_cu_layernorm_bwd(gx_cuda_stream *s, const float *x, const float *gamma, 
                          const double *rstd, const float *g, float *gx, float *ggamma, float *gbeta, int64_t R,
                          int64_t D) {
     (void)s;
+    emu_open();
     for (int64_t r = 0; r < R && gx; r++) {
         const float *px = x + r * D, *gy = g + r * D;
         double mu = mean[r], istd = rstd[r], s1 = 0, s2 = 0;
@@ -423,6 +574,7 @@ void gx_cu_layernorm_bwd(gx_cuda_stream *s, const float *x, const float *gamma, 
         if (ggamma) ggamma[j] += (float)ag;
         if (gbeta) gbeta[j] += (float)ab;
     }
+    emu_close();
 }
 
 void gx_cu_batchnorm_fwd(gx_cuda_stream *s, const float *x, const float *gamma, const float *beta, float *run_mean,
@@ -447,6 +599,7 @@ void gx_cu_batchnorm_bwd(gx_cuda_stream *s, const float *x, const float *gamma, 
                          const double *rstd, const float *g, float *gx, float *ggamma, float *gbeta, int64_t B,
                          int64_t C, int64_t S) {
     (void)s;
+    emu_open();
     const double N = (double)(B * S);
     for (int64_t c = 0; c < C; c++) {
         double sdy = 0, sdyx = 0, mu = mean[c], istd = rstd[c];
@@ -467,6 +620,7 @@ void gx_cu_batchnorm_bwd(gx_cuda_stream *s, const float *x, const float *gamma, 
                 gx[o] += (float)(k0 * (g[o] - mdy - (x[o] - mu) * istd * mdyx));
             }
     }
+    emu_close();
 }
 
 /* ----------------------------------------------------------------- conv */
@@ -486,16 +640,16 @@ static gx_tensor *emu_conv(gx_ctx *k, const gx_cu_conv_shape *c, const float *x,
 
 void gx_cu_conv2d_fwd(gx_cuda_stream *s, const gx_cu_conv_shape *c, const float *x, const float *w,
                       const float *bias, float *y, float *col) {
-    nan_f(col, gx_cu_conv_col_floats(c));
     gx_ctx *k = emu_begin(s, 0);
+    nan_f(col, gx_cu_conv_col_floats(c));
     emu_out(y, emu_conv(k, c, x, w, bias, NULL, NULL, NULL));
     emu_end(s);
 }
 
 void gx_cu_conv2d_bwd(gx_cuda_stream *s, const gx_cu_conv_shape *c, const float *x, const float *w, const float *g,
                       float *gx, float *gw, float *gb, float *col) {
-    nan_f(col, gx_cu_conv_col_floats(c));
     gx_ctx *k = emu_begin(s, 1);
+    nan_f(col, gx_cu_conv_col_floats(c));
     emu_backward(k, emu_conv(k, c, x, w, NULL, gx, gw, gb), g);
     emu_end(s);
 }
@@ -504,13 +658,13 @@ void gx_cu_conv2d_bn_act_fwd(gx_cuda_stream *s, const gx_cu_conv_shape *c, const
                              const float *bias, const float *gamma, const float *beta, const float *run_mean,
                              const float *run_var, double eps, int act, double p0, double p1, float *y, float *col,
                              double *ab) {
+    gx_ctx *k = emu_begin(s, 0);
     nan_f(col, gx_cu_conv_col_floats(c));
     for (int64_t o = 0; o < c->Cout; o++) {      /* documented: a, then the shift */
         double a = (gamma ? (double)gamma[o] : 1.0) / sqrt((double)run_var[o] + eps);
         ab[o] = a;
         ab[c->Cout + o] = (beta ? (double)beta[o] : 0.0) - (double)run_mean[o] * a;
     }
-    gx_ctx *k = emu_begin(s, 0);
     const int64_t C = c->Cout;
     gx_tensor *v = emu_conv(k, c, x, w, bias, NULL, NULL, NULL);
     v = gx_batchnorm(k, v, Wopt(k, gamma, 1, &C, NULL), Wopt(k, beta, 1, &C, NULL), W(k, run_mean, 1, &C, NULL),
@@ -527,8 +681,8 @@ int64_t gx_cu_upconv_scratch_floats(int64_t Cin, int64_t H, int64_t W, int64_t C
 void gx_cu_upconv2x3_fwd(gx_cuda_stream *s, const float *x, const float *w, const float *bias, int act, double p0,
                          double p1, float *y, float *scratch, int64_t B, int64_t Cin, int64_t H, int64_t Wd,
                          int64_t Cout) {
-    nan_f(scratch, gx_cu_upconv_scratch_floats(Cin, H, Wd, Cout));
     gx_ctx *k = emu_begin(s, 0);
+    nan_f(scratch, gx_cu_upconv_scratch_floats(Cin, H, Wd, Cout));
     gx_tensor *v = gx_upconv2x3(k, W(k, x, 4, GX_SHAPE(B, Cin, H, Wd), NULL), W(k, w, 4, GX_SHAPE(Cout, Cin, 3, 3), NULL),
                                 Wopt(k, bias, 1, &Cout, NULL));
     if (act >= 0) v = emu_unary(k, (gx_cu_unary)act, p0, p1, v);
@@ -538,8 +692,8 @@ void gx_cu_upconv2x3_fwd(gx_cuda_stream *s, const float *x, const float *w, cons
 
 void gx_cu_upconv2x3_bwd(gx_cuda_stream *s, const float *x, const float *w, const float *g, float *gx, float *gw,
                          float *gb, float *scratch, int64_t B, int64_t Cin, int64_t H, int64_t Wd, int64_t Cout) {
-    nan_f(scratch, gx_cu_upconv_scratch_floats(Cin, H, Wd, Cout));
     gx_ctx *k = emu_begin(s, 1);
+    nan_f(scratch, gx_cu_upconv_scratch_floats(Cin, H, Wd, Cout));
     gx_tensor *v = gx_upconv2x3(k, W(k, x, 4, GX_SHAPE(B, Cin, H, Wd), gx), W(k, w, 4, GX_SHAPE(Cout, Cin, 3, 3), gw),
                                 Wgrad(k, 1, &Cout, gb));
     emu_backward(k, v, g);
@@ -643,8 +797,10 @@ void gx_cu_ssm_scan_fwd(gx_cuda_stream *s, const float *xs, const float *delta, 
 void gx_cu_ssm_scan_bwd(gx_cuda_stream *s, const float *xs, const float *delta, const float *A, const float *Bm,
                         const float *Cm, const float *g, float *gxs, float *gdelta, float *gA, float *gB, float *gC,
                         double *H, int64_t B, int64_t L, int64_t Ld, int64_t E, int64_t N) {
+    emu_open();
     nan_d(H, B * L * E * N);
     scan(s, xs, delta, A, Bm, Cm, NULL, g, gxs, gdelta, gA, gB, gC, B, L, Ld, E, N);
+    emu_close();
 }
 
 /* ------------------------------------------------------------- sinkhorn */
@@ -664,8 +820,8 @@ typedef struct {
 
 void gx_cu_sinkhorn_fwd(gx_cuda_stream *s, const float *a, const float *b, const float *C, double lambda, int iters,
                         double eps, float *out, double *mats, double *pq, double *work, int64_t B, int64_t n) {
-    nan_d(work, B * 7 * n);
     gx_ctx *c = emu_begin(s, 1);
+    nan_d(work, B * 7 * n);
     /* requires_grad on a (into scratch) so the CPU op saves its iterates */
     gx_tensor *A = W(c, a, 2, GX_SHAPE(B, n), NULL);
     A->requires_grad = 1;
@@ -687,8 +843,8 @@ void gx_cu_sinkhorn_fwd(gx_cuda_stream *s, const float *a, const float *b, const
 void gx_cu_sinkhorn_bwd(gx_cuda_stream *s, const float *a, const float *b, const float *g, const double *mats,
                         const double *pq, int iters, float *ga, float *gb, double *work, int64_t B, int64_t n) {
     GX_ASSERT_MSG(pq != NULL, "gx_cu_sinkhorn_bwd: pq is NULL (the forward saved nothing)");
-    nan_d(work, B * 7 * n);
     gx_ctx *c = emu_begin(s, 1);
+    nan_d(work, B * 7 * n);
     /* A forward on a placeholder cost (its values are replaced below), then
      * the CPU backward on the launcher's matrices and denominators. */
     gx_tensor *Ct = W(c, NULL, 2, GX_SHAPE(n, n), NULL);
@@ -709,6 +865,7 @@ void gx_cu_sinkhorn_bwd(gx_cuda_stream *s, const float *a, const float *b, const
 void gx_cu_optim_update(gx_cuda_stream *s, const gx_optim_cfg *c, float *x, const float *g, float *state, int64_t n,
                         int64_t t, double lr, double wd) {
     (void)s;
+    emu_open();
     gx_params p;
     gx_params_init(&p);
     gx_tensor *w = gx_params_add(&p, "x", 1, GX_SHAPE(n), GX_PARAM_DECAY);
@@ -733,6 +890,7 @@ void gx_cu_optim_update(gx_cuda_stream *s, const gx_optim_cfg *c, float *x, cons
     if (slots) memcpy(state, o.state, (size_t)(slots * n) * sizeof(float));
     gx_optim_free(&o);
     gx_params_free(&p);
+    emu_close();
 }
 
 int64_t gx_cu_chunk_count(int64_t n) { return n > 0 ? (n + GX_CU_CHUNK - 1) / GX_CU_CHUNK : 0; }
@@ -746,6 +904,7 @@ int64_t gx_cu_clip_scratch(int nt, const int64_t *n) {
 void gx_cu_clip_grad_norm(gx_cuda_stream *s, int nt, float *const *g, const int64_t *n, double max_norm,
                           double *part, double *norm_out) {
     (void)s;
+    emu_open();
     nan_d(part, gx_cu_clip_scratch(nt, n));
     double ss = 0;
     for (int t = 0; t < nt; t++)
@@ -755,13 +914,16 @@ void gx_cu_clip_grad_norm(gx_cuda_stream *s, int nt, float *const *g, const int6
         for (int t = 0; t < nt; t++)
             for (int64_t k = 0; k < n[t]; k++) g[t][k] = (float)((double)g[t][k] * coef);
     *norm_out = norm;
+    emu_close();
 }
 
 /* ----------------------------------------------------------- shape ops */
 
 void gx_cu_accumulate(gx_cuda_stream *s, float *dst, const float *src, int64_t n) {
     (void)s;
+    emu_open();
     for (int64_t i = 0; i < n; i++) dst[i] += src[i];
+    emu_close();
 }
 
 void gx_cu_permute_fwd(gx_cuda_stream *s, const float *x, int nd, const int64_t *xshape, const int *perm, float *y) {
@@ -865,6 +1027,7 @@ void gx_cu_l2_normalize_fwd(gx_cuda_stream *s, const float *x, float *y, double 
 void gx_cu_l2_normalize_bwd(gx_cuda_stream *s, const float *y, const double *norm, const float *g, float *gx,
                             double eps, int64_t outer, int64_t n, int64_t inner) {
     (void)s;
+    emu_open();
     for (int64_t o = 0; o < outer; o++)
         for (int64_t i = 0; i < inner; i++) {
             const int64_t base = o * n * inner + i, t = o * inner + i;
@@ -877,11 +1040,12 @@ void gx_cu_l2_normalize_bwd(gx_cuda_stream *s, const float *y, const double *nor
                 gx[k] += (float)((double)g[k] * inv - (double)y[k] * s2);
             }
         }
+    emu_close();
 }
 
 void gx_cu_sum_all_fwd(gx_cuda_stream *s, int mean, const float *x, float *y, double *part, int64_t n) {
-    nan_d(part, gx_cu_chunk_count(n));
     gx_ctx *c = emu_begin(s, 0);
+    nan_d(part, gx_cu_chunk_count(n));
     gx_tensor *X = W(c, x, 1, &n, NULL);
     emu_out(y, mean ? gx_mean_all(c, X) : gx_sum_all(c, X));
     emu_end(s);
@@ -897,13 +1061,13 @@ void gx_cu_sum_all_bwd(gx_cuda_stream *s, int mean, const float *g, float *gx, i
 
 void gx_cu_pairwise_sqdist_fwd(gx_cuda_stream *s, const float *a, const float *b, float *d, double *sq, int64_t N,
                                int64_t M, int64_t D) {
+    gx_ctx *c = emu_begin(s, 0);
     for (int64_t i = 0; i < N + M; i++) {     /* the row norms, in double */
         const float *r = i < N ? a + i * D : b + (i - N) * D;
         double q = 0;
         for (int64_t k = 0; k < D; k++) q += (double)r[k] * r[k];
         sq[i] = q;
     }
-    gx_ctx *c = emu_begin(s, 0);
     gx_tensor *A = W(c, a, 2, GX_SHAPE(N, D), NULL);
     emu_out(d, gx_pairwise_sqdist(c, A, a == b ? A : W(c, b, 2, GX_SHAPE(M, D), NULL)));
     emu_end(s);
@@ -912,10 +1076,10 @@ void gx_cu_pairwise_sqdist_fwd(gx_cuda_stream *s, const float *a, const float *b
 void gx_cu_pairwise_sqdist_bwd(gx_cuda_stream *s, const float *a, const float *b, const float *d, const float *g,
                                float *ga, float *gb, float *gm, double *sums, int64_t N, int64_t M, int64_t D) {
     (void)d;
-    nan_f(gm, N * M);
-    nan_d(sums, N + M);
     GX_ASSERT_MSG(a != b || ga == gb, "gx_cu_pairwise_sqdist_bwd: a == b needs ga == gb");
     gx_ctx *c = emu_begin(s, 1);
+    nan_f(gm, N * M);
+    nan_d(sums, N + M);
     gx_tensor *A = W(c, a, 2, GX_SHAPE(N, D), ga);
     emu_backward(c, gx_pairwise_sqdist(c, A, a == b ? A : W(c, b, 2, GX_SHAPE(M, D), gb)), g);
     emu_end(s);

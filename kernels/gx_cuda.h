@@ -202,6 +202,12 @@ gx_cuda_exec *gx_cuda_op_exec(gx_ctx *ctx, const char *op);
  * original's across the same boundary. */
 gx_tensor *gx_to_device(gx_ctx *ctx, gx_tensor *t);
 gx_tensor *gx_to_host(gx_ctx *ctx, gx_tensor *t);
+/* The values of n one-element tensors (a loss and its terms) on the host,
+ * out[i] (NaN for a NULL t[i]): the device ones joined and read back in one
+ * transfer (one wait for the device, not one per value), host ones read
+ * directly. Not recorded on the tape. n <= GX_TO_HOST_MAX_SCALARS. */
+#define GX_TO_HOST_MAX_SCALARS 16
+void gx_to_host_scalars(gx_ctx *ctx, int n, gx_tensor *const *t, double *out);
 /* t where ctx computes: gx_to_device with a device ctx, t itself without
  * (model code that builds a small tensor on the host and feeds it to ops). */
 gx_tensor *gx_to_ctx(gx_ctx *ctx, gx_tensor *t);

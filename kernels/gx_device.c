@@ -203,6 +203,29 @@ gx_tensor *gx_to_ctx(gx_ctx *ctx, gx_tensor *t) {
     return ctx->cuda ? gx_to_device(ctx, t) : t;
 }
 
+void gx_to_host_scalars(gx_ctx *ctx, int n, gx_tensor *const *t, double *out) {
+    GX_ASSERT_MSG(n >= 0 && n <= GX_TO_HOST_MAX_SCALARS, "gx_to_host_scalars: %d values (at most %d)", n,
+                  GX_TO_HOST_MAX_SCALARS);
+    gx_tensor *parts[GX_TO_HOST_MAX_SCALARS];
+    int where[GX_TO_HOST_MAX_SCALARS], k = 0;
+    for (int i = 0; i < n; i++) {
+        out[i] = NAN;
+        if (!t[i]) continue;
+        GX_ASSERT_MSG(t[i]->numel == 1, "gx_to_host_scalars: value %d has %lld elements, not 1", i,
+                      (long long)t[i]->numel);
+        if (t[i]->device != GX_DEVICE_CUDA) { out[i] = (double)t[i]->data[0]; continue; }
+        where[k] = i;
+        parts[k++] = t[i];
+    }
+    if (k == 0) return;
+    int grad = ctx->grad_enabled;
+    ctx->grad_enabled = 0;
+    for (int j = 0; j < k; j++) parts[j] = gx_reshape(ctx, parts[j], 1, GX_SHAPE(1));
+    const gx_real *h = gx_to_host(ctx, k == 1 ? parts[0] : gx_concat(ctx, k, parts, 0))->data;
+    ctx->grad_enabled = grad;
+    for (int j = 0; j < k; j++) out[where[j]] = (double)h[j];
+}
+
 const gx_real *gx_tensor_host_data(const gx_tensor *t) {
     if (t->device != GX_DEVICE_CUDA) return t->data;
     GX_ASSERT_MSG(t->name, "gx_tensor_host_data: a device activation has no host copy (use gx_to_host)");

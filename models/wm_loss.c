@@ -140,11 +140,6 @@ static gx_tensor *wm_const(gx_ctx *ctx, int64_t n, const double *v) {
     return gx_to_ctx(ctx, t);
 }
 
-/* The value of a 0-D (or first element of any) tensor, wherever it lives. */
-static double wm_value(gx_ctx *ctx, gx_tensor *t) {
-    return (double)gx_to_host(ctx, t)->data[0];
-}
-
 /* ----------------------------------------------------------- focal (cls) */
 
 /* L_cls = mean_i alpha_{y_i} (1 - p_i)^gamma ce_i, p_i = exp(-ce_i), with
@@ -343,11 +338,9 @@ gx_wm_loss_out gx_wm_loss(gx_ctx *ctx, const gx_wm_loss_cfg *cfg, const gx_wm_lo
     tot = wm_acc(ctx, tot, o.t_lsi, 1.0);
     o.total = tot;
 
-    o.cls = wm_value(ctx, o.t_cls);
-    o.red = wm_value(ctx, o.t_red);
-    o.hk = wm_value(ctx, o.t_hk);
-    o.vib = wm_value(ctx, o.t_vib);
-    o.lsi = wm_value(ctx, o.t_lsi);
-    o.total_value = wm_value(ctx, o.total);
+    /* The six values in one transfer (one wait for a device). */
+    double v[6];
+    gx_to_host_scalars(ctx, 6, (gx_tensor *[]){ o.t_cls, o.t_red, o.t_hk, o.t_vib, o.t_lsi, o.total }, v);
+    o.cls = v[0]; o.red = v[1]; o.hk = v[2]; o.vib = v[3]; o.lsi = v[4]; o.total_value = v[5];
     return o;
 }

@@ -240,21 +240,11 @@ typedef struct cf_loss_acc { double sum[CF_NL]; int have[CF_NL]; int64_t n; } cf
 /* One batch's loss values: have[i] when the loss computed term i. */
 typedef struct cf_loss_vals { double v[CF_NL]; int have[CF_NL]; } cf_loss_vals;
 
-/* The values of the terms the loss computed, read back in one transfer:
- * the scalars joined with the tape off. */
+/* The values of the terms the loss computed, read back in one transfer. */
 static void cf_loss_values(gx_ctx *ctx, const gx_cf_loss_terms *L, cf_loss_vals *lv) {
     gx_tensor *t[CF_NL] = { L->total, L->l_x, L->l_y, L->l_ib, L->l_mmd, L->l_rec, L->l_cyc, L->l_bg, L->ssim };
-    gx_tensor *parts[CF_NL];
-    int n = 0, grad = ctx->grad_enabled;
-    ctx->grad_enabled = 0;
-    for (int i = 0; i < CF_NL; i++)
-        if (t[i]) parts[n++] = gx_reshape(ctx, t[i], 1, GX_SHAPE(1));
-    const gx_real *h = gx_to_host(ctx, gx_concat(ctx, n, parts, 0))->data;
-    ctx->grad_enabled = grad;
-    for (int i = 0, k = 0; i < CF_NL; i++) {
-        lv->have[i] = t[i] != NULL;
-        lv->v[i] = t[i] ? (double)h[k++] : NAN;
-    }
+    gx_to_host_scalars(ctx, CF_NL, t, lv->v);
+    for (int i = 0; i < CF_NL; i++) lv->have[i] = t[i] != NULL;
 }
 
 static void cf_loss_add(cf_loss_acc *a, const cf_loss_vals *lv, int64_t n) {

@@ -787,18 +787,6 @@ static gx_status uda_batch_tensor(uda_run *R, const gx_batch *b, int n_views, co
     return s;
 }
 
-/* Host values of n scalar tensors (n <= 4) through one transfer: one wait
- * for the device per step, not one per value. Not recorded on the tape. */
-static void uda_scalars(gx_ctx *ctx, int n, gx_tensor *const *t, double *out) {
-    int grad = ctx->grad_enabled;
-    ctx->grad_enabled = 0;
-    gx_tensor *v[4];
-    for (int i = 0; i < n; i++) v[i] = gx_reshape(ctx, t[i], 1, GX_SHAPE(1));
-    const gx_real *h = gx_to_host(ctx, gx_concat(ctx, n, v, 0))->data;
-    for (int i = 0; i < n; i++) out[i] = (double)h[i];
-    ctx->grad_enabled = grad;
-}
-
 /* One step: source CE (+ lambda (AC + ES) on the target batch and its
  * views), backward, SGD with the two lr groups, bank update. On the device
  * the host reads are: the head (renormalised on the host), the target's p
@@ -838,9 +826,9 @@ static gx_status uda_step(uda_run *R, int epoch, const gx_batch *bs, const gx_ba
         gx_tensor *les = gx_uda_loss_es(ctx, gx_slice(ctx, ot.p, 0, 0, bt->n), R->tuner.rho, R->tuner.margin, &frac);
         gx_tensor *lac = gx_uda_loss_ac(ctx, &R->bank, pt, ft, 3, it, bt->n, o->ac_max_slots, &r_ac);
         total = gx_add(ctx, ce, gx_scale(ctx, gx_add(ctx, lac, les), o->lambda));
-        uda_scalars(ctx, 4, (gx_tensor *[]){ total, ce, lac, les }, v);
+        gx_to_host_scalars(ctx, 4, (gx_tensor *[]){ total, ce, lac, les }, v);
     } else {
-        uda_scalars(ctx, 1, &ce, v);
+        gx_to_host_scalars(ctx, 1, &ce, v);
         v[1] = v[0];
     }
     double tv = v[0];

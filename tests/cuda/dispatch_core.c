@@ -6,6 +6,7 @@
  */
 #include "dispatch_util.h"
 
+#include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,6 +35,38 @@ GX_TEST(dispatch_transfer_round_trip) {
     gx_rng_fill_uniform(&rng, seed, x->numel, -1, 1);
     gx_backward(&ctx, h, seed);
     CHECK(x->grad && memcmp(x->grad, seed, (size_t)x->numel * sizeof(gx_real)) == 0);
+    gx_err err;
+    CHECK_MSG(gx_cuda_exec_sync(&g.exec, &err) == GX_OK, "%s", err.msg);
+    gx_ctx_free(&ctx);
+    gx_gpu_close(&g);
+}
+
+/* A loss's terms read in one transfer: device and host values in their
+ * places, NaN for an absent term, nothing left on the tape. */
+GX_TEST(dispatch_to_host_scalars_one_transfer) {
+    gx_gpu_env g;
+    if (!gx_gpu_open(T, &g)) return;
+    gx_ctx ctx;
+    gx_ctx_init(&ctx, 1 << 20);
+    ctx.cuda = &g.exec;
+    ctx.grad_enabled = 1;
+    gx_tensor *x = gx_tensor_new_host(&ctx, 1, GX_SHAPE(3));
+    x->data[0] = 1.5f; x->data[1] = -2; x->data[2] = 4;
+    x->requires_grad = 1;
+    gx_tensor *d = gx_to_device(&ctx, x);
+    gx_tensor *sum = gx_sum_all(&ctx, d), *mean = gx_mean_all(&ctx, d);
+    gx_tensor *host = gx_tensor_new_host(&ctx, 0, NULL);
+    host->data[0] = 7;
+    int64_t nodes = ctx.n_nodes;
+    double v[4] = { 0, 0, 0, 0 };
+    gx_to_host_scalars(&ctx, 4, (gx_tensor *[]){ mean, NULL, host, sum }, v);
+    CHECK_NEAR(v[0], 3.5 / 3, 1e-6);
+    CHECK(isnan(v[1]));
+    CHECK(v[2] == 7);
+    CHECK_NEAR(v[3], 3.5, 1e-6);
+    CHECK(ctx.n_nodes == nodes && ctx.grad_enabled == 1);   /* not recorded; tape mode restored */
+    gx_to_host_scalars(&ctx, 1, &sum, v);                    /* a single value: no concat */
+    CHECK_NEAR(v[0], 3.5, 1e-6);
     gx_err err;
     CHECK_MSG(gx_cuda_exec_sync(&g.exec, &err) == GX_OK, "%s", err.msg);
     gx_ctx_free(&ctx);

@@ -9,6 +9,7 @@
 #include "gx_test.h"
 
 #include "gx_cuda.h"
+#include <math.h>
 #include <string.h>
 
 typedef struct {
@@ -187,4 +188,19 @@ GX_TEST(device_exec_without_a_gpu_says_why) {
     CHECK(gx_cuda_exec_init(&e, pool, 0, 0, &err) != GX_OK);
     CHECK_MSG(strstr(err.msg, "gx_cuda_stream_create") != NULL, "msg = '%s'", err.msg);
     gx_cuda_pool_destroy(pool);
+}
+
+/* On the CPU gx_to_host_scalars reads each value where it is (no op runs),
+ * NaN for an absent one. */
+GX_TEST(device_to_host_scalars_on_the_cpu) {
+    gx_ctx ctx;
+    gx_ctx_init(&ctx, 1 << 16);
+    gx_tensor *a = gx_tensor_scalar(&ctx, 2.5), *b = gx_tensor_new(&ctx, 1, GX_SHAPE(1));
+    b->data[0] = -4;
+    int64_t nodes = ctx.n_nodes;
+    double v[3];
+    gx_to_host_scalars(&ctx, 3, (gx_tensor *[]){ b, NULL, a }, v);
+    CHECK(v[0] == -4 && isnan(v[1]) && v[2] == 2.5);
+    CHECK(ctx.n_nodes == nodes);
+    gx_ctx_free(&ctx);
 }

@@ -21,13 +21,12 @@
  * Without a GPU (normal builds) the first tests print "skipped: no GPU";
  * make test runs them on the host emulation (tests/cuda/emu).
  */
-#include "dispatch_util.h"
+#include "dispatch_train_util.h"
 
 #include "gx_cf_inn.h"
 #include "gx_db.h"
 #include "gx_train_cf.h"
 #include "gx_train_wm.h"
-#include "unit/test_train_util.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -66,21 +65,11 @@ static int dtc_fixture(gx_test_state *T, ttu_dirs *d, const char *tag) {
     return s == GX_OK;
 }
 
-/* Every row of (run, split, name) per epoch of the two runs, within
+/* Every row of (split, name) per epoch of the two runs, within
  * atol + rtol |cpu|. */
 static void dtc_rows_close(gx_test_state *T, gx_db *db, int64_t run_c, int64_t run_d, const char *split,
                            const char *name, double atol, double rtol) {
-    int nc = 0, nd = 0, ec[8], ed[8];
-    double vc[8], vd[8];
-    gx_err err;
-    CHECK(gx_db_metric_get(db, run_c, split, name, ec, vc, 8, &nc, &err) == GX_OK);
-    CHECK(gx_db_metric_get(db, run_d, split, name, ed, vd, 8, &nd, &err) == GX_OK);
-    CHECK_MSG(nc == DTC_EPOCHS && nd == nc, "%s %s: %d cpu rows, %d device rows", split, name, nc, nd);
-    for (int i = 0; i < nc && i < nd; i++) {
-        CHECK(ec[i] == ed[i]);
-        CHECK_MSG(isfinite(vc[i]) && fabs(vd[i] - vc[i]) <= atol + rtol * fabs(vc[i]),
-                  "%s %s epoch %d: device %.9g cpu %.9g", split, name, ec[i], vd[i], vc[i]);
-    }
+    dtu_rows_close(T, db, run_c, run_d, split, name, DTC_EPOCHS, atol, rtol, NULL);
 }
 
 static int dtc_load(gx_test_state *T, const char *dir, gx_cf_model *m) {
@@ -96,27 +85,27 @@ static int dtc_load(gx_test_state *T, const char *dir, gx_cf_model *m) {
     return s == GX_OK;
 }
 
+/* The checkpoint's tensors whose tolerance is not the parameters' (see
+ * dtc_checkpoints_close). */
+static const dtu_tol_rule dtc_tol_rules[] = {
+    { "mhat_valid", 0, 0 }, { ".perm", 0, 0 },   /* flags and permutations: exact */
+    { "mhat", 1e-3, 1e-2 },
+};
+
 /* The two runs' last.safetensors: parameters within 2 lr per step (see the
  * file comment) + 1e-3 relative; m-hat (means of h over the training part,
  * by the predicted class) within 1e-3 + 1e-2 relative and the same classes
  * valid (a GPU's rounding could move one image across a boundary, which
  * shifts two means by a fraction of their spread: then this fails loudly). */
 static void dtc_checkpoints_close(gx_test_state *T, const char *dir_c, const char *dir_d, int steps) {
-    gx_cf_model mc, md;
+    char pc[256], pd[256];
+    snprintf(pc, sizeof pc, "%s/last.safetensors", dir_c);
+    snprintf(pd, sizeof pd, "%s/last.safetensors", dir_d);
+    dtu_files_close_by_name(T, pc, pd, 2.0 * steps * DTC_LR, 1e-3, dtc_tol_rules,
+                            (int)(sizeof dtc_tol_rules / sizeof *dtc_tol_rules), DTU_F32_ONLY, NULL);
+    gx_cf_model mc, md;   /* both load as CF-INN models */
     if (!dtc_load(T, dir_c, &mc)) return;
     if (!dtc_load(T, dir_d, &md)) { gx_cf_free(&mc); return; }
-    CHECK(mc.params.n == md.params.n);
-    for (int i = 0; i < mc.params.n && i < md.params.n; i++) {
-        const gx_param *a = mc.params.items[i], *b = md.params.items[i];
-        CHECK(!strcmp(a->name, b->name) && a->t.numel == b->t.numel);
-        if (a->t.numel != b->t.numel) continue;
-        char what[200];
-        snprintf(what, sizeof what, "last.safetensors: %s", a->name);
-        double atol = 2.0 * steps * DTC_LR, rtol = 1e-3;
-        if (!strcmp(a->name, "mhat")) { atol = 1e-3; rtol = 1e-2; }
-        if (!strcmp(a->name, "mhat_valid") || strstr(a->name, ".perm")) { atol = 0; rtol = 0; }
-        gx_test_allclose(T, what, b->t.data, a->t.data, a->t.numel, atol, rtol);
-    }
     /* Loadable and usable: the device run's m-hat serves counterfactuals. */
     const int64_t K = md.cfg.classes, S = md.cfg.size, px = 3 * S * S;
     float *x = calloc((size_t)px, sizeof *x), *xcf = malloc((size_t)(K * px) * sizeof *xcf);
@@ -135,22 +124,13 @@ static void dtc_checkpoints_close(gx_test_state *T, const char *dir_c, const cha
     gx_cf_free(&md);
 }
 
-static void dtc_status_finished(gx_test_state *T, gx_db *db, int64_t run) {
-    char st[32];
-    gx_err err;
-    CHECK(gx_db_run_status(db, run, st, sizeof st, &err) == GX_OK);
-    CHECK_MSG(!strcmp(st, "finished"), "run %lld: %s", (long long)run, st);
-}
-
 /* The loss terms of both splits and the accuracies (one image of 6 apart:
  * a flipped decision, see above). */
 static const char *const dtc_losses[] = { "loss_total", "loss_x", "loss_y", "loss_ib", "loss_mmd",
                                           "loss_rec", "loss_cyc", "loss_bg" };
 
 GX_TEST(dispatch_train_cf_cpu_and_device_agree) {
-    gx_gpu_env g;
-    if (!gx_gpu_open(T, &g)) return;
-    gx_gpu_close(&g);                 /* the trainer opens its own device */
+    if (!dtu_have_device(T)) return;   /* the trainer opens its own device */
     ttu_dirs d;
     if (!dtc_fixture(T, &d, "dtrain_cf")) { tfx_rmtree(d.dir); return; }
     gx_train_cf_opts o;
@@ -164,8 +144,8 @@ GX_TEST(dispatch_train_cf_cpu_and_device_agree) {
     CHECK_NEAR(rd.last_train_loss, rc.last_train_loss, 1e-5 + 1e-3 * fabs(rc.last_train_loss));
     gx_db *db;
     CHECK(gx_db_open(&db, d.db, &err) == GX_OK);
-    dtc_status_finished(T, db, rc.run_id);
-    dtc_status_finished(T, db, rd.run_id);
+    dtu_check_finished(T, db, rc.run_id);
+    dtu_check_finished(T, db, rd.run_id);
     for (size_t i = 0; i < sizeof dtc_losses / sizeof dtc_losses[0]; i++) {
         dtc_rows_close(T, db, rc.run_id, rd.run_id, "train", dtc_losses[i], 1e-5, 1e-3);
         dtc_rows_close(T, db, rc.run_id, rd.run_id, "val", dtc_losses[i], 1e-5, 1e-3);
@@ -186,9 +166,7 @@ GX_TEST(dispatch_train_cf_cpu_and_device_agree) {
  * device (weights and Adam moments from the CPU's state file): it ends
  * where the CPU's uninterrupted run ends, within the same tolerances. */
 GX_TEST(dispatch_train_cf_resume_cpu_run_on_device) {
-    gx_gpu_env g;
-    if (!gx_gpu_open(T, &g)) return;
-    gx_gpu_close(&g);
+    if (!dtu_have_device(T)) return;
     ttu_dirs d;
     if (!dtc_fixture(T, &d, "dtrain_cf_resume")) { tfx_rmtree(d.dir); return; }
     gx_train_cf_opts o;
@@ -207,7 +185,7 @@ GX_TEST(dispatch_train_cf_resume_cpu_run_on_device) {
     CHECK(rb.run_id == run && rb.epochs_done == DTC_EPOCHS && !rb.interrupted);
     gx_db *db;
     CHECK(gx_db_open(&db, d.db, &err) == GX_OK);
-    dtc_status_finished(T, db, run);
+    dtu_check_finished(T, db, run);
     dtc_rows_close(T, db, ra.run_id, run, "train", "loss_total", 1e-5, 1e-3);
     dtc_rows_close(T, db, ra.run_id, run, "val", "loss_total", 1e-5, 1e-3);
     gx_db_close(db);
@@ -242,9 +220,7 @@ GX_TEST(dispatch_train_cf_no_device_fails) {
  * The judge (tiny, 16x16: the 32x32 counterfactuals are resized) is
  * trained for one short epoch on the CPU first. */
 GX_TEST(dispatch_train_cf_judge_on_device) {
-    gx_gpu_env g;
-    if (!gx_gpu_open(T, &g)) return;
-    gx_gpu_close(&g);
+    if (!dtu_have_device(T)) return;
     ttu_dirs d;
     if (!dtc_fixture(T, &d, "dtrain_cf_judge")) { tfx_rmtree(d.dir); return; }
     char wout[160], judge[200];
@@ -277,7 +253,7 @@ GX_TEST(dispatch_train_cf_judge_on_device) {
     /* 2 images x 4 other classes: one counterfactual of 8 may flip. */
     CHECK_MSG(nc == 1 && nd == 1 && vc[0] >= 0 && vc[0] <= 1 && fabs(vd[0] - vc[0]) <= 1.0 / 8 + 1e-9,
               "cf_valid_judge: cpu %g (%d rows), device %g (%d rows)", nc ? vc[0] : NAN, nc, nd ? vd[0] : NAN, nd);
-    dtc_status_finished(T, db, rd.run_id);
+    dtu_check_finished(T, db, rd.run_id);
     gx_db_close(db);
     tfx_rmtree(d.dir);
 }

@@ -25,12 +25,11 @@
  *
  * gx_gpu_open only decides skip/run (the trainer opens its own device).
  */
-#include "dispatch_util.h"
+#include "dispatch_train_util.h"
 
 #include "gx_db.h"
 #include "gx_synth.h"
 #include "gx_train_uda.h"
-#include "unit/test_train_util.h"
 
 #include <math.h>
 #include <sqlite3.h>
@@ -109,89 +108,50 @@ static int tu_run(gx_test_state *T, const gx_train_uda_opts *o, gx_train_uda_res
     return s == GX_OK;
 }
 
-static double tu_metric(sqlite3 *h, int64_t run, int epoch, const char *split, const char *name) {
-    char sql[256];
-    snprintf(sql, sizeof sql, "SELECT value FROM metrics WHERE run_id=%lld AND epoch=%d AND split='%s' AND name='%s'",
-             (long long)run, epoch, split, name);
-    sqlite3_stmt *st;
-    double v = NAN;
-    if (sqlite3_prepare_v2(h, sql, -1, &st, NULL) != SQLITE_OK) return NAN;
-    if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_type(st, 0) != SQLITE_NULL) v = sqlite3_column_double(st, 0);
-    sqlite3_finalize(st);
-    return v;
-}
+/* The per-epoch rows of runs a (CPU) and b (device), by split and name:
+ * (atol, rtol) for each; adapt 0 (lambda 0) has no AC/ES rows. */
+static const struct tu_row { const char *split, *name; double atol, rtol; int adapt_only; } tu_rows[] = {
+    { "train", "loss_ce", TU_LOSS_ATOL, TU_LOSS_RTOL, 0 },
+    { "train", "loss_total", TU_LOSS_ATOL, TU_LOSS_RTOL, 0 },
+    { "train", "loss_ac", TU_LOSS_ATOL, TU_LOSS_RTOL, 1 },
+    { "train", "loss_es", TU_LOSS_ATOL, TU_LOSS_RTOL, 1 },
+    /* A mean over 4 steps of fractions of 8: one sample on the margin
+     * flipping on a GPU moves it by 1/32. */
+    { "train", "es_active_frac", 1.0 / 32 + 1e-12, 0, 1 },
+    /* The rows no loss difference can move: equal. */
+    { "train", "rho", 0, 0, 0 }, { "train", "margin", 0, 0, 0 }, { "train", "tuner_rho", 0, 0, 0 },
+    { "train", "tuner_margin", 0, 0, 0 }, { "train", "tuner_changed", 0, 0, 0 },
+    { "train", "lr_backbone", 0, 0, 0 }, { "train", "lr_head", 0, 0, 0 },
+    /* At most one of the ~6 validation images may change its argmax on a
+     * GPU (a near tie); the emulation gives the same value. */
+    { "source_val", "accuracy", 0.2, 0, 0 },
+    { "target_test", "anomaly_auc", 0.05, 0, 0 },
+};
 
-/* Per-epoch rows of runs a (CPU) and b (device): losses close, the rows no
- * loss difference can move equal. lambda 0 has no AC/ES rows. */
+/* Both runs finished, their rows agree (tu_rows), b's checkpoints are the
+ * files its rows name. */
 static void tu_rows_agree(gx_test_state *T, int64_t a, int64_t b, int epochs, int adapt) {
     gx_db *db;
     gx_err err;
     if (gx_db_open(&db, TUF.d.db, &err) != GX_OK) { CHECK_MSG(0, "db: %s", err.msg); return; }
-    sqlite3 *h = gx_db_handle(db);
-    char sql[160];
-    snprintf(sql, sizeof sql, "SELECT count(*) FROM runs WHERE id IN (%lld,%lld) AND status='finished'",
-             (long long)a, (long long)b);
-    CHECK(tfx_sql_int(h, sql) == 2);
-    const char *loss[] = { "loss_ce", "loss_total", "loss_ac", "loss_es" };
-    const char *same[] = { "rho", "margin", "tuner_rho", "tuner_margin", "tuner_changed", "lr_backbone", "lr_head" };
-    for (int e = 0; e < epochs; e++) {
-        for (int i = 0; i < (adapt ? 4 : 2); i++) {
-            double x = tu_metric(h, a, e, "train", loss[i]), y = tu_metric(h, b, e, "train", loss[i]);
-            CHECK_MSG(isfinite(x) && fabs(y - x) <= TU_LOSS_ATOL + TU_LOSS_RTOL * fabs(x),
-                      "epoch %d %s: cpu %.9g device %.9g", e, loss[i], x, y);
-        }
-        /* A mean over 4 steps of fractions of 8: one sample on the margin
-         * flipping on a GPU moves it by 1/32. */
-        double fa = tu_metric(h, a, e, "train", "es_active_frac"), fb = tu_metric(h, b, e, "train", "es_active_frac");
-        CHECK_MSG(!adapt || fabs(fa - fb) <= 1.0 / 32 + 1e-12, "epoch %d es_active_frac: cpu %g device %g", e, fa, fb);
-        for (size_t i = 0; i < sizeof same / sizeof *same; i++) {
-            double x = tu_metric(h, a, e, "train", same[i]), y = tu_metric(h, b, e, "train", same[i]);
-            CHECK_MSG(x == y, "epoch %d %s: cpu %.17g device %.17g", e, same[i], x, y);
-        }
-        /* At most one of the ~6 validation images may change its argmax
-         * on a GPU (a near tie); the emulation gives the same value. */
-        double va = tu_metric(h, a, e, "source_val", "accuracy"), vb = tu_metric(h, b, e, "source_val", "accuracy");
-        CHECK_MSG(isfinite(va) && fabs(va - vb) <= 0.2, "epoch %d source_val accuracy: cpu %g device %g", e, va, vb);
-        double ta = tu_metric(h, a, e, "target_test", "anomaly_auc"), tb = tu_metric(h, b, e, "target_test", "anomaly_auc");
-        CHECK_MSG(fabs(ta - tb) <= 0.05, "epoch %d target_test anomaly_auc: cpu %g device %g", e, ta, tb);
-    }
-    ttu_check_checkpoint_sha(T, h, b);
+    dtu_check_finished(T, db, a);
+    dtu_check_finished(T, db, b);
+    for (size_t i = 0; i < sizeof tu_rows / sizeof *tu_rows; i++)
+        if (adapt || !tu_rows[i].adapt_only)
+            dtu_rows_close(T, db, a, b, tu_rows[i].split, tu_rows[i].name, epochs, tu_rows[i].atol, tu_rows[i].rtol,
+                           NULL);
+    ttu_check_checkpoint_sha(T, gx_db_handle(db), b);
     gx_db_close(db);
 }
 
-/* dirA/file and dirB/file: the same tensors within the weight tolerance. */
+/* dirA/file and dirB/file: the same tensors, the float ones within the
+ * weight tolerance (the bank's indices and flags: same dtype and size). */
 static void tu_files_close(gx_test_state *T, const char *dirA, const char *dirB, const char *file) {
     char pa[256], pb[256];
     snprintf(pa, sizeof pa, "%s/%s", dirA, file);
     snprintf(pb, sizeof pb, "%s/%s", dirB, file);
-    gx_st_file fa, fb;
-    memset(&fa, 0, sizeof fa);
-    memset(&fb, 0, sizeof fb);
-    gx_err err;
-    int ok = gx_st_read(&fa, pa, &err) == GX_OK && gx_st_read(&fb, pb, &err) == GX_OK;
-    CHECK_MSG(ok, "%s: %s", file, err.msg);
-    int compared = 0;
-    for (int i = 0; ok && i < fa.n; i++) {
-        const gx_st_tensor *ta = &fa.tensors[i], *tb = gx_st_find(&fb, ta->name);
-        CHECK_MSG(tb && tb->nbytes == ta->nbytes && tb->dtype == ta->dtype, "%s: tensor %s", file, ta->name);
-        if (!tb || tb->nbytes != ta->nbytes || ta->dtype != GX_ST_F32) continue;
-        int64_t n = (int64_t)(ta->nbytes / 4);
-        gx_real *x = malloc((size_t)n * sizeof *x), *y = malloc((size_t)n * sizeof *y);
-        if (!x || !y) { free(x); free(y); CHECK_MSG(0, "out of memory"); break; }
-        for (int64_t k = 0; k < n; k++) {
-            x[k] = ((const float *)ta->data)[k];
-            y[k] = ((const float *)tb->data)[k];
-        }
-        char what[320];
-        snprintf(what, sizeof what, "%s %s", file, ta->name);
-        gx_test_allclose(T, what, y, x, n, TU_W_ATOL, TU_W_RTOL);
-        compared++;
-        free(x);
-        free(y);
-    }
-    CHECK_MSG(!ok || compared > 20, "%s: only %d float tensors compared", file, compared);
-    gx_st_close(&fa);
-    gx_st_close(&fb);
+    int compared = dtu_files_close_by_name(T, pa, pb, TU_W_ATOL, TU_W_RTOL, NULL, 0, DTU_OTHER_BY_SIZE, NULL);
+    CHECK_MSG(compared < 0 || compared > 20, "%s: only %d float tensors compared", file, compared);
 }
 
 /* The device checkpoint loads, and its predictions of the same images are
@@ -233,26 +193,27 @@ static void tu_checkpoints_predict_alike(gx_test_state *T, const char *dirA, con
     for (int k = 0; k < loaded; k++) gx_uda_free(&m[k]);
 }
 
-/* A gx_gpu_open for the skip line only: the trainer opens its own device. */
-static int tu_gpu(gx_test_state *T) {
-    gx_gpu_env g;
-    if (!gx_gpu_open(T, &g)) return 0;
-    gx_gpu_close(&g);
-    return 1;
+/* The CPU run into out[0] = <dir>/<tag>cpu and the device run into
+ * out[1] = <dir>/<tag>dev, both at lambda; 1 when both finished (checked). */
+static int tu_run_pair(gx_test_state *T, const tu_fixture *F, const char *tag, double lambda, char out[2][160],
+                       gx_train_uda_result *ra, gx_train_uda_result *rb) {
+    gx_train_uda_opts oa, ob;
+    snprintf(out[0], 160, "%s/%scpu", F->d.dir, tag);
+    snprintf(out[1], 160, "%s/%sdev", F->d.dir, tag);
+    tu_opts(&oa, F, out[0], GX_DEVICE_CPU, lambda);
+    tu_opts(&ob, F, out[1], GX_DEVICE_CUDA, lambda);
+    return tu_run(T, &oa, ra, lambda ? "cpu run" : "cpu baseline") &&
+           tu_run(T, &ob, rb, lambda ? "device run" : "device baseline");
 }
 
 GX_TEST(dispatch_train_uda_cpu_vs_device) {
-    if (!tu_gpu(T)) return;
+    if (!dtu_have_device(T)) return;
     tu_fixture *F = tu_get(T);
     if (!F) return;
-    char outA[160], outB[160];
-    snprintf(outA, sizeof outA, "%s/cpu", F->d.dir);
-    snprintf(outB, sizeof outB, "%s/dev", F->d.dir);
-    gx_train_uda_opts oa, ob;
+    char out[2][160];
     gx_train_uda_result ra, rb;
-    tu_opts(&oa, F, outA, GX_DEVICE_CPU, 0.05);
-    tu_opts(&ob, F, outB, GX_DEVICE_CUDA, 0.05);
-    if (!tu_run(T, &oa, &ra, "cpu run") || !tu_run(T, &ob, &rb, "device run")) return;
+    if (!tu_run_pair(T, F, "", 0.05, out, &ra, &rb)) return;
+    const char *outA = out[0], *outB = out[1];
     CHECK(ra.epochs_done == 2 && rb.epochs_done == 2 && rb.best_epoch == ra.best_epoch);
     CHECK_MSG(fabs(rb.last_train_loss - ra.last_train_loss) <= TU_LOSS_ATOL + TU_LOSS_RTOL * fabs(ra.last_train_loss),
               "last train loss: cpu %.9g device %.9g", ra.last_train_loss, rb.last_train_loss);
@@ -281,7 +242,7 @@ static int tu_run_switched(gx_test_state *T, const tu_fixture *F, const char *ou
 }
 
 GX_TEST(dispatch_train_uda_resume_across_devices) {
-    if (!tu_gpu(T)) return;
+    if (!dtu_have_device(T)) return;
     tu_fixture *F = tu_get(T);
     if (!F) return;
     char outA[160], outC[160], outD[160];
@@ -308,40 +269,19 @@ GX_TEST(dispatch_train_uda_resume_across_devices) {
 }
 
 GX_TEST(dispatch_train_uda_baseline_lambda0) {
-    if (!tu_gpu(T)) return;
+    if (!dtu_have_device(T)) return;
     tu_fixture *F = tu_get(T);
     if (!F) return;
-    char outA[160], outB[160];
-    snprintf(outA, sizeof outA, "%s/base_cpu", F->d.dir);
-    snprintf(outB, sizeof outB, "%s/base_dev", F->d.dir);
-    gx_train_uda_opts oa, ob;
+    char out[2][160];
     gx_train_uda_result ra, rb;
-    tu_opts(&oa, F, outA, GX_DEVICE_CPU, 0);
-    tu_opts(&ob, F, outB, GX_DEVICE_CUDA, 0);
-    if (!tu_run(T, &oa, &ra, "cpu baseline") || !tu_run(T, &ob, &rb, "device baseline")) return;
+    if (!tu_run_pair(T, F, "base_", 0, out, &ra, &rb)) return;
+    const char *outA = out[0], *outB = out[1];
     tu_rows_agree(T, ra.run_id, rb.run_id, 2, 0);
     tu_files_close(T, outA, outB, "last.safetensors");
     /* Every target BN tensor equals its source twin in the device file. */
     char p[256];
     snprintf(p, sizeof p, "%s/last.safetensors", outB);
-    gx_st_file f;
-    memset(&f, 0, sizeof f);
-    gx_err err;
-    CHECK_MSG(gx_st_read(&f, p, &err) == GX_OK, "%s", err.msg);
-    int pairs = 0;
-    for (int i = 0; i < f.n; i++) {
-        const char *d0 = strstr(f.tensors[i].name, ".d0.");
-        if (!d0) continue;
-        char twin[256];
-        snprintf(twin, sizeof twin, "%s", f.tensors[i].name);
-        twin[d0 - f.tensors[i].name + 2] = '1';
-        const gx_st_tensor *t1 = gx_st_find(&f, twin);
-        CHECK_MSG(t1 && t1->nbytes == f.tensors[i].nbytes && !memcmp(t1->data, f.tensors[i].data, t1->nbytes),
-                  "%s differs from %s", twin, f.tensors[i].name);
-        pairs++;
-    }
-    CHECK_MSG(pairs >= 20, "%d BN pairs", pairs);
-    gx_st_close(&f);
+    ttu_bn_twins_equal(T, p, 20);
 }
 
 /* (external id, score, class) of every stored score of db, by id. */
@@ -368,7 +308,7 @@ static int tu_scores(gx_test_state *T, const char *path, char (*id)[64], double 
  * on a GPU is ~1e-6 of p), the same class where p is not a near tie (score
  * near 1 for K = 2); a second device pass skips everything. */
 GX_TEST(dispatch_train_uda_score_device) {
-    if (!tu_gpu(T)) return;
+    if (!dtu_have_device(T)) return;
     tu_fixture *F = tu_get(T);
     if (!F) return;
     char ck[192], dbc[192], dbd[192];

@@ -35,9 +35,8 @@
  * /tmp folder removed at exit (kept with TWM_KEEP=1 in the environment, to
  * read both runs' rows and files after a failure on a GPU).
  */
-#include "dispatch_util.h"
+#include "dispatch_train_util.h"
 
-#include "unit/test_train_util.h"
 #include "gx_dataset.h"
 #include "gx_db.h"
 #include "gx_train_wm.h"
@@ -123,54 +122,6 @@ static twm_fixture *twm_get(gx_test_state *T) {
     return TW.ok ? &TW : NULL;
 }
 
-/* Run b's rows of (split, name) against run a's, |b - a| <= atol + rtol |a|
- * with the tolerances above; the largest relative gap goes to *gap. */
-static void twm_rows_close(gx_test_state *T, gx_db *db, int64_t a, int64_t b, const char *split,
-                           const char *name, double *gap) {
-    int ea[4], eb[4], na = 0, nb = 0;
-    double va[4], vb[4];
-    gx_err err;
-    CHECK(gx_db_metric_get(db, a, split, name, ea, va, 4, &na, &err) == GX_OK);
-    CHECK(gx_db_metric_get(db, b, split, name, eb, vb, 4, &nb, &err) == GX_OK);
-    CHECK_MSG(na == TWM_EPOCHS && nb == TWM_EPOCHS, "%s %s: %d and %d rows", split, name, na, nb);
-    for (int e = 0; e < na && e < nb; e++) {
-        int tight = e == 0 && !strcmp(split, "train");
-        double atol = tight ? 1e-4 : 1e-3, rtol = tight ? 1e-3 : 1e-2, d = fabs(vb[e] - va[e]);
-        CHECK_MSG(ea[e] == eb[e] && isfinite(vb[e]) && d <= atol + rtol * fabs(va[e]),
-                  "%s %s epoch %d: device %.9g, CPU %.9g", split, name, e, vb[e], va[e]);
-        if (isfinite(d) && d / (fabs(va[e]) + 1e-12) > *gap) *gap = d / (fabs(va[e]) + 1e-12);
-    }
-}
-
-/* Every tensor of the checkpoint at pb close to pa's (the weights'
- * tolerance above); the largest absolute gap goes to *gap. */
-static void twm_files_close(gx_test_state *T, const char *pa, const char *pb, double *gap) {
-    gx_st_file a, b;
-    gx_err err;
-    memset(&a, 0, sizeof a);
-    memset(&b, 0, sizeof b);
-    int ok = gx_st_read(&a, pa, &err) == GX_OK && gx_st_read(&b, pb, &err) == GX_OK;
-    CHECK_MSG(ok, "read %s / %s: %s", pa, pb, err.msg);
-    CHECK(!ok || (a.n == b.n && a.n > 0));
-    for (int i = 0; ok && i < a.n; i++) {
-        const gx_st_tensor *ta = &a.tensors[i], *tb = gx_st_find(&b, ta->name);
-        int64_t n = (int64_t)(ta->nbytes / 4);
-        if (!tb || tb->nbytes != ta->nbytes || ta->dtype != GX_ST_F32) {
-            CHECK_MSG(0, "%s: missing or of another size in %s", ta->name, pb);
-            continue;
-        }
-        gx_real *va = malloc((size_t)(n ? n : 1) * sizeof *va), *vb = malloc((size_t)(n ? n : 1) * sizeof *vb);
-        CHECK(gx_st_to_real(ta, va, n, &err) == GX_OK && gx_st_to_real(tb, vb, n, &err) == GX_OK);
-        gx_test_allclose(T, ta->name, vb, va, n, 2.0 * TWM_STEPS * TWM_LR, 1e-3);
-        for (int64_t k = 0; k < n; k++)
-            if (fabs((double)vb[k] - (double)va[k]) > *gap) *gap = fabs((double)vb[k] - (double)va[k]);
-        free(va);
-        free(vb);
-    }
-    gx_st_close(&a);
-    gx_st_close(&b);
-}
-
 static const char *const twm_rows[][2] = {
     { "train", "loss_total" }, { "train", "loss_cls" }, { "train", "loss_red" }, { "train", "loss_hk" },
     { "train", "loss_vib" }, { "train", "ce" }, { "train", "grad_norm" }, { "train", "lr" },
@@ -179,22 +130,39 @@ static const char *const twm_rows[][2] = {
     { "val", "ce" }, { "val", "z_log_mse" },
 };
 
+/* Run b finished, and its rows (twm_rows) against run a's with the
+ * tolerances above (epoch 0 of the training rows tighter than the rest);
+ * the largest relative gap goes to *gap. */
+static void twm_runs_close(gx_test_state *T, gx_db *db, int64_t a, int64_t b, double *gap) {
+    static const dtu_tol tol[2] = { { 1e-4, 1e-3 }, { 1e-3, 1e-2 } };   /* epoch 0, the later ones */
+    dtu_check_finished(T, db, b);
+    for (size_t i = 0; i < sizeof twm_rows / sizeof twm_rows[0]; i++) {
+        int train = !strcmp(twm_rows[i][0], "train");
+        dtu_rows_close_by_epoch(T, db, a, b, twm_rows[i][0], twm_rows[i][1], TWM_EPOCHS, train ? tol : &tol[1],
+                                train ? 2 : 1, gap);
+    }
+}
+
+/* Every tensor of dir_b/last.safetensors close to dir_a's (the weights'
+ * tolerance above); the largest absolute gap goes to *gap. */
+static void twm_files_close(gx_test_state *T, const char *dir_a, const char *dir_b, double *gap) {
+    char pa[256], pb[256];
+    snprintf(pa, sizeof pa, "%s/last.safetensors", dir_a);
+    snprintf(pb, sizeof pb, "%s/last.safetensors", dir_b);
+    dtu_files_close(T, pa, pb, 2.0 * TWM_STEPS * TWM_LR, 1e-3, gap);
+}
+
 /* Both finish; the metric rows agree; the validation accuracy is within a sample. */
 GX_TEST(dispatch_train_wm_rows_match_cpu) {
-    gx_gpu_env g;
-    if (!gx_gpu_open(T, &g)) return;
-    gx_gpu_close(&g);
+    if (!dtu_have_device(T)) return;
     twm_fixture *F = twm_get(T);
     if (!F) return;
     CHECK(F->cpu.epochs_done == TWM_EPOCHS && F->dev.epochs_done == TWM_EPOCHS && !F->dev.interrupted);
     gx_db *db;
     gx_err err;
-    char st[32];
     CHECK_MSG(gx_db_open(&db, F->d.db, &err) == GX_OK, "%s", err.msg);
-    CHECK(gx_db_run_status(db, F->dev.run_id, st, sizeof st, &err) == GX_OK && !strcmp(st, "finished"));
     double gap = 0;
-    for (size_t i = 0; i < sizeof twm_rows / sizeof twm_rows[0]; i++)
-        twm_rows_close(T, db, F->cpu.run_id, F->dev.run_id, twm_rows[i][0], twm_rows[i][1], &gap);
+    twm_runs_close(T, db, F->cpu.run_id, F->dev.run_id, &gap);
     int n;
     double va[4], vb[4];
     CHECK(gx_db_metric_get(db, F->cpu.run_id, "val", "accuracy", NULL, va, 4, &n, &err) == GX_OK && n == TWM_EPOCHS);
@@ -210,16 +178,13 @@ GX_TEST(dispatch_train_wm_rows_match_cpu) {
 
 /* The device run's checkpoints against the CPU run's, and loadable. */
 GX_TEST(dispatch_train_wm_checkpoint_matches_cpu) {
-    gx_gpu_env g;
-    if (!gx_gpu_open(T, &g)) return;
-    gx_gpu_close(&g);
+    if (!dtu_have_device(T)) return;
     twm_fixture *F = twm_get(T);
     if (!F) return;
-    char pa[256], pb[256];
+    char pb[256];
     double gap = 0;
-    snprintf(pa, sizeof pa, "%s/last.safetensors", F->d.outA);
+    twm_files_close(T, F->d.outA, F->d.outB, &gap);
     snprintf(pb, sizeof pb, "%s/last.safetensors", F->d.outB);
-    twm_files_close(T, pa, pb, &gap);
     gx_st_file f;
     gx_wm_model m;
     gx_err err;
@@ -246,33 +211,23 @@ GX_TEST(dispatch_train_wm_checkpoint_matches_cpu) {
 /* A CPU run stopped after epoch 0, resumed on the device (its weights and
  * AdamW moments from train_state uploaded), ends as the CPU run does. */
 GX_TEST(dispatch_train_wm_resume_cpu_state_on_device) {
-    gx_gpu_env g;
-    if (!gx_gpu_open(T, &g)) return;
-    gx_gpu_close(&g);
+    if (!dtu_have_device(T)) return;
     twm_fixture *F = twm_get(T);
     if (!F) return;
     CHECK(F->res.epochs_done == TWM_EPOCHS && !F->res.interrupted);
     gx_db *db;
     gx_err err;
-    char st[32];
     CHECK_MSG(gx_db_open(&db, F->d.db, &err) == GX_OK, "%s", err.msg);
-    CHECK(gx_db_run_status(db, F->res.run_id, st, sizeof st, &err) == GX_OK && !strcmp(st, "finished"));
     double gap = 0;
-    for (size_t i = 0; i < sizeof twm_rows / sizeof twm_rows[0]; i++)
-        twm_rows_close(T, db, F->cpu.run_id, F->res.run_id, twm_rows[i][0], twm_rows[i][1], &gap);
+    twm_runs_close(T, db, F->cpu.run_id, F->res.run_id, &gap);
     gx_db_close(db);
-    char pa[256], pr[256];
-    snprintf(pa, sizeof pa, "%s/last.safetensors", F->d.outA);
-    snprintf(pr, sizeof pr, "%s/last.safetensors", F->outR);
-    twm_files_close(T, pa, pr, &gap);
+    twm_files_close(T, F->d.outA, F->outR, &gap);
 }
 
 /* The ResNet-18 baseline backbone (--set backbone=resnet18, narrow) trained
  * on both: its BN layers and strided convolutions on the training path. */
 GX_TEST(dispatch_train_wm_resnet18_backbone) {
-    gx_gpu_env g;
-    if (!gx_gpu_open(T, &g)) return;
-    gx_gpu_close(&g);
+    if (!dtu_have_device(T)) return;
     twm_fixture *F = twm_get(T);
     if (!F) return;
     char outC[160], outD[160];
@@ -291,11 +246,7 @@ GX_TEST(dispatch_train_wm_resnet18_backbone) {
     gx_db *db;
     CHECK_MSG(gx_db_open(&db, F->d.db, &err) == GX_OK, "%s", err.msg);
     double gap = 0;
-    for (size_t i = 0; i < sizeof twm_rows / sizeof twm_rows[0]; i++)
-        twm_rows_close(T, db, rc.run_id, rd.run_id, twm_rows[i][0], twm_rows[i][1], &gap);
+    twm_runs_close(T, db, rc.run_id, rd.run_id, &gap);
     gx_db_close(db);
-    char pc[256], pd[256];
-    snprintf(pc, sizeof pc, "%s/last.safetensors", outC);
-    snprintf(pd, sizeof pd, "%s/last.safetensors", outD);
-    twm_files_close(T, pc, pd, &gap);
+    twm_files_close(T, outC, outD, &gap);
 }

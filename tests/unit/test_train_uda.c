@@ -317,23 +317,7 @@ GX_TEST(train_uda_baseline_lambda0) {
     /* The target BN set mirrors the source set. */
     char p[256];
     snprintf(p, sizeof p, "%s/last.safetensors", F->outC);
-    gx_st_file f;
-    memset(&f, 0, sizeof f);
-    CHECK(gx_st_read(&f, p, &err) == GX_OK);
-    int pairs = 0;
-    for (int i = 0; i < f.n; i++) {
-        const char *d0 = strstr(f.tensors[i].name, ".d0.");
-        if (!d0) continue;
-        char twin[256];
-        snprintf(twin, sizeof twin, "%s", f.tensors[i].name);
-        twin[d0 - f.tensors[i].name + 2] = '1';
-        const gx_st_tensor *t = gx_st_find(&f, twin);
-        CHECK_MSG(t && t->nbytes == f.tensors[i].nbytes && !memcmp(t->data, f.tensors[i].data, t->nbytes),
-                  "%s differs from %s", twin, f.tensors[i].name);
-        pairs++;
-    }
-    CHECK(pairs > 8);
-    gx_st_close(&f);
+    ttu_bn_twins_equal(T, p, 9);
 }
 
 GX_TEST(train_uda_score_idempotent) {

@@ -2,8 +2,8 @@
  * test_train_util.h — scaffolding shared by the trainer tests
  * (test_train_wm.c, test_train_cf.c, test_train_uda.c): the fixture's
  * folder with its dataset, database and output folders, the comparison of
- * two runs' files (resume tests), and the checkpoint files' sha256 against
- * the ones the database recorded.
+ * two runs' files (resume tests), the checkpoint files' sha256 against
+ * the ones the database recorded, and a UDA checkpoint's two BN sets.
  *
  * Static inline, as test_fixture_util.h (which this builds on).
  */
@@ -71,6 +71,34 @@ static inline void ttu_check_checkpoint_sha(gx_test_state *T, sqlite3 *h, int64_
             CHECK_MSG(0, "no %s checkpoint row", kinds[k]);
         sqlite3_finalize(q);
     }
+}
+
+/* Every BN tensor of the checkpoint at path with ".d0." in its name (the
+ * source set of a UDA model) equals byte for byte its ".d1." twin (the
+ * target set), as a lambda-0 baseline leaves them, and there are at least
+ * min_pairs of them. */
+static inline int ttu_bn_twins_equal(gx_test_state *T, const char *path, int min_pairs) {
+    gx_st_file f;
+    gx_err err;
+    memset(&f, 0, sizeof f);
+    CHECK_MSG(gx_st_read(&f, path, &err) == GX_OK, "%s: %s", path, err.msg);
+    int pairs = 0, same = 0;
+    for (int i = 0; i < f.n; i++) {
+        const gx_st_tensor *t0 = &f.tensors[i];
+        const char *d0 = strstr(t0->name, ".d0.");
+        if (!d0) continue;
+        char twin[256];
+        snprintf(twin, sizeof twin, "%s", t0->name);
+        twin[d0 - t0->name + 2] = '1';
+        const gx_st_tensor *t1 = gx_st_find(&f, twin);
+        int eq = t1 && t1->nbytes == t0->nbytes && !memcmp(t1->data, t0->data, t1->nbytes);
+        CHECK_MSG(eq, "%s differs from %s in %s", twin, t0->name, path);
+        pairs++;
+        same += eq;
+    }
+    CHECK_MSG(pairs >= min_pairs, "%s: %d BN pairs, want %d or more", path, pairs, min_pairs);
+    gx_st_close(&f);
+    return pairs >= min_pairs && same == pairs;
 }
 
 #endif

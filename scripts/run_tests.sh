@@ -32,15 +32,17 @@ for exe in "${exes[@]}"; do
 done
 # Black-box tests of the binaries (pytest, Debian's python3): tests/cli (galaxy-train
 # kill -9 + resume), tests/daemon (galaxyd over HTTP) and tests/browser (the dashboard in
-# headless Chromium), against the binaries of $build (and galaxy-train of $emu).
-pydirs=()
-for d in tests/cli tests/daemon tests/browser; do [ -d "$d" ] && pydirs+=("$d"); done
-if [ ${#pydirs[@]} -gt 0 ]; then
-  echo "== pytest ${pydirs[*]} (GALAXYD_BUILD=$build GALAXYD_EMU_BUILD=$emu)"
-  # GALAXYD_EMU_BUILD: galaxy-train built over the emulated CUDA backend
-  # (tests/cli/test_device_flag.py trains on its "device").
-  GALAXYD_BUILD="$build" GALAXYD_EMU_BUILD="$emu" /usr/bin/python3 -m pytest -q -p no:cacheprovider "${pydirs[@]}" 2>&1 | tee "$log"
-  rc=${PIPESTATUS[0]}
+# headless Chromium), against the binaries of $build (and galaxy-train of $emu);
+# then tests/daemon against galaxyd of $emu (serving on the emulated device).
+# run_pytest LABEL ENV... -- DIRS...: one pytest pass, its counts added to the totals.
+run_pytest() {
+  local label=$1; shift
+  local envs=()
+  while [ "$1" != "--" ]; do envs+=("$1"); shift; done
+  shift
+  echo "== pytest $* ($label)"
+  env "${envs[@]}" /usr/bin/python3 -m pytest -q -p no:cacheprovider "$@" 2>&1 | tee "$log"
+  local rc=${PIPESTATUS[0]} summary p f
   summary=$(grep -E '^(=+ )?[0-9]+ (passed|failed|error)' "$log" | tail -n 1)
   p=$(grep -oE '[0-9]+ passed' <<<"$summary" | grep -oE '[0-9]+' || echo 0)
   f=$(grep -oE '[0-9]+ (failed|errors?)' <<<"$summary" | awk '{s += $1} END {print s + 0}')
@@ -50,6 +52,19 @@ if [ ${#pydirs[@]} -gt 0 ]; then
     echo "run_tests.sh: pytest exited $rc without failures counted"; total_fail=$((total_fail + 1))
   fi
   [ "$rc" -ne 0 ] && status=1
+}
+pydirs=()
+for d in tests/cli tests/daemon tests/browser; do [ -d "$d" ] && pydirs+=("$d"); done
+# GALAXYD_EMU_BUILD: galaxy-train built over the emulated CUDA backend
+# (tests/cli/test_device_flag.py trains on its "device").
+[ ${#pydirs[@]} -gt 0 ] && run_pytest "GALAXYD_BUILD=$build GALAXYD_EMU_BUILD=$emu" \
+  GALAXYD_BUILD="$build" GALAXYD_EMU_BUILD="$emu" -- "${pydirs[@]}"
+# tests/daemon once more against galaxyd built over the emulation: its default
+# --device auto finds the emulated GPU, so every route runs on device tensors
+# (galaxy-synth and galaxy-train from $build: the offline scorer is the CPU's).
+if [ -n "$emu" ] && [ -x "$emu/galaxyd" ] && [ -d tests/daemon ]; then
+  run_pytest "galaxyd on the emulated device: GALAXYD_BUILD=$emu GALAXYD_DEVICE=cuda:0" \
+    GALAXYD_BUILD="$emu" GALAXYD_TRAIN_BUILD="$build" GALAXYD_DEVICE=cuda:0 -- tests/daemon
 fi
 echo "all: $total_pass passed, $total_fail failed"
 [ "$total_fail" -eq 0 ] && [ "$status" -eq 0 ]

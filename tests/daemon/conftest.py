@@ -39,6 +39,10 @@ BUILD = os.environ.get("GALAXYD_BUILD", "build")
 # while galaxyd is a sanitizer build: training under ASan is slow and is not
 # what these tests test).
 TRAIN_BUILD = os.environ.get("GALAXYD_TRAIN_BUILD", BUILD)
+# The device galaxyd serves from: "cpu", or "cuda:0" when GALAXYD_BUILD is
+# built over the host emulation of the CUDA backend (scripts/run_tests.sh runs
+# these tests a second time that way: every route on device tensors).
+DEVICE = os.environ.get("GALAXYD_DEVICE", "cpu")
 API_KEY = "test-key-0123456789abcdef"
 MODEL = "wavelet-mamba"
 LISTEN_RE = re.compile(r"galaxyd listening on http://([^:/\s]+):(\d+)")
@@ -47,6 +51,16 @@ LISTEN_RE = re.compile(r"galaxyd listening on http://([^:/\s]+):(\d+)")
 def tool(name):
     build = TRAIN_BUILD if name in ("galaxy-synth", "galaxy-train") else BUILD
     return os.path.join(ROOT, build, name)
+
+
+def same_numbers(a, b):
+    """a == b for numbers or lists of numbers: bit for bit on the CPU (the engine
+    is batch-invariant: a sample's answer never depends on its batch-mates);
+    on the device within float rounding (1e-5 relative), since the device's
+    GEMMs sum in an order chosen by the batch's shape."""
+    if DEVICE == "cpu":
+        return a == b
+    return a == pytest.approx(b, rel=1e-5, abs=1e-7)
 
 
 def auth(key=API_KEY):

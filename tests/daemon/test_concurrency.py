@@ -20,7 +20,7 @@ import time
 
 import requests
 
-from conftest import (MODEL, Galaxyd, auth, galaxy_png, metric, start, wait_for)
+from conftest import (MODEL, Galaxyd, auth, galaxy_png, metric, same_numbers, start, wait_for)
 
 
 # A server whose worker holds jobs in the queue (waiting for a fuller batch)
@@ -90,7 +90,9 @@ def test_64_clients_get_their_own_answers(env, spec):
                 assert not isinstance(r, Exception), f"image {i}: {r!r}"
                 body = spec.check(r)
                 assert r.status_code == 200, r.text
-                assert key(body) == key(alone[i]), f"image {i} got another answer when sent with 63 others"
+                kb, ka = key(body), key(alone[i])
+                assert (kb[0], kb[3]) == (ka[0], ka[3]) and same_numbers([*kb[1], kb[2]], [*ka[1], ka[2]]), \
+                    f"image {i} got another answer when sent with 63 others"
                 assert body["image"]["sha256"] == alone[i]["image"]["sha256"]
                 batch_sizes.append(body["timing"]["batch_size"])
             assert max(batch_sizes) > 1, "64 simultaneous requests were never batched"

@@ -17,7 +17,7 @@ import uuid
 import pytest
 import requests
 
-from conftest import (API_KEY, MODEL, ROOT, Galaxyd, auth, fits_bytes, galaxy_pixels, galaxy_png,
+from conftest import (API_KEY, DEVICE, MODEL, ROOT, Galaxyd, same_numbers, auth, fits_bytes, galaxy_pixels, galaxy_png,
                       metric, multipart, pixels_to_chw, png_bytes, raw_http, tool, wait_for)
 
 FIX = os.path.join(ROOT, "tests", "fixtures", "io")
@@ -39,8 +39,8 @@ def sha256_file(path):
 
 
 def assert_same_answer(a, b):
-    assert a["probs"] == b["probs"], (a["probs"], b["probs"])
-    assert a["redshift"] == b["redshift"]
+    assert same_numbers(a["probs"], b["probs"]), (a["probs"], b["probs"])
+    assert same_numbers(a["redshift"], b["redshift"])
     assert a["class_index"] == b["class_index"] and a["class_name"] == b["class_name"]
     assert a["model_version"] == b["model_version"]
 
@@ -89,7 +89,7 @@ def test_models(server, spec, http, env):
     assert m["name"] == MODEL and m["kind"] == "wavelet-mamba" and m["default"] is True
     assert m["version"] == sha256_file(os.path.join(env["models"], MODEL + ".safetensors"))
     assert m["input_size"] == S and m["n_classes"] == 10 and len(m["classes"]) == 10
-    assert m["n_params"] > 1000 and m["device"] == "cpu"
+    assert m["n_params"] > 1000 and m["device"] == DEVICE
     assert m["config"]["size"] == S
 
 
@@ -404,16 +404,16 @@ def test_v2_infer_equals_classify(server, spec, http, env):
     for i, a in enumerate(ref):
         probs = o["probabilities"]["data"][i * 10:(i + 1) * 10]
         logits = o["logits"]["data"][i * 10:(i + 1) * 10]
-        assert probs == a["probs"]   # bit for bit (9 significant digits round-trip a float32)
+        assert same_numbers(probs, a["probs"])   # CPU: bit for bit (9 significant digits round-trip a float32)
         assert max(range(10), key=lambda k: logits[k]) == a["class_index"]
-        assert o["redshift"]["data"][i] == a["redshift"]
+        assert same_numbers(o["redshift"]["data"][i], a["redshift"])
     # nested data, one row, an output subset, the version route
     nested = [[[flat[(c * S + y) * S:(c * S + y + 1) * S] for y in range(S)] for c in range(3)]]
     req = {"inputs": [{"name": "input", "shape": [1, 3, S, S], "datatype": "FP32", "data": nested}],
            "outputs": [{"name": "probabilities"}]}
     out = v2(http, server, spec, "POST", f"/v2/models/{MODEL}/versions/{version}/infer", json=req)
     assert [t["name"] for t in out["outputs"]] == ["probabilities"]
-    assert out["outputs"][0]["data"] == ref[0]["probs"]
+    assert same_numbers(out["outputs"][0]["data"], ref[0]["probs"])
     # coords are accepted
     req = {"inputs": [{"name": "input", "shape": [1, 3, S, S], "datatype": "FP32", "data": flat[:3 * S * S]},
                       {"name": "coords", "shape": [1, 2], "datatype": "FP32", "data": [150.0, 2.0]}]}

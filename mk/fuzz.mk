@@ -19,9 +19,12 @@ FUZZ_TARGETS    := png jpeg fits image csv multipart base64
 FUZZ_CFLAGS     := -std=c11 -D_GNU_SOURCE -O1 -g -fno-omit-frame-pointer \
                    -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
                    -Wno-unknown-pragmas -Ikernels -Iio -Imodels -Idaemon -Itests
+# The kernels files are the engine core the decoders' tensors need (gx_device.c
+# with it, and gx_shape.c for gx_device.c's gx_to_host_scalars).
 FUZZ_SRCS       := io/gx_image.c io/gx_png.c io/gx_jpeg.c io/gx_fits.c io/gx_preprocess.c \
                    io/gx_catalog.c daemon/gx_http_parse.c \
-                   kernels/gx_core.c kernels/gx_rng.c kernels/gx_device.c kernels/gx_cuda_host.c
+                   kernels/gx_core.c kernels/gx_rng.c kernels/gx_device.c kernels/gx_cuda_host.c \
+                   kernels/gx_shape.c
 FUZZ_LIBS       := -lpng -ljpeg -lcfitsio -lz -lm
 FUZZ_BINS       := $(FUZZ_TARGETS:%=$(FUZZ_BUILD)/fuzz_%)
 # Seed files per target: the fixtures of that format (all formats for the dispatcher).

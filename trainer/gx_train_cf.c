@@ -168,14 +168,6 @@ static void cf_mhat_add(cf_mhat_acc *a, const gx_real *h, int64_t c, int64_t d1)
     for (int64_t j = 0; j < d1; j++) a->sum[c * d1 + j] += (double)h[j];
 }
 
-/* The parameters' host copies made current: what the host reads and what
- * files are written from (nothing to do on the CPU). */
-static gx_status cf_params_to_host(gx_params *p, gx_err *err) {
-    gx_err e2;
-    gx_status s = gx_params_sync_host(p, &e2);
-    return s == GX_OK ? GX_OK : gx_err_set(err, s, "device cuda:0: %s", e2.msg);
-}
-
 /* The host computes m-hat: with the parameters on the device it writes
  * their host copies (made current first: the upload that follows sends
  * every host copy) and uploads them; on the CPU it writes the buffers. The
@@ -183,7 +175,7 @@ static gx_status cf_params_to_host(gx_params *p, gx_err *err) {
  * them). */
 static gx_status cf_mhat_store(const cf_mhat_acc *a, gx_cf_model *m, gx_err *err) {
     int64_t K = m->cfg.classes, d1 = m->cfg.d1;
-    gx_status s = cf_params_to_host(&m->params, err);
+    gx_status s = gx_train_params_to_host(&m->params, err);
     if (s != GX_OK) return s;
     gx_real *mh = (gx_real *)gx_tensor_host_data(m->mhat), *valid = (gx_real *)gx_tensor_host_data(m->mhat_valid);
     for (int64_t c = 0; c < K; c++) {
@@ -191,9 +183,7 @@ static gx_status cf_mhat_store(const cf_mhat_acc *a, gx_cf_model *m, gx_err *err
             mh[c * d1 + j] = a->cnt[c] ? (gx_real)(a->sum[c * d1 + j] / (double)a->cnt[c]) : 0;
         valid[c] = a->cnt[c] ? 1 : 0;
     }
-    gx_err e2;
-    s = gx_params_sync_device(&m->params, &e2);
-    return s == GX_OK ? GX_OK : gx_err_set(err, s, "device cuda:0: m-hat: %s", e2.msg);
+    return gx_train_params_to_device(&m->params, "m-hat", err);
 }
 
 /* ============================================================ JSON metadata */
@@ -660,7 +650,7 @@ static gx_status cf_checkpoint(cf_run *R, gx_cf_model *m, const char *path, cons
                                int epoch, const char *metrics_json, gx_err *err) {
     gx_cf_meta meta;
     cf_meta_fill(R, epoch, &meta);
-    gx_status s = cf_params_to_host(&m->params, err);
+    gx_status s = gx_train_params_to_host(&m->params, err);
     if (s == GX_OK) s = gx_cf_save(m, &meta, path, err);
     if (s == GX_OK) s = gx_train_checkpoint_put(R->db, R->run_id, epoch, kind, path, metrics_json, err);
     return s;
@@ -671,7 +661,7 @@ static gx_status cf_write_state(cf_run *R, int epoch, gx_err *err) {
     gx_train_loop loop = { epoch, R->run_id, R->best_acc, R->best_epoch };
     /* The weights from their host copies (the Adam moments are downloaded
      * by gx_optim_state_to_writer itself). */
-    gx_status s = cf_params_to_host(&R->m.params, err);
+    gx_status s = gx_train_params_to_host(&R->m.params, err);
     if (s != GX_OK) return s;
     return gx_train_state_write(R->paths.state, &R->m.params, &R->opt, CF_STATE_FORMAT, R->o.seed, &loop, err);
 }

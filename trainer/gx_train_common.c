@@ -58,6 +58,20 @@ gx_status gx_train_device_params(gx_train_device *d, gx_params *p, const char *w
     return s == GX_OK ? GX_OK : gx_err_set(err, s, "device cuda:0: %s: %s", what, e2.msg);
 }
 
+gx_status gx_train_params_to_host(gx_params *p, gx_err *err) {
+    gx_err e2;
+    gx_status s = gx_params_sync_host(p, &e2);
+    return s == GX_OK ? GX_OK : gx_err_set(err, s, "device cuda:0: %s", e2.msg);
+}
+
+gx_status gx_train_params_to_device(gx_params *p, const char *what, gx_err *err) {
+    gx_err e2;
+    gx_status s = gx_params_sync_device(p, &e2);
+    if (s == GX_OK) return GX_OK;
+    return what ? gx_err_set(err, s, "device cuda:0: %s: %s", what, e2.msg)
+                : gx_err_set(err, s, "device cuda:0: %s", e2.msg);
+}
+
 void gx_train_device_ctx(gx_train_device *d, gx_ctx *ctx) {
     if (d->kind == GX_DEVICE_CUDA) ctx->cuda = &d->exec;
 }
@@ -67,10 +81,6 @@ gx_status gx_train_device_sync(gx_train_device *d, gx_err *err) {
     gx_err e2;
     gx_status s = gx_cuda_exec_sync(&d->exec, &e2);
     return s == GX_OK ? GX_OK : gx_err_set(err, s, "device cuda:0: %s", e2.msg);
-}
-
-const char *gx_train_device_name(const gx_train_device *d) {
-    return d->kind == GX_DEVICE_CUDA ? "cuda:0" : "cpu";
 }
 
 void gx_train_device_close(gx_train_device *d) {

@@ -64,12 +64,15 @@ typedef struct gx_train_device {
 gx_status gx_train_device_open(gx_train_device *d, gx_device kind, gx_err *err);
 /* Parameters onto the device (nothing on the CPU); names what in the error. */
 gx_status gx_train_device_params(gx_train_device *d, gx_params *p, const char *what, gx_err *err);
+/* The parameters' host copies made current (gx_params_sync_host), or host
+ * edits of them uploaded (gx_params_sync_device); nothing for parameters on
+ * the CPU. A device error is worded "device cuda:0: [what: ]...". */
+gx_status gx_train_params_to_host(gx_params *p, gx_err *err);
+gx_status gx_train_params_to_device(gx_params *p, const char *what, gx_err *err);
 /* ctx computes on the device (nothing on the CPU). */
 void      gx_train_device_ctx(gx_train_device *d, gx_ctx *ctx);
 /* Waits for the device; its first error since the last call (GX_OK on the CPU). */
 gx_status gx_train_device_sync(gx_train_device *d, gx_err *err);
-/* "cpu" or "cuda:0" (for config_json and log lines). */
-const char *gx_train_device_name(const gx_train_device *d);
 void      gx_train_device_close(gx_train_device *d);
 
 /* --------------------------------------------------------------- progress */

@@ -521,35 +521,21 @@ static gx_status uda_bn_pairs(uda_run *R, gx_err *err) {
     return GX_OK;
 }
 
-/* The parameters' host copies made current (device runs; nothing on the
- * CPU): before a host read of them, e.g. a checkpoint or state write. */
-static gx_status uda_params_host(uda_run *R, gx_err *err) {
-    gx_err e2;
-    gx_status s = gx_params_sync_host(&R->m.params, &e2);
-    return s == GX_OK ? GX_OK : gx_err_set(err, s, "device cuda:0: %s", e2.msg);
-}
-
-/* A parameter's host values: its host copy on the device, else its data. */
-static gx_real *uda_host_values(gx_param *q) {
-    return q->host_data ? q->host_data : q->t.data;
-}
-
 /* The baseline (lambda 0) never trains the target BN set: it mirrors the
  * source set, so evaluating or serving "target" runs the source-only model.
  * The copy is made on the host copies and uploaded (device runs; once an
  * epoch). */
 static gx_status uda_sync_bn(uda_run *R, gx_err *err) {
     if (R->o.lambda > 0) return GX_OK;
-    gx_status s = uda_params_host(R, err);
+    gx_status s = gx_train_params_to_host(&R->m.params, err);
     for (int k = 0; s == GX_OK && k < R->n_bn_pairs; k++) {
         gx_param *a = R->m.params.items[R->bn_pairs[2 * k]], *b = R->m.params.items[R->bn_pairs[2 * k + 1]];
+        /* Writable: the trainer owns its parameters. */
         if (a->t.numel == b->t.numel)
-            memcpy(uda_host_values(b), uda_host_values(a), (size_t)a->t.numel * sizeof(gx_real));
+            memcpy((gx_real *)gx_tensor_host_data(&b->t), gx_tensor_host_data(&a->t),
+                   (size_t)a->t.numel * sizeof(gx_real));
     }
-    gx_err e2;
-    if (s == GX_OK && (s = gx_params_sync_device(&R->m.params, &e2)) != GX_OK)
-        gx_err_set(err, s, "device cuda:0: %s", e2.msg);
-    return s;
+    return s == GX_OK ? gx_train_params_to_device(&R->m.params, NULL, err) : s;
 }
 
 /* ---------------------------------------------------------------- config */
@@ -1043,7 +1029,7 @@ static gx_status uda_end_epoch(uda_run *R, int epoch, const uda_epoch_stats *es,
     if (s == GX_OK) s = uda_test_metrics(R, 0, R->tuner.rho, &ms, err);
     if (s == GX_OK) s = uda_test_metrics(R, 1, R->tuner.rho, &mt, err);
     /* The files below are written from the parameters' host copies. */
-    if (s == GX_OK) s = uda_params_host(R, err);
+    if (s == GX_OK) s = gx_train_params_to_host(&R->m.params, err);
     if (s != GX_OK) return s;
     uda_rows w = { .n = 0 };
     double st = es->steps ? (double)es->steps : NAN;

@@ -391,23 +391,12 @@ static void wm_col_append(wm_run *R, const gx_tensor *colors) {
 
 /* ------------------------------------------------------- host copies */
 
-/* The parameters' host copies made current (nothing on the CPU): before the
- * host reads them (task matrix rows, checkpoints, state file) or edits a
- * buffer. A device error is the run's, as gx_train_device_sync words it. */
-static gx_status wm_params_to_host(wm_run *R, gx_err *err) {
-    gx_err e2;
-    gx_status s = gx_params_sync_host(&R->m.params, &e2);
-    return s == GX_OK ? GX_OK : gx_err_set(err, s, "device %s: %s", gx_train_device_name(&R->dev), e2.msg);
-}
-
-/* Colour statistics of col[n,4] into the buffers: host copies (current
- * after wm_params_to_host, which the caller ran since the last step) edited,
- * then uploaded, all of them (nothing on the CPU). */
+/* Colour statistics of col[n,4] into the buffers: host copies (made current
+ * by gx_train_params_to_host, which the caller ran since the last step)
+ * edited, then uploaded, all of them (nothing on the CPU). */
 static gx_status wm_colour_stats_update(wm_run *R, const double *col, int64_t n, gx_err *err) {
     wm_set_colour_stats(&R->m, col, n);
-    gx_err e2;
-    gx_status s = gx_params_sync_device(&R->m.params, &e2);
-    return s == GX_OK ? GX_OK : gx_err_set(err, s, "device %s: %s", gx_train_device_name(&R->dev), e2.msg);
+    return gx_train_params_to_device(&R->m.params, NULL, err);
 }
 
 /* ------------------------------------------------------------ optimiser */
@@ -833,7 +822,7 @@ static gx_status wm_end_epoch(wm_run *R, int epoch, const wm_epoch_stats *es, gx
      * matrix rows and the files below read them (validation moves no
      * parameter). Colour buffers from this epoch's training colours, so
      * eval-mode validation normalises colours the way training did. */
-    gx_status s = wm_params_to_host(R, err);
+    gx_status s = gx_train_params_to_host(&R->m.params, err);
     if (s == GX_OK) s = wm_colour_stats_update(R, R->col, R->col_n, err);
     if (s != GX_OK) return s;
     gx_wm_loss_cfg lc = R->o.loss;
@@ -896,7 +885,7 @@ static gx_status wm_final_colour_stats(wm_run *R, gx_err *err) {
     if (s == GX_OK) s = wm_eval_alloc(&a, R->nsplit[0], (int)R->m.cfg.classes, err);
     if (s == GX_OK) s = wm_eval_pass(&R->ctx, &R->m, L, o.model.size, NULL, &a, err);
     if (s == GX_OK) s = gx_train_device_sync(&R->dev, err);
-    if (s == GX_OK) s = wm_params_to_host(R, err);          /* the checkpoint reads the host copies */
+    if (s == GX_OK) s = gx_train_params_to_host(&R->m.params, err);          /* the checkpoint reads the host copies */
     if (s == GX_OK) s = wm_colour_stats_update(R, a.col, a.n, err);
     wm_eval_free(&a);
     gx_loader_close(L);

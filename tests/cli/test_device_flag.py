@@ -55,21 +55,10 @@ def test_bad_device_value_is_a_usage_error_naming_it():
         assert "listening" not in r.stdout
 
 
-def test_galaxyd_device_cuda_starts_on_the_cpu(tmp_path):
-    p = subprocess.Popen([tool("galaxyd"), "--device", "cuda", "--port", "0", "--models", os.path.join(ROOT, "models", "default", "uda.safetensors"),
-                          "--db", str(tmp_path / "d.sqlite"), "--web", os.path.join(ROOT, "web")],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        first = p.stdout.readline()
-        assert first.startswith("galaxyd listening on http://"), first
-    finally:
-        p.terminate()
-        _, err = p.communicate(timeout=60)
-    assert GALAXYD_LINE.search(err), err
-
-
-def test_galaxyd_tf32_is_ignored_on_the_cpu_and_says_so(tmp_path):
-    p = subprocess.Popen([tool("galaxyd"), "--device", "cpu", "--tf32", "--port", "0", "--models",
+def galaxyd_start_stop(tmp_path, flags):
+    """Starts galaxyd with flags and the bundled uda model, waits for its
+    listening line, stops it; returns its stderr."""
+    p = subprocess.Popen([tool("galaxyd")] + flags + ["--port", "0", "--models",
                           os.path.join(ROOT, "models", "default", "uda.safetensors"),
                           "--db", str(tmp_path / "d.sqlite"), "--web", os.path.join(ROOT, "web")],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -79,6 +68,16 @@ def test_galaxyd_tf32_is_ignored_on_the_cpu_and_says_so(tmp_path):
     finally:
         p.terminate()
         _, err = p.communicate(timeout=60)
+    return err
+
+
+def test_galaxyd_device_cuda_starts_on_the_cpu(tmp_path):
+    err = galaxyd_start_stop(tmp_path, ["--device", "cuda"])
+    assert GALAXYD_LINE.search(err), err
+
+
+def test_galaxyd_tf32_is_ignored_on_the_cpu_and_says_so(tmp_path):
+    err = galaxyd_start_stop(tmp_path, ["--device", "cpu", "--tf32"])
     assert "galaxyd: --tf32 ignored: the models run on the CPU" in err, err
     r = run([tool("galaxyd"), "--help"])
     assert "--tf32" in r.stdout

@@ -196,7 +196,8 @@ BENCH_PROGS := $(addprefix $(BUILD)/,bench_kernels bench_io bench_wm bench_cf be
 
 test-run: all $(BUILD)/test_unit $(BUILD)/test_grad $(BUILD)/test_cuda_dispatch $(BENCH_PROGS)
 	@$(MAKE) --no-print-directory BUILD=$(BUILD)-emu CUDA_EMU=1 $(BUILD)-emu/test_cuda_dispatch \
-	    $(BUILD)-emu/galaxy-train $(BUILD)-emu/bench_gx_gpu $(BUILD)-emu/galaxyd
+	    $(BUILD)-emu/galaxy-train $(BUILD)-emu/bench_gx_gpu $(BUILD)-emu/galaxyd \
+	    $(BUILD)-emu/galaxy-loadgen $(BUILD)-emu/bench_serve_fwd
 	@scripts/run_tests.sh $(BUILD) $(BUILD)-emu
 
 test-asan: deps

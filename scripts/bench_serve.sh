@@ -15,12 +15,18 @@
 #
 # The model: MODELS (default models/default) when it holds a checkpoint, else a tiny
 # checkpoint trained here (as the tests do; the table says which). Env knobs:
-# BENCH_SECONDS (per run, default 5), BENCH_MAX_BATCH (default 32), PORT_HOST.
+# BENCH_SECONDS (per run, default 5), BENCH_MAX_BATCH (default 32), PORT_HOST,
+# BENCH_DEVICE (cpu|cuda|auto: galaxyd's and the raw forward's --device; unset =
+# their default, auto), BENCH_TF32=1 (--tf32 on both). On the GPU machine
+# scripts/gpu_proof.sh runs this with BENCH_DEVICE=cuda over the bundle's binaries.
 set -uo pipefail
 # shellcheck source=bench_lib.sh source-path=SCRIPTDIR
 . "$(dirname "$0")/bench_lib.sh" "$@"
 secs=${BENCH_SECONDS:-5}
 maxb=${BENCH_MAX_BATCH:-32}
+devflags=()
+[ -n "${BENCH_DEVICE:-}" ] && devflags+=(--device "$BENCH_DEVICE")
+[ "${BENCH_TF32:-0}" = 1 ] && devflags+=(--tf32)
 bench_tmp
 bench_need bench-serve galaxyd galaxy-loadgen bench_serve_fwd
 
@@ -64,7 +70,7 @@ rss_mib() {
 
 start_server() {   # start_server NAME FLAGS... -> sets server_pid, port
   local name=$1; shift
-  bench_server_start "$name" --models "$models" --max-batch "$maxb" "$@"
+  bench_server_start "$name" --models "$models" --max-batch "$maxb" "${devflags[@]}" "$@"
 }
 loadgen() {   # loadgen ARGS... (url and body are filled in)
   "$build/galaxy-loadgen" --url "http://127.0.0.1:$port/v1/classify" --body "$tmp/cutout.png" \
@@ -75,7 +81,8 @@ load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # ---------------------------------------------------------------- 1. raw forward
 echo "bench_serve.sh: raw forward ($ckpt)" >&2
-raw=$("$build/bench_serve_fwd" "$ckpt" "$tmp/cutout.png" "$secs" 1 "$maxb") || exit 1
+raw=$("$build/bench_serve_fwd" "${devflags[@]}" "$ckpt" "$tmp/cutout.png" "$secs" 1 "$maxb") || exit 1
+raw_device=$(kv name "$(grep '^device' <<<"$raw")")
 prep_us=$(kv us "$(grep '^prepare' <<<"$raw")")
 raw1=$(grep '^forward batch=1 ' <<<"$raw")
 rawb=$(grep "^forward batch=$maxb " <<<"$raw")
@@ -90,6 +97,8 @@ for c in 1 16 64; do
   else start_server "c$c" --max-queue 1024 || exit 1; fi
   out=$(loadgen --connections "$c" --duration "$secs" --warmup 1)
   row[$c]="$out rss_mib=$(rss_mib "$server_pid")"
+  # galaxyd's own device line (stderr), e.g. "galaxyd: device: cuda:0 (...)".
+  [ "$c" = 1 ] && served_device=$(sed -n 's/^galaxyd: \(warning: \)\{0,1\}device: \([^ ]*\).*/\2/p' "$tmp/c1.err" | head -n 1)
   bench_server_stop
 done
 
@@ -116,6 +125,7 @@ share=$(awk -v a="$n503" -v t="$total" 'BEGIN { printf "%.1f", (t > 0) ? 100 * a
 echo "== galaxyd serving benchmark: POST /v1/classify, one 64x64 PNG, loopback"
 echo "date: $(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git -C "$here" rev-parse --short HEAD 2>/dev/null), $(nproc) cores, load avg $load_before before, $(cut -d' ' -f1-3 /proc/loadavg) after"
 echo "model: $model_note; max batch $maxb; $secs s per run after 1 s warm-up"
+echo "device: raw forward on $raw_device, galaxyd on ${served_device:-?}${BENCH_TF32:+ (BENCH_TF32=$BENCH_TF32)}"
 echo
 echo "| mode | connections | images/s | p50 ms | p99 ms | 2xx | 503 | other | errors | server RSS |"
 echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"

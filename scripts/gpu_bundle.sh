@@ -16,6 +16,9 @@
 #   .gpu/bin/test_cuda_host   the kernels' bodies on the CPU (a sanity run)
 #   .gpu/bin/test_cuda_dispatch  the gx ops, models and trainers on device tensors vs the CPU
 #   .gpu/bin/bench_gx_gpu     our side of make bench-gpu (bench/gpu/bench_gx_gpu.c)
+#   .gpu/bin/galaxyd, galaxy-loadgen, bench_serve_fwd
+#                             galaxyd end to end on the device (scripts/bench_serve.sh
+#                             with BENCH_DEVICE=cuda: HTTP latency and throughput)
 #   .gpu/lib.tar.xz           the non-glibc, non-CUDA shared libraries they load
 #   .gpu/MANIFEST             commit, nvcc, date, files, library list
 # Then, on the GPU machine: scripts/gpu_proof.sh (see there).
@@ -31,13 +34,14 @@ DEST=.gpu
 command -v nvcc >/dev/null || { echo "$0: nvcc not found: the CUDA objects cannot be built here" >&2; exit 2; }
 cd "$(dirname "$0")/.."
 
-echo "== building $BUILD/test_cuda, test_cuda_host, test_cuda_dispatch, bench_gx_gpu (CUDA=1, --as-needed)"
-make -j"$JOBS" BUILD="$BUILD" CUDA=1 LDFLAGS=-Wl,--as-needed \
-    "$BUILD/test_cuda" "$BUILD/test_cuda_host" "$BUILD/test_cuda_dispatch" "$BUILD/bench_gx_gpu" >/dev/null
+bins="test_cuda test_cuda_host test_cuda_dispatch bench_gx_gpu galaxyd galaxy-loadgen bench_serve_fwd"
+echo "== building in $BUILD: $bins (CUDA=1, --as-needed)"
+# shellcheck disable=SC2046,SC2086  # one word per binary
+make -j"$JOBS" BUILD="$BUILD" CUDA=1 LDFLAGS=-Wl,--as-needed $(printf "$BUILD/%s " $bins) >/dev/null
 
 rm -rf "$DEST.tmp"
 mkdir -p "$DEST.tmp/bin" "$DEST.tmp/lib"
-cp "$BUILD/test_cuda" "$BUILD/test_cuda_host" "$BUILD/test_cuda_dispatch" "$BUILD/bench_gx_gpu" "$DEST.tmp/bin/"
+for b in $bins; do cp "$BUILD/$b" "$DEST.tmp/bin/"; done
 
 # gpu_bundle_libs BIN...: the resolved paths of every shared library the
 # binaries load, minus glibc's own (the image has a newer glibc) and CUDA's

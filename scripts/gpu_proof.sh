@@ -14,17 +14,21 @@
 #          under compute-sanitizer --tool memcheck
 #   bench  bench/gpu/bench_torch.py --device cuda with the image's python3 (the
 #          PyTorch side of `make bench-gpu`), then .gpu/bin/bench_gx_gpu (ours)
-#          and bench/gpu/compare.py (the table with the ratios)
+#          and bench/gpu/compare.py (the table with the ratios), then galaxyd
+#          end to end: scripts/bench_serve.sh over .gpu/bin with BENCH_DEVICE=cuda
+#          (the bundled models on the device; galaxy-loadgen on loopback: the
+#          single-image p50/p99 at one connection, throughput at 16 and 64)
 #   all    both (default)
 #
 # Everything goes to $OUT (the device tool brings back at most 8 files):
 #   env.txt  nvidia-smi, the libraries the binaries resolved, the bundle's MANIFEST
 #   test_cuda.txt (test_cuda_host's output, then test_cuda's)  test_cuda_dispatch.txt
 #   memcheck.txt  torch.jsonl  galaxyd.jsonl
-#   bench.txt  bench_torch's table, then compare.py's
+#   bench.txt  bench_torch's table, then compare.py's, then bench_serve.sh's
 #   summary.txt  one line per stage: exit status and seconds
 # Stage time limits (seconds, environment): T_TESTS (240), T_MEMCHECK (240),
-# T_BENCH (420); BENCH_ARGS (extra bench_torch.py flags, e.g. "--compile off").
+# T_BENCH (420), T_SERVE (150); BENCH_ARGS (extra bench_torch.py flags, e.g.
+# "--compile off"); SERVE_SECONDS (bench_serve.sh's seconds per run, default 5).
 set -u
 
 what=${1:-all}
@@ -35,6 +39,7 @@ mkdir -p "$OUT"
 T_TESTS=${T_TESTS:-240}
 T_MEMCHECK=${T_MEMCHECK:-240}
 T_BENCH=${T_BENCH:-420}
+T_SERVE=${T_SERVE:-150}
 BENCH_ARGS=${BENCH_ARGS:-}
 PY=${PY:-python3}
 
@@ -125,6 +130,13 @@ if [ "$what" != tests ]; then
             | tee -a "$OUT/bench.txt"
     else
         echo "bench_gx_gpu: .gpu/bin/bench_gx_gpu missing (run scripts/gpu_bundle.sh)" | tee -a "$OUT/summary.txt"
+    fi
+    if [ -x .gpu/bin/galaxyd ]; then
+        { echo; echo "== galaxyd end to end on the device (scripts/bench_serve.sh)"; } >> "$OUT/bench.txt"
+        stage serve "$T_SERVE" bench.txt env BENCH_DEVICE=cuda BENCH_SECONDS="${SERVE_SECONDS:-5}" \
+            PYTHON="$PY" scripts/bench_serve.sh .gpu/bin
+    else
+        echo "serve: .gpu/bin/galaxyd missing (run scripts/gpu_bundle.sh)" | tee -a "$OUT/summary.txt"
     fi
 fi
 cat "$OUT/summary.txt"

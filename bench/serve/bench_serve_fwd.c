@@ -13,13 +13,20 @@
  * scripts/bench_serve.sh divides the served throughput at 64 connections by
  * the forward throughput at the server's max batch: the serving efficiency.
  *
+ * --device cpu|cuda|auto (default auto, as galaxyd) loads the model where
+ * galaxyd would: on the device, one pool and the model's own stream (the GPU
+ * machine's run of bench_serve.sh, scripts/gpu_proof.sh). --tf32 as galaxyd's.
+ *
  * Output, one line per case (key=value, parsed by the script):
+ *   device name=cpu|cuda:0
  *   prepare us=...
  *   forward batch=B ms=... images_per_s=... reps=...
  * ms is the median over reps; each case runs for about --seconds.
  */
 #include "gx.h"
+#include "gx_cuda.h"
 #include "gx_serve_model.h"
+#include "../../tools/gx_tool_device.h"
 
 #include <math.h>
 #include <pthread.h>
@@ -106,12 +113,43 @@ done:
 }
 
 static void usage(FILE *f) {
-    fprintf(f, "usage: bench_serve_fwd CHECKPOINT IMAGE [SECONDS [BATCH...]]\n"
+    fprintf(f, "usage: bench_serve_fwd [--device cpu|cuda|auto] [--tf32] CHECKPOINT IMAGE [SECONDS [BATCH...]]\n"
                "  times gx_serve_prepare on IMAGE and gx_serve_model_predict at each BATCH\n"
-               "  (default 1 32), about SECONDS (default 2) per case\n");
+               "  (default 1 32), about SECONDS (default 2) per case, with the model where\n"
+               "  galaxyd would put it (--device, default auto; --tf32 as galaxyd's)\n");
+}
+
+/* The device the model goes to, as galaxyd chooses it (its --device and
+ * --tf32); sdev->pool stays NULL on the CPU. 0, or 2 with a message. */
+static int sf_device(const char *want, int tf32, gx_serve_device *sdev) {
+    gx_device dev;
+    if (gx_tool_device_report("bench_serve_fwd", want, "the model on the device", &dev, stderr)) return 2;
+    *sdev = (gx_serve_device){ NULL, 0, tf32 };
+    if (dev != GX_DEVICE_CUDA) return 0;
+    gx_cuda_backend be;
+    gx_err err;
+    if (gx_cuda_device_backend(0, &be, &err) != GX_OK || gx_cuda_pool_create(&be, 0, &sdev->pool, &err) != GX_OK) {
+        fprintf(stderr, "bench_serve_fwd: device cuda:0: %s\n", err.msg);
+        return 2;
+    }
+    return 0;
+}
+
+/* Removes --tf32 from argv; 1 when it was there. */
+static int sf_take_tf32(int *argc, char **argv) {
+    int w = 0, on = 0;
+    for (int r = 0; r < *argc; r++) {
+        if (!strcmp(argv[r], "--tf32")) { on = 1; continue; }
+        argv[w++] = argv[r];
+    }
+    argv[w] = NULL;
+    *argc = w;
+    return on;
 }
 
 static int sf_main(int argc, char **argv) {
+    const char *want = gx_tool_take_device(&argc, argv);
+    int tf32 = sf_take_tf32(&argc, argv);
     if (argc < 3 || !strcmp(argv[1], "--help")) {
         usage(argc < 3 ? stderr : stdout);
         return argc < 3 ? 2 : 0;
@@ -131,14 +169,22 @@ static int sf_main(int argc, char **argv) {
     gx_err err;
     gx_serve_model *m = NULL;
     size_t img_n = 0;
+    gx_serve_device sdev;
+    if (sf_device(want ? want : "auto", tf32, &sdev)) return 2;
     unsigned char *img = sf_read(argv[2], &img_n);
-    if (!img) { fprintf(stderr, "bench_serve_fwd: cannot read %s\n", argv[2]); return 1; }
-    if (gx_serve_model_load(&m, argv[1], NULL, &err) != GX_OK) {
+    if (!img) {
+        fprintf(stderr, "bench_serve_fwd: cannot read %s\n", argv[2]);
+        if (sdev.pool) gx_cuda_pool_destroy(sdev.pool);
+        return 1;
+    }
+    if (gx_serve_model_load_on(&m, argv[1], NULL, sdev.pool ? &sdev : NULL, &err) != GX_OK) {
         fprintf(stderr, "bench_serve_fwd: %s\n", err.msg);
         free(img);
+        if (sdev.pool) gx_cuda_pool_destroy(sdev.pool);
         return 1;
     }
     const gx_serve_info *in = gx_serve_model_info(m);
+    printf("device name=%s\n", in->device);
     int64_t S = in->input_size, per = 3 * S * S;
     float *x = malloc(sizeof(float) * (size_t)(per * maxb));
     sf_times t = { malloc(sizeof(double) * SF_MAX_REPS), 0 };
@@ -158,7 +204,8 @@ done:
     free(t.ms);
     free(x);
     free(img);
-    gx_serve_model_free(m);
+    gx_serve_model_free(m);   /* gives its device memory back to the pool first */
+    if (sdev.pool) gx_cuda_pool_destroy(sdev.pool);
     return rc;
 }
 

@@ -73,3 +73,25 @@ def test_compare_puts_ours_beside_eager_and_the_best_pytorch(emu_rows):
     train = next(line for line in t if line.startswith("| uda | train | 4 |"))
     assert "| — |" in train                       # a case only PyTorch measured
     assert any("boom" in line for line in t)      # a failed PyTorch mode is listed
+
+
+def test_bench_serve_runs_galaxyd_and_the_raw_forward_on_the_device():
+    """scripts/bench_serve.sh with BENCH_DEVICE=cuda over the emulated build: the
+    serving half of the GPU proof (scripts/gpu_proof.sh runs it over the bundle's
+    binaries). Both sides must really be on the device, and every served row must
+    have answers."""
+    if not EMU or not os.path.exists(os.path.join(ROOT, EMU, "bench_serve_fwd")):
+        pytest.skip("no emulated build (GALAXYD_EMU_BUILD=%r): run through make test" % EMU)
+    env = dict(os.environ, BENCH_DEVICE="cuda", BENCH_SECONDS="1", BENCH_MAX_BATCH="4",
+               PYTHON=sys.executable)
+    r = subprocess.run([os.path.join(ROOT, "scripts", "bench_serve.sh"), os.path.join(ROOT, EMU)],
+                       capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = r.stdout
+    assert "device: raw forward on cuda:0, galaxyd on cuda:0" in out, out
+    rows = [line for line in out.splitlines() if line.startswith("| served |")]
+    assert len(rows) == 3, out
+    for line in rows:
+        ok = int(line.split("|")[6])
+        assert ok > 0, line
+    assert "| raw forward, batch 4 |" in out

@@ -36,6 +36,10 @@ gx_status gx_train_setup_common(const char *out_dir, int threads, gx_train_paths
 }
 
 gx_status gx_train_device_open(gx_train_device *d, gx_device kind, gx_err *err) {
+    return gx_train_device_open_tf32(d, kind, 0, err);
+}
+
+gx_status gx_train_device_open_tf32(gx_train_device *d, gx_device kind, int tf32, gx_err *err) {
     memset(d, 0, sizeof *d);
     d->kind = kind;
     if (kind != GX_DEVICE_CUDA) return GX_OK;
@@ -43,7 +47,7 @@ gx_status gx_train_device_open(gx_train_device *d, gx_device kind, gx_err *err) 
     gx_err e2;
     gx_status s = gx_cuda_device_backend(0, &be, &e2);
     if (s == GX_OK) s = gx_cuda_pool_create(&be, 0, &d->pool, &e2);
-    if (s == GX_OK && (s = gx_cuda_exec_init(&d->exec, d->pool, 0, 0, &e2)) == GX_OK) d->exec_ready = 1;
+    if (s == GX_OK && (s = gx_cuda_exec_init(&d->exec, d->pool, 0, tf32 != 0, &e2)) == GX_OK) d->exec_ready = 1;
     if (s != GX_OK) {
         gx_train_device_close(d);
         return gx_err_set(err, GX_ERR_IO, "device cuda:0: %s", e2.msg);

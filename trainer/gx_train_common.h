@@ -62,6 +62,9 @@ typedef struct gx_train_device {
 /* Opens kind (the caller's gx_device_select answer). GX_ERR_IO "device
  * cuda:0: ..." when the device cannot be set up; on an error d is closed. */
 gx_status gx_train_device_open(gx_train_device *d, gx_device kind, gx_err *err);
+/* The same with tf32 = 1: cuBLAS may use TF32 tensor cores for the matrix
+ * products (gx_cuda_stream_create; ignored on the CPU). */
+gx_status gx_train_device_open_tf32(gx_train_device *d, gx_device kind, int tf32, gx_err *err);
 /* Parameters onto the device (nothing on the CPU); names what in the error. */
 gx_status gx_train_device_params(gx_train_device *d, gx_params *p, const char *what, gx_err *err);
 /* The parameters' host copies made current (gx_params_sync_host), or host

@@ -24,6 +24,11 @@
  * backend) it runs everywhere: tests/cli/test_bench_gpu.py uses that as a
  * smoke test of the program, not as a measurement.
  *
+ * --precisions fp32,tf32 (default both; fp32 with --quick) runs every case
+ * once per precision, each on a fresh device whose cuBLAS handle is FP32
+ * exact (fp32) or may use TF32 tensor cores (tf32, galaxyd --tf32); the
+ * convolutions' GEMMs follow, the other kernels are FP32 either way.
+ *
  * Output: one JSON object per case on stdout (keys shared with
  * bench_torch.py: bench, model, config, image, mode, batch, precision,
  * ms_median, ms_p90, iters, per_s, per_s_unit), plus pool_in_use_bytes (the
@@ -32,6 +37,7 @@
  *
  *   bench_gx_gpu [--quick] [--seconds S] [--models wm,cf,uda]
  *                [--batches 1,32,256] [--train-batches 32,256]
+ *                [--precisions fp32,tf32]
  */
 #include "gx.h"
 #include "gx_cf_inn.h"
@@ -55,6 +61,7 @@ typedef struct bg_opts {
     const char *models;
     int    batches[BG_MAX_LIST], nb;
     int    train_batches[BG_MAX_LIST], ntb;
+    int    fp32, tf32;     /* which precisions to run */
 } bg_opts;
 
 /* What one timed case needs: the device, a ctx on it, the rows' labels. */
@@ -62,6 +69,7 @@ typedef struct bg_env {
     gx_train_device dev;
     gx_ctx ctx;
     const bg_opts *o;
+    const char *precision;  /* "fp32" or "tf32": the device's cuBLAS mode */
 } bg_env;
 
 static double bg_now(void) {
@@ -117,10 +125,10 @@ static void bg_time(bg_env *e, const char *model, const char *config, int64_t S,
     qsort(t, (size_t)n, sizeof t[0], bg_cmp);
     double med = t[n / 2], p90 = t[(n * 9) / 10 < n ? (n * 9) / 10 : n - 1];
     printf("{\"bench\": \"galaxyd\", \"device\": \"cuda\", \"model\": \"%s\", \"config\": \"%s\", "
-           "\"image\": \"%lldx%lld\", \"mode\": \"%s\", \"batch\": %d, \"precision\": \"fp32\", "
+           "\"image\": \"%lldx%lld\", \"mode\": \"%s\", \"batch\": %d, \"precision\": \"%s\", "
            "\"ms_median\": %.4f, \"ms_p90\": %.4f, \"iters\": %d, \"per_s\": %.2f, \"per_s_unit\": \"%s\", "
            "\"pool_in_use_bytes\": %zu}\n",
-           model, config, (long long)S, (long long)S, mode, B, med * 1e3, p90 * 1e3, n, (double)B / med, unit,
+           model, config, (long long)S, (long long)S, mode, B, e->precision, med * 1e3, p90 * 1e3, n, (double)B / med, unit,
            gx_cuda_pool_in_use(e->dev.pool));
     fflush(stdout);
 }
@@ -294,16 +302,31 @@ static int bg_list(const char *s, int *out) {
     return n;
 }
 
+/* "fp32,tf32" -> o->fp32, o->tf32; -1 for anything else or an empty list. */
+static int bg_precisions(const char *s, bg_opts *o) {
+    o->fp32 = o->tf32 = 0;
+    while (*s) {
+        size_t n = strcspn(s, ",");
+        if (n == 4 && !strncmp(s, "fp32", 4)) o->fp32 = 1;
+        else if (n == 4 && !strncmp(s, "tf32", 4)) o->tf32 = 1;
+        else return -1;
+        s += n;
+        if (*s == ',') s++;
+    }
+    return o->fp32 || o->tf32 ? 0 : -1;
+}
+
 static void bg_usage(FILE *f) {
     fprintf(f, "usage: bench_gx_gpu [--quick] [--seconds S] [--models wm,cf,uda] [--batches 1,32,256]\n"
-               "                    [--train-batches 32,256]\n"
+               "                    [--train-batches 32,256] [--precisions fp32,tf32]\n"
                "Times WaveletMamba, CF-INN and UDA on GPU 0 (the CUDA backend); one JSON line per case.\n"
-               "--quick: tiny configs, small batches (a smoke run). Without a GPU: a skip line, exit 0.\n");
+               "--quick: tiny configs, small batches, fp32 only (a smoke run). Without a GPU: a skip line, exit 0.\n"
+               "--precisions: fp32 (cuBLAS FP32 exact) and/or tf32 (TF32 tensor cores), default both.\n");
 }
 
 static int bg_parse(int argc, char **argv, bg_opts *o) {
     *o = (bg_opts){ .seconds = 2.0, .models = "wm,cf,uda" };
-    const char *b = NULL, *tb = NULL;
+    const char *b = NULL, *tb = NULL, *pr = NULL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) { bg_usage(stdout); return 0; }
@@ -313,6 +336,7 @@ static int bg_parse(int argc, char **argv, bg_opts *o) {
         else if (!strcmp(a, "--models")) o->models = v;
         else if (!strcmp(a, "--batches")) b = v;
         else if (!strcmp(a, "--train-batches")) tb = v;
+        else if (!strcmp(a, "--precisions")) pr = v;
         else { fprintf(stderr, "bench_gx_gpu: %s: unknown option\n", a); return 2; }
         i++;
     }
@@ -320,6 +344,10 @@ static int bg_parse(int argc, char **argv, bg_opts *o) {
     o->ntb = bg_list(tb ? tb : o->quick ? "8" : "32,256", o->train_batches);
     if (o->nb < 0 || o->ntb < 0) {
         fprintf(stderr, "bench_gx_gpu: --batches/--train-batches: comma list of integers in [1, 4096]\n");
+        return 2;
+    }
+    if (bg_precisions(pr ? pr : o->quick ? "fp32" : "fp32,tf32", o)) {
+        fprintf(stderr, "bench_gx_gpu: --precisions: comma list of fp32, tf32 (got '%s')\n", pr);
         return 2;
     }
     return 1;
@@ -334,15 +362,18 @@ int main(int argc, char **argv) {
         fprintf(stderr, "bench_gx_gpu: skipped: no GPU (%s)\n", why);
         return 0;
     }
-    bg_env e = { .o = &o };
-    gx_err err;
-    if (gx_train_device_open(&e.dev, GX_DEVICE_CUDA, &err) != GX_OK) bg_die("device", &err);
-    gx_ctx_init(&e.ctx, 64u << 20);
-    gx_train_device_ctx(&e.dev, &e.ctx);
-    if (strstr(o.models, "wm")) bg_run_wm(&e);
-    if (strstr(o.models, "cf")) bg_run_cf(&e);
-    if (strstr(o.models, "uda")) bg_run_uda(&e);
-    gx_ctx_free(&e.ctx);
-    gx_train_device_close(&e.dev);
+    for (int tf32 = 0; tf32 <= 1; tf32++) {
+        if (!(tf32 ? o.tf32 : o.fp32)) continue;
+        bg_env e = { .o = &o, .precision = tf32 ? "tf32" : "fp32" };
+        gx_err err;
+        if (gx_train_device_open_tf32(&e.dev, GX_DEVICE_CUDA, tf32, &err) != GX_OK) bg_die("device", &err);
+        gx_ctx_init(&e.ctx, 64u << 20);
+        gx_train_device_ctx(&e.dev, &e.ctx);
+        if (strstr(o.models, "wm")) bg_run_wm(&e);
+        if (strstr(o.models, "cf")) bg_run_cf(&e);
+        if (strstr(o.models, "uda")) bg_run_uda(&e);
+        gx_ctx_free(&e.ctx);
+        gx_train_device_close(&e.dev);
+    }
     return 0;
 }

@@ -95,3 +95,19 @@ def test_bench_serve_runs_galaxyd_and_the_raw_forward_on_the_device():
         ok = int(line.split("|")[6])
         assert ok > 0, line
     assert "| raw forward, batch 4 |" in out
+
+
+def test_precisions_give_a_row_each_and_compare_lists_both():
+    exe = os.path.join(ROOT, EMU, "bench_gx_gpu") if EMU else ""
+    if not exe or not os.path.exists(exe):
+        pytest.skip("no emulated build (GALAXYD_EMU_BUILD=%r): run through make test" % EMU)
+    r = run([exe, "--quick", "--seconds", "0", "--models", "uda", "--batches", "2", "--precisions", "fp32,tf32"])
+    assert r.returncode == 0, r.stderr
+    rows = [json.loads(line) for line in r.stdout.splitlines()]
+    assert sorted(x["precision"] for x in rows) == ["fp32", "tf32"], rows
+    torch_rows = [dict(model="uda", mode="predict", batch=2, precision="fp32", compile="eager", per_s=1.0)]
+    t = [line for line in compare.table(torch_rows, rows).splitlines() if line.startswith("| uda | predict | 2 |")]
+    assert len(t) == 2 and "| fp32 |" in t[0] and "| tf32 |" in t[1], t
+    for bad in ("fp16", "", "fp32,,x"):
+        b = run([exe, "--precisions", bad])
+        assert b.returncode == 2 and "--precisions" in b.stderr, (bad, b.stderr)

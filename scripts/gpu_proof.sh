@@ -82,6 +82,11 @@ EOF
     echo; cat .gpu/MANIFEST 2>&1
 } > "$OUT/env.txt"
 
+# The bundle's binaries travel packed (gpu_bundle.sh: the carry limit).
+if [ -f .gpu/bin.tar.xz ] && [ ! -x .gpu/bin/test_cuda ]; then
+    tar -xJf .gpu/bin.tar.xz -C .gpu
+fi
+
 # The bundle's libraries serve both halves (bench_gx_gpu needs them too).
 if [ -f .gpu/lib.tar.xz ]; then
     lib=$(mktemp -d)

@@ -1,5 +1,6 @@
-# mk/fuzz.mk — libFuzzer targets for the image decoders, the CSV catalogue parser and
-# galaxyd's request-body parsers (multipart, base64, numbers)
+# mk/fuzz.mk — libFuzzer targets for the image decoders, the CSV catalogue parser,
+# galaxyd's request-body parsers (multipart, base64, numbers) and the safetensors
+# reader every checkpoint goes through
 # (included by the root Makefile).
 #
 #   make fuzz          build and run each target for FUZZ_SECS (default 60 s)
@@ -15,7 +16,7 @@ FUZZ_CC         ?= clang
 FUZZ_BUILD      ?= build-fuzz
 FUZZ_SECS       ?= 60
 FUZZ_SMOKE_SECS ?= 10
-FUZZ_TARGETS    := png jpeg fits image csv multipart base64
+FUZZ_TARGETS    := png jpeg fits image csv multipart base64 safetensors
 FUZZ_CFLAGS     := -std=c11 -D_GNU_SOURCE -O1 -g -fno-omit-frame-pointer \
                    -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
                    -Wno-unknown-pragmas -Ikernels -Iio -Imodels -Idaemon -Itests
@@ -24,8 +25,8 @@ FUZZ_CFLAGS     := -std=c11 -D_GNU_SOURCE -O1 -g -fno-omit-frame-pointer \
 FUZZ_SRCS       := io/gx_image.c io/gx_png.c io/gx_jpeg.c io/gx_fits.c io/gx_preprocess.c \
                    io/gx_catalog.c daemon/gx_http_parse.c \
                    kernels/gx_core.c kernels/gx_rng.c kernels/gx_device.c kernels/gx_cuda_host.c \
-                   kernels/gx_shape.c
-FUZZ_LIBS       := -lpng -ljpeg -lcfitsio -lz -lm
+                   kernels/gx_shape.c kernels/gx_safetensors.c
+FUZZ_LIBS       := -lpng -ljpeg -lcfitsio -ljansson -lz -lm
 FUZZ_BINS       := $(FUZZ_TARGETS:%=$(FUZZ_BUILD)/fuzz_%)
 # Seed files per target: the fixtures of that format (all formats for the dispatcher).
 FUZZ_SEEDS_png   := tests/fixtures/io/*.png
@@ -36,6 +37,7 @@ FUZZ_SEEDS_csv   := tests/fixtures/io/csv/*.csv
 # galaxyd's body parsers: first line = boundary, rest = body; base64/number text.
 FUZZ_SEEDS_multipart := tests/fixtures/fuzz/*.multipart
 FUZZ_SEEDS_base64    := tests/fixtures/fuzz/*.b64
+FUZZ_SEEDS_safetensors := tests/fixtures/fuzz/*.safetensors
 
 # 1 when $(FUZZ_CC) can link a libFuzzer program (evaluated only in recipes).
 FUZZ_HAVE = $(shell printf 'int LLVMFuzzerTestOneInput(const unsigned char *d, unsigned long n) { (void)d; (void)n; return 0; }\n' \
@@ -44,7 +46,7 @@ FUZZ_HAVE = $(shell printf 'int LLVMFuzzerTestOneInput(const unsigned char *d, u
 .PHONY: fuzz fuzz-smoke fuzz-build
 
 $(FUZZ_BUILD)/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz_common.h $(FUZZ_SRCS) io/gx_image.h io/gx_image_impl.h \
-                     io/gx_dataset.h daemon/gx_http_parse.h
+                     io/gx_dataset.h daemon/gx_http_parse.h kernels/gx_safetensors.h
 	@mkdir -p $(@D)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) $< $(FUZZ_SRCS) $(FUZZ_LIBS) -o $@
 
@@ -59,6 +61,7 @@ define fuzz_run
 	  case $$t in png) seeds="$(FUZZ_SEEDS_png)";; jpeg) seeds="$(FUZZ_SEEDS_jpeg)";; \
 	              fits) seeds="$(FUZZ_SEEDS_fits)";; csv) seeds="$(FUZZ_SEEDS_csv)";; \
 	              multipart) seeds="$(FUZZ_SEEDS_multipart)";; base64) seeds="$(FUZZ_SEEDS_base64)";; \
+	              safetensors) seeds="$(FUZZ_SEEDS_safetensors)";; \
 	              *) seeds="$(FUZZ_SEEDS_image)";; esac; \
 	  cp -n $$seeds $$corpus/ 2>/dev/null || true; \
 	  echo "fuzz: $$t for $(1) s"; \

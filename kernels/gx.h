@@ -245,9 +245,20 @@ typedef struct gx_params {
     int n, cap;
     struct gx_cuda_exec *cuda;   /* set by gx_params_to_cuda: the exec whose
                                     pool holds the parameters (gx_device.c) */
+    int shape_only;              /* gx_params_init_shapes: names and shapes only */
 } gx_params;
 
 void       gx_params_init(gx_params *p);
+/* A registry that records names, shapes and flags only, so that a model's
+ * parameter list can be compared with a checkpoint before the model is
+ * allocated: a checkpoint of a few bytes whose config claims huge widths is
+ * then refused without allocating (or initialising) gigabytes. Tensors of
+ * more than GX_PARAMS_SHAPE_SMALL elements get data NULL and no gradient;
+ * smaller ones (biases, norms, tables a model writes directly) get memory,
+ * so a model's init runs unchanged except that its random fills skip NULL
+ * data. Such a registry is only for gx_params_check and gx_params_free. */
+#define GX_PARAMS_SHAPE_SMALL 65536
+void       gx_params_init_shapes(gx_params *p);
 void       gx_params_free(gx_params *p);
 /* Registers a zero-initialised tensor; aborts on a duplicate name. */
 gx_tensor *gx_params_add(gx_params *p, const char *name, int ndim,

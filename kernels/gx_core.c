@@ -299,6 +299,11 @@ void gx_backward(gx_ctx *ctx, gx_tensor *t, const gx_real *seed) {
 
 void gx_params_init(gx_params *p) { memset(p, 0, sizeof *p); }
 
+void gx_params_init_shapes(gx_params *p) {
+    gx_params_init(p);
+    p->shape_only = 1;
+}
+
 void gx_params_free(gx_params *p) {
     if (p->cuda) gx_params_free_cuda(p);
     for (int i = 0; i < p->n; i++) {
@@ -329,6 +334,15 @@ gx_tensor *gx_params_add(gx_params *p, const char *name, int ndim,
     q->t.numel = gx_shape_numel(ndim, shape);
     q->t.name = q->name;
     size_t bytes = (size_t)(q->t.numel ? q->t.numel : 1) * sizeof(gx_real);
+    if (p->shape_only) {
+        /* See gx_params_init_shapes: large tensors stay unallocated. */
+        if (q->t.numel <= GX_PARAMS_SHAPE_SMALL) {
+            q->t.data = calloc(1, bytes);
+            GX_ASSERT(q->t.data);
+        }
+        p->items[p->n++] = q;
+        return &q->t;
+    }
     q->t.data = calloc(1, bytes);
     GX_ASSERT(q->t.data);
     if (!(flags & (GX_PARAM_BUFFER | GX_PARAM_FROZEN))) {

@@ -722,10 +722,7 @@ gx_status gx_st_check_compatible(const gx_st_tensor *st, const gx_tensor *t, con
  * in F16/BF16 or F64 loads into the f32 engine); integer dtypes are refused,
  * as they never hold learned weights. Registry entries are looked up by
  * name, so file order does not matter. */
-gx_status gx_params_load(gx_params *p, const gx_st_file *f, int strict, gx_err *err) {
-    /* Loading writes t.data on the host: it comes before gx_params_to_cuda. */
-    GX_ASSERT_MSG(!p->cuda, "gx_params_load: the parameters are on the device (load before gx_params_to_cuda)");
-    /* Pass 1: validate everything, so a refusal leaves the registry untouched. */
+gx_status gx_params_check(const gx_params *p, const gx_st_file *f, int strict, gx_err *err) {
     for (int i = 0; i < p->n; i++) {
         gx_status s = gx_st_check_compatible(gx_st_find(f, p->items[i]->name), &p->items[i]->t,
                                              p->items[i]->name, err);
@@ -737,6 +734,16 @@ gx_status gx_params_load(gx_params *p, const gx_st_file *f, int strict, gx_err *
             if (!gx_params_find(p, nm) && !gx_ends_with(nm, ".num_batches_tracked"))
                 return gx_err_set(err, GX_ERR_NOTFOUND, "checkpoint tensor '%s' is not a parameter of the model (strict load)", nm);
         }
+    return GX_OK;
+}
+
+gx_status gx_params_load(gx_params *p, const gx_st_file *f, int strict, gx_err *err) {
+    /* Loading writes t.data on the host: it comes before gx_params_to_cuda. */
+    GX_ASSERT_MSG(!p->cuda, "gx_params_load: the parameters are on the device (load before gx_params_to_cuda)");
+    GX_ASSERT_MSG(!p->shape_only, "gx_params_load: a shapes-only registry has no memory to load into");
+    /* Pass 1: validate everything, so a refusal leaves the registry untouched. */
+    gx_status cs = gx_params_check(p, f, strict, err);
+    if (cs != GX_OK) return cs;
     /* Pass 2: copy; conversions cannot fail after the checks above. */
     for (int i = 0; i < p->n; i++) {
         gx_tensor *t = &p->items[i]->t;

@@ -95,6 +95,10 @@ gx_status gx_params_to_writer(const gx_params *p, gx_st_writer *w, gx_err *err);
  * registry lacks are refused when strict, except PyTorch's
  * "*.num_batches_tracked" counters, which are always ignored. */
 gx_status gx_params_load(gx_params *p, const gx_st_file *f, int strict, gx_err *err);
+/* gx_params_load's checks alone (every parameter present with its shape and
+ * a float dtype; with strict, no foreign tensor), the same errors, nothing
+ * copied: also for a gx_params_init_shapes registry. */
+gx_status gx_params_check(const gx_params *p, const gx_st_file *f, int strict, gx_err *err);
 /* The check gx_params_load applies to one tensor: st present (else
  * GX_ERR_NOTFOUND), a float dtype (else GX_ERR_UNSUPPORTED) and the same
  * shape as t (else GX_ERR_SHAPE, naming both shapes). `name` is reported. */

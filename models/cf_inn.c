@@ -134,9 +134,10 @@ typedef struct {
     uint64_t   stream;
 } cf_reg;
 
+/* Skips a tensor without memory (gx_cf_init_shapes); the stream advances. */
 static void cf_fill_uniform(cf_reg *r, gx_tensor *t, double bound) {
     gx_rng s = gx_rng_fork(&r->rng, r->stream++);
-    gx_rng_fill_uniform(&s, t->data, t->numel, -bound, bound);
+    if (t->data) gx_rng_fill_uniform(&s, t->data, t->numel, -bound, bound);
 }
 
 /* Weight [out, in...] and bias [out] with PyTorch's default init
@@ -237,6 +238,7 @@ static void cf_reg_flow(cf_reg *r, gx_cf_model *m) {
 static void cf_init_means(cf_reg *r, gx_tensor *mu, int64_t K, int64_t d1) {
     int64_t per = d1 / K;
     gx_real *v = mu->data;
+    if (!v) return;   /* a shapes-only registry */
     memset(v, 0, (size_t)(K * d1) * sizeof *v);
     if (per >= 1) {
         for (int64_t c = 0; c < K; c++)
@@ -260,12 +262,13 @@ static void cf_init_means(cf_reg *r, gx_tensor *mu, int64_t K, int64_t d1) {
     for (int64_t i = 0; i < K * d1; i++) v[i] = (gx_real)(v[i] * (5.0 / dmin));
 }
 
-void gx_cf_init(gx_cf_model *m, gx_cf_config cfg, uint64_t seed) {
+static void cf_init(gx_cf_model *m, gx_cf_config cfg, uint64_t seed, int shapes_only) {
     const char *bad = cf_config_bad_field(&cfg);
     GX_ASSERT_MSG(!bad, "gx_cf_init: config field %s out of range", bad ? bad : "");
     memset(m, 0, sizeof *m);
     m->cfg = cfg;
-    gx_params_init(&m->params);
+    if (shapes_only) gx_params_init_shapes(&m->params);
+    else gx_params_init(&m->params);
     cf_reg r = { &m->params, { 0, 0 }, 0 };
     gx_rng_init(&r.rng, seed);
     cf_reg_encoder_decoder(&r, m);
@@ -279,6 +282,9 @@ void gx_cf_init(gx_cf_model *m, gx_cf_config cfg, uint64_t seed) {
     gx_status st = gx_cf_sync_perms(m, NULL);
     GX_ASSERT(st == GX_OK);
 }
+
+void gx_cf_init(gx_cf_model *m, gx_cf_config cfg, uint64_t seed) { cf_init(m, cfg, seed, 0); }
+void gx_cf_init_shapes(gx_cf_model *m, gx_cf_config cfg) { cf_init(m, cfg, 0, 1); }
 
 void gx_cf_free(gx_cf_model *m) {
     for (int b = 0; b < GX_CF_MAX_BLOCKS; b++) {

@@ -603,6 +603,12 @@ gx_status gx_cf_load(const gx_st_file *f, gx_cf_model *m, gx_cf_meta *meta, gx_e
     if (!cj) return gx_err_set(err, GX_ERR_FORMAT, "checkpoint has no metadata 'config'");
     gx_status s = gx_cf_config_parse(cj, &cfg, err);
     if (s != GX_OK) return s;
+    /* The file must hold what the config describes before the model is
+     * allocated (see gx_wm_checkpoint_load). */
+    gx_cf_init_shapes(m, cfg);
+    s = gx_params_check(&m->params, f, 1, err);
+    gx_cf_free(m);
+    if (s != GX_OK) return s;
     gx_cf_init(m, cfg, 0);
     s = gx_params_load(&m->params, f, 1, err);
     if (s == GX_OK) s = gx_cf_sync_perms(m, err);

@@ -91,6 +91,8 @@ typedef struct gx_cf_model {
  * flags: none (Adam). mixture.mu is parameter group 1 (the spec's 3x learning
  * rate for the means); every other parameter is group 0. */
 void gx_cf_init(gx_cf_model *m, gx_cf_config cfg, uint64_t seed);
+/* Names, shapes and flags only (gx_params_init_shapes; see gx_wm_init_shapes). */
+void gx_cf_init_shapes(gx_cf_model *m, gx_cf_config cfg);
 void gx_cf_free(gx_cf_model *m);
 /* After gx_params_load replaced the perm buffers: rebuild perm/inv_perm and
  * check each is a permutation of 0..d1-1 (GX_ERR_FORMAT names the block). */

@@ -70,6 +70,8 @@ struct gx_uda_model {
  * head rows N(0, 0.01^2) then renormalised to unit norm). Weight-decay flag
  * on conv weights and the head. */
 void gx_uda_init(gx_uda_model *m, gx_uda_config cfg, uint64_t seed);
+/* Names, shapes and flags only (gx_params_init_shapes; see gx_wm_init_shapes). */
+void gx_uda_init_shapes(gx_uda_model *m, gx_uda_config cfg);
 void gx_uda_free(gx_uda_model *m);
 
 typedef struct gx_uda_out {

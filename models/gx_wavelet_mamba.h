@@ -146,6 +146,10 @@ typedef struct gx_wm_model {
  * bias U(+-1/sqrt(fan_in))), LN/BN weight 1 bias 0, plus the spec's special
  * inits. Weight decay (GX_PARAM_DECAY) is set on conv/linear weights only. */
 void gx_wm_init(gx_wm_model *m, gx_wm_config cfg, uint64_t seed);
+/* The same names, shapes and flags in a gx_params_init_shapes registry
+ * (large tensors unallocated, nothing initialised): what a checkpoint must
+ * hold, checked with gx_params_check before gx_wm_init allocates. */
+void gx_wm_init_shapes(gx_wm_model *m, gx_wm_config cfg);
 void gx_wm_free(gx_wm_model *m);
 
 /* Outputs of one forward pass (arena tensors of ctx). */

@@ -28,7 +28,8 @@ static gx_tensor *rn_conv(rn_reg *r, const char *name, int64_t in, int64_t out, 
     snprintf(full, sizeof full, "%s.%s.weight", r->prefix, name);
     gx_tensor *w = gx_params_add(r->p, full, 4, GX_SHAPE(out, in, k, k), GX_PARAM_DECAY);
     gx_rng s = gx_rng_fork(&r->rng, r->stream++);
-    gx_rng_fill_normal(&s, w->data, w->numel, 0.0, sqrt(2.0 / (double)(out * k * k)));
+    if (w->data)   /* NULL in a shapes-only registry (gx_params_init_shapes) */
+        gx_rng_fill_normal(&s, w->data, w->numel, 0.0, sqrt(2.0 / (double)(out * k * k)));
     return w;
 }
 

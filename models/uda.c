@@ -104,7 +104,7 @@ gx_status gx_uda_config_parse(const char *json, gx_uda_config *cfg, gx_err *err)
 
 /* ----------------------------------------------------------------- model */
 
-void gx_uda_init(gx_uda_model *m, gx_uda_config cfg, uint64_t seed) {
+static void uda_init(gx_uda_model *m, gx_uda_config cfg, uint64_t seed, int shapes_only) {
     GX_ASSERT_MSG(cfg.backbone >= GX_UDA_TINY && cfg.backbone <= GX_UDA_RESNET50,
                   "gx_uda_init: backbone %d", (int)cfg.backbone);
     GX_ASSERT_MSG(cfg.classes >= 1 && cfg.classes <= GX_UDA_MAX_CLASSES && cfg.temperature > 0,
@@ -112,7 +112,8 @@ void gx_uda_init(gx_uda_model *m, gx_uda_config cfg, uint64_t seed) {
                   cfg.temperature);
     memset(m, 0, sizeof *m);
     m->cfg = cfg;
-    gx_params_init(&m->params);
+    if (shapes_only) gx_params_init_shapes(&m->params);
+    else gx_params_init(&m->params);
     gx_rng rng;
     gx_rng_init(&rng, seed);
     gx_resnet *net = malloc(sizeof *net);
@@ -125,9 +126,13 @@ void gx_uda_init(gx_uda_model *m, gx_uda_config cfg, uint64_t seed) {
     m->head = gx_params_add(&m->params, "head.weight", 2, GX_SHAPE(cfg.classes, E), GX_PARAM_DECAY);
     gx_params_find(&m->params, "head.weight")->group = 1;
     gx_rng hr = gx_rng_fork(&rng, 2);
+    if (!m->head->data) return;   /* a shapes-only registry */
     gx_rng_fill_normal(&hr, m->head->data, m->head->numel, 0.0, 0.01);
     gx_uda_renorm_head(m);
 }
+
+void gx_uda_init(gx_uda_model *m, gx_uda_config cfg, uint64_t seed) { uda_init(m, cfg, seed, 0); }
+void gx_uda_init_shapes(gx_uda_model *m, gx_uda_config cfg) { uda_init(m, cfg, 0, 1); }
 
 void gx_uda_free(gx_uda_model *m) {
     if (m->net) {
@@ -381,6 +386,12 @@ gx_status gx_uda_load(const gx_st_file *f, gx_uda_model *m, gx_uda_meta *meta, g
                           kind ? kind : "none");
     gx_uda_config cfg;
     gx_status s = gx_uda_config_parse(gx_st_meta(f, "config"), &cfg, err);
+    if (s != GX_OK) return s;
+    /* The file must hold what the config describes before the model is
+     * allocated (see gx_wm_checkpoint_load). */
+    gx_uda_init_shapes(m, cfg);
+    s = gx_params_check(&m->params, f, 1, err);
+    gx_uda_free(m);
     if (s != GX_OK) return s;
     gx_uda_init(m, cfg, 0);
     s = gx_params_load(&m->params, f, 1, err);

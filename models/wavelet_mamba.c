@@ -76,18 +76,20 @@ static gx_tensor *reg_add(wm_reg *r, const char *name, int ndim, const int64_t *
     return gx_params_add(r->p, name, ndim, shape, flags);
 }
 
+/* The fills skip a tensor without memory (gx_wm_init_shapes); the stream
+ * counter still advances, so the registration order is the same. */
 static void fill_uniform(wm_reg *r, gx_tensor *t, double lo, double hi) {
     gx_rng s = gx_rng_fork(&r->rng, r->stream++);
-    gx_rng_fill_uniform(&s, t->data, t->numel, lo, hi);
+    if (t->data) gx_rng_fill_uniform(&s, t->data, t->numel, lo, hi);
 }
 
 static void fill_normal(wm_reg *r, gx_tensor *t, double mean, double std) {
     gx_rng s = gx_rng_fork(&r->rng, r->stream++);
-    gx_rng_fill_normal(&s, t->data, t->numel, mean, std);
+    if (t->data) gx_rng_fill_normal(&s, t->data, t->numel, mean, std);
 }
 
 static void fill_const(gx_tensor *t, double v) {
-    for (int64_t i = 0; i < t->numel; i++) t->data[i] = (gx_real)v;
+    for (int64_t i = 0; t->data && i < t->numel; i++) t->data[i] = (gx_real)v;
 }
 
 /* Weight of `ndim` dims and a bias [out]; PyTorch's default init: kaiming
@@ -299,7 +301,7 @@ static void reg_heads(wm_reg *r, gx_wm_model *m) {
     m->lsi_c_log = reg_param(r, "loss_function.lsi_c_log", 0, NULL);
 }
 
-void gx_wm_init(gx_wm_model *m, gx_wm_config cfg, uint64_t seed) {
+static void wm_init(gx_wm_model *m, gx_wm_config cfg, uint64_t seed, int shapes_only) {
     GX_ASSERT_MSG(cfg.backbone == GX_WM_BACKBONE_WAVELET ||
                   (cfg.backbone == GX_WM_BACKBONE_RESNET18 && cfg.resnet_width > 0),
                   "gx_wm_init: bad backbone %d / resnet_width %lld", (int)cfg.backbone,
@@ -310,7 +312,8 @@ void gx_wm_init(gx_wm_model *m, gx_wm_config cfg, uint64_t seed) {
                   (long long)cfg.c2, (long long)cfg.fusion);
     memset(m, 0, sizeof *m);
     m->cfg = cfg;
-    gx_params_init(&m->params);
+    if (shapes_only) gx_params_init_shapes(&m->params);
+    else gx_params_init(&m->params);
     gx_rng_init(&m->rng, seed ^ 0x9e3779b97f4a7c15ull);
     m->vib_sample = 1;
     m->coord_dropout = 0.1;
@@ -327,6 +330,9 @@ void gx_wm_init(gx_wm_model *m, gx_wm_config cfg, uint64_t seed) {
     reg_features(&r, m);
     reg_heads(&r, m);
 }
+
+void gx_wm_init(gx_wm_model *m, gx_wm_config cfg, uint64_t seed) { wm_init(m, cfg, seed, 0); }
+void gx_wm_init_shapes(gx_wm_model *m, gx_wm_config cfg) { wm_init(m, cfg, 0, 1); }
 
 void gx_wm_free(gx_wm_model *m) {
     gx_params_free(&m->params);

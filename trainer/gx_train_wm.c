@@ -951,6 +951,13 @@ gx_status gx_wm_checkpoint_load(const gx_st_file *f, gx_wm_model *m, gx_err *err
                           kind ? kind : "none");
     gx_status s = wm_config_parse(gx_st_meta(f, "config"), &cfg, err);
     if (s != GX_OK) return s;
+    /* The file must hold what the config describes before the model is
+     * allocated: a small file with a huge config is refused here, not after
+     * gigabytes are allocated and initialised (gx_params_init_shapes). */
+    gx_wm_init_shapes(m, cfg);
+    s = gx_params_check(&m->params, f, 1, err);
+    gx_wm_free(m);
+    if (s != GX_OK) return s;
     gx_wm_init(m, cfg, 0);
     s = gx_params_load(&m->params, f, 1, err);
     if (s != GX_OK) gx_wm_free(m);

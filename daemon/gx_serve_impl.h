@@ -18,6 +18,7 @@
 #include "gx_cuda.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 
 typedef struct gx_serve_kind {
     const char *name;          /* metadata "model" */
@@ -44,6 +45,12 @@ struct gx_serve_model {
     int                  chunk;        /* rows per forward */
     pthread_mutex_t      mu;           /* serialises predict (ctx is one arena) */
     int                  mu_ready;
+    /* 1 once a device error outlived the sync that reported it (sticky: the
+     * device is lost until the process restarts); device_error, its words,
+     * is written before the flag is set and never after, so any thread that
+     * reads the flag as 1 may read it. */
+    atomic_int           device_failed;
+    char                 device_error[512];
 };
 
 extern const gx_serve_kind gx_serve_kind_wm;

@@ -31,6 +31,7 @@
 #include <jansson.h>
 #include <math.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -355,6 +356,30 @@ gx_status gx_serve_prepare(const gx_serve_info *info, const void *buf, size_t n,
 
 /* ------------------------------------------------------------- predict */
 
+/* The model's device error since the last sync, named "<what> on cuda:N:
+ * ...". A second sync right after a failed one tells a sticky error (the
+ * device is lost: the model is marked failed, see
+ * gx_serve_model_device_failed) from one that cleared. Once failed, every
+ * call answers the first error without touching the device. GX_ERR_IO, not
+ * the stream's GX_ERR_INVALID: the routes answer INVALID as the client's
+ * mistake (422), and a device error is the server's. Under m->mu. */
+static gx_status serve_device_sync(gx_serve_model *m, const char *what, gx_err *err) {
+    if (atomic_load(&m->device_failed))
+        return gx_err_set(err, GX_ERR_IO, "%s on %s: the device failed earlier and stays failed (%s); "
+                          "restart galaxyd", what, m->info.device, m->device_error);
+    gx_err e2, again;
+    gx_status s = gx_cuda_exec_sync(&m->exec, &e2);
+    if (s == GX_OK) return s;
+    if (gx_cuda_exec_sync(&m->exec, &again) != GX_OK) {
+        snprintf(m->device_error, sizeof m->device_error, "%s", e2.msg);
+        atomic_store(&m->device_failed, 1);
+        /* Once per model: the operator's line (the access log shows 500s only). */
+        fprintf(stderr, "galaxyd: model '%s' on %s: the device failed for good (%s); its requests fail and "
+                "/healthz answers 503 until galaxyd is restarted\n", m->info.name, m->info.device, e2.msg);
+    }
+    return gx_err_set(err, GX_ERR_IO, "%s on %s: %s", what, m->info.device, e2.msg);
+}
+
 gx_status gx_serve_model_predict(gx_serve_model *m, const float *x, int64_t side, const float *coords, int n,
                                  gx_serve_out *out, gx_err *err) {
     return gx_serve_model_predict_ex(m, x, side, coords, NULL, n, out, err);
@@ -372,7 +397,8 @@ gx_status gx_serve_model_predict_ex(gx_serve_model *m, const float *x, int64_t s
      * direct call from another thread (e.g. a whole-tensor /v2 infer) wait
      * instead of sharing the arena. */
     pthread_mutex_lock(&m->mu);
-    gx_status st = GX_OK;
+    /* A failed device runs nothing more: the request fails at once. */
+    gx_status st = m->on_cuda && atomic_load(&m->device_failed) ? serve_device_sync(m, "predict", err) : GX_OK;
     for (int i0 = 0; i0 < n && st == GX_OK; i0 += m->chunk) {
         int b = n - i0 < m->chunk ? n - i0 : m->chunk;
         gx_serve_out o = { out->logits + (int64_t)i0 * K, out->probs + (int64_t)i0 * K, out->redshift + i0,
@@ -383,9 +409,7 @@ gx_status gx_serve_model_predict_ex(gx_serve_model *m, const float *x, int64_t s
         gx_ctx_reset(&m->ctx);
         /* A device failure leaves NaN outputs (gx_to_host); the request
          * fails with the device's words rather than answering them. */
-        gx_err e2;
-        if (m->on_cuda && (st = gx_cuda_exec_sync(&m->exec, &e2)) != GX_OK)
-            gx_err_set(err, st, "predict on %s: %s", m->info.device, e2.msg);
+        if (m->on_cuda) st = serve_device_sync(m, "predict", err);
     }
     pthread_mutex_unlock(&m->mu);
     return st;
@@ -396,10 +420,13 @@ void *gx_serve_model_impl(gx_serve_model *m) {
 }
 
 gx_status gx_serve_model_device_status(gx_serve_model *m, gx_err *err) {
-    if (!m->on_cuda) return GX_OK;
-    gx_err e2;
-    gx_status s = gx_cuda_exec_sync(&m->exec, &e2);
-    return s == GX_OK ? s : gx_err_set(err, s, "%s on %s: %s", m->info.name, m->info.device, e2.msg);
+    return m->on_cuda ? serve_device_sync(m, m->info.name, err) : GX_OK;
+}
+
+int gx_serve_model_device_failed(gx_serve_model *m, char *why, size_t n) {
+    if (!atomic_load(&m->device_failed)) return 0;
+    if (why && n) snprintf(why, n, "%s", m->device_error);
+    return 1;
 }
 
 gx_ctx *gx_serve_model_ctx(gx_serve_model *m) {

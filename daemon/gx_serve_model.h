@@ -114,7 +114,9 @@ typedef struct gx_serve_out {
  * but any S' in [8, 1024] works: pooling is adaptive) with coords (n*2
  * ra,dec in degrees, a NaN row = missing) or NULL (every row missing). Rows
  * are computed in chunks of at most 32 (bounded memory); no row's outputs
- * depend on the others. GX_ERR_INVALID for n < 1, a bad side or NULLs. */
+ * depend on the others. GX_ERR_INVALID for n < 1, a bad side or NULLs;
+ * GX_ERR_IO for a device error ("predict on cuda:N: ..."; the outputs are
+ * then not to be used). */
 gx_status gx_serve_model_predict(gx_serve_model *m, const float *x, int64_t side,
                                  const float *coords, int n, gx_serve_out *out, gx_err *err);
 /* predict with a per-row domain (n values, 0 source / 1 target; NULL = every
@@ -131,8 +133,16 @@ gx_ctx *gx_serve_model_ctx(gx_serve_model *m);
 void    gx_serve_model_lock(gx_serve_model *m);
 void    gx_serve_model_unlock(gx_serve_model *m);
 /* After work on gx_serve_model_ctx (under the lock): the first device error
- * since the last call, naming the device; GX_OK for a model on the CPU. */
+ * since the last call, naming the device (GX_ERR_IO); GX_OK for a model on
+ * the CPU. */
 gx_status gx_serve_model_device_status(gx_serve_model *m, gx_err *err);
+/* 1 when the model's device has failed for good: a device error was still
+ * there at a second sync right after the one that reported it (CUDA keeps
+ * an illegal memory access, for one, until the process ends), so every later
+ * predict fails at once and only a restart helps; why (NULL or n == 0: not
+ * written) gets the first error's words. 0 for a model on the CPU, or after
+ * errors that cleared (one bad launch). Any thread, no lock. */
+int gx_serve_model_device_failed(gx_serve_model *m, char *why, size_t n);
 
 #ifdef __cplusplus
 }

@@ -224,7 +224,8 @@ static gx_status cf_compute(gx_serve_model *m, cf_run *u, gx_err *err) {
     gx_ctx_reset(ctx);
     gx_err de;
     gx_status ds = gx_serve_model_device_status(m, &de);
-    if (s == GX_OK && ds != GX_OK) s = gx_err_set(err, ds, "%s", de.msg);
+    /* A device error wins: whatever else failed, failed on its garbage. */
+    if (ds != GX_OK) s = gx_err_set(err, ds, "%s", de.msg);
     gx_serve_model_unlock(m);
     return s;
 }
@@ -763,7 +764,7 @@ static enum MHD_Result cf_generate(srv_req *r) {
     gx_ctx_reset(gx_serve_model_ctx(r->entry->model));
     gx_err de;
     gx_status ds = gx_serve_model_device_status(r->entry->model, &de);
-    if (s == GX_OK && ds != GX_OK) s = gx_err_set(&err, ds, "%s", de.msg);
+    if (ds != GX_OK) s = gx_err_set(&err, ds, "%s", de.msg);   /* a device error wins (cf_compute) */
     gx_serve_model_unlock(r->entry->model);
     enum MHD_Result q;
     if (s != GX_OK) {

@@ -183,6 +183,11 @@ gx_status srv_alloc_items(srv_req *r, int n, gx_err *err);
 double srv_ms_since(int64_t t0_ns);
 
 /* ---- handlers ---- */
+/* 1 when a model of the current registry lost its device for good
+ * (gx_serve_model_device_failed): /healthz, /readyz and /v2/health/{live,ready} answer
+ * 503 then, so that an orchestrator restarts the process. msg gets "model
+ * 'NAME' on cuda:N: the device failed: ...". (gx_server_v1.c) */
+int srv_device_failed(gx_server *s, char *msg, size_t n);
 enum MHD_Result srv_v1_dispatch(srv_req *r);   /* /healthz /readyz /metrics /v1/... */
 enum MHD_Result srv_v2_dispatch(srv_req *r);   /* /v2... */
 /* /v1/anomaly, /v1/anomaly/batch, /v1/anomalies[/{object_id}] (gx_server_anomaly.c),

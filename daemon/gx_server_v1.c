@@ -231,6 +231,9 @@ static enum MHD_Result v1_models(srv_req *r) {
         /* uda: the tuned rho, on the score scale of /v1/anomaly (rho / ln K). */
         if (o && isfinite(in->anomaly_threshold))
             json_object_set_new(o, "anomaly_threshold", json_real(in->anomaly_threshold));
+        char why[512];
+        if (o && gx_serve_model_device_failed(e->model, why, sizeof why))
+            json_object_set_new(o, "device_error", json_string(why));
         if (!o || json_array_append_new(arr, o) != 0) { json_decref(arr); arr = NULL; }
     }
     gx_registry_release(reg);
@@ -359,9 +362,32 @@ static enum MHD_Result v1_metrics(srv_req *r) {
     return srv_respond(r, 200, "text/plain; version=0.0.4; charset=utf-8", text, n, NULL);
 }
 
+int srv_device_failed(gx_server *s, char *msg, size_t n) {
+    gx_registry *reg = gx_registry_acquire(s->models);
+    int failed = 0;
+    for (int i = 0; reg && !failed && i < gx_registry_count(reg); i++) {
+        gx_registry_entry *e = gx_registry_at(reg, i);
+        char why[512];
+        if ((failed = gx_serve_model_device_failed(e->model, why, sizeof why)))
+            snprintf(msg, n, "model '%s' on %s: the device failed: %s", e->info->name, e->info->device, why);
+    }
+    gx_registry_release(reg);
+    return failed;
+}
+
+/* Up, unless a device failed for good: nothing but a restart brings the
+ * models back then, and a failing liveness probe is what asks for one. */
+static enum MHD_Result v1_healthz(srv_req *r) {
+    char msg[768];
+    if (srv_device_failed(r->srv, msg, sizeof msg)) return srv_error(r, 503, "device_failed", "%s", msg);
+    return srv_json(r, 200, json_pack("{s:s}", "status", "ok"));
+}
+
 static enum MHD_Result v1_readyz(srv_req *r) {
+    char msg[768];
     if (atomic_load(&r->srv->draining))
         return srv_error(r, 503, "unavailable", "shutting down");
+    if (srv_device_failed(r->srv, msg, sizeof msg)) return srv_error(r, 503, "device_failed", "%s", msg);
     gx_registry *reg = gx_registry_acquire(r->srv->models);
     int n = reg ? gx_registry_count(reg) : 0;
     gx_registry_release(reg);
@@ -386,7 +412,7 @@ static enum MHD_Result v1_reload(srv_req *r) {
 
 enum MHD_Result srv_v1_dispatch(srv_req *r) {
     switch (r->rm.id) {
-    case GX_RT_HEALTHZ:     return srv_json(r, 200, json_pack("{s:s}", "status", "ok"));
+    case GX_RT_HEALTHZ:     return v1_healthz(r);
     case GX_RT_READYZ:      return v1_readyz(r);
     case GX_RT_METRICS:     return v1_metrics(r);
     case GX_RT_MODELS:      return v1_models(r);

@@ -251,10 +251,12 @@ enum MHD_Result srv_v2_dispatch(srv_req *r) {
     case GX_RT_V2_SERVER:
         return srv_json(r, 200, json_pack("{s:s, s:s, s:[]}", "name", "galaxyd", "version",
                                           GX_SERVER_VERSION, "extensions"));
-    case GX_RT_V2_LIVE:
-        return srv_json(r, 200, json_pack("{s:b}", "live", 1));
+    case GX_RT_V2_LIVE: {           /* a device lost for good: restart (see /healthz) */
+        int live = !srv_device_failed(r->srv, msg, sizeof msg);
+        return srv_json(r, live ? 200 : 503, json_pack("{s:b}", "live", live));
+    }
     case GX_RT_V2_READY: {
-        int ready = !atomic_load(&r->srv->draining);
+        int ready = !atomic_load(&r->srv->draining) && !srv_device_failed(r->srv, msg, sizeof msg);
         return srv_json(r, ready ? 200 : 503, json_pack("{s:b}", "ready", ready));
     }
     case GX_RT_V2_MODEL:

@@ -128,6 +128,13 @@ static int gx_cuda_pool_refill(gx_cuda_pool *p, int c) {
     /* Small classes take a smaller slab first when the limit is tight. */
     if (p->limit && p->reserved + slab > p->limit && p->reserved + bs <= p->limit) slab = bs;
     char *s = gx_cuda_pool_reserve(p, slab);
+    /* A device short of a whole slab may still hold this block: the small
+     * allocations a nearly full GPU can serve should not fail for want of
+     * 64 MiB. */
+    if (!s && slab > bs) {
+        slab = bs;
+        s = gx_cuda_pool_reserve(p, slab);
+    }
     if (!s) return 0;
     gx_cuda_ptrs *fl = &p->free_[c];
     /* Pushed in reverse so blocks are handed out in address order. */

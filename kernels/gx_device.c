@@ -255,8 +255,9 @@ gx_status gx_params_to_cuda(gx_params *p, gx_cuda_exec *e, gx_err *err) {
         blk[2 * i] = gx_cuda_pool_alloc(e->pool, b);
         if (q->t.grad) blk[2 * i + 1] = gx_cuda_pool_alloc(e->pool, b);
         if (!blk[2 * i] || (q->t.grad && !blk[2 * i + 1]))
-            st = gx_err_set(err, GX_ERR_NOMEM, "gx_params_to_cuda: the device pool refused %zu bytes for %s "
-                            "(%zu bytes placed before it)", b, q->name, total);
+            st = gx_err_set(err, GX_ERR_NOMEM, "gx_params_to_cuda: out of device memory: %zu bytes for %s "
+                            "refused (%zu bytes of parameters placed before it, %zu bytes reserved)", b, q->name,
+                            total, gx_cuda_pool_reserved(e->pool));
         total += b * (q->t.grad ? 2 : 1);
     }
     if (st != GX_OK) {

@@ -198,6 +198,7 @@ int main(int argc, char **argv) {
     gx_err err = { { 0 } };
     if (gx_server_start(&s, &o, &err) != GX_OK) {
         fprintf(stderr, "galaxyd: %s\n", err.msg);
+        if (sdev.pool) gx_cuda_pool_destroy(sdev.pool);   /* the failed start freed its models */
         return 1;
     }
     int v6 = strchr(o.host, ':') != NULL;

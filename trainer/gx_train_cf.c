@@ -663,7 +663,8 @@ static gx_status cf_write_state(cf_run *R, int epoch, gx_err *err) {
      * by gx_optim_state_to_writer itself). */
     gx_status s = gx_train_params_to_host(&R->m.params, err);
     if (s != GX_OK) return s;
-    return gx_train_state_write(R->paths.state, &R->m.params, &R->opt, CF_STATE_FORMAT, R->o.seed, &loop, err);
+    s = gx_train_state_write(R->paths.state, &R->m.params, &R->opt, CF_STATE_FORMAT, R->o.seed, &loop, err);
+    return gx_train_device_error(&R->dev, s, err);
 }
 
 /* Restores weights, Adam and loop position from the state file. */

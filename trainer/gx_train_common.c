@@ -87,6 +87,11 @@ gx_status gx_train_device_sync(gx_train_device *d, gx_err *err) {
     return s == GX_OK ? GX_OK : gx_err_set(err, s, "device cuda:0: %s", e2.msg);
 }
 
+gx_status gx_train_device_error(gx_train_device *d, gx_status s, gx_err *err) {
+    if (s == GX_OK || d->kind != GX_DEVICE_CUDA || d->exec.status == GX_OK) return s;
+    return gx_train_device_sync(d, err);
+}
+
 void gx_train_device_close(gx_train_device *d) {
     if (d->exec_ready) gx_cuda_exec_free(&d->exec);
     if (d->pool) gx_cuda_pool_destroy(d->pool);

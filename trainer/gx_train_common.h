@@ -76,6 +76,11 @@ gx_status gx_train_params_to_device(gx_params *p, const char *what, gx_err *err)
 void      gx_train_device_ctx(gx_train_device *d, gx_ctx *ctx);
 /* Waits for the device; its first error since the last call (GX_OK on the CPU). */
 gx_status gx_train_device_sync(gx_train_device *d, gx_err *err);
+/* s, the error of a call that waited for the device inside the engine (the
+ * optimiser state's download in gx_train_state_write): when the device's
+ * error is kept on the exec, it is returned worded as gx_train_device_sync
+ * words it ("device cuda:0: ..."); otherwise s and err as they are. */
+gx_status gx_train_device_error(gx_train_device *d, gx_status s, gx_err *err);
 void      gx_train_device_close(gx_train_device *d);
 
 /* --------------------------------------------------------------- progress */

@@ -612,7 +612,7 @@ static gx_status uda_write_state(uda_run *R, int epoch, gx_err *err) {
         s = gx_train_meta_num(&w, m[i].k, m[i].fmt, m[i].v, err);
     if (s == GX_OK) s = gx_st_writer_write(&w, R->paths.state, err);
     gx_st_writer_free(&w);
-    return s;
+    return gx_train_device_error(&R->dev, s, err);   /* the optimiser state's download */
 }
 
 /* A number from the state's metadata; 0 when missing or malformed. */

@@ -666,7 +666,8 @@ static gx_status wm_write_checkpoint(wm_run *R, const char *path, int epoch, dou
 /* The training state after `epoch` completed (weights + optimiser + loop). */
 static gx_status wm_write_state(wm_run *R, int epoch, gx_err *err) {
     gx_train_loop loop = { epoch, R->run_id, R->best_acc, R->best_epoch };
-    return gx_train_state_write(R->paths.state, &R->m.params, &R->opt, WM_STATE_FORMAT, R->o.seed, &loop, err);
+    gx_status s = gx_train_state_write(R->paths.state, &R->m.params, &R->opt, WM_STATE_FORMAT, R->o.seed, &loop, err);
+    return gx_train_device_error(&R->dev, s, err);   /* the optimiser state's download */
 }
 
 /* Restores weights, optimiser and loop position from the state file. */

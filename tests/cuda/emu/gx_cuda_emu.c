@@ -49,6 +49,28 @@
  * host read of memory that is not device memory (pinned buffers, the
  * emulated exec's malloc pool of gx_cuda_host_backend). GX_EMU_GUARD=0 turns
  * the guard off (slabs stay read-write: to debug a failure past the fault).
+ *
+ * Injected device faults, for the failure paths of galaxy-train and galaxyd
+ * (tests/cli/test_device_faults.py). Environment variables, read once, at
+ * the first launch, copy or device allocation; unset, nothing changes:
+ *   GX_EMU_FAULT_AT=N      the N-th launch (1-based, counted over the whole
+ *                          process and all threads: every gx_cu_* launcher
+ *                          and every gx_cuda_upload/download/memset0) records
+ *                          "an illegal memory access was encountered
+ *                          (emulated fault at launch N)" on its stream, which
+ *                          the next gx_cuda_stream_sync returns, and does not
+ *                          run (its outputs keep their old contents).
+ *   GX_EMU_FAULT_STICKY=1  the fault is sticky, as after a real illegal
+ *                          access: every later launch and copy on any stream
+ *                          fails the same way (and does not run), and every
+ *                          sync of any stream returns the error again. By
+ *                          default (0) the fault is one-shot: the sync that
+ *                          reports it clears it.
+ *   GX_EMU_DEVICE_BYTES=B  the device has B bytes: an allocation that would
+ *                          take the live slabs (bytes asked, summed) past B
+ *                          fails (NULL, like cudaMalloc out of memory).
+ *   GX_EMU_FAULT_COUNT=1   prints "gx_cuda_emu: N launches" on stderr at exit
+ *                          (how a test finds the N of a launch in a run).
  */
 #include "gx_impl.h"
 #include "gx_cuda.h"
@@ -84,17 +106,25 @@ struct gx_cuda_stream {
 typedef struct {
     void  *p;
     size_t len;               /* page-rounded, for munmap/mprotect */
+    size_t bytes;             /* as asked: what GX_EMU_DEVICE_BYTES counts */
 } emu_slab;
 
 /* Every slab of the emulated device, process-wide like a GPU's memory (and
  * test-only): the one mutable global of the emulation. open counts the
  * launches in progress over all threads; the slabs are read-write while it
- * is above 0. guard: -1 until GX_EMU_GUARD is read, then 0 (off) or 1. */
+ * is above 0. guard: -1 until GX_EMU_GUARD is read, then 0 (off) or 1.
+ * The injected faults (see the file comment) live here too, under the same
+ * mutex: cfg 0 until their variables are read; launches counts every
+ * launcher and copy; faulted is the launch that faulted (0: none yet);
+ * live the bytes of the slabs, limit GX_EMU_DEVICE_BYTES (0: none). */
 static struct {
     pthread_mutex_t mu;
     emu_slab *v;
     int n, cap, open, guard;
-} emu_mem = { PTHREAD_MUTEX_INITIALIZER, NULL, 0, 0, 0, -1 };
+    int cfg, sticky, report;
+    long long fault_at, launches, faulted;
+    size_t live, limit;
+} emu_mem = { .mu = PTHREAD_MUTEX_INITIALIZER, .guard = -1 };
 
 static int emu_guard_locked(void) {
     if (emu_mem.guard < 0) {
@@ -102,6 +132,34 @@ static int emu_guard_locked(void) {
         emu_mem.guard = !(e && strcmp(e, "0") == 0);
     }
     return emu_mem.guard;
+}
+
+/* A fault variable's value (a non-negative integer), 0 when unset; anything
+ * else is a mistake in the test that set it. */
+static long long emu_env_count(const char *name) {
+    const char *e = getenv(name);
+    if (!e || !*e) return 0;
+    char *end;
+    long long v = strtoll(e, &end, 10);
+    GX_ASSERT_MSG(*end == 0 && v >= 0, "emulation: %s='%s' is not a non-negative integer", name, e);
+    return v;
+}
+
+static void emu_report_launches(void) {
+    pthread_mutex_lock(&emu_mem.mu);
+    fprintf(stderr, "gx_cuda_emu: %lld launches\n", emu_mem.launches);
+    pthread_mutex_unlock(&emu_mem.mu);
+}
+
+/* Reads the fault variables once (the first launch, copy or device alloc). */
+static void emu_config_locked(void) {
+    if (emu_mem.cfg) return;
+    emu_mem.cfg = 1;
+    emu_mem.fault_at = emu_env_count("GX_EMU_FAULT_AT");
+    emu_mem.sticky = emu_env_count("GX_EMU_FAULT_STICKY") != 0;
+    emu_mem.limit = (size_t)emu_env_count("GX_EMU_DEVICE_BYTES");
+    emu_mem.report = emu_env_count("GX_EMU_FAULT_COUNT") != 0;
+    if (emu_mem.report) GX_ASSERT_MSG(atexit(emu_report_launches) == 0, "emulation: atexit failed");
 }
 
 /* One mprotect per run of adjacent slabs (the table is sorted by address,
@@ -139,6 +197,8 @@ static void *emu_dev_alloc(void *user, size_t bytes) {
     const size_t page = (size_t)sysconf(_SC_PAGESIZE), len = bytes ? (bytes + page - 1) / page * page : page;
     void *p = NULL;
     pthread_mutex_lock(&emu_mem.mu);
+    emu_config_locked();
+    if (emu_mem.limit && bytes > emu_mem.limit - emu_mem.live) goto out;   /* cudaMalloc: out of memory */
     if (emu_mem.n == emu_mem.cap) {
         int cap = emu_mem.cap ? 2 * emu_mem.cap : 64;
         emu_slab *v = realloc(emu_mem.v, (size_t)cap * sizeof *v);
@@ -158,7 +218,8 @@ static void *emu_dev_alloc(void *user, size_t bytes) {
     (void)madvise(p, len, MADV_HUGEPAGE);
     int i = emu_mem.n++;      /* sorted insert */
     for (; i > 0 && (char *)emu_mem.v[i - 1].p > (char *)p; i--) emu_mem.v[i] = emu_mem.v[i - 1];
-    emu_mem.v[i] = (emu_slab){ p, len };
+    emu_mem.v[i] = (emu_slab){ p, len, bytes };
+    emu_mem.live += bytes;
 out:
     pthread_mutex_unlock(&emu_mem.mu);
     return p;
@@ -172,6 +233,7 @@ static void emu_dev_free(void *user, void *p) {
     while (i < emu_mem.n && emu_mem.v[i].p != p) i++;
     GX_ASSERT_MSG(i < emu_mem.n, "emulation: free of %p, not a device slab", p);
     const size_t len = emu_mem.v[i].len;
+    emu_mem.live -= emu_mem.v[i].bytes;
     memmove(&emu_mem.v[i], &emu_mem.v[i + 1], (size_t)(emu_mem.n - i - 1) * sizeof *emu_mem.v);
     emu_mem.n--;
     GX_ASSERT(munmap(p, len) == 0);
@@ -223,13 +285,6 @@ void gx_cuda_stream_destroy(gx_cuda_stream *s) {
     free(s);
 }
 
-gx_status gx_cuda_stream_sync(gx_cuda_stream *s, gx_err *err) {
-    if (!s->first_err[0]) return GX_OK;
-    gx_status st = gx_err_set(err, GX_ERR_INVALID, "cuda: %s", s->first_err);
-    s->first_err[0] = 0;
-    return st;
-}
-
 static void emu_note(gx_cuda_stream *s, const char *fmt, ...) {
     if (s->first_err[0]) return;
     va_list ap;
@@ -238,20 +293,59 @@ static void emu_note(gx_cuda_stream *s, const char *fmt, ...) {
     va_end(ap);
 }
 
+/* The injected fault's words (what cudaGetErrorString says for
+ * cudaErrorIllegalAddress, and which launch it was). */
+static void emu_note_fault(gx_cuda_stream *s, long long at) {
+    emu_note(s, "an illegal memory access was encountered (emulated fault at launch %lld)", at);
+}
+
+/* Every launcher and copy starts here: counts the launch and answers 1 when
+ * it faults (GX_EMU_FAULT_AT, or any launch after a sticky fault). A faulted
+ * launch records the error on its stream and does not run: its outputs keep
+ * whatever they held, like a kernel killed by the fault. */
+static int emu_launch_faults(gx_cuda_stream *s) {
+    pthread_mutex_lock(&emu_mem.mu);
+    emu_config_locked();
+    const long long n = ++emu_mem.launches;
+    int fault = emu_mem.sticky && emu_mem.faulted;
+    if (emu_mem.fault_at && n == emu_mem.fault_at) {
+        emu_mem.faulted = n;
+        fault = 1;
+    }
+    const long long at = emu_mem.faulted;
+    pthread_mutex_unlock(&emu_mem.mu);
+    if (fault) emu_note_fault(s, at);
+    return fault;
+}
+
+/* After a sticky fault every sync on every stream reports it again (a CUDA
+ * context is unusable after an illegal access); otherwise the sync that
+ * reports an error clears it. */
+gx_status gx_cuda_stream_sync(gx_cuda_stream *s, gx_err *err) {
+    pthread_mutex_lock(&emu_mem.mu);
+    const long long sticky_at = emu_mem.sticky ? emu_mem.faulted : 0;
+    pthread_mutex_unlock(&emu_mem.mu);
+    if (sticky_at) emu_note_fault(s, sticky_at);
+    if (!s->first_err[0]) return GX_OK;
+    gx_status st = gx_err_set(err, GX_ERR_INVALID, "cuda: %s", s->first_err);
+    s->first_err[0] = 0;
+    return st;
+}
+
 void gx_cuda_upload(gx_cuda_stream *s, void *dst, const void *src, size_t bytes) {
-    (void)s;
+    if (emu_launch_faults(s)) return;
     emu_open();
     if (bytes) memcpy(dst, src, bytes);
     emu_close();
 }
 void gx_cuda_download(gx_cuda_stream *s, void *dst, const void *src, size_t bytes) {
-    (void)s;
+    if (emu_launch_faults(s)) return;
     emu_open();
     if (bytes) memcpy(dst, src, bytes);
     emu_close();
 }
 void gx_cuda_memset0(gx_cuda_stream *s, void *dst, size_t bytes) {
-    (void)s;
+    if (emu_launch_faults(s)) return;
     emu_open();
     if (bytes) memset(dst, 0, bytes);
     emu_close();
@@ -345,6 +439,7 @@ static gx_tensor *emu_unary(gx_ctx *c, gx_cu_unary op, double p0, double p1, gx_
 }
 
 void gx_cu_unary_fwd(gx_cuda_stream *s, gx_cu_unary op, double p0, double p1, const float *x, float *y, int64_t n) {
+    if (emu_launch_faults(s)) return;
     gx_ctx *c = emu_begin(s, 0);
     emu_out(y, emu_unary(c, op, p0, p1, W(c, x, 1, &n, NULL)));
     emu_end(s);
@@ -352,6 +447,7 @@ void gx_cu_unary_fwd(gx_cuda_stream *s, gx_cu_unary op, double p0, double p1, co
 
 void gx_cu_unary_bwd(gx_cuda_stream *s, gx_cu_unary op, double p0, double p1, const float *x, const float *y,
                      const float *g, float *gx, int64_t n) {
+    if (emu_launch_faults(s)) return;
     (void)y;                  /* recomputed from x by the CPU op */
     gx_ctx *c = emu_begin(s, 1);
     emu_backward(c, emu_unary(c, op, p0, p1, W(c, x, 1, &n, gx)), g);
@@ -377,6 +473,7 @@ static void emu_check_out(const gx_tensor *y, int no, const int64_t *oshape, con
 
 void gx_cu_binary_fwd(gx_cuda_stream *s, gx_cu_binary op, const float *a, int na, const int64_t *ashape,
                       const float *b, int nb, const int64_t *bshape, float *out, int no, const int64_t *oshape) {
+    if (emu_launch_faults(s)) return;
     gx_ctx *c = emu_begin(s, 0);
     gx_tensor *y = emu_binary(c, op, W(c, a, na, ashape, NULL), W(c, b, nb, bshape, NULL));
     emu_check_out(y, no, oshape, __func__);
@@ -387,6 +484,7 @@ void gx_cu_binary_fwd(gx_cuda_stream *s, gx_cu_binary op, const float *a, int na
 void gx_cu_binary_bwd(gx_cuda_stream *s, gx_cu_binary op, const float *a, int na, const int64_t *ashape,
                       const float *b, int nb, const int64_t *bshape, const float *out, const float *g, int no,
                       const int64_t *oshape, float *ga, float *gb, float *scratch) {
+    if (emu_launch_faults(s)) return;
     (void)out;
     gx_ctx *c = emu_begin(s, 1);
     nan_f(scratch, gx_shape_numel(no, oshape));
@@ -398,7 +496,7 @@ void gx_cu_binary_bwd(gx_cuda_stream *s, gx_cu_binary op, const float *a, int na
 
 void gx_cu_reduce_broadcast_add(gx_cuda_stream *s, float *acc, int nt, const int64_t *to, const float *g, int nf,
                                 const int64_t *from) {
-    (void)s;
+    if (emu_launch_faults(s)) return;
     emu_open();
     gx_reduce_broadcast_add(acc, nt, to, g, nf, from);
     emu_close();
@@ -418,6 +516,7 @@ static gx_tensor *emu_reduce(gx_ctx *c, gx_cu_reduce op, gx_tensor *x) {
 
 void gx_cu_reduce_fwd(gx_cuda_stream *s, gx_cu_reduce op, const float *x, float *y, int64_t outer, int64_t n,
                       int64_t inner) {
+    if (emu_launch_faults(s)) return;
     gx_ctx *c = emu_begin(s, 0);
     emu_out(y, emu_reduce(c, op, W(c, x, 3, GX_SHAPE(outer, n, inner), NULL)));
     emu_end(s);
@@ -425,6 +524,7 @@ void gx_cu_reduce_fwd(gx_cuda_stream *s, gx_cu_reduce op, const float *x, float 
 
 void gx_cu_reduce_bwd(gx_cuda_stream *s, gx_cu_reduce op, const float *x, const float *y, const float *g, float *gx,
                       int64_t outer, int64_t n, int64_t inner) {
+    if (emu_launch_faults(s)) return;
     (void)y;
     gx_ctx *c = emu_begin(s, 1);
     emu_backward(c, emu_reduce(c, op, W(c, x, 3, GX_SHAPE(outer, n, inner), gx)), g);
@@ -432,6 +532,7 @@ void gx_cu_reduce_bwd(gx_cuda_stream *s, gx_cu_reduce op, const float *x, const 
 }
 
 void gx_cu_softmax_fwd(gx_cuda_stream *s, int log, const float *x, float *y, int64_t outer, int64_t n, int64_t inner) {
+    if (emu_launch_faults(s)) return;
     gx_ctx *c = emu_begin(s, 0);
     gx_tensor *X = W(c, x, 3, GX_SHAPE(outer, n, inner), NULL);
     emu_out(y, log ? gx_log_softmax(c, X, 1) : gx_softmax(c, X, 1));
@@ -441,7 +542,7 @@ void gx_cu_softmax_fwd(gx_cuda_stream *s, int log, const float *x, float *y, int
 /* From y only (the launcher gets no x): the CPU backward's formulas. */
 void gx_cu_softmax_bwd(gx_cuda_stream *s, int log, const float *y, const float *g, float *gx, int64_t outer,
                        int64_t n, int64_t inner) {
-    (void)s;
+    if (emu_launch_faults(s)) return;
     emu_open();
     for (int64_t o = 0; o < outer; o++)
         for (int64_t i = 0; i < inner; i++) {
@@ -462,6 +563,7 @@ void gx_cu_softmax_bwd(gx_cuda_stream *s, int log, const float *y, const float *
 
 void gx_cu_cross_entropy_fwd(gx_cuda_stream *s, const float *logits, const int32_t *target, double ls, float *loss,
                              double *lse, int64_t B, int64_t K) {
+    if (emu_launch_faults(s)) return;
     gx_ctx *c = emu_begin(s, 0);
     emu_out(loss, gx_cross_entropy(c, W(c, logits, 2, GX_SHAPE(B, K), NULL), target, ls));
     for (int64_t b = 0; b < B; b++) {
@@ -477,7 +579,7 @@ void gx_cu_cross_entropy_fwd(gx_cuda_stream *s, const float *logits, const int32
 /* The CPU formula from the saved lse (so a wrong lse buffer shows). */
 void gx_cu_cross_entropy_bwd(gx_cuda_stream *s, const float *logits, const int32_t *target, double ls,
                              const double *lse, const float *g, float *glogits, int64_t B, int64_t K) {
-    (void)s;
+    if (emu_launch_faults(s)) return;
     emu_open();
     for (int64_t b = 0; b < B; b++) {
         GX_ASSERT_MSG(target[b] >= 0 && target[b] < K, "%s: target %d out of [0, %lld)", __func__, target[b],
@@ -513,6 +615,7 @@ static void emu_gemm(gx_cuda_stream *s, int trans_a, int trans_b, int64_t M, int
 
 void gx_cu_gemm(gx_cuda_stream *s, int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha,
                 const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
+    if (emu_launch_faults(s)) return;
     emu_open();
     emu_gemm(s, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
     emu_close();
@@ -521,6 +624,7 @@ void gx_cu_gemm(gx_cuda_stream *s, int trans_a, int trans_b, int64_t M, int64_t 
 void gx_cu_gemm_batched(gx_cuda_stream *s, int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha,
                         const float *A, int64_t lda, int64_t sA, const float *B, int64_t ldb, int64_t sB, float beta,
                         float *C, int64_t ldc, int64_t sC, int64_t batch) {
+    if (emu_launch_faults(s)) return;
     if (M <= 0 || N <= 0 || batch <= 0) return;
     emu_open();
     for (int64_t i = 0; i < batch; i++)
@@ -532,6 +636,7 @@ void gx_cu_gemm_batched(gx_cuda_stream *s, int trans_a, int trans_b, int64_t M, 
 
 void gx_cu_layernorm_fwd(gx_cuda_stream *s, const float *x, const float *gamma, const float *beta, float *y,
                          double *mean, double *rstd, int64_t R, int64_t D, double eps) {
+    if (emu_launch_faults(s)) return;
     gx_ctx *c = emu_begin(s, 1);
     /* x requires grad (into scratch) so the node keeps the CPU's statistics. */
     gx_tensor *X = W(c, x, 2, GX_SHAPE(R, D), NULL);
@@ -550,7 +655,7 @@ void gx_cu_layernorm_fwd(gx_cuda_stream *s, const float *x, const float *gamma, 
 void gx_cu_layernorm_bwd(gx_cuda_stream *s, const float *x, const float *gamma, const double *mean,
                          const double *rstd, const float *g, float *gx, float *ggamma, float *gbeta, int64_t R,
                          int64_t D) {
-    (void)s;
+    if (emu_launch_faults(s)) return;
     emu_open();
     for (int64_t r = 0; r < R && gx; r++) {
         const float *px = x + r * D, *gy = g + r * D;
@@ -580,6 +685,7 @@ void gx_cu_layernorm_bwd(gx_cuda_stream *s, const float *x, const float *gamma, 
 void gx_cu_batchnorm_fwd(gx_cuda_stream *s, const float *x, const float *gamma, const float *beta, float *run_mean,
                          float *run_var, int training, double momentum, double eps, float *y, double *mean,
                          double *rstd, int64_t B, int64_t C, int64_t S) {
+    if (emu_launch_faults(s)) return;
     gx_ctx *c = emu_begin(s, 1);
     gx_tensor *X = W(c, x, 3, GX_SHAPE(B, C, S), NULL);
     X->requires_grad = 1;                   /* so the node keeps the statistics */
@@ -598,7 +704,7 @@ void gx_cu_batchnorm_fwd(gx_cuda_stream *s, const float *x, const float *gamma, 
 void gx_cu_batchnorm_bwd(gx_cuda_stream *s, const float *x, const float *gamma, int training, const double *mean,
                          const double *rstd, const float *g, float *gx, float *ggamma, float *gbeta, int64_t B,
                          int64_t C, int64_t S) {
-    (void)s;
+    if (emu_launch_faults(s)) return;
     emu_open();
     const double N = (double)(B * S);
     for (int64_t c = 0; c < C; c++) {
@@ -640,6 +746,7 @@ static gx_tensor *emu_conv(gx_ctx *k, const gx_cu_conv_shape *c, const float *x,
 
 void gx_cu_conv2d_fwd(gx_cuda_stream *s, const gx_cu_conv_shape *c, const float *x, const float *w,
                       const float *bias, float *y, float *col) {
+    if (emu_launch_faults(s)) return;
     gx_ctx *k = emu_begin(s, 0);
     nan_f(col, gx_cu_conv_col_floats(c));
     emu_out(y, emu_conv(k, c, x, w, bias, NULL, NULL, NULL));
@@ -648,6 +755,7 @@ void gx_cu_conv2d_fwd(gx_cuda_stream *s, const gx_cu_conv_shape *c, const float 
 
 void gx_cu_conv2d_bwd(gx_cuda_stream *s, const gx_cu_conv_shape *c, const float *x, const float *w, const float *g,
                       float *gx, float *gw, float *gb, float *col) {
+    if (emu_launch_faults(s)) return;
     gx_ctx *k = emu_begin(s, 1);
     nan_f(col, gx_cu_conv_col_floats(c));
     emu_backward(k, emu_conv(k, c, x, w, NULL, gx, gw, gb), g);
@@ -658,6 +766,7 @@ void gx_cu_conv2d_bn_act_fwd(gx_cuda_stream *s, const gx_cu_conv_shape *c, const
                              const float *bias, const float *gamma, const float *beta, const float *run_mean,
                              const float *run_var, double eps, int act, double p0, double p1, float *y, float *col,
                              double *ab) {
+    if (emu_launch_faults(s)) return;
     gx_ctx *k = emu_begin(s, 0);
     nan_f(col, gx_cu_conv_col_floats(c));
     for (int64_t o = 0; o < c->Cout; o++) {      /* documented: a, then the shift */
@@ -681,6 +790,7 @@ int64_t gx_cu_upconv_scratch_floats(int64_t Cin, int64_t H, int64_t W, int64_t C
 void gx_cu_upconv2x3_fwd(gx_cuda_stream *s, const float *x, const float *w, const float *bias, int act, double p0,
                          double p1, float *y, float *scratch, int64_t B, int64_t Cin, int64_t H, int64_t Wd,
                          int64_t Cout) {
+    if (emu_launch_faults(s)) return;
     gx_ctx *k = emu_begin(s, 0);
     nan_f(scratch, gx_cu_upconv_scratch_floats(Cin, H, Wd, Cout));
     gx_tensor *v = gx_upconv2x3(k, W(k, x, 4, GX_SHAPE(B, Cin, H, Wd), NULL), W(k, w, 4, GX_SHAPE(Cout, Cin, 3, 3), NULL),
@@ -692,6 +802,7 @@ void gx_cu_upconv2x3_fwd(gx_cuda_stream *s, const float *x, const float *w, cons
 
 void gx_cu_upconv2x3_bwd(gx_cuda_stream *s, const float *x, const float *w, const float *g, float *gx, float *gw,
                          float *gb, float *scratch, int64_t B, int64_t Cin, int64_t H, int64_t Wd, int64_t Cout) {
+    if (emu_launch_faults(s)) return;
     gx_ctx *k = emu_begin(s, 1);
     nan_f(scratch, gx_cu_upconv_scratch_floats(Cin, H, Wd, Cout));
     gx_tensor *v = gx_upconv2x3(k, W(k, x, 4, GX_SHAPE(B, Cin, H, Wd), gx), W(k, w, 4, GX_SHAPE(Cout, Cin, 3, 3), gw),
@@ -702,6 +813,7 @@ void gx_cu_upconv2x3_bwd(gx_cuda_stream *s, const float *x, const float *w, cons
 
 void gx_cu_conv1d_causal_dw_fwd(gx_cuda_stream *s, const float *x, const float *w, const float *bias, float *y,
                                 int64_t B, int64_t L, int64_t E, int64_t K) {
+    if (emu_launch_faults(s)) return;
     gx_ctx *k = emu_begin(s, 0);
     emu_out(y, gx_conv1d_causal_dw(k, W(k, x, 3, GX_SHAPE(B, L, E), NULL), W(k, w, 3, GX_SHAPE(E, 1, K), NULL),
                                    Wopt(k, bias, 1, &E, NULL)));
@@ -710,6 +822,7 @@ void gx_cu_conv1d_causal_dw_fwd(gx_cuda_stream *s, const float *x, const float *
 
 void gx_cu_conv1d_causal_dw_bwd(gx_cuda_stream *s, const float *x, const float *w, const float *g, float *gx,
                                 float *gw, float *gb, int64_t B, int64_t L, int64_t E, int64_t K) {
+    if (emu_launch_faults(s)) return;
     gx_ctx *k = emu_begin(s, 1);
     emu_backward(k,
                  gx_conv1d_causal_dw(k, W(k, x, 3, GX_SHAPE(B, L, E), gx), W(k, w, 3, GX_SHAPE(E, 1, K), gw),
@@ -745,32 +858,40 @@ static void pool(gx_cuda_stream *s, emu_pool_kind kind, const float *x, const fl
 
 void gx_cu_adaptive_avg_pool_fwd(gx_cuda_stream *s, const float *x, float *y, int64_t P, int64_t H, int64_t W,
                                  int64_t oh, int64_t ow) {
+    if (emu_launch_faults(s)) return;
     pool(s, EMU_AVG, x, NULL, y, NULL, P, H, W, oh, ow, 0, 0, 0);
 }
 void gx_cu_adaptive_avg_pool_bwd(gx_cuda_stream *s, const float *g, float *gx, int64_t P, int64_t H, int64_t W,
                                  int64_t oh, int64_t ow) {
+    if (emu_launch_faults(s)) return;
     pool(s, EMU_AVG, NULL, g, NULL, gx, P, H, W, oh, ow, 0, 0, 0);
 }
 void gx_cu_resize_bilinear_fwd(gx_cuda_stream *s, const float *x, float *y, int64_t P, int64_t H, int64_t W,
                                int64_t oh, int64_t ow) {
+    if (emu_launch_faults(s)) return;
     pool(s, EMU_BILINEAR, x, NULL, y, NULL, P, H, W, oh, ow, 0, 0, 0);
 }
 void gx_cu_resize_bilinear_bwd(gx_cuda_stream *s, const float *g, float *gx, int64_t P, int64_t H, int64_t W,
                                int64_t oh, int64_t ow) {
+    if (emu_launch_faults(s)) return;
     pool(s, EMU_BILINEAR, NULL, g, NULL, gx, P, H, W, oh, ow, 0, 0, 0);
 }
 void gx_cu_upsample_nearest2x_fwd(gx_cuda_stream *s, const float *x, float *y, int64_t P, int64_t H, int64_t W) {
+    if (emu_launch_faults(s)) return;
     pool(s, EMU_NEAREST2X, x, NULL, y, NULL, P, H, W, 0, 0, 0, 0, 0);
 }
 void gx_cu_upsample_nearest2x_bwd(gx_cuda_stream *s, const float *g, float *gx, int64_t P, int64_t H, int64_t W) {
+    if (emu_launch_faults(s)) return;
     pool(s, EMU_NEAREST2X, NULL, g, NULL, gx, P, H, W, 0, 0, 0, 0, 0);
 }
 void gx_cu_max_pool2d_fwd(gx_cuda_stream *s, const float *x, float *y, int64_t P, int64_t H, int64_t W, int ks,
                           int stride, int pad) {
+    if (emu_launch_faults(s)) return;
     pool(s, EMU_MAXPOOL, x, NULL, y, NULL, P, H, W, 0, 0, ks, stride, pad);
 }
 void gx_cu_max_pool2d_bwd(gx_cuda_stream *s, const float *x, const float *g, float *gx, int64_t P, int64_t H,
                           int64_t W, int ks, int stride, int pad) {
+    if (emu_launch_faults(s)) return;
     pool(s, EMU_MAXPOOL, x, g, NULL, gx, P, H, W, 0, 0, ks, stride, pad);
 }
 
@@ -791,12 +912,14 @@ static void scan(gx_cuda_stream *s, const float *xs, const float *dl, const floa
 
 void gx_cu_ssm_scan_fwd(gx_cuda_stream *s, const float *xs, const float *delta, const float *A, const float *Bm,
                         const float *Cm, float *y, int64_t B, int64_t L, int64_t Ld, int64_t E, int64_t N) {
+    if (emu_launch_faults(s)) return;
     scan(s, xs, delta, A, Bm, Cm, y, NULL, NULL, NULL, NULL, NULL, NULL, B, L, Ld, E, N);
 }
 
 void gx_cu_ssm_scan_bwd(gx_cuda_stream *s, const float *xs, const float *delta, const float *A, const float *Bm,
                         const float *Cm, const float *g, float *gxs, float *gdelta, float *gA, float *gB, float *gC,
                         double *H, int64_t B, int64_t L, int64_t Ld, int64_t E, int64_t N) {
+    if (emu_launch_faults(s)) return;
     emu_open();
     nan_d(H, B * L * E * N);
     scan(s, xs, delta, A, Bm, Cm, NULL, g, gxs, gdelta, gA, gB, gC, B, L, Ld, E, N);
@@ -820,6 +943,7 @@ typedef struct {
 
 void gx_cu_sinkhorn_fwd(gx_cuda_stream *s, const float *a, const float *b, const float *C, double lambda, int iters,
                         double eps, float *out, double *mats, double *pq, double *work, int64_t B, int64_t n) {
+    if (emu_launch_faults(s)) return;
     gx_ctx *c = emu_begin(s, 1);
     nan_d(work, B * 7 * n);
     /* requires_grad on a (into scratch) so the CPU op saves its iterates */
@@ -842,6 +966,7 @@ void gx_cu_sinkhorn_fwd(gx_cuda_stream *s, const float *a, const float *b, const
 
 void gx_cu_sinkhorn_bwd(gx_cuda_stream *s, const float *a, const float *b, const float *g, const double *mats,
                         const double *pq, int iters, float *ga, float *gb, double *work, int64_t B, int64_t n) {
+    if (emu_launch_faults(s)) return;
     GX_ASSERT_MSG(pq != NULL, "gx_cu_sinkhorn_bwd: pq is NULL (the forward saved nothing)");
     gx_ctx *c = emu_begin(s, 1);
     nan_d(work, B * 7 * n);
@@ -864,7 +989,7 @@ void gx_cu_sinkhorn_bwd(gx_cuda_stream *s, const float *a, const float *b, const
 
 void gx_cu_optim_update(gx_cuda_stream *s, const gx_optim_cfg *c, float *x, const float *g, float *state, int64_t n,
                         int64_t t, double lr, double wd) {
-    (void)s;
+    if (emu_launch_faults(s)) return;
     emu_open();
     gx_params p;
     gx_params_init(&p);
@@ -903,7 +1028,7 @@ int64_t gx_cu_clip_scratch(int nt, const int64_t *n) {
 
 void gx_cu_clip_grad_norm(gx_cuda_stream *s, int nt, float *const *g, const int64_t *n, double max_norm,
                           double *part, double *norm_out) {
-    (void)s;
+    if (emu_launch_faults(s)) return;
     emu_open();
     nan_d(part, gx_cu_clip_scratch(nt, n));
     double ss = 0;
@@ -920,18 +1045,20 @@ void gx_cu_clip_grad_norm(gx_cuda_stream *s, int nt, float *const *g, const int6
 /* ----------------------------------------------------------- shape ops */
 
 void gx_cu_accumulate(gx_cuda_stream *s, float *dst, const float *src, int64_t n) {
-    (void)s;
+    if (emu_launch_faults(s)) return;
     emu_open();
     for (int64_t i = 0; i < n; i++) dst[i] += src[i];
     emu_close();
 }
 
 void gx_cu_permute_fwd(gx_cuda_stream *s, const float *x, int nd, const int64_t *xshape, const int *perm, float *y) {
+    if (emu_launch_faults(s)) return;
     gx_ctx *c = emu_begin(s, 0);
     emu_out(y, gx_permute(c, W(c, x, nd, xshape, NULL), perm));
     emu_end(s);
 }
 void gx_cu_permute_bwd(gx_cuda_stream *s, const float *g, int nd, const int64_t *xshape, const int *perm, float *gx) {
+    if (emu_launch_faults(s)) return;
     gx_ctx *c = emu_begin(s, 1);
     emu_backward(c, gx_permute(c, W(c, NULL, nd, xshape, gx), perm), g);
     emu_end(s);
@@ -941,6 +1068,7 @@ void gx_cu_permute_bwd(gx_cuda_stream *s, const float *g, int nd, const int64_t 
 
 void gx_cu_concat_fwd(gx_cuda_stream *s, int n, const float *const *xs, const int64_t *sizes, float *y, int64_t outer,
                       int64_t inner) {
+    if (emu_launch_faults(s)) return;
     GX_ASSERT(n >= 1 && n <= EMU_MAX_PARTS);
     gx_ctx *c = emu_begin(s, 0);
     gx_tensor *t[EMU_MAX_PARTS];
@@ -950,6 +1078,7 @@ void gx_cu_concat_fwd(gx_cuda_stream *s, int n, const float *const *xs, const in
 }
 void gx_cu_concat_bwd(gx_cuda_stream *s, int n, const float *g, const int64_t *sizes, float *const *gxs,
                       int64_t outer, int64_t inner) {
+    if (emu_launch_faults(s)) return;
     GX_ASSERT(n >= 1 && n <= EMU_MAX_PARTS);
     gx_ctx *c = emu_begin(s, 1);
     gx_tensor *t[EMU_MAX_PARTS];
@@ -960,39 +1089,46 @@ void gx_cu_concat_bwd(gx_cuda_stream *s, int n, const float *g, const int64_t *s
 
 void gx_cu_slice_fwd(gx_cuda_stream *s, const float *x, float *y, int64_t outer, int64_t n, int64_t inner,
                      int64_t start, int64_t end) {
+    if (emu_launch_faults(s)) return;
     gx_ctx *c = emu_begin(s, 0);
     emu_out(y, gx_slice(c, W(c, x, 3, GX_SHAPE(outer, n, inner), NULL), 1, start, end));
     emu_end(s);
 }
 void gx_cu_slice_bwd(gx_cuda_stream *s, const float *g, float *gx, int64_t outer, int64_t n, int64_t inner,
                      int64_t start, int64_t end) {
+    if (emu_launch_faults(s)) return;
     gx_ctx *c = emu_begin(s, 1);
     emu_backward(c, gx_slice(c, W(c, NULL, 3, GX_SHAPE(outer, n, inner), gx), 1, start, end), g);
     emu_end(s);
 }
 
 void gx_cu_flip_fwd(gx_cuda_stream *s, const float *x, float *y, int64_t outer, int64_t n, int64_t inner) {
+    if (emu_launch_faults(s)) return;
     gx_ctx *c = emu_begin(s, 0);
     emu_out(y, gx_flip(c, W(c, x, 3, GX_SHAPE(outer, n, inner), NULL), 1));
     emu_end(s);
 }
 void gx_cu_flip_bwd(gx_cuda_stream *s, const float *g, float *gx, int64_t outer, int64_t n, int64_t inner) {
+    if (emu_launch_faults(s)) return;
     gx_ctx *c = emu_begin(s, 1);
     emu_backward(c, gx_flip(c, W(c, NULL, 3, GX_SHAPE(outer, n, inner), gx), 1), g);
     emu_end(s);
 }
 
 void gx_cu_gather_fwd(gx_cuda_stream *s, const float *x, const int32_t *idx, float *y, int64_t B, int64_t K) {
+    if (emu_launch_faults(s)) return;
     gx_ctx *c = emu_begin(s, 0);
     emu_out(y, gx_gather(c, W(c, x, 2, GX_SHAPE(B, K), NULL), idx));
     emu_end(s);
 }
 void gx_cu_gather_bwd(gx_cuda_stream *s, const int32_t *idx, const float *g, float *gx, int64_t B, int64_t K) {
+    if (emu_launch_faults(s)) return;
     gx_ctx *c = emu_begin(s, 1);
     emu_backward(c, gx_gather(c, W(c, NULL, 2, GX_SHAPE(B, K), gx), idx), g);
     emu_end(s);
 }
 void gx_cu_one_hot(gx_cuda_stream *s, const int32_t *idx, float *y, int64_t B, int64_t K) {
+    if (emu_launch_faults(s)) return;
     gx_ctx *c = emu_begin(s, 0);
     emu_out(y, gx_one_hot(c, idx, B, K));
     emu_end(s);
@@ -1001,12 +1137,14 @@ void gx_cu_one_hot(gx_cuda_stream *s, const int32_t *idx, float *y, int64_t B, i
 /* ------------------------------------------------------ more reductions */
 
 void gx_cu_logsumexp_fwd(gx_cuda_stream *s, const float *x, float *y, int64_t outer, int64_t n, int64_t inner) {
+    if (emu_launch_faults(s)) return;
     gx_ctx *c = emu_begin(s, 0);
     emu_out(y, gx_logsumexp(c, W(c, x, 3, GX_SHAPE(outer, n, inner), NULL), 1, 0));
     emu_end(s);
 }
 void gx_cu_logsumexp_bwd(gx_cuda_stream *s, const float *x, const float *y, const float *g, float *gx, int64_t outer,
                          int64_t n, int64_t inner) {
+    if (emu_launch_faults(s)) return;
     (void)y;
     gx_ctx *c = emu_begin(s, 1);
     emu_backward(c, gx_logsumexp(c, W(c, x, 3, GX_SHAPE(outer, n, inner), gx), 1, 0), g);
@@ -1015,6 +1153,7 @@ void gx_cu_logsumexp_bwd(gx_cuda_stream *s, const float *x, const float *y, cons
 
 void gx_cu_l2_normalize_fwd(gx_cuda_stream *s, const float *x, float *y, double *norm, double eps, int64_t outer,
                             int64_t n, int64_t inner) {
+    if (emu_launch_faults(s)) return;
     gx_ctx *c = emu_begin(s, 1);
     gx_tensor *X = W(c, x, 3, GX_SHAPE(outer, n, inner), NULL);
     X->requires_grad = 1;                   /* so the node keeps the norms */
@@ -1026,7 +1165,7 @@ void gx_cu_l2_normalize_fwd(gx_cuda_stream *s, const float *x, float *y, double 
 /* From y and the saved norms (the launcher gets no x): the CPU formula. */
 void gx_cu_l2_normalize_bwd(gx_cuda_stream *s, const float *y, const double *norm, const float *g, float *gx,
                             double eps, int64_t outer, int64_t n, int64_t inner) {
-    (void)s;
+    if (emu_launch_faults(s)) return;
     emu_open();
     for (int64_t o = 0; o < outer; o++)
         for (int64_t i = 0; i < inner; i++) {
@@ -1044,6 +1183,7 @@ void gx_cu_l2_normalize_bwd(gx_cuda_stream *s, const float *y, const double *nor
 }
 
 void gx_cu_sum_all_fwd(gx_cuda_stream *s, int mean, const float *x, float *y, double *part, int64_t n) {
+    if (emu_launch_faults(s)) return;
     gx_ctx *c = emu_begin(s, 0);
     nan_d(part, gx_cu_chunk_count(n));
     gx_tensor *X = W(c, x, 1, &n, NULL);
@@ -1051,6 +1191,7 @@ void gx_cu_sum_all_fwd(gx_cuda_stream *s, int mean, const float *x, float *y, do
     emu_end(s);
 }
 void gx_cu_sum_all_bwd(gx_cuda_stream *s, int mean, const float *g, float *gx, int64_t n) {
+    if (emu_launch_faults(s)) return;
     gx_ctx *c = emu_begin(s, 1);
     gx_tensor *X = W(c, NULL, 1, &n, gx);
     emu_backward(c, mean ? gx_mean_all(c, X) : gx_sum_all(c, X), g);
@@ -1061,6 +1202,7 @@ void gx_cu_sum_all_bwd(gx_cuda_stream *s, int mean, const float *g, float *gx, i
 
 void gx_cu_pairwise_sqdist_fwd(gx_cuda_stream *s, const float *a, const float *b, float *d, double *sq, int64_t N,
                                int64_t M, int64_t D) {
+    if (emu_launch_faults(s)) return;
     gx_ctx *c = emu_begin(s, 0);
     for (int64_t i = 0; i < N + M; i++) {     /* the row norms, in double */
         const float *r = i < N ? a + i * D : b + (i - N) * D;
@@ -1075,6 +1217,7 @@ void gx_cu_pairwise_sqdist_fwd(gx_cuda_stream *s, const float *a, const float *b
 
 void gx_cu_pairwise_sqdist_bwd(gx_cuda_stream *s, const float *a, const float *b, const float *d, const float *g,
                                float *ga, float *gb, float *gm, double *sums, int64_t N, int64_t M, int64_t D) {
+    if (emu_launch_faults(s)) return;
     (void)d;
     GX_ASSERT_MSG(a != b || ga == gb, "gx_cu_pairwise_sqdist_bwd: a == b needs ga == gb");
     gx_ctx *c = emu_begin(s, 1);

@@ -61,4 +61,17 @@ static inline const char *gx_tool_take_device(int *argc, char **argv) {
     return v;
 }
 
+/* Removes every "--tf32" from argv (like gx_tool_take_device); 1 when one
+ * was there. cuBLAS may then use TF32 tensor cores on the device. */
+static inline int gx_tool_take_tf32(int *argc, char **argv) {
+    int w = 0, on = 0;
+    for (int r = 0; r < *argc; r++) {
+        if (!strcmp(argv[r], "--tf32")) { on = 1; continue; }
+        argv[w++] = argv[r];
+    }
+    argv[w] = NULL;
+    *argc = w;
+    return on;
+}
+
 #endif

@@ -792,7 +792,7 @@ static gx_status cf_setup(cf_run *R, gx_err *err) {
     gx_train_cf_opts *o = &R->o;
     gx_status s = gx_train_setup_common(o->out_dir, o->threads, &R->paths, &R->ctx, err);
     if (s != GX_OK) return s;
-    if ((s = gx_train_device_open(&R->dev, o->device, err)) != GX_OK) return s;
+    if ((s = gx_train_device_open_tf32(&R->dev, o->device, o->tf32, err)) != GX_OK) return s;
     R->best_acc = -1;
     R->best_epoch = -1;
     gx_err e2;

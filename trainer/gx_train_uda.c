@@ -691,7 +691,7 @@ static gx_status uda_setup_model(uda_run *R, gx_err *err) {
 static gx_status uda_setup(uda_run *R, gx_err *err) {
     gx_train_uda_opts *o = &R->o;
     gx_status s = gx_train_setup_common(o->out_dir, o->threads, &R->paths, &R->ctx, err);
-    if (s == GX_OK) s = gx_train_device_open(&R->dev, o->device, err);
+    if (s == GX_OK) s = gx_train_device_open_tf32(&R->dev, o->device, o->tf32, err);
     if (s != GX_OK) return s;
     gx_train_device_ctx(&R->dev, &R->ctx);
     R->best_acc = -1;
@@ -1302,7 +1302,7 @@ gx_status gx_uda_score(const gx_score_opts *o, gx_score_result *r, gx_err *err) 
     gx_ctx_init(&S->ctx, 64u << 20);
     S->ctx.grad_enabled = 0;
     gx_err e2;
-    gx_status s = gx_train_device_open(&S->dev, o->device, err);
+    gx_status s = gx_train_device_open_tf32(&S->dev, o->device, o->tf32, err);
     gx_train_device_ctx(&S->dev, &S->ctx);
     if (s == GX_OK) s = uda_score_model(S, err);
     if (s == GX_OK && (s = gx_dataset_open(o->data, NULL, &S->ds, &e2)) != GX_OK)

@@ -111,6 +111,8 @@ typedef struct gx_train_uda_opts {
     int      threads;          /* > 0: gx_set_threads */
     gx_device device;          /* where the run computes (--device; the zero value is the
                                   CPU): gx_train_device in gx_train_common.h */
+    int      tf32;             /* 1: cuBLAS may use TF32 tensor cores on the device
+                                  (--tf32; not in config_json, like the device) */
     int      progress;         /* -1 auto, 0 quiet, 1 a line per epoch */
     const char *command_line;
     const volatile sig_atomic_t *stop;   /* as gx_train_wm_opts.stop */
@@ -200,6 +202,7 @@ typedef struct gx_score_opts {
     FILE       *print;         /* summary line (NULL: nowhere) */
     gx_device   device;        /* where the forward passes run (the zero value is the
                                   CPU; gx_train_device in gx_train_common.h) */
+    int         tf32;          /* 1: TF32 tensor cores on the device (--tf32) */
 } gx_score_opts;
 
 typedef struct gx_score_result {

@@ -719,7 +719,7 @@ static gx_status wm_open_loader(gx_loader **L, gx_dataset *ds, const int64_t *id
 static gx_status wm_setup(wm_run *R, gx_err *err) {
     gx_train_wm_opts *o = &R->o;
     gx_status s = gx_train_setup_common(o->out_dir, o->threads, &R->paths, &R->ctx, err);
-    if (s == GX_OK) s = gx_train_device_open(&R->dev, o->device, err);
+    if (s == GX_OK) s = gx_train_device_open_tf32(&R->dev, o->device, o->tf32, err);
     if (s != GX_OK) return s;
     R->best_acc = -1;
     R->best_epoch = -1;

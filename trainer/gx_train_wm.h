@@ -122,6 +122,8 @@ typedef struct gx_train_wm_opts {
     int    threads;            /* > 0: gx_set_threads; 0 = leave */
     gx_device device;          /* where the run computes (--device; the zero value is the
                                   CPU): gx_train_device in gx_train_common.h */
+    int    tf32;               /* 1: cuBLAS may use TF32 tensor cores on the device
+                                  (--tf32; not in config_json, like the device) */
     int    progress;           /* -1 auto (\r line on a tty, a line per epoch
                                   otherwise), 0 quiet, 1 a line per epoch */
     const char *command_line;  /* stored with the run (may be NULL) */

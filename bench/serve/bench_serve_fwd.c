@@ -135,21 +135,9 @@ static int sf_device(const char *want, int tf32, gx_serve_device *sdev) {
     return 0;
 }
 
-/* Removes --tf32 from argv; 1 when it was there. */
-static int sf_take_tf32(int *argc, char **argv) {
-    int w = 0, on = 0;
-    for (int r = 0; r < *argc; r++) {
-        if (!strcmp(argv[r], "--tf32")) { on = 1; continue; }
-        argv[w++] = argv[r];
-    }
-    argv[w] = NULL;
-    *argc = w;
-    return on;
-}
-
 static int sf_main(int argc, char **argv) {
     const char *want = gx_tool_take_device(&argc, argv);
-    int tf32 = sf_take_tf32(&argc, argv);
+    int tf32 = gx_tool_take_tf32(&argc, argv);
     if (argc < 3 || !strcmp(argv[1], "--help")) {
         usage(argc < 3 ? stderr : stdout);
         return argc < 3 ? 2 : 0;

@@ -156,3 +156,27 @@ def test_galaxy_train_on_the_emulated_device_matches_the_cpu(synth, tmp_path, cm
         assert "(scoring on the device)" in sc.stderr, sc.stderr
         with sqlite3.connect(tmp_path / "s.sqlite") as c:
             assert c.execute("SELECT COUNT(*) FROM anomaly_scores").fetchone()[0] == 60
+
+
+def test_galaxy_train_tf32_is_ignored_on_the_cpu_and_says_so():
+    r = run([tool("galaxy-train"), "--tf32", "report", "--help"])
+    assert r.returncode == 0 and "usage: galaxy-train report" in r.stdout, r.stderr
+    assert "galaxy-train: --tf32 ignored: the command runs on the CPU" in r.stderr, r.stderr
+    assert "--tf32" in run([tool("galaxy-train"), "--help"]).stdout
+
+
+def test_galaxy_train_tf32_on_the_emulated_device_rounds_the_products(synth, tmp_path):
+    """--tf32 reaches cuBLAS: the emulation rounds the GEMMs' inputs to TF32
+    as the tensor cores do, so the curve moves off the FP32 one by about the
+    TF32 rounding (never bit for bit), and stays close to it."""
+    emu = emu_tool("galaxy-train")
+    base = trainer_args("wavelet-mamba", synth)
+    out = {}
+    for name, extra in (("fp32", []), ("tf32", ["--tf32"])):
+        r = subprocess.run([emu, "--device", "cuda"] + extra + base + ["--db", str(tmp_path / (name + ".sqlite")),
+                           "--out", str(tmp_path / name)], capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr
+        assert ("galaxy-train: matrix products in TF32 on cuda:0 (--tf32)" in r.stderr) == (name == "tf32"), r.stderr
+        out[name] = metric(tmp_path / (name + ".sqlite"), "train", "loss_total")
+    assert len(out["fp32"]) == 2 and out["tf32"] != out["fp32"], out
+    assert out["tf32"] == pytest.approx(out["fp32"], rel=2e-2), out

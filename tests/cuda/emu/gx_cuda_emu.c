@@ -96,7 +96,7 @@
 #include <unistd.h>
 
 struct gx_cuda_stream {
-    int  device, tf32;        /* tf32 kept, no effect: the host math is FP32 */
+    int  device, tf32;        /* tf32: the GEMMs round their inputs to TF32 (emu_gemm) */
     gx_ctx scratch;           /* the CPU ops' temporaries, reset per launch */
     char first_err[200];      /* first launcher error since the last sync */
 };
@@ -594,6 +594,25 @@ void gx_cu_cross_entropy_bwd(gx_cuda_stream *s, const float *logits, const int32
     emu_close();
 }
 
+/* TF32 (cuBLAS's TF32 tensor-op math, a stream made with tf32): the
+ * products' inputs keep 10 of float's 23 mantissa bits, rounded to nearest
+ * even, and accumulate in FP32. A copy of the rows x ld region with that
+ * rounding, so that --tf32 changes answers here as on a GPU (by ~1e-3
+ * relative); NULL when out of memory (the caller notes it). Only the GEMMs
+ * are emulated so: the emulated conv launchers run the CPU conv op, FP32. */
+static float *emu_tf32_copy(const float *a, int64_t rows, int64_t ld) {
+    size_t n = (size_t)(rows > 0 ? rows : 1) * (size_t)(ld > 0 ? ld : 1);
+    float *c = malloc(n * sizeof *c);
+    for (size_t i = 0; c && i < n; i++) {
+        uint32_t u;
+        memcpy(&u, &a[i], sizeof u);
+        if ((u & 0x7f800000u) != 0x7f800000u)      /* Inf/NaN unchanged */
+            u = (u + 0xfffu + ((u >> 13) & 1u)) & ~0x1fffu;
+        memcpy(&c[i], &u, sizeof u);
+    }
+    return c;
+}
+
 static void emu_gemm(gx_cuda_stream *s, int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha,
                      const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
     if (M <= 0 || N <= 0) return;
@@ -610,7 +629,15 @@ static void emu_gemm(gx_cuda_stream *s, int trans_a, int trans_b, int64_t M, int
             for (int64_t j = 0; j < N; j++) C[i * ldc + j] = beta == 0.0f ? 0.0f : beta * C[i * ldc + j];
         return;
     }
-    gx_gemm(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    if (!s->tf32) {
+        gx_gemm(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        return;
+    }
+    float *a32 = emu_tf32_copy(A, trans_a ? K : M, lda), *b32 = emu_tf32_copy(B, trans_b ? N : K, ldb);
+    if (a32 && b32) gx_gemm(trans_a, trans_b, M, N, K, alpha, a32, lda, b32, ldb, beta, C, ldc);
+    else emu_note(s, "gx_cu_gemm: cuBLAS status 3 (alloc failed: TF32 operand copies)");
+    free(a32);
+    free(b32);
 }
 
 void gx_cu_gemm(gx_cuda_stream *s, int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha,

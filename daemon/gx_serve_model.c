@@ -282,6 +282,9 @@ gx_status gx_serve_model_load_on(gx_serve_model **out, const char *path, const c
             s = gx_err_set(err, s == GX_ERR_NOMEM ? s : GX_ERR_FORMAT, "checkpoint %s: %s", path, e2.msg);
     }
     if (s == GX_OK) s = serve_fill_info(m, &f, err);
+    /* Served models only run forward: no gradient buffers, here or on the
+     * device (half the parameters' memory). */
+    if (s == GX_OK) gx_params_drop_grads((gx_params *)m->params);
     gx_st_close(&f);
     if (s != GX_OK) {
         gx_serve_model_free(m);

@@ -265,6 +265,10 @@ gx_tensor *gx_params_add(gx_params *p, const char *name, int ndim,
                          const int64_t *shape, unsigned flags);
 gx_param  *gx_params_find(const gx_params *p, const char *name);
 void       gx_params_zero_grad(gx_params *p);
+/* Frees every gradient buffer and marks the tensors as not requiring one:
+ * for a model that only runs forward (galaxyd), whose parameters then take
+ * half the host and device memory. Before gx_params_to_cuda. */
+void       gx_params_drop_grads(gx_params *p);
 /* Number of elements over parameters whose flags intersect `mask`
  * (mask 0 = every trainable parameter, i.e. not BUFFER/FROZEN). */
 int64_t    gx_params_count(const gx_params *p, unsigned mask);

@@ -372,6 +372,15 @@ void gx_params_zero_grad(gx_params *p) {
             memset(p->items[i]->t.grad, 0, (size_t)p->items[i]->t.numel * sizeof(gx_real));
 }
 
+void gx_params_drop_grads(gx_params *p) {
+    GX_ASSERT_MSG(!p->cuda, "gx_params_drop_grads: the parameters are on the device (drop before gx_params_to_cuda)");
+    for (int i = 0; i < p->n; i++) {
+        free(p->items[i]->t.grad);
+        p->items[i]->t.grad = NULL;
+        p->items[i]->t.requires_grad = 0;
+    }
+}
+
 int64_t gx_params_count(const gx_params *p, unsigned mask) {
     int64_t n = 0;
     for (int i = 0; i < p->n; i++) {

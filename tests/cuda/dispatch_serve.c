@@ -10,6 +10,8 @@
 
 #include "gx_cf_inn.h"
 #include "gx_serve_model.h"
+#include "gx_uda.h"
+#include "gx_wavelet_mamba.h"
 #include <stdlib.h>
 #include <string.h>
 
@@ -31,6 +33,25 @@ static void serve_rows_free(serve_rows *r) {
     free(r->logits); free(r->probs); free(r->redshift); free(r->score);
 }
 
+/* A served model only runs forward: its parameters carry no gradient
+ * buffers (gx_params_drop_grads), and what the load placed on the device is
+ * exactly one pool block per tensor. */
+static void serve_check_no_grads(gx_test_state *T, gx_serve_model *m, size_t placed) {
+    const gx_serve_info *in = gx_serve_model_info(m);
+    void *impl = gx_serve_model_impl(m);
+    const gx_params *p = !strcmp(in->kind, "wavelet-mamba") ? &((gx_wm_model *)impl)->params
+                       : !strcmp(in->kind, "uda")           ? &((gx_uda_model *)impl)->params
+                                                            : &((gx_cf_model *)impl)->params;
+    size_t want = 0;
+    for (int i = 0; i < p->n; i++) {
+        const gx_tensor *t = &p->items[i]->t;
+        CHECK_MSG(t->grad == NULL && !t->requires_grad, "%s: %s has a gradient buffer", in->name, p->items[i]->name);
+        want += gx_cuda_pool_block_bytes((size_t)t->numel * sizeof(float));
+    }
+    CHECK_MSG(placed == want, "%s: %zu bytes placed on the device, %zu for the parameters alone", in->name,
+              placed, want);
+}
+
 GX_TEST(dispatch_serve_bundled_models) {
     gx_gpu_env g;
     if (!gx_gpu_open(T, &g)) return;
@@ -43,8 +64,10 @@ GX_TEST(dispatch_serve_bundled_models) {
         gx_serve_model *mc = NULL, *md = NULL;
         gx_err err;
         CHECK_MSG(gx_serve_model_load(&mc, paths[p], NULL, &err) == GX_OK, "%s", err.msg);
+        size_t before = gx_cuda_pool_in_use(g.pool);
         CHECK_MSG(gx_serve_model_load_on(&md, paths[p], NULL, &dev, &err) == GX_OK, "%s", err.msg);
         if (!mc || !md) { gx_serve_model_free(mc); gx_serve_model_free(md); continue; }
+        serve_check_no_grads(T, md, gx_cuda_pool_in_use(g.pool) - before);
         const gx_serve_info *ic = gx_serve_model_info(mc), *id = gx_serve_model_info(md);
         CHECK_MSG(!strcmp(ic->device, "cpu") && !strcmp(id->device, "cuda:0"), "%s: devices %s / %s", ic->name,
                   ic->device, id->device);

@@ -131,6 +131,17 @@ void      gx_cuda_stream_destroy(gx_cuda_stream *s);
 /* Waits for the stream; reports the first error of any launcher since the
  * last sync (naming it), then clears it. */
 gx_status gx_cuda_stream_sync(gx_cuda_stream *s, gx_err *err);
+/* Records msg as the stream's error (if it has none yet) and makes every
+ * later launch and copy on it a no-op until the next sync: what follows a
+ * refused device allocation (gx_cuda_ctx_alloc) must not run on the
+ * placeholder address it got. Skipped downloads fill their host buffer with
+ * NaN bytes (0xff), so host code reads nothing stale. */
+void      gx_cuda_stream_fail(gx_cuda_stream *s, const char *msg);
+/* Ends that skipping. Not a sync's doing: the waits inside a pass
+ * (gx_to_host, the clipping norm's read) must not let launches run on
+ * placeholders again, so the stream resumes when the ctx that got them is
+ * reset (gx_cuda_device_reset); the error stays for gx_cuda_exec_sync. */
+void      gx_cuda_stream_resume(gx_cuda_stream *s);
 /* Asynchronous copies on the stream (host memory should be pinned for real
  * overlap). */
 void gx_cuda_upload(gx_cuda_stream *s, void *dst_dev, const void *src_host, size_t bytes);

@@ -301,5 +301,7 @@ gx_status gx_cuda_stream_sync(gx_cuda_stream *s, gx_err *err) {
 void gx_cuda_upload(gx_cuda_stream *s, void *d, const void *h, size_t b) { (void)s; (void)d; (void)h; (void)b; }
 void gx_cuda_download(gx_cuda_stream *s, void *h, const void *d, size_t b) { (void)s; (void)d; (void)h; (void)b; }
 void gx_cuda_memset0(gx_cuda_stream *s, void *d, size_t b) { (void)s; (void)d; (void)b; }
+void gx_cuda_stream_fail(gx_cuda_stream *s, const char *msg) { (void)s; (void)msg; }
+void gx_cuda_stream_resume(gx_cuda_stream *s) { (void)s; }
 
 #endif

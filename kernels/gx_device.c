@@ -108,6 +108,9 @@ gx_cuda_backend gx_cuda_host_backend(void) {
 /* Called by gx_ctx_reset: the arena's blocks may go back to the pool. */
 void gx_cuda_device_reset(gx_cuda_exec *e) {
     gx_cuda_exec_wait(e);
+    /* The pass that got placeholder addresses is over (gx_cuda_ctx_alloc):
+     * launches may run again; its error stays kept for gx_cuda_exec_sync. */
+    if (e->stream) gx_cuda_stream_resume(e->stream);
     gx_status st = gx_cuda_arena_reset(&e->arena);
     if (st != GX_OK) {
         gx_err me;
@@ -118,12 +121,26 @@ void gx_cuda_device_reset(gx_cuda_exec *e) {
 
 /* ------------------------------------------------------ ctx placement */
 
+/* Out of device memory in the middle of a pass is the device's error, not
+ * the program's: the stream is failed (gx_cuda_stream_fail: every later
+ * launch and copy is skipped until the sync reports "out of device memory")
+ * and the caller gets a placeholder address that nothing will touch, so the
+ * pass runs to its end on the host and the batch or step fails at its sync.
+ * An emulated exec (no stream: tests) still asserts. */
+#define GX_CUDA_PLACEHOLDER ((void *)(uintptr_t)GX_CUDA_ALIGN)
+
 void *gx_cuda_ctx_alloc(gx_ctx *ctx, size_t bytes) {
     GX_ASSERT_MSG(ctx->cuda, "device memory requested from a ctx without a device");
-    void *p = gx_cuda_arena_alloc(&ctx->cuda->arena, bytes ? bytes : 1);
-    GX_ASSERT_MSG(p != NULL, "device arena: the pool refused %zu bytes (%zu in use, %zu reserved)", bytes,
-                  gx_cuda_pool_in_use(ctx->cuda->pool), gx_cuda_pool_reserved(ctx->cuda->pool));
-    return p;
+    gx_cuda_exec *e = ctx->cuda;
+    void *p = gx_cuda_arena_alloc(&e->arena, bytes ? bytes : 1);
+    if (p) return p;
+    GX_ASSERT_MSG(e->stream, "device arena: the pool refused %zu bytes (%zu in use, %zu reserved)", bytes,
+                  gx_cuda_pool_in_use(e->pool), gx_cuda_pool_reserved(e->pool));
+    char msg[160];
+    snprintf(msg, sizeof msg, "out of device memory: the activations needed %zu bytes more (%zu in use, %zu reserved)",
+             bytes, gx_cuda_pool_in_use(e->pool), gx_cuda_pool_reserved(e->pool));
+    gx_cuda_stream_fail(e->stream, msg);
+    return GX_CUDA_PLACEHOLDER;
 }
 
 gx_cuda_exec *gx_cuda_op_exec(gx_ctx *ctx, const char *op) {

@@ -170,8 +170,16 @@ static gx_real *gx_optim_dev_state(gx_optim *o, gx_params *p) {
     if (!o->dev_state) {
         size_t bytes = (size_t)o->state_len * sizeof(gx_real);
         o->dev_state = gx_cuda_pool_alloc(p->cuda->pool, bytes);
-        GX_ASSERT_MSG(o->dev_state != NULL, "gx_optim_step: the device pool refused %zu bytes of optimiser state",
-                      bytes);
+        if (!o->dev_state) {
+            /* Out of device memory is the device's error: the step is skipped
+             * and fails at the caller's sync (an emulated exec asserts). */
+            GX_ASSERT_MSG(p->cuda->stream, "gx_optim_step: the device pool refused %zu bytes of optimiser state",
+                          bytes);
+            char msg[128];
+            snprintf(msg, sizeof msg, "out of device memory: %zu bytes of optimiser state refused", bytes);
+            gx_cuda_stream_fail(p->cuda->stream, msg);
+            return NULL;
+        }
         o->dev_exec = p->cuda;
         gx_cuda_exec_upload(o->dev_exec, o->dev_state, o->state, bytes);
     }
@@ -190,6 +198,7 @@ void gx_optim_step(gx_optim *o, gx_params *p, const double *lr_by_group) {
     gx_real *state = o->state;
     if (p->cuda) {
         state = gx_optim_dev_state(o, p);
+        if (o->state_len && !state) return;   /* out of device memory: see gx_optim_dev_state */
 #if GX_CUDA_ON
         if (!p->cuda->emulated) {
             gx_cuda_optim_step(o, p, lr_by_group, state);

@@ -30,6 +30,7 @@ static cublasOperation_t gx_cu_op(int t) { return t ? CUBLAS_OP_T : CUBLAS_OP_N;
 extern "C" void gx_cu_gemm(gx_cuda_stream *s, int trans_a, int trans_b, int64_t M, int64_t N, int64_t K,
                            float alpha, const float *A, int64_t lda, const float *B, int64_t ldb,
                            float beta, float *C, int64_t ldc) {
+    GX_CU_SKIP(s);
     if (M <= 0 || N <= 0) return;
     gx_cu_note_blas(s, __func__,
                     cublasSgemm(s->blas, gx_cu_op(trans_b), gx_cu_op(trans_a), (int)N, (int)M, (int)K,
@@ -40,6 +41,7 @@ extern "C" void gx_cu_gemm_batched(gx_cuda_stream *s, int trans_a, int trans_b, 
                                    int64_t K, float alpha, const float *A, int64_t lda, int64_t sA,
                                    const float *B, int64_t ldb, int64_t sB, float beta, float *C,
                                    int64_t ldc, int64_t sC, int64_t batch) {
+    GX_CU_SKIP(s);
     if (M <= 0 || N <= 0 || batch <= 0) return;
     gx_cu_note_blas(s, __func__,
                     cublasSgemmStridedBatched(s->blas, gx_cu_op(trans_b), gx_cu_op(trans_a), (int)N, (int)M,
@@ -86,6 +88,7 @@ static void gx_cu_conv_gemms(gx_cuda_stream *s, const gx_cu_conv_shape *c, const
 
 extern "C" void gx_cu_conv2d_fwd(gx_cuda_stream *s, const gx_cu_conv_shape *c, const float *x,
                                  const float *w, const float *bias, float *y, float *col) {
+    GX_CU_SKIP(s);
     gx_cu_cv v = gx_cu_cv_make(c);
     const int64_t P = v.Ho * v.Wo;
     gx_cu_conv_gemms(s, c, x, w, y, col);
@@ -99,6 +102,7 @@ extern "C" void gx_cu_conv2d_fwd(gx_cuda_stream *s, const gx_cu_conv_shape *c, c
 extern "C" void gx_cu_conv2d_bwd(gx_cuda_stream *s, const gx_cu_conv_shape *c, const float *x,
                                  const float *w, const float *g, float *gx, float *gw, float *gb,
                                  float *col) {
+    GX_CU_SKIP(s);
     gx_cu_cv v = gx_cu_cv_make(c);
     const int64_t G = c->groups, cig = c->Cin / G, cog = c->Cout / G;
     const int64_t P = v.Ho * v.Wo, CK = cig * v.kh * v.kw, ncol = gx_cu_conv_col_floats(c);
@@ -144,6 +148,7 @@ extern "C" void gx_cu_conv2d_bn_act_fwd(gx_cuda_stream *s, const gx_cu_conv_shap
                                         const float *beta, const float *run_mean, const float *run_var,
                                         double eps, int act, double p0, double p1, float *y, float *col,
                                         double *ab) {
+    GX_CU_SKIP(s);
     gx_cu_cv v = gx_cu_cv_make(c);
     const int64_t P = v.Ho * v.Wo, total = c->B * c->Cout * P;
     if (total <= 0) return;
@@ -179,6 +184,7 @@ __global__ void gx_cu_sqd_diag_k(const float *a, const double *rs, float *ga, in
 
 extern "C" void gx_cu_pairwise_sqdist_fwd(gx_cuda_stream *s, const float *a, const float *b, float *d, double *sq,
                                           int64_t N, int64_t M, int64_t D) {
+    GX_CU_SKIP(s);
     if (N <= 0 || M <= 0) return;
     gx_cu_sqn_k<<<gx_cu_blocks(N + M), GX_CU_THREADS, 0, s->st>>>(a, b, sq, N, M, D);
     GX_CU_CHECK(s);
@@ -190,6 +196,7 @@ extern "C" void gx_cu_pairwise_sqdist_fwd(gx_cuda_stream *s, const float *a, con
 extern "C" void gx_cu_pairwise_sqdist_bwd(gx_cuda_stream *s, const float *a, const float *b, const float *d,
                                           const float *g, float *ga, float *gb, float *gm, double *sums,
                                           int64_t N, int64_t M, int64_t D) {
+    GX_CU_SKIP(s);
     if (N <= 0 || M <= 0 || (!ga && !gb)) return;
     gx_cu_sqd_mask_k<<<gx_cu_blocks(N * M), GX_CU_THREADS, 0, s->st>>>(d, g, gm, N * M);
     GX_CU_CHECK(s);
@@ -228,6 +235,7 @@ __global__ void gx_cu_c1_dw_k(const float *x, const float *g, float *gw, float *
 
 extern "C" void gx_cu_conv1d_causal_dw_fwd(gx_cuda_stream *s, const float *x, const float *w, const float *bias,
                                            float *y, int64_t B, int64_t L, int64_t E, int64_t K) {
+    GX_CU_SKIP(s);
     const int64_t n = B * L * E;
     if (n <= 0) return;
     gx_cu_c1_k<<<gx_cu_blocks(n), GX_CU_THREADS, 0, s->st>>>(x, w, bias, y, n, L, E, K);
@@ -237,6 +245,7 @@ extern "C" void gx_cu_conv1d_causal_dw_fwd(gx_cuda_stream *s, const float *x, co
 extern "C" void gx_cu_conv1d_causal_dw_bwd(gx_cuda_stream *s, const float *x, const float *w, const float *g,
                                            float *gx, float *gw, float *gb, int64_t B, int64_t L, int64_t E,
                                            int64_t K) {
+    GX_CU_SKIP(s);
     const int64_t n = B * L * E;
     if (n <= 0) return;
     if (gx) {

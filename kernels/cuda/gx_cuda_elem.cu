@@ -29,6 +29,7 @@ __global__ void gx_cu_unary_bwd_k(int op, double p0, double p1, const float *x, 
 
 extern "C" void gx_cu_unary_fwd(gx_cuda_stream *s, gx_cu_unary op, double p0, double p1,
                                 const float *x, float *y, int64_t n) {
+    GX_CU_SKIP(s);
     if (n <= 0) return;
     gx_cu_unary_fwd_k<<<gx_cu_blocks(n), GX_CU_THREADS, 0, s->st>>>((int)op, p0, p1, x, y, n);
     GX_CU_CHECK(s);
@@ -36,6 +37,7 @@ extern "C" void gx_cu_unary_fwd(gx_cuda_stream *s, gx_cu_unary op, double p0, do
 
 extern "C" void gx_cu_unary_bwd(gx_cuda_stream *s, gx_cu_unary op, double p0, double p1,
                                 const float *x, const float *y, const float *g, float *gx, int64_t n) {
+    GX_CU_SKIP(s);
     if (n <= 0) return;
     gx_cu_unary_bwd_k<<<gx_cu_blocks(n), GX_CU_THREADS, 0, s->st>>>((int)op, p0, p1, x, y, g, gx, n);
     GX_CU_CHECK(s);
@@ -56,6 +58,7 @@ extern "C" void gx_cu_binary_fwd(gx_cuda_stream *s, gx_cu_binary op,
                                  const float *a, int na, const int64_t *ashape,
                                  const float *b, int nb, const int64_t *bshape,
                                  float *out, int no, const int64_t *oshape) {
+    GX_CU_SKIP(s);
     int64_t n = gx_shape_numel(no, oshape);
     if (n <= 0) return;
     gx_cu_bc c = gx_cu_bc_make(na, ashape, nb, bshape, no, oshape);
@@ -68,6 +71,7 @@ extern "C" void gx_cu_binary_bwd(gx_cuda_stream *s, gx_cu_binary op,
                                  const float *b, int nb, const int64_t *bshape,
                                  const float *out, const float *g, int no, const int64_t *oshape,
                                  float *ga, float *gb, float *scratch) {
+    GX_CU_SKIP(s);
     int64_t n = gx_shape_numel(no, oshape);
     if (n <= 0) return;
     gx_cu_bc c = gx_cu_bc_make(na, ashape, nb, bshape, no, oshape);
@@ -100,6 +104,7 @@ __global__ void gx_cu_rb_block_k(gx_cu_rb r, const float *g, float *acc) {
 
 extern "C" void gx_cu_reduce_broadcast_add(gx_cuda_stream *s, float *acc, int nt, const int64_t *to,
                                            const float *g, int nf, const int64_t *from) {
+    GX_CU_SKIP(s);
     gx_cu_rb r;
     if (!gx_cu_rb_make(&r, nt, to, nf, from)) return;
     if (r.n_red >= 2048 && r.n_kept < 4096) {

@@ -19,7 +19,11 @@ struct gx_cuda_stream {
     /* First error since the last sync: launches are asynchronous, so an
      * error is reported at the next sync, naming the launcher that saw it. */
     char           first_err[200];
+    int            skip;      /* gx_cuda_stream_fail: launches and copies are no-ops until the sync */
 };
+
+/* First statement of every launcher: nothing runs on a failed stream. */
+#define GX_CU_SKIP(s) do { if ((s)->skip) return; } while (0)
 
 /* Records a launch or runtime error (only the first sticks). */
 static inline void gx_cu_note(gx_cuda_stream *s, const char *fn, cudaError_t e) {

@@ -7,6 +7,7 @@
 #include "gx_cuda_impl.cuh"
 
 #include <stdlib.h>
+#include <string.h>
 
 extern "C" int gx_cuda_probe(char *why, size_t n) {
     int count = 0;
@@ -124,12 +125,25 @@ extern "C" gx_status gx_cuda_stream_sync(gx_cuda_stream *s, gx_err *err) {
     return st;
 }
 
+extern "C" void gx_cuda_stream_fail(gx_cuda_stream *s, const char *msg) {
+    if (!s->first_err[0]) snprintf(s->first_err, sizeof s->first_err, "%s", msg);
+    s->skip = 1;
+}
+
+extern "C" void gx_cuda_stream_resume(gx_cuda_stream *s) { s->skip = 0; }
+
 extern "C" void gx_cuda_upload(gx_cuda_stream *s, void *dst, const void *src, size_t bytes) {
+    GX_CU_SKIP(s);
     gx_cu_note(s, __func__, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, s->st));
 }
 extern "C" void gx_cuda_download(gx_cuda_stream *s, void *dst, const void *src, size_t bytes) {
+    if (s->skip) {
+        memset(dst, 0xff, bytes);   /* NaN bytes: the host reads nothing stale */
+        return;
+    }
     gx_cu_note(s, __func__, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, s->st));
 }
 extern "C" void gx_cuda_memset0(gx_cuda_stream *s, void *dst, size_t bytes) {
+    GX_CU_SKIP(s);
     gx_cu_note(s, __func__, cudaMemsetAsync(dst, 0, bytes, s->st));
 }

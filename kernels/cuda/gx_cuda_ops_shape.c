@@ -339,7 +339,12 @@ double gx_cuda_clip_grad_norm(gx_cuda_exec *e, int nt, float *const *g, const in
     /* The partial sums, then the norm, in one pool block for this call. */
     const size_t np = (size_t)gx_cu_clip_scratch(nt, n), bytes = (np + 1) * sizeof(double);
     double *part = gx_cuda_pool_alloc(e->pool, bytes);
-    GX_ASSERT_MSG(part != NULL, "gx_clip_grad_norm: the device pool refused %zu bytes of scratch", bytes);
+    if (!part) {   /* out of device memory: no norm (NaN: the caller skips the step), the error at the sync */
+        char msg[128];
+        snprintf(msg, sizeof msg, "out of device memory: %zu bytes of clipping scratch refused", bytes);
+        gx_cuda_stream_fail(e->stream, msg);
+        return NAN;
+    }
     gx_cu_clip_grad_norm(e->stream, nt, g, n, max_norm, part, part + np);
     double norm = NAN;
     gx_cuda_exec_download(e, &norm, part + np, sizeof norm);

@@ -22,6 +22,7 @@ __global__ void gx_cu_sgd_k(float *x, const float *g, float *buf, int64_t n, dou
 
 extern "C" void gx_cu_optim_update(gx_cuda_stream *s, const gx_optim_cfg *c, float *x, const float *g,
                                    float *state, int64_t n, int64_t t, double lr, double wd) {
+    GX_CU_SKIP(s);
     if (n <= 0) return;
     if (c->kind == GX_OPT_SGD) {
         gx_cu_sgd_k<<<gx_cu_blocks(n), GX_CU_THREADS, 0, s->st>>>(x, g, c->momentum != 0 ? state : NULL, n,
@@ -73,6 +74,7 @@ extern "C" int64_t gx_cu_clip_scratch(int nt, const int64_t *n) {
 
 extern "C" void gx_cu_clip_grad_norm(gx_cuda_stream *s, int nt, float *const *g, const int64_t *n,
                                      double max_norm, double *part, double *norm_out) {
+    GX_CU_SKIP(s);
     int64_t off = 0;
     for (int t = 0; t < nt; t++) {
         const int64_t nch = gx_cu_chunk_count(n[t]);

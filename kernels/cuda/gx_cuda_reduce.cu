@@ -71,6 +71,7 @@ __global__ void gx_cu_max_bw_k(const float *x, const float *g, float *gx, int64_
 
 extern "C" void gx_cu_reduce_fwd(gx_cuda_stream *s, gx_cu_reduce op, const float *x, float *y,
                                  int64_t outer, int64_t n, int64_t inner) {
+    GX_CU_SKIP(s);
     int64_t ncol = outer * inner;
     if (ncol <= 0 || n <= 0) return;
     if (op == GX_CU_MAXR)
@@ -83,6 +84,7 @@ extern "C" void gx_cu_reduce_fwd(gx_cuda_stream *s, gx_cu_reduce op, const float
 
 extern "C" void gx_cu_reduce_bwd(gx_cuda_stream *s, gx_cu_reduce op, const float *x, const float *y,
                                  const float *g, float *gx, int64_t outer, int64_t n, int64_t inner) {
+    GX_CU_SKIP(s);
     (void)y;          /* max recomputes its argmax from x (the CPU saves it) */
     int64_t ncol = outer * inner, total = ncol * n;
     if (total <= 0) return;
@@ -148,6 +150,7 @@ __global__ void gx_cu_softmax_bw_k(int logm, const float *y, const float *g, flo
 
 extern "C" void gx_cu_softmax_fwd(gx_cuda_stream *s, int log, const float *x, float *y,
                                   int64_t outer, int64_t n, int64_t inner) {
+    GX_CU_SKIP(s);
     int64_t ncol = outer * inner;
     if (ncol <= 0 || n <= 0) return;
     gx_cu_softmax_k<<<gx_cu_col_blocks(ncol), 32 * GX_CU_WARPS, 0, s->st>>>(log, x, y, ncol, n, inner);
@@ -156,6 +159,7 @@ extern "C" void gx_cu_softmax_fwd(gx_cuda_stream *s, int log, const float *x, fl
 
 extern "C" void gx_cu_softmax_bwd(gx_cuda_stream *s, int log, const float *y, const float *g, float *gx,
                                   int64_t outer, int64_t n, int64_t inner) {
+    GX_CU_SKIP(s);
     int64_t ncol = outer * inner;
     if (ncol <= 0 || n <= 0) return;
     gx_cu_softmax_bw_k<<<gx_cu_col_blocks(ncol), 32 * GX_CU_WARPS, 0, s->st>>>(log, y, g, gx, ncol, n,
@@ -194,6 +198,7 @@ __global__ void gx_cu_ce_bw_k(const float *x, const int32_t *t, double ls, const
 
 extern "C" void gx_cu_cross_entropy_fwd(gx_cuda_stream *s, const float *logits, const int32_t *target,
                                         double ls, float *loss, double *lse, int64_t B, int64_t K) {
+    GX_CU_SKIP(s);
     if (B <= 0) return;
     gx_cu_ce_k<<<gx_cu_col_blocks(B), 32 * GX_CU_WARPS, 0, s->st>>>(logits, target, ls, loss, lse, B, K);
     GX_CU_CHECK(s);
@@ -202,6 +207,7 @@ extern "C" void gx_cu_cross_entropy_fwd(gx_cuda_stream *s, const float *logits, 
 extern "C" void gx_cu_cross_entropy_bwd(gx_cuda_stream *s, const float *logits, const int32_t *target,
                                         double ls, const double *lse, const float *g, float *glogits,
                                         int64_t B, int64_t K) {
+    GX_CU_SKIP(s);
     if (B <= 0) return;
     gx_cu_ce_bw_k<<<gx_cu_col_blocks(B), 32 * GX_CU_WARPS, 0, s->st>>>(logits, target, ls, lse, g,
                                                                        glogits, B, K);
@@ -231,6 +237,7 @@ __global__ void gx_cu_lse_bw_k(const float *x, const float *y, const float *g, f
 
 extern "C" void gx_cu_logsumexp_fwd(gx_cuda_stream *s, const float *x, float *y, int64_t outer, int64_t n,
                                     int64_t inner) {
+    GX_CU_SKIP(s);
     const int64_t ncol = outer * inner;
     if (ncol <= 0 || n <= 0) return;
     gx_cu_lse_k<<<gx_cu_col_blocks(ncol), 32 * GX_CU_WARPS, 0, s->st>>>(x, y, ncol, n, inner);
@@ -239,6 +246,7 @@ extern "C" void gx_cu_logsumexp_fwd(gx_cuda_stream *s, const float *x, float *y,
 
 extern "C" void gx_cu_logsumexp_bwd(gx_cuda_stream *s, const float *x, const float *y, const float *g,
                                     float *gx, int64_t outer, int64_t n, int64_t inner) {
+    GX_CU_SKIP(s);
     const int64_t total = outer * n * inner;
     if (total <= 0) return;
     gx_cu_lse_bw_k<<<gx_cu_blocks(total), GX_CU_THREADS, 0, s->st>>>(x, y, g, gx, total, n, inner);
@@ -275,6 +283,7 @@ __global__ void gx_cu_l2n_bw_k(const float *y, const double *norm, const float *
 
 extern "C" void gx_cu_l2_normalize_fwd(gx_cuda_stream *s, const float *x, float *y, double *norm, double eps,
                                        int64_t outer, int64_t n, int64_t inner) {
+    GX_CU_SKIP(s);
     const int64_t ncol = outer * inner;
     if (ncol <= 0 || n <= 0) return;
     gx_cu_l2n_k<<<gx_cu_col_blocks(ncol), 32 * GX_CU_WARPS, 0, s->st>>>(x, y, norm, eps, ncol, n, inner);
@@ -283,6 +292,7 @@ extern "C" void gx_cu_l2_normalize_fwd(gx_cuda_stream *s, const float *x, float 
 
 extern "C" void gx_cu_l2_normalize_bwd(gx_cuda_stream *s, const float *y, const double *norm, const float *g,
                                        float *gx, double eps, int64_t outer, int64_t n, int64_t inner) {
+    GX_CU_SKIP(s);
     const int64_t ncol = outer * inner;
     if (ncol <= 0 || n <= 0) return;
     gx_cu_l2n_bw_k<<<gx_cu_col_blocks(ncol), 32 * GX_CU_WARPS, 0, s->st>>>(y, norm, g, gx, eps, ncol, n, inner);
@@ -325,6 +335,7 @@ static unsigned gx_cu_chunk_blocks(int64_t n) {
 
 extern "C" void gx_cu_sum_all_fwd(gx_cuda_stream *s, int mean, const float *x, float *y, double *part,
                                   int64_t n) {
+    GX_CU_SKIP(s);
     if (n <= 0) { gx_cu_note(s, __func__, cudaMemsetAsync(y, 0, sizeof(float), s->st)); return; }
     gx_cu_chunk_k<<<gx_cu_chunk_blocks(n), GX_CU_THREADS, 0, s->st>>>(x, n, 0, part);
     GX_CU_CHECK(s);
@@ -333,6 +344,7 @@ extern "C" void gx_cu_sum_all_fwd(gx_cuda_stream *s, int mean, const float *x, f
 }
 
 extern "C" void gx_cu_sum_all_bwd(gx_cuda_stream *s, int mean, const float *g, float *gx, int64_t n) {
+    GX_CU_SKIP(s);
     if (n <= 0) return;
     gx_cu_fill_add_k<<<gx_cu_blocks(n), GX_CU_THREADS, 0, s->st>>>(g, mean ? 1.0 / (double)n : 1.0, gx, n);
     GX_CU_CHECK(s);

@@ -86,6 +86,7 @@ static int gx_cu_scan_ok(gx_cuda_stream *s, const char *fn, int64_t B, int64_t L
 extern "C" void gx_cu_ssm_scan_fwd(gx_cuda_stream *s, const float *xs, const float *delta, const float *A,
                                    const float *Bm, const float *Cm, float *y,
                                    int64_t B, int64_t L, int64_t Ld, int64_t E, int64_t N) {
+    GX_CU_SKIP(s);
     if (!gx_cu_scan_ok(s, __func__, B, L, E, N)) return;
     int64_t nb;
     gx_cu_sd d = gx_cu_scan_dims(B, L, Ld, E, N, &nb);
@@ -98,6 +99,7 @@ extern "C" void gx_cu_ssm_scan_bwd(gx_cuda_stream *s, const float *xs, const flo
                                    const float *Bm, const float *Cm, const float *g,
                                    float *gxs, float *gdelta, float *gA, float *gB, float *gC, double *H,
                                    int64_t B, int64_t L, int64_t Ld, int64_t E, int64_t N) {
+    GX_CU_SKIP(s);
     if (!gx_cu_scan_ok(s, __func__, B, L, E, N)) return;
     int64_t nb;
     gx_cu_sd d = gx_cu_scan_dims(B, L, Ld, E, N, &nb);

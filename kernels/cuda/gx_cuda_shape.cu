@@ -24,6 +24,7 @@ __global__ void gx_cu_acc_k(float *dst, const float *src, int64_t n) {
 }
 
 extern "C" void gx_cu_accumulate(gx_cuda_stream *s, float *dst, const float *src, int64_t n) {
+    GX_CU_SKIP(s);
     GX_CU_LAUNCH1(gx_cu_acc_k, n, dst, src, n);
 }
 
@@ -38,12 +39,14 @@ __global__ void gx_cu_perm_k(gx_cu_pm p, const float *src, float *dst, int64_t n
 
 extern "C" void gx_cu_permute_fwd(gx_cuda_stream *s, const float *x, int nd, const int64_t *xshape,
                                   const int *perm, float *y) {
+    GX_CU_SKIP(s);
     const int64_t n = gx_shape_numel(nd, xshape);
     GX_CU_LAUNCH1(gx_cu_perm_k, n, gx_cu_pm_make(nd, xshape, perm), x, y, n, 0);
 }
 
 extern "C" void gx_cu_permute_bwd(gx_cuda_stream *s, const float *g, int nd, const int64_t *xshape,
                                   const int *perm, float *gx) {
+    GX_CU_SKIP(s);
     int64_t yshape[GX_MAX_DIMS];
     int inv[GX_MAX_DIMS];
     for (int d = 0; d < nd; d++) { yshape[d] = xshape[perm[d]]; inv[perm[d]] = d; }
@@ -68,6 +71,7 @@ __global__ void gx_cu_band_k(int dir, float *big, float *small, const float *src
 
 extern "C" void gx_cu_concat_fwd(gx_cuda_stream *s, int n, const float *const *xs, const int64_t *sizes,
                                  float *y, int64_t outer, int64_t inner) {
+    GX_CU_SKIP(s);
     int64_t N = 0, off = 0;
     for (int k = 0; k < n; k++) N += sizes[k];
     for (int k = 0; k < n; k++) {
@@ -79,6 +83,7 @@ extern "C" void gx_cu_concat_fwd(gx_cuda_stream *s, int n, const float *const *x
 
 extern "C" void gx_cu_concat_bwd(gx_cuda_stream *s, int n, const float *g, const int64_t *sizes,
                                  float *const *gxs, int64_t outer, int64_t inner) {
+    GX_CU_SKIP(s);
     int64_t N = 0, off = 0;
     for (int k = 0; k < n; k++) N += sizes[k];
     for (int k = 0; k < n; k++) {
@@ -90,12 +95,14 @@ extern "C" void gx_cu_concat_bwd(gx_cuda_stream *s, int n, const float *g, const
 
 extern "C" void gx_cu_slice_fwd(gx_cuda_stream *s, const float *x, float *y, int64_t outer, int64_t n,
                                 int64_t inner, int64_t start, int64_t end) {
+    GX_CU_SKIP(s);
     const int64_t total = outer * (end - start) * inner;
     GX_CU_LAUNCH1(gx_cu_band_k, total, 1, (float *)NULL, y, x, total, end - start, inner, n, start, 0);
 }
 
 extern "C" void gx_cu_slice_bwd(gx_cuda_stream *s, const float *g, float *gx, int64_t outer, int64_t n,
                                 int64_t inner, int64_t start, int64_t end) {
+    GX_CU_SKIP(s);
     const int64_t total = outer * (end - start) * inner;
     GX_CU_LAUNCH1(gx_cu_band_k, total, 2, gx, (float *)NULL, g, total, end - start, inner, n, start, 1);
 }
@@ -110,11 +117,13 @@ __global__ void gx_cu_flip_k(const float *src, float *dst, int64_t total, int64_
 
 extern "C" void gx_cu_flip_fwd(gx_cuda_stream *s, const float *x, float *y, int64_t outer, int64_t n,
                                int64_t inner) {
+    GX_CU_SKIP(s);
     GX_CU_LAUNCH1(gx_cu_flip_k, outer * n * inner, x, y, outer * n * inner, n, inner, 0);
 }
 
 extern "C" void gx_cu_flip_bwd(gx_cuda_stream *s, const float *g, float *gx, int64_t outer, int64_t n,
                                int64_t inner) {
+    GX_CU_SKIP(s);
     GX_CU_LAUNCH1(gx_cu_flip_k, outer * n * inner, g, gx, outer * n * inner, n, inner, 1);
 }
 
@@ -132,12 +141,15 @@ __global__ void gx_cu_one_hot_k(const int32_t *idx, float *y, int64_t total, int
 
 extern "C" void gx_cu_gather_fwd(gx_cuda_stream *s, const float *x, const int32_t *idx, float *y, int64_t B,
                                  int64_t K) {
+    GX_CU_SKIP(s);
     GX_CU_LAUNCH1(gx_cu_gather_k, B, x, idx, y, B, K);
 }
 extern "C" void gx_cu_gather_bwd(gx_cuda_stream *s, const int32_t *idx, const float *g, float *gx, int64_t B,
                                  int64_t K) {
+    GX_CU_SKIP(s);
     GX_CU_LAUNCH1(gx_cu_gather_bw_k, B, idx, g, gx, B, K);
 }
 extern "C" void gx_cu_one_hot(gx_cuda_stream *s, const int32_t *idx, float *y, int64_t B, int64_t K) {
+    GX_CU_SKIP(s);
     GX_CU_LAUNCH1(gx_cu_one_hot_k, B * K, idx, y, B * K, K);
 }

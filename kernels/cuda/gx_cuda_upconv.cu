@@ -63,6 +63,7 @@ static gx_cu_up_buf gx_cu_up_split(float *scratch, int64_t Cin, int64_t H, int64
 extern "C" void gx_cu_upconv2x3_fwd(gx_cuda_stream *s, const float *x, const float *w, const float *bias, int act,
                                     double p0, double p1, float *y, float *scratch, int64_t B, int64_t Cin,
                                     int64_t H, int64_t W, int64_t Cout) {
+    GX_CU_SKIP(s);
     if (B <= 0 || Cout <= 0 || H <= 0 || W <= 0) return;
     gx_cu_up_buf u = gx_cu_up_split(scratch, Cin, H, W, Cout);
     gx_cu_up_fold_k<<<GX_CU_UP_GRID(16 * Cout * Cin)>>>(w, u.wp, Cout, Cin);
@@ -82,6 +83,7 @@ extern "C" void gx_cu_upconv2x3_fwd(gx_cuda_stream *s, const float *x, const flo
 extern "C" void gx_cu_upconv2x3_bwd(gx_cuda_stream *s, const float *x, const float *w, const float *g, float *gx,
                                     float *gw, float *gb, float *scratch, int64_t B, int64_t Cin, int64_t H,
                                     int64_t W, int64_t Cout) {
+    GX_CU_SKIP(s);
     if (B <= 0 || Cout <= 0 || H <= 0 || W <= 0) return;
     gx_cu_up_buf u = gx_cu_up_split(scratch, Cin, H, W, Cout);
     if (gx) {

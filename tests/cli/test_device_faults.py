@@ -343,3 +343,65 @@ def test_galaxyd_fault_in_counterfactuals_is_the_servers_error(cf_served):
         assert d.get("/healthz").status_code == 200
     finally:
         stopped_cleanly(d)
+
+
+# ------------------------------------------- out of device memory mid-pass
+
+def smallest(lo, hi, fits):
+    """The smallest B in (lo, hi] with fits(B) (fits(lo) False, fits(hi) True),
+    to 16 KiB."""
+    while hi - lo > 16384:
+        mid = (lo + hi) // 2
+        if fits(mid):
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
+def galaxyd_starts(srv, B):
+    r = subprocess.Popen([emu_tool("galaxyd"), "--device", "cuda", "--port", "0", "--models", srv["models"],
+                          "--db", os.path.join(str(srv["dir"]), "probe%d.sqlite" % B), "--web",
+                          os.path.join(ROOT, "web")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env=emu_env(GX_EMU_DEVICE_BYTES=B))
+    up = "listening" in r.stdout.readline()
+    if up:
+        r.send_signal(signal.SIGTERM)
+    r.communicate(timeout=60)
+    return up
+
+
+def test_galaxyd_out_of_device_memory_in_a_request_fails_it_and_keeps_serving(served):
+    # Just enough device memory for the model's parameters: the first
+    # request's activations cannot be placed. The arena's refusal used to
+    # abort galaxyd (GX_ASSERT); now the stream is failed, the rest of the
+    # pass launches nothing, and the request fails at its sync.
+    B = smallest(0, 64 << 20, lambda b: galaxyd_starts(served, b))
+    d = emu_daemon(served, "oom", GX_EMU_DEVICE_BYTES=B)
+    try:
+        for _ in range(2):
+            r = d.classify(served["cutout"])
+            assert r.status_code == 500, (B, r.status_code, r.text)
+            msg = r.json()["error"]["message"]
+            assert "cuda:0" in msg and "out of device memory: the activations needed" in msg, msg
+        # Not a lost device: health stays up, the model is not marked failed.
+        assert d.get("/healthz").json() == {"status": "ok"}
+        [m] = d.get("/v1/models").json()["models"]
+        assert "device_error" not in m, m
+    finally:
+        stopped_cleanly(d)
+
+
+def test_out_of_device_memory_mid_run_fails_the_run_cleanly(synth, tmp_path):
+    # The parameters fit, a step's activations or optimiser state do not:
+    # the run fails with the device's words (it aborted before).
+    def upload_fits(b):
+        r = train("wavelet-mamba", synth, tmp_path / ("p%d" % b), 1, GX_EMU_DEVICE_BYTES=b)
+        return r.returncode == 0 or not re.search(r"out of device memory: \d+ bytes for \S+ refused", r.stderr)
+    B = smallest(0, 256 << 20, upload_fits)
+    r = train("wavelet-mamba", synth, tmp_path / "run", 1, GX_EMU_DEVICE_BYTES=B)
+    clean_exit(r, "wavelet-mamba")
+    assert re.search(r"device cuda:0: cuda: out of device memory: (the activations needed \d+ bytes more|"
+                     r"\d+ bytes of (optimiser state|clipping scratch) refused)", r.stderr), r.stderr
+    assert rows(str(tmp_path / "run" / "db.sqlite"), "SELECT status FROM runs") == [("failed",)]
+    assert os.listdir(tmp_path / "run" / "ck") == []

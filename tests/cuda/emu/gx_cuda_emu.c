@@ -99,6 +99,7 @@ struct gx_cuda_stream {
     int  device, tf32;        /* tf32: the GEMMs round their inputs to TF32 (emu_gemm) */
     gx_ctx scratch;           /* the CPU ops' temporaries, reset per launch */
     char first_err[200];      /* first launcher error since the last sync */
+    int  skip;                /* gx_cuda_stream_fail: launches and copies are no-ops until the sync */
 };
 
 /* ---------------------------------------------- device memory and its guard */
@@ -304,6 +305,7 @@ static void emu_note_fault(gx_cuda_stream *s, long long at) {
  * launch records the error on its stream and does not run: its outputs keep
  * whatever they held, like a kernel killed by the fault. */
 static int emu_launch_faults(gx_cuda_stream *s) {
+    if (s->skip) return 1;    /* a failed stream runs nothing until its sync (gx_cuda_stream_fail) */
     pthread_mutex_lock(&emu_mem.mu);
     emu_config_locked();
     const long long n = ++emu_mem.launches;
@@ -338,7 +340,18 @@ void gx_cuda_upload(gx_cuda_stream *s, void *dst, const void *src, size_t bytes)
     if (bytes) memcpy(dst, src, bytes);
     emu_close();
 }
+void gx_cuda_stream_fail(gx_cuda_stream *s, const char *msg) {
+    emu_note(s, "%s", msg);
+    s->skip = 1;
+}
+
+void gx_cuda_stream_resume(gx_cuda_stream *s) { s->skip = 0; }
+
 void gx_cuda_download(gx_cuda_stream *s, void *dst, const void *src, size_t bytes) {
+    if (s->skip) {
+        memset(dst, 0xff, bytes);   /* NaN bytes, as the real backend's skipped download */
+        return;
+    }
     if (emu_launch_faults(s)) return;
     emu_open();
     if (bytes) memcpy(dst, src, bytes);

@@ -47,8 +47,9 @@ static void usage_main(FILE *f) {
         "\n"
         "galaxy-train COMMAND --help shows the options of a command.\n"
         "Every command also takes --device cpu|cuda|auto (default: the CPU). With cuda or\n"
-        "auto, wavelet-mamba, cf-inn and uda train (and validate), and score scores, on\n"
-        "GPU 0 when one is usable; the other commands run on the CPU. With --device given, a line on stderr\n"
+        "auto, wavelet-mamba, cf-inn and uda train (and validate), score scores and eval evaluates a\n"
+        "wavelet-mamba checkpoint on GPU 0 when one is usable; the other commands (and eval of a\n"
+        "cf-inn checkpoint) run on the CPU. With --device given, a line on stderr\n"
         "says which backend runs and why (cuda falls back to the CPU without a GPU).\n"
         "--tf32 (with the device) lets cuBLAS use TF32 tensor cores for the matrix products\n"
         "(faster, about 1e-3 relative; FP32 exact by default); ignored, with a line, on the CPU.\n");
@@ -814,7 +815,7 @@ static int eval_parse(const char *C, int bundle, int argc, char **argv, eval_arg
     return -1;
 }
 
-static int cmd_eval(int argc, char **argv) {
+static int cmd_eval(gx_device dev, int tf32, int argc, char **argv) {
     const char *C = "eval";
     eval_args e;
     int is_cf = 0, rc = eval_parse(C, 0, argc, argv, &e);
@@ -832,7 +833,7 @@ static int cmd_eval(int argc, char **argv) {
         s = gx_eval_cf(&eo, &cr, &err);
     } else {
         gx_eval_wm_opts o = { .checkpoint = e.checkpoint, .data = e.data, .db_path = e.db, .n_sizes = e.n_sizes,
-                              .batch = e.batch, .all = e.all, .print = stdout };
+                              .batch = e.batch, .all = e.all, .print = stdout, .device = dev, .tf32 = tf32 };
         memcpy(o.sizes, e.sizes, sizeof o.sizes);
         gx_eval_wm_result r;
         s = gx_eval_wm(&o, &r, &err);
@@ -948,7 +949,8 @@ int main(int argc, char **argv) {
      * says so. */
     int trains = !strcmp(cmd, "wavelet-mamba") || !strcmp(cmd, "cf-inn") || !strcmp(cmd, "uda");
     const char *note = trains ? "training and validation on the device"
-                     : !strcmp(cmd, "score") ? "scoring on the device" : NULL;
+                     : !strcmp(cmd, "score") ? "scoring on the device"
+                     : !strcmp(cmd, "eval") ? "evaluation on the device; a cf-inn checkpoint's on the CPU" : NULL;
     gx_device dev = GX_DEVICE_CPU;
     /* Only an explicit --device prints its line: the default is the CPU. */
     if (device && gx_tool_device_report("galaxy-train", device, note, &dev, stderr)) return 2;
@@ -962,7 +964,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "uda")) return cmd_uda(dev, tf32, argc - 1, argv + 1, argc, argv);
     if (!strcmp(cmd, "score")) return cmd_score(dev, tf32, argc - 1, argv + 1);
     if (!strcmp(cmd, "two-models")) return cmd_two_models(argc - 1, argv + 1, argc, argv);
-    if (!strcmp(cmd, "eval")) return cmd_eval(argc - 1, argv + 1);
+    if (!strcmp(cmd, "eval")) return cmd_eval(dev, tf32, argc - 1, argv + 1);
     if (!strcmp(cmd, "bundle")) return cmd_bundle(argc - 1, argv + 1);
     if (!strcmp(cmd, "report")) return cmd_report(argc - 1, argv + 1);
     fprintf(stderr, "galaxy-train: unknown command '%s' (wavelet-mamba, cf-inn, uda, score, eval, bundle, report, two-models; see --help)\n", cmd);

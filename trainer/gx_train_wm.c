@@ -1017,6 +1017,7 @@ typedef struct wm_eval_env {
     int64_t     en;
     gx_ctx      ctx;
     gx_train_rows    *rows;
+    gx_train_device dev;           /* o->device: the model and its passes there */
 } wm_eval_env;
 
 /* Checkpoint, dataset, split, evaluated index set. */
@@ -1046,6 +1047,12 @@ static gx_status wm_eval_open(wm_eval_env *E, gx_err *err) {
         E->eidx = E->all;
     }
     if (E->en < 1) return gx_err_set(err, GX_ERR_INVALID, "--data %s: the test part is empty", o->data);
+    /* On the device: the parameters go up once, each pass's batches move
+     * there (wm_batch_x) and its outputs come back (wm_eval_add), as the
+     * trainer's validation does. */
+    if ((s = gx_train_device_open_tf32(&E->dev, o->device, o->tf32, err)) != GX_OK) return s;
+    if ((s = gx_train_device_params(&E->dev, &E->m.params, "the checkpoint's model", err)) != GX_OK) return s;
+    gx_train_device_ctx(&E->dev, &E->ctx);
     return GX_OK;
 }
 
@@ -1056,6 +1063,7 @@ static void wm_eval_close(wm_eval_env *E) {
     if (E->model_ready) gx_wm_free(&E->m);
     gx_ctx_free(&E->ctx);
     free(E->rows);
+    gx_train_device_close(&E->dev);   /* after the model and the ctx gave their blocks back */
 }
 
 /* Evaluates at input size S. full: the whole metric set into rows and r
@@ -1077,6 +1085,7 @@ static gx_status wm_eval_size(wm_eval_env *E, int S, int full, gx_eval_wm_result
     if (s == GX_OK) s = wm_eval_alloc(&a, E->en, (int)E->m.cfg.classes, err);
     double t0 = gx_train_now();
     if (s == GX_OK) s = wm_eval_pass(&E->ctx, &E->m, L, S, NULL, &a, err);
+    if (s == GX_OK) s = gx_train_device_sync(&E->dev, err);   /* a device error fails the eval */
     double dt = gx_train_now() - t0;
     if (s == GX_OK && full) {
         s = gx_train_rows_eval(E->rows, "test", &a, &cm, &zm, err);

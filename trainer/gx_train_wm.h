@@ -188,6 +188,9 @@ typedef struct gx_eval_wm_opts {
     int  batch;                /* 64 */
     int  all;                  /* 1: evaluate every sample, not only the test part */
     FILE *print;               /* where to print the report (NULL: nowhere) */
+    gx_device device;          /* where the forward passes run (the zero value is the CPU;
+                                  gx_train_device in gx_train_common.h) */
+    int  tf32;                 /* 1: TF32 tensor cores on the device */
 } gx_eval_wm_opts;
 
 typedef struct gx_eval_wm_result {

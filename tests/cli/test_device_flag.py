@@ -14,6 +14,7 @@ through the device dispatch, and its numbers must match the CPU binary's.
 """
 import os
 import re
+import shutil
 import sqlite3
 import subprocess
 
@@ -180,3 +181,31 @@ def test_galaxy_train_tf32_on_the_emulated_device_rounds_the_products(synth, tmp
         out[name] = metric(tmp_path / (name + ".sqlite"), "train", "loss_total")
     assert len(out["fp32"]) == 2 and out["tf32"] != out["fp32"], out
     assert out["tf32"] == pytest.approx(out["fp32"], rel=2e-2), out
+
+
+def test_galaxy_train_eval_on_the_emulated_device_matches_the_cpu(synth, tmp_path):
+    """eval of a wavelet-mamba checkpoint runs its passes on the device (the
+    emulation counts its launches) and stores the CPU's metrics."""
+    emu = emu_tool("galaxy-train")
+    base = trainer_args("wavelet-mamba", synth)
+    base[base.index("--epochs") + 1] = "1"
+    r = subprocess.run([tool("galaxy-train")] + base + ["--db", str(tmp_path / "t.sqlite"), "--out", str(tmp_path / "ck")],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    ck = str(tmp_path / "ck" / "last.safetensors")
+    got = {}
+    for name, exe, extra in (("cpu", tool("galaxy-train"), []), ("dev", emu, ["--device", "cuda"])):
+        shutil.copy(tmp_path / "t.sqlite", tmp_path / (name + ".sqlite"))
+        e = subprocess.run([exe] + extra + ["eval", "--checkpoint", ck, "--data", str(synth), "--all",
+                            "--db", str(tmp_path / (name + ".sqlite"))], capture_output=True, text=True, timeout=300,
+                           env=dict(os.environ, GX_EMU_FAULT_COUNT="1"))
+        assert e.returncode == 0, e.stderr
+        with sqlite3.connect(tmp_path / (name + ".sqlite")) as c:
+            got[name] = dict(c.execute("SELECT name, value FROM metrics WHERE split = 'test' AND name != 'images_per_s'"))
+        got[name + "_err"] = e.stderr
+    assert "(evaluation on the device; a cf-inn checkpoint's on the CPU)" in got["dev_err"], got["dev_err"]
+    m = re.search(r"gx_cuda_emu: (\d+) launches", got["dev_err"])
+    assert m and int(m.group(1)) > 100, got["dev_err"][-2000:]      # the passes ran on the device
+    assert got["cpu"].keys() == got["dev"].keys() and "accuracy" in got["cpu"], (got["cpu"], got["dev"])
+    for k, v in got["cpu"].items():
+        assert got["dev"][k] == pytest.approx(v, rel=1e-4, abs=1e-6, nan_ok=True), (k, v, got["dev"][k])

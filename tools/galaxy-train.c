@@ -47,9 +47,8 @@ static void usage_main(FILE *f) {
         "\n"
         "galaxy-train COMMAND --help shows the options of a command.\n"
         "Every command also takes --device cpu|cuda|auto (default: the CPU). With cuda or\n"
-        "auto, wavelet-mamba, cf-inn and uda train (and validate), score scores and eval evaluates a\n"
-        "wavelet-mamba checkpoint on GPU 0 when one is usable; the other commands (and eval of a\n"
-        "cf-inn checkpoint) run on the CPU. With --device given, a line on stderr\n"
+        "auto, wavelet-mamba, cf-inn and uda train (and validate), score scores and eval evaluates\n"
+        "on GPU 0 when one is usable; the other commands run on the CPU. With --device given, a line on stderr\n"
         "says which backend runs and why (cuda falls back to the CPU without a GPU).\n"
         "--tf32 (with the device) lets cuBLAS use TF32 tensor cores for the matrix products\n"
         "(faster, about 1e-3 relative; FP32 exact by default); ignored, with a line, on the CPU.\n");
@@ -829,6 +828,8 @@ static int cmd_eval(gx_device dev, int tf32, int argc, char **argv) {
         eo.checkpoint = e.checkpoint; eo.data = e.data; eo.db_path = e.db; eo.batch = e.batch;
         eo.judge = e.cf.judge; eo.cf_n = e.cf.cf_n; eo.split_seed = e.cf.split_seed; eo.grid_path = e.cf.grid;
         eo.print = stdout;
+        eo.device = dev;
+        eo.tf32 = tf32;
         gx_eval_cf_result cr;
         s = gx_eval_cf(&eo, &cr, &err);
     } else {
@@ -950,7 +951,7 @@ int main(int argc, char **argv) {
     int trains = !strcmp(cmd, "wavelet-mamba") || !strcmp(cmd, "cf-inn") || !strcmp(cmd, "uda");
     const char *note = trains ? "training and validation on the device"
                      : !strcmp(cmd, "score") ? "scoring on the device"
-                     : !strcmp(cmd, "eval") ? "evaluation on the device; a cf-inn checkpoint's on the CPU" : NULL;
+                     : !strcmp(cmd, "eval") ? "evaluation on the device" : NULL;
     gx_device dev = GX_DEVICE_CPU;
     /* Only an explicit --device prints its line: the default is the CPU. */
     if (device && gx_tool_device_report("galaxy-train", device, note, &dev, stderr)) return 2;

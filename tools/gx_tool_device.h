@@ -5,10 +5,9 @@
  * answers which backend is usable and why not; the binaries print its line.
  * galaxyd serves its models from the CUDA backend (tensors on the device,
  * kernels/gx_device.c), galaxy-train's three trainers train there
- * (trainer/gx_train_common.h, gx_train_device), score scores and eval of a
- * wavelet-mamba checkpoint evaluates there; its other commands run on the
- * CPU, and with a usable GPU their line says so — the flag never claims a
- * device it does not use.
+ * (trainer/gx_train_common.h, gx_train_device), score scores and eval
+ * evaluates there; its other commands run on the CPU, and with a usable GPU
+ * their line says so — the flag never claims a device it does not use.
  * (Neither path has run on a GPU yet: kernels/cuda/README.md, "Unproven".)
  */
 #ifndef GX_TOOL_DEVICE_H

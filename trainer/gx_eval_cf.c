@@ -162,6 +162,7 @@ typedef struct ec_env {
     int64_t     n_test;
     gx_ctx      ctx;
     gx_loader  *L;
+    gx_train_device dev;       /* o->device: model and judge there */
 } ec_env;
 
 static gx_status ec_load_model(ec_env *E, gx_err *err) {
@@ -235,6 +236,7 @@ static void ec_close(ec_env *E) {
     if (E->judge_ready) gx_wm_free(&E->judge);
     if (E->model_ready) gx_cf_free(&E->m);
     gx_ctx_free(&E->ctx);
+    gx_train_device_close(&E->dev);   /* after the models and the ctx gave their blocks back */
 }
 
 /* ========================================================= pass 1: classify */
@@ -280,6 +282,14 @@ gx_eval_cf_image_stats gx_eval_cf_image(const gx_cf_out *out, int64_t i, const f
     return st;
 }
 
+gx_cf_out gx_eval_cf_out_host(gx_ctx *ctx, const gx_cf_out *out) {
+    gx_cf_out h = *out;
+    h.g = gx_to_host(ctx, out->g);
+    h.logdet = gx_to_host(ctx, out->logdet);
+    h.xrec = gx_to_host(ctx, out->xrec);
+    return h;
+}
+
 /* Per-image numbers of one batch (gx_eval_cf_image); xr: 3*S*S float
  * scratch for gx_morph_ssim. */
 static void ec_cls_add(ec_cls_acc *a, const gx_cf_out *out, const gx_batch *b, int64_t K, int64_t S, float *xr) {
@@ -307,10 +317,11 @@ static gx_status ec_classify(ec_env *E, gx_eval_cf_result *r, gx_err *err) {
     int rc = 0;
     double t0 = gx_train_now();
     while (s == GX_OK && (rc = gx_loader_next(E->L, &b, err)) == 1) {
-        gx_tensor *x = gx_tensor_new(ctx, 4, GX_SHAPE(b.n, 3, S, S));
+        gx_tensor *x = gx_tensor_new_host(ctx, 4, GX_SHAPE(b.n, 3, S, S));
         for (int64_t i = 0; i < x->numel; i++) x->data[i] = (gx_real)b.x[i];
-        gx_cf_out out = gx_cf_forward(ctx, &E->m, x, 0.0, NULL, 1);
-        ec_cls_add(&a, &out, &b, K, S, xr);
+        gx_cf_out out = gx_cf_forward(ctx, &E->m, gx_to_ctx(ctx, x), 0.0, NULL, 1);
+        gx_cf_out ho = gx_eval_cf_out_host(ctx, &out);
+        ec_cls_add(&a, &ho, &b, K, S, xr);
         gx_ctx_reset(ctx);
     }
     double dt = gx_train_now() - t0;
@@ -634,10 +645,20 @@ gx_status gx_eval_cf(const gx_eval_cf_opts *o, gx_eval_cf_result *r, gx_err *err
     E->o = o;
     gx_ctx_init(&E->ctx, 64u << 20);
     gx_status s = ec_open(E, r, err);
+    /* On the device: the CF-INN and the judge go up once; the passes move
+     * their inputs there and read what the metrics need back (as the
+     * trainer's validation does). A device error fails the eval. */
+    if (s == GX_OK) s = gx_train_device_open_tf32(&E->dev, o->device, o->tf32, err);
+    if (s == GX_OK) s = gx_train_device_params(&E->dev, &E->m.params, "the cf-inn model", err);
+    if (s == GX_OK && E->judge_ready) s = gx_train_device_params(&E->dev, &E->judge.params, "the judge", err);
+    if (s == GX_OK) gx_train_device_ctx(&E->dev, &E->ctx);
     if (s == GX_OK) s = ec_classify(E, r, err);
+    if (s == GX_OK) s = gx_train_device_sync(&E->dev, err);
     if (s == GX_OK) s = ec_counterfactuals(E, r, err);
+    if (s == GX_OK) s = gx_train_device_sync(&E->dev, err);
     if (s == GX_OK) ec_print(o->print, r, o);
     if (s == GX_OK && o->grid_path) s = ec_grid(E, err);
+    if (s == GX_OK && o->grid_path) s = gx_train_device_sync(&E->dev, err);
     if (s == GX_OK && o->db_path) s = ec_store(o, r, err);
     ec_close(E);
     free(E);

@@ -95,6 +95,9 @@ typedef struct gx_eval_cf_opts {
     const char *grid_path;     /* non-NULL: write the counterfactual grid PNG here (below) */
     int         grid_scale;    /* nearest-neighbour enlargement of the grid (0: 3) */
     FILE       *print;         /* the report (NULL: nowhere) */
+    gx_device   device;        /* where the passes run, model and judge (the zero value is
+                                  the CPU; gx_train_device in gx_train_common.h) */
+    int         tf32;          /* 1: TF32 tensor cores on the device */
 } gx_eval_cf_opts;
 
 void gx_eval_cf_opts_default(gx_eval_cf_opts *o);
@@ -143,6 +146,9 @@ typedef struct gx_eval_cf_image_stats {
  * from here, so the two report the same metric. */
 gx_eval_cf_image_stats gx_eval_cf_image(const gx_cf_out *out, int64_t i, const float *x, int64_t K, int64_t S,
                                         float *xr, gx_real *probs);
+/* The outputs gx_eval_cf_image reads (g, logdet, x~) on the host: copies
+ * of a device pass's (gx_to_host), the same tensors on the CPU. */
+gx_cf_out gx_eval_cf_out_host(gx_ctx *ctx, const gx_cf_out *out);
 
 /* The galaxy's segment of x [3,S,S] that the background check uses (see
  * above) into seg (S*S, 1 = galaxy); *found as gx_morph_segment's. img: S*S

@@ -450,15 +450,6 @@ static gx_status cf_val_alloc(cf_val_acc *a, int64_t cap, int k, int64_t cf_cap,
     return gx_err_set(err, GX_ERR_NOMEM, "validation: out of memory for %lld samples", (long long)cap);
 }
 
-/* The outputs gx_eval_cf_image reads (g, logdet, x~), on the host. */
-static gx_cf_out cf_out_host(gx_ctx *ctx, const gx_cf_out *out) {
-    gx_cf_out h = *out;
-    h.g = gx_to_host(ctx, out->g);
-    h.logdet = gx_to_host(ctx, out->logdet);
-    h.xrec = gx_to_host(ctx, out->xrec);
-    return h;
-}
-
 /* Per-image numbers of one validation batch (gx_eval_cf_image, as the
  * test evaluation takes them; out on the host) and the images of the
  * counterfactual metrics. */
@@ -501,7 +492,7 @@ static gx_status cf_val_pass(cf_run *R, const gx_cf_loss_cfg *lc, cf_val_acc *a,
             cf_loss_values(ctx, &L, &lv);
             cf_loss_add(&a->loss, &lv, b.n);
         }
-        gx_cf_out ho = cf_out_host(ctx, &out);
+        gx_cf_out ho = gx_eval_cf_out_host(ctx, &out);
         cf_val_add(a, &ho, &b, R->m.cfg.size);
         gx_ctx_reset(ctx);
     }

@@ -272,6 +272,9 @@ static gx_status gx_st_parse_header(gx_st_file *f, json_t *root, const uint8_t *
             if ((s = gx_st_parse_meta(f, v, err)) != GX_OK) break;
             continue;
         }
+        /* An empty name names no parameter and could not be written back
+         * (the writer refuses it): one canonical reading (fuzz_safetensors). */
+        if (!*key) { s = gx_err_set(err, GX_ERR_FORMAT, "safetensors: a tensor has an empty name"); break; }
         gx_st_tensor *t = &f->tensors[f->n];
         if (!(t->name = strdup(key))) { s = gx_err_set(err, GX_ERR_NOMEM, "safetensors: out of memory"); break; }
         sp[f->n].idx = f->n;

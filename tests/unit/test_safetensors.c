@@ -79,6 +79,9 @@ GX_TEST(st_refuses_bad_json) {
 
 GX_TEST(st_refuses_bad_entries) {
     st_expect_header(T, "{\"a\":1}", 0, "tensor 'a': entry is not a JSON object");
+    /* Found by fuzz_safetensors: the writer cannot write an empty name back. */
+    st_expect_header(T, "{\"\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]}}", 1,
+                     "a tensor has an empty name");
     st_expect_header(T, "{\"a\":{\"shape\":[1],\"data_offsets\":[0,1]}}", 1, "tensor 'a': missing field 'dtype'");
     st_expect_header(T, "{\"a\":{\"dtype\":\"U8\",\"data_offsets\":[0,1]}}", 1, "tensor 'a': missing field 'shape'");
     st_expect_header(T, "{\"a\":{\"dtype\":\"U8\",\"shape\":[1]}}", 1, "tensor 'a': missing field 'data_offsets'");

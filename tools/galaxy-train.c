@@ -955,9 +955,7 @@ int main(int argc, char **argv) {
     gx_device dev = GX_DEVICE_CPU;
     /* Only an explicit --device prints its line: the default is the CPU. */
     if (device && gx_tool_device_report("galaxy-train", device, note, &dev, stderr)) return 2;
-    if (tf32 && dev != GX_DEVICE_CUDA) fprintf(stderr, "galaxy-train: --tf32 ignored: the command runs on the CPU\n");
-    else if (tf32) fprintf(stderr, "galaxy-train: matrix products in TF32 on cuda:0 (--tf32)\n");
-    tf32 = tf32 && dev == GX_DEVICE_CUDA;
+    tf32 = gx_tool_tf32_report("galaxy-train", tf32, dev, "the command runs on the CPU", stderr);
     if (argc < 2) { usage_main(stderr); return 2; }
     if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) { usage_main(stdout); return 0; }
     if (!strcmp(cmd, "wavelet-mamba")) return cmd_train(0, dev, tf32, argc - 1, argv + 1, argc, argv);

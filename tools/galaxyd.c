@@ -174,15 +174,9 @@ int main(int argc, char **argv) {
     /* One pool for the device, shared by every model's worker (each has its
      * own stream and arena: daemon/gx_serve_model.h). */
     gx_serve_device sdev = { NULL, 0, tf32 };
-    if (tf32 && dev != GX_DEVICE_CUDA) fprintf(stderr, "galaxyd: --tf32 ignored: the models run on the CPU\n");
-    else if (tf32) fprintf(stderr, "galaxyd: matrix products in TF32 on cuda:0 (--tf32)\n");
+    gx_tool_tf32_report("galaxyd", tf32, dev, "the models run on the CPU", stderr);
     if (dev == GX_DEVICE_CUDA) {
-        gx_cuda_backend be;
-        gx_err derr;
-        if (gx_cuda_device_backend(0, &be, &derr) != GX_OK || gx_cuda_pool_create(&be, 0, &sdev.pool, &derr) != GX_OK) {
-            fprintf(stderr, "galaxyd: device cuda:0: %s\n", derr.msg);
-            return 1;
-        }
+        if (gx_tool_open_pool("galaxyd", &sdev.pool)) return 1;
         o.batch.device = &sdev;
     }
 

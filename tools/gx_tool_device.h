@@ -61,6 +61,26 @@ static inline const char *gx_tool_take_device(int *argc, char **argv) {
     return v;
 }
 
+/* The --tf32 line: ignored (cpu_words say what runs on the CPU instead) or
+ * TF32 on cuda:0. Returns tf32 as it applies: 0 on the CPU. */
+static inline int gx_tool_tf32_report(const char *prog, int tf32, gx_device dev, const char *cpu_words, FILE *f) {
+    if (tf32 && dev != GX_DEVICE_CUDA) fprintf(f, "%s: --tf32 ignored: %s\n", prog, cpu_words);
+    else if (tf32) fprintf(f, "%s: matrix products in TF32 on cuda:0 (--tf32)\n", prog);
+    return tf32 && dev == GX_DEVICE_CUDA;
+}
+
+/* The device pool of cuda:0 (galaxyd and bench_serve_fwd serve from one);
+ * 0, or 1 with "PROG: device cuda:0: ..." on stderr. */
+static inline int gx_tool_open_pool(const char *prog, gx_cuda_pool **pool) {
+    gx_cuda_backend be;
+    gx_err err;
+    if (gx_cuda_device_backend(0, &be, &err) != GX_OK || gx_cuda_pool_create(&be, 0, pool, &err) != GX_OK) {
+        fprintf(stderr, "%s: device cuda:0: %s\n", prog, err.msg);
+        return 1;
+    }
+    return 0;
+}
+
 /* Removes every "--tf32" from argv (like gx_tool_take_device); 1 when one
  * was there. cuBLAS may then use TF32 tensor cores on the device. */
 static inline int gx_tool_take_tf32(int *argc, char **argv) {

@@ -125,14 +125,7 @@ static int sf_device(const char *want, int tf32, gx_serve_device *sdev) {
     gx_device dev;
     if (gx_tool_device_report("bench_serve_fwd", want, "the model on the device", &dev, stderr)) return 2;
     *sdev = (gx_serve_device){ NULL, 0, tf32 };
-    if (dev != GX_DEVICE_CUDA) return 0;
-    gx_cuda_backend be;
-    gx_err err;
-    if (gx_cuda_device_backend(0, &be, &err) != GX_OK || gx_cuda_pool_create(&be, 0, &sdev->pool, &err) != GX_OK) {
-        fprintf(stderr, "bench_serve_fwd: device cuda:0: %s\n", err.msg);
-        return 2;
-    }
-    return 0;
+    return dev == GX_DEVICE_CUDA && gx_tool_open_pool("bench_serve_fwd", &sdev->pool) ? 2 : 0;
 }
 
 static int sf_main(int argc, char **argv) {

@@ -73,7 +73,7 @@ static int cf_resize_rows(const float *x, int64_t side, int b, int64_t S, float 
     return 1;
 }
 
-static void cf_kind_forward(gx_serve_model *m, const float *x, int64_t side, const float *coords,
+static void cf_kind_forward(gx_serve_model *m, gx_ctx *ctx, const float *x, int64_t side, const float *coords,
                             const int8_t *domain, int b, const gx_serve_out *out) {
     (void)coords, (void)domain;   /* the CF-INN uses neither */
     gx_cf_model *cf = m->impl;
@@ -88,7 +88,6 @@ static void cf_kind_forward(gx_serve_model *m, const float *x, int64_t side, con
         }
         x = resized;
     }
-    gx_ctx *ctx = &m->ctx;
     gx_tensor *xt = gx_tensor_new_host(ctx, 4, GX_SHAPE(b, 3, S, S));
     for (int64_t i = 0; i < (int64_t)b * per; i++) xt->data[i] = (gx_real)x[i];
     free(resized);

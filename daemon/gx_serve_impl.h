@@ -7,8 +7,10 @@
  * A kind's load() gets the parsed checkpoint (format already checked) and
  * must leave m->impl (its model), m->params (for the parameter count),
  * m->cfg_classes and m->cfg_size set, or return an error having freed what
- * it made. forward() computes rows [0, b) of one chunk in eval mode into the
- * row-offset outputs; the common code holds the mutex and resets the arena.
+ * it made. forward() computes rows [0, b) of one chunk in eval mode on ctx
+ * into the row-offset outputs; the common code holds the mutex, splits a
+ * chunk's rows over the threads (gx_ctx_for_parts: ctx is the model's own
+ * or a side context of it) and resets the arenas.
  */
 #ifndef GX_SERVE_IMPL_H
 #define GX_SERVE_IMPL_H
@@ -26,7 +28,7 @@ typedef struct gx_serve_kind {
     void      (*free)(gx_serve_model *m);
     /* x: b rows of 3*side*side; coords b*2 or NULL; domain b or NULL; out
      * pointers already offset to the chunk's first row (score may be NULL). */
-    void      (*forward)(gx_serve_model *m, const float *x, int64_t side, const float *coords,
+    void      (*forward)(gx_serve_model *m, gx_ctx *ctx, const float *x, int64_t side, const float *coords,
                          const int8_t *domain, int b, const gx_serve_out *out);
     int         cuda;          /* 1: forward runs on the CUDA backend when the ctx has a device
                                   (inputs through gx_to_ctx, outputs through gx_to_host) */

@@ -68,10 +68,9 @@ static void wm_kind_free(gx_serve_model *m) {
     free(m->impl);
 }
 
-static void wm_kind_forward(gx_serve_model *m, const float *x, int64_t side, const float *coords,
+static void wm_kind_forward(gx_serve_model *m, gx_ctx *ctx, const float *x, int64_t side, const float *coords,
                             const int8_t *domain, int b, const gx_serve_out *out) {
     (void)domain;
-    gx_ctx *ctx = &m->ctx;
     int64_t per = 3 * side * side;
     gx_tensor *xt = gx_tensor_new_host(ctx, 4, GX_SHAPE(b, 3, side, side));
     for (int64_t i = 0; i < (int64_t)b * per; i++) xt->data[i] = (gx_real)x[i];
@@ -383,6 +382,28 @@ static gx_status serve_device_sync(gx_serve_model *m, const char *what, gx_err *
     return gx_err_set(err, GX_ERR_IO, "%s on %s: %s", what, m->info.device, e2.msg);
 }
 
+/* One chunk's rows [lo, hi) through the kind's forward on ctx: the
+ * chunk is split over the threads (each row's outputs are its own: every
+ * served forward is batch invariant, so the bits are those of one thread). */
+typedef struct serve_job {
+    gx_serve_model *m;
+    const float *x;               /* the chunk's first row */
+    int64_t per, side;
+    const float *coords;
+    const int8_t *domain;
+    const gx_serve_out *out;      /* the whole request's outputs */
+    int64_t row0, K;              /* the chunk's first row in out; classes */
+} serve_job;
+
+static void serve_forward_part(gx_ctx *ctx, int64_t lo, int64_t hi, void *arg) {
+    const serve_job *J = arg;
+    const int64_t r = J->row0 + lo, K = J->K;
+    gx_serve_out o = { J->out->logits + r * K, J->out->probs + r * K, J->out->redshift + r,
+                       J->out->score ? J->out->score + r : NULL };
+    J->m->kind->forward(J->m, ctx, J->x + lo * J->per, J->side, J->coords ? J->coords + 2 * lo : NULL,
+                        J->domain ? J->domain + lo : NULL, (int)(hi - lo), &o);
+}
+
 gx_status gx_serve_model_predict(gx_serve_model *m, const float *x, int64_t side, const float *coords, int n,
                                  gx_serve_out *out, gx_err *err) {
     return gx_serve_model_predict_ex(m, x, side, coords, NULL, n, out, err);
@@ -404,11 +425,10 @@ gx_status gx_serve_model_predict_ex(gx_serve_model *m, const float *x, int64_t s
     gx_status st = m->on_cuda && atomic_load(&m->device_failed) ? serve_device_sync(m, "predict", err) : GX_OK;
     for (int i0 = 0; i0 < n && st == GX_OK; i0 += m->chunk) {
         int b = n - i0 < m->chunk ? n - i0 : m->chunk;
-        gx_serve_out o = { out->logits + (int64_t)i0 * K, out->probs + (int64_t)i0 * K, out->redshift + i0,
-                           out->score ? out->score + i0 : NULL };
+        serve_job J = { m, x + (int64_t)i0 * per, per, side, coords ? coords + 2 * (int64_t)i0 : NULL,
+                        domain ? domain + i0 : NULL, out, i0, K };
         m->ctx.grad_enabled = 0;
-        m->kind->forward(m, x + (int64_t)i0 * per, side, coords ? coords + 2 * (int64_t)i0 : NULL,
-                         domain ? domain + i0 : NULL, b, &o);
+        gx_ctx_for_parts(&m->ctx, b, 0, serve_forward_part, &J);
         gx_ctx_reset(&m->ctx);
         /* A device failure leaves NaN outputs (gx_to_host); the request
          * fails with the device's words rather than answering them. */

@@ -73,9 +73,8 @@ static float uda_score(const gx_real *p, int64_t K) {
 
 /* Forwards the rows idx[0..nd) of x (all of domain d) and scatters the
  * outputs back to those rows of out. */
-static void uda_forward_domain(gx_serve_model *m, const float *x, int64_t side, const int *idx, int nd,
-                               int d, const gx_serve_out *out) {
-    gx_ctx *ctx = &m->ctx;
+static void uda_forward_domain(gx_serve_model *m, gx_ctx *ctx, const float *x, int64_t side, const int *idx,
+                               int nd, int d, const gx_serve_out *out) {
     int64_t per = 3 * side * side, K = m->info.n_classes;
     gx_tensor *xt = gx_tensor_new_host(ctx, 4, GX_SHAPE(nd, 3, side, side));
     for (int r = 0; r < nd; r++) {
@@ -100,7 +99,7 @@ static void uda_forward_domain(gx_serve_model *m, const float *x, int64_t side, 
 /* Rows gathered per domain forward (the predict chunk is 32: one window). */
 #define UDA_WINDOW 64
 
-static void uda_kind_forward(gx_serve_model *m, const float *x, int64_t side, const float *coords,
+static void uda_kind_forward(gx_serve_model *m, gx_ctx *ctx, const float *x, int64_t side, const float *coords,
                              const int8_t *domain, int b, const gx_serve_out *out) {
     (void)coords;   /* UDA uses no sky position */
     int idx[UDA_WINDOW];
@@ -112,7 +111,7 @@ static void uda_kind_forward(gx_serve_model *m, const float *x, int64_t side, co
                 int row_d = domain && domain[i] == 0 ? GX_UDA_SOURCE : GX_UDA_TARGET;
                 if (row_d == d) idx[nd++] = i;
             }
-            if (nd) uda_forward_domain(m, x, side, idx, nd, d, out);
+            if (nd) uda_forward_domain(m, ctx, x, side, idx, nd, d, out);
         }
     }
 }

@@ -189,12 +189,31 @@ struct gx_ctx {
                                   gradients and scratch live on that device and
                                   ops on device tensors run there; the tensor
                                   structs and the tape stay in host memory */
+    struct gx_ctx *side;       /* gx_ctx_for_parts' contexts for threads 1..n_side
+                                  (kept between calls: their arenas are warm) */
+    int      n_side;
 };
 
 void gx_ctx_init(gx_ctx *ctx, size_t arena_bytes);
 void gx_ctx_free(gx_ctx *ctx);
 /* Drops the tape and every activation. Parameters are untouched. */
 void gx_ctx_reset(gx_ctx *ctx);
+
+/* Coarse parallelism for inference: fn(part_ctx, lo, hi, arg) runs once for
+ * each of P contiguous parts [lo, hi) of [0, n), P = min(threads, n, max_parts)
+ * parts on P threads at once. Part 0 runs on ctx itself, part i on a side
+ * context of ctx (made on first use, kept and reset after the call, freed
+ * with ctx). Inside fn every op runs on one thread (nested OpenMP regions
+ * and BLAS see an active region), so one OpenMP region stands for the
+ * hundreds of small ones the ops would open: on a 2-core VM those cost more
+ * than they gain (docs/benchmarks.md). fn must write its results to memory
+ * it owns (tensors in a side context are gone when this returns) and must
+ * only read shared data. With grad enabled, on a device ctx, inside an
+ * OpenMP region or at one thread, it is one call fn(ctx, 0, n, arg).
+ * Every part's bits equal the serial call's when the ops fn runs are batch
+ * invariant over the split dim (ctx's default). Returns P. */
+typedef void (*gx_part_fn)(gx_ctx *ctx, int64_t lo, int64_t hi, void *arg);
+int gx_ctx_for_parts(gx_ctx *ctx, int64_t n, int max_parts, gx_part_fn fn, void *arg);
 
 /* New arena tensor, data uninitialised / zeroed. */
 gx_tensor *gx_tensor_new(gx_ctx *ctx, int ndim, const int64_t *shape);

@@ -844,24 +844,42 @@ static gx_conv_geom gx_up_geom(const gx_tensor *x, int64_t Cout) {
     return q;
 }
 
+/* The 3x3 taps (r * 3 + u) that folded value e = t * 4 + par sums, in the
+ * order the sum takes them (rows, then columns), padded with -1; from
+ * gx_up_lo / gx_up_hi. */
+typedef struct { signed char n, k[4]; } gx_up_sum;
+
+static void gx_up_sums(gx_up_sum sums[16]) {
+    for (int e = 0; e < 16; e++) {
+        int t = e / 4, par = e % 4, a = t / 2, c = t % 2, py = par / 2, px = par % 2;
+        gx_up_sum *f = &sums[e];
+        f->n = 0;
+        for (int r = gx_up_lo[py][a]; r <= gx_up_hi[py][a]; r++)
+            for (int u = gx_up_lo[px][c]; u <= gx_up_hi[px][c]; u++) f->k[f->n++] = (signed char)(r * 3 + u);
+    }
+}
+
 /* wt [4 taps, 4Cout, Cin] (tap t = 2a + c, row (2py + px) Cout + co) from
  * w [Cout, Cin, 3, 3]: the tap-major layout gx_shift_weights produces. One
  * pass over w (the decoder's first layer folds 1.2 MB of weights per call):
- * each 3x3 kernel is read once and its 16 folded values scattered. */
+ * each 3x3 kernel is read once and its 16 folded values scattered, each a
+ * sum of 1, 2 or 4 taps in a fixed order from 0 (so the bits do not depend
+ * on how the loop is written; the table keeps the inner loop branch-free). */
 static gx_real *gx_up_fold(gx_ctx *ctx, const gx_real *w, int64_t Cout, int64_t Cin) {
     gx_real *wt = gx_ctx_alloc(ctx, (size_t)(16 * Cout * Cin) * sizeof(gx_real));
     const int64_t tap = 4 * Cout * Cin;   /* stride between taps in wt */
+    gx_up_sum sums[16];
+    gx_up_sums(sums);
     for (int64_t co = 0; co < Cout; co++)
-        for (int64_t ci = 0; ci < Cin; ci++) {
-            const gx_real *k = w + (co * Cin + ci) * 9;
-            for (int t = 0; t < 4; t++)
-                for (int par = 0; par < 4; par++) {
-                    int a = t / 2, c = t % 2, py = par / 2, px = par % 2;
-                    gx_real s = 0;
-                    for (int r = gx_up_lo[py][a]; r <= gx_up_hi[py][a]; r++)
-                        for (int u = gx_up_lo[px][c]; u <= gx_up_hi[px][c]; u++) s += k[r * 3 + u];
-                    wt[t * tap + (par * Cout + co) * Cin + ci] = s;
-                }
+        for (int e = 0; e < 16; e++) {
+            const gx_up_sum f = sums[e];
+            gx_real *dst = wt + (e / 4) * tap + ((e % 4) * Cout + co) * Cin;
+            const gx_real *k = w + co * Cin * 9;
+            for (int64_t ci = 0; ci < Cin; ci++, k += 9) {
+                gx_real s = 0;
+                for (int i = 0; i < f.n; i++) s += k[f.k[i]];
+                dst[ci] = s;
+            }
         }
     return wt;
 }

@@ -10,6 +10,9 @@
 #include "gx_cuda.h"
 
 #include <execinfo.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -229,6 +232,8 @@ void gx_ctx_free(gx_ctx *ctx) {
     /* The ctx's device activations go with it (an exec serves one ctx at a
      * time); the exec itself, and its pool blocks, stay for the next ctx. */
     if (ctx->cuda) gx_cuda_device_reset(ctx->cuda);
+    for (int i = 0; i < ctx->n_side; i++) gx_ctx_free(&ctx->side[i]);
+    free(ctx->side);
     gx_arena_free(&ctx->arena);
     memset(ctx, 0, sizeof *ctx);
 }
@@ -241,6 +246,45 @@ void gx_ctx_reset(gx_ctx *ctx) {
     gx_arena_reset(&ctx->arena);
     ctx->tape = NULL;
     ctx->n_nodes = 0;
+}
+
+/* Side contexts 1..want-1 for gx_ctx_for_parts; fewer parts when the
+ * array cannot grow (a side context's arena itself grows on demand). */
+static int gx_ctx_sides(gx_ctx *ctx, int want) {
+    if (want - 1 <= ctx->n_side) return want;
+    gx_ctx *s = realloc(ctx->side, (size_t)(want - 1) * sizeof *s);
+    if (!s) return ctx->n_side + 1;
+    for (int i = ctx->n_side; i < want - 1; i++) {
+        gx_ctx_init(&s[i], 0);
+        s[i].batch_invariant = ctx->batch_invariant;
+    }
+    ctx->side = s;
+    ctx->n_side = want - 1;
+    return want;
+}
+
+int gx_ctx_for_parts(gx_ctx *ctx, int64_t n, int max_parts, gx_part_fn fn, void *arg) {
+    int64_t p = gx_get_threads();
+    if (max_parts > 0 && p > max_parts) p = max_parts;
+    if (p > n) p = n;
+#ifdef _OPENMP
+    if (omp_in_parallel()) p = 1;
+#endif
+    if (p < 2 || ctx->grad_enabled || ctx->cuda) {
+        if (n > 0) fn(ctx, 0, n, arg);
+        return n > 0 ? 1 : 0;
+    }
+    const int np = gx_ctx_sides(ctx, (int)p);
+    for (int i = 0; i < np - 1; i++) ctx->side[i].batch_invariant = ctx->batch_invariant;
+    /* Contiguous parts, sizes differing by at most one: part i is
+     * [i n / np, (i + 1) n / np). */
+    #pragma omp parallel for schedule(static, 1) num_threads(np)
+    for (int i = 0; i < np; i++) {
+        gx_ctx *c = i ? &ctx->side[i - 1] : ctx;
+        fn(c, n * i / np, n * (i + 1) / np, arg);
+    }
+    for (int i = 0; i < np - 1; i++) gx_ctx_reset(&ctx->side[i]);
+    return np;
 }
 
 gx_node *gx_tape_record(gx_ctx *ctx, const char *op, gx_backward_fn bw,

@@ -80,75 +80,102 @@ static void gx_bias_grad(gx_ctx *ctx, const gx_real *dy, int64_t rows, int64_t c
  * BLAS: one BLAS call per sample of so few rows would be mostly overhead
  * (BLAS packs all of W for each call). */
 #define GX_RI_MAX_ROWS 16
-#define GX_RI_R 4      /* rows of x per tile */
-#define GX_RI_C 2      /* rows of w (outputs) per tile */
+#define GX_RI_R 5      /* rows of x per full tile */
 #define GX_RI_L 8      /* partial sums (lanes) of each dot product */
 _Static_assert(GX_RI_L == 8, "gx_ri_tile adds its lanes in a fixed 8-way tree");
 
-/* One tile of dot products: y[r][c] = bias[c] + x_r . w_c over K, for
- * GX_RI_R x GX_RI_C pairs. Each dot product keeps GX_RI_L gx_real partial
- * sums (lane l takes k = l mod GX_RI_L) walked in k order, then adds the
- * lanes in a fixed tree in double, then the K % GX_RI_L leftover terms,
- * then the bias. Missing rows or outputs at the edges point at a zero
- * vector instead of taking another code path, so every output of every row
- * runs exactly this arithmetic: a row's bits depend on its own data only,
- * never on how many rows there are, where it sits or which thread runs it. */
-GX_RI_CLONES
-static void gx_ri_tile(const gx_real *const *xr, const gx_real *const *wr, int64_t K,
-                       const double *bias, double *out) {
-    /* GCC vector extensions keep the R*C accumulators in registers (a
-     * plain array of them is spilled to the stack every step); their
-     * arithmetic is lane by lane IEEE, the same bits as scalar code. */
-    typedef gx_real gx_ri_vec __attribute__((vector_size(GX_RI_L * sizeof(gx_real))));
-    gx_ri_vec acc[GX_RI_R][GX_RI_C];
-    for (int r = 0; r < GX_RI_R; r++)
-        for (int c = 0; c < GX_RI_C; c++) acc[r][c] = (gx_ri_vec){ 0 };
-    const int64_t K8 = K / GX_RI_L * GX_RI_L;
-    for (int64_t k = 0; k < K8; k += GX_RI_L) {
-        gx_ri_vec wv[GX_RI_C];
-        #pragma GCC unroll 8
-        for (int c = 0; c < GX_RI_C; c++) memcpy(&wv[c], wr[c] + k, sizeof wv[c]);
-        #pragma GCC unroll 8
-        for (int r = 0; r < GX_RI_R; r++) {
-            gx_ri_vec xv;
-            memcpy(&xv, xr[r] + k, sizeof xv);
-            #pragma GCC unroll 8
-            for (int c = 0; c < GX_RI_C; c++) acc[r][c] += xv * wv[c];
-        }
-    }
-    for (int r = 0; r < GX_RI_R; r++)
-        for (int c = 0; c < GX_RI_C; c++) {
-            gx_real a[GX_RI_L];
-            memcpy(a, &acc[r][c], sizeof a);
-            double s = (((double)a[0] + a[1]) + ((double)a[2] + a[3])) +
-                       (((double)a[4] + a[5]) + ((double)a[6] + a[7]));
-            for (int64_t k = K8; k < K; k++) s += (double)xr[r][k] * (double)wr[c][k];
-            out[r * GX_RI_C + c] = s + bias[c];
-        }
+/* One tile of dot products: y[r][c] = bias[c] + x_r . w_c over K, for R x C
+ * pairs. Each dot product keeps GX_RI_L gx_real partial sums (lane l takes
+ * k = l mod GX_RI_L) walked in k order, then adds the lanes in a fixed tree
+ * in double, then the K % GX_RI_L leftover terms, then the bias. That is
+ * per pair: R and C only decide how many pairs share a pass over K (one
+ * load of w_c serves R rows), so every output of every row runs exactly
+ * this arithmetic whatever the tile's shape: a row's bits depend on its own
+ * data only, never on how many rows there are, where it sits or which
+ * thread runs it. Missing outputs at the right edge point at a zero vector;
+ * the row count of the last tile is exact (R = rows left), so a batch of 1
+ * or 5 does not pay for 4 or 6 rows. Shapes keep R*C + C + 1 vectors in the
+ * 16 AVX2 registers. */
+#define GX_RI_TILE(R, C)                                                                          \
+GX_RI_CLONES                                                                                      \
+static void gx_ri_tile_##R##x##C(const gx_real *const *xr, const gx_real *const *wr, int64_t K,  \
+                                 const double *bias, double *out) {                               \
+    /* GCC vector extensions keep the R*C accumulators in registers (a                         \
+     * plain array of them is spilled to the stack every step); their                          \
+     * arithmetic is lane by lane IEEE, the same bits as scalar code. */                          \
+    typedef gx_real gx_ri_vec __attribute__((vector_size(GX_RI_L * sizeof(gx_real))));           \
+    gx_ri_vec acc[R][C];                                                                          \
+    for (int r = 0; r < R; r++)                                                                   \
+        for (int c = 0; c < C; c++) acc[r][c] = (gx_ri_vec){ 0 };                                 \
+    const int64_t K8 = K / GX_RI_L * GX_RI_L;                                                     \
+    for (int64_t k = 0; k < K8; k += GX_RI_L) {                                                   \
+        gx_ri_vec wv[C];                                                                          \
+        _Pragma("GCC unroll 8")                                                                   \
+        for (int c = 0; c < C; c++) memcpy(&wv[c], wr[c] + k, sizeof wv[c]);                      \
+        _Pragma("GCC unroll 8")                                                                   \
+        for (int r = 0; r < R; r++) {                                                             \
+            gx_ri_vec xv;                                                                         \
+            memcpy(&xv, xr[r] + k, sizeof xv);                                                    \
+            _Pragma("GCC unroll 8")                                                               \
+            for (int c = 0; c < C; c++) acc[r][c] += xv * wv[c];                                  \
+        }                                                                                         \
+    }                                                                                             \
+    for (int r = 0; r < R; r++)                                                                   \
+        for (int c = 0; c < C; c++) {                                                             \
+            gx_real a[GX_RI_L];                                                                   \
+            memcpy(a, &acc[r][c], sizeof a);                                                      \
+            double s = (((double)a[0] + a[1]) + ((double)a[2] + a[3])) +                          \
+                       (((double)a[4] + a[5]) + ((double)a[6] + a[7]));                           \
+            for (int64_t k = K8; k < K; k++) s += (double)xr[r][k] * (double)wr[c][k];            \
+            out[r * C + c] = s + bias[c];                                                         \
+        }                                                                                         \
 }
+GX_RI_TILE(1, 8)
+GX_RI_TILE(2, 4)
+GX_RI_TILE(3, 4)
+GX_RI_TILE(4, 2)
+GX_RI_TILE(5, 2)
+GX_RI_TILE(6, 2)
+
+typedef void (*gx_ri_tile_fn)(const gx_real *const *, const gx_real *const *, int64_t, const double *, double *);
+/* The tile for r rows (1..GX_RI_R) and its outputs per tile. */
+static const struct { gx_ri_tile_fn fn; int c; } gx_ri_tiles[7] = {
+    { NULL, 0 }, { gx_ri_tile_1x8, 8 }, { gx_ri_tile_2x4, 4 }, { gx_ri_tile_3x4, 4 },
+    { gx_ri_tile_4x2, 2 }, { gx_ri_tile_5x2, 2 }, { gx_ri_tile_6x2, 2 },
+};
+#define GX_RI_CMAX 8
+_Static_assert(GX_RI_R >= 1 && GX_RI_R <= 6, "gx_ri_tiles has shapes for 1..6 rows");
 
 /* y [rows, N] = x [rows, K] w^T (+ b), every row computed alike (see
- * gx_ri_tile); tiles split over OpenMP threads. Reads w in place: no
- * packing, so a handful of rows costs one pass over w. */
+ * GX_RI_TILE); tiles split over OpenMP threads. Reads w in place: no
+ * packing, so a handful of rows costs one pass over w per row tile. Row
+ * tiles are GX_RI_R rows and a last one of the rows left. */
 static void gx_ri_linear(gx_ctx *ctx, const gx_real *x, int64_t rows, int64_t K, const gx_real *w,
                          const gx_real *b, int64_t N, gx_real *y) {
-    const int64_t nrt = (rows + GX_RI_R - 1) / GX_RI_R, nct = (N + GX_RI_C - 1) / GX_RI_C;
+    if (rows <= 0 || N <= 0) return;
+    const int64_t nrt = (rows + GX_RI_R - 1) / GX_RI_R, last = rows - (nrt - 1) * GX_RI_R;
     gx_real *zero = gx_ctx_alloc(ctx, (size_t)(K > 0 ? K : 1) * sizeof(gx_real));
     memset(zero, 0, (size_t)(K > 0 ? K : 1) * sizeof(gx_real));
+    /* Column tiles per row tile: of the full tiles' width, then of the last's. */
+    const int cf = gx_ri_tiles[rows < GX_RI_R ? rows : GX_RI_R].c, cl = gx_ri_tiles[last].c;
+    const int64_t nf = (N + cf - 1) / cf, nl = (N + cl - 1) / cl, ntiles = (nrt - 1) * nf + nl;
     #pragma omp parallel for schedule(static) if (rows * N * K > 4 * GX_PAR_THRESHOLD)
-    for (int64_t t = 0; t < nrt * nct; t++) {
-        const int64_t r0 = (t / nct) * GX_RI_R, j0 = (t % nct) * GX_RI_C;
-        const gx_real *xr[GX_RI_R], *wr[GX_RI_C];
-        double bias[GX_RI_C], out[GX_RI_R * GX_RI_C];
-        for (int r = 0; r < GX_RI_R; r++) xr[r] = r0 + r < rows ? x + (r0 + r) * K : zero;
-        for (int c = 0; c < GX_RI_C; c++) {
+    for (int64_t t = 0; t < ntiles; t++) {
+        const int64_t rt = t < (nrt - 1) * nf ? t / nf : nrt - 1;
+        const int64_t ct = t < (nrt - 1) * nf ? t % nf : t - (nrt - 1) * nf;
+        const int R = rt < nrt - 1 ? GX_RI_R : (int)last, C = gx_ri_tiles[R].c;
+        const int64_t r0 = rt * GX_RI_R, j0 = ct * C;
+        const gx_real *xr[GX_RI_R], *wr[GX_RI_CMAX];
+        double bias[GX_RI_CMAX], out[GX_RI_R * GX_RI_CMAX];
+        for (int r = 0; r < R; r++) xr[r] = x + (r0 + r) * K;
+        for (int c = 0; c < C; c++) {
             wr[c] = j0 + c < N ? w + (j0 + c) * K : zero;
             bias[c] = b && j0 + c < N ? (double)b[j0 + c] : 0.0;
         }
-        gx_ri_tile(xr, wr, K, bias, out);
-        for (int r = 0; r < GX_RI_R && r0 + r < rows; r++)
-            for (int c = 0; c < GX_RI_C && j0 + c < N; c++)
-                y[(r0 + r) * N + j0 + c] = (gx_real)out[r * GX_RI_C + c];
+        gx_ri_tiles[R].fn(xr, wr, K, bias, out);
+        for (int r = 0; r < R; r++)
+            for (int c = 0; c < C && j0 + c < N; c++)
+                y[(r0 + r) * N + j0 + c] = (gx_real)out[r * C + c];
     }
 }
 

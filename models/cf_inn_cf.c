@@ -28,9 +28,11 @@
  *   is 1 (h_cf = mu_q) and reached_hidden says honestly what happened.
  *
  * Latency of the full grid (issue 6): x~ and every x_cf are decoded as one
- * batch and re-encoded as one batch (each op is batch invariant, so every
- * image's bits are those of running it alone; test_cf_cf checks the grid
- * against one target at a time), the (x, x~) metrics are computed once, and
+ * batch and re-encoded as one batch per thread (gx_ctx_for_parts: each op is
+ * batch invariant, so every image's bits are those of running it alone,
+ * whatever the thread count; test_cf_cf checks the grid against one target
+ * at a time), the pair metrics run per target on the same threads, the
+ * (x, x~) metrics are computed once, and
  * the source's own slot (x_cf = x~) takes its pair values by definition
  * (MSD 0, SSIM 1) instead of computing them.
  */
@@ -123,29 +125,47 @@ static gx_status cf_check_model(const gx_cf_model *m, gx_err *err) {
 
 /* ---------------------------------------------------------- classification */
 
+/* Rows [lo, hi) of a classification, CF_CHUNK images per forward (the ctx
+ * is reset after each: the caller's too, for part 0, as documented). */
+typedef struct cf_cls_job {
+    gx_cf_model *m;
+    const float *x;
+    int64_t *pred;
+    float *probs, *nll, *h_out;
+} cf_cls_job;
+
+static void cf_classify_part(gx_ctx *ctx, int64_t lo, int64_t hi, void *arg) {
+    const cf_cls_job *J = arg;
+    gx_cf_model *m = J->m;
+    const int64_t K = m->cfg.classes, d1 = m->cfg.d1, S = m->cfg.size, px = 3 * S * S;
+    for (int64_t i0 = lo; i0 < hi; i0 += CF_CHUNK) {
+        int64_t b = hi - i0 < CF_CHUNK ? hi - i0 : CF_CHUNK;
+        gx_tensor *ld = NULL;
+        gx_tensor *h = cf_hidden(ctx, m, cf_images(ctx, J->x + i0 * px, b, S), NULL, &ld);
+        const gx_real *hv = gx_to_host(ctx, h)->data, *ldv = gx_to_host(ctx, ld)->data;
+        const gx_real *mu = gx_tensor_host_data(m->mu);
+        for (int64_t i = 0; i < b; i++) {
+            const gx_real *hi_ = hv + i * d1;
+            if (J->pred) J->pred[i0 + i] = cf_nearest(hi_, mu, K, d1);
+            cf_posterior(hi_, mu, K, d1, (double)ldv[i], J->probs ? J->probs + (i0 + i) * K : NULL,
+                         J->nll ? J->nll + i0 + i : NULL);
+            if (J->h_out) cf_to_float(hi_, J->h_out + (i0 + i) * d1, d1);
+        }
+        gx_ctx_reset(ctx);
+    }
+}
+
 gx_status gx_cf_classify(gx_ctx *ctx, gx_cf_model *m, const float *x, int64_t n, int64_t *pred,
                          float *probs, float *nll, float *h_out, gx_err *err) {
     gx_status s = cf_check_model(m, err);
     if (s != GX_OK) return s;
     if (n < 0 || (n > 0 && !x)) return gx_err_set(err, GX_ERR_INVALID, "cf classify: %lld images", (long long)n);
-    const int64_t K = m->cfg.classes, d1 = m->cfg.d1, S = m->cfg.size, px = 3 * S * S;
     int grad = ctx->grad_enabled;
     ctx->grad_enabled = 0;
-    for (int64_t i0 = 0; i0 < n; i0 += CF_CHUNK) {
-        int64_t b = n - i0 < CF_CHUNK ? n - i0 : CF_CHUNK;
-        gx_tensor *ld = NULL;
-        gx_tensor *h = cf_hidden(ctx, m, cf_images(ctx, x + i0 * px, b, S), NULL, &ld);
-        const gx_real *hv = gx_to_host(ctx, h)->data, *ldv = gx_to_host(ctx, ld)->data;
-        const gx_real *mu = gx_tensor_host_data(m->mu);
-        for (int64_t i = 0; i < b; i++) {
-            const gx_real *hi = hv + i * d1;
-            if (pred) pred[i0 + i] = cf_nearest(hi, mu, K, d1);
-            cf_posterior(hi, mu, K, d1, (double)ldv[i], probs ? probs + (i0 + i) * K : NULL,
-                         nll ? nll + i0 + i : NULL);
-            if (h_out) cf_to_float(hi, h_out + (i0 + i) * d1, d1);
-        }
-        gx_ctx_reset(ctx);
-    }
+    /* The images split over the threads, each part on its own context
+     * (batch invariant: the same bits as one thread). */
+    cf_cls_job J = { m, x, pred, probs, nll, h_out };
+    gx_ctx_for_parts(ctx, n, 0, cf_classify_part, &J);
     ctx->grad_enabled = grad;
     return GX_OK;
 }
@@ -290,10 +310,11 @@ typedef struct cf_work {
     gx_real *hcf;                  /* [n_targets, d1] rows of the targets != p */
     float   *xrec, *xcf;           /* [3SS], [n_targets, 3SS] */
     int64_t *pred;                 /* [n_targets + 1] re-encoded classes */
+    int64_t *row;                  /* [n_targets] target t's x_cf row, -1: x~ */
 } cf_work;
 
 static void cf_work_free(cf_work *w) {
-    free(w->h); free(w->delta); free(w->hcf); free(w->xrec); free(w->xcf); free(w->pred);
+    free(w->h); free(w->delta); free(w->hcf); free(w->xrec); free(w->xcf); free(w->pred); free(w->row);
 }
 
 static gx_status cf_work_alloc(cf_work *w, int64_t d1, int64_t px, int n, gx_err *err) {
@@ -304,48 +325,71 @@ static gx_status cf_work_alloc(cf_work *w, int64_t d1, int64_t px, int n, gx_err
     w->xrec = malloc((size_t)px * sizeof *w->xrec);
     w->xcf = malloc((size_t)n * (size_t)px * sizeof *w->xcf);
     w->pred = malloc((size_t)(n + 1) * sizeof *w->pred);
-    if (w->h && w->delta && w->hcf && w->xrec && w->xcf && w->pred) return GX_OK;
+    w->row = malloc((size_t)n * sizeof *w->row);
+    if (w->h && w->delta && w->hcf && w->xrec && w->xcf && w->pred && w->row) return GX_OK;
     cf_work_free(w);
     return gx_err_set(err, GX_ERR_NOMEM, "cf counterfactuals: out of memory");
 }
 
-/* Decodes x~ = D(z) and the x_cf of the rows in hcf [nq,d1] (with z's z2)
- * as one batch of nq + 1 -> xrec, xcf [nq,3SS]; re-encodes the x_cf (and
- * x~ when with_rec, for a target equal to the source) as one batch too:
- * pred[k] = class of x_cf k, *rec_pred = class of x~. One call per network
- * instead of one per role; every op is batch invariant (ctx's default), so
- * each image's bits are those of decoding or encoding it alone. */
+/* One grid's decode and re-encode, split by gx_ctx_for_parts over its rows:
+ * row 0 is x~ = D(z), row 1 + k the x_cf of hcf row k (F^-1 of it, with
+ * z's z2). Every op is batch invariant (ctx's default), so each row's bits
+ * are those of decoding or encoding it alone, whichever part runs it. */
+typedef struct cf_dec_job {
+    gx_cf_model *m;
+    const gx_real *zv;             /* [d] z of x, on the host */
+    int64_t first;                 /* first row to re-encode: 0 re-encodes x~ too */
+    cf_work *w;                    /* hcf in; xrec, xcf, pred out */
+    int64_t *rec_pred;             /* class of x~ (row 0's part writes it) */
+} cf_dec_job;
+
+/* z rows [lo, hi) of the grid: z itself for row 0, [F^-1(hcf), z2] after. */
+static gx_tensor *cf_grid_z(gx_ctx *ctx, const cf_dec_job *J, int64_t lo, int64_t hi) {
+    const int64_t d = J->m->cfg.d, d1 = J->m->cfg.d1, d2 = d - d1;
+    gx_tensor *z0 = lo == 0 ? gx_tensor_from(ctx, 2, GX_SHAPE(1, d), J->zv) : NULL;
+    const int64_t t0 = lo > 0 ? lo - 1 : 0, nt = hi - 1 - t0;
+    if (nt <= 0) return z0;
+    gx_tensor *zc = gx_cf_flow_inverse(ctx, J->m, gx_tensor_from(ctx, 2, GX_SHAPE(nt, d1), J->w->hcf + t0 * d1));
+    if (d2 > 0) {
+        gx_tensor *z2 = gx_tensor_new_host(ctx, 2, GX_SHAPE(nt, d2));
+        for (int64_t i = 0; i < nt; i++) memcpy(z2->data + i * d2, J->zv + d1, (size_t)d2 * sizeof *z2->data);
+        gx_tensor *parts[2] = { zc, gx_to_ctx(ctx, z2) };
+        zc = gx_concat(ctx, 2, parts, 1);
+    }
+    if (!z0) return zc;
+    gx_tensor *rows[2] = { z0, zc };
+    return gx_concat(ctx, 2, rows, 0);
+}
+
+static void cf_decode_part(gx_ctx *ctx, int64_t lo, int64_t hi, void *arg) {
+    const cf_dec_job *J = arg;
+    gx_cf_model *m = J->m;
+    const int64_t d1 = m->cfg.d1, S = m->cfg.size, px = 3 * S * S;
+    gx_tensor *xc = gx_cf_decode(ctx, m, cf_grid_z(ctx, J, lo, hi));     /* [hi - lo, 3, S, S] */
+    const gx_real *xcv = gx_to_host(ctx, xc)->data;
+    for (int64_t i = lo; i < hi; i++)
+        cf_to_float(xcv + (i - lo) * px, i ? J->w->xcf + (i - 1) * px : J->w->xrec, px);
+    const int64_t e0 = lo > J->first ? lo : J->first;
+    if (e0 >= hi) return;
+    gx_tensor *xe = e0 > lo ? gx_slice(ctx, xc, 0, e0 - lo, hi - lo) : xc;
+    const gx_real *h2v = gx_to_host(ctx, cf_hidden(ctx, m, xe, NULL, NULL))->data;
+    const gx_real *mu = gx_tensor_host_data(m->mu);
+    for (int64_t i = e0; i < hi; i++) {
+        int64_t c = cf_nearest(h2v + (i - e0) * d1, mu, m->cfg.classes, d1);
+        if (i == 0) *J->rec_pred = c;
+        else J->w->pred[i - 1] = c;
+    }
+}
+
+/* Decodes x~ and the x_cf of the nq rows in hcf -> xrec, xcf [nq,3SS];
+ * re-encodes the x_cf (and x~ when with_rec, for a target equal to the
+ * source): pred[k] = class of x_cf k, *rec_pred = class of x~. One
+ * decode + re-encode per thread over its share of the nq + 1 images
+ * (a grid: 10 images, two parts of 5 on two threads). */
 static void cf_decode_targets(gx_ctx *ctx, gx_cf_model *m, gx_tensor *z, int64_t nq, int with_rec,
                               cf_work *w, int64_t *rec_pred) {
-    const int64_t d = m->cfg.d, d1 = m->cfg.d1, d2 = d - d1, S = m->cfg.size, px = 3 * S * S;
-    gx_tensor *zall = z;
-    if (nq > 0) {
-        gx_tensor *hb = gx_tensor_from(ctx, 2, GX_SHAPE(nq, d1), w->hcf);
-        gx_tensor *zc = gx_cf_flow_inverse(ctx, m, hb);
-        if (d2 > 0) {
-            gx_tensor *z2 = gx_tensor_new_host(ctx, 2, GX_SHAPE(nq, d2));
-            const gx_real *zv = gx_to_host(ctx, z)->data;
-            for (int64_t i = 0; i < nq; i++) memcpy(z2->data + i * d2, zv + d1, (size_t)d2 * sizeof *z2->data);
-            gx_tensor *parts[2] = { zc, gx_to_ctx(ctx, z2) };
-            zc = gx_concat(ctx, 2, parts, 1);
-        }
-        gx_tensor *rows[2] = { z, zc };
-        zall = gx_concat(ctx, 2, rows, 0);
-    }
-    gx_tensor *xc = gx_cf_decode(ctx, m, zall);              /* [nq+1, 3, S, S]: x~, then the x_cf */
-    const gx_real *xcv = gx_to_host(ctx, xc)->data;
-    cf_to_float(xcv, w->xrec, px);
-    cf_to_float(xcv + px, w->xcf, nq * px);
-    int64_t first = with_rec ? 0 : 1;
-    if (nq + 1 - first == 0) return;
-    gx_tensor *xe = first ? gx_slice(ctx, xc, 0, 1, nq + 1) : xc;
-    gx_tensor *h2 = cf_hidden(ctx, m, xe, NULL, NULL);
-    const gx_real *h2v = gx_to_host(ctx, h2)->data, *mu = gx_tensor_host_data(m->mu);
-    for (int64_t i = first; i <= nq; i++) {
-        int64_t c = cf_nearest(h2v + (i - first) * d1, mu, m->cfg.classes, d1);
-        if (i == 0) *rec_pred = c;
-        else w->pred[i - 1] = c;
-    }
+    cf_dec_job J = { m, gx_to_host(ctx, z)->data, with_rec ? 0 : 1, w, rec_pred };
+    gx_ctx_for_parts(ctx, nq + 1, 0, cf_decode_part, &J);
 }
 
 /* The per-target numbers that compare x_cf with x and x~; the (x, x~) pair
@@ -356,6 +400,24 @@ static void cf_pair_metrics(gx_cf_result *r, const float *x, const float *xrec, 
     r->msd_rec_cf = cf_msd(xrec, xcf, px);
     r->ssim_x_cf = cf_ssim(x, xcf, S);
     r->ssim_rec_cf = cf_ssim(xrec, xcf, S);
+}
+
+/* The pair metrics of targets [lo, hi) other than the source (theirs are
+ * set by definition); per target, so the parts can run side by side. */
+typedef struct cf_metrics_job {
+    gx_cf_result *res;
+    const float *x;
+    const cf_work *w;
+    int64_t S;
+} cf_metrics_job;
+
+static void cf_metrics_part(gx_ctx *ctx, int64_t lo, int64_t hi, void *arg) {
+    (void)ctx;
+    const cf_metrics_job *J = arg;
+    const int64_t px = 3 * J->S * J->S;
+    for (int64_t t = lo; t < hi; t++)
+        if (J->w->row[t] >= 0)
+            cf_pair_metrics(&J->res[t], J->x, J->w->xrec, J->w->xcf + J->w->row[t] * px, J->S);
 }
 
 gx_status gx_cf_counterfactuals(gx_ctx *ctx, gx_cf_model *m, const float *x,
@@ -401,8 +463,8 @@ gx_status gx_cf_counterfactuals(gx_ctx *ctx, gx_cf_model *m, const float *x,
     double msd_x_rec = cf_msd(x, w.xrec, px), ssim_x_rec = cf_ssim(x, w.xrec, S);
     for (int t = 0, k = 0; t < n_targets; t++) {
         int self = targets[t] == p;
-        const float *xc = self ? w.xrec : w.xcf + (int64_t)k * px;
-        res[t].reached_reencoded = (self ? self_pred : w.pred[k]) == targets[t];
+        w.row[t] = self ? -1 : k++;
+        res[t].reached_reencoded = (self ? self_pred : w.pred[w.row[t]]) == targets[t];
         res[t].msd_x_rec = msd_x_rec;
         res[t].ssim_x_rec = ssim_x_rec;
         if (self) {
@@ -412,11 +474,13 @@ gx_status gx_cf_counterfactuals(gx_ctx *ctx, gx_cf_model *m, const float *x,
             res[t].ssim_x_cf = ssim_x_rec;
             res[t].msd_rec_cf = 0;
             res[t].ssim_rec_cf = 1;
-        } else {
-            cf_pair_metrics(&res[t], x, w.xrec, xc, S);
         }
-        if (xcf_out) memcpy(xcf_out + (int64_t)t * px, xc, (size_t)px * sizeof *xc);
-        if (!self) k++;
+    }
+    cf_metrics_job mj = { res, x, &w, S };
+    gx_ctx_for_parts(ctx, n_targets, 0, cf_metrics_part, &mj);
+    for (int t = 0; t < n_targets && xcf_out; t++) {
+        const float *xc = w.row[t] < 0 ? w.xrec : w.xcf + w.row[t] * px;
+        memcpy(xcf_out + (int64_t)t * px, xc, (size_t)px * sizeof *xc);
     }
     if (xrec_out) memcpy(xrec_out, w.xrec, (size_t)px * sizeof *xrec_out);
     gx_ctx_reset(ctx);

@@ -16,6 +16,9 @@
  *                         decode of x~ and the 9 x_cf as one batch; their
  *                         re-encode as one batch; the pair metrics) with
  *                         each phase timed: where the grid's time goes
+ *                         (serially, as one batch: gx_cf_counterfactuals
+ *                         splits phases 2-5 over the threads, so at several
+ *                         threads the grid is faster than their sum)
  *
  * Output rows (tab-separated):
  *   row  case batch ms images/s arena_bytes peak_rss_bytes reps

@@ -282,6 +282,46 @@ GX_TEST(cf_grid_equals_targets_one_at_a_time) {
     gx_ctx_free(&ctx);
 }
 
+/* The grid splits its decode, re-encode and metrics over the threads
+ * (gx_ctx_for_parts); every image and number is the same bits at 1, 2 and
+ * 3 threads (parts of 10 rows: 10, 5 + 5, 3 + 3 + 4). */
+GX_TEST(cf_grid_same_bits_at_any_thread_count) {
+    int saved = gx_get_threads();
+    gx_ctx ctx;
+    gx_ctx_init(&ctx, 16 << 20);
+    gx_cf_model m;
+    gx_cf_init(&m, gx_cf_config_tiny(), 9);
+    const int64_t S = m.cfg.size, K = m.cfg.classes, px = 3 * S * S;
+    float *x = rand_images(1, S, 91);
+    gx_rng rr;
+    gx_rng_init(&rr, 92);
+    gx_rng_fill_normal(&rr, m.mhat->data, m.mhat->numel, 0.0, 4.0);
+    for (int64_t c = 0; c < K; c++) m.mhat_valid->data[c] = 1;
+    int64_t tg[GX_CF_MAX_CLASSES];
+    for (int64_t c = 0; c < K; c++) tg[c] = c;
+    float *xr[3], *xc[3];
+    gx_cf_result r[3][GX_CF_MAX_CLASSES];
+    gx_err err;
+    for (int k = 0; k < 3; k++) {
+        xr[k] = malloc((size_t)px * sizeof *xr[k]);
+        xc[k] = malloc((size_t)(K * px) * sizeof *xc[k]);
+        CHECK(xr[k] && xc[k]);
+        if (!xr[k] || !xc[k]) continue;
+        gx_set_threads(k + 1);
+        CHECK_MSG(gx_cf_counterfactuals(&ctx, &m, x, tg, (int)K, xr[k], xc[k], r[k], &err) == GX_OK, "%s", err.msg);
+        if (k == 0) continue;
+        CHECK_MSG(!memcmp(xr[0], xr[k], (size_t)px * sizeof *xr[k]), "%d threads: x~ bits differ", k + 1);
+        CHECK_MSG(!memcmp(xc[0], xc[k], (size_t)(K * px) * sizeof *xc[k]), "%d threads: x_cf bits differ", k + 1);
+        CHECK_MSG(!memcmp(r[0], r[k], (size_t)K * sizeof r[0][0]), "%d threads: results differ", k + 1);
+    }
+    CHECK(ctx.n_side == 2);   /* the 3-thread grid ran on three contexts */
+    gx_set_threads(saved);
+    for (int k = 0; k < 3; k++) { free(xr[k]); free(xc[k]); }
+    free(x);
+    gx_cf_free(&m);
+    gx_ctx_free(&ctx);
+}
+
 GX_TEST(cf_random_models_reach_every_target) {
     gx_ctx ctx;
     gx_ctx_init(&ctx, 16 << 20);

@@ -158,3 +158,84 @@ GX_TEST(rng_is_reproducible_and_well_distributed) {
     gx_philox4x32(w, 0, 0);
     CHECK(w[0] == 0x6627e8d5u && w[1] == 0xe169c58du && w[2] == 0xbc57ac4cu && w[3] == 0x9b00dbd8u);
 }
+
+/* gx_ctx_for_parts: what each part saw. */
+typedef struct {
+    int64_t lo[8], hi[8];
+    gx_ctx *ctx[8];
+    int calls, nested_threads;
+    double sum[8];
+} parts_log;
+
+static void parts_record(gx_ctx *ctx, int64_t lo, int64_t hi, void *arg) {
+    parts_log *L = arg;
+    int i;
+    #pragma omp atomic capture
+    i = L->calls++;
+    if (i >= 8) return;
+    L->lo[i] = lo;
+    L->hi[i] = hi;
+    L->ctx[i] = ctx;
+    /* Ops inside a part run on one thread, and the part's ctx works. */
+    #pragma omp parallel
+    {
+        #pragma omp atomic
+        L->nested_threads++;
+    }
+    gx_tensor *t = gx_tensor_new(ctx, 1, GX_SHAPE(hi - lo));
+    for (int64_t k = 0; k < t->numel; k++) t->data[k] = (gx_real)(lo + k);
+    gx_tensor *s = gx_sum(ctx, t, 0, 0);
+    L->sum[i] = (double)s->data[0];
+}
+
+/* The parts tile [0, n) in order, one each, sizes within one; part 0 runs on
+ * the caller's ctx; the count follows threads, n and max_parts; one call
+ * with grad on or at one thread; side contexts are kept and reset. */
+GX_TEST(ctx_for_parts_splits_and_falls_back) {
+    int saved = gx_get_threads();
+    gx_ctx ctx;
+    gx_ctx_init(&ctx, 1 << 20);
+    static const struct { int threads; int64_t n; int maxp, want; } cs[] = {
+        { 2, 10, 0, 2 }, { 3, 10, 0, 3 }, { 3, 2, 0, 2 }, { 4, 9, 3, 3 }, { 1, 10, 0, 1 }, { 3, 1, 0, 1 },
+    };
+    for (size_t c = 0; c < sizeof cs / sizeof cs[0]; c++) {
+        gx_set_threads(cs[c].threads);
+        parts_log L;
+        memset(&L, 0, sizeof L);
+        int np = gx_ctx_for_parts(&ctx, cs[c].n, cs[c].maxp, parts_record, &L);
+        CHECK_MSG(np == cs[c].want && L.calls == np, "threads %d n %lld: %d parts, %d calls, want %d", cs[c].threads,
+                  (long long)cs[c].n, np, L.calls, cs[c].want);
+        /* Split: each part's regions have one thread; a single call keeps
+         * the ops' own threads. */
+        CHECK(L.nested_threads == (np > 1 ? np : cs[c].threads));
+        /* Parts in order by lo (the threads may run them in any order). */
+        int64_t covered = 0, mn = cs[c].n, mx = 0;
+        for (int64_t at = 0; at < cs[c].n;) {
+            int k = -1;
+            for (int i = 0; i < L.calls && i < 8; i++)
+                if (L.lo[i] == at) k = i;
+            CHECK_MSG(k >= 0, "no part starts at %lld", (long long)at);
+            if (k < 0) break;
+            int64_t len = L.hi[k] - L.lo[k];
+            if (len < mn) mn = len;
+            if (len > mx) mx = len;
+            CHECK(L.sum[k] == (double)(L.lo[k] + L.hi[k] - 1) * (double)len / 2);
+            CHECK((L.ctx[k] == &ctx) == (at == 0));
+            covered += len;
+            at = L.hi[k];
+        }
+        CHECK(covered == cs[c].n && mx - mn <= 1);
+    }
+    CHECK(ctx.n_side == 2);                 /* the most side contexts any call needed */
+    for (int i = 0; i < ctx.n_side; i++) CHECK(ctx.side[i].arena.used_total == 0);
+    gx_set_threads(2);
+    ctx.grad_enabled = 1;
+    parts_log L;
+    memset(&L, 0, sizeof L);
+    CHECK(gx_ctx_for_parts(&ctx, 10, 0, parts_record, &L) == 1 && L.lo[0] == 0 && L.hi[0] == 10);
+    ctx.grad_enabled = 0;
+    memset(&L, 0, sizeof L);
+    CHECK(gx_ctx_for_parts(&ctx, 0, 0, parts_record, &L) == 0 && L.calls == 0);
+    gx_ctx_free(&ctx);
+    gx_set_threads(saved);
+}

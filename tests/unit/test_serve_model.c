@@ -472,6 +472,16 @@ GX_TEST(serve_predict_per_sample_determinism) {
     CHECK(gx_serve_model_predict(m, x, S, coords, N, &(gx_serve_out){ lg2, pr2, z2, NULL }, &err) == GX_OK);
     CHECK(!memcmp(lg, lg2, sizeof lg) && !memcmp(z, z2, sizeof z));
     CHECK(cap > 0 && gx_serve_model_arena_bytes(m) == cap);
+    /* A chunk's rows split over the threads (gx_ctx_for_parts): the same
+     * bits at 1, 2 and 3 threads. */
+    int th = gx_get_threads();
+    for (int t = 1; t <= 3; t++) {
+        gx_set_threads(t);
+        CHECK(gx_serve_model_predict(m, x, S, coords, N, &(gx_serve_out){ lg2, pr2, z2, NULL }, &err) == GX_OK);
+        CHECK_MSG(!memcmp(lg, lg2, sizeof lg) && !memcmp(pr, pr2, sizeof pr) && !memcmp(z, z2, sizeof z),
+                  "%d threads: outputs differ from %d threads", t, th);
+    }
+    gx_set_threads(th);
     /* NULL coordinates mean "all missing", like NaN rows (row 0 has NaNs). */
     float lg0[K], pr0[K], z0;
     int same_null = 0;

@@ -215,6 +215,28 @@ static void uda_predict_chunk(gx_ctx *ctx, gx_uda_model *m, const float *x, int6
 
 /* Chunks of 32 images; ctx is reset after each chunk (it must hold nothing
  * the caller still needs) so any n runs in a bounded arena. */
+/* Rows [lo, hi) of gx_uda_predict, UDA_PREDICT_CHUNK per forward (the
+ * part's ctx is reset after each, the caller's too for part 0). */
+typedef struct uda_pred_job {
+    gx_uda_model *m;
+    const float *x;
+    int64_t side;
+    int domain;
+    float *probs, *entropy;
+    int64_t *pred;
+} uda_pred_job;
+
+static void uda_predict_part(gx_ctx *ctx, int64_t lo, int64_t hi, void *arg) {
+    const uda_pred_job *J = arg;
+    const int64_t K = J->m->cfg.classes, per = 3 * J->side * J->side;
+    for (int64_t i0 = lo; i0 < hi; i0 += UDA_PREDICT_CHUNK) {
+        int64_t b = hi - i0 < UDA_PREDICT_CHUNK ? hi - i0 : UDA_PREDICT_CHUNK;
+        uda_predict_chunk(ctx, J->m, J->x + i0 * per, J->side, b, J->domain, J->probs ? J->probs + i0 * K : NULL,
+                          J->entropy ? J->entropy + i0 : NULL, J->pred ? J->pred + i0 : NULL);
+        gx_ctx_reset(ctx);
+    }
+}
+
 gx_status gx_uda_predict(gx_ctx *ctx, gx_uda_model *m, const float *x, int64_t side, int64_t n,
                          int domain, float *probs, float *entropy, int64_t *pred, gx_err *err) {
     if (!ctx || !m || !x) return gx_err_set(err, GX_ERR_INVALID, "uda predict: NULL argument");
@@ -224,15 +246,12 @@ gx_status gx_uda_predict(gx_ctx *ctx, gx_uda_model *m, const float *x, int64_t s
                           (long long)side);
     if (domain != GX_UDA_SOURCE && domain != GX_UDA_TARGET)
         return gx_err_set(err, GX_ERR_INVALID, "uda predict: domain %d (0 source, 1 target)", domain);
-    int64_t K = m->cfg.classes, per = 3 * side * side;
     int grad = ctx->grad_enabled;
     ctx->grad_enabled = 0;
-    for (int64_t i0 = 0; i0 < n; i0 += UDA_PREDICT_CHUNK) {
-        int64_t b = n - i0 < UDA_PREDICT_CHUNK ? n - i0 : UDA_PREDICT_CHUNK;
-        uda_predict_chunk(ctx, m, x + i0 * per, side, b, domain, probs ? probs + i0 * K : NULL,
-                          entropy ? entropy + i0 : NULL, pred ? pred + i0 : NULL);
-        gx_ctx_reset(ctx);
-    }
+    /* The images split over the threads, each part on its own context
+     * (eval-mode BN: batch invariant, the same bits as one thread). */
+    uda_pred_job J = { m, x, side, domain, probs, entropy, pred };
+    gx_ctx_for_parts(ctx, n, 0, uda_predict_part, &J);
     ctx->grad_enabled = grad;
     return GX_OK;
 }

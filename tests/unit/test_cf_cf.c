@@ -322,6 +322,47 @@ GX_TEST(cf_grid_same_bits_at_any_thread_count) {
     gx_ctx_free(&ctx);
 }
 
+/* gx_cf_classify splits its images over the threads: a batch of 37 (two
+ * chunks of 32 at one thread; parts of 19 + 18 or 13 + 12 + 12) gives the
+ * same bits at 1, 2 and 3 threads, and each row equals the image alone. */
+GX_TEST(cf_classify_same_bits_at_any_thread_count) {
+    int saved = gx_get_threads();
+    gx_ctx ctx;
+    gx_ctx_init(&ctx, 16 << 20);
+    gx_cf_model m;
+    gx_cf_init(&m, gx_cf_config_tiny(), 13);
+    enum { N = 37 };
+    const int64_t S = m.cfg.size, K = m.cfg.classes, d1 = m.cfg.d1, px = 3 * S * S;
+    float *x = rand_images(N, S, 131);
+    float *pr[3], *nl[3], *h[3];
+    int64_t pred[3][N];
+    gx_err err;
+    for (int t = 0; t < 3; t++) {
+        pr[t] = malloc((size_t)(N * K) * sizeof *pr[t]);
+        nl[t] = malloc((size_t)N * sizeof *nl[t]);
+        h[t] = malloc((size_t)(N * d1) * sizeof *h[t]);
+        CHECK(pr[t] && nl[t] && h[t]);
+        if (!pr[t] || !nl[t] || !h[t]) continue;
+        gx_set_threads(t + 1);
+        CHECK(gx_cf_classify(&ctx, &m, x, N, pred[t], pr[t], nl[t], h[t], &err) == GX_OK);
+        if (t == 0) continue;
+        CHECK_MSG(!memcmp(pred[0], pred[t], sizeof pred[0]) && !memcmp(pr[0], pr[t], (size_t)(N * K) * sizeof *pr[t]) &&
+                  !memcmp(nl[0], nl[t], (size_t)N * sizeof *nl[t]) && !memcmp(h[0], h[t], (size_t)(N * d1) * sizeof *h[t]),
+                  "%d threads differ from one", t + 1);
+    }
+    gx_set_threads(saved);
+    float p1[GX_CF_MAX_CLASSES], n1;
+    int64_t q1;
+    for (int64_t i = 0; i < N && pr[0]; i += 12) {
+        CHECK(gx_cf_classify(&ctx, &m, x + i * px, 1, &q1, p1, &n1, NULL, &err) == GX_OK);
+        CHECK(q1 == pred[0][i] && n1 == nl[0][i] && !memcmp(p1, pr[0] + i * K, (size_t)K * sizeof *p1));
+    }
+    for (int t = 0; t < 3; t++) { free(pr[t]); free(nl[t]); free(h[t]); }
+    free(x);
+    gx_cf_free(&m);
+    gx_ctx_free(&ctx);
+}
+
 GX_TEST(cf_random_models_reach_every_target) {
     gx_ctx ctx;
     gx_ctx_init(&ctx, 16 << 20);

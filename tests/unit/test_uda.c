@@ -545,6 +545,18 @@ GX_TEST(uda_eval_per_sample_determinism) {
             CHECK_NEAR(h1, H, 1e-5);
             CHECK(p1[pred1] >= p1[0] && p1[pred1] >= p1[1] && p1[pred1] >= p1[2]);
         }
+        /* The batch splits over the threads (gx_ctx_for_parts): same bits
+         * at 1 and 3 threads as at the default. */
+        int th = gx_get_threads();
+        for (int t = 1; t <= 3; t += 2) {
+            float pt[7 * 3], ht[7];
+            int64_t predt[7];
+            gx_set_threads(t);
+            CHECK(gx_uda_predict(&ctx, &m, x, S, n, d, pt, ht, predt, &err) == GX_OK);
+            CHECK_MSG(!memcmp(pt, pb, sizeof pt) && !memcmp(ht, hb, sizeof ht) && !memcmp(predt, predb, sizeof predt),
+                      "domain %d: %d threads differ from %d", d, t, th);
+        }
+        gx_set_threads(th);
     }
     CHECK(gx_uda_predict(&ctx, &m, x, S, 1, 2, pb, NULL, NULL, &err) == GX_ERR_INVALID);
     CHECK(gx_uda_predict(&ctx, &m, x, 4, 1, 1, pb, NULL, NULL, &err) == GX_ERR_INVALID);

@@ -322,6 +322,7 @@ const gx_serve_info *gx_serve_model_info(const gx_serve_model *m) {
 size_t gx_serve_model_arena_bytes(gx_serve_model *m) {
     pthread_mutex_lock(&m->mu);
     size_t n = gx_arena_capacity(&m->ctx.arena);
+    for (int i = 0; i < m->ctx.n_side; i++) n += gx_arena_capacity(&m->ctx.side[i].arena);   /* gx_ctx_for_parts */
     pthread_mutex_unlock(&m->mu);
     return n;
 }

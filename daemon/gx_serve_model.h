@@ -80,8 +80,9 @@ gx_status gx_serve_model_load_on(gx_serve_model **out, const char *path, const c
                                  const gx_serve_device *dev, gx_err *err);
 void gx_serve_model_free(gx_serve_model *m);   /* NULL is fine */
 const gx_serve_info *gx_serve_model_info(const gx_serve_model *m);
-/* Bytes held by the model's activation arena (for /metrics and tests): it
- * grows to the high-water mark of one chunk of rows and then stays. Any
+/* Bytes held by the model's activation arenas (its ctx's and the side
+ * contexts' of gx_ctx_for_parts; for /metrics and tests): they grow to the
+ * high-water mark of one chunk of rows and then stay. Any
  * thread (waits while a predict runs). */
 size_t gx_serve_model_arena_bytes(gx_serve_model *m);
 

@@ -256,7 +256,7 @@ static int gx_ctx_sides(gx_ctx *ctx, int want) {
     if (!s) return ctx->n_side + 1;
     for (int i = ctx->n_side; i < want - 1; i++) {
         gx_ctx_init(&s[i], 0);
-        s[i].batch_invariant = ctx->batch_invariant;
+        s[i].arena.limit = ctx->arena.limit;   /* a cap on the ctx caps each part */
     }
     ctx->side = s;
     ctx->n_side = want - 1;
@@ -275,7 +275,7 @@ int gx_ctx_for_parts(gx_ctx *ctx, int64_t n, int max_parts, gx_part_fn fn, void 
         return n > 0 ? 1 : 0;
     }
     const int np = gx_ctx_sides(ctx, (int)p);
-    for (int i = 0; i < np - 1; i++) ctx->side[i].batch_invariant = ctx->batch_invariant;
+    for (int i = 0; i < np - 1; i++) ctx->side[i].batch_invariant = ctx->batch_invariant;   /* may change */
     /* Contiguous parts, sizes differing by at most one: part i is
      * [i n / np, (i + 1) n / np). */
     #pragma omp parallel for schedule(static, 1) num_threads(np)

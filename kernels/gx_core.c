@@ -264,12 +264,15 @@ static int gx_ctx_sides(gx_ctx *ctx, int want) {
 }
 
 int gx_ctx_for_parts(gx_ctx *ctx, int64_t n, int max_parts, gx_part_fn fn, void *arg) {
-    int64_t p = gx_get_threads();
+    /* gx_get_threads' value, read here directly: gx_core.c is linked
+     * without gx_blas.c (the fuzz targets) and without OpenMP (p = 1). */
+#ifdef _OPENMP
+    int64_t p = omp_in_parallel() ? 1 : omp_get_max_threads();
+#else
+    int64_t p = 1;
+#endif
     if (max_parts > 0 && p > max_parts) p = max_parts;
     if (p > n) p = n;
-#ifdef _OPENMP
-    if (omp_in_parallel()) p = 1;
-#endif
     if (p < 2 || ctx->grad_enabled || ctx->cuda) {
         if (n > 0) fn(ctx, 0, n, arg);
         return n > 0 ? 1 : 0;

@@ -78,7 +78,7 @@ static void wm_kind_forward(gx_serve_model *m, gx_ctx *ctx, const float *x, int6
     if (coords) {
         ct = gx_tensor_new_host(ctx, 2, GX_SHAPE(b, 2));
         for (int64_t i = 0; i < 2 * (int64_t)b; i++) ct->data[i] = (gx_real)coords[i];
-        ct = gx_to_ctx(ctx, ct);
+        /* Stays on the host: gx_wm_forward cleans it there and uploads. */
     }
     gx_wm_out o = gx_wm_forward(ctx, m->impl, gx_to_ctx(ctx, xt), ct, 0);
     const gx_real *zh = gx_to_host(ctx, o.redshift)->data;

@@ -179,6 +179,9 @@ typedef struct gx_cuda_exec {
     int             emulated;
     gx_status       status;   /* first error seen by a transfer op, kept */
     gx_err          err;      /*   until gx_cuda_exec_sync reports it */
+    int64_t         waits;    /* times the host waited for the stream (reads
+                                 back, syncs): a pass that a CUDA graph could
+                                 capture adds none before its outputs are read */
 } gx_cuda_exec;
 
 /* A stream on `device` (tf32: see gx_cuda_stream_create) over pool. */
@@ -250,11 +253,12 @@ gx_status gx_params_sync_device(gx_params *p, gx_err *err);
 
 /* Elementwise unary (kernels/gx_elem.c): y = F(x; p0, p1) and
  * gx += g * D(x, y; p0, p1). p0/p1 as the CPU op: leaky slope; affine a, b;
- * pow p; clamp lo, hi. Math in double through gx_math.h. */
+ * pow p; clamp lo, hi; step t. Math in double through gx_math.h. */
 typedef enum {
     GX_CU_RELU, GX_CU_LEAKY_RELU, GX_CU_GELU, GX_CU_SILU, GX_CU_SIGMOID, GX_CU_SOFTPLUS,
     GX_CU_TANH, GX_CU_EXP, GX_CU_LOG, GX_CU_ATAN, GX_CU_SIN, GX_CU_COS, GX_CU_SQRT,
-    GX_CU_SQUARE, GX_CU_ABS, GX_CU_NEG, GX_CU_AFFINE, GX_CU_POW, GX_CU_CLAMP, GX_CU_NUNARY
+    GX_CU_SQUARE, GX_CU_ABS, GX_CU_NEG, GX_CU_AFFINE, GX_CU_POW, GX_CU_CLAMP, GX_CU_STEP,
+    GX_CU_NUNARY
 } gx_cu_unary;
 void gx_cu_unary_fwd(gx_cuda_stream *s, gx_cu_unary op, double p0, double p1,
                      const float *x, float *y, int64_t n);

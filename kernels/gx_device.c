@@ -47,6 +47,7 @@ static void gx_cuda_exec_note(gx_cuda_exec *e, gx_status st, const gx_err *err) 
 /* Waits for the stream; its error joins the kept one, which is returned and
  * kept (for the caller's gx_cuda_exec_sync). */
 static gx_status gx_cuda_exec_wait(gx_cuda_exec *e) {
+    e->waits++;
     if (e->stream) {
         gx_err se;
         gx_status st = gx_cuda_stream_sync(e->stream, &se);

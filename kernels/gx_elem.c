@@ -127,6 +127,12 @@ GX_UNARY_OP(pow_scalar, pow(x, p0), p0 == 0.0 ? 0.0 : p0 * pow(x, p0 - 1.0))
  * (x >= min) & (x <= max)); it is 0 only where the value was moved. */
 GX_UNARY_OP(clamp, x < p0 ? p0 : (x > p1 ? p1 : x), (x >= p0 && x <= p1) ? 1.0 : 0.0)
 
+/* Step at p0: 1 where x > p0, else 0 (NaN included: the comparison is
+ * false). A decision kept on the device (WaveletMamba's weak class from the
+ * g - r colour) instead of a read back to the host; its derivative is 0
+ * wherever it exists, as PyTorch's (x > t).float() has none. */
+GX_UNARY_OP(step, x > p0 ? 1.0 : 0.0, 0.0)
+
 gx_tensor *gx_relu(gx_ctx *ctx, gx_tensor *x)                  { return gx_relu_fwd(ctx, x, 0, 0); }
 gx_tensor *gx_leaky_relu(gx_ctx *ctx, gx_tensor *x, double s)  { return gx_leaky_relu_fwd(ctx, x, s, 0); }
 gx_tensor *gx_gelu(gx_ctx *ctx, gx_tensor *x)                  { return gx_gelu_fwd(ctx, x, 0, 0); }
@@ -147,6 +153,8 @@ gx_tensor *gx_affine(gx_ctx *ctx, gx_tensor *x, double a, double b) { return gx_
 gx_tensor *gx_scale(gx_ctx *ctx, gx_tensor *x, double a)       { return gx_affine_fwd(ctx, x, a, 0); }
 gx_tensor *gx_add_scalar(gx_ctx *ctx, gx_tensor *x, double b)  { return gx_affine_fwd(ctx, x, 1, b); }
 gx_tensor *gx_pow_scalar(gx_ctx *ctx, gx_tensor *x, double p)  { return gx_pow_scalar_fwd(ctx, x, p, 0); }
+
+gx_tensor *gx_step(gx_ctx *ctx, gx_tensor *x, double t)        { return gx_step_fwd(ctx, x, t, 0); }
 
 gx_tensor *gx_clamp(gx_ctx *ctx, gx_tensor *x, double lo, double hi) {
     GX_ASSERT_MSG(lo <= hi, "gx_clamp: lo %g > hi %g", lo, hi);

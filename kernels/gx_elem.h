@@ -41,6 +41,8 @@ gx_tensor *gx_pow_scalar(gx_ctx *ctx, gx_tensor *x, double p);
  * boundaries included, exactly as PyTorch's clamp backward — and 0 outside,
  * where the value was moved. */
 gx_tensor *gx_clamp(gx_ctx *ctx, gx_tensor *x, double lo, double hi);
+/* 1 where x > t, else 0 (NaN -> 0); zero gradient. */
+gx_tensor *gx_step(gx_ctx *ctx, gx_tensor *x, double t);
 
 /* Broadcasting binary ops (up to GX_MAX_DIMS dims; either side may be the
  * broadcast one, or both). Shape errors abort naming the op and shapes. */

@@ -167,7 +167,11 @@ typedef struct gx_wm_out {
 
 /* x [B,3,H,W] (any H, W >= 1), coords [B,2] or NULL (a row with a NaN counts as
  * missing: its coordinate features are 0). training selects the training-mode
- * behaviour described above (and updates BN running statistics). */
+ * behaviour described above (and updates BN running statistics).
+ * On a device ctx, x lives on the device and coords may be a host tensor:
+ * they are cleaned on the host (NaN tests, dropout) and then uploaded, so
+ * an eval forward never waits for the device until its outputs are read
+ * (dispatch_models checks it); a device coords tensor is read back first. */
 gx_wm_out gx_wm_forward(gx_ctx *ctx, gx_wm_model *m, gx_tensor *x, gx_tensor *coords,
                         int training);
 

@@ -549,17 +549,33 @@ static void colours(gx_ctx *ctx, const gx_wm_model *m, gx_tensor *x, int trainin
 
 /* -------------------------------------------------------- forward: morphology */
 
+/* The weak class from the g-r feature (c4 column 1) as a one-hot [B,10]
+ * without gradient (a class index, as in the authors' code): class 3 where
+ * g-r > 0.8, 6 where 0.5 < g-r <= 0.8, else 0 (NaN too). Built from
+ * gx_step indicators where the ctx computes, so a forward on the device
+ * never waits for a read back to the host here (a captured CUDA graph
+ * could not contain one); every value is an exact 0 or 1, the bits of the
+ * former host rule:
+ *   onehot = s8 e3 + (s5 - s8) e6 + (1 - s5) e0,  sX = [g-r > 0.X]. */
+static gx_tensor *weak_class_onehot(gx_ctx *ctx, gx_tensor *c4) {
+    int grad = ctx->grad_enabled;
+    ctx->grad_enabled = 0;
+    gx_tensor *gr = gx_slice(ctx, c4, 1, 1, 2);                             /* [B,1] */
+    gx_tensor *s8 = gx_step(ctx, gr, 0.8), *s5 = gx_step(ctx, gr, 0.5);
+    static const int32_t k[3] = { 3, 6, 0 };
+    gx_tensor *w[3] = { s8, gx_sub(ctx, s5, s8), gx_affine(ctx, s5, -1.0, 1.0) };
+    gx_tensor *onehot = NULL;
+    for (int i = 0; i < 3; i++) {
+        gx_tensor *t = gx_mul(ctx, w[i], gx_one_hot(ctx, &k[i], 1, 10));   /* [B,1] x [1,10] */
+        onehot = onehot ? gx_add(ctx, onehot, t) : t;
+    }
+    ctx->grad_enabled = grad;
+    return onehot;
+}
+
 /* pooled [B,c2] = avgpool(x2) (or [B,8w] trunk features with the ResNet-18 backbone). */
 static gx_tensor *morphology(gx_ctx *ctx, const gx_wm_model *m, gx_tensor *pooled, gx_tensor *c4) {
-    int64_t B = pooled->shape[0];
-    /* Weak class from the g-r feature (no gradient: a class index). */
-    int32_t *k0 = gx_ctx_alloc(ctx, (size_t)B * sizeof(int32_t));
-    const gx_real *cv = gx_to_host(ctx, c4)->data;
-    for (int64_t b = 0; b < B; b++) {
-        double gr = (double)cv[b * 4 + 1];
-        k0[b] = gr > 0.8 ? 3 : (gr > 0.5 ? 6 : 0);
-    }
-    gx_tensor *onehot = gx_one_hot(ctx, k0, B, 10);
+    gx_tensor *onehot = weak_class_onehot(ctx, c4);
     gx_tensor *base = lin(ctx, pooled, &m->m_proj);                         /* [B,256] */
     gx_tensor *gin[3] = { base, c4, onehot };
     gx_tensor *gate = gx_relu(ctx, lin(ctx, gx_concat(ctx, 3, gin, 1), &m->se0));
@@ -582,7 +598,8 @@ static gx_tensor *coordinates(gx_ctx *ctx, gx_wm_model *m, gx_tensor *coords, in
     GX_ASSERT_MSG(coords->ndim == 2 && coords->shape[0] == B && coords->shape[1] == 2,
                   "gx_wm_forward: coords must be [%lld,2]", (long long)B);
     /* Cleaned on the host (NaN tests, dropout draws), then moved to where
-     * the ctx computes. */
+     * the ctx computes. Callers pass host coords (galaxyd, the trainer): no
+     * read back, so an eval forward queues without one wait. */
     const gx_real *cv = gx_to_host(ctx, coords)->data;
     gx_tensor *clean = gx_tensor_new_host(ctx, 2, GX_SHAPE(B, 2));
     gx_tensor *mask = gx_tensor_new_host(ctx, 2, GX_SHAPE(B, 1));

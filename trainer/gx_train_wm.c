@@ -218,10 +218,12 @@ static gx_tensor *wm_batch_x(gx_ctx *ctx, const gx_batch *b, int64_t S) {
     return gx_to_ctx(ctx, x);
 }
 
+/* A host tensor on any ctx: gx_wm_forward cleans coordinates on the host
+ * and uploads what it needs (no read back of a device copy). */
 static gx_tensor *wm_batch_coords(gx_ctx *ctx, const gx_batch *b) {
     gx_tensor *c = gx_tensor_new_host(ctx, 2, GX_SHAPE(b->n, 2));
     for (int64_t i = 0; i < 2 * b->n; i++) c->data[i] = (gx_real)b->coords[i];
-    return gx_to_ctx(ctx, c);
+    return c;
 }
 
 /* Counts rows of host logits whose first argmax equals the label, and adds

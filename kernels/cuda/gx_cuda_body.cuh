@@ -41,6 +41,7 @@ GX_CU_HD double gx_cu_uf(int op, double x, double p0, double p1) {
     case GX_CU_NEG:        return -x;
     case GX_CU_AFFINE:     return p0 * x + p1;
     case GX_CU_POW:        return pow(x, p0);
+    case GX_CU_STEP:       return x > p0 ? 1.0 : 0.0;
     default:               return x < p0 ? p0 : (x > p1 ? p1 : x);   /* clamp */
     }
 }
@@ -66,6 +67,7 @@ GX_CU_HD double gx_cu_ud(int op, double x, double y, double p0, double p1) {
     case GX_CU_NEG:        return -1.0;
     case GX_CU_AFFINE:     return p0;
     case GX_CU_POW:        return p0 == 0.0 ? 0.0 : p0 * pow(x, p0 - 1.0);
+    case GX_CU_STEP:       return 0.0;
     default:               return (x >= p0 && x <= p1) ? 1.0 : 0.0;      /* clamp */
     }
 }

@@ -32,6 +32,7 @@
 #define GX_CU_OP_affine     GX_CU_AFFINE
 #define GX_CU_OP_pow_scalar GX_CU_POW
 #define GX_CU_OP_clamp      GX_CU_CLAMP
+#define GX_CU_OP_step       GX_CU_STEP
 
 /* ---------------------------------------------------- elementwise (gx_elem.c) */
 

@@ -76,6 +76,7 @@ static inline gx_tensor *ctu_leaky(gx_ctx *c, gx_tensor *x) { return gx_leaky_re
 static inline gx_tensor *ctu_affine(gx_ctx *c, gx_tensor *x) { return gx_affine(c, x, -1.5, 0.25); }
 static inline gx_tensor *ctu_pow(gx_ctx *c, gx_tensor *x) { return gx_pow_scalar(c, x, 1.7); }
 static inline gx_tensor *ctu_clamp(gx_ctx *c, gx_tensor *x) { return gx_clamp(c, x, -0.5, 0.75); }
+static inline gx_tensor *ctu_step(gx_ctx *c, gx_tensor *x) { return gx_step(c, x, 0.25); }
 
 /* Every unary op: its CPU op, parameters p0/p1 and the input range [lo, hi]
  * (inside the op's domain: log and sqrt above 0). */
@@ -96,7 +97,7 @@ static const ctu_unary_case ctu_unary[] = {
     { GX_CU_SQRT, gx_sqrt, 0, 0, 0.1, 3, "sqrt" },      { GX_CU_SQUARE, gx_square, 0, 0, -3, 3, "square" },
     { GX_CU_ABS, gx_abs, 0, 0, -3, 3, "abs" },          { GX_CU_NEG, gx_neg, 0, 0, -3, 3, "neg" },
     { GX_CU_AFFINE, ctu_affine, -1.5, 0.25, -3, 3, "affine" }, { GX_CU_POW, ctu_pow, 1.7, 0, 0.1, 3, "pow" },
-    { GX_CU_CLAMP, ctu_clamp, -0.5, 0.75, -1, 1, "clamp" },
+    { GX_CU_CLAMP, ctu_clamp, -0.5, 0.75, -1, 1, "clamp" },     { GX_CU_STEP, ctu_step, 0.25, 0, -1, 1, "step" },
 };
 #define CTU_NUNARY ((int)(sizeof ctu_unary / sizeof *ctu_unary))
 #ifdef __cplusplus

@@ -69,6 +69,7 @@ UNARY_TEST(pow_scalar, gx_pow_scalar(ctx, x, 1.7),      0.1, 3)
 UNARY_TEST(pow_int,    gx_pow_scalar(ctx, x, 3),        -2, 2)
 UNARY_TEST(pow_zero,   gx_pow_scalar(ctx, x, 0),        -2, 2)
 UNARY_TEST(clamp,      gx_clamp(ctx, x, -0.5, 0.75),    -1, 1)
+UNARY_TEST(step,       gx_step(ctx, x, 0.25),           -1, 1)
 
 /* =============================================================== binary */
 

@@ -52,11 +52,29 @@ static void wm_forward_parity(gx_test_state *T, gx_gpu_env *g, gx_wm_config cfg,
     gx_ctx d;
     gx_ctx_init(&d, 64 << 20);
     d.cuda = &g->exec;
-    gx_wm_out od = gx_wm_forward(&d, &m, gx_tensor_from(&d, 4, GX_SHAPE(B, 3, S, S), x),
-                                 gx_tensor_from(&d, 2, GX_SHAPE(B, 2), xy), 0);
+    /* Host coordinates, as galaxyd and the trainer pass them: the whole
+     * eval forward is queued without the host waiting for the device once
+     * (no read back mid-pass: the weak class is chosen on the device), the
+     * precondition for capturing it in a CUDA graph. */
+    gx_tensor *hxy = gx_tensor_new_host(&d, 2, GX_SHAPE(B, 2));
+    memcpy(hxy->data, xy, (size_t)(2 * B) * sizeof(gx_real));
+    const int64_t w0 = g->exec.waits;
+    gx_wm_out od = gx_wm_forward(&d, &m, gx_tensor_from(&d, 4, GX_SHAPE(B, 3, S, S), x), hxy, 0);
+    CHECK_MSG(g->exec.waits == w0, "the eval forward waited for the device %lld times",
+              (long long)(g->exec.waits - w0));
     CHECK(od.logits->device == GX_DEVICE_CUDA);
     wm_copy(&d, &od, &rd);
+    CHECK(g->exec.waits > w0);   /* reading the outputs does wait: the counter counts */
     CHECK_MSG(gx_cuda_exec_sync(&g->exec, &err) == GX_OK, "device: %s", err.msg);
+    /* Device coordinates give the same bits (read back first). */
+    gx_ctx_reset(&d);
+    wm_result rd2;
+    gx_wm_out od2 = gx_wm_forward(&d, &m, gx_tensor_from(&d, 4, GX_SHAPE(B, 3, S, S), x),
+                                  gx_tensor_from(&d, 2, GX_SHAPE(B, 2), xy), 0);
+    wm_copy(&d, &od2, &rd2);
+    CHECK(!memcmp(rd2.logits, rd.logits, (size_t)rd.nl * sizeof(gx_real)) &&
+          !memcmp(rd2.redshift, rd.redshift, (size_t)rd.nr * sizeof(gx_real)));
+    free(rd2.logits); free(rd2.redshift);
     gx_ctx_free(&d);
 
     gx_gpu_tol tol = GX_GPU_TOL_MODEL;

@@ -22,7 +22,7 @@ typedef struct {
 ADAPT0(relu) ADAPT1(leaky_relu) ADAPT0(gelu) ADAPT0(silu) ADAPT0(sigmoid) ADAPT0(softplus)
 ADAPT0(tanh) ADAPT0(exp) ADAPT0(log) ADAPT0(atan) ADAPT0(sin) ADAPT0(cos) ADAPT0(sqrt)
 ADAPT0(square) ADAPT0(abs) ADAPT0(neg) ADAPT2(affine) ADAPT1(scale) ADAPT1(add_scalar)
-ADAPT1(pow_scalar) ADAPT2(clamp)
+ADAPT1(pow_scalar) ADAPT2(clamp) ADAPT1(step)
 
 static const unary_case UNARY[] = {
     { "relu", a_relu, 0, 0, -2, 2 },
@@ -49,6 +49,7 @@ static const unary_case UNARY[] = {
     { "pow_scalar_-1", a_pow_scalar, -1, 0, 0.5, 2 },
     { "pow_scalar_3_neg", a_pow_scalar, 3, 0, -2, 2 },   /* integer p, any sign */
     { "clamp", a_clamp, -0.5, 0.7, -1, 1 },
+    { "step", a_step, 0.25, 0, -1, 1 },                  /* zero gradient away from t */
 };
 
 static gx_tensor *unary_fn(gx_ctx *ctx, gx_tensor *const *in, void *arg) {

@@ -44,6 +44,8 @@ UNARY = {
     "add_scalar": (lambda x: x + 3.0, -2, 2),
     "pow_scalar": (lambda x: x.pow(2.5), 0.3, 2),
     "clamp": (lambda x: torch.clamp(x, -0.5, 0.7), -1, 1),
+    # (x > t) has no autograd; + 0 * x gives it the zero gradient gx_step has.
+    "step": (lambda x: (x > 0.25).to(x.dtype) + 0 * x, -1, 1),
 }
 
 # Broadcast patterns: name -> (shape of a, shape of b).

@@ -30,6 +30,11 @@ GX_TEST(elem_unary_hand_values) {
     gx_test_expect(T, "add_scalar", gx_add_scalar(&ctx, x, 0.25), (double[]){ -1.75, -0.25, 0.25, 0.75, 2.25 }, 5, 1e-6, 1e-6);
     gx_test_expect(T, "pow3", gx_pow_scalar(&ctx, x, 3), (double[]){ -8, -0.125, 0, 0.125, 8 }, 5, 1e-6, 1e-6);
     gx_test_expect(T, "clamp", gx_clamp(&ctx, x, -1, 1), (double[]){ -1, -0.5, 0, 0.5, 1 }, 5, 1e-6, 1e-6);
+    /* step: strictly above t; the threshold itself and NaN give 0. */
+    gx_test_expect(T, "step", gx_step(&ctx, x, 0.5), (double[]){ 0, 0, 0, 0, 1 }, 5, 0, 0);
+    gx_test_expect(T, "step_low", gx_step(&ctx, x, -0.6), (double[]){ 0, 1, 1, 1, 1 }, 5, 0, 0);
+    gx_tensor *nan = gx_tensor_from(&ctx, 1, GX_SHAPE(2), (gx_real[]){ (gx_real)NAN, (gx_real)INFINITY });
+    gx_test_expect(T, "step_nan_inf", gx_step(&ctx, nan, 0), (double[]){ 0, 1 }, 2, 0, 0);
     /* sigmoid(0) = 1/2, sigmoid(2) = 1/(1+e^-2); tanh(0.5) = (e-1)/(e+1). */
     gx_tensor *s = gx_sigmoid(&ctx, x);
     CHECK_NEAR(s->data[2], 0.5, 1e-7);

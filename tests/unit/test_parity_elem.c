@@ -24,6 +24,7 @@ static gx_tensor *p_scale(gx_ctx *c, gx_tensor *x)  { return gx_scale(c, x, 2.5)
 static gx_tensor *p_adds(gx_ctx *c, gx_tensor *x)   { return gx_add_scalar(c, x, 3.0); }
 static gx_tensor *p_pow(gx_ctx *c, gx_tensor *x)    { return gx_pow_scalar(c, x, 2.5); }
 static gx_tensor *p_clamp(gx_ctx *c, gx_tensor *x)  { return gx_clamp(c, x, -0.5, 0.7); }
+static gx_tensor *p_step(gx_ctx *c, gx_tensor *x)   { return gx_step(c, x, 0.25); }
 
 static const unary_case UNARY[] = {
     { "relu", gx_relu }, { "leaky_relu", p_leaky }, { "gelu", gx_gelu }, { "silu", gx_silu },
@@ -32,6 +33,7 @@ static const unary_case UNARY[] = {
     { "sin", gx_sin }, { "cos", gx_cos }, { "sqrt", gx_sqrt }, { "square", gx_square },
     { "abs", gx_abs }, { "neg", gx_neg }, { "affine", p_affine }, { "scale", p_scale },
     { "add_scalar", p_adds }, { "pow_scalar", p_pow }, { "clamp", p_clamp },
+    { "step", p_step },
 };
 
 

@@ -446,6 +446,7 @@ static gx_tensor *emu_unary(gx_ctx *c, gx_cu_unary op, double p0, double p1, gx_
     case GX_CU_AFFINE: return gx_affine(c, x, p0, p1);
     case GX_CU_POW: return gx_pow_scalar(c, x, p0);
     case GX_CU_CLAMP: return gx_clamp(c, x, p0, p1);
+    case GX_CU_STEP: return gx_step(c, x, p0);
     default: GX_ASSERT_MSG(0, "emulation: unary op %d out of range", (int)op);
     }
     return NULL;

@@ -206,12 +206,16 @@ void gx_ctx_reset(gx_ctx *ctx);
  * with ctx). Inside fn every op runs on one thread (nested OpenMP regions
  * and BLAS see an active region), so one OpenMP region stands for the
  * hundreds of small ones the ops would open: on a 2-core VM those cost more
- * than they gain (docs/benchmarks.md). fn must write its results to memory
- * it owns (tensors in a side context are gone when this returns) and must
- * only read shared data. With grad enabled, on a device ctx, inside an
- * OpenMP region or at one thread, it is one call fn(ctx, 0, n, arg).
- * Every part's bits equal the serial call's when the ops fn runs are batch
- * invariant over the split dim (ctx's default). Returns P. */
+ * than they gain (docs/benchmarks.md). A single part (n = 1) also runs its
+ * ops on one thread: OpenBLAS's GEMM bits depend on its thread count, so a
+ * row's bits must not depend on whether its batch was split. fn must write
+ * its results to memory it owns (tensors in a side context are gone when
+ * this returns) and must only read shared data. With grad enabled, on a
+ * device ctx, inside an OpenMP region or at one thread, it is one plain
+ * call fn(ctx, 0, n, arg) (at one thread the same single-threaded ops).
+ * Every row's bits are then the same whatever n, the split and the thread
+ * count, when the ops fn runs are batch invariant over the split dim (ctx's
+ * default). Returns P. */
 typedef void (*gx_part_fn)(gx_ctx *ctx, int64_t lo, int64_t hi, void *arg);
 int gx_ctx_for_parts(gx_ctx *ctx, int64_t n, int max_parts, gx_part_fn fn, void *arg);
 

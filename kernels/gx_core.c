@@ -264,27 +264,39 @@ static int gx_ctx_sides(gx_ctx *ctx, int want) {
 }
 
 int gx_ctx_for_parts(gx_ctx *ctx, int64_t n, int max_parts, gx_part_fn fn, void *arg) {
+    if (n <= 0) return 0;
     /* gx_get_threads' value, read here directly: gx_core.c is linked
-     * without gx_blas.c (the fuzz targets) and without OpenMP (p = 1). */
+     * without gx_blas.c (the fuzz targets) and without OpenMP (1). */
 #ifdef _OPENMP
-    int64_t p = omp_in_parallel() ? 1 : omp_get_max_threads();
+    const int64_t threads = omp_in_parallel() ? 1 : omp_get_max_threads();
 #else
-    int64_t p = 1;
+    const int64_t threads = 1;
 #endif
+    if (threads < 2 || ctx->grad_enabled || ctx->cuda) {
+        fn(ctx, 0, n, arg);
+        return 1;
+    }
+    int64_t p = threads;
     if (max_parts > 0 && p > max_parts) p = max_parts;
     if (p > n) p = n;
-    if (p < 2 || ctx->grad_enabled || ctx->cuda) {
-        if (n > 0) fn(ctx, 0, n, arg);
-        return n > 0 ? 1 : 0;
-    }
-    const int np = gx_ctx_sides(ctx, (int)p);
+    const int np = p > 1 ? gx_ctx_sides(ctx, (int)p) : 1;
     for (int i = 0; i < np - 1; i++) ctx->side[i].batch_invariant = ctx->batch_invariant;   /* may change */
     /* Contiguous parts, sizes differing by at most one: part i is
-     * [i n / np, (i + 1) n / np). */
-    #pragma omp parallel for schedule(static, 1) num_threads(np)
-    for (int i = 0; i < np; i++) {
-        gx_ctx *c = i ? &ctx->side[i - 1] : ctx;
-        fn(c, n * i / np, n * (i + 1) / np, arg);
+     * [i n / np, (i + 1) n / np). A single part (n = 1) still runs inside
+     * a team of two, the second thread idle: OpenBLAS's sgemm does not give
+     * the same bits at 1 and 2 threads, so every part's ops must run on one
+     * thread for a row's bits not to depend on whether its batch was split
+     * (a lone image against the same image among 63 others). */
+    #pragma omp parallel num_threads(np > 1 ? np : 2)
+    {
+#ifdef _OPENMP
+        omp_set_num_threads(1);   /* nested regions of this part: one thread */
+#endif
+        #pragma omp for schedule(static, 1)
+        for (int i = 0; i < np; i++) {
+            gx_ctx *c = i ? &ctx->side[i - 1] : ctx;
+            fn(c, n * i / np, n * (i + 1) / np, arg);
+        }
     }
     for (int i = 0; i < np - 1; i++) gx_ctx_reset(&ctx->side[i]);
     return np;

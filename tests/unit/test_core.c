@@ -205,9 +205,8 @@ GX_TEST(ctx_for_parts_splits_and_falls_back) {
         int np = gx_ctx_for_parts(&ctx, cs[c].n, cs[c].maxp, parts_record, &L);
         CHECK_MSG(np == cs[c].want && L.calls == np, "threads %d n %lld: %d parts, %d calls, want %d", cs[c].threads,
                   (long long)cs[c].n, np, L.calls, cs[c].want);
-        /* Split: each part's regions have one thread; a single call keeps
-         * the ops' own threads. */
-        CHECK(L.nested_threads == (np > 1 ? np : cs[c].threads));
+        /* Every part's regions have one thread, a lone part's too. */
+        CHECK(L.nested_threads == np);
         /* Parts in order by lo (the threads may run them in any order). */
         int64_t covered = 0, mn = cs[c].n, mx = 0;
         for (int64_t at = 0; at < cs[c].n;) {

@@ -502,6 +502,40 @@ GX_TEST(serve_predict_per_sample_determinism) {
     tserve_rmtree(dir);
 }
 
+/* The bundled WaveletMamba (convs and token linears big enough for
+ * OpenBLAS to thread them, whose bits then depend on its thread count): an
+ * image alone, the same image among 4 others, and at 1 or 2 threads give
+ * the same bits, because every served part runs its ops on one thread
+ * (gx_ctx_for_parts). This failed when a lone image ran 2-thread GEMMs and
+ * a split batch 1-thread ones. */
+GX_TEST(serve_predict_bundled_model_batch_and_thread_invariant) {
+    gx_serve_model *m;
+    gx_err err;
+    if (gx_serve_model_load(&m, "models/default/wavelet-mamba.safetensors", NULL, &err) != GX_OK) {
+        CHECK_MSG(0, "bundled model: %s", err.msg);
+        return;
+    }
+    enum { N = 5, S = 64, K = 10 };
+    float *x = malloc(sizeof(float) * N * 3 * S * S);
+    tserve_random_images(x, N, S, 41);
+    float lg[N * K], pr[N * K], z[N], lg1[K], pr1[K], z1;
+    int th = gx_get_threads();
+    gx_set_threads(2);
+    CHECK(gx_serve_model_predict(m, x, S, NULL, N, &(gx_serve_out){ lg, pr, z, NULL }, &err) == GX_OK);
+    for (int t = 1; t <= 2; t++) {
+        gx_set_threads(t);
+        for (int i = 0; i < N; i += 2) {
+            CHECK(gx_serve_model_predict(m, x + i * 3 * S * S, S, NULL, 1, &(gx_serve_out){ lg1, pr1, &z1, NULL },
+                                         &err) == GX_OK);
+            CHECK_MSG(!memcmp(lg1, lg + i * K, sizeof lg1) && !memcmp(pr1, pr + i * K, sizeof pr1) && z1 == z[i],
+                      "image %d alone at %d threads differs from its row in a batch of %d", i, t, N);
+        }
+    }
+    gx_set_threads(th);
+    free(x);
+    gx_serve_model_free(m);
+}
+
 /* predict() gives the numbers `galaxy-train eval` computes: the trainer's
  * checkpoint loader + eval-mode forward, softmax in double. */
 GX_TEST(serve_predict_equals_trainer_forward) {

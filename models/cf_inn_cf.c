@@ -311,13 +311,14 @@ typedef struct cf_work {
     float   *xrec, *xcf;           /* [3SS], [n_targets, 3SS] */
     int64_t *pred;                 /* [n_targets + 1] re-encoded classes */
     int64_t *row;                  /* [n_targets] target t's x_cf row, -1: x~ */
+    gx_real *zv, *hv;              /* [d], [d1]: z = E(x) and h = F(z1) of the input */
 } cf_work;
 
 static void cf_work_free(cf_work *w) {
-    free(w->h); free(w->delta); free(w->hcf); free(w->xrec); free(w->xcf); free(w->pred); free(w->row);
+    free(w->h); free(w->delta); free(w->hcf); free(w->xrec); free(w->xcf); free(w->pred); free(w->row); free(w->zv); free(w->hv);
 }
 
-static gx_status cf_work_alloc(cf_work *w, int64_t d1, int64_t px, int n, gx_err *err) {
+static gx_status cf_work_alloc(cf_work *w, int64_t d, int64_t d1, int64_t px, int n, gx_err *err) {
     memset(w, 0, sizeof *w);
     w->h = malloc((size_t)d1 * sizeof *w->h);
     w->delta = malloc((size_t)d1 * sizeof *w->delta);
@@ -326,7 +327,9 @@ static gx_status cf_work_alloc(cf_work *w, int64_t d1, int64_t px, int n, gx_err
     w->xcf = malloc((size_t)n * (size_t)px * sizeof *w->xcf);
     w->pred = malloc((size_t)(n + 1) * sizeof *w->pred);
     w->row = malloc((size_t)n * sizeof *w->row);
-    if (w->h && w->delta && w->hcf && w->xrec && w->xcf && w->pred && w->row) return GX_OK;
+    w->zv = malloc((size_t)d * sizeof *w->zv);
+    w->hv = malloc((size_t)d1 * sizeof *w->hv);
+    if (w->h && w->delta && w->hcf && w->xrec && w->xcf && w->pred && w->row && w->zv && w->hv) return GX_OK;
     cf_work_free(w);
     return gx_err_set(err, GX_ERR_NOMEM, "cf counterfactuals: out of memory");
 }
@@ -386,9 +389,9 @@ static void cf_decode_part(gx_ctx *ctx, int64_t lo, int64_t hi, void *arg) {
  * source): pred[k] = class of x_cf k, *rec_pred = class of x~. One
  * decode + re-encode per thread over its share of the nq + 1 images
  * (a grid: 10 images, two parts of 5 on two threads). */
-static void cf_decode_targets(gx_ctx *ctx, gx_cf_model *m, gx_tensor *z, int64_t nq, int with_rec,
-                              cf_work *w, int64_t *rec_pred) {
-    cf_dec_job J = { m, gx_to_host(ctx, z)->data, with_rec ? 0 : 1, w, rec_pred };
+static void cf_decode_targets(gx_ctx *ctx, gx_cf_model *m, int64_t nq, int with_rec, cf_work *w,
+                              int64_t *rec_pred) {
+    cf_dec_job J = { m, w->zv, with_rec ? 0 : 1, w, rec_pred };
     gx_ctx_for_parts(ctx, nq + 1, 0, cf_decode_part, &J);
 }
 
@@ -400,6 +403,23 @@ static void cf_pair_metrics(gx_cf_result *r, const float *x, const float *xrec, 
     r->msd_rec_cf = cf_msd(xrec, xcf, px);
     r->ssim_x_cf = cf_ssim(x, xcf, S);
     r->ssim_rec_cf = cf_ssim(xrec, xcf, S);
+}
+
+/* z = E(x) and h = F(z1) of the grid's input into w->zv, w->hv. */
+typedef struct cf_src_job {
+    gx_cf_model *m;
+    const float *x;
+    cf_work *w;
+} cf_src_job;
+
+static void cf_source_part(gx_ctx *ctx, int64_t lo, int64_t hi, void *arg) {
+    (void)lo, (void)hi;
+    const cf_src_job *J = arg;
+    const int64_t d = J->m->cfg.d, d1 = J->m->cfg.d1;
+    gx_tensor *z = NULL;
+    gx_tensor *h = cf_hidden(ctx, J->m, cf_images(ctx, J->x, 1, J->m->cfg.size), &z, NULL);
+    memcpy(J->w->zv, gx_to_host(ctx, z)->data, (size_t)d * sizeof *J->w->zv);
+    memcpy(J->w->hv, gx_to_host(ctx, h)->data, (size_t)d1 * sizeof *J->w->hv);
 }
 
 /* The pair metrics of targets [lo, hi) other than the source (theirs are
@@ -436,12 +456,14 @@ gx_status gx_cf_counterfactuals(gx_ctx *ctx, gx_cf_model *m, const float *x,
         return gx_err_set(err, GX_ERR_INVALID, "model has no m-hat (compute it over the training images: "
                           "gx_cf_compute_mhat; galaxy-train cf-inn stores it)");
     cf_work w;
-    if ((s = cf_work_alloc(&w, d1, px, n_targets, err)) != GX_OK) return s;
+    if ((s = cf_work_alloc(&w, m->cfg.d, d1, px, n_targets, err)) != GX_OK) return s;
     int grad = ctx->grad_enabled;
     ctx->grad_enabled = 0;
-    gx_tensor *z = NULL;
-    gx_tensor *h = cf_hidden(ctx, m, cf_images(ctx, x, 1, S), &z, NULL);
-    const gx_real *hv = gx_to_host(ctx, h)->data, *mu = gx_tensor_host_data(m->mu);
+    /* The source's z and h as a part of one (its ops on one thread, as in
+     * gx_cf_classify), so the grid's source class is classify's, bit for bit. */
+    cf_src_job sj = { m, x, &w };
+    gx_ctx_for_parts(ctx, 1, 1, cf_source_part, &sj);
+    const gx_real *hv = w.hv, *mu = gx_tensor_host_data(m->mu);
     for (int64_t j = 0; j < d1; j++) w.h[j] = (double)hv[j];
     int64_t p = cf_nearest(hv, mu, K, d1), nq = 0;
     int any_self = 0;
@@ -459,7 +481,7 @@ gx_status gx_cf_counterfactuals(gx_ctx *ctx, gx_cf_model *m, const float *x,
         nq++;
     }
     int64_t self_pred = p;
-    cf_decode_targets(ctx, m, z, nq, any_self, &w, &self_pred);
+    cf_decode_targets(ctx, m, nq, any_self, &w, &self_pred);
     double msd_x_rec = cf_msd(x, w.xrec, px), ssim_x_rec = cf_ssim(x, w.xrec, S);
     for (int t = 0, k = 0; t < n_targets; t++) {
         int self = targets[t] == p;

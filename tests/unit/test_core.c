@@ -203,6 +203,7 @@ GX_TEST(ctx_for_parts_splits_and_falls_back) {
         parts_log L;
         memset(&L, 0, sizeof L);
         int np = gx_ctx_for_parts(&ctx, cs[c].n, cs[c].maxp, parts_record, &L);
+        CHECK(gx_get_threads() == cs[c].threads);   /* the parts' one-thread setting does not leak */
         CHECK_MSG(np == cs[c].want && L.calls == np, "threads %d n %lld: %d parts, %d calls, want %d", cs[c].threads,
                   (long long)cs[c].n, np, L.calls, cs[c].want);
         /* Every part's regions have one thread, a lone part's too. */

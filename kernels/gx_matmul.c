@@ -135,16 +135,14 @@ GX_RI_TILE(2, 4)
 GX_RI_TILE(3, 4)
 GX_RI_TILE(4, 2)
 GX_RI_TILE(5, 2)
-GX_RI_TILE(6, 2)
 
 typedef void (*gx_ri_tile_fn)(const gx_real *const *, const gx_real *const *, int64_t, const double *, double *);
 /* The tile for r rows (1..GX_RI_R) and its outputs per tile. */
-static const struct { gx_ri_tile_fn fn; int c; } gx_ri_tiles[7] = {
+static const struct { gx_ri_tile_fn fn; int c; } gx_ri_tiles[GX_RI_R + 1] = {
     { NULL, 0 }, { gx_ri_tile_1x8, 8 }, { gx_ri_tile_2x4, 4 }, { gx_ri_tile_3x4, 4 },
-    { gx_ri_tile_4x2, 2 }, { gx_ri_tile_5x2, 2 }, { gx_ri_tile_6x2, 2 },
+    { gx_ri_tile_4x2, 2 }, { gx_ri_tile_5x2, 2 },
 };
 #define GX_RI_CMAX 8
-_Static_assert(GX_RI_R >= 1 && GX_RI_R <= 6, "gx_ri_tiles has shapes for 1..6 rows");
 
 /* y [rows, N] = x [rows, K] w^T (+ b), every row computed alike (see
  * GX_RI_TILE); tiles split over OpenMP threads. Reads w in place: no

@@ -145,11 +145,11 @@ static void cf_classify_part(gx_ctx *ctx, int64_t lo, int64_t hi, void *arg) {
         const gx_real *hv = gx_to_host(ctx, h)->data, *ldv = gx_to_host(ctx, ld)->data;
         const gx_real *mu = gx_tensor_host_data(m->mu);
         for (int64_t i = 0; i < b; i++) {
-            const gx_real *hi_ = hv + i * d1;
-            if (J->pred) J->pred[i0 + i] = cf_nearest(hi_, mu, K, d1);
-            cf_posterior(hi_, mu, K, d1, (double)ldv[i], J->probs ? J->probs + (i0 + i) * K : NULL,
+            const gx_real *hrow = hv + i * d1;
+            if (J->pred) J->pred[i0 + i] = cf_nearest(hrow, mu, K, d1);
+            cf_posterior(hrow, mu, K, d1, (double)ldv[i], J->probs ? J->probs + (i0 + i) * K : NULL,
                          J->nll ? J->nll + i0 + i : NULL);
-            if (J->h_out) cf_to_float(hi_, J->h_out + (i0 + i) * d1, d1);
+            if (J->h_out) cf_to_float(hrow, J->h_out + (i0 + i) * d1, d1);
         }
         gx_ctx_reset(ctx);
     }

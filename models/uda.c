@@ -213,10 +213,9 @@ static void uda_predict_chunk(gx_ctx *ctx, gx_uda_model *m, const float *x, int6
     }
 }
 
-/* Chunks of 32 images; ctx is reset after each chunk (it must hold nothing
- * the caller still needs) so any n runs in a bounded arena. */
-/* Rows [lo, hi) of gx_uda_predict, UDA_PREDICT_CHUNK per forward (the
- * part's ctx is reset after each, the caller's too for part 0). */
+/* Rows [lo, hi) of gx_uda_predict, UDA_PREDICT_CHUNK per forward; the
+ * part's ctx is reset after each (the caller's too, for part 0: it must
+ * hold nothing the caller still needs), so any n runs in bounded arenas. */
 typedef struct uda_pred_job {
     gx_uda_model *m;
     const float *x;

@@ -178,6 +178,15 @@ GX_TEST(cf_counterfactual_self_and_no_mhat) {
 
 /* ------------------------------------------------------- random models */
 
+/* A random m-hat (N(0, 4^2) entries, seeded) for every class, all valid:
+ * Delta from m-hat for every target. */
+static void random_mhat_for_every_class(gx_cf_model *m, uint64_t seed) {
+    gx_rng rr;
+    gx_rng_init(&rr, seed);
+    gx_rng_fill_normal(&rr, m->mhat->data, m->mhat->numel, 0.0, 4.0);
+    for (int64_t c = 0; c < m->cfg.classes; c++) m->mhat_valid->data[c] = 1;
+}
+
 static float *rand_images(int64_t n, int64_t S, uint64_t seed) {
     float *x = malloc((size_t)(n * 3 * S * S) * sizeof *x);
     gx_rng r;
@@ -241,10 +250,7 @@ GX_TEST(cf_grid_equals_targets_one_at_a_time) {
     const int64_t S = m.cfg.size, K = m.cfg.classes, px = 3 * S * S, n = 8;
     float *x = rand_images(n, S, 77);
     gx_err err;
-    gx_rng rr;
-    gx_rng_init(&rr, 78);
-    gx_rng_fill_normal(&rr, m.mhat->data, m.mhat->numel, 0.0, 4.0);   /* every class has an m-hat */
-    for (int64_t c = 0; c < K; c++) m.mhat_valid->data[c] = 1;
+    random_mhat_for_every_class(&m, 78);
     int64_t tg[GX_CF_MAX_CLASSES];
     for (int64_t c = 0; c < K; c++) tg[c] = K - 1 - c;                /* source somewhere inside */
     float *xr = malloc((size_t)px * sizeof *xr), *xc = malloc((size_t)(K * px) * sizeof *xc);
@@ -293,10 +299,7 @@ GX_TEST(cf_grid_same_bits_at_any_thread_count) {
     gx_cf_init(&m, gx_cf_config_tiny(), 9);
     const int64_t S = m.cfg.size, K = m.cfg.classes, px = 3 * S * S;
     float *x = rand_images(1, S, 91);
-    gx_rng rr;
-    gx_rng_init(&rr, 92);
-    gx_rng_fill_normal(&rr, m.mhat->data, m.mhat->numel, 0.0, 4.0);
-    for (int64_t c = 0; c < K; c++) m.mhat_valid->data[c] = 1;
+    random_mhat_for_every_class(&m, 92);
     int64_t tg[GX_CF_MAX_CLASSES];
     for (int64_t c = 0; c < K; c++) tg[c] = c;
     float *xr[3], *xc[3];
@@ -370,7 +373,7 @@ GX_TEST(cf_random_models_reach_every_target) {
     for (uint64_t seed = 1; seed <= 3; seed++) {
         gx_cf_model m;
         gx_cf_init(&m, gx_cf_config_tiny(), seed);
-        int64_t S = m.cfg.size, K = m.cfg.classes, n = 40;
+        int64_t S = m.cfg.size, n = 40;
         float *x = rand_images(n, S, seed + 100);
         gx_err err;
         CHECK_MSG(gx_cf_compute_mhat(&ctx, &m, x, n, &err) == GX_OK, "%s", err.msg);
@@ -388,12 +391,7 @@ GX_TEST(cf_random_models_reach_every_target) {
          * random m-hat for every class, which exercises Delta from m-hat and
          * the mu_q - h fallback. */
         for (int phase = 0; phase < 2; phase++) {
-            if (phase == 1) {
-                gx_rng rr;
-                gx_rng_init(&rr, seed + 7);
-                gx_rng_fill_normal(&rr, m.mhat->data, m.mhat->numel, 0.0, 4.0);
-                for (int64_t c = 0; c < K; c++) m.mhat_valid->data[c] = 1;
-            }
+            if (phase == 1) random_mhat_for_every_class(&m, seed + 7);
             int total = 0, reached = 0, fb[3] = { 0, 0, 0 };
             cf_reach_all(T, &ctx, &m, x, pred, 5, &total, &reached, fb);
             CHECK_MSG(reached == total, "seed %llu phase %d: %d of %d targets reached in hidden space",

@@ -16,6 +16,7 @@
 #define GX_SERVE_IMPL_H
 
 #include "gx_serve_model.h"
+#include "gx_serve_graph.h"
 #include "gx_safetensors.h"
 #include "gx_cuda.h"
 
@@ -45,6 +46,13 @@ struct gx_serve_model {
     gx_cuda_exec         exec;         /* the worker's stream and device arena */
     int                  on_cuda;      /* exec is live, ctx.cuda = &exec, params uploaded */
     int                  chunk;        /* rows per forward */
+    /* CUDA graphs (gx_serve_graph.c; WaveletMamba on a device only): one slot
+     * per padded size, built on first use; a slot that failed to build stays
+     * eager. The counters are for tests and the bench. */
+    int                  graphs_on;
+    struct gx_serve_graph *graphs[GX_SERVE_GRAPH_SLOTS];
+    int                  graph_failed[GX_SERVE_GRAPH_SLOTS];
+    int64_t              graph_captures, graph_replays;
     pthread_mutex_t      mu;           /* serialises predict (ctx is one arena) */
     int                  mu_ready;
     /* 1 once a device error outlived the sync that reported it (sticky: the

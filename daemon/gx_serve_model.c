@@ -19,7 +19,10 @@
  * GX_SERVE_CHUNK_DEFAULT so the arena's size is bounded by one chunk whatever
  * n is; after the first chunk of the largest size the arena is one block of
  * its high-water size and later calls do not malloc. Chunking cannot change
- * a row's answer: in eval mode no sample sees the rest of its batch.
+ * a row's answer: in eval mode no sample sees the rest of its batch. On a
+ * device a WaveletMamba's chunk is padded and replayed as a CUDA graph
+ * when the model has graphs on (gx_serve_graph.h); a chunk without a graph
+ * (another kind, a size whose capture failed) runs as below.
  */
 #include "gx_serve_model.h"
 #include "gx_serve_impl.h"
@@ -238,6 +241,7 @@ static gx_status serve_place_on_device(gx_serve_model *m, const gx_serve_device 
         return gx_err_set(err, s, "%s: uploading the parameters to cuda:%d: %s", m->info.path, dev->index, e2.msg);
     }
     m->on_cuda = 1;
+    m->graphs_on = dev->graphs;
     m->ctx.cuda = &m->exec;
     snprintf(m->info.device, sizeof m->info.device, "cuda:%d", dev->index);
     return GX_OK;
@@ -308,6 +312,7 @@ void gx_serve_model_free(gx_serve_model *m) {
     if (!m) return;
     if (m->impl) m->kind->free(m);   /* device parameters go back to the pool first */
     if (m->mu_ready) pthread_mutex_destroy(&m->mu);
+    gx_serve_graphs_free(m);   /* before the stream they borrow */
     gx_ctx_free(&m->ctx);
     if (m->on_cuda) gx_cuda_exec_free(&m->exec);
     free(m->info.config_json);
@@ -428,6 +433,15 @@ gx_status gx_serve_model_predict_ex(gx_serve_model *m, const float *x, int64_t s
         int b = n - i0 < m->chunk ? n - i0 : m->chunk;
         serve_job J = { m, x + (int64_t)i0 * per, per, side, coords ? coords + 2 * (int64_t)i0 : NULL,
                         domain ? domain + i0 : NULL, out, i0, K };
+        gx_serve_graph *g = gx_serve_graph_get(m, b, side);
+        if (g) {
+            gx_serve_graph_run(m, g, J.x, J.coords, b);
+            st = serve_device_sync(m, "predict", err);
+            gx_serve_out o = { out->logits + i0 * K, out->probs + i0 * K, out->redshift + i0,
+                               out->score ? out->score + i0 : NULL };
+            if (st == GX_OK) gx_serve_graph_read(g, b, &o);
+            continue;
+        }
         m->ctx.grad_enabled = 0;
         gx_ctx_for_parts(&m->ctx, b, 0, serve_forward_part, &J);
         gx_ctx_reset(&m->ctx);
@@ -437,6 +451,13 @@ gx_status gx_serve_model_predict_ex(gx_serve_model *m, const float *x, int64_t s
     }
     pthread_mutex_unlock(&m->mu);
     return st;
+}
+
+void gx_serve_model_graph_counts(gx_serve_model *m, int64_t *captures, int64_t *replays) {
+    pthread_mutex_lock(&m->mu);
+    *captures = m->graph_captures;
+    *replays = m->graph_replays;
+    pthread_mutex_unlock(&m->mu);
 }
 
 void *gx_serve_model_impl(gx_serve_model *m) {

@@ -64,6 +64,8 @@ typedef struct gx_serve_device {
     struct gx_cuda_pool *pool;
     int                  index;    /* CUDA device number */
     int                  tf32;     /* 1: cuBLAS may use TF32 tensor cores (galaxyd --tf32) */
+    int                  graphs;   /* 1: replay a WaveletMamba's padded batches as CUDA graphs
+                                      (galaxyd --cuda-graphs, on by default; gx_serve_graph.h) */
 } gx_serve_device;
 
 /* Loads one checkpoint. name NULL = derived from the file name (letters,
@@ -85,6 +87,10 @@ const gx_serve_info *gx_serve_model_info(const gx_serve_model *m);
  * high-water mark of one chunk of rows and then stay. Any
  * thread (waits while a predict runs). */
 size_t gx_serve_model_arena_bytes(gx_serve_model *m);
+/* CUDA graphs captured (one per padded batch size used) and replayed
+ * (one per chunk that ran as a graph) since the load; 0, 0 on the CPU or
+ * with graphs off (gx_serve_graph.h). */
+void gx_serve_model_graph_counts(gx_serve_model *m, int64_t *captures, int64_t *replays);
 
 /* What gx_serve_prepare learned about the upload (stored with predictions). */
 typedef struct gx_serve_meta {

@@ -148,6 +148,36 @@ void gx_cuda_upload(gx_cuda_stream *s, void *dst_dev, const void *src_host, size
 void gx_cuda_download(gx_cuda_stream *s, void *dst_host, const void *src_dev, size_t bytes);
 void gx_cuda_memset0(gx_cuda_stream *s, void *dst_dev, size_t bytes);
 
+/* CUDA graphs: a pass recorded once and replayed by one launch, so a small
+ * batch pays one launch instead of hundreds (galaxyd's padded batches,
+ * daemon/gx_serve_graph.c).
+ *
+ * gx_cuda_graph_capture runs body(arg) with the stream capturing
+ * (cudaStreamCaptureModeRelaxed): its launches, memsets and device-to-device
+ * work are recorded, not run. The body must be a pure function of device
+ * memory: no host-to-device or device-to-host copy (the graph would replay
+ * whatever the host buffer held at capture) and no wait for the stream
+ * (gx_to_host, a sync); either fails the capture with a message naming it.
+ * Every address the body touches is baked into the graph: the caller keeps
+ * its inputs, outputs and activations where they were (an arena that is not
+ * reset into other hands) for the graph's lifetime. A failed capture leaves
+ * the stream usable and without a pending error; *out is NULL.
+ * gx_cuda_graph_launch enqueues one replay on the stream (errors at the next
+ * sync, as for any launch). Builds without CUDA answer GX_ERR_UNSUPPORTED.
+ *
+ * The host emulation (tests/cuda/emu) records nothing: it skips the body's
+ * launches during the capture (so nothing is computed, as on a GPU) and
+ * replays by running body(arg) again, checking that it makes the same
+ * number of launches; host code that would make a different graph on
+ * replay, or read a stale address, shows up as a wrong answer or an error
+ * in the tests. */
+typedef struct gx_cuda_graph gx_cuda_graph;
+typedef void (*gx_cuda_graph_body)(void *arg);
+gx_status gx_cuda_graph_capture(gx_cuda_stream *s, gx_cuda_graph_body body, void *arg, gx_cuda_graph **out,
+                                gx_err *err);
+void      gx_cuda_graph_launch(gx_cuda_stream *s, gx_cuda_graph *g);
+void      gx_cuda_graph_destroy(gx_cuda_graph *g);
+
 /* ------------------------------------- tensors on the device (gx_device.c)
  *
  * A gx_cuda_exec is one worker's device side: its stream and the arena that
@@ -177,6 +207,7 @@ typedef struct gx_cuda_exec {
     gx_cuda_pool   *pool;     /* not owned; shared by the workers of a device */
     gx_cuda_arena   arena;    /* the ctx's device memory, reset with it */
     int             emulated;
+    int             borrowed; /* the stream is another exec's (gx_cuda_exec_init_on) */
     gx_status       status;   /* first error seen by a transfer op, kept */
     gx_err          err;      /*   until gx_cuda_exec_sync reports it */
     int64_t         waits;    /* times the host waited for the stream (reads
@@ -187,6 +218,11 @@ typedef struct gx_cuda_exec {
 /* A stream on `device` (tf32: see gx_cuda_stream_create) over pool. */
 gx_status gx_cuda_exec_init(gx_cuda_exec *e, gx_cuda_pool *pool, int device, int tf32, gx_err *err);
 void      gx_cuda_exec_init_emulated(gx_cuda_exec *e, gx_cuda_pool *pool);
+/* A second arena on owner's stream and pool (a ctx whose memory must stay
+ * put while owner's ctx is reset: a CUDA graph's inputs and activations).
+ * Its free waits for the stream but leaves it to owner, which must outlive
+ * it. GX_ERR_UNSUPPORTED when owner has no stream (emulated). */
+gx_status gx_cuda_exec_init_on(gx_cuda_exec *e, const gx_cuda_exec *owner, gx_err *err);
 void      gx_cuda_exec_free(gx_cuda_exec *e);
 /* Waits for the device; returns (and clears) the first error since the last
  * call, of a launch, a transfer or a device allocation. */

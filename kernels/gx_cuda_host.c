@@ -303,5 +303,13 @@ void gx_cuda_download(gx_cuda_stream *s, void *h, const void *d, size_t b) { (vo
 void gx_cuda_memset0(gx_cuda_stream *s, void *d, size_t b) { (void)s; (void)d; (void)b; }
 void gx_cuda_stream_fail(gx_cuda_stream *s, const char *msg) { (void)s; (void)msg; }
 void gx_cuda_stream_resume(gx_cuda_stream *s) { (void)s; }
+gx_status gx_cuda_graph_capture(gx_cuda_stream *s, gx_cuda_graph_body body, void *arg, gx_cuda_graph **out,
+                                gx_err *err) {
+    (void)s; (void)body; (void)arg;
+    *out = NULL;
+    return gx_cuda_none(err, "gx_cuda_graph_capture");
+}
+void gx_cuda_graph_launch(gx_cuda_stream *s, gx_cuda_graph *g) { (void)s; (void)g; }
+void gx_cuda_graph_destroy(gx_cuda_graph *g) { (void)g; }
 
 #endif

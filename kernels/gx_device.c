@@ -32,8 +32,23 @@ void gx_cuda_exec_init_emulated(gx_cuda_exec *e, gx_cuda_pool *pool) {
     gx_cuda_arena_init(&e->arena, pool, 0);
 }
 
+gx_status gx_cuda_exec_init_on(gx_cuda_exec *e, const gx_cuda_exec *owner, gx_err *err) {
+    memset(e, 0, sizeof *e);
+    if (!owner->stream) return gx_err_set(err, GX_ERR_UNSUPPORTED, "gx_cuda_exec_init_on: the owner has no stream");
+    e->stream = owner->stream;
+    e->borrowed = 1;
+    e->pool = owner->pool;
+    gx_cuda_arena_init(&e->arena, e->pool, 0);
+    return GX_OK;
+}
+
 void gx_cuda_exec_free(gx_cuda_exec *e) {
-    if (e->stream) gx_cuda_stream_destroy(e->stream); /* waits for the stream */
+    if (e->stream && e->borrowed) {
+        gx_err ignored;
+        gx_cuda_stream_sync(e->stream, &ignored);   /* its queued work may still use the arena */
+    } else if (e->stream) {
+        gx_cuda_stream_destroy(e->stream); /* waits for the stream */
+    }
     gx_cuda_arena_free(&e->arena);
     memset(e, 0, sizeof *e);
 }

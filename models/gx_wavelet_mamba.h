@@ -175,6 +175,19 @@ typedef struct gx_wm_out {
 gx_wm_out gx_wm_forward(gx_ctx *ctx, gx_wm_model *m, gx_tensor *x, gx_tensor *coords,
                         int training);
 
+/* The coordinate cleaning of the forward, on the host: coords [B,2] (NULL:
+ * all missing) -> clean [B,2] (0 on a row with a NaN) and mask [B,1] (1 kept,
+ * 0 missing). No dropout (that is training's). */
+void gx_wm_coords_clean(const gx_real *coords, int64_t B, gx_real *clean, gx_real *mask);
+/* The eval forward (training 0) from coordinates already cleaned by
+ * gx_wm_coords_clean and placed where the ctx computes, like x: nothing
+ * crosses between host and device and nothing waits, so a device pass can
+ * be captured as a CUDA graph (galaxyd's padded batches). Its outputs equal
+ * gx_wm_forward's with the raw coordinates (a missing row's features are
+ * the encoder's output times 0 here, exact zeros there: equal values, and
+ * the logits and redshift they feed compare equal). */
+gx_wm_out gx_wm_forward_clean(gx_ctx *ctx, gx_wm_model *m, gx_tensor *x, gx_tensor *clean, gx_tensor *mask);
+
 #ifdef __cplusplus
 }
 #endif

@@ -552,23 +552,23 @@ static void colours(gx_ctx *ctx, const gx_wm_model *m, gx_tensor *x, int trainin
 /* The weak class from the g-r feature (c4 column 1) as a one-hot [B,10]
  * without gradient (a class index, as in the authors' code): class 3 where
  * g-r > 0.8, 6 where 0.5 < g-r <= 0.8, else 0 (NaN too). Built from
- * gx_step indicators where the ctx computes, so a forward on the device
- * never waits for a read back to the host here (a captured CUDA graph
- * could not contain one); every value is an exact 0 or 1, the bits of the
- * former host rule:
- *   onehot = s8 e3 + (s5 - s8) e6 + (1 - s5) e0,  sX = [g-r > 0.X]. */
+ * gx_step indicators and zero columns where the ctx computes: no read back
+ * to the host and no upload of a constant (a one-hot of a class index
+ * would upload the index), so a device forward can be captured as a CUDA
+ * graph (the emulation refuses either inside a capture); every value is an
+ * exact 0 or 1, the bits of the former host rule:
+ *   column 3 = s8, column 6 = s5 - s8, column 0 = 1 - s5,  sX = [g-r > 0.X]. */
 static gx_tensor *weak_class_onehot(gx_ctx *ctx, gx_tensor *c4) {
     int grad = ctx->grad_enabled;
     ctx->grad_enabled = 0;
     gx_tensor *gr = gx_slice(ctx, c4, 1, 1, 2);                             /* [B,1] */
     gx_tensor *s8 = gx_step(ctx, gr, 0.8), *s5 = gx_step(ctx, gr, 0.5);
-    static const int32_t k[3] = { 3, 6, 0 };
-    gx_tensor *w[3] = { s8, gx_sub(ctx, s5, s8), gx_affine(ctx, s5, -1.0, 1.0) };
-    gx_tensor *onehot = NULL;
-    for (int i = 0; i < 3; i++) {
-        gx_tensor *t = gx_mul(ctx, w[i], gx_one_hot(ctx, &k[i], 1, 10));   /* [B,1] x [1,10] */
-        onehot = onehot ? gx_add(ctx, onehot, t) : t;
-    }
+    gx_tensor *zero = gx_tensor_zeros(ctx, 2, gr->shape), *col[10];
+    for (int i = 0; i < 10; i++) col[i] = zero;
+    col[3] = s8;
+    col[6] = gx_sub(ctx, s5, s8);
+    col[0] = gx_affine(ctx, s5, -1.0, 1.0);
+    gx_tensor *onehot = gx_concat(ctx, 10, col, 1);
     ctx->grad_enabled = grad;
     return onehot;
 }
@@ -591,28 +591,10 @@ static gx_tensor *morphology(gx_ctx *ctx, const gx_wm_model *m, gx_tensor *poole
 
 /* ------------------------------------------------------- forward: coordinates */
 
-/* fe.coordinate_encoder -> [B,64]; zero for missing (NaN) or dropped rows. */
-static gx_tensor *coordinates(gx_ctx *ctx, gx_wm_model *m, gx_tensor *coords, int64_t B,
-                              int training) {
-    if (!coords) return gx_tensor_zeros(ctx, 2, GX_SHAPE(B, 64));
-    GX_ASSERT_MSG(coords->ndim == 2 && coords->shape[0] == B && coords->shape[1] == 2,
-                  "gx_wm_forward: coords must be [%lld,2]", (long long)B);
-    /* Cleaned on the host (NaN tests, dropout draws), then moved to where
-     * the ctx computes. Callers pass host coords (galaxyd, the trainer): no
-     * read back, so an eval forward queues without one wait. */
-    const gx_real *cv = gx_to_host(ctx, coords)->data;
-    gx_tensor *clean = gx_tensor_new_host(ctx, 2, GX_SHAPE(B, 2));
-    gx_tensor *mask = gx_tensor_new_host(ctx, 2, GX_SHAPE(B, 1));
-    for (int64_t b = 0; b < B; b++) {
-        double ra = cv[2 * b], dec = cv[2 * b + 1];
-        int keep = !isnan(ra) && !isnan(dec);
-        if (training && m->coord_dropout > 0 && gx_rng_uniform(&m->rng) < m->coord_dropout) keep = 0;
-        clean->data[2 * b] = (gx_real)(keep ? ra : 0.0);
-        clean->data[2 * b + 1] = (gx_real)(keep ? dec : 0.0);
-        mask->data[b] = (gx_real)keep;
-    }
-    clean = gx_to_ctx(ctx, clean);
-    mask = gx_to_ctx(ctx, mask);
+/* fe.coordinate_encoder of cleaned coordinates clean [B,2] (0 where
+ * missing) and their mask [B,1] (1 kept, 0 missing or dropped), both where
+ * the ctx computes -> [B,64], zero on masked rows. */
+static gx_tensor *coord_features(gx_ctx *ctx, gx_wm_model *m, gx_tensor *clean, gx_tensor *mask) {
     gx_tensor *ra = gx_clamp(ctx, gx_affine(ctx, gx_slice(ctx, clean, 1, 0, 1), 2 * WM_PI / 360.0, 0.0),
                              0.0, 2 * WM_PI);
     gx_tensor *dec = gx_clamp(ctx, gx_affine(ctx, gx_slice(ctx, clean, 1, 1, 2), 2 * WM_PI / 180.0, WM_PI),
@@ -624,6 +606,37 @@ static gx_tensor *coordinates(gx_ctx *ctx, gx_wm_model *m, gx_tensor *coords, in
     h = ln(ctx, lin(ctx, h, &m->cp3), &m->cp4);
     h = gx_add(ctx, h, lin(ctx, e, &m->c_res));
     return gx_mul(ctx, h, mask);
+}
+
+void gx_wm_coords_clean(const gx_real *coords, int64_t B, gx_real *clean, gx_real *mask) {
+    for (int64_t b = 0; b < B; b++) {
+        double ra = coords ? coords[2 * b] : NAN, dec = coords ? coords[2 * b + 1] : NAN;
+        int keep = !isnan(ra) && !isnan(dec);
+        clean[2 * b] = (gx_real)(keep ? ra : 0.0);
+        clean[2 * b + 1] = (gx_real)(keep ? dec : 0.0);
+        mask[b] = (gx_real)keep;
+    }
+}
+
+/* fe.coordinate_encoder -> [B,64]; zero for missing (NaN) or dropped rows. */
+static gx_tensor *coordinates(gx_ctx *ctx, gx_wm_model *m, gx_tensor *coords, int64_t B,
+                              int training) {
+    if (!coords) return gx_tensor_zeros(ctx, 2, GX_SHAPE(B, 64));
+    GX_ASSERT_MSG(coords->ndim == 2 && coords->shape[0] == B && coords->shape[1] == 2,
+                  "gx_wm_forward: coords must be [%lld,2]", (long long)B);
+    /* Cleaned on the host (NaN tests, dropout draws), then moved to where
+     * the ctx computes. Callers pass host coords (galaxyd, the trainer): no
+     * read back, so an eval forward queues without one wait. */
+    gx_tensor *clean = gx_tensor_new_host(ctx, 2, GX_SHAPE(B, 2));
+    gx_tensor *mask = gx_tensor_new_host(ctx, 2, GX_SHAPE(B, 1));
+    gx_wm_coords_clean(gx_to_host(ctx, coords)->data, B, clean->data, mask->data);
+    if (training && m->coord_dropout > 0)
+        for (int64_t b = 0; b < B; b++)
+            if (gx_rng_uniform(&m->rng) < m->coord_dropout) {
+                clean->data[2 * b] = clean->data[2 * b + 1] = 0;
+                mask->data[b] = 0;
+            }
+    return coord_features(ctx, m, gx_to_ctx(ctx, clean), gx_to_ctx(ctx, mask));
 }
 
 /* ---------------------------------------------------------------- forward */
@@ -666,8 +679,10 @@ static void heads(gx_ctx *ctx, gx_wm_model *m, gx_tensor *coord, int training, g
     o->redshift = gx_reshape(ctx, zh, 1, GX_SHAPE(B));
 }
 
-gx_wm_out gx_wm_forward(gx_ctx *ctx, gx_wm_model *m, gx_tensor *x, gx_tensor *coords,
-                        int training) {
+/* coords (raw, host or device, or NULL) or clean + mask (where the ctx
+ * computes, gx_wm_forward_clean) give the coordinate features. */
+static gx_wm_out wm_forward(gx_ctx *ctx, gx_wm_model *m, gx_tensor *x, gx_tensor *coords, gx_tensor *clean,
+                            gx_tensor *mask, int training) {
     char s[96];
     GX_ASSERT_MSG(x->ndim == 4 && x->shape[1] == 3, "gx_wm_forward: x must be [B,3,H,W], got %s",
                   gx_tensor_shape_str(x, s, sizeof s));
@@ -684,10 +699,23 @@ gx_wm_out gx_wm_forward(gx_ctx *ctx, gx_wm_model *m, gx_tensor *x, gx_tensor *co
         pooled = global_avg(ctx, x2);
     }
     gx_tensor *morph = morphology(ctx, m, pooled, o.c4);
-    gx_tensor *coord = coordinates(ctx, m, coords, x->shape[0], training);
+    gx_tensor *coord = clean ? coord_features(ctx, m, clean, mask)
+                             : coordinates(ctx, m, coords, x->shape[0], training);
     bottleneck(ctx, m, morph, training, &o);
     heads(ctx, m, coord, training, &o);
     o.prior_mu = m->prior_mu;
     o.prior_logvar = m->prior_logvar;
     return o;
+}
+
+gx_wm_out gx_wm_forward(gx_ctx *ctx, gx_wm_model *m, gx_tensor *x, gx_tensor *coords, int training) {
+    return wm_forward(ctx, m, x, coords, NULL, NULL, training);
+}
+
+gx_wm_out gx_wm_forward_clean(gx_ctx *ctx, gx_wm_model *m, gx_tensor *x, gx_tensor *clean, gx_tensor *mask) {
+    int64_t B = x->shape[0];
+    GX_ASSERT_MSG(clean && mask && clean->ndim == 2 && clean->shape[0] == B && clean->shape[1] == 2 &&
+                  mask->ndim == 2 && mask->shape[0] == B && mask->shape[1] == 1,
+                  "gx_wm_forward_clean: clean must be [%lld,2] and mask [%lld,1]", (long long)B, (long long)B);
+    return wm_forward(ctx, m, x, NULL, clean, mask, 0);
 }

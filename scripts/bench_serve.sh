@@ -18,7 +18,8 @@
 # BENCH_SECONDS (per run, default 5), BENCH_MAX_BATCH (default 32), PORT_HOST,
 # BENCH_DEVICE (cpu|cuda|auto: galaxyd's and the raw forward's --device; unset =
 # their default, auto), BENCH_TF32=1 (--tf32 on both). On the GPU machine
-# scripts/gpu_proof.sh runs this with BENCH_DEVICE=cuda over the bundle's binaries.
+# scripts/gpu_proof.sh runs this with BENCH_DEVICE=cuda over the bundle's binaries;
+# on a device the raw forward is also timed with --cuda-graphs off and on.
 set -uo pipefail
 # shellcheck source=bench_lib.sh source-path=SCRIPTDIR
 . "$(dirname "$0")/bench_lib.sh" "$@"
@@ -88,6 +89,17 @@ raw1=$(grep '^forward batch=1 ' <<<"$raw")
 rawb=$(grep "^forward batch=$maxb " <<<"$raw")
 raw1_ms=$(kv ms "$raw1"); raw1_ips=$(kv images_per_s "$raw1")
 rawb_ms=$(kv ms "$rawb"); rawb_ips=$(kv images_per_s "$rawb")
+# On a device, galaxyd's CUDA graphs (daemon/gx_serve_graph.c) against none:
+# the same forward at padded sizes, eager then replayed (printed as is).
+if [ "${raw_device#cuda}" != "$raw_device" ]; then
+  gbs=(1)
+  for b in 4 8 "$maxb"; do [ "$b" -le "$maxb" ] && [ "$b" -gt "${gbs[-1]}" ] && gbs+=("$b"); done
+  for gr in off on; do
+    echo "bench_serve.sh: raw forward, --cuda-graphs $gr" >&2
+    "$build/bench_serve_fwd" "${devflags[@]}" --cuda-graphs "$gr" "$ckpt" "$tmp/cutout.png" "$secs" "${gbs[@]}" \
+      | sed "s/^/graphs $gr: /" || exit 1
+  done
+fi
 
 # ---------------------------------------------------------------- 2. served, closed loop
 declare -A row

@@ -65,6 +65,10 @@ static void usage(FILE *f) {
         "                         on stderr says which backend runs and why\n"
         "  --tf32                 on the GPU, let cuBLAS use TF32 tensor cores for matrix\n"
         "                         products (faster, ~1e-3 relative; default exact FP32)\n"
+        "  --cuda-graphs on|off   on the GPU, pad a WaveletMamba's batches to 1, 2, 4, 8, 16\n"
+        "                         or 32 rows and replay each size as a CUDA graph captured\n"
+        "                         on its first use (default on; a size whose capture fails\n"
+        "                         runs without one, with a line on stderr)\n"
         "  --help                 this text\n"
         "\n"
         "Signals: SIGHUP reloads the models; SIGTERM/SIGINT drain and stop.\n", f);
@@ -98,7 +102,7 @@ static int parse_num(const char *flag, const char *s, long long lo, long long hi
 typedef struct flag_int { const char *name; int *dst; long long lo, hi; } flag_int;
 
 /* Returns 1 parsed, 0 error, 2 --help. */
-static int parse_args(int argc, char **argv, gx_server_opts *o, int *tf32) {
+static int parse_args(int argc, char **argv, gx_server_opts *o, int *tf32, int *graphs) {
     const flag_int ints[] = {
         { "--port", &o->port, 0, 65535 },
         { "--threads", &o->threads, 1, 256 },
@@ -137,6 +141,13 @@ static int parse_args(int argc, char **argv, gx_server_opts *o, int *tf32) {
             }
         for (size_t k = 0; !done && k < sizeof strs / sizeof strs[0]; k++)
             if (!strcmp(a, strs[k].name)) *strs[k].dst = v, done = 1;
+        if (!done && !strcmp(a, "--cuda-graphs")) {
+            if (strcmp(v, "on") && strcmp(v, "off")) {
+                fprintf(stderr, "galaxyd: --cuda-graphs: '%s' is not on or off\n", v);
+                return 0;
+            }
+            *graphs = !strcmp(v, "on"), done = 1;
+        }
         if (!done && !strcmp(a, "--max-body")) {
             if (!parse_num(a, v, 1024, 1LL << 31, 1, &n)) return 0;
             o->max_body = (size_t)n, done = 1;
@@ -163,8 +174,8 @@ int main(int argc, char **argv) {
     gx_server_opts o;
     gx_server_opts_default(&o);
     const char *device = gx_tool_take_device(&argc, argv);
-    int tf32 = 0;
-    int pr = parse_args(argc, argv, &o, &tf32);
+    int tf32 = 0, graphs = 1;
+    int pr = parse_args(argc, argv, &o, &tf32, &graphs);
     if (pr == 2) { usage(stdout); return 0; }
     if (!pr) return 2;
     /* stderr: the first stdout line is the listening line. */
@@ -173,7 +184,7 @@ int main(int argc, char **argv) {
         return 2;
     /* One pool for the device, shared by every model's worker (each has its
      * own stream and arena: daemon/gx_serve_model.h). */
-    gx_serve_device sdev = { NULL, 0, tf32 };
+    gx_serve_device sdev = { NULL, 0, tf32, graphs };
     gx_tool_tf32_report("galaxyd", tf32, dev, "the models run on the CPU", stderr);
     if (dev == GX_DEVICE_CUDA) {
         if (gx_tool_open_pool("galaxyd", &sdev.pool)) return 1;

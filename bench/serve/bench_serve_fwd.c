@@ -15,10 +15,12 @@
  *
  * --device cpu|cuda|auto (default auto, as galaxyd) loads the model where
  * galaxyd would: on the device, one pool and the model's own stream (the GPU
- * machine's run of bench_serve.sh, scripts/gpu_proof.sh). --tf32 as galaxyd's.
+ * machine's run of bench_serve.sh, scripts/gpu_proof.sh). --tf32 and
+ * --cuda-graphs on|off (default on) as galaxyd's: gpu_proof.sh times a
+ * WaveletMamba's forward with and without its CUDA graphs.
  *
  * Output, one line per case (key=value, parsed by the script):
- *   device name=cpu|cuda:0
+ *   device name=cpu|cuda:0 graphs=on|off
  *   prepare us=...
  *   forward batch=B ms=... images_per_s=... reps=...
  * ms is the median over reps; each case runs for about --seconds.
@@ -113,24 +115,38 @@ done:
 }
 
 static void usage(FILE *f) {
-    fprintf(f, "usage: bench_serve_fwd [--device cpu|cuda|auto] [--tf32] CHECKPOINT IMAGE [SECONDS [BATCH...]]\n"
+    fprintf(f, "usage: bench_serve_fwd [--device cpu|cuda|auto] [--tf32] [--cuda-graphs on|off] CHECKPOINT IMAGE\n"
+               "                       [SECONDS [BATCH...]]\n"
                "  times gx_serve_prepare on IMAGE and gx_serve_model_predict at each BATCH\n"
                "  (default 1 32), about SECONDS (default 2) per case, with the model where\n"
-               "  galaxyd would put it (--device, default auto; --tf32 as galaxyd's)\n");
+               "  galaxyd would put it (--device, default auto; --tf32 and --cuda-graphs as\n"
+               "  galaxyd's)\n");
 }
 
 /* The device the model goes to, as galaxyd chooses it (its --device and
  * --tf32); sdev->pool stays NULL on the CPU. 0, or 2 with a message. */
-static int sf_device(const char *want, int tf32, gx_serve_device *sdev) {
+static int sf_device(const char *want, int tf32, int graphs, gx_serve_device *sdev) {
     gx_device dev;
     if (gx_tool_device_report("bench_serve_fwd", want, "the model on the device", &dev, stderr)) return 2;
-    *sdev = (gx_serve_device){ NULL, 0, tf32 };
+    *sdev = (gx_serve_device){ NULL, 0, tf32, graphs };
     return dev == GX_DEVICE_CUDA && gx_tool_open_pool("bench_serve_fwd", &sdev->pool) ? 2 : 0;
 }
 
 static int sf_main(int argc, char **argv) {
     const char *want = gx_tool_take_device(&argc, argv);
-    int tf32 = gx_tool_take_tf32(&argc, argv);
+    int tf32 = gx_tool_take_tf32(&argc, argv), graphs = 1;
+    /* --cuda-graphs on|off, taken out of argv like --device. */
+    for (int i = 1; i + 1 < argc; i++)
+        if (!strcmp(argv[i], "--cuda-graphs")) {
+            if (strcmp(argv[i + 1], "on") && strcmp(argv[i + 1], "off")) {
+                fprintf(stderr, "bench_serve_fwd: --cuda-graphs: '%s' is not on or off\n", argv[i + 1]);
+                return 2;
+            }
+            graphs = !strcmp(argv[i + 1], "on");
+            memmove(argv + i, argv + i + 2, (size_t)(argc - i - 1) * sizeof *argv);
+            argc -= 2;
+            break;
+        }
     if (argc < 3 || !strcmp(argv[1], "--help")) {
         usage(argc < 3 ? stderr : stdout);
         return argc < 3 ? 2 : 0;
@@ -151,7 +167,7 @@ static int sf_main(int argc, char **argv) {
     gx_serve_model *m = NULL;
     size_t img_n = 0;
     gx_serve_device sdev;
-    if (sf_device(want ? want : "auto", tf32, &sdev)) return 2;
+    if (sf_device(want ? want : "auto", tf32, graphs, &sdev)) return 2;
     unsigned char *img = sf_read(argv[2], &img_n);
     if (!img) {
         fprintf(stderr, "bench_serve_fwd: cannot read %s\n", argv[2]);
@@ -165,7 +181,7 @@ static int sf_main(int argc, char **argv) {
         return 1;
     }
     const gx_serve_info *in = gx_serve_model_info(m);
-    printf("device name=%s\n", in->device);
+    printf("device name=%s graphs=%s\n", in->device, graphs ? "on" : "off");
     int64_t S = in->input_size, per = 3 * S * S;
     float *x = malloc(sizeof(float) * (size_t)(per * maxb));
     sf_times t = { malloc(sizeof(double) * SF_MAX_REPS), 0 };

@@ -20,6 +20,7 @@ struct gx_cuda_stream {
      * error is reported at the next sync, naming the launcher that saw it. */
     char           first_err[200];
     int            skip;      /* gx_cuda_stream_fail: launches and copies are no-ops until the sync */
+    int            capturing; /* inside gx_cuda_graph_capture: copies and waits are refused */
 };
 
 /* First statement of every launcher: nothing runs on a failed stream. */

@@ -95,6 +95,10 @@ def test_bench_serve_runs_galaxyd_and_the_raw_forward_on_the_device():
         ok = int(line.split("|")[6])
         assert ok > 0, line
     assert "| raw forward, batch 4 |" in out
+    # galaxyd's CUDA graphs timed against none, at the padded sizes up to 4
+    for gr in ("off", "on"):
+        assert "graphs %s: device name=cuda:0 graphs=%s" % (gr, gr) in out, out
+        assert sum(line.startswith("graphs %s: forward batch=" % gr) for line in out.splitlines()) == 2, out
 
 
 def test_precisions_give_a_row_each_and_compare_lists_both():

@@ -84,6 +84,16 @@ def test_galaxyd_tf32_is_ignored_on_the_cpu_and_says_so(tmp_path):
     assert "--tf32" in r.stdout
 
 
+def test_galaxyd_cuda_graphs_flag(tmp_path):
+    r = run([tool("galaxyd"), "--cuda-graphs", "maybe"])
+    assert r.returncode == 2, r.stderr
+    assert "--cuda-graphs: 'maybe' is not on or off" in r.stderr, r.stderr
+    assert "listening" not in r.stdout
+    err = galaxyd_start_stop(tmp_path, ["--device", "cpu", "--cuda-graphs", "off"])
+    assert "galaxyd:" in err
+    assert "--cuda-graphs on|off" in run([tool("galaxyd"), "--help"]).stdout
+
+
 EMU = os.environ.get("GALAXYD_EMU_BUILD", "")
 
 

@@ -152,3 +152,109 @@ GX_TEST(dispatch_emu_guard_host_read_faults) {
     gx_ctx_free(&ctx);
     gx_gpu_close(&g);
 }
+
+/* ------------------------------------------------------------ CUDA graphs */
+
+/* y = relu(2x + 1) on the fixed input x, activations in ctx (rewound
+ * before each replay, as galaxyd's slots do). */
+typedef struct graph_case {
+    gx_ctx    *ctx;
+    gx_tensor *x;
+    gx_tensor *y;              /* where the last run of the body put its output */
+    int        upload, wait;   /* what a bad body does inside the capture */
+} graph_case;
+
+static void graph_case_body(void *arg) {
+    graph_case *c = arg;
+    if (c->upload) {
+        gx_tensor *h = gx_tensor_new_host(c->ctx, 1, GX_SHAPE(4));
+        memset(h->data, 0, 4 * sizeof(gx_real));
+        gx_to_device(c->ctx, h);
+    }
+    c->y = gx_relu(c->ctx, gx_affine(c->ctx, c->x, 2.0, 1.0));
+    if (c->wait) gx_to_host(c->ctx, c->y);
+}
+
+static void graph_case_values(gx_cuda_exec *e, gx_tensor *x, double shift) {
+    gx_real h[257];
+    for (int i = 0; i < 257; i++) h[i] = (gx_real)(i - 128 + shift);
+    gx_cuda_exec_upload(e, x->data, h, sizeof h);
+}
+
+/* Capture records and computes nothing; each replay computes from the
+ * input's current values at the captured addresses. */
+GX_TEST(dispatch_graph_capture_replay) {
+    gx_gpu_env g;
+    if (!gx_gpu_open(T, &g)) return;
+    gx_err err;
+    gx_cuda_exec in_e, run_e;
+    CHECK_MSG(gx_cuda_exec_init_on(&in_e, &g.exec, &err) == GX_OK, "%s", err.msg);
+    CHECK_MSG(gx_cuda_exec_init_on(&run_e, &g.exec, &err) == GX_OK, "%s", err.msg);
+    gx_ctx in_ctx, ctx;
+    gx_ctx_init(&in_ctx, 0);
+    gx_ctx_init(&ctx, 0);
+    in_ctx.cuda = &in_e;
+    ctx.cuda = &run_e;
+    gx_tensor *x = gx_tensor_zeros(&in_ctx, 1, GX_SHAPE(257));
+    graph_case c = { &ctx, x, NULL, 0, 0 };
+    graph_case_body(&c);   /* warm-up: the arena reaches its size */
+    CHECK(gx_cuda_exec_sync(&run_e, &err) == GX_OK);
+    gx_real *warm_y = c.y->data;
+    gx_ctx_reset(&ctx);
+    /* A sentinel where the output will be (a rewound arena allocates as
+     * before): the capture must not overwrite it. */
+    gx_real seven[257];
+    for (int i = 0; i < 257; i++) seven[i] = 7;
+    gx_cuda_exec_upload(&run_e, warm_y, seven, sizeof seven);
+    graph_case_values(&in_e, x, 0.0);
+    gx_cuda_graph *graph = NULL;
+    CHECK_MSG(gx_cuda_graph_capture(g.exec.stream, graph_case_body, &c, &graph, &err) == GX_OK, "%s", err.msg);
+    CHECK(c.y && c.y->data == warm_y);
+    gx_real got[257];
+    gx_cuda_exec_download(&run_e, got, c.y->data, sizeof got);
+    CHECK(gx_cuda_exec_sync(&run_e, &err) == GX_OK);
+    CHECK_MSG(got[200] == 7 && got[0] == 7, "the capture computed: y[200] = %g", (double)got[200]);
+    gx_real *captured = c.y->data;
+    for (int rep = 0; rep < 3; rep++) {
+        double shift = rep * 10.5;
+        gx_ctx_reset(&ctx);
+        graph_case_values(&in_e, x, shift);
+        gx_cuda_graph_launch(g.exec.stream, graph);
+        gx_cuda_exec_download(&run_e, got, captured, sizeof got);
+        CHECK_MSG(gx_cuda_exec_sync(&run_e, &err) == GX_OK, "%s", err.msg);
+        CHECK(c.y->data == captured);
+        int bad = 0;
+        for (int i = 0; i < 257; i++) {
+            double v = 2 * (i - 128 + shift) + 1;
+            bad += got[i] != (gx_real)(v > 0 ? v : 0);
+        }
+        CHECK_MSG(bad == 0, "replay %d: %d values wrong", rep, bad);
+    }
+    gx_cuda_graph_destroy(graph);
+
+    /* Bodies a graph cannot hold fail the capture by name and leave the
+     * stream clean and usable. */
+    static const char *const why[2] = { "host-to-device copy", "not capturable" };
+    for (int bad = 0; bad < 2; bad++) {
+        graph_case b = { &ctx, x, NULL, bad == 0, bad == 1 };
+        gx_ctx_reset(&ctx);
+        graph = NULL;
+        CHECK(gx_cuda_graph_capture(g.exec.stream, graph_case_body, &b, &graph, &err) == GX_ERR_UNSUPPORTED);
+        CHECK(graph == NULL);
+        CHECK_MSG(strstr(err.msg, why[bad]) != NULL, "capture %d: %s", bad, err.msg);
+        CHECK_MSG(gx_cuda_stream_sync(g.exec.stream, &err) == GX_OK, "after the failed capture: %s", err.msg);
+        /* The refused wait (gx_to_host) is also kept by the exec that ran
+         * it, like any transfer error: its next sync reports it once. */
+        gx_status kept = gx_cuda_exec_sync(&run_e, &err);
+        CHECK(bad == 1 ? kept != GX_OK : kept == GX_OK);
+        gx_ctx_reset(&ctx);
+        gx_tensor *h = gx_to_host(&ctx, gx_relu(&ctx, x));
+        CHECK(gx_cuda_exec_sync(&run_e, &err) == GX_OK && h->data[256] == (gx_real)(128 + 21.0));
+    }
+    gx_ctx_free(&ctx);
+    gx_ctx_free(&in_ctx);
+    gx_cuda_exec_free(&run_e);
+    gx_cuda_exec_free(&in_e);
+    CHECK_MSG(gx_gpu_leaked(&g) == 0, "%zu bytes still out of the pool", gx_gpu_leaked(&g));
+    gx_gpu_close(&g);
+}

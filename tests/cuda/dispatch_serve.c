@@ -58,7 +58,7 @@ GX_TEST(dispatch_serve_bundled_models) {
     static const char *const paths[] = { "models/default/wavelet-mamba.safetensors",
                                          "models/default/uda.safetensors",
                                          "models/default/cf-inn.safetensors" };
-    gx_serve_device dev = { g.pool, 0, 0 };
+    gx_serve_device dev = { g.pool, 0, 0, 0 };   /* eager: dispatch_serve_wm_graphs tests graphs */
     gx_gpu_tol tol = GX_GPU_TOL_MODEL;
     for (size_t p = 0; p < sizeof paths / sizeof *paths; p++) {
         gx_serve_model *mc = NULL, *md = NULL;
@@ -121,5 +121,70 @@ GX_TEST(dispatch_serve_bundled_models) {
                   "%s: %zu bytes still out of the pool", paths[p],
                   gx_cuda_pool_in_use(g.pool) - gx_cuda_arena_capacity(&g.exec.arena));
     }
+    gx_gpu_close(&g);
+}
+
+/* galaxyd's CUDA graphs (daemon/gx_serve_graph.c): the bundled
+ * WaveletMamba served with graphs answers as without them, for batches
+ * padded to each slot size, with and without coordinates (NaN rows
+ * included), and for a second batch of the same size (the replay reads the
+ * new inputs, not the capture's); one capture per padded size, one replay
+ * per chunk. */
+GX_TEST(dispatch_serve_wm_graphs) {
+    gx_gpu_env g;
+    if (!gx_gpu_open(T, &g)) return;
+    const char *path = "models/default/wavelet-mamba.safetensors";
+    gx_serve_device eager = { g.pool, 0, 0, 0 }, graphs = { g.pool, 0, 0, 1 };
+    gx_serve_model *me = NULL, *mg = NULL;
+    gx_err err;
+    CHECK_MSG(gx_serve_model_load_on(&me, path, NULL, &eager, &err) == GX_OK, "%s", err.msg);
+    CHECK_MSG(gx_serve_model_load_on(&mg, path, NULL, &graphs, &err) == GX_OK, "%s", err.msg);
+    if (!me || !mg) { gx_serve_model_free(me); gx_serve_model_free(mg); gx_gpu_close(&g); return; }
+    const gx_serve_info *in = gx_serve_model_info(mg);
+    const int64_t S = in->input_size, K = in->n_classes, per = 3 * S * S;
+    /* n rows -> chunks: 1 | 3 (slot 4) | 3 again | 5 (8) | 33 (32 + 1) */
+    static const int ns[] = { 1, 3, 3, 5, 33 };
+    const int64_t want_captures = 4, want_replays = 6;
+    gx_rng rng;
+    gx_rng_init(&rng, 77);
+    gx_gpu_tol tol = GX_GPU_TOL_MODEL;
+    for (size_t k = 0; k < sizeof ns / sizeof *ns; k++) {
+        const int n = ns[k];
+        float *x = malloc((size_t)(n * per) * sizeof(float)), *coords = malloc((size_t)(2 * n) * sizeof(float));
+        for (int64_t i = 0; i < n * per; i++) x[i] = (float)gx_rng_uniform(&rng);
+        for (int i = 0; i < n; i++) {
+            coords[2 * i] = (float)(360 * gx_rng_uniform(&rng));
+            coords[2 * i + 1] = i % 3 == 1 ? NAN : (float)(180 * gx_rng_uniform(&rng) - 90);
+        }
+        const float *cs = k % 2 ? coords : NULL;
+        float *out[2][4];
+        for (int s = 0; s < 2; s++) {
+            out[s][0] = malloc((size_t)(n * K) * sizeof(float));
+            out[s][1] = malloc((size_t)(n * K) * sizeof(float));
+            out[s][2] = malloc((size_t)n * sizeof(float));
+            out[s][3] = malloc((size_t)n * sizeof(float));
+            gx_serve_out o = { out[s][0], out[s][1], out[s][2], out[s][3] };
+            CHECK_MSG(gx_serve_model_predict(s ? mg : me, x, S, cs, n, &o, &err) == GX_OK, "%s", err.msg);
+        }
+        char what[96];
+        snprintf(what, sizeof what, "graph logits, n %d%s", n, cs ? ", coords" : "");
+        gx_test_allclose_f(T, what, (const gx_real *)out[1][0], out[0][0], n * K, tol.atol, tol.rtol);
+        snprintf(what, sizeof what, "graph redshift, n %d%s", n, cs ? ", coords" : "");
+        gx_test_allclose_f(T, what, (const gx_real *)out[1][2], out[0][2], n, tol.atol, tol.rtol);
+        for (int s = 0; s < 2; s++)
+            for (int j = 0; j < 4; j++) free(out[s][j]);
+        free(x);
+        free(coords);
+    }
+    int64_t caps = -1, reps = -1, e_caps = -1, e_reps = -1;
+    gx_serve_model_graph_counts(mg, &caps, &reps);
+    gx_serve_model_graph_counts(me, &e_caps, &e_reps);
+    CHECK_MSG(caps == want_captures && reps == want_replays, "captures %lld (want %lld), replays %lld (want %lld)",
+              (long long)caps, (long long)want_captures, (long long)reps, (long long)want_replays);
+    CHECK(e_caps == 0 && e_reps == 0);
+    gx_serve_model_free(me);
+    gx_serve_model_free(mg);   /* the slots' arenas go back to the pool too */
+    CHECK_MSG(gx_cuda_pool_in_use(g.pool) == gx_cuda_arena_capacity(&g.exec.arena),
+              "%zu bytes still out of the pool", gx_cuda_pool_in_use(g.pool) - gx_cuda_arena_capacity(&g.exec.arena));
     gx_gpu_close(&g);
 }

@@ -100,6 +100,8 @@ struct gx_cuda_stream {
     gx_ctx scratch;           /* the CPU ops' temporaries, reset per launch */
     char first_err[200];      /* first launcher error since the last sync */
     int  skip;                /* gx_cuda_stream_fail: launches and copies are no-ops until the sync */
+    int  capturing;           /* inside gx_cuda_graph_capture: launches are counted, not run */
+    long long launched;       /* launches on this stream, run or captured (a replay's check) */
 };
 
 /* ---------------------------------------------- device memory and its guard */
@@ -306,6 +308,8 @@ static void emu_note_fault(gx_cuda_stream *s, long long at) {
  * whatever they held, like a kernel killed by the fault. */
 static int emu_launch_faults(gx_cuda_stream *s) {
     if (s->skip) return 1;    /* a failed stream runs nothing until its sync (gx_cuda_stream_fail) */
+    s->launched++;
+    if (s->capturing) return 1;   /* recorded into the graph, not run (as on a GPU) */
     pthread_mutex_lock(&emu_mem.mu);
     emu_config_locked();
     const long long n = ++emu_mem.launches;
@@ -323,7 +327,17 @@ static int emu_launch_faults(gx_cuda_stream *s) {
 /* After a sticky fault every sync on every stream reports it again (a CUDA
  * context is unusable after an illegal access); otherwise the sync that
  * reports an error clears it. */
+/* What the real backend refuses inside a capture (kernels/cuda/gx_cuda_mem.cu):
+ * a copy (the graph would replay a stale host buffer) or a wait. */
+static int emu_refuse_in_capture(gx_cuda_stream *s, const char *what) {
+    if (!s->capturing) return 0;
+    emu_note(s, "%s inside a CUDA graph capture (not capturable)", what);
+    return 1;
+}
+
 gx_status gx_cuda_stream_sync(gx_cuda_stream *s, gx_err *err) {
+    if (emu_refuse_in_capture(s, "a wait for the stream"))
+        return gx_err_set(err, GX_ERR_INVALID, "cuda: %s", s->first_err);
     pthread_mutex_lock(&emu_mem.mu);
     const long long sticky_at = emu_mem.sticky ? emu_mem.faulted : 0;
     pthread_mutex_unlock(&emu_mem.mu);
@@ -335,6 +349,7 @@ gx_status gx_cuda_stream_sync(gx_cuda_stream *s, gx_err *err) {
 }
 
 void gx_cuda_upload(gx_cuda_stream *s, void *dst, const void *src, size_t bytes) {
+    if (!s->skip && emu_refuse_in_capture(s, "a host-to-device copy")) return;
     if (emu_launch_faults(s)) return;
     emu_open();
     if (bytes) memcpy(dst, src, bytes);
@@ -352,6 +367,10 @@ void gx_cuda_download(gx_cuda_stream *s, void *dst, const void *src, size_t byte
         memset(dst, 0xff, bytes);   /* NaN bytes, as the real backend's skipped download */
         return;
     }
+    if (emu_refuse_in_capture(s, "a device-to-host copy")) {
+        memset(dst, 0xff, bytes);
+        return;
+    }
     if (emu_launch_faults(s)) return;
     emu_open();
     if (bytes) memcpy(dst, src, bytes);
@@ -363,6 +382,55 @@ void gx_cuda_memset0(gx_cuda_stream *s, void *dst, size_t bytes) {
     if (bytes) memset(dst, 0, bytes);
     emu_close();
 }
+
+/* -------------------------------------------------------------- graphs */
+
+/* A graph here is its body: the capture counts the body's launches (and
+ * runs none of them); a replay runs the body again, for real, and checks
+ * that it launches as many. What a GPU graph would get wrong shows up: a
+ * body that depends on host state changes its launch count or its answers,
+ * and a copy or wait inside it fails the capture. */
+struct gx_cuda_graph {
+    gx_cuda_graph_body body;
+    void *arg;
+    long long launches;
+};
+
+gx_status gx_cuda_graph_capture(gx_cuda_stream *s, gx_cuda_graph_body body, void *arg, gx_cuda_graph **out,
+                                gx_err *err) {
+    *out = NULL;
+    if (s->skip || s->first_err[0])
+        return gx_err_set(err, GX_ERR_INVALID, "gx_cuda_graph_capture: the stream has an error pending (%s)",
+                          s->first_err);
+    const long long before = s->launched;
+    s->capturing = 1;
+    body(arg);
+    s->capturing = 0;
+    if (s->first_err[0] || s->skip) {
+        gx_status st = gx_err_set(err, GX_ERR_UNSUPPORTED, "gx_cuda_graph_capture: %s", s->first_err);
+        s->first_err[0] = 0;
+        s->skip = 0;
+        return st;
+    }
+    gx_cuda_graph *g = calloc(1, sizeof *g);
+    if (!g) return gx_err_set(err, GX_ERR_NOMEM, "gx_cuda_graph_capture: out of host memory");
+    g->body = body;
+    g->arg = arg;
+    g->launches = s->launched - before;
+    *out = g;
+    return GX_OK;
+}
+
+void gx_cuda_graph_launch(gx_cuda_stream *s, gx_cuda_graph *g) {
+    if (s->skip) return;
+    const long long before = s->launched;
+    g->body(g->arg);
+    if (s->launched - before != g->launches)
+        emu_note(s, "gx_cuda_graph_launch: the replayed body made %lld launches, the capture recorded %lld "
+                 "(host-dependent work in a graph body)", s->launched - before, g->launches);
+}
+
+void gx_cuda_graph_destroy(gx_cuda_graph *g) { free(g); }
 
 /* ------------------------------------------------------------- helpers */
 

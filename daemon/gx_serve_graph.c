@@ -1,0 +1,216 @@
+/*
+ * gx_serve_graph.c — a WaveletMamba model's device forward as CUDA graphs,
+ * one per padded batch size (contract in gx_serve_graph.h).
+ *
+ * Why: at batch 1 the forward is hundreds of small launches, and the
+ * launch overhead (several µs each) is most of a request's device time. A
+ * graph replays them all with one launch. A graph bakes in every address
+ * it touches, so each padded size B gets a slot that owns its memory for
+ * the graph's lifetime: the inputs (x, cleaned coordinates, mask) in one
+ * arena that is never reset, the activations in another that is only ever
+ * rewound to the same start (one chunk of its high-water size: a rewind
+ * keeps the block, so the replay's addresses are the capture's). Both
+ * arenas are on the model's stream (gx_cuda_exec_init_on).
+ *
+ * A request of b rows runs in the slot of the smallest size >= b: the host
+ * copies the b images and their cleaned coordinates into staging buffers
+ * (rows past b: zeros, coordinates missing), uploads them into the slot's
+ * fixed inputs, launches the graph and downloads the b rows' logits and
+ * redshifts from the captured output addresses. Eval-mode ops are row-wise,
+ * so the padding rows change nothing for the others.
+ *
+ * Building a slot (on first use of its size, under the model's mutex): one
+ * eager pass on zero inputs (cuBLAS initialises, the arena reaches its
+ * high-water size), a rewind that coalesces the arena into one chunk, then
+ * the capture. A slot that cannot be built (the capture refused a call, the
+ * arena grew during it) is marked failed with one stderr line and its
+ * size runs eagerly from then on: a graph is an optimisation, never a
+ * reason to fail a request.
+ */
+#include "gx_serve_graph.h"
+#include "gx_serve_impl.h"
+
+#include "gx_wavelet_mamba.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const int graph_sizes[GX_SERVE_GRAPH_SLOTS] = { 1, 2, 4, 8, 16, 32 };
+
+struct gx_serve_graph {
+    int            B;
+    int64_t        side, K;
+    gx_wm_model   *wm;
+    gx_cuda_exec   in_exec, run_exec;  /* the inputs' arena (never reset) and the pass's */
+    gx_ctx         in_ctx, ctx;
+    gx_tensor     *x, *clean, *mask;   /* [B,3,side,side], [B,2], [B,1] in in_ctx */
+    gx_cuda_graph *graph;
+    gx_real       *logits, *redshift;  /* device outputs as captured */
+    gx_real       *logits_now, *redshift_now;   /* where the last run of the body put them */
+    gx_real       *hx;                 /* host staging: the images */
+    gx_real       *hc, *hm, *hl, *hr, *hraw;   /* one block: cleaned coords (2B), mask (B),
+                                                   logits (B*K), redshifts (B), raw coords (2B) */
+};
+
+/* The captured pass: pure device work on the slot's fixed inputs. */
+static void graph_body(void *arg) {
+    gx_serve_graph *g = arg;
+    gx_wm_out o = gx_wm_forward_clean(&g->ctx, g->wm, g->x, g->clean, g->mask);
+    g->logits_now = o.logits->data;
+    g->redshift_now = o.redshift->data;
+}
+
+int gx_serve_graph_size(int b) {
+    for (int i = 0; i < GX_SERVE_GRAPH_SLOTS; i++)
+        if (graph_sizes[i] >= b) return graph_sizes[i];
+    return 0;
+}
+
+static int graph_slot_index(int B) {
+    for (int i = 0; i < GX_SERVE_GRAPH_SLOTS; i++)
+        if (graph_sizes[i] == B) return i;
+    return -1;
+}
+
+static void graph_free(gx_serve_graph *g) {
+    if (!g) return;
+    gx_cuda_graph_destroy(g->graph);
+    gx_ctx_free(&g->ctx);
+    gx_ctx_free(&g->in_ctx);
+    gx_cuda_exec_free(&g->run_exec);
+    gx_cuda_exec_free(&g->in_exec);
+    free(g->hx);
+    free(g->hc);
+    free(g);
+}
+
+/* Allocates the slot, its arenas, inputs (zeroed) and host buffers. */
+static gx_status graph_alloc(gx_serve_model *m, int B, int64_t side, gx_serve_graph **out, gx_err *err) {
+    gx_serve_graph *g = calloc(1, sizeof *g);
+    if (!g) return gx_err_set(err, GX_ERR_NOMEM, "out of host memory");
+    g->B = B;
+    g->side = side;
+    g->K = m->info.n_classes;
+    g->wm = m->impl;
+    gx_status s = gx_cuda_exec_init_on(&g->in_exec, &m->exec, err);
+    if (s == GX_OK) s = gx_cuda_exec_init_on(&g->run_exec, &m->exec, err);
+    if (s != GX_OK) {
+        free(g);
+        return s;
+    }
+    gx_ctx_init(&g->in_ctx, 0);
+    gx_ctx_init(&g->ctx, 0);
+    g->in_ctx.cuda = &g->in_exec;
+    g->ctx.cuda = &g->run_exec;
+    g->in_ctx.grad_enabled = g->ctx.grad_enabled = 0;
+    const int64_t per = 3 * side * side;
+    g->hx = malloc((size_t)(B * per) * sizeof *g->hx);
+    g->hc = malloc((size_t)(B * (2 + 1 + g->K + 1 + 2)) * sizeof *g->hc);
+    if (!g->hx || !g->hc) {
+        graph_free(g);
+        return gx_err_set(err, GX_ERR_NOMEM, "out of host memory");
+    }
+    g->hm = g->hc + 2 * B;
+    g->hl = g->hm + B;
+    g->hr = g->hl + B * g->K;
+    g->hraw = g->hr + B;
+    g->x = gx_tensor_zeros(&g->in_ctx, 4, GX_SHAPE(B, 3, side, side));
+    g->clean = gx_tensor_zeros(&g->in_ctx, 2, GX_SHAPE(B, 2));
+    g->mask = gx_tensor_zeros(&g->in_ctx, 2, GX_SHAPE(B, 1));
+    *out = g;
+    return GX_OK;
+}
+
+/* Warm-up, rewind, capture (file comment). */
+static gx_status graph_build(gx_serve_model *m, int B, int64_t side, gx_serve_graph **out, gx_err *err) {
+    *out = NULL;
+    gx_serve_graph *g = NULL;
+    gx_status s = graph_alloc(m, B, side, &g, err);
+    if (s != GX_OK) return s;
+    gx_err e2;
+    graph_body(g);
+    if ((s = gx_cuda_exec_sync(&g->run_exec, &e2)) != GX_OK) {
+        graph_free(g);
+        return gx_err_set(err, GX_ERR_IO, "the warm-up pass: %s", e2.msg);
+    }
+    gx_ctx_reset(&g->ctx);
+    const int chunks = g->run_exec.arena.nchunks;
+    if ((s = gx_cuda_graph_capture(m->exec.stream, graph_body, g, &g->graph, &e2)) != GX_OK) {
+        gx_ctx_reset(&g->ctx);
+        graph_free(g);
+        return gx_err_set(err, s, "%s", e2.msg);
+    }
+    if (g->run_exec.arena.nchunks != chunks || chunks != 1) {
+        /* A grown arena is coalesced at the next rewind: the graph's
+         * addresses would go back to the pool. */
+        graph_free(g);
+        return gx_err_set(err, GX_ERR_UNSUPPORTED, "the activations' arena grew during the capture");
+    }
+    g->logits = g->logits_now;
+    g->redshift = g->redshift_now;
+    *out = g;
+    return GX_OK;
+}
+
+void gx_serve_graphs_free(gx_serve_model *m) {
+    for (int i = 0; i < GX_SERVE_GRAPH_SLOTS; i++) {
+        graph_free(m->graphs[i]);
+        m->graphs[i] = NULL;
+    }
+}
+
+/* The slot for b rows at side, built on first use; NULL when graphs are
+ * off, b or side do not fit, or the slot could not be built (then the
+ * chunk runs eagerly). */
+static gx_serve_graph *graph_slot(gx_serve_model *m, int b, int64_t side) {
+    int B = gx_serve_graph_size(b), i = graph_slot_index(B);
+    if (!m->graphs_on || i < 0 || m->graph_failed[i]) return NULL;
+    gx_serve_graph *g = m->graphs[i];
+    if (g && g->side == side) return g;
+    if (g) return NULL;   /* built for the checkpoint's size; another side runs eagerly */
+    gx_err e;
+    if (graph_build(m, B, side, &m->graphs[i], &e) != GX_OK) {
+        m->graph_failed[i] = 1;
+        fprintf(stderr, "galaxyd: model '%s' on %s: no CUDA graph for batch size %d (%s); that size runs "
+                "without one\n", m->info.name, m->info.device, B, e.msg);
+        return NULL;
+    }
+    m->graph_captures++;
+    return m->graphs[i];
+}
+
+gx_serve_graph *gx_serve_graph_get(gx_serve_model *m, int b, int64_t side) {
+    return m->on_cuda && m->kind == &gx_serve_kind_wm ? graph_slot(m, b, side) : NULL;
+}
+
+void gx_serve_graph_run(gx_serve_model *m, gx_serve_graph *g, const float *x, const float *coords, int b) {
+    const int B = g->B;
+    const int64_t per = 3 * g->side * g->side, K = g->K;
+    for (int64_t i = 0; i < B * per; i++) g->hx[i] = i < b * per ? (gx_real)x[i] : 0;
+    for (int64_t i = 0; i < 2 * (int64_t)B; i++)   /* padding rows: coordinates missing */
+        g->hraw[i] = coords && i < 2 * (int64_t)b ? (gx_real)coords[i] : NAN;
+    gx_wm_coords_clean(g->hraw, B, g->hc, g->hm);
+    /* The rewind (a wait on an idle stream) before the uploads: the
+     * emulation's replay re-runs the body, which must allocate as the
+     * capture did; on a GPU it only moves the arena's offset back. */
+    gx_ctx_reset(&g->ctx);
+    gx_cuda_exec_upload(&g->in_exec, g->x->data, g->hx, (size_t)(B * per) * sizeof(gx_real));
+    gx_cuda_exec_upload(&g->in_exec, g->clean->data, g->hc, (size_t)(2 * B) * sizeof(gx_real));
+    gx_cuda_exec_upload(&g->in_exec, g->mask->data, g->hm, (size_t)B * sizeof(gx_real));
+    gx_cuda_graph_launch(m->exec.stream, g->graph);
+    if (g->logits_now != g->logits || g->redshift_now != g->redshift)
+        gx_cuda_stream_fail(m->exec.stream, "a CUDA graph's outputs moved between capture and replay");
+    gx_cuda_exec_download(&g->in_exec, g->hl, g->logits, (size_t)(b * K) * sizeof(gx_real));
+    gx_cuda_exec_download(&g->in_exec, g->hr, g->redshift, (size_t)b * sizeof(gx_real));
+    m->graph_replays++;
+}
+
+void gx_serve_graph_read(const gx_serve_graph *g, int b, const gx_serve_out *out) {
+    gx_serve_softmax_rows(g->hl, b, g->K, out->logits, out->probs);
+    for (int i = 0; i < b; i++) {
+        out->redshift[i] = (float)g->hr[i];
+        if (out->score) out->score[i] = NAN;
+    }
+}

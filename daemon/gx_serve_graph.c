@@ -13,8 +13,8 @@
  * arenas are on the model's stream (gx_cuda_exec_init_on).
  *
  * A request of b rows runs in the slot of the smallest size >= b: the host
- * copies the b images and their cleaned coordinates into staging buffers
- * (rows past b: zeros, coordinates missing), uploads them into the slot's
+ * copies the b images and their cleaned coordinates into pinned staging
+ * buffers (rows past b: zeros, coordinates missing), uploads them into the slot's
  * fixed inputs, launches the graph and downloads the b rows' logits and
  * redshifts from the captured output addresses. Eval-mode ops are row-wise,
  * so the padding rows change nothing for the others.
@@ -49,7 +49,7 @@ struct gx_serve_graph {
     gx_cuda_graph *graph;
     gx_real       *logits, *redshift;  /* device outputs as captured */
     gx_real       *logits_now, *redshift_now;   /* where the last run of the body put them */
-    gx_real       *hx;                 /* host staging: the images */
+    gx_real       *hx;                 /* host staging (pinned): the images */
     gx_real       *hc, *hm, *hl, *hr, *hraw;   /* one block: cleaned coords (2B), mask (B),
                                                    logits (B*K), redshifts (B), raw coords (2B) */
 };
@@ -81,8 +81,8 @@ static void graph_free(gx_serve_graph *g) {
     gx_ctx_free(&g->in_ctx);
     gx_cuda_exec_free(&g->run_exec);
     gx_cuda_exec_free(&g->in_exec);
-    free(g->hx);
-    free(g->hc);
+    gx_cuda_host_free(g->hx);
+    gx_cuda_host_free(g->hc);
     free(g);
 }
 
@@ -105,12 +105,17 @@ static gx_status graph_alloc(gx_serve_model *m, int B, int64_t side, gx_serve_gr
     g->in_ctx.cuda = &g->in_exec;
     g->ctx.cuda = &g->run_exec;
     g->in_ctx.grad_enabled = g->ctx.grad_enabled = 0;
+    /* Pinned: the uploads and downloads are then truly asynchronous
+     * copies, and only the sync after the launch waits. */
     const int64_t per = 3 * side * side;
-    g->hx = malloc((size_t)(B * per) * sizeof *g->hx);
-    g->hc = malloc((size_t)(B * (2 + 1 + g->K + 1 + 2)) * sizeof *g->hc);
-    if (!g->hx || !g->hc) {
+    void *hx = NULL, *hc = NULL;
+    s = gx_cuda_host_alloc((size_t)(B * per) * sizeof *g->hx, &hx, err);
+    if (s == GX_OK) s = gx_cuda_host_alloc((size_t)(B * (2 + 1 + g->K + 1 + 2)) * sizeof *g->hc, &hc, err);
+    g->hx = hx;
+    g->hc = hc;
+    if (s != GX_OK) {
         graph_free(g);
-        return gx_err_set(err, GX_ERR_NOMEM, "out of host memory");
+        return s;
     }
     g->hm = g->hc + 2 * B;
     g->hl = g->hm + B;

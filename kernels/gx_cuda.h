@@ -77,7 +77,8 @@ gx_status gx_cuda_pool_create(const gx_cuda_backend *be, size_t limit_bytes,
                               gx_cuda_pool **out, gx_err *err);
 /* Returns every slab to the backend (blocks still out become invalid). */
 void      gx_cuda_pool_destroy(gx_cuda_pool *p);
-/* Thread-safe. NULL when the backend or the limit refuses. */
+/* Thread-safe. NULL when the backend or the limit refuses, after giving
+ * back every wholly free slab (of any class) and trying once more. */
 void     *gx_cuda_pool_alloc(gx_cuda_pool *p, size_t bytes);
 /* bytes must be the size given to gx_cuda_pool_alloc (sized free: the pool
  * keeps no per-block headers in device memory). */

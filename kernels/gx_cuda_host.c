@@ -76,11 +76,17 @@ static int gx_cuda_ptrs_push(gx_cuda_ptrs *a, void *p) {
     return 1;
 }
 
+/* What one backend allocation is: its size and the class it was cut for
+ * (-1: a direct allocation, one block). */
+typedef struct { size_t bytes; int cls; } gx_cuda_slab_info;
+
 struct gx_cuda_pool {
     gx_cuda_backend be;
     pthread_mutex_t mu;
     gx_cuda_ptrs free_[GX_CUDA_NCLASS];
-    gx_cuda_ptrs slabs;        /* every backend allocation made for classes */
+    gx_cuda_ptrs slabs;        /* every backend allocation */
+    gx_cuda_slab_info *info;   /* slabs.v[i]'s size and class */
+    size_t info_cap;
     size_t limit, reserved, in_use;
 };
 
@@ -106,16 +112,71 @@ void gx_cuda_pool_destroy(gx_cuda_pool *p) {
     for (size_t i = 0; i < p->slabs.n; i++) p->be.free(p->be.user, p->slabs.v[i]);
     for (int c = 0; c < GX_CUDA_NCLASS; c++) free(p->free_[c].v);
     free(p->slabs.v);
+    free(p->info);
     pthread_mutex_destroy(&p->mu);
     free(p);
 }
 
-/* Reserves `bytes` from the backend within the limit, recording the slab. */
-static void *gx_cuda_pool_reserve(gx_cuda_pool *p, size_t bytes) {
-    if (p->limit && p->reserved + bytes > p->limit) return NULL;
-    void *s = p->be.alloc(p->be.user, bytes);
+/* Records slab s (bytes, class cls) in the slab list. */
+static int gx_cuda_pool_record(gx_cuda_pool *p, void *s, size_t bytes, int cls) {
+    if (!gx_cuda_ptrs_push(&p->slabs, s)) return 0;
+    if (p->info_cap < p->slabs.cap) {
+        gx_cuda_slab_info *info = realloc(p->info, p->slabs.cap * sizeof *info);
+        if (!info) { p->slabs.n--; return 0; }
+        p->info = info;
+        p->info_cap = p->slabs.cap;
+    }
+    p->info[p->slabs.n - 1] = (gx_cuda_slab_info){ bytes, cls };
+    return 1;
+}
+
+/* Forgets slab i (swap with the last) and gives it back to the backend. */
+static void gx_cuda_pool_drop_slab(gx_cuda_pool *p, size_t i) {
+    void *s = p->slabs.v[i];
+    p->reserved -= p->info[i].bytes;
+    p->slabs.v[i] = p->slabs.v[p->slabs.n - 1];
+    p->info[i] = p->info[p->slabs.n - 1];
+    p->slabs.n--;
+    p->be.free(p->be.user, s);
+}
+
+/* Gives back every class slab whose blocks are all free (their entries
+ * leave the free list): memory one class no longer uses can serve another
+ * after a refusal. Returns the bytes given back. Only on the failure path:
+ * O(slabs x free blocks). */
+static size_t gx_cuda_pool_trim(gx_cuda_pool *p) {
+    size_t given = 0;
+    for (size_t i = 0; i < p->slabs.n;) {
+        int c = p->info[i].cls;
+        if (c < 0) { i++; continue; }
+        char *base = p->slabs.v[i];
+        size_t bytes = p->info[i].bytes, blocks = bytes / gx_cuda_class_size(c), free_here = 0;
+        gx_cuda_ptrs *fl = &p->free_[c];
+        for (size_t k = 0; k < fl->n; k++)
+            free_here += (char *)fl->v[k] >= base && (char *)fl->v[k] < base + bytes;
+        if (free_here != blocks) { i++; continue; }
+        size_t m = 0;   /* keep the other slabs' blocks, in their order */
+        for (size_t k = 0; k < fl->n; k++)
+            if (!((char *)fl->v[k] >= base && (char *)fl->v[k] < base + bytes)) fl->v[m++] = fl->v[k];
+        fl->n = m;
+        given += bytes;
+        gx_cuda_pool_drop_slab(p, i);   /* slot i now holds another slab: not i++ */
+    }
+    return given;
+}
+
+/* Reserves `bytes` from the backend within the limit, recording the slab
+ * (class cls, -1 for a direct block). A refusal first gives back the
+ * wholly free slabs of every class and tries once more. */
+static void *gx_cuda_pool_reserve(gx_cuda_pool *p, size_t bytes, int cls) {
+    void *s = NULL;
+    for (int attempt = 0; attempt < 2 && !s; attempt++) {
+        if (attempt == 1 && gx_cuda_pool_trim(p) == 0) break;
+        if (p->limit && p->reserved + bytes > p->limit) continue;
+        s = p->be.alloc(p->be.user, bytes);
+    }
     if (!s) return NULL;
-    if (!gx_cuda_ptrs_push(&p->slabs, s)) { p->be.free(p->be.user, s); return NULL; }
+    if (!gx_cuda_pool_record(p, s, bytes, cls)) { p->be.free(p->be.user, s); return NULL; }
     p->reserved += bytes;
     return s;
 }
@@ -127,13 +188,13 @@ static int gx_cuda_pool_refill(gx_cuda_pool *p, int c) {
     size_t slab = bs >= GX_CUDA_SLAB ? bs : GX_CUDA_SLAB;
     /* Small classes take a smaller slab first when the limit is tight. */
     if (p->limit && p->reserved + slab > p->limit && p->reserved + bs <= p->limit) slab = bs;
-    char *s = gx_cuda_pool_reserve(p, slab);
+    char *s = gx_cuda_pool_reserve(p, slab, c);
     /* A device short of a whole slab may still hold this block: the small
      * allocations a nearly full GPU can serve should not fail for want of
      * 64 MiB. */
     if (!s && slab > bs) {
         slab = bs;
-        s = gx_cuda_pool_reserve(p, slab);
+        s = gx_cuda_pool_reserve(p, slab, c);
     }
     if (!s) return 0;
     gx_cuda_ptrs *fl = &p->free_[c];
@@ -143,11 +204,9 @@ static int gx_cuda_pool_refill(gx_cuda_pool *p, int c) {
     return 1;
 }
 
-static void gx_cuda_pool_unreserve(gx_cuda_pool *p, void *ptr, size_t bytes) {
+static void gx_cuda_pool_unreserve(gx_cuda_pool *p, void *ptr) {
     for (size_t i = 0; i < p->slabs.n; i++)
-        if (p->slabs.v[i] == ptr) { p->slabs.v[i] = p->slabs.v[--p->slabs.n]; break; }
-    p->be.free(p->be.user, ptr);
-    p->reserved -= bytes;
+        if (p->slabs.v[i] == ptr) { gx_cuda_pool_drop_slab(p, i); return; }
 }
 
 void *gx_cuda_pool_alloc(gx_cuda_pool *p, size_t bytes) {
@@ -157,7 +216,7 @@ void *gx_cuda_pool_alloc(gx_cuda_pool *p, size_t bytes) {
     void *r = NULL;
     pthread_mutex_lock(&p->mu);
     if (c < 0) {
-        r = gx_cuda_pool_reserve(p, bb);      /* direct: freed straight back */
+        r = gx_cuda_pool_reserve(p, bb, -1);  /* direct: freed straight back */
     } else if (p->free_[c].n > 0 || gx_cuda_pool_refill(p, c)) {
         r = p->free_[c].v[--p->free_[c].n];
     }
@@ -174,7 +233,7 @@ void gx_cuda_pool_free(gx_cuda_pool *p, void *ptr, size_t bytes) {
     GX_ASSERT_MSG(p->in_use >= bb, "gx_cuda_pool_free: %zu bytes freed, %zu in use", bb, p->in_use);
     p->in_use -= bb;
     if (c < 0) {
-        gx_cuda_pool_unreserve(p, ptr, bb);
+        gx_cuda_pool_unreserve(p, ptr);
     } else if (!gx_cuda_ptrs_push(&p->free_[c], ptr)) {
         /* Out of host memory for the free list: the block is lost to this
          * pool until destroy (its slab is still recorded). */

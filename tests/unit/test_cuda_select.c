@@ -224,3 +224,55 @@ GX_TEST(cuda_arena_grows_then_coalesces_and_stops_allocating) {
     gx_cuda_pool_destroy(p);
     CHECK(st.frees == st.allocs);
 }
+
+/* Memory one size class no longer uses serves another once the device (or
+ * the limit) refuses: a wholly free slab goes back to the backend; a slab
+ * with one block still out stays. */
+GX_TEST(cuda_pool_gives_back_free_slabs_when_refused) {
+    test_be_state st;
+    const size_t slab = GX_CUDA_SLAB;
+    gx_cuda_pool *p = test_pool(T, &st, slab + slab / 2);   /* 96 MiB: one slab and a half */
+    if (!p) return;
+    enum { NB = 64 };
+    void *small[NB];
+    for (int i = 0; i < NB; i++) small[i] = gx_cuda_pool_alloc(p, 4096);   /* one 64 MiB slab */
+    CHECK(small[0] && small[NB - 1] && gx_cuda_pool_reserved(p) == slab);
+    size_t half = slab / 2;                                  /* 32 MiB class: its own block */
+    void *a = gx_cuda_pool_alloc(p, half);
+    CHECK(a != NULL && gx_cuda_pool_reserved(p) == slab + half);
+    /* A second 32 MiB block: past the limit while the small slab is held. */
+    CHECK(gx_cuda_pool_alloc(p, half) == NULL);
+    for (int i = 1; i < NB; i++) gx_cuda_pool_free(p, small[i], 4096);
+    CHECK(gx_cuda_pool_alloc(p, half) == NULL);              /* one small block still out */
+    gx_cuda_pool_free(p, small[0], 4096);
+    int frees = st.frees;
+    void *b = gx_cuda_pool_alloc(p, half);                   /* the free slab gives way */
+    CHECK(b != NULL && b != a);
+    CHECK(st.frees == frees + 1);
+    CHECK(gx_cuda_pool_reserved(p) <= slab + half && gx_cuda_pool_in_use(p) == 2 * half);
+    /* The small class refills from scratch and its blocks are distinct. */
+    void *c = gx_cuda_pool_alloc(p, 4096), *d = gx_cuda_pool_alloc(p, 4096);
+    CHECK(c == NULL || (c != d && d != NULL));
+    if (c) gx_cuda_pool_free(p, c, 4096);
+    if (d) gx_cuda_pool_free(p, d, 4096);
+    gx_cuda_pool_free(p, a, half);
+    gx_cuda_pool_free(p, b, half);
+    CHECK(gx_cuda_pool_in_use(p) == 0);
+    gx_cuda_pool_destroy(p);
+    CHECK(st.frees == st.allocs);
+
+    /* The same on a device that refuses (cudaMalloc out of memory), no limit. */
+    p = test_pool(T, &st, 0);
+    if (!p) return;
+    void *x = gx_cuda_pool_alloc(p, 1000);
+    gx_cuda_pool_free(p, x, 1000);
+    st.fail_after = st.allocs;                               /* no more from the backend */
+    frees = st.frees;
+    CHECK(gx_cuda_pool_alloc(p, half) == NULL);              /* trimmed, but the device still says no */
+    CHECK(st.frees == frees + 1 && gx_cuda_pool_reserved(p) == 0);
+    st.fail_after = -1;
+    CHECK((x = gx_cuda_pool_alloc(p, 1000)) != NULL);        /* usable after */
+    gx_cuda_pool_free(p, x, 1000);
+    gx_cuda_pool_destroy(p);
+    CHECK(st.frees == st.allocs);
+}

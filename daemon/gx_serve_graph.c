@@ -9,8 +9,8 @@
  * the graph's lifetime: the inputs (x, cleaned coordinates, mask) in one
  * arena that is never reset, the activations in another that is only ever
  * rewound to the same start (one chunk of its high-water size: a rewind
- * keeps the block, so the replay's addresses are the capture's). Both
- * arenas are on the model's stream (gx_cuda_exec_init_on).
+ * keeps the block, so the replay's addresses are the capture's): a
+ * gx_cuda_pass (kernels/gx_cuda.h) on the model's stream.
  *
  * A request of b rows runs in the slot of the smallest size >= b: the host
  * copies the b images and their cleaned coordinates into pinned staging
@@ -19,10 +19,10 @@
  * redshifts from the captured output addresses. Eval-mode ops are row-wise,
  * so the padding rows change nothing for the others.
  *
- * Building a slot (on first use of its size, under the model's mutex): one
- * eager pass on zero inputs (cuBLAS initialises, the arena reaches its
- * high-water size), a rewind that coalesces the arena into one chunk, then
- * the capture. A slot that cannot be built (the capture refused a call, the
+ * Building a slot (on first use of its size, under the model's mutex):
+ * gx_cuda_pass_capture's eager pass on zero inputs (cuBLAS initialises, the
+ * arena reaches its high-water size), a rewind that coalesces the arena
+ * into one chunk, then the capture. A slot that cannot be built (the capture refused a call, the
  * arena grew during it) is marked failed with one stderr line and its
  * size runs eagerly from then on: a graph is an optimisation, never a
  * reason to fail a request.
@@ -43,10 +43,8 @@ struct gx_serve_graph {
     int            B;
     int64_t        side, K;
     gx_wm_model   *wm;
-    gx_cuda_exec   in_exec, run_exec;  /* the inputs' arena (never reset) and the pass's */
-    gx_ctx         in_ctx, ctx;
-    gx_tensor     *x, *clean, *mask;   /* [B,3,side,side], [B,2], [B,1] in in_ctx */
-    gx_cuda_graph *graph;
+    gx_cuda_pass   pass;               /* the graph and its two arenas (gx_cuda.h) */
+    gx_tensor     *x, *clean, *mask;   /* [B,3,side,side], [B,2], [B,1] in pass.in_ctx */
     gx_real       *logits, *redshift;  /* device outputs as captured */
     gx_real       *logits_now, *redshift_now;   /* where the last run of the body put them */
     gx_real       *hx;                 /* host staging (pinned): the images */
@@ -57,7 +55,7 @@ struct gx_serve_graph {
 /* The captured pass: pure device work on the slot's fixed inputs. */
 static void graph_body(void *arg) {
     gx_serve_graph *g = arg;
-    gx_wm_out o = gx_wm_forward_clean(&g->ctx, g->wm, g->x, g->clean, g->mask);
+    gx_wm_out o = gx_wm_forward_clean(&g->pass.ctx, g->wm, g->x, g->clean, g->mask);
     g->logits_now = o.logits->data;
     g->redshift_now = o.redshift->data;
 }
@@ -76,11 +74,7 @@ static int graph_slot_index(int B) {
 
 static void graph_free(gx_serve_graph *g) {
     if (!g) return;
-    gx_cuda_graph_destroy(g->graph);
-    gx_ctx_free(&g->ctx);
-    gx_ctx_free(&g->in_ctx);
-    gx_cuda_exec_free(&g->run_exec);
-    gx_cuda_exec_free(&g->in_exec);
+    gx_cuda_pass_free(&g->pass);
     gx_cuda_host_free(g->hx);
     gx_cuda_host_free(g->hc);
     free(g);
@@ -94,17 +88,11 @@ static gx_status graph_alloc(gx_serve_model *m, int B, int64_t side, gx_serve_gr
     g->side = side;
     g->K = m->info.n_classes;
     g->wm = m->impl;
-    gx_status s = gx_cuda_exec_init_on(&g->in_exec, &m->exec, err);
-    if (s == GX_OK) s = gx_cuda_exec_init_on(&g->run_exec, &m->exec, err);
+    gx_status s = gx_cuda_pass_init(&g->pass, &m->exec, err);
     if (s != GX_OK) {
         free(g);
         return s;
     }
-    gx_ctx_init(&g->in_ctx, 0);
-    gx_ctx_init(&g->ctx, 0);
-    g->in_ctx.cuda = &g->in_exec;
-    g->ctx.cuda = &g->run_exec;
-    g->in_ctx.grad_enabled = g->ctx.grad_enabled = 0;
     /* Pinned: the uploads and downloads are then truly asynchronous
      * copies, and only the sync after the launch waits. */
     const int64_t per = 3 * side * side;
@@ -121,38 +109,20 @@ static gx_status graph_alloc(gx_serve_model *m, int B, int64_t side, gx_serve_gr
     g->hl = g->hm + B;
     g->hr = g->hl + B * g->K;
     g->hraw = g->hr + B;
-    g->x = gx_tensor_zeros(&g->in_ctx, 4, GX_SHAPE(B, 3, side, side));
-    g->clean = gx_tensor_zeros(&g->in_ctx, 2, GX_SHAPE(B, 2));
-    g->mask = gx_tensor_zeros(&g->in_ctx, 2, GX_SHAPE(B, 1));
+    g->x = gx_tensor_zeros(&g->pass.in_ctx, 4, GX_SHAPE(B, 3, side, side));
+    g->clean = gx_tensor_zeros(&g->pass.in_ctx, 2, GX_SHAPE(B, 2));
+    g->mask = gx_tensor_zeros(&g->pass.in_ctx, 2, GX_SHAPE(B, 1));
     *out = g;
     return GX_OK;
 }
 
-/* Warm-up, rewind, capture (file comment). */
+/* Warm-up, rewind, capture (file comment; gx_cuda_pass_capture). */
 static gx_status graph_build(gx_serve_model *m, int B, int64_t side, gx_serve_graph **out, gx_err *err) {
     *out = NULL;
     gx_serve_graph *g = NULL;
     gx_status s = graph_alloc(m, B, side, &g, err);
+    if (s == GX_OK && (s = gx_cuda_pass_capture(&g->pass, graph_body, g, err)) != GX_OK) graph_free(g);
     if (s != GX_OK) return s;
-    gx_err e2;
-    graph_body(g);
-    if ((s = gx_cuda_exec_sync(&g->run_exec, &e2)) != GX_OK) {
-        graph_free(g);
-        return gx_err_set(err, GX_ERR_IO, "the warm-up pass: %s", e2.msg);
-    }
-    gx_ctx_reset(&g->ctx);
-    const int chunks = g->run_exec.arena.nchunks;
-    if ((s = gx_cuda_graph_capture(m->exec.stream, graph_body, g, &g->graph, &e2)) != GX_OK) {
-        gx_ctx_reset(&g->ctx);
-        graph_free(g);
-        return gx_err_set(err, s, "%s", e2.msg);
-    }
-    if (g->run_exec.arena.nchunks != chunks || chunks != 1) {
-        /* A grown arena is coalesced at the next rewind: the graph's
-         * addresses would go back to the pool. */
-        graph_free(g);
-        return gx_err_set(err, GX_ERR_UNSUPPORTED, "the activations' arena grew during the capture");
-    }
     g->logits = g->logits_now;
     g->redshift = g->redshift_now;
     *out = g;
@@ -197,18 +167,17 @@ void gx_serve_graph_run(gx_serve_model *m, gx_serve_graph *g, const float *x, co
     for (int64_t i = 0; i < 2 * (int64_t)B; i++)   /* padding rows: coordinates missing */
         g->hraw[i] = coords && i < 2 * (int64_t)b ? (gx_real)coords[i] : NAN;
     gx_wm_coords_clean(g->hraw, B, g->hc, g->hm);
-    /* The rewind (a wait on an idle stream) before the uploads: the
-     * emulation's replay re-runs the body, which must allocate as the
-     * capture did; on a GPU it only moves the arena's offset back. */
-    gx_ctx_reset(&g->ctx);
-    gx_cuda_exec_upload(&g->in_exec, g->x->data, g->hx, (size_t)(B * per) * sizeof(gx_real));
-    gx_cuda_exec_upload(&g->in_exec, g->clean->data, g->hc, (size_t)(2 * B) * sizeof(gx_real));
-    gx_cuda_exec_upload(&g->in_exec, g->mask->data, g->hm, (size_t)B * sizeof(gx_real));
-    gx_cuda_graph_launch(m->exec.stream, g->graph);
+    /* The rewind (a wait on an idle stream) before the uploads. */
+    gx_cuda_pass_begin(&g->pass);
+    gx_cuda_exec *in = &g->pass.in_exec;
+    gx_cuda_exec_upload(in, g->x->data, g->hx, (size_t)(B * per) * sizeof(gx_real));
+    gx_cuda_exec_upload(in, g->clean->data, g->hc, (size_t)(2 * B) * sizeof(gx_real));
+    gx_cuda_exec_upload(in, g->mask->data, g->hm, (size_t)B * sizeof(gx_real));
+    gx_cuda_pass_launch(&g->pass);
     if (g->logits_now != g->logits || g->redshift_now != g->redshift)
         gx_cuda_stream_fail(m->exec.stream, "a CUDA graph's outputs moved between capture and replay");
-    gx_cuda_exec_download(&g->in_exec, g->hl, g->logits, (size_t)(b * K) * sizeof(gx_real));
-    gx_cuda_exec_download(&g->in_exec, g->hr, g->redshift, (size_t)b * sizeof(gx_real));
+    gx_cuda_exec_download(in, g->hl, g->logits, (size_t)(b * K) * sizeof(gx_real));
+    gx_cuda_exec_download(in, g->hr, g->redshift, (size_t)b * sizeof(gx_real));
     m->graph_replays++;
 }
 

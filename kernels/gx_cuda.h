@@ -284,6 +284,40 @@ gx_status gx_params_sync_host(gx_params *p, gx_err *err);
  * host, such as WaveletMamba's colour statistics). Gradients stay. */
 gx_status gx_params_sync_device(gx_params *p, gx_err *err);
 
+/* A device pass replayed as a CUDA graph (gx_cuda_graph_capture), with the
+ * memory a graph needs: every address it touches stays put. The inputs
+ * live in in_ctx, whose arena is never reset while the pass lives; the
+ * body's activations in ctx, whose arena is only rewound to the same start
+ * (one chunk of its high-water size, so the addresses repeat). Both arenas
+ * are on owner's stream (gx_cuda_exec_init_on); grad is off in both.
+ *
+ *   gx_cuda_pass p;
+ *   gx_cuda_pass_init(&p, &model_exec, &err);
+ *   x = gx_tensor_zeros(&p.in_ctx, ...);           // the inputs, once
+ *   gx_cuda_pass_capture(&p, body, arg, &err);      // body computes on p.ctx
+ *   per call: gx_cuda_pass_begin(&p); upload into x; gx_cuda_pass_launch(&p);
+ *             download from the outputs' captured addresses; sync.
+ *
+ * gx_cuda_pass_capture runs body once eagerly (a warm-up: cuBLAS
+ * initialises, the arena reaches its size), rewinds, captures, and fails
+ * (GX_ERR_UNSUPPORTED) if the arena grew during the capture; nothing is
+ * computed by it. gx_cuda_pass_begin rewinds ctx (a wait on the stream: call
+ * it before the uploads; the emulation's replay re-runs the body, which must
+ * allocate as the capture did). */
+typedef struct gx_cuda_pass {
+    gx_cuda_exec   in_exec, run_exec;
+    gx_ctx         in_ctx, ctx;
+    gx_cuda_graph *graph;
+    gx_cuda_stream *stream;   /* owner's */
+} gx_cuda_pass;
+gx_status gx_cuda_pass_init(gx_cuda_pass *p, const gx_cuda_exec *owner, gx_err *err);
+gx_status gx_cuda_pass_capture(gx_cuda_pass *p, gx_cuda_graph_body body, void *arg, gx_err *err);
+void      gx_cuda_pass_begin(gx_cuda_pass *p);
+void      gx_cuda_pass_launch(gx_cuda_pass *p);
+/* Waits for the stream, then frees the graph and both arenas (safe on a
+ * zeroed or failed pass). */
+void      gx_cuda_pass_free(gx_cuda_pass *p);
+
 #if defined(GX_HAVE_CUDA) && GX_HAVE_CUDA && !defined(GX_F64)
 /* ------------------------------------------------------------ launchers
  * Device pointers are float (the f32 engine). Names are gx_cu_<cpu op>. */

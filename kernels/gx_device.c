@@ -357,3 +357,59 @@ void gx_params_free_cuda(gx_params *p) {
     }
     p->cuda = NULL;
 }
+
+/* ---------------------------------------------- a pass replayed as a graph */
+
+gx_status gx_cuda_pass_init(gx_cuda_pass *p, const gx_cuda_exec *owner, gx_err *err) {
+    memset(p, 0, sizeof *p);
+    gx_status s = gx_cuda_exec_init_on(&p->in_exec, owner, err);
+    if (s == GX_OK && (s = gx_cuda_exec_init_on(&p->run_exec, owner, err)) != GX_OK) gx_cuda_exec_free(&p->in_exec);
+    if (s != GX_OK) {
+        memset(p, 0, sizeof *p);
+        return s;
+    }
+    p->stream = owner->stream;
+    gx_ctx_init(&p->in_ctx, 0);
+    gx_ctx_init(&p->ctx, 0);
+    p->in_ctx.cuda = &p->in_exec;
+    p->ctx.cuda = &p->run_exec;
+    p->in_ctx.grad_enabled = p->ctx.grad_enabled = 0;
+    return GX_OK;
+}
+
+gx_status gx_cuda_pass_capture(gx_cuda_pass *p, gx_cuda_graph_body body, void *arg, gx_err *err) {
+    gx_err e2;
+    body(arg);
+    if (gx_cuda_exec_sync(&p->run_exec, &e2) != GX_OK || gx_cuda_exec_sync(&p->in_exec, &e2) != GX_OK)
+        return gx_err_set(err, GX_ERR_IO, "the warm-up pass: %s", e2.msg);
+    gx_ctx_reset(&p->ctx);
+    const int chunks = p->run_exec.arena.nchunks;
+    gx_status s = gx_cuda_graph_capture(p->stream, body, arg, &p->graph, err);
+    if (s != GX_OK) {
+        gx_ctx_reset(&p->ctx);
+        gx_cuda_exec_sync(&p->run_exec, &e2);   /* a refused wait is kept there: drop it */
+        return s;
+    }
+    if (chunks != 1 || p->run_exec.arena.nchunks != 1) {
+        /* A grown arena is coalesced at the next rewind: the graph's
+         * addresses would go back to the pool. */
+        gx_cuda_graph_destroy(p->graph);
+        p->graph = NULL;
+        return gx_err_set(err, GX_ERR_UNSUPPORTED, "the activations' arena grew during the capture");
+    }
+    return GX_OK;
+}
+
+void gx_cuda_pass_begin(gx_cuda_pass *p) { gx_ctx_reset(&p->ctx); }
+
+void gx_cuda_pass_launch(gx_cuda_pass *p) { gx_cuda_graph_launch(p->stream, p->graph); }
+
+void gx_cuda_pass_free(gx_cuda_pass *p) {
+    if (!p->stream) return;
+    gx_cuda_graph_destroy(p->graph);
+    gx_ctx_free(&p->ctx);
+    gx_ctx_free(&p->in_ctx);
+    gx_cuda_exec_free(&p->run_exec);
+    gx_cuda_exec_free(&p->in_exec);
+    memset(p, 0, sizeof *p);
+}

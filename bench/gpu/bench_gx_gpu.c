@@ -4,7 +4,11 @@
  * PyTorch, so that bench/gpu/compare.py can put the two side by side.
  *
  *   wm   WaveletMamba, default config at 64x64 (tiny at 32 with --quick):
- *        inference images/s (eval) at each --batches, training images/s at
+ *        inference images/s (eval) at each --batches, launched op by op and
+ *        (a second row, "graph": true) replayed as one CUDA graph captured
+ *        for that batch (galaxyd's way, daemon/gx_serve_graph.c: the
+ *        coordinates cleaned on the host and uploaded with the images, here
+ *        all missing), training images/s at
  *        each --train-batches (forward in training mode, loss = mean CE +
  *        mean (log(1+z_hat) - log(1+z))^2, backward, AdamW: bench_torch's
  *        step and bench/wm/bench_wm.c's).
@@ -33,7 +37,8 @@
  * bench_torch.py: bench, model, config, image, mode, batch, precision,
  * ms_median, ms_p90, iters, per_s, per_s_unit), plus pool_in_use_bytes (the
  * device pool's bytes handed out after the case: the model's parameters and
- * optimiser state and the arena's blocks, which it keeps at its high water).
+ * optimiser state and the arena's blocks, which it keeps at its high water)
+ * and graph (true for a row replayed as a CUDA graph).
  *
  *   bench_gx_gpu [--quick] [--seconds S] [--models wm,cf,uda]
  *                [--batches 1,32,256] [--train-batches 32,256]
@@ -70,6 +75,7 @@ typedef struct bg_env {
     gx_ctx ctx;
     const bg_opts *o;
     const char *precision;  /* "fp32" or "tf32": the device's cuBLAS mode */
+    int graph;              /* the row's calls replay a CUDA graph */
 } bg_env;
 
 static double bg_now(void) {
@@ -127,9 +133,9 @@ static void bg_time(bg_env *e, const char *model, const char *config, int64_t S,
     printf("{\"bench\": \"galaxyd\", \"device\": \"cuda\", \"model\": \"%s\", \"config\": \"%s\", "
            "\"image\": \"%lldx%lld\", \"mode\": \"%s\", \"batch\": %d, \"precision\": \"%s\", "
            "\"ms_median\": %.4f, \"ms_p90\": %.4f, \"iters\": %d, \"per_s\": %.2f, \"per_s_unit\": \"%s\", "
-           "\"pool_in_use_bytes\": %zu}\n",
+           "\"pool_in_use_bytes\": %zu, \"graph\": %s}\n",
            model, config, (long long)S, (long long)S, mode, B, e->precision, med * 1e3, p90 * 1e3, n, (double)B / med, unit,
-           gx_cuda_pool_in_use(e->dev.pool));
+           gx_cuda_pool_in_use(e->dev.pool), e->graph ? "true" : "false");
     fflush(stdout);
 }
 
@@ -149,6 +155,61 @@ static void bg_wm_infer(bg_env *e, void *arg) {
     gx_wm_out o = gx_wm_forward(&e->ctx, w->m, bg_wm_input(&e->ctx, w), NULL, 0);
     (void)gx_to_host(&e->ctx, o.logits);
     gx_ctx_reset(&e->ctx);
+}
+
+/* The eval pass as a CUDA graph, in a gx_cuda_pass as galaxyd's slots. */
+typedef struct {
+    bg_wm *w;
+    gx_cuda_pass pass;
+    gx_tensor *x, *clean, *mask, *logits;
+    gx_real *hx, *hl;
+} bg_wm_graph;
+
+static void bg_wm_graph_body(void *arg) {
+    bg_wm_graph *G = arg;
+    G->logits = gx_wm_forward_clean(&G->pass.ctx, G->w->m, G->x, G->clean, G->mask).logits;
+}
+
+static void bg_wm_graph_free(bg_wm_graph *G) {
+    gx_cuda_pass_free(&G->pass);
+    free(G->hx);
+    free(G->hl);
+}
+
+/* 0 with the graph captured; 1 (why on stderr) when it cannot be. */
+static int bg_wm_graph_init(bg_env *e, bg_wm *w, bg_wm_graph *G) {
+    memset(G, 0, sizeof *G);
+    G->w = w;
+    gx_err err;
+    if (gx_cuda_pass_init(&G->pass, &e->dev.exec, &err) != GX_OK) {
+        fprintf(stderr, "bench_gx_gpu: no graph rows: %s\n", err.msg);
+        return 1;
+    }
+    const int64_t B = w->B, S = w->S;
+    G->x = gx_tensor_zeros(&G->pass.in_ctx, 4, GX_SHAPE(B, 3, S, S));
+    G->clean = gx_tensor_zeros(&G->pass.in_ctx, 2, GX_SHAPE(B, 2));   /* all missing: mask 0 */
+    G->mask = gx_tensor_zeros(&G->pass.in_ctx, 2, GX_SHAPE(B, 1));
+    G->hx = malloc((size_t)(B * 3 * S * S) * sizeof *G->hx);
+    G->hl = malloc((size_t)(B * w->m->cfg.classes) * sizeof *G->hl);
+    if (!G->hx || !G->hl) bg_die("graph buffers", NULL);
+    if (gx_cuda_pass_capture(&G->pass, bg_wm_graph_body, G, &err) != GX_OK) {
+        fprintf(stderr, "bench_gx_gpu: no graph row at batch %lld: %s\n", (long long)B, err.msg);
+        return 1;
+    }
+    return 0;
+}
+
+static void bg_wm_infer_graph(bg_env *e, void *arg) {
+    (void)e;
+    bg_wm_graph *G = arg;
+    const bg_wm *w = G->w;
+    const int64_t n = G->x->numel;
+    for (int64_t i = 0; i < n; i++) G->hx[i] = (gx_real)w->x[i];
+    gx_real *logits = G->logits->data;           /* the capture's address */
+    gx_cuda_pass_begin(&G->pass);
+    gx_cuda_exec_upload(&G->pass.in_exec, G->x->data, G->hx, (size_t)n * sizeof(gx_real));
+    gx_cuda_pass_launch(&G->pass);
+    gx_cuda_exec_download(&G->pass.in_exec, G->hl, logits, (size_t)(w->B * w->m->cfg.classes) * sizeof(gx_real));
 }
 
 static void bg_wm_train(bg_env *e, void *arg) {
@@ -193,6 +254,13 @@ static void bg_run_wm(bg_env *e) {
     for (int i = 0; i < e->o->nb; i++) {
         w.B = e->o->batches[i];
         bg_time(e, "wavelet-mamba", name, cfg.size, "infer", (int)w.B, "images/s", bg_wm_infer, &w);
+        bg_wm_graph G;
+        if (bg_wm_graph_init(e, &w, &G) == 0) {
+            e->graph = 1;
+            bg_time(e, "wavelet-mamba", name, cfg.size, "infer", (int)w.B, "images/s", bg_wm_infer_graph, &G);
+            e->graph = 0;
+        }
+        bg_wm_graph_free(&G);
     }
     for (int i = 0; i < e->o->ntb; i++) {
         w.B = e->o->train_batches[i];

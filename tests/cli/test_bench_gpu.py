@@ -58,6 +58,16 @@ def test_on_the_emulated_device_every_case_gives_a_row(emu_rows):
         assert r["iters"] >= 2 and r["ms_median"] > 0 and r["ms_p90"] >= r["ms_median"]
         assert r["per_s"] == pytest.approx(r["batch"] / (r["ms_median"] / 1e3), rel=1e-3, abs=0.006)  # printed rounded
         assert r["pool_in_use_bytes"] > 0
+    # WaveletMamba inference also replayed as a CUDA graph, one row per batch;
+    # nothing else is
+    graphs = sorted((r["model"], r["mode"], r["batch"]) for r in emu_rows if r["graph"])
+    assert graphs == [("wavelet-mamba", "infer", 1), ("wavelet-mamba", "infer", 4)], graphs
+
+
+def test_compare_lists_the_graph_row_after_the_eager_one(emu_rows):
+    ours = [r for r in emu_rows if r["model"] == "wavelet-mamba" and r["mode"] == "infer" and r["batch"] == 4]
+    t = [line for line in compare.table([], ours).splitlines() if line.startswith("| wavelet-mamba | infer | 4 |")]
+    assert len(t) == 2 and "| fp32 |" in t[0] and "| fp32 graph |" in t[1], t
 
 
 def test_compare_puts_ours_beside_eager_and_the_best_pytorch(emu_rows):

@@ -104,4 +104,4 @@ static void cf_kind_forward(gx_serve_model *m, gx_ctx *ctx, const float *x, int6
     }
 }
 
-const gx_serve_kind gx_serve_kind_cf = { "cf-inn", cf_kind_load, cf_kind_free, cf_kind_forward, 1 };
+const gx_serve_kind gx_serve_kind_cf = { "cf-inn", cf_kind_load, cf_kind_free, cf_kind_forward, 1, NULL, NULL, NULL };

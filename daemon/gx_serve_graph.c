@@ -1,6 +1,8 @@
 /*
- * gx_serve_graph.c — a WaveletMamba model's device forward as CUDA graphs,
- * one per padded batch size (contract in gx_serve_graph.h).
+ * gx_serve_graph.c — a served model's device forward as CUDA graphs, one
+ * per padded batch size and variant (contract in gx_serve_graph.h). The
+ * kinds that have one (WaveletMamba; UDA, one variant per BN domain) give
+ * their pass and the reading of its outputs as hooks (gx_serve_impl.h).
  *
  * Why: at batch 1 the forward is hundreds of small launches, and the
  * launch overhead (several µs each) is most of a request's device time. A
@@ -12,12 +14,12 @@
  * keeps the block, so the replay's addresses are the capture's): a
  * gx_cuda_pass (kernels/gx_cuda.h) on the model's stream.
  *
- * A request of b rows runs in the slot of the smallest size >= b: the host
+ * A chunk of b rows runs in the slot of the smallest size >= b: the host
  * copies the b images and their cleaned coordinates into pinned staging
- * buffers (rows past b: zeros, coordinates missing), uploads them into the slot's
- * fixed inputs, launches the graph and downloads the b rows' logits and
- * redshifts from the captured output addresses. Eval-mode ops are row-wise,
- * so the padding rows change nothing for the others.
+ * buffers (rows past b: zeros, coordinates missing), uploads them into the
+ * slot's fixed inputs, launches the graph and downloads the b rows of its
+ * two outputs from the captured addresses. Eval-mode ops are row-wise, so
+ * the padding rows change nothing for the others.
  *
  * Building a slot (on first use of its size, under the model's mutex):
  * gx_cuda_pass_capture's eager pass on zero inputs (cuBLAS initialises, the
@@ -40,24 +42,23 @@
 static const int graph_sizes[GX_SERVE_GRAPH_SLOTS] = { 1, 2, 4, 8, 16, 32 };
 
 struct gx_serve_graph {
-    int            B;
-    int64_t        side, K;
-    gx_wm_model   *wm;
+    int            B, variant;
+    int64_t        side;
+    gx_serve_model *m;
     gx_cuda_pass   pass;               /* the graph and its two arenas (gx_cuda.h) */
     gx_tensor     *x, *clean, *mask;   /* [B,3,side,side], [B,2], [B,1] in pass.in_ctx */
-    gx_real       *logits, *redshift;  /* device outputs as captured */
-    gx_real       *logits_now, *redshift_now;   /* where the last run of the body put them */
+    gx_tensor     *now[2];             /* the outputs of the last run of the body */
+    gx_real       *out[2];             /* their device addresses as captured */
+    int64_t        per_row[2];         /* their values per row */
     gx_real       *hx;                 /* host staging (pinned): the images */
-    gx_real       *hc, *hm, *hl, *hr, *hraw;   /* one block: cleaned coords (2B), mask (B),
-                                                   logits (B*K), redshifts (B), raw coords (2B) */
+    gx_real       *hc, *hm, *hraw, *ho[2];   /* one pinned block: cleaned coords (2B),
+                                                mask (B), raw coords (2B), the outputs */
 };
 
 /* The captured pass: pure device work on the slot's fixed inputs. */
 static void graph_body(void *arg) {
     gx_serve_graph *g = arg;
-    gx_wm_out o = gx_wm_forward_clean(&g->pass.ctx, g->wm, g->x, g->clean, g->mask);
-    g->logits_now = o.logits->data;
-    g->redshift_now = o.redshift->data;
+    g->m->kind->graph_pass(g->m, &g->pass.ctx, g->variant, g->x, g->clean, g->mask, g->now);
 }
 
 int gx_serve_graph_size(int b) {
@@ -80,14 +81,16 @@ static void graph_free(gx_serve_graph *g) {
     free(g);
 }
 
-/* Allocates the slot, its arenas, inputs (zeroed) and host buffers. */
-static gx_status graph_alloc(gx_serve_model *m, int B, int64_t side, gx_serve_graph **out, gx_err *err) {
+/* Allocates the slot, its arenas and inputs (zeroed), and the image
+ * staging buffer; the outputs' buffers follow the capture. */
+static gx_status graph_alloc(gx_serve_model *m, int B, int variant, int64_t side, gx_serve_graph **out,
+                             gx_err *err) {
     gx_serve_graph *g = calloc(1, sizeof *g);
     if (!g) return gx_err_set(err, GX_ERR_NOMEM, "out of host memory");
     g->B = B;
+    g->variant = variant;
     g->side = side;
-    g->K = m->info.n_classes;
-    g->wm = m->impl;
+    g->m = m;
     gx_status s = gx_cuda_pass_init(&g->pass, &m->exec, err);
     if (s != GX_OK) {
         free(g);
@@ -95,20 +98,12 @@ static gx_status graph_alloc(gx_serve_model *m, int B, int64_t side, gx_serve_gr
     }
     /* Pinned: the uploads and downloads are then truly asynchronous
      * copies, and only the sync after the launch waits. */
-    const int64_t per = 3 * side * side;
-    void *hx = NULL, *hc = NULL;
-    s = gx_cuda_host_alloc((size_t)(B * per) * sizeof *g->hx, &hx, err);
-    if (s == GX_OK) s = gx_cuda_host_alloc((size_t)(B * (2 + 1 + g->K + 1 + 2)) * sizeof *g->hc, &hc, err);
-    g->hx = hx;
-    g->hc = hc;
-    if (s != GX_OK) {
+    void *hx = NULL;
+    if ((s = gx_cuda_host_alloc((size_t)(B * 3 * side * side) * sizeof *g->hx, &hx, err)) != GX_OK) {
         graph_free(g);
         return s;
     }
-    g->hm = g->hc + 2 * B;
-    g->hl = g->hm + B;
-    g->hr = g->hl + B * g->K;
-    g->hraw = g->hr + B;
+    g->hx = hx;
     g->x = gx_tensor_zeros(&g->pass.in_ctx, 4, GX_SHAPE(B, 3, side, side));
     g->clean = gx_tensor_zeros(&g->pass.in_ctx, 2, GX_SHAPE(B, 2));
     g->mask = gx_tensor_zeros(&g->pass.in_ctx, 2, GX_SHAPE(B, 1));
@@ -116,53 +111,63 @@ static gx_status graph_alloc(gx_serve_model *m, int B, int64_t side, gx_serve_gr
     return GX_OK;
 }
 
-/* Warm-up, rewind, capture (file comment; gx_cuda_pass_capture). */
-static gx_status graph_build(gx_serve_model *m, int B, int64_t side, gx_serve_graph **out, gx_err *err) {
+/* Warm-up, rewind, capture (file comment; gx_cuda_pass_capture), then the
+ * outputs' places and host buffers. */
+static gx_status graph_build(gx_serve_model *m, int B, int variant, int64_t side, gx_serve_graph **out,
+                             gx_err *err) {
     *out = NULL;
     gx_serve_graph *g = NULL;
-    gx_status s = graph_alloc(m, B, side, &g, err);
+    gx_status s = graph_alloc(m, B, variant, side, &g, err);
     if (s == GX_OK && (s = gx_cuda_pass_capture(&g->pass, graph_body, g, err)) != GX_OK) graph_free(g);
     if (s != GX_OK) return s;
-    g->logits = g->logits_now;
-    g->redshift = g->redshift_now;
+    int64_t host = 5 * (int64_t)B;
+    for (int k = 0; k < 2; k++) {
+        g->out[k] = g->now[k]->data;
+        g->per_row[k] = g->now[k]->numel / B;
+        host += g->now[k]->numel;
+    }
+    void *hc = NULL;
+    if ((s = gx_cuda_host_alloc((size_t)host * sizeof *g->hc, &hc, err)) != GX_OK) {
+        graph_free(g);
+        return s;
+    }
+    g->hc = hc;
+    g->hm = g->hc + 2 * B;
+    g->hraw = g->hm + B;
+    g->ho[0] = g->hraw + 2 * B;
+    g->ho[1] = g->ho[0] + g->now[0]->numel;
     *out = g;
     return GX_OK;
 }
 
 void gx_serve_graphs_free(gx_serve_model *m) {
-    for (int i = 0; i < GX_SERVE_GRAPH_SLOTS; i++) {
-        graph_free(m->graphs[i]);
-        m->graphs[i] = NULL;
-    }
+    for (int v = 0; v < GX_SERVE_GRAPH_VARIANTS; v++)
+        for (int i = 0; i < GX_SERVE_GRAPH_SLOTS; i++) {
+            graph_free(m->graphs[v][i]);
+            m->graphs[v][i] = NULL;
+        }
 }
 
-/* The slot for b rows at side, built on first use; NULL when graphs are
- * off, b or side do not fit, or the slot could not be built (then the
- * chunk runs eagerly). */
-static gx_serve_graph *graph_slot(gx_serve_model *m, int b, int64_t side) {
-    int B = gx_serve_graph_size(b), i = graph_slot_index(B);
-    if (!m->graphs_on || i < 0 || m->graph_failed[i]) return NULL;
-    gx_serve_graph *g = m->graphs[i];
-    if (g && g->side == side) return g;
-    if (g) return NULL;   /* built for the checkpoint's size; another side runs eagerly */
+gx_serve_graph *gx_serve_graph_get(gx_serve_model *m, const int8_t *domain, int b, int64_t side) {
+    if (!m->on_cuda || !m->graphs_on || !m->kind->graph_pass) return NULL;
+    int B = gx_serve_graph_size(b), i = graph_slot_index(B), v = m->kind->graph_variant(domain, b);
+    if (i < 0 || v < 0 || v >= GX_SERVE_GRAPH_VARIANTS || m->graph_failed[v][i]) return NULL;
+    gx_serve_graph *g = m->graphs[v][i];
+    if (g) return g->side == side ? g : NULL;   /* another side runs eagerly */
     gx_err e;
-    if (graph_build(m, B, side, &m->graphs[i], &e) != GX_OK) {
-        m->graph_failed[i] = 1;
-        fprintf(stderr, "galaxyd: model '%s' on %s: no CUDA graph for batch size %d (%s); that size runs "
-                "without one\n", m->info.name, m->info.device, B, e.msg);
+    if (graph_build(m, B, v, side, &m->graphs[v][i], &e) != GX_OK) {
+        m->graph_failed[v][i] = 1;
+        fprintf(stderr, "galaxyd: model '%s' on %s: no CUDA graph for batch size %d%s (%s); that size runs "
+                "without one\n", m->info.name, m->info.device, B, v ? " (variant 1)" : "", e.msg);
         return NULL;
     }
     m->graph_captures++;
-    return m->graphs[i];
-}
-
-gx_serve_graph *gx_serve_graph_get(gx_serve_model *m, int b, int64_t side) {
-    return m->on_cuda && m->kind == &gx_serve_kind_wm ? graph_slot(m, b, side) : NULL;
+    return m->graphs[v][i];
 }
 
 void gx_serve_graph_run(gx_serve_model *m, gx_serve_graph *g, const float *x, const float *coords, int b) {
     const int B = g->B;
-    const int64_t per = 3 * g->side * g->side, K = g->K;
+    const int64_t per = 3 * g->side * g->side;
     for (int64_t i = 0; i < B * per; i++) g->hx[i] = i < b * per ? (gx_real)x[i] : 0;
     for (int64_t i = 0; i < 2 * (int64_t)B; i++)   /* padding rows: coordinates missing */
         g->hraw[i] = coords && i < 2 * (int64_t)b ? (gx_real)coords[i] : NAN;
@@ -174,17 +179,17 @@ void gx_serve_graph_run(gx_serve_model *m, gx_serve_graph *g, const float *x, co
     gx_cuda_exec_upload(in, g->clean->data, g->hc, (size_t)(2 * B) * sizeof(gx_real));
     gx_cuda_exec_upload(in, g->mask->data, g->hm, (size_t)B * sizeof(gx_real));
     gx_cuda_pass_launch(&g->pass);
-    if (g->logits_now != g->logits || g->redshift_now != g->redshift)
-        gx_cuda_stream_fail(m->exec.stream, "a CUDA graph's outputs moved between capture and replay");
-    gx_cuda_exec_download(in, g->hl, g->logits, (size_t)(b * K) * sizeof(gx_real));
-    gx_cuda_exec_download(in, g->hr, g->redshift, (size_t)b * sizeof(gx_real));
+    for (int k = 0; k < 2; k++) {
+        /* The emulation's replay re-ran the body: it must have put its
+         * outputs where the capture did (on a GPU the body does not run). */
+        if (g->now[k]->data != g->out[k])
+            gx_cuda_stream_fail(m->exec.stream, "a CUDA graph's outputs moved between capture and replay");
+        gx_cuda_exec_download(in, g->ho[k], g->out[k], (size_t)(b * g->per_row[k]) * sizeof(gx_real));
+    }
     m->graph_replays++;
 }
 
-void gx_serve_graph_read(const gx_serve_graph *g, int b, const gx_serve_out *out) {
-    gx_serve_softmax_rows(g->hl, b, g->K, out->logits, out->probs);
-    for (int i = 0; i < b; i++) {
-        out->redshift[i] = (float)g->hr[i];
-        if (out->score) out->score[i] = NAN;
-    }
+void gx_serve_graph_read(gx_serve_model *m, const gx_serve_graph *g, int b, const gx_serve_out *out) {
+    const gx_real *o[2] = { g->ho[0], g->ho[1] };
+    m->kind->graph_read(m, o, b, out);
 }

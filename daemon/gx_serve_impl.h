@@ -33,6 +33,18 @@ typedef struct gx_serve_kind {
                          const int8_t *domain, int b, const gx_serve_out *out);
     int         cuda;          /* 1: forward runs on the CUDA backend when the ctx has a device
                                   (inputs through gx_to_ctx, outputs through gx_to_host) */
+    /* CUDA graph hooks (gx_serve_graph.h), NULL for a kind served eagerly
+     * only. graph_variant: the variant for a chunk's rows (domain as
+     * predict gets it, may be NULL), -1 for none (the chunk runs eagerly).
+     * graph_pass: the eval pass on device inputs, x [B,3,S,S] and the
+     * cleaned coordinates clean [B,2], mask [B,1] (gx_wm_coords_clean), on
+     * ctx; it sets two device outputs of B rows each, and must neither copy
+     * nor wait (it is captured). graph_read: the answers of b rows from those
+     * outputs' values, downloaded to out0, out1. */
+    int       (*graph_variant)(const int8_t *domain, int b);
+    void      (*graph_pass)(gx_serve_model *m, gx_ctx *ctx, int variant, gx_tensor *x, gx_tensor *clean,
+                            gx_tensor *mask, gx_tensor *out[2]);
+    void      (*graph_read)(gx_serve_model *m, const gx_real *const out[2], int b, const gx_serve_out *o);
 } gx_serve_kind;
 
 struct gx_serve_model {
@@ -46,12 +58,12 @@ struct gx_serve_model {
     gx_cuda_exec         exec;         /* the worker's stream and device arena */
     int                  on_cuda;      /* exec is live, ctx.cuda = &exec, params uploaded */
     int                  chunk;        /* rows per forward */
-    /* CUDA graphs (gx_serve_graph.c; WaveletMamba on a device only): one slot
-     * per padded size, built on first use; a slot that failed to build stays
-     * eager. The counters are for tests and the bench. */
+    /* CUDA graphs (gx_serve_graph.c; kinds with graph hooks, on a device):
+     * one slot per variant and padded size, built on first use; a slot that
+     * failed to build stays eager. The counters are for tests and the bench. */
     int                  graphs_on;
-    struct gx_serve_graph *graphs[GX_SERVE_GRAPH_SLOTS];
-    int                  graph_failed[GX_SERVE_GRAPH_SLOTS];
+    struct gx_serve_graph *graphs[GX_SERVE_GRAPH_VARIANTS][GX_SERVE_GRAPH_SLOTS];
+    int                  graph_failed[GX_SERVE_GRAPH_VARIANTS][GX_SERVE_GRAPH_SLOTS];
     int64_t              graph_captures, graph_replays;
     pthread_mutex_t      mu;           /* serialises predict (ctx is one arena) */
     int                  mu_ready;

@@ -20,9 +20,10 @@
  * n is; after the first chunk of the largest size the arena is one block of
  * its high-water size and later calls do not malloc. Chunking cannot change
  * a row's answer: in eval mode no sample sees the rest of its batch. On a
- * device a WaveletMamba's chunk is padded and replayed as a CUDA graph
- * when the model has graphs on (gx_serve_graph.h); a chunk without a graph
- * (another kind, a size whose capture failed) runs as below.
+ * device a chunk is padded and replayed as a CUDA graph when the model has
+ * graphs on and its kind graph hooks (gx_serve_graph.h); a chunk without a
+ * graph (the CF-INN, UDA rows of mixed domains, a size whose capture failed)
+ * runs as below.
  */
 #include "gx_serve_model.h"
 #include "gx_serve_impl.h"
@@ -92,7 +93,31 @@ static void wm_kind_forward(gx_serve_model *m, gx_ctx *ctx, const float *x, int6
     }
 }
 
-const gx_serve_kind gx_serve_kind_wm = { "wavelet-mamba", wm_kind_load, wm_kind_free, wm_kind_forward, 1 };
+/* CUDA graph hooks (gx_serve_graph.h): one variant; outputs logits and
+ * redshift, read as wm_kind_forward reads them. */
+static int wm_graph_variant(const int8_t *domain, int b) {
+    (void)domain, (void)b;
+    return 0;
+}
+
+static void wm_graph_pass(gx_serve_model *m, gx_ctx *ctx, int variant, gx_tensor *x, gx_tensor *clean,
+                          gx_tensor *mask, gx_tensor *out[2]) {
+    (void)variant;
+    gx_wm_out o = gx_wm_forward_clean(ctx, m->impl, x, clean, mask);
+    out[0] = o.logits;
+    out[1] = o.redshift;
+}
+
+static void wm_graph_read(gx_serve_model *m, const gx_real *const o[2], int b, const gx_serve_out *out) {
+    gx_serve_softmax_rows(o[0], b, m->info.n_classes, out->logits, out->probs);
+    for (int i = 0; i < b; i++) {
+        out->redshift[i] = (float)o[1][i];
+        if (out->score) out->score[i] = NAN;
+    }
+}
+
+const gx_serve_kind gx_serve_kind_wm = { "wavelet-mamba", wm_kind_load, wm_kind_free, wm_kind_forward, 1,
+                                         wm_graph_variant, wm_graph_pass, wm_graph_read };
 
 void gx_serve_softmax_rows(const gx_real *logits, int b, int64_t K, float *logits_out, float *probs_out) {
     for (int64_t i = 0; i < b; i++) {
@@ -433,13 +458,13 @@ gx_status gx_serve_model_predict_ex(gx_serve_model *m, const float *x, int64_t s
         int b = n - i0 < m->chunk ? n - i0 : m->chunk;
         serve_job J = { m, x + (int64_t)i0 * per, per, side, coords ? coords + 2 * (int64_t)i0 : NULL,
                         domain ? domain + i0 : NULL, out, i0, K };
-        gx_serve_graph *g = gx_serve_graph_get(m, b, side);
+        gx_serve_graph *g = gx_serve_graph_get(m, J.domain, b, side);
         if (g) {
             gx_serve_graph_run(m, g, J.x, J.coords, b);
             st = serve_device_sync(m, "predict", err);
             gx_serve_out o = { out->logits + i0 * K, out->probs + i0 * K, out->redshift + i0,
                                out->score ? out->score + i0 : NULL };
-            if (st == GX_OK) gx_serve_graph_read(g, b, &o);
+            if (st == GX_OK) gx_serve_graph_read(m, g, b, &o);
             continue;
         }
         m->ctx.grad_enabled = 0;

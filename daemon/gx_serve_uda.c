@@ -116,4 +116,36 @@ static void uda_kind_forward(gx_serve_model *m, gx_ctx *ctx, const float *x, int
     }
 }
 
-const gx_serve_kind gx_serve_kind_uda = { "uda", uda_kind_load, uda_kind_free, uda_kind_forward, 1 };
+/* CUDA graph hooks (gx_serve_graph.h): the variant is the chunk's BN
+ * domain when all its rows share one (a pipeline's batch does), else none
+ * (mixed rows run eagerly, gathered per domain as above); outputs logits
+ * and p, read as uda_forward_domain reads them. */
+static int uda_graph_variant(const int8_t *domain, int b) {
+    int d = domain && domain[0] == 0 ? GX_UDA_SOURCE : GX_UDA_TARGET;
+    for (int i = 1; i < b; i++)
+        if ((domain && domain[i] == 0 ? GX_UDA_SOURCE : GX_UDA_TARGET) != d) return -1;
+    return d;
+}
+
+static void uda_graph_pass(gx_serve_model *m, gx_ctx *ctx, int variant, gx_tensor *x, gx_tensor *clean,
+                           gx_tensor *mask, gx_tensor *out[2]) {
+    (void)clean, (void)mask;   /* UDA uses no sky position */
+    gx_uda_out o = gx_uda_forward(ctx, m->impl, x, variant, 0);
+    out[0] = o.logits;
+    out[1] = o.p;
+}
+
+static void uda_graph_read(gx_serve_model *m, const gx_real *const o[2], int b, const gx_serve_out *out) {
+    int64_t K = m->info.n_classes;
+    for (int64_t i = 0; i < (int64_t)b * K; i++) {
+        out->logits[i] = (float)o[0][i];
+        out->probs[i] = (float)o[1][i];
+    }
+    for (int i = 0; i < b; i++) {
+        out->redshift[i] = NAN;
+        if (out->score) out->score[i] = uda_score(o[1] + (int64_t)i * K, K);
+    }
+}
+
+const gx_serve_kind gx_serve_kind_uda = { "uda", uda_kind_load, uda_kind_free, uda_kind_forward, 1,
+                                          uda_graph_variant, uda_graph_pass, uda_graph_read };

@@ -124,6 +124,32 @@ GX_TEST(dispatch_serve_bundled_models) {
     gx_gpu_close(&g);
 }
 
+/* The checkpoint at path loaded twice on the device, without (*me) and
+ * with (*mg) CUDA graphs; 0 (the device closed) when there is no GPU or a
+ * load failed. */
+static int serve_graph_pair(gx_test_state *T, gx_gpu_env *g, const char *path, gx_serve_model **me,
+                            gx_serve_model **mg) {
+    if (!gx_gpu_open(T, g)) return 0;
+    gx_serve_device eager = { g->pool, 0, 0, 0 }, graphs = { g->pool, 0, 0, 1 };
+    gx_err err;
+    CHECK_MSG(gx_serve_model_load_on(me, path, NULL, &eager, &err) == GX_OK, "%s", err.msg);
+    CHECK_MSG(gx_serve_model_load_on(mg, path, NULL, &graphs, &err) == GX_OK, "%s", err.msg);
+    if (*me && *mg) return 1;
+    gx_serve_model_free(*me);
+    gx_serve_model_free(*mg);
+    gx_gpu_close(g);
+    return 0;
+}
+
+/* Frees both; the graphs' arenas must be back in the pool with the rest. */
+static void serve_graph_pair_close(gx_test_state *T, gx_gpu_env *g, gx_serve_model *me, gx_serve_model *mg) {
+    gx_serve_model_free(me);
+    gx_serve_model_free(mg);
+    CHECK_MSG(gx_cuda_pool_in_use(g->pool) == gx_cuda_arena_capacity(&g->exec.arena),
+              "%zu bytes still out of the pool", gx_cuda_pool_in_use(g->pool) - gx_cuda_arena_capacity(&g->exec.arena));
+    gx_gpu_close(g);
+}
+
 /* galaxyd's CUDA graphs (daemon/gx_serve_graph.c): the bundled
  * WaveletMamba served with graphs answers as without them, for batches
  * padded to each slot size, with and without coordinates (NaN rows
@@ -132,14 +158,9 @@ GX_TEST(dispatch_serve_bundled_models) {
  * per chunk. */
 GX_TEST(dispatch_serve_wm_graphs) {
     gx_gpu_env g;
-    if (!gx_gpu_open(T, &g)) return;
-    const char *path = "models/default/wavelet-mamba.safetensors";
-    gx_serve_device eager = { g.pool, 0, 0, 0 }, graphs = { g.pool, 0, 0, 1 };
     gx_serve_model *me = NULL, *mg = NULL;
+    if (!serve_graph_pair(T, &g, "models/default/wavelet-mamba.safetensors", &me, &mg)) return;
     gx_err err;
-    CHECK_MSG(gx_serve_model_load_on(&me, path, NULL, &eager, &err) == GX_OK, "%s", err.msg);
-    CHECK_MSG(gx_serve_model_load_on(&mg, path, NULL, &graphs, &err) == GX_OK, "%s", err.msg);
-    if (!me || !mg) { gx_serve_model_free(me); gx_serve_model_free(mg); gx_gpu_close(&g); return; }
     const gx_serve_info *in = gx_serve_model_info(mg);
     const int64_t S = in->input_size, K = in->n_classes, per = 3 * S * S;
     /* n rows -> chunks: 1 | 3 (slot 4) | 3 again | 5 (8) | 33 (32 + 1) */
@@ -182,9 +203,50 @@ GX_TEST(dispatch_serve_wm_graphs) {
     CHECK_MSG(caps == want_captures && reps == want_replays, "captures %lld (want %lld), replays %lld (want %lld)",
               (long long)caps, (long long)want_captures, (long long)reps, (long long)want_replays);
     CHECK(e_caps == 0 && e_reps == 0);
-    gx_serve_model_free(me);
-    gx_serve_model_free(mg);   /* the slots' arenas go back to the pool too */
-    CHECK_MSG(gx_cuda_pool_in_use(g.pool) == gx_cuda_arena_capacity(&g.exec.arena),
-              "%zu bytes still out of the pool", gx_cuda_pool_in_use(g.pool) - gx_cuda_arena_capacity(&g.exec.arena));
-    gx_gpu_close(&g);
+    serve_graph_pair_close(T, &g, me, mg);
+}
+
+/* The bundled UDA model with graphs (one variant per BN domain): a chunk
+ * whose rows share a domain replays that domain's graph, a chunk of mixed
+ * domains runs eagerly; the answers (logits, probabilities, anomaly
+ * scores) are those of the model without graphs. */
+GX_TEST(dispatch_serve_uda_graphs) {
+    gx_gpu_env g;
+    gx_serve_model *me = NULL, *mg = NULL;
+    if (!serve_graph_pair(T, &g, "models/default/uda.safetensors", &me, &mg)) return;
+    gx_err err;
+    const gx_serve_info *in = gx_serve_model_info(mg);
+    const int64_t S = in->input_size, K = in->n_classes, per = 3 * S * S;
+    /* domains: all target (NULL), all source, all target again (a replay),
+     * mixed (eager) */
+    enum { N = 3 };
+    static const int8_t src[N] = { 0, 0, 0 }, tgt[N] = { 1, 1, 1 }, mix[N] = { 1, 0, 1 };
+    const int8_t *doms[4] = { NULL, src, tgt, mix };
+    gx_rng rng;
+    gx_rng_init(&rng, 78);
+    gx_gpu_tol tol = GX_GPU_TOL_MODEL;
+    for (int k = 0; k < 4; k++) {
+        float x[N * 3 * 64 * 64];
+        CHECK(N * per <= (int64_t)(sizeof x / sizeof *x));
+        for (int64_t i = 0; i < N * per; i++) x[i] = (float)gx_rng_uniform(&rng);
+        float lg[2][N * 16], pr[2][N * 16], rz[2][N], sc[2][N];
+        CHECK(K <= 16);
+        for (int s = 0; s < 2; s++) {
+            gx_serve_out o = { lg[s], pr[s], rz[s], sc[s] };
+            CHECK_MSG(gx_serve_model_predict_ex(s ? mg : me, x, S, NULL, doms[k], N, &o, &err) == GX_OK, "%s",
+                      err.msg);
+        }
+        char what[64];
+        snprintf(what, sizeof what, "uda graph logits, case %d", k);
+        gx_test_allclose_f(T, what, (const gx_real *)lg[1], lg[0], N * K, tol.atol, tol.rtol);
+        snprintf(what, sizeof what, "uda graph probs, case %d", k);
+        gx_test_allclose_f(T, what, (const gx_real *)pr[1], pr[0], N * K, tol.atol, tol.rtol);
+        snprintf(what, sizeof what, "uda graph scores, case %d", k);
+        gx_test_allclose_f(T, what, (const gx_real *)sc[1], sc[0], N, 1e-3, 1e-3);
+    }
+    int64_t caps = -1, reps = -1;
+    gx_serve_model_graph_counts(mg, &caps, &reps);
+    CHECK_MSG(caps == 2 && reps == 3, "captures %lld (want 2: target and source at size 4), replays %lld (want 3)",
+              (long long)caps, (long long)reps);
+    serve_graph_pair_close(T, &g, me, mg);
 }

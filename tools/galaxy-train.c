@@ -47,8 +47,8 @@ static void usage_main(FILE *f) {
         "\n"
         "galaxy-train COMMAND --help shows the options of a command.\n"
         "Every command also takes --device cpu|cuda|auto (default: the CPU). With cuda or\n"
-        "auto, wavelet-mamba, cf-inn and uda train (and validate), score scores and eval evaluates\n"
-        "on GPU 0 when one is usable; the other commands run on the CPU. With --device given, a line on stderr\n"
+        "auto, wavelet-mamba, cf-inn and uda train (and validate), score scores and eval and bundle\n"
+        "evaluate on GPU 0 when one is usable; the other commands run on the CPU. With --device given, a line on stderr\n"
         "says which backend runs and why (cuda falls back to the CPU without a GPU).\n"
         "--tf32 (with the device) lets cuBLAS use TF32 tensor cores for the matrix products\n"
         "(faster, about 1e-3 relative; FP32 exact by default); ignored, with a line, on the CPU.\n");
@@ -842,7 +842,7 @@ static int cmd_eval(gx_device dev, int tf32, int argc, char **argv) {
     return s == GX_OK ? 0 : failed(C, &err);
 }
 
-static int cmd_bundle(int argc, char **argv) {
+static int cmd_bundle(gx_device dev, int tf32, int argc, char **argv) {
     const char *C = "bundle";
     eval_args e;
     int is_cf = 0, rc = eval_parse(C, 1, argc, argv, &e);
@@ -853,11 +853,11 @@ static int cmd_bundle(int argc, char **argv) {
     if (is_cf) {
         gx_cf_bundle_opts bo = { .checkpoint = e.checkpoint, .data = e.data, .out = e.out, .judge = e.cf.judge,
                                  .cf_n = e.cf.cf_n, .split_seed = e.cf.split_seed, .batch = e.batch,
-                                 .grid_path = e.cf.grid, .print = stdout };
+                                 .grid_path = e.cf.grid, .print = stdout, .device = dev, .tf32 = tf32 };
         s = gx_cf_bundle_write(&bo, NULL, &err);
     } else {
         gx_bundle_opts o = { .checkpoint = e.checkpoint, .data = e.data, .out = e.out, .n_sizes = e.n_sizes,
-                             .batch = e.batch, .print = stdout };
+                             .batch = e.batch, .print = stdout, .device = dev, .tf32 = tf32 };
         memcpy(o.sizes, e.sizes, sizeof o.sizes);
         s = gx_bundle_write(&o, NULL, &err);
     }
@@ -945,13 +945,13 @@ int main(int argc, char **argv) {
     const char *device = gx_tool_take_device(&argc, argv);
     int tf32 = gx_tool_take_tf32(&argc, argv);
     const char *cmd = argc >= 2 ? argv[1] : "";
-    /* The three trainers and score run on the device; the other commands
-     * (evaluation, bundle, reports, two-models) on the CPU, and their line
-     * says so. */
+    /* The three trainers, score, eval and bundle run on the device; the
+     * other commands (reports, two-models) on the CPU, and their line says
+     * so. */
     int trains = !strcmp(cmd, "wavelet-mamba") || !strcmp(cmd, "cf-inn") || !strcmp(cmd, "uda");
     const char *note = trains ? "training and validation on the device"
                      : !strcmp(cmd, "score") ? "scoring on the device"
-                     : !strcmp(cmd, "eval") ? "evaluation on the device" : NULL;
+                     : !strcmp(cmd, "eval") || !strcmp(cmd, "bundle") ? "evaluation on the device" : NULL;
     gx_device dev = GX_DEVICE_CPU;
     /* Only an explicit --device prints its line: the default is the CPU. */
     if (device && gx_tool_device_report("galaxy-train", device, note, &dev, stderr)) return 2;
@@ -964,7 +964,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "score")) return cmd_score(dev, tf32, argc - 1, argv + 1);
     if (!strcmp(cmd, "two-models")) return cmd_two_models(argc - 1, argv + 1, argc, argv);
     if (!strcmp(cmd, "eval")) return cmd_eval(dev, tf32, argc - 1, argv + 1);
-    if (!strcmp(cmd, "bundle")) return cmd_bundle(argc - 1, argv + 1);
+    if (!strcmp(cmd, "bundle")) return cmd_bundle(dev, tf32, argc - 1, argv + 1);
     if (!strcmp(cmd, "report")) return cmd_report(argc - 1, argv + 1);
     fprintf(stderr, "galaxy-train: unknown command '%s' (wavelet-mamba, cf-inn, uda, score, eval, bundle, report, two-models; see --help)\n", cmd);
     return 2;

@@ -695,6 +695,8 @@ gx_status gx_cf_bundle_write(const gx_cf_bundle_opts *o, gx_eval_cf_result *res,
     eo.grid_path = o->grid_path;
     if (o->batch > 0) eo.batch = o->batch;
     eo.print = o->print;
+    eo.device = o->device;
+    eo.tf32 = o->tf32;
     gx_eval_cf_result r;
     gx_status s = gx_eval_cf(&eo, &r, err);
     if (s != GX_OK) return s;

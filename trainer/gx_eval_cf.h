@@ -176,6 +176,8 @@ typedef struct gx_cf_bundle_opts {
     const char *db_path;       /* also store the rows (NULL: no) */
     const char *grid_path;     /* also draw the grid (NULL: no) */
     FILE       *print;
+    gx_device   device;        /* where the evaluation runs (as gx_eval_cf_opts) */
+    int         tf32;
 } gx_cf_bundle_opts;
 
 /* Evaluates and writes the bundle (see above); r may be NULL. */

@@ -716,6 +716,8 @@ gx_status gx_bundle_write(const gx_bundle_opts *o, gx_eval_wm_result *res, gx_er
     memcpy(eo.sizes, o->sizes, sizeof eo.sizes);
     eo.batch = o->batch > 0 ? o->batch : 64;
     eo.print = o->print;
+    eo.device = o->device;
+    eo.tf32 = o->tf32;
     gx_eval_wm_result r;
     gx_status s = gx_eval_wm(&eo, &r, err);
     if (s != GX_OK) return s;

@@ -96,6 +96,8 @@ typedef struct gx_bundle_opts {
     int  n_sizes;
     int  batch;                /* evaluation batch; 0 = 64 */
     FILE *print;               /* eval report and a summary line (NULL: nowhere) */
+    gx_device device;          /* where the evaluation runs (as gx_eval_wm_opts) */
+    int  tf32;
 } gx_bundle_opts;
 
 /* Evaluates and writes the bundle (see above). r (may be NULL) receives the

@@ -12,6 +12,7 @@ emulation of the CUDA backend (GALAXYD_EMU_BUILD: the binaries built with
 CUDA_EMU=1, mk/cuda_emu.mk; make test builds them): every op of the run goes
 through the device dispatch, and its numbers must match the CPU binary's.
 """
+import json
 import os
 import re
 import shutil
@@ -236,3 +237,27 @@ def test_galaxy_train_eval_on_the_emulated_device_matches_the_cpu(synth, tmp_pat
         assert got["dev"][k] == pytest.approx(v, nan_ok=True, **tol), (k, v, got["dev"][k])
     if cmd == "cf-inn":
         assert os.path.getsize(tmp_path / "dev.png") > 1000
+
+
+def test_galaxy_train_bundle_on_the_emulated_device_matches_the_cpu(synth, tmp_path):
+    """bundle evaluates on the device too: its line says so, the passes ran
+    there, and the test_metrics it writes are the CPU bundle's."""
+    emu = emu_tool("galaxy-train")
+    ck, _ = cpu_checkpoint("wavelet-mamba", synth, tmp_path)
+    meta = {}
+    for name, exe, extra in (("cpu", tool("galaxy-train"), []), ("dev", emu, ["--device", "cuda"])):
+        out = tmp_path / (name + ".safetensors")
+        e = subprocess.run([exe] + extra + ["bundle", "--checkpoint", ck, "--data", str(synth), "--out", str(out)],
+                           capture_output=True, text=True, timeout=300, env=dict(os.environ, GX_EMU_FAULT_COUNT="1"))
+        assert e.returncode == 0, e.stderr
+        with open(out, "rb") as f:
+            n = int.from_bytes(f.read(8), "little")
+            meta[name] = json.loads(json.loads(f.read(n))["__metadata__"]["test_metrics"])
+        meta[name + "_err"] = e.stderr
+    assert "(evaluation on the device)" in meta["dev_err"], meta["dev_err"]
+    m = re.search(r"gx_cuda_emu: (\d+) launches", meta["dev_err"])
+    assert m and int(m.group(1)) > 100, meta["dev_err"][-2000:]
+    assert meta["cpu"].keys() == meta["dev"].keys() and "accuracy" in meta["cpu"]
+    for k, v in meta["cpu"].items():
+        if isinstance(v, (int, float)) and k != "images_per_s":   # a speed, not a metric
+            assert meta["dev"][k] == pytest.approx(v, rel=1e-4, abs=1e-6), (k, v, meta["dev"][k])

@@ -37,6 +37,7 @@ static gx_status cf_kind_load(gx_serve_model *m, const gx_st_file *f, gx_err *er
     }
     m->impl = cf;
     m->params = &cf->params;
+    m->consts = &cf->consts;   /* the permutation matrices: uploaded once with the parameters */
     m->cfg_classes = cf->cfg.classes;
     m->cfg_size = cf->cfg.size;
     return GX_OK;
@@ -73,6 +74,21 @@ static int cf_resize_rows(const float *x, int64_t side, int b, int64_t S, float 
     return 1;
 }
 
+/* The answers of b rows from the class scores g [b,K] and the flow's
+ * log-determinants: softmax probabilities, and as the score the negative
+ * hidden-space log-likelihood -(logsumexp g) - logdet. */
+static void cf_rows_answer(const gx_real *gv, const gx_real *ldv, int b, int64_t K, const gx_serve_out *out) {
+    gx_serve_softmax_rows(gv, b, K, out->logits, out->probs);
+    for (int64_t i = 0; i < b; i++) {
+        const gx_real *g = gv + i * K;
+        double mx = g[0], sum = 0;
+        for (int64_t k = 1; k < K; k++) mx = g[k] > mx ? g[k] : mx;
+        for (int64_t k = 0; k < K; k++) sum += exp((double)g[k] - mx);
+        out->redshift[i] = NAN;
+        if (out->score) out->score[i] = (float)(-(mx + log(sum)) - (double)ldv[i]);
+    }
+}
+
 static void cf_kind_forward(gx_serve_model *m, gx_ctx *ctx, const float *x, int64_t side, const float *coords,
                             const int8_t *domain, int b, const gx_serve_out *out) {
     (void)coords, (void)domain;   /* the CF-INN uses neither */
@@ -92,16 +108,29 @@ static void cf_kind_forward(gx_serve_model *m, gx_ctx *ctx, const float *x, int6
     for (int64_t i = 0; i < (int64_t)b * per; i++) xt->data[i] = (gx_real)x[i];
     free(resized);
     gx_cf_out o = gx_cf_forward(ctx, cf, gx_to_ctx(ctx, xt), 0.0, NULL, 0);
-    const gx_real *gv = gx_to_host(ctx, o.g)->data, *ldv = gx_to_host(ctx, o.logdet)->data;
-    gx_serve_softmax_rows(gv, b, K, out->logits, out->probs);
-    for (int64_t i = 0; i < b; i++) {
-        const gx_real *g = gv + i * K;
-        double mx = g[0], sum = 0;
-        for (int64_t k = 1; k < K; k++) mx = g[k] > mx ? g[k] : mx;
-        for (int64_t k = 0; k < K; k++) sum += exp((double)g[k] - mx);
-        out->redshift[i] = NAN;
-        if (out->score) out->score[i] = (float)(-(mx + log(sum)) - (double)ldv[i]);
-    }
+    cf_rows_answer(gx_to_host(ctx, o.g)->data, gx_to_host(ctx, o.logdet)->data, b, K, out);
 }
 
-const gx_serve_kind gx_serve_kind_cf = { "cf-inn", cf_kind_load, cf_kind_free, cf_kind_forward, 1, NULL, NULL, NULL };
+/* CUDA graph hooks (gx_serve_graph.h): one variant, for rows at the
+ * model's own size (others are resized on the host and run eagerly);
+ * outputs the class scores g and the flow's log-determinant, read as
+ * cf_kind_forward reads them. */
+static int cf_graph_variant(const gx_serve_model *m, const int8_t *domain, int b, int64_t side) {
+    (void)domain, (void)b;
+    return side == ((const gx_cf_model *)m->impl)->cfg.size ? 0 : -1;
+}
+
+static void cf_graph_pass(gx_serve_model *m, gx_ctx *ctx, int variant, gx_tensor *x, gx_tensor *clean,
+                          gx_tensor *mask, gx_tensor *out[2]) {
+    (void)variant, (void)clean, (void)mask;   /* the CF-INN uses no sky position */
+    gx_cf_out o = gx_cf_forward(ctx, m->impl, x, 0.0, NULL, 0);
+    out[0] = o.g;
+    out[1] = o.logdet;
+}
+
+static void cf_graph_read(gx_serve_model *m, const gx_real *const o[2], int b, const gx_serve_out *out) {
+    cf_rows_answer(o[0], o[1], b, m->info.n_classes, out);
+}
+
+const gx_serve_kind gx_serve_kind_cf = { "cf-inn", cf_kind_load, cf_kind_free, cf_kind_forward, 1,
+                                         cf_graph_variant, cf_graph_pass, cf_graph_read };

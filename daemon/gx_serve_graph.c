@@ -150,7 +150,7 @@ void gx_serve_graphs_free(gx_serve_model *m) {
 
 gx_serve_graph *gx_serve_graph_get(gx_serve_model *m, const int8_t *domain, int b, int64_t side) {
     if (!m->on_cuda || !m->graphs_on || !m->kind->graph_pass) return NULL;
-    int B = gx_serve_graph_size(b), i = graph_slot_index(B), v = m->kind->graph_variant(domain, b);
+    int B = gx_serve_graph_size(b), i = graph_slot_index(B), v = m->kind->graph_variant(m, domain, b, side);
     if (i < 0 || v < 0 || v >= GX_SERVE_GRAPH_VARIANTS || m->graph_failed[v][i]) return NULL;
     gx_serve_graph *g = m->graphs[v][i];
     if (g) return g->side == side ? g : NULL;   /* another side runs eagerly */

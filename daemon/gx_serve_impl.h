@@ -34,14 +34,15 @@ typedef struct gx_serve_kind {
     int         cuda;          /* 1: forward runs on the CUDA backend when the ctx has a device
                                   (inputs through gx_to_ctx, outputs through gx_to_host) */
     /* CUDA graph hooks (gx_serve_graph.h), NULL for a kind served eagerly
-     * only. graph_variant: the variant for a chunk's rows (domain as
-     * predict gets it, may be NULL), -1 for none (the chunk runs eagerly).
+     * only. graph_variant: the variant for a chunk of b rows of side x side
+     * (domain as predict gets it, may be NULL), -1 for none (the chunk runs
+     * eagerly).
      * graph_pass: the eval pass on device inputs, x [B,3,S,S] and the
      * cleaned coordinates clean [B,2], mask [B,1] (gx_wm_coords_clean), on
      * ctx; it sets two device outputs of B rows each, and must neither copy
      * nor wait (it is captured). graph_read: the answers of b rows from those
      * outputs' values, downloaded to out0, out1. */
-    int       (*graph_variant)(const int8_t *domain, int b);
+    int       (*graph_variant)(const gx_serve_model *m, const int8_t *domain, int b, int64_t side);
     void      (*graph_pass)(gx_serve_model *m, gx_ctx *ctx, int variant, gx_tensor *x, gx_tensor *clean,
                             gx_tensor *mask, gx_tensor *out[2]);
     void      (*graph_read)(gx_serve_model *m, const gx_real *const out[2], int b, const gx_serve_out *o);
@@ -52,6 +53,8 @@ struct gx_serve_model {
     const gx_serve_kind *kind;
     void                *impl;         /* the kind's model (owned) */
     const gx_params     *params;       /* inside impl */
+    gx_params           *consts;       /* inside impl, or NULL: constants the forward needs on
+                                          the device too (the CF-INN's permutation matrices) */
     int64_t              cfg_classes;  /* K from the config */
     int64_t              cfg_size;     /* the config's nominal input size */
     gx_ctx               ctx;          /* activations of one chunk */

@@ -95,8 +95,8 @@ static void wm_kind_forward(gx_serve_model *m, gx_ctx *ctx, const float *x, int6
 
 /* CUDA graph hooks (gx_serve_graph.h): one variant; outputs logits and
  * redshift, read as wm_kind_forward reads them. */
-static int wm_graph_variant(const int8_t *domain, int b) {
-    (void)domain, (void)b;
+static int wm_graph_variant(const gx_serve_model *m, const int8_t *domain, int b, int64_t side) {
+    (void)m, (void)domain, (void)b, (void)side;
     return 0;
 }
 
@@ -261,7 +261,8 @@ static gx_status serve_place_on_device(gx_serve_model *m, const gx_serve_device 
     gx_err e2;
     gx_status s = gx_cuda_exec_init(&m->exec, dev->pool, dev->index, dev->tf32, &e2);
     if (s != GX_OK) return gx_err_set(err, s, "%s: device cuda:%d: %s", m->info.path, dev->index, e2.msg);
-    if ((s = gx_params_to_cuda((gx_params *)m->params, &m->exec, &e2)) != GX_OK) {
+    if ((s = gx_params_to_cuda((gx_params *)m->params, &m->exec, &e2)) != GX_OK ||
+        (m->consts && (s = gx_params_to_cuda(m->consts, &m->exec, &e2)) != GX_OK)) {
         gx_cuda_exec_free(&m->exec);
         return gx_err_set(err, s, "%s: uploading the parameters to cuda:%d: %s", m->info.path, dev->index, e2.msg);
     }

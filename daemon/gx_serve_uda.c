@@ -120,7 +120,8 @@ static void uda_kind_forward(gx_serve_model *m, gx_ctx *ctx, const float *x, int
  * domain when all its rows share one (a pipeline's batch does), else none
  * (mixed rows run eagerly, gathered per domain as above); outputs logits
  * and p, read as uda_forward_domain reads them. */
-static int uda_graph_variant(const int8_t *domain, int b) {
+static int uda_graph_variant(const gx_serve_model *m, const int8_t *domain, int b, int64_t side) {
+    (void)m, (void)side;
     int d = domain && domain[0] == 0 ? GX_UDA_SOURCE : GX_UDA_TARGET;
     for (int i = 1; i < b; i++)
         if ((domain && domain[i] == 0 ? GX_UDA_SOURCE : GX_UDA_TARGET) != d) return -1;

@@ -226,6 +226,12 @@ static void cf_reg_flow(cf_reg *r, gx_cf_model *m) {
         bl->perm = malloc((size_t)c->d1 * sizeof *bl->perm);
         bl->inv_perm = malloc((size_t)c->d1 * sizeof *bl->inv_perm);
         GX_ASSERT(bl->perm && bl->inv_perm);
+        if (!r->p->shape_only) {
+            snprintf(name, sizeof name, "flow.block%d.perm_matrix", b);
+            bl->pmat = gx_params_add(&m->consts, name, 2, GX_SHAPE(c->d1, c->d1), GX_PARAM_BUFFER);
+            snprintf(name, sizeof name, "flow.block%d.inv_perm_matrix", b);
+            bl->inv_pmat = gx_params_add(&m->consts, name, 2, GX_SHAPE(c->d1, c->d1), GX_PARAM_BUFFER);
+        }
         snprintf(name, sizeof name, "flow.block%d.n1", b);
         cf_reg_subnet(r, bl->n1, name, da, c->subnet, 2 * db);
         snprintf(name, sizeof name, "flow.block%d.n2", b);
@@ -269,6 +275,7 @@ static void cf_init(gx_cf_model *m, gx_cf_config cfg, uint64_t seed, int shapes_
     m->cfg = cfg;
     if (shapes_only) gx_params_init_shapes(&m->params);
     else gx_params_init(&m->params);
+    gx_params_init(&m->consts);
     cf_reg r = { &m->params, { 0, 0 }, 0 };
     gx_rng_init(&r.rng, seed);
     cf_reg_encoder_decoder(&r, m);
@@ -292,6 +299,7 @@ void gx_cf_free(gx_cf_model *m) {
         free(m->block[b].inv_perm);
     }
     gx_params_free(&m->params);
+    gx_params_free(&m->consts);
     memset(m, 0, sizeof *m);
 }
 
@@ -310,8 +318,21 @@ gx_status gx_cf_sync_perms(gx_cf_model *m, gx_err *err) {
             bl->perm[i] = k;
             bl->inv_perm[k] = i;
         }
+        if (!bl->pmat) continue;   /* a shapes-only model */
+        /* P[i][perm[i]] = 1: x P^T gathers column perm[i] into column i. */
+        gx_real *p = bl->pmat->data, *q = bl->inv_pmat->data;
+        memset(p, 0, (size_t)(d1 * d1) * sizeof *p);
+        memset(q, 0, (size_t)(d1 * d1) * sizeof *q);
+        for (int64_t i = 0; i < d1; i++) {
+            p[i * d1 + bl->perm[i]] = 1;
+            q[i * d1 + bl->inv_perm[i]] = 1;
+        }
     }
     return GX_OK;
+}
+
+gx_status gx_cf_consts_to_cuda(gx_cf_model *m, struct gx_cuda_exec *e, gx_err *err) {
+    return gx_params_to_cuda(&m->consts, e, err);
 }
 
 /* ---------------------------------------------------------------- forward */
@@ -352,13 +373,12 @@ gx_tensor *gx_cf_decode(gx_ctx *ctx, gx_cf_model *m, gx_tensor *z) {
 }
 
 /* x [B,n] -> y[:, i] = x[:, idx[i]] as x P^T with the constant 0/1 matrix P
- * (see the file comment). */
-static gx_tensor *cf_permute(gx_ctx *ctx, gx_tensor *x, const int64_t *idx) {
-    int64_t n = x->shape[1];
-    gx_tensor *p = gx_tensor_new_host(ctx, 2, GX_SHAPE(n, n));
-    memset(p->data, 0, (size_t)(n * n) * sizeof *p->data);
-    for (int64_t i = 0; i < n; i++) p->data[i * n + idx[i]] = 1;
-    return gx_linear(ctx, x, gx_to_ctx(ctx, p), NULL);
+ * (see the file comment): the model's copy (gx_cf_model.consts) where x
+ * is, else uploaded for this pass. */
+static gx_tensor *cf_permute(gx_ctx *ctx, gx_tensor *x, const gx_tensor *P) {
+    gx_tensor *p = (gx_tensor *)P;
+    if (p->device != x->device) p = gx_to_ctx(ctx, p);
+    return gx_linear(ctx, x, p, NULL);
 }
 
 static gx_tensor *cf_subnet(gx_ctx *ctx, const gx_cf_lin *n, gx_tensor *x) {
@@ -380,7 +400,7 @@ static void cf_scale_shift(gx_ctx *ctx, gx_tensor *r, double clamp, gx_tensor **
 static gx_tensor *cf_block_fwd(gx_ctx *ctx, const gx_cf_model *m, const gx_cf_block *bl,
                                gx_tensor *z, gx_tensor **ld) {
     int64_t d1 = m->cfg.d1, da = d1 / 2;
-    gx_tensor *u = cf_permute(ctx, z, bl->perm), *s1, *t1, *s2, *t2;
+    gx_tensor *u = cf_permute(ctx, z, bl->pmat), *s1, *t1, *s2, *t2;
     gx_tensor *ua = gx_slice(ctx, u, 1, 0, da), *ub = gx_slice(ctx, u, 1, da, d1);
     cf_scale_shift(ctx, cf_subnet(ctx, bl->n2, ub), m->cfg.clamp, &s2, &t2);
     gx_tensor *va = gx_add(ctx, gx_mul(ctx, gx_exp(ctx, s2), ua), t2);
@@ -405,7 +425,7 @@ static gx_tensor *cf_block_inv(gx_ctx *ctx, const gx_cf_model *m, const gx_cf_bl
     cf_scale_shift(ctx, cf_subnet(ctx, bl->n2, ub), m->cfg.clamp, &s2, &t2);
     gx_tensor *ua = gx_mul(ctx, gx_sub(ctx, va, t2), gx_exp(ctx, gx_neg(ctx, s2)));
     gx_tensor *parts[2] = { ua, ub };
-    return cf_permute(ctx, gx_concat(ctx, 2, parts, 1), bl->inv_perm);
+    return cf_permute(ctx, gx_concat(ctx, 2, parts, 1), bl->inv_pmat);
 }
 
 static void cf_check_hidden(const gx_cf_model *m, const gx_tensor *t, const char *fn) {

@@ -69,6 +69,7 @@ typedef struct gx_cf_block {
     int64_t  *perm;        /* [d1]: u = z[perm] (owned copy of the buffer below) */
     int64_t  *inv_perm;    /* [d1] */
     gx_tensor *perm_buf;   /* flow.block{b}.perm [d1], the permutation as numbers */
+    gx_tensor *pmat, *inv_pmat;   /* [d1,d1] 0/1 matrices of perm and inv_perm (in consts) */
     gx_cf_lin n1[3], n2[3];/* subnets: N1 reads v_a (d1/2 -> 2*(d1 - d1/2)),
                               N2 reads u_b (d1 - d1/2 -> 2*(d1/2)) */
 } gx_cf_block;
@@ -82,6 +83,12 @@ typedef struct gx_cf_model {
     gx_tensor   *mu;       /* mixture.mu [K,d1] */
     gx_tensor   *mhat;     /* [K,d1] buffer */
     gx_tensor   *mhat_valid;/* [K] buffer */
+    /* Constants derived from the buffers, never saved: each block's
+     * permutation as a matrix (the forward multiplies by it). Kept here so a
+     * device pass reuses one upload (gx_cf_consts_to_cuda) instead of making
+     * one per forward, which a CUDA graph could not hold; without it the
+     * forward uploads them as it goes. Empty in a shapes-only model. */
+    gx_params    consts;
 } gx_cf_model;
 
 /* Registers every tensor and initialises from seed: convs/linears PyTorch
@@ -97,6 +104,10 @@ void gx_cf_free(gx_cf_model *m);
 /* After gx_params_load replaced the perm buffers: rebuild perm/inv_perm and
  * check each is a permutation of 0..d1-1 (GX_ERR_FORMAT names the block). */
 gx_status gx_cf_sync_perms(gx_cf_model *m, gx_err *err);
+/* Uploads the constants (the permutation matrices) to e's device once, as
+ * gx_params_to_cuda does for the parameters; gx_cf_free returns them. */
+struct gx_cuda_exec;
+gx_status gx_cf_consts_to_cuda(gx_cf_model *m, struct gx_cuda_exec *e, gx_err *err);
 
 /* ---------------------------------------------------------------- forward */
 

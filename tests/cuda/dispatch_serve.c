@@ -42,12 +42,16 @@ static void serve_check_no_grads(gx_test_state *T, gx_serve_model *m, size_t pla
     const gx_params *p = !strcmp(in->kind, "wavelet-mamba") ? &((gx_wm_model *)impl)->params
                        : !strcmp(in->kind, "uda")           ? &((gx_uda_model *)impl)->params
                                                             : &((gx_cf_model *)impl)->params;
+    /* The CF-INN also places its constants (the permutation matrices). */
+    const gx_params *c = !strcmp(in->kind, "cf-inn") ? &((gx_cf_model *)impl)->consts : NULL;
     size_t want = 0;
-    for (int i = 0; i < p->n; i++) {
-        const gx_tensor *t = &p->items[i]->t;
-        CHECK_MSG(t->grad == NULL && !t->requires_grad, "%s: %s has a gradient buffer", in->name, p->items[i]->name);
-        want += gx_cuda_pool_block_bytes((size_t)t->numel * sizeof(float));
-    }
+    for (const gx_params *q = p; q; q = q == p ? c : NULL)
+        for (int i = 0; i < q->n; i++) {
+            const gx_tensor *t = &q->items[i]->t;
+            CHECK_MSG(t->grad == NULL && !t->requires_grad, "%s: %s has a gradient buffer", in->name,
+                      q->items[i]->name);
+            want += gx_cuda_pool_block_bytes((size_t)t->numel * sizeof(float));
+        }
     CHECK_MSG(placed == want, "%s: %zu bytes placed on the device, %zu for the parameters alone", in->name,
               placed, want);
 }
@@ -248,5 +252,45 @@ GX_TEST(dispatch_serve_uda_graphs) {
     gx_serve_model_graph_counts(mg, &caps, &reps);
     CHECK_MSG(caps == 2 && reps == 3, "captures %lld (want 2: target and source at size 4), replays %lld (want 3)",
               (long long)caps, (long long)reps);
+    serve_graph_pair_close(T, &g, me, mg);
+}
+
+/* The bundled CF-INN's classify pass with graphs: rows at the model's size
+ * replay a graph, rows of another size are resized on the host and run
+ * eagerly; the answers (probabilities, hidden-space NLL) are those of the
+ * model without graphs. */
+GX_TEST(dispatch_serve_cf_graphs) {
+    gx_gpu_env g;
+    gx_serve_model *me = NULL, *mg = NULL;
+    if (!serve_graph_pair(T, &g, "models/default/cf-inn.safetensors", &me, &mg)) return;
+    gx_err err;
+    const gx_serve_info *in = gx_serve_model_info(mg);
+    const int64_t K = in->n_classes, S0 = in->input_size;
+    const int64_t sides[3] = { S0, S0, S0 + 8 };   /* a graph, its replay, eager */
+    enum { N = 3 };
+    gx_rng rng;
+    gx_rng_init(&rng, 79);
+    gx_gpu_tol tol = GX_GPU_TOL_MODEL;
+    CHECK(K <= 16);
+    for (int k = 0; k < 3; k++) {
+        const int64_t S = sides[k], per = 3 * S * S;
+        float *x = malloc((size_t)(N * per) * sizeof *x);
+        for (int64_t i = 0; i < N * per; i++) x[i] = (float)gx_rng_uniform(&rng);
+        float lg[2][N * 16], pr[2][N * 16], rz[2][N], sc[2][N];
+        for (int s = 0; s < 2; s++) {
+            gx_serve_out o = { lg[s], pr[s], rz[s], sc[s] };
+            CHECK_MSG(gx_serve_model_predict(s ? mg : me, x, S, NULL, N, &o, &err) == GX_OK, "%s", err.msg);
+        }
+        char what[64];
+        snprintf(what, sizeof what, "cf graph probs, side %lld", (long long)S);
+        gx_test_allclose_f(T, what, (const gx_real *)pr[1], pr[0], N * K, tol.atol, tol.rtol);
+        snprintf(what, sizeof what, "cf graph NLL, side %lld", (long long)S);
+        gx_test_allclose_f(T, what, (const gx_real *)sc[1], sc[0], N, 1e-3, 1e-4);
+        free(x);
+    }
+    int64_t caps = -1, reps = -1;
+    gx_serve_model_graph_counts(mg, &caps, &reps);
+    CHECK_MSG(caps == 1 && reps == 2, "captures %lld (want 1), replays %lld (want 2)", (long long)caps,
+              (long long)reps);
     serve_graph_pair_close(T, &g, me, mg);
 }

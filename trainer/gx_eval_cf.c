@@ -97,6 +97,7 @@ static const ec_field ec_fields[] = {
     F_("cf_valid_hidden", cf_valid_hidden, 'd'), F_("cf_valid_reencoded", cf_valid_reencoded, 'd'),
     F_("cf_valid_judge", cf_valid_judge, 'd'), F_("cf_fallback", cf_fallback, 'd'),
     F_("judge_acc_x", judge_acc_x, 'd'), F_("judge_acc_rec", judge_acc_rec, 'd'),
+    F_("cf_judge_unchanged", cf_judge_unchanged, 'd'),
     F_("cf_msd_x_cf", cf_msd_x_cf, 'd'), F_("cf_ssim_x_cf", cf_ssim_x_cf, 'd'),
     F_("cf_msd_rec_cf", cf_msd_rec_cf, 'd'), F_("cf_ssim_rec_cf", cf_ssim_rec_cf, 'd'),
     F_("cf_msd_x_rec", cf_msd_x_rec, 'd'), F_("cf_ssim_x_rec", cf_ssim_x_rec, 'd'),
@@ -351,7 +352,7 @@ static gx_status ec_judge(ec_env *E, const float *xs, int64_t n, int64_t *pred, 
 
 /* Sums over counterfactuals, in the order of the result's cf fields. */
 enum { EC_HID, EC_REENC, EC_JUDGE, EC_FALLBACK, EC_MSD_XCF, EC_SSIM_XCF, EC_MSD_RCF, EC_SSIM_RCF,
-       EC_MSD_XR, EC_SSIM_XR, EC_BG_OUT, EC_BG_IN, EC_BG_OK, EC_JUDGE_X, EC_JUDGE_REC, EC_NS };
+       EC_MSD_XR, EC_SSIM_XR, EC_BG_OUT, EC_BG_IN, EC_BG_OK, EC_JUDGE_X, EC_JUDGE_REC, EC_JUDGE_SAME, EC_NS };
 
 typedef struct ec_cf_work {
     float   *xrec, *xcf, *xj, *img;    /* [px], [K*px], [(K+1)*px], [S*S] */
@@ -401,7 +402,10 @@ static gx_status ec_cf_image(ec_env *E, const float *x, int32_t y, ec_cf_work *w
         memcpy(w->xj + (nj + 1) * px, x, (size_t)px * sizeof *x);
         s = ec_judge(E, w->xj, nj + 2, jpred, err);
         for (int64_t t = 0, k = 0; s == GX_OK && t < K; t++)
-            if (res[t].target != res[t].source) w->sum[EC_JUDGE] += jpred[k++] == res[t].target;
+            if (res[t].target != res[t].source) {
+                w->sum[EC_JUDGE_SAME] += jpred[k] == jpred[nj];
+                w->sum[EC_JUDGE] += jpred[k++] == res[t].target;
+            }
         if (s == GX_OK) {
             w->sum[EC_JUDGE_REC] += jpred[nj] == y;
             w->sum[EC_JUDGE_X] += jpred[nj + 1] == y;
@@ -437,6 +441,7 @@ static gx_status ec_counterfactuals(ec_env *E, gx_eval_cf_result *r, gx_err *err
         for (int k = 0; k < EC_BG_OUT; k++) *f[k] = ec_mean(w.sum[k], w.count);
         r->judge_acc_x = E->judge_ready ? ec_mean(w.sum[EC_JUDGE_X], w.images) : NAN;
         r->judge_acc_rec = E->judge_ready ? ec_mean(w.sum[EC_JUDGE_REC], w.images) : NAN;
+        r->cf_judge_unchanged = E->judge_ready ? ec_mean(w.sum[EC_JUDGE_SAME], w.count) : NAN;
         if (!E->judge_ready) r->cf_valid_judge = NAN;
         r->cf_images = w.images;
         r->cf_count = w.count;
@@ -609,7 +614,8 @@ static void ec_print(FILE *f, const gx_eval_cf_result *r, const gx_eval_cf_opts 
     fprintf(f, "  valid: hidden %.4f  re-encoded %.4f  judge %.4f  fallback %.4f\n", r->cf_valid_hidden,
             r->cf_valid_reencoded, r->cf_valid_judge, r->cf_fallback);
     if (isfinite(r->judge_acc_x))
-        fprintf(f, "  judge accuracy: inputs x %.4f  reconstructions x~ %.4f\n", r->judge_acc_x, r->judge_acc_rec);
+        fprintf(f, "  judge accuracy: inputs x %.4f  reconstructions x~ %.4f; counterfactuals it classes as x~ %.4f\n",
+                r->judge_acc_x, r->judge_acc_rec, r->cf_judge_unchanged);
     fprintf(f, "  MSD / SSIM: (x, x_cf) %.5f / %.4f  (x~, x_cf) %.5f / %.4f  (x, x~) %.5f / %.4f\n", r->cf_msd_x_cf,
             r->cf_ssim_x_cf, r->cf_msd_rec_cf, r->cf_ssim_rec_cf, r->cf_msd_x_rec, r->cf_ssim_x_rec);
     fprintf(f, "  background: mean |x_cf - x~| outside %.5f, inside %.5f, ratio %.4f (goal <= %.2f); "

@@ -28,7 +28,9 @@
  *     cf_valid_reencoded, cf_valid_judge (NULL without a judge: stored
  *     rows replace those of an earlier evaluation), judge_acc_x and
  *     judge_acc_rec (the judge's accuracy on those inputs and on their
- *     reconstructions x~; NULL without a judge), cf_fallback
+ *     reconstructions x~; NULL without a judge), cf_judge_unchanged (the
+ *     share of counterfactuals the judge gives the class it gives x~: it
+ *     saw no class change; NULL without a judge), cf_fallback
  *     (share that needed Delta = mu_q - h), cf_msd_x_cf, cf_ssim_x_cf,
  *     cf_msd_rec_cf, cf_ssim_rec_cf, cf_msd_x_rec, cf_ssim_x_rec, cf_n
  *     (counterfactuals averaged), and the background check:
@@ -117,6 +119,10 @@ typedef struct gx_eval_cf_result {
      * judge. A decoded counterfactual is as blurred as x~, so judge_acc_rec
      * bounds what cf_valid_judge can be expected to reach. */
     double  judge_acc_x, judge_acc_rec;
+    /* Share of counterfactuals the judge classes as it classes x~ (it sees
+     * no class change): what cf_valid_judge misses is mostly this when
+     * the decoder draws the edit too faintly for the judge. NaN without. */
+    double  cf_judge_unchanged;
     double  cf_fallback;
     double  cf_msd_x_cf, cf_ssim_x_cf, cf_msd_rec_cf, cf_ssim_rec_cf, cf_msd_x_rec, cf_ssim_x_rec;
     int64_t cf_bg_n;           /* counterfactuals with a background split */

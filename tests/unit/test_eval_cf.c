@@ -232,7 +232,7 @@ GX_TEST(eval_cf_rows_and_split) {
     CHECK(k == 1);
     /* Without a judge the row is NULL (replacing an earlier judge's). */
     CHECK(isnan(db_value(T, F->db, F->run_id, "cf_valid_judge", &k)) && k == 1);
-    CHECK(isnan(r.judge_acc_x) && isnan(r.judge_acc_rec));
+    CHECK(isnan(r.judge_acc_x) && isnan(r.judge_acc_rec) && isnan(r.cf_judge_unchanged));
     CHECK(isnan(db_value(T, F->db, F->run_id, "judge_acc_rec", &k)) && k == 1);
     /* An explicit split seed wins; another seed is another test part. */
     o.db_path = NULL;
@@ -367,6 +367,10 @@ GX_TEST(eval_cf_judge_row) {
     CHECK_NEAR(r.judge_acc_rec * 2, round(r.judge_acc_rec * 2), 1e-9);
     CHECK_NEAR(db_value(T, F->db, F->run_id, "judge_acc_x", &k), r.judge_acc_x, 1e-12);
     CHECK_NEAR(db_value(T, F->db, F->run_id, "judge_acc_rec", &k), r.judge_acc_rec, 1e-12);
+    /* This tiny judge answers one class for every image: it sees every
+     * counterfactual as it sees x~. */
+    CHECK_MSG(r.cf_judge_unchanged == 1.0, "cf_judge_unchanged %g", r.cf_judge_unchanged);
+    CHECK_NEAR(db_value(T, F->db, F->run_id, "cf_judge_unchanged", &k), 1.0, 1e-12);
     /* judge_acc_x replicated with the bundled WaveletMamba as the judge (this
      * tiny one answers one class for every image, which would prove little). */
     o.judge = "models/default/wavelet-mamba.safetensors"; o.cf_n = 3; o.db_path = NULL;

@@ -1,12 +1,14 @@
 /*
  * gx_serve_graph.c — a served model's device forward as CUDA graphs, one
  * per padded batch size and variant (contract in gx_serve_graph.h). The
- * kinds that have one (WaveletMamba; UDA, one variant per BN domain) give
- * their pass and the reading of its outputs as hooks (gx_serve_impl.h).
+ * kinds give their pass and the reading of its outputs as hooks
+ * (gx_serve_impl.h): WaveletMamba; UDA, one variant per BN domain; the
+ * CF-INN's classification pass.
  *
- * Why: at batch 1 the forward is hundreds of small launches, and the
- * launch overhead (several µs each) is most of a request's device time. A
- * graph replays them all with one launch. A graph bakes in every address
+ * Why: at batch 1 the forward is hundreds of small launches, and their
+ * launch overhead (microseconds each on the host; not yet measured here,
+ * bench_gx_gpu's graph rows will say) is most of a request's device time.
+ * A graph replays them all with one launch. A graph bakes in every address
  * it touches, so each padded size B gets a slot that owns its memory for
  * the graph's lifetime: the inputs (x, cleaned coordinates, mask) in one
  * arena that is never reset, the activations in another that is only ever
@@ -24,10 +26,10 @@
  * Building a slot (on first use of its size, under the model's mutex):
  * gx_cuda_pass_capture's eager pass on zero inputs (cuBLAS initialises, the
  * arena reaches its high-water size), a rewind that coalesces the arena
- * into one chunk, then the capture. A slot that cannot be built (the capture refused a call, the
- * arena grew during it) is marked failed with one stderr line and its
- * size runs eagerly from then on: a graph is an optimisation, never a
- * reason to fail a request.
+ * into one chunk, then the capture. A slot that cannot be built (the
+ * capture refused a call, the arena grew during it) is marked failed with
+ * one stderr line and its size runs eagerly from then on: a graph is an
+ * optimisation, never a reason to fail a request.
  */
 #include "gx_serve_graph.h"
 #include "gx_serve_impl.h"

@@ -47,8 +47,9 @@ static void usage_main(FILE *f) {
         "\n"
         "galaxy-train COMMAND --help shows the options of a command.\n"
         "Every command also takes --device cpu|cuda|auto (default: the CPU). With cuda or\n"
-        "auto, wavelet-mamba, cf-inn and uda train (and validate), score scores and eval and bundle\n"
-        "evaluate on GPU 0 when one is usable; the other commands run on the CPU. With --device given, a line on stderr\n"
+        "auto, wavelet-mamba, cf-inn and uda train (and validate), score scores, eval and bundle\n"
+        "evaluate and two-models trains its two models on GPU 0 when one is usable; report runs\n"
+        "on the CPU. With --device given, a line on stderr\n"
         "says which backend runs and why (cuda falls back to the CPU without a GPU).\n"
         "--tf32 (with the device) lets cuBLAS use TF32 tensor cores for the matrix products\n"
         "(faster, about 1e-3 relative; FP32 exact by default); ignored, with a line, on the CPU.\n");
@@ -679,10 +680,12 @@ static void usage_two_models(FILE *f) {
         "  --help             this text\n");
 }
 
-static int cmd_two_models(int argc, char **argv, int argc0, char **argv0) {
+static int cmd_two_models(gx_device dev, int tf32, int argc, char **argv, int argc0, char **argv0) {
     const char *C = "two-models";
     gx_two_models_opts o;
     gx_two_models_opts_default(&o);
+    o.device = dev;
+    o.tf32 = tf32;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
         long long v;
@@ -945,13 +948,14 @@ int main(int argc, char **argv) {
     const char *device = gx_tool_take_device(&argc, argv);
     int tf32 = gx_tool_take_tf32(&argc, argv);
     const char *cmd = argc >= 2 ? argv[1] : "";
-    /* The three trainers, score, eval and bundle run on the device; the
-     * other commands (reports, two-models) on the CPU, and their line says
-     * so. */
+    /* The three trainers (two-models' two CF-INN runs too), score, eval and
+     * bundle run on the device; report on the CPU, and its line says so. */
     int trains = !strcmp(cmd, "wavelet-mamba") || !strcmp(cmd, "cf-inn") || !strcmp(cmd, "uda");
     const char *note = trains ? "training and validation on the device"
                      : !strcmp(cmd, "score") ? "scoring on the device"
-                     : !strcmp(cmd, "eval") || !strcmp(cmd, "bundle") ? "evaluation on the device" : NULL;
+                     : !strcmp(cmd, "eval") || !strcmp(cmd, "bundle") ? "evaluation on the device"
+                     : !strcmp(cmd, "two-models") ? "the two models train on the device, the checks on the CPU"
+                     : NULL;
     gx_device dev = GX_DEVICE_CPU;
     /* Only an explicit --device prints its line: the default is the CPU. */
     if (device && gx_tool_device_report("galaxy-train", device, note, &dev, stderr)) return 2;
@@ -962,7 +966,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "cf-inn")) return cmd_train(1, dev, tf32, argc - 1, argv + 1, argc, argv);
     if (!strcmp(cmd, "uda")) return cmd_uda(dev, tf32, argc - 1, argv + 1, argc, argv);
     if (!strcmp(cmd, "score")) return cmd_score(dev, tf32, argc - 1, argv + 1);
-    if (!strcmp(cmd, "two-models")) return cmd_two_models(argc - 1, argv + 1, argc, argv);
+    if (!strcmp(cmd, "two-models")) return cmd_two_models(dev, tf32, argc - 1, argv + 1, argc, argv);
     if (!strcmp(cmd, "eval")) return cmd_eval(dev, tf32, argc - 1, argv + 1);
     if (!strcmp(cmd, "bundle")) return cmd_bundle(dev, tf32, argc - 1, argv + 1);
     if (!strcmp(cmd, "report")) return cmd_report(argc - 1, argv + 1);

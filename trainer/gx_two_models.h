@@ -122,6 +122,9 @@ typedef struct gx_two_models_opts {
                                   caller keeps the data and split options the same) */
     int      progress;         /* as the trainers' */
     const char *command_line;
+    gx_device device;          /* where the two models train (--device; the checks run
+                                  on the CPU) */
+    int      tf32;             /* --tf32, for the training */
 } gx_two_models_opts;
 
 void gx_two_models_opts_default(gx_two_models_opts *o);

@@ -155,6 +155,8 @@ static gx_status tm_train(tm_run *R, int h, int64_t *run_id, gx_err *err) {
     t.half = h + 1;
     t.progress = o->progress;
     t.command_line = o->command_line;
+    t.device = o->device;
+    t.tf32 = o->tf32;
     for (int i = 0; i < o->n_sets; i++) {
         char kv[256];
         snprintf(kv, sizeof kv, "%s", o->sets[i]);

@@ -239,6 +239,31 @@ def test_galaxy_train_eval_on_the_emulated_device_matches_the_cpu(synth, tmp_pat
         assert os.path.getsize(tmp_path / "dev.png") > 1000
 
 
+def test_galaxy_train_two_models_trains_on_the_emulated_device(synth, tmp_path):
+    """two-models --device cuda: both CF-INN runs train on the device (its
+    line says so and the emulation counts the launches), the checks run on
+    the CPU, and the trained runs' losses are the CPU's to float rounding."""
+    emu = emu_tool("galaxy-train")
+    common = ["two-models", "--data", str(synth), "--epochs", "1", "--batch", "8", "--seed", "4",
+              "--n-gen", "8", "--n-real", "6", "--set", "cf_eval_n=2", "--set", "threads=1", "--quiet"]
+    losses = {}
+    for name, exe, extra in (("cpu", tool("galaxy-train"), []), ("dev", emu, ["--device", "cuda"])):
+        db, out = tmp_path / (name + ".sqlite"), tmp_path / name
+        e = subprocess.run([exe] + extra + common + ["--db", str(db), "--out", str(out)], capture_output=True,
+                           text=True, timeout=600, env=dict(os.environ, GX_EMU_FAULT_COUNT="1"))
+        assert e.returncode == 0, e.stderr
+        assert "memorisation" in e.stdout and os.path.exists(out / "report.md"), e.stdout
+        if name == "dev":
+            assert "(the two models train on the device, the checks on the CPU)" in e.stderr, e.stderr
+            m = re.search(r"gx_cuda_emu: (\d+) launches", e.stderr)
+            assert m and int(m.group(1)) > 100, e.stderr[-2000:]
+        with sqlite3.connect(db) as c:
+            losses[name] = c.execute("SELECT m.run_id, m.value FROM metrics m WHERE m.split = 'train' "
+                                     "AND m.name = 'loss_total' ORDER BY m.run_id").fetchall()
+    assert len(losses["cpu"]) == 2 and [r for r, _ in losses["dev"]] == [r for r, _ in losses["cpu"]], losses
+    for (_, a), (_, b) in zip(losses["cpu"], losses["dev"]):
+        assert b == pytest.approx(a, rel=1e-3), losses
+
 def test_galaxy_train_bundle_on_the_emulated_device_matches_the_cpu(synth, tmp_path):
     """bundle evaluates on the device too: its line says so, the passes ran
     there, and the test_metrics it writes are the CPU bundle's."""

@@ -163,7 +163,7 @@ gx_serve_graph *gx_serve_graph_get(gx_serve_model *m, const int8_t *domain, int 
                 "without one\n", m->info.name, m->info.device, B, v ? " (variant 1)" : "", e.msg);
         return NULL;
     }
-    m->graph_captures++;
+    atomic_fetch_add(&m->graph_captures, 1);
     return m->graphs[v][i];
 }
 
@@ -188,7 +188,7 @@ void gx_serve_graph_run(gx_serve_model *m, gx_serve_graph *g, const float *x, co
             gx_cuda_stream_fail(m->exec.stream, "a CUDA graph's outputs moved between capture and replay");
         gx_cuda_exec_download(in, g->ho[k], g->out[k], (size_t)(b * g->per_row[k]) * sizeof(gx_real));
     }
-    m->graph_replays++;
+    atomic_fetch_add(&m->graph_replays, 1);
 }
 
 void gx_serve_graph_read(gx_serve_model *m, const gx_serve_graph *g, int b, const gx_serve_out *out) {

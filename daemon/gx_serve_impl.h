@@ -67,7 +67,7 @@ struct gx_serve_model {
     int                  graphs_on;
     struct gx_serve_graph *graphs[GX_SERVE_GRAPH_VARIANTS][GX_SERVE_GRAPH_SLOTS];
     int                  graph_failed[GX_SERVE_GRAPH_VARIANTS][GX_SERVE_GRAPH_SLOTS];
-    int64_t              graph_captures, graph_replays;
+    atomic_llong         graph_captures, graph_replays;   /* read without the mutex (/metrics) */
     pthread_mutex_t      mu;           /* serialises predict (ctx is one arena) */
     int                  mu_ready;
     /* 1 once a device error outlived the sync that reported it (sticky: the

@@ -480,10 +480,8 @@ gx_status gx_serve_model_predict_ex(gx_serve_model *m, const float *x, int64_t s
 }
 
 void gx_serve_model_graph_counts(gx_serve_model *m, int64_t *captures, int64_t *replays) {
-    pthread_mutex_lock(&m->mu);
-    *captures = m->graph_captures;
-    *replays = m->graph_replays;
-    pthread_mutex_unlock(&m->mu);
+    *captures = atomic_load(&m->graph_captures);
+    *replays = atomic_load(&m->graph_replays);
 }
 
 void *gx_serve_model_impl(gx_serve_model *m) {

@@ -89,7 +89,7 @@ const gx_serve_info *gx_serve_model_info(const gx_serve_model *m);
 size_t gx_serve_model_arena_bytes(gx_serve_model *m);
 /* CUDA graphs captured (one per padded batch size used) and replayed
  * (one per chunk that ran as a graph) since the load; 0, 0 on the CPU or
- * with graphs off (gx_serve_graph.h). */
+ * with graphs off (gx_serve_graph.h). Any thread, without waiting. */
 void gx_serve_model_graph_counts(gx_serve_model *m, int64_t *captures, int64_t *replays);
 
 /* What gx_serve_prepare learned about the upload (stored with predictions). */

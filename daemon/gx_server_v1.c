@@ -328,12 +328,18 @@ static void v1_batcher_metrics(FILE *f, gx_registry *reg) {
         { "galaxyd_images_processed_total", "Images computed" },
         { "galaxyd_queue_timeouts_total", "Jobs answered 504 because their deadline passed in the queue" },
         { "galaxyd_queue_rejected_total", "Jobs refused because the queue was full" },
+        { "galaxyd_cuda_graph_captures_total", "CUDA graphs captured, one per padded batch size used "
+                                               "(0 on the CPU or with --cuda-graphs off)" },
+        { "galaxyd_cuda_graph_replays_total", "Forward chunks replayed as a CUDA graph" },
     };
-    for (int m = 0; m < 5; m++) {
+    for (int m = 0; m < 7; m++) {
         fprintf(f, "# HELP %s %s (current model registry)\n# TYPE %s counter\n", c[m].name, c[m].help, c[m].name);
         for (int i = 0; i < n; i++) {
+            int64_t caps, reps;
+            gx_serve_model_graph_counts(gx_registry_at(reg, i)->model, &caps, &reps);
             double v = m == 0 ? st[i].forward_ms_total / 1e3 : m == 1 ? (double)st[i].batches
-                     : m == 2 ? (double)st[i].images : m == 3 ? (double)st[i].timeouts : (double)st[i].rejected;
+                     : m == 2 ? (double)st[i].images : m == 3 ? (double)st[i].timeouts
+                     : m == 4 ? (double)st[i].rejected : m == 5 ? (double)caps : (double)reps;
             fprintf(f, "%s{model=\"%s\"} %.17g\n", c[m].name, lab[i], v);
         }
     }

@@ -103,8 +103,17 @@ def test_metrics_text(server, spec, http):
     assert metric(text, "galaxyd_batches_total", {"model": MODEL}) >= 1
     assert metric(text, "galaxyd_models_loaded") == 1
     for fam in ("galaxyd_request_duration_seconds", "galaxyd_batch_size", "galaxyd_forward_seconds_total",
-                "galaxyd_queue_depth", "galaxyd_errors_total"):
+                "galaxyd_queue_depth", "galaxyd_errors_total", "galaxyd_cuda_graph_captures_total",
+                "galaxyd_cuda_graph_replays_total"):
         assert f"# TYPE {fam} " in text, f"{fam} missing from /metrics"
+    # On the device (--cuda-graphs defaults on) the classify above replayed a
+    # captured graph; on the CPU there are none.
+    caps = metric(text, "galaxyd_cuda_graph_captures_total", {"model": MODEL})
+    reps = metric(text, "galaxyd_cuda_graph_replays_total", {"model": MODEL})
+    if DEVICE.startswith("cuda"):
+        assert caps >= 1 and reps >= 1, (caps, reps)
+    else:
+        assert caps == 0 and reps == 0, (caps, reps)
 
 
 # ------------------------------------------------------------------ classify, every form

@@ -49,7 +49,10 @@ struct gx_serve_graph {
     gx_serve_model *m;
     gx_cuda_pass   pass;               /* the graph and its two arenas (gx_cuda.h) */
     gx_tensor     *x, *clean, *mask;   /* [B,3,side,side], [B,2], [B,1] in pass.in_ctx */
-    gx_tensor     *now[2];             /* the outputs of the last run of the body */
+    gx_real       *now[2];             /* where the last run of the body put its outputs
+                                          (kept here: the tensor structs live in the
+                                          pass's arena, which each replay rewinds) */
+    int64_t        numel[2];           /* their sizes */
     gx_real       *out[2];             /* their device addresses as captured */
     int64_t        per_row[2];         /* their values per row */
     gx_real       *hx;                 /* host staging (pinned): the images */
@@ -60,7 +63,12 @@ struct gx_serve_graph {
 /* The captured pass: pure device work on the slot's fixed inputs. */
 static void graph_body(void *arg) {
     gx_serve_graph *g = arg;
-    g->m->kind->graph_pass(g->m, &g->pass.ctx, g->variant, g->x, g->clean, g->mask, g->now);
+    gx_tensor *o[2];
+    g->m->kind->graph_pass(g->m, &g->pass.ctx, g->variant, g->x, g->clean, g->mask, o);
+    for (int k = 0; k < 2; k++) {
+        g->now[k] = o[k]->data;
+        g->numel[k] = o[k]->numel;
+    }
 }
 
 int gx_serve_graph_size(int b) {
@@ -124,9 +132,9 @@ static gx_status graph_build(gx_serve_model *m, int B, int variant, int64_t side
     if (s != GX_OK) return s;
     int64_t host = 5 * (int64_t)B;
     for (int k = 0; k < 2; k++) {
-        g->out[k] = g->now[k]->data;
-        g->per_row[k] = g->now[k]->numel / B;
-        host += g->now[k]->numel;
+        g->out[k] = g->now[k];
+        g->per_row[k] = g->numel[k] / B;
+        host += g->numel[k];
     }
     void *hc = NULL;
     if ((s = gx_cuda_host_alloc((size_t)host * sizeof *g->hc, &hc, err)) != GX_OK) {
@@ -137,7 +145,7 @@ static gx_status graph_build(gx_serve_model *m, int B, int variant, int64_t side
     g->hm = g->hc + 2 * B;
     g->hraw = g->hm + B;
     g->ho[0] = g->hraw + 2 * B;
-    g->ho[1] = g->ho[0] + g->now[0]->numel;
+    g->ho[1] = g->ho[0] + g->numel[0];
     *out = g;
     return GX_OK;
 }
@@ -184,7 +192,7 @@ void gx_serve_graph_run(gx_serve_model *m, gx_serve_graph *g, const float *x, co
     for (int k = 0; k < 2; k++) {
         /* The emulation's replay re-ran the body: it must have put its
          * outputs where the capture did (on a GPU the body does not run). */
-        if (g->now[k]->data != g->out[k])
+        if (g->now[k] != g->out[k])
             gx_cuda_stream_fail(m->exec.stream, "a CUDA graph's outputs moved between capture and replay");
         gx_cuda_exec_download(in, g->ho[k], g->out[k], (size_t)(b * g->per_row[k]) * sizeof(gx_real));
     }

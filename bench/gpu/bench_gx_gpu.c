@@ -161,13 +161,14 @@ static void bg_wm_infer(bg_env *e, void *arg) {
 typedef struct {
     bg_wm *w;
     gx_cuda_pass pass;
-    gx_tensor *x, *clean, *mask, *logits;
+    gx_tensor *x, *clean, *mask;
+    gx_real *logits;        /* the body's output (its struct is in the rewound arena) */
     gx_real *hx, *hl;
 } bg_wm_graph;
 
 static void bg_wm_graph_body(void *arg) {
     bg_wm_graph *G = arg;
-    G->logits = gx_wm_forward_clean(&G->pass.ctx, G->w->m, G->x, G->clean, G->mask).logits;
+    G->logits = gx_wm_forward_clean(&G->pass.ctx, G->w->m, G->x, G->clean, G->mask).logits->data;
 }
 
 static void bg_wm_graph_free(bg_wm_graph *G) {
@@ -205,7 +206,7 @@ static void bg_wm_infer_graph(bg_env *e, void *arg) {
     const bg_wm *w = G->w;
     const int64_t n = G->x->numel;
     for (int64_t i = 0; i < n; i++) G->hx[i] = (gx_real)w->x[i];
-    gx_real *logits = G->logits->data;           /* the capture's address */
+    gx_real *logits = G->logits;                 /* the capture's address */
     gx_cuda_pass_begin(&G->pass);
     gx_cuda_exec_upload(&G->pass.in_exec, G->x->data, G->hx, (size_t)n * sizeof(gx_real));
     gx_cuda_pass_launch(&G->pass);

@@ -24,12 +24,13 @@
  * the padding rows change nothing for the others.
  *
  * Building a slot (on first use of its size, under the model's mutex):
- * gx_cuda_pass_capture's eager pass on zero inputs (cuBLAS initialises, the
- * arena reaches its high-water size), a rewind that coalesces the arena
- * into one chunk, then the capture. A slot that cannot be built (the
- * capture refused a call, the arena grew during it) is marked failed with
- * one stderr line and its size runs eagerly from then on: a graph is an
- * optimisation, never a reason to fail a request.
+ * gx_cuda_pass_capture's eager passes on zero inputs (cuBLAS initialises,
+ * the arena reaches its high-water size and is coalesced into one chunk),
+ * the capture, then gx_cuda_pass_verify: the first replay must equal the
+ * eager pass bit for bit. A slot that cannot be built (the capture refused
+ * a call, the arena grew during it, the replay differed) is marked failed
+ * with one stderr line and its size runs eagerly from then on: a graph is
+ * an optimisation, never a reason to fail a request.
  */
 #include "gx_serve_graph.h"
 #include "gx_serve_impl.h"
@@ -128,8 +129,12 @@ static gx_status graph_build(gx_serve_model *m, int B, int variant, int64_t side
     *out = NULL;
     gx_serve_graph *g = NULL;
     gx_status s = graph_alloc(m, B, variant, side, &g, err);
-    if (s == GX_OK && (s = gx_cuda_pass_capture(&g->pass, graph_body, g, err)) != GX_OK) graph_free(g);
-    if (s != GX_OK) return s;
+    if (s == GX_OK && (s = gx_cuda_pass_capture(&g->pass, graph_body, g, err)) == GX_OK)
+        s = gx_cuda_pass_verify(&g->pass, 2, g->now, g->numel, err);   /* the zero inputs again */
+    if (s != GX_OK) {
+        graph_free(g);
+        return s;
+    }
     int64_t host = 5 * (int64_t)B;
     for (int k = 0; k < 2; k++) {
         g->out[k] = g->now[k];

@@ -298,12 +298,18 @@ gx_status gx_params_sync_device(gx_params *p, gx_err *err);
  *   per call: gx_cuda_pass_begin(&p); upload into x; gx_cuda_pass_launch(&p);
  *             download from the outputs' captured addresses; sync.
  *
- * gx_cuda_pass_capture runs body once eagerly (a warm-up: cuBLAS
- * initialises, the arena reaches its size), rewinds, captures, and fails
- * (GX_ERR_UNSUPPORTED) if the arena grew during the capture; nothing is
- * computed by it. gx_cuda_pass_begin rewinds ctx (a wait on the stream: call
- * it before the uploads; the emulation's replay re-runs the body, which must
- * allocate as the capture did). */
+ * gx_cuda_pass_capture runs body eagerly twice (a warm-up: cuBLAS
+ * initialises, the arena reaches its size; then, rewound to one chunk, at
+ * the addresses the capture will use), rewinds, captures, and fails
+ * (GX_ERR_UNSUPPORTED) if the arena grew during the capture; the capture
+ * computes nothing. gx_cuda_pass_verify, right after a capture (before any
+ * new upload), replays once on the same inputs and checks that its n
+ * outputs (device addresses out[k] of numel[k] values, where the body put
+ * them) equal the second eager pass's bit for bit (NaN as NaN): a graph that
+ * replays something else (stale host data baked in, host-dependent work) is
+ * refused with GX_ERR_UNSUPPORTED. gx_cuda_pass_begin rewinds ctx (a wait on
+ * the stream: call it before the uploads; the emulation's replay re-runs
+ * the body, which must allocate as the capture did). */
 typedef struct gx_cuda_pass {
     gx_cuda_exec   in_exec, run_exec;
     gx_ctx         in_ctx, ctx;
@@ -312,6 +318,7 @@ typedef struct gx_cuda_pass {
 } gx_cuda_pass;
 gx_status gx_cuda_pass_init(gx_cuda_pass *p, const gx_cuda_exec *owner, gx_err *err);
 gx_status gx_cuda_pass_capture(gx_cuda_pass *p, gx_cuda_graph_body body, void *arg, gx_err *err);
+gx_status gx_cuda_pass_verify(gx_cuda_pass *p, int n, gx_real *const *out, const int64_t *numel, gx_err *err);
 void      gx_cuda_pass_begin(gx_cuda_pass *p);
 void      gx_cuda_pass_launch(gx_cuda_pass *p);
 /* Waits for the stream, then frees the graph and both arenas (safe on a

@@ -377,14 +377,28 @@ gx_status gx_cuda_pass_init(gx_cuda_pass *p, const gx_cuda_exec *owner, gx_err *
     return GX_OK;
 }
 
-gx_status gx_cuda_pass_capture(gx_cuda_pass *p, gx_cuda_graph_body body, void *arg, gx_err *err) {
+/* One eager run of body on the rewound arena; its device error, named. */
+static gx_status gx_cuda_pass_eager(gx_cuda_pass *p, gx_cuda_graph_body body, void *arg, const char *what,
+                                    gx_err *err) {
     gx_err e2;
+    gx_ctx_reset(&p->ctx);
     body(arg);
     if (gx_cuda_exec_sync(&p->run_exec, &e2) != GX_OK || gx_cuda_exec_sync(&p->in_exec, &e2) != GX_OK)
-        return gx_err_set(err, GX_ERR_IO, "the warm-up pass: %s", e2.msg);
+        return gx_err_set(err, GX_ERR_IO, "%s: %s", what, e2.msg);
+    return GX_OK;
+}
+
+gx_status gx_cuda_pass_capture(gx_cuda_pass *p, gx_cuda_graph_body body, void *arg, gx_err *err) {
+    gx_err e2;
+    /* The warm-up sizes the arena; the rewind coalesces it into one chunk,
+     * where the second eager pass runs at the addresses the capture will
+     * use (and leaves its values there for gx_cuda_pass_verify). */
+    gx_status s = gx_cuda_pass_eager(p, body, arg, "the warm-up pass", err);
+    if (s == GX_OK) s = gx_cuda_pass_eager(p, body, arg, "the eager pass", err);
+    if (s != GX_OK) return s;
     gx_ctx_reset(&p->ctx);
     const int chunks = p->run_exec.arena.nchunks;
-    gx_status s = gx_cuda_graph_capture(p->stream, body, arg, &p->graph, err);
+    s = gx_cuda_graph_capture(p->stream, body, arg, &p->graph, err);
     if (s != GX_OK) {
         gx_ctx_reset(&p->ctx);
         gx_cuda_exec_sync(&p->run_exec, &e2);   /* a refused wait is kept there: drop it */
@@ -398,6 +412,39 @@ gx_status gx_cuda_pass_capture(gx_cuda_pass *p, gx_cuda_graph_body body, void *a
         return gx_err_set(err, GX_ERR_UNSUPPORTED, "the activations' arena grew during the capture");
     }
     return GX_OK;
+}
+
+gx_status gx_cuda_pass_verify(gx_cuda_pass *p, int n, gx_real *const *out, const int64_t *numel, gx_err *err) {
+    int64_t total = 0;
+    for (int k = 0; k < n; k++) total += numel[k];
+    gx_real *a = malloc((size_t)(total ? total : 1) * sizeof *a), *b = malloc((size_t)(total ? total : 1) * sizeof *b);
+    gx_status s = a && b ? GX_OK : gx_err_set(err, GX_ERR_NOMEM, "verifying the graph: out of host memory");
+    gx_err e2;
+    if (s == GX_OK) {
+        /* Every output's eager values first, then one replay, then its. */
+        for (int64_t k = 0, off = 0; k < n; off += numel[k], k++)
+            gx_cuda_exec_download(&p->in_exec, a + off, out[k], (size_t)numel[k] * sizeof *a);
+        gx_cuda_pass_begin(p);
+        gx_cuda_pass_launch(p);
+        for (int64_t k = 0, off = 0; k < n; off += numel[k], k++)
+            gx_cuda_exec_download(&p->in_exec, b + off, out[k], (size_t)numel[k] * sizeof *b);
+        if (gx_cuda_exec_sync(&p->in_exec, &e2) != GX_OK || gx_cuda_exec_sync(&p->run_exec, &e2) != GX_OK)
+            s = gx_err_set(err, GX_ERR_IO, "the first replay: %s", e2.msg);
+    }
+    for (int64_t k = 0, off = 0; s == GX_OK && k < n; off += numel[k], k++) {
+        int64_t bad = 0, first = -1;
+        for (int64_t i = 0; i < numel[k]; i++)
+            if (memcmp(&a[off + i], &b[off + i], sizeof *a) != 0 && !(isnan(a[off + i]) && isnan(b[off + i])) &&
+                bad++ == 0)
+                first = i;
+        if (bad)
+            s = gx_err_set(err, GX_ERR_UNSUPPORTED, "the first replay differs from the eager pass in output %d "
+                           "(%lld of %lld values; first [%lld]: %g against %g)", (int)k, (long long)bad,
+                           (long long)numel[k], (long long)first, (double)b[off + first], (double)a[off + first]);
+    }
+    free(a);
+    free(b);
+    return s;
 }
 
 void gx_cuda_pass_begin(gx_cuda_pass *p) { gx_ctx_reset(&p->ctx); }

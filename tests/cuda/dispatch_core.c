@@ -263,18 +263,26 @@ GX_TEST(dispatch_graph_capture_replay) {
 
 /* gx_cuda_pass (galaxyd's slots, bench_gx_gpu): the capture's warm-up sizes
  * the activations' arena; a body that needs more during the capture than
- * in its warm-up (its addresses would not survive the next rewind) is
- * refused, and a freed pass gives its memory back. */
+ * in its eager passes (its addresses would not survive the next rewind) is
+ * refused; gx_cuda_pass_verify accepts a pure body and refuses one whose
+ * work depends on host state (a graph would replay the capture's value);
+ * a freed pass gives its memory back. */
 typedef struct pass_case {
     gx_cuda_pass *p;
-    gx_tensor *x, *y;
-    int runs, grow;            /* grow: allocate 1 MiB more from the second run on */
+    gx_tensor *x;
+    gx_real *y;
+    int64_t n;
+    int runs, mode;            /* mode 1: allocate 1 MiB more from the third run on (the
+                                  capture); mode 2: shift the output by the run count */
 } pass_case;
 
 static void pass_case_body(void *arg) {
     pass_case *c = arg;
-    if (c->grow && c->runs > 0) (void)gx_tensor_new(&c->p->ctx, 1, GX_SHAPE(1 << 18));
-    c->y = gx_sigmoid(&c->p->ctx, c->x);
+    if (c->mode == 1 && c->runs > 1) (void)gx_tensor_new(&c->p->ctx, 1, GX_SHAPE(1 << 18));
+    gx_tensor *y = gx_sigmoid(&c->p->ctx, c->x);
+    if (c->mode == 2) y = gx_add_scalar(&c->p->ctx, y, (double)c->runs);
+    c->y = y->data;
+    c->n = y->numel;
     c->runs++;
 }
 
@@ -282,22 +290,30 @@ GX_TEST(dispatch_pass_capture_refuses_a_growing_arena) {
     gx_gpu_env g;
     if (!gx_gpu_open(T, &g)) return;
     gx_err err;
-    for (int grow = 0; grow < 2; grow++) {
+    for (int mode = 0; mode < 3; mode++) {
         gx_cuda_pass p;
         CHECK_MSG(gx_cuda_pass_init(&p, &g.exec, &err) == GX_OK, "%s", err.msg);
-        pass_case c = { &p, gx_tensor_zeros(&p.in_ctx, 1, GX_SHAPE(1000)), NULL, 0, grow };
+        pass_case c = { &p, gx_tensor_zeros(&p.in_ctx, 1, GX_SHAPE(1000)), NULL, 0, 0, mode };
         gx_status s = gx_cuda_pass_capture(&p, pass_case_body, &c, &err);
-        if (!grow) {
-            CHECK_MSG(s == GX_OK && p.graph, "%s", err.msg);
-            gx_real h[1000], *y = c.y->data;
-            gx_cuda_pass_begin(&p);
-            gx_cuda_pass_launch(&p);
-            gx_cuda_exec_download(&p.in_exec, h, y, sizeof h);
-            CHECK_MSG(gx_cuda_exec_sync(&p.in_exec, &err) == GX_OK, "%s", err.msg);
-            CHECK(h[0] == (gx_real)0.5 && h[999] == (gx_real)0.5);
-        } else {
+        if (mode == 1) {
             CHECK(s == GX_ERR_UNSUPPORTED && !p.graph);
             CHECK_MSG(strstr(err.msg, "grew") != NULL, "%s", err.msg);
+        } else {
+            CHECK_MSG(s == GX_OK && p.graph, "%s", err.msg);
+            gx_real *y = c.y;
+            s = gx_cuda_pass_verify(&p, 1, &y, &c.n, &err);
+            if (mode == 0) {
+                CHECK_MSG(s == GX_OK, "%s", err.msg);
+                gx_real h[1000];
+                gx_cuda_pass_begin(&p);
+                gx_cuda_pass_launch(&p);
+                gx_cuda_exec_download(&p.in_exec, h, y, sizeof h);
+                CHECK_MSG(gx_cuda_exec_sync(&p.in_exec, &err) == GX_OK, "%s", err.msg);
+                CHECK(h[0] == (gx_real)0.5 && h[999] == (gx_real)0.5);
+            } else {
+                CHECK(s == GX_ERR_UNSUPPORTED);
+                CHECK_MSG(strstr(err.msg, "differs from the eager pass") != NULL, "%s", err.msg);
+            }
         }
         gx_cuda_pass_free(&p);
         CHECK_MSG(gx_gpu_leaked(&g) == 0, "%zu bytes still out of the pool", gx_gpu_leaked(&g));

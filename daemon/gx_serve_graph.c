@@ -27,7 +27,7 @@
  * gx_cuda_pass_capture's eager passes on zero inputs (cuBLAS initialises,
  * the arena reaches its high-water size and is coalesced into one chunk),
  * the capture, then gx_cuda_pass_verify: the first replay must equal the
- * eager pass bit for bit. A slot that cannot be built (the capture refused
+ * eager pass (to float rounding). A slot that cannot be built (the capture refused
  * a call, the arena grew during it, the replay differed) is marked failed
  * with one stderr line and its size runs eagerly from then on: a graph is
  * an optimisation, never a reason to fail a request.

@@ -305,9 +305,10 @@ gx_status gx_params_sync_device(gx_params *p, gx_err *err);
  * computes nothing. gx_cuda_pass_verify, right after a capture (before any
  * new upload), replays once on the same inputs and checks that its n
  * outputs (device addresses out[k] of numel[k] values, where the body put
- * them) equal the second eager pass's bit for bit (NaN as NaN): a graph that
- * replays something else (stale host data baked in, host-dependent work) is
- * refused with GX_ERR_UNSUPPORTED. gx_cuda_pass_begin rewinds ctx (a wait on
+ * them) equal the second eager pass's to float rounding (1e-5 relative; NaN
+ * as NaN; bit for bit in the emulation): a graph that replays something else
+ * (stale host data baked in, host-dependent work) is refused with
+ * GX_ERR_UNSUPPORTED. gx_cuda_pass_begin rewinds ctx (a wait on
  * the stream: call it before the uploads; the emulation's replay re-runs
  * the body, which must allocate as the capture did). */
 typedef struct gx_cuda_pass {

@@ -163,21 +163,34 @@ void gx_serve_graphs_free(gx_serve_model *m) {
         }
 }
 
-gx_serve_graph *gx_serve_graph_get(gx_serve_model *m, const int8_t *domain, int b, int64_t side) {
-    if (!m->on_cuda || !m->graphs_on || !m->kind->graph_pass) return NULL;
+gx_status gx_serve_graph_get(gx_serve_model *m, const int8_t *domain, int b, int64_t side, gx_serve_graph **out,
+                             gx_err *err) {
+    *out = NULL;
+    if (!m->on_cuda || !m->graphs_on || !m->kind->graph_pass) return GX_OK;
     int B = gx_serve_graph_size(b), i = graph_slot_index(B), v = m->kind->graph_variant(m, domain, b, side);
-    if (i < 0 || v < 0 || v >= GX_SERVE_GRAPH_VARIANTS || m->graph_failed[v][i]) return NULL;
+    if (i < 0 || v < 0 || v >= GX_SERVE_GRAPH_VARIANTS || m->graph_failed[v][i]) return GX_OK;
     gx_serve_graph *g = m->graphs[v][i];
-    if (g) return g->side == side ? g : NULL;   /* another side runs eagerly */
+    if (g) {
+        *out = g->side == side ? g : NULL;   /* another side runs eagerly */
+        return GX_OK;
+    }
     gx_err e;
-    if (graph_build(m, B, v, side, &m->graphs[v][i], &e) != GX_OK) {
+    gx_status s = graph_build(m, B, v, side, &m->graphs[v][i], &e);
+    if (s == GX_ERR_IO) {
+        /* The device failed under the build's eager passes or its check: the
+         * request fails as any device error does, and the next one builds
+         * again (a one-shot fault says nothing about graphs). */
+        return gx_err_set(err, s, "%s", e.msg);
+    }
+    if (s != GX_OK) {
         m->graph_failed[v][i] = 1;
         fprintf(stderr, "galaxyd: model '%s' on %s: no CUDA graph for batch size %d%s (%s); that size runs "
                 "without one\n", m->info.name, m->info.device, B, v ? " (variant 1)" : "", e.msg);
-        return NULL;
+        return GX_OK;
     }
     atomic_fetch_add(&m->graph_captures, 1);
-    return m->graphs[v][i];
+    *out = m->graphs[v][i];
+    return GX_OK;
 }
 
 void gx_serve_graph_run(gx_serve_model *m, gx_serve_graph *g, const float *x, const float *coords, int b) {

@@ -459,7 +459,16 @@ gx_status gx_serve_model_predict_ex(gx_serve_model *m, const float *x, int64_t s
         int b = n - i0 < m->chunk ? n - i0 : m->chunk;
         serve_job J = { m, x + (int64_t)i0 * per, per, side, coords ? coords + 2 * (int64_t)i0 : NULL,
                         domain ? domain + i0 : NULL, out, i0, K };
-        gx_serve_graph *g = gx_serve_graph_get(m, J.domain, b, side);
+        gx_serve_graph *g;
+        gx_err ge;
+        if (gx_serve_graph_get(m, J.domain, b, side, &g, &ge) != GX_OK) {
+            /* A device error while building the graph: sync again, which
+             * tells a sticky fault (the model is marked failed) from one
+             * that cleared; either way this request fails with it. */
+            st = serve_device_sync(m, "predict", err);
+            if (st == GX_OK) st = gx_err_set(err, GX_ERR_IO, "predict on %s: %s", m->info.device, ge.msg);
+            continue;
+        }
         if (g) {
             gx_serve_graph_run(m, g, J.x, J.coords, b);
             st = serve_device_sync(m, "predict", err);

@@ -27,10 +27,12 @@
  * gx_cuda_pass_capture's eager passes on zero inputs (cuBLAS initialises,
  * the arena reaches its high-water size and is coalesced into one chunk),
  * the capture, then gx_cuda_pass_verify: the first replay must equal the
- * eager pass (to float rounding). A slot that cannot be built (the capture refused
- * a call, the arena grew during it, the replay differed) is marked failed
- * with one stderr line and its size runs eagerly from then on: a graph is
- * an optimisation, never a reason to fail a request.
+ * eager pass (to float rounding). A slot the device cannot hold (the
+ * capture refused a call, the arena grew during it, the replay differed) is
+ * marked failed with one stderr line and its size runs eagerly from then
+ * on: a graph is an optimisation, never a reason to fail a request. A
+ * device fault during the build is the device's error, not the graph's:
+ * that request fails as any would, and the next one builds again.
  */
 #include "gx_serve_graph.h"
 #include "gx_serve_impl.h"

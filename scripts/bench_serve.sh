@@ -15,7 +15,8 @@
 #
 # The model: MODELS (default models/default) when it holds a checkpoint, else a tiny
 # checkpoint trained here (as the tests do; the table says which). Env knobs:
-# BENCH_SECONDS (per run, default 5), BENCH_MAX_BATCH (default 32), PORT_HOST,
+# BENCH_SECONDS (per run, default 5), BENCH_WARMUP (seconds of load before each run,
+# default 1), BENCH_MAX_BATCH (default 32), PORT_HOST,
 # BENCH_DEVICE (cpu|cuda|auto: galaxyd's and the raw forward's --device; unset =
 # their default, auto), BENCH_TF32=1 (--tf32 on both). On the GPU machine
 # scripts/gpu_proof.sh runs this with BENCH_DEVICE=cuda over the bundle's binaries;
@@ -25,6 +26,10 @@ set -uo pipefail
 . "$(dirname "$0")/bench_lib.sh" "$@"
 secs=${BENCH_SECONDS:-5}
 maxb=${BENCH_MAX_BATCH:-32}
+# Seconds of load before each measured run: a fresh galaxyd on a device
+# captures a CUDA graph for each padded batch size on first use (a few
+# forward passes), which the warm-up absorbs.
+warm=${BENCH_WARMUP:-1}
 devflags=()
 [ -n "${BENCH_DEVICE:-}" ] && devflags+=(--device "$BENCH_DEVICE")
 [ "${BENCH_TF32:-0}" = 1 ] && devflags+=(--tf32)
@@ -107,7 +112,7 @@ for c in 1 16 64; do
   echo "bench_serve.sh: served, $c connection(s)" >&2
   if [ "$c" = 1 ]; then start_server "c$c" --batch-delay-us 1 || exit 1
   else start_server "c$c" --max-queue 1024 || exit 1; fi
-  out=$(loadgen --connections "$c" --duration "$secs" --warmup 1)
+  out=$(loadgen --connections "$c" --duration "$secs" --warmup "$warm")
   row[$c]="$out rss_mib=$(rss_mib "$server_pid")"
   # galaxyd's own device line (stderr), e.g. "galaxyd: device: cuda:0 (...)".
   [ "$c" = 1 ] && served_device=$(sed -n 's/^galaxyd: \(warning: \)\{0,1\}device: \([^ ]*\).*/\2/p' "$tmp/c1.err" | head -n 1)
@@ -126,7 +131,7 @@ rss0=$(rss_mib "$server_pid")
 : > "$tmp/rss.txt"
 ( while kill -0 "$server_pid" 2>/dev/null; do rss_mib "$server_pid" >> "$tmp/rss.txt"; echo >> "$tmp/rss.txt"; sleep 0.5; done ) &
 sampler=$!
-over=$(loadgen --connections 512 --rate "$rate" --duration $((2 * secs)) --warmup 1 --timeout 60)
+over=$(loadgen --connections 512 --rate "$rate" --duration $((2 * secs)) --warmup "$warm" --timeout 60)
 kill "$sampler" 2>/dev/null; wait "$sampler" 2>/dev/null
 rss_range=$(awk 'NF { if (min == "" || $1 < min) min = $1; if ($1 > max) max = $1 } END { printf "%s-%s", min, max }' "$tmp/rss.txt")
 bench_server_stop
@@ -136,7 +141,7 @@ share=$(awk -v a="$n503" -v t="$total" 'BEGIN { printf "%.1f", (t > 0) ? 100 * a
 # ---------------------------------------------------------------- report
 echo "== galaxyd serving benchmark: POST /v1/classify, one 64x64 PNG, loopback"
 echo "date: $(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git -C "$here" rev-parse --short HEAD 2>/dev/null), $(nproc) cores, load avg $load_before before, $(cut -d' ' -f1-3 /proc/loadavg) after"
-echo "model: $model_note; max batch $maxb; $secs s per run after 1 s warm-up"
+echo "model: $model_note; max batch $maxb; $secs s per run after $warm s warm-up"
 echo "device: raw forward on $raw_device, galaxyd on ${served_device:-?}${BENCH_TF32:+ (BENCH_TF32=$BENCH_TF32)}"
 echo
 echo "| mode | connections | images/s | p50 ms | p99 ms | 2xx | 503 | other | errors | server RSS |"

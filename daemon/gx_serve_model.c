@@ -22,8 +22,8 @@
  * a row's answer: in eval mode no sample sees the rest of its batch. On a
  * device a chunk is padded and replayed as a CUDA graph when the model has
  * graphs on and its kind graph hooks (gx_serve_graph.h); a chunk without a
- * graph (the CF-INN, UDA rows of mixed domains, a size whose capture failed)
- * runs as below.
+ * graph (CF-INN rows of another size, UDA rows of mixed domains, a size
+ * whose capture failed) runs as below.
  */
 #include "gx_serve_model.h"
 #include "gx_serve_impl.h"
@@ -72,6 +72,15 @@ static void wm_kind_free(gx_serve_model *m) {
     free(m->impl);
 }
 
+/* The answers of b rows from their logits [b,K] and redshifts (score NaN). */
+static void wm_rows_answer(const gx_real *logits, const gx_real *zh, int b, int64_t K, const gx_serve_out *out) {
+    gx_serve_softmax_rows(logits, b, K, out->logits, out->probs);
+    for (int64_t i = 0; i < b; i++) {
+        out->redshift[i] = (float)zh[i];
+        if (out->score) out->score[i] = NAN;
+    }
+}
+
 static void wm_kind_forward(gx_serve_model *m, gx_ctx *ctx, const float *x, int64_t side, const float *coords,
                             const int8_t *domain, int b, const gx_serve_out *out) {
     (void)domain;
@@ -86,11 +95,7 @@ static void wm_kind_forward(gx_serve_model *m, gx_ctx *ctx, const float *x, int6
     }
     gx_wm_out o = gx_wm_forward(ctx, m->impl, gx_to_ctx(ctx, xt), ct, 0);
     const gx_real *zh = gx_to_host(ctx, o.redshift)->data;
-    gx_serve_softmax_rows(gx_to_host(ctx, o.logits)->data, b, m->info.n_classes, out->logits, out->probs);
-    for (int64_t i = 0; i < b; i++) {
-        out->redshift[i] = (float)zh[i];
-        if (out->score) out->score[i] = NAN;
-    }
+    wm_rows_answer(gx_to_host(ctx, o.logits)->data, zh, b, m->info.n_classes, out);
 }
 
 /* CUDA graph hooks (gx_serve_graph.h): one variant; outputs logits and
@@ -109,11 +114,7 @@ static void wm_graph_pass(gx_serve_model *m, gx_ctx *ctx, int variant, gx_tensor
 }
 
 static void wm_graph_read(gx_serve_model *m, const gx_real *const o[2], int b, const gx_serve_out *out) {
-    gx_serve_softmax_rows(o[0], b, m->info.n_classes, out->logits, out->probs);
-    for (int i = 0; i < b; i++) {
-        out->redshift[i] = (float)o[1][i];
-        if (out->score) out->score[i] = NAN;
-    }
+    wm_rows_answer(o[0], o[1], b, m->info.n_classes, out);
 }
 
 const gx_serve_kind gx_serve_kind_wm = { "wavelet-mamba", wm_kind_load, wm_kind_free, wm_kind_forward, 1,

@@ -71,6 +71,27 @@ static float uda_score(const gx_real *p, int64_t K) {
     return (float)((double)(float)h / log((double)K));
 }
 
+/* The answers of n computed rows (logits and p, [n,K]) into rows idx[r]
+ * of out (row r when idx is NULL): the anomaly score, no redshift. */
+static void uda_rows_answer(const gx_real *lgv, const gx_real *pv, int n, const int *idx, int64_t K,
+                            const gx_serve_out *out) {
+    for (int r = 0; r < n; r++) {
+        int64_t row = idx ? idx[r] : r;
+        const gx_real *lg = lgv + (int64_t)r * K, *p = pv + (int64_t)r * K;
+        for (int64_t k = 0; k < K; k++) {
+            out->logits[row * K + k] = (float)lg[k];
+            out->probs[row * K + k] = (float)p[k];
+        }
+        out->redshift[row] = NAN;
+        if (out->score) out->score[row] = uda_score(p, K);
+    }
+}
+
+/* The BN domain of row i (domain NULL or not 0: the target). */
+static int uda_row_domain(const int8_t *domain, int i) {
+    return domain && domain[i] == 0 ? GX_UDA_SOURCE : GX_UDA_TARGET;
+}
+
 /* Forwards the rows idx[0..nd) of x (all of domain d) and scatters the
  * outputs back to those rows of out. */
 static void uda_forward_domain(gx_serve_model *m, gx_ctx *ctx, const float *x, int64_t side, const int *idx,
@@ -83,17 +104,7 @@ static void uda_forward_domain(gx_serve_model *m, gx_ctx *ctx, const float *x, i
         for (int64_t i = 0; i < per; i++) dst[i] = (gx_real)src[i];
     }
     gx_uda_out o = gx_uda_forward(ctx, m->impl, gx_to_ctx(ctx, xt), d, 0);
-    const gx_real *lgv = gx_to_host(ctx, o.logits)->data, *pv = gx_to_host(ctx, o.p)->data;
-    for (int r = 0; r < nd; r++) {
-        int64_t row = idx[r];
-        const gx_real *lg = lgv + (int64_t)r * K, *p = pv + (int64_t)r * K;
-        for (int64_t k = 0; k < K; k++) {
-            out->logits[row * K + k] = (float)lg[k];
-            out->probs[row * K + k] = (float)p[k];
-        }
-        out->redshift[row] = NAN;
-        if (out->score) out->score[row] = uda_score(p, K);
-    }
+    uda_rows_answer(gx_to_host(ctx, o.logits)->data, gx_to_host(ctx, o.p)->data, nd, idx, K, out);
 }
 
 /* Rows gathered per domain forward (the predict chunk is 32: one window). */
@@ -107,10 +118,8 @@ static void uda_kind_forward(gx_serve_model *m, gx_ctx *ctx, const float *x, int
         int n = b - i0 < UDA_WINDOW ? b - i0 : UDA_WINDOW;
         for (int d = GX_UDA_SOURCE; d <= GX_UDA_TARGET; d++) {
             int nd = 0;
-            for (int i = i0; i < i0 + n; i++) {
-                int row_d = domain && domain[i] == 0 ? GX_UDA_SOURCE : GX_UDA_TARGET;
-                if (row_d == d) idx[nd++] = i;
-            }
+            for (int i = i0; i < i0 + n; i++)
+                if (uda_row_domain(domain, i) == d) idx[nd++] = i;
             if (nd) uda_forward_domain(m, ctx, x, side, idx, nd, d, out);
         }
     }
@@ -122,9 +131,9 @@ static void uda_kind_forward(gx_serve_model *m, gx_ctx *ctx, const float *x, int
  * and p, read as uda_forward_domain reads them. */
 static int uda_graph_variant(const gx_serve_model *m, const int8_t *domain, int b, int64_t side) {
     (void)m, (void)side;
-    int d = domain && domain[0] == 0 ? GX_UDA_SOURCE : GX_UDA_TARGET;
+    int d = uda_row_domain(domain, 0);
     for (int i = 1; i < b; i++)
-        if ((domain && domain[i] == 0 ? GX_UDA_SOURCE : GX_UDA_TARGET) != d) return -1;
+        if (uda_row_domain(domain, i) != d) return -1;
     return d;
 }
 
@@ -137,15 +146,7 @@ static void uda_graph_pass(gx_serve_model *m, gx_ctx *ctx, int variant, gx_tenso
 }
 
 static void uda_graph_read(gx_serve_model *m, const gx_real *const o[2], int b, const gx_serve_out *out) {
-    int64_t K = m->info.n_classes;
-    for (int64_t i = 0; i < (int64_t)b * K; i++) {
-        out->logits[i] = (float)o[0][i];
-        out->probs[i] = (float)o[1][i];
-    }
-    for (int i = 0; i < b; i++) {
-        out->redshift[i] = NAN;
-        if (out->score) out->score[i] = uda_score(o[1] + (int64_t)i * K, K);
-    }
+    uda_rows_answer(o[0], o[1], b, NULL, m->info.n_classes, out);
 }
 
 const gx_serve_kind gx_serve_kind_uda = { "uda", uda_kind_load, uda_kind_free, uda_kind_forward, 1,

@@ -335,8 +335,8 @@ static void v1_batcher_metrics(FILE *f, gx_registry *reg) {
     for (int m = 0; m < 7; m++) {
         fprintf(f, "# HELP %s %s (current model registry)\n# TYPE %s counter\n", c[m].name, c[m].help, c[m].name);
         for (int i = 0; i < n; i++) {
-            int64_t caps, reps;
-            gx_serve_model_graph_counts(gx_registry_at(reg, i)->model, &caps, &reps);
+            int64_t caps = 0, reps = 0;
+            if (m >= 5) gx_serve_model_graph_counts(gx_registry_at(reg, i)->model, &caps, &reps);
             double v = m == 0 ? st[i].forward_ms_total / 1e3 : m == 1 ? (double)st[i].batches
                      : m == 2 ? (double)st[i].images : m == 3 ? (double)st[i].timeouts
                      : m == 4 ? (double)st[i].rejected : m == 5 ? (double)caps : (double)reps;

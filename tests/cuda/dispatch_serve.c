@@ -17,7 +17,10 @@
 
 typedef struct { float *logits, *probs, *redshift, *score; } serve_rows;
 
-static void serve_predict(gx_test_state *T, gx_serve_model *m, const float *x, int n, serve_rows *r) {
+/* n rows of side S (coords, domain: NULL or per row) through m's predict
+ * into freshly allocated rows r. */
+static void serve_predict_ex(gx_test_state *T, gx_serve_model *m, const float *x, int64_t S, const float *coords,
+                             const int8_t *domain, int n, serve_rows *r) {
     const gx_serve_info *in = gx_serve_model_info(m);
     int64_t K = in->n_classes;
     r->logits = malloc((size_t)(n * K) * sizeof(float));
@@ -26,7 +29,18 @@ static void serve_predict(gx_test_state *T, gx_serve_model *m, const float *x, i
     r->score = malloc((size_t)n * sizeof(float));
     gx_serve_out o = { r->logits, r->probs, r->redshift, r->score };
     gx_err err;
-    CHECK_MSG(gx_serve_model_predict(m, x, in->input_size, NULL, n, &o, &err) == GX_OK, "%s: %s", in->name, err.msg);
+    CHECK_MSG(gx_serve_model_predict_ex(m, x, S, coords, domain, n, &o, &err) == GX_OK, "%s: %s", in->name, err.msg);
+}
+
+static void serve_predict(gx_test_state *T, gx_serve_model *m, const float *x, int n, serve_rows *r) {
+    serve_predict_ex(T, m, x, gx_serve_model_info(m)->input_size, NULL, NULL, n, r);
+}
+
+/* count uniform values in [0, 1) (malloc'd). */
+static float *serve_random(gx_rng *rng, int64_t count) {
+    float *x = malloc((size_t)count * sizeof *x);
+    for (int64_t i = 0; i < count; i++) x[i] = (float)gx_rng_uniform(rng);
+    return x;
 }
 
 static void serve_rows_free(serve_rows *r) {
@@ -145,6 +159,15 @@ static int serve_graph_pair(gx_test_state *T, gx_gpu_env *g, const char *path, g
     return 0;
 }
 
+/* m captured and replayed exactly as many graphs as wanted. */
+static void serve_check_graph_counts(gx_test_state *T, gx_serve_model *m, int64_t captures, int64_t replays) {
+    int64_t caps = -1, reps = -1;
+    gx_serve_model_graph_counts(m, &caps, &reps);
+    CHECK_MSG(caps == captures && reps == replays, "%s: captures %lld (want %lld), replays %lld (want %lld)",
+              gx_serve_model_info(m)->name, (long long)caps, (long long)captures, (long long)reps,
+              (long long)replays);
+}
+
 /* Frees both; the graphs' arenas must be back in the pool with the rest. */
 static void serve_graph_pair_close(gx_test_state *T, gx_gpu_env *g, gx_serve_model *me, gx_serve_model *mg) {
     gx_serve_model_free(me);
@@ -164,49 +187,36 @@ GX_TEST(dispatch_serve_wm_graphs) {
     gx_gpu_env g;
     gx_serve_model *me = NULL, *mg = NULL;
     if (!serve_graph_pair(T, &g, "models/default/wavelet-mamba.safetensors", &me, &mg)) return;
-    gx_err err;
     const gx_serve_info *in = gx_serve_model_info(mg);
     const int64_t S = in->input_size, K = in->n_classes, per = 3 * S * S;
     /* n rows -> chunks: 1 | 3 (slot 4) | 3 again | 5 (8) | 33 (32 + 1) */
     static const int ns[] = { 1, 3, 3, 5, 33 };
-    const int64_t want_captures = 4, want_replays = 6;
     gx_rng rng;
     gx_rng_init(&rng, 77);
     gx_gpu_tol tol = GX_GPU_TOL_MODEL;
     for (size_t k = 0; k < sizeof ns / sizeof *ns; k++) {
         const int n = ns[k];
-        float *x = malloc((size_t)(n * per) * sizeof(float)), *coords = malloc((size_t)(2 * n) * sizeof(float));
-        for (int64_t i = 0; i < n * per; i++) x[i] = (float)gx_rng_uniform(&rng);
+        float *x = serve_random(&rng, n * per), *coords = malloc((size_t)(2 * n) * sizeof(float));
         for (int i = 0; i < n; i++) {
             coords[2 * i] = (float)(360 * gx_rng_uniform(&rng));
             coords[2 * i + 1] = i % 3 == 1 ? NAN : (float)(180 * gx_rng_uniform(&rng) - 90);
         }
         const float *cs = k % 2 ? coords : NULL;
-        float *out[2][4];
-        for (int s = 0; s < 2; s++) {
-            out[s][0] = malloc((size_t)(n * K) * sizeof(float));
-            out[s][1] = malloc((size_t)(n * K) * sizeof(float));
-            out[s][2] = malloc((size_t)n * sizeof(float));
-            out[s][3] = malloc((size_t)n * sizeof(float));
-            gx_serve_out o = { out[s][0], out[s][1], out[s][2], out[s][3] };
-            CHECK_MSG(gx_serve_model_predict(s ? mg : me, x, S, cs, n, &o, &err) == GX_OK, "%s", err.msg);
-        }
+        serve_rows re, rg;
+        serve_predict_ex(T, me, x, S, cs, NULL, n, &re);
+        serve_predict_ex(T, mg, x, S, cs, NULL, n, &rg);
         char what[96];
         snprintf(what, sizeof what, "graph logits, n %d%s", n, cs ? ", coords" : "");
-        gx_test_allclose_f(T, what, (const gx_real *)out[1][0], out[0][0], n * K, tol.atol, tol.rtol);
+        gx_test_allclose_f(T, what, (const gx_real *)rg.logits, re.logits, n * K, tol.atol, tol.rtol);
         snprintf(what, sizeof what, "graph redshift, n %d%s", n, cs ? ", coords" : "");
-        gx_test_allclose_f(T, what, (const gx_real *)out[1][2], out[0][2], n, tol.atol, tol.rtol);
-        for (int s = 0; s < 2; s++)
-            for (int j = 0; j < 4; j++) free(out[s][j]);
+        gx_test_allclose_f(T, what, (const gx_real *)rg.redshift, re.redshift, n, tol.atol, tol.rtol);
+        serve_rows_free(&re);
+        serve_rows_free(&rg);
         free(x);
         free(coords);
     }
-    int64_t caps = -1, reps = -1, e_caps = -1, e_reps = -1;
-    gx_serve_model_graph_counts(mg, &caps, &reps);
-    gx_serve_model_graph_counts(me, &e_caps, &e_reps);
-    CHECK_MSG(caps == want_captures && reps == want_replays, "captures %lld (want %lld), replays %lld (want %lld)",
-              (long long)caps, (long long)want_captures, (long long)reps, (long long)want_replays);
-    CHECK(e_caps == 0 && e_reps == 0);
+    serve_check_graph_counts(T, mg, 4, 6);
+    serve_check_graph_counts(T, me, 0, 0);
     serve_graph_pair_close(T, &g, me, mg);
 }
 
@@ -218,7 +228,6 @@ GX_TEST(dispatch_serve_uda_graphs) {
     gx_gpu_env g;
     gx_serve_model *me = NULL, *mg = NULL;
     if (!serve_graph_pair(T, &g, "models/default/uda.safetensors", &me, &mg)) return;
-    gx_err err;
     const gx_serve_info *in = gx_serve_model_info(mg);
     const int64_t S = in->input_size, K = in->n_classes, per = 3 * S * S;
     /* domains: all target (NULL), all source, all target again (a replay),
@@ -230,28 +239,22 @@ GX_TEST(dispatch_serve_uda_graphs) {
     gx_rng_init(&rng, 78);
     gx_gpu_tol tol = GX_GPU_TOL_MODEL;
     for (int k = 0; k < 4; k++) {
-        float x[N * 3 * 64 * 64];
-        CHECK(N * per <= (int64_t)(sizeof x / sizeof *x));
-        for (int64_t i = 0; i < N * per; i++) x[i] = (float)gx_rng_uniform(&rng);
-        float lg[2][N * 16], pr[2][N * 16], rz[2][N], sc[2][N];
-        CHECK(K <= 16);
-        for (int s = 0; s < 2; s++) {
-            gx_serve_out o = { lg[s], pr[s], rz[s], sc[s] };
-            CHECK_MSG(gx_serve_model_predict_ex(s ? mg : me, x, S, NULL, doms[k], N, &o, &err) == GX_OK, "%s",
-                      err.msg);
-        }
+        float *x = serve_random(&rng, N * per);
+        serve_rows re, rg;
+        serve_predict_ex(T, me, x, S, NULL, doms[k], N, &re);
+        serve_predict_ex(T, mg, x, S, NULL, doms[k], N, &rg);
         char what[64];
         snprintf(what, sizeof what, "uda graph logits, case %d", k);
-        gx_test_allclose_f(T, what, (const gx_real *)lg[1], lg[0], N * K, tol.atol, tol.rtol);
+        gx_test_allclose_f(T, what, (const gx_real *)rg.logits, re.logits, N * K, tol.atol, tol.rtol);
         snprintf(what, sizeof what, "uda graph probs, case %d", k);
-        gx_test_allclose_f(T, what, (const gx_real *)pr[1], pr[0], N * K, tol.atol, tol.rtol);
+        gx_test_allclose_f(T, what, (const gx_real *)rg.probs, re.probs, N * K, tol.atol, tol.rtol);
         snprintf(what, sizeof what, "uda graph scores, case %d", k);
-        gx_test_allclose_f(T, what, (const gx_real *)sc[1], sc[0], N, 1e-3, 1e-3);
+        gx_test_allclose_f(T, what, (const gx_real *)rg.score, re.score, N, 1e-3, 1e-3);
+        serve_rows_free(&re);
+        serve_rows_free(&rg);
+        free(x);
     }
-    int64_t caps = -1, reps = -1;
-    gx_serve_model_graph_counts(mg, &caps, &reps);
-    CHECK_MSG(caps == 2 && reps == 3, "captures %lld (want 2: target and source at size 4), replays %lld (want 3)",
-              (long long)caps, (long long)reps);
+    serve_check_graph_counts(T, mg, 2, 3);   /* target and source at size 4; the mixed chunk eager */
     serve_graph_pair_close(T, &g, me, mg);
 }
 
@@ -263,7 +266,6 @@ GX_TEST(dispatch_serve_cf_graphs) {
     gx_gpu_env g;
     gx_serve_model *me = NULL, *mg = NULL;
     if (!serve_graph_pair(T, &g, "models/default/cf-inn.safetensors", &me, &mg)) return;
-    gx_err err;
     const gx_serve_info *in = gx_serve_model_info(mg);
     const int64_t K = in->n_classes, S0 = in->input_size;
     const int64_t sides[3] = { S0, S0, S0 + 8 };   /* a graph, its replay, eager */
@@ -271,26 +273,21 @@ GX_TEST(dispatch_serve_cf_graphs) {
     gx_rng rng;
     gx_rng_init(&rng, 79);
     gx_gpu_tol tol = GX_GPU_TOL_MODEL;
-    CHECK(K <= 16);
     for (int k = 0; k < 3; k++) {
-        const int64_t S = sides[k], per = 3 * S * S;
-        float *x = malloc((size_t)(N * per) * sizeof *x);
-        for (int64_t i = 0; i < N * per; i++) x[i] = (float)gx_rng_uniform(&rng);
-        float lg[2][N * 16], pr[2][N * 16], rz[2][N], sc[2][N];
-        for (int s = 0; s < 2; s++) {
-            gx_serve_out o = { lg[s], pr[s], rz[s], sc[s] };
-            CHECK_MSG(gx_serve_model_predict(s ? mg : me, x, S, NULL, N, &o, &err) == GX_OK, "%s", err.msg);
-        }
+        const int64_t S = sides[k];
+        float *x = serve_random(&rng, N * 3 * S * S);
+        serve_rows re, rg;
+        serve_predict_ex(T, me, x, S, NULL, NULL, N, &re);
+        serve_predict_ex(T, mg, x, S, NULL, NULL, N, &rg);
         char what[64];
         snprintf(what, sizeof what, "cf graph probs, side %lld", (long long)S);
-        gx_test_allclose_f(T, what, (const gx_real *)pr[1], pr[0], N * K, tol.atol, tol.rtol);
+        gx_test_allclose_f(T, what, (const gx_real *)rg.probs, re.probs, N * K, tol.atol, tol.rtol);
         snprintf(what, sizeof what, "cf graph NLL, side %lld", (long long)S);
-        gx_test_allclose_f(T, what, (const gx_real *)sc[1], sc[0], N, 1e-3, 1e-4);
+        gx_test_allclose_f(T, what, (const gx_real *)rg.score, re.score, N, 1e-3, 1e-4);
+        serve_rows_free(&re);
+        serve_rows_free(&rg);
         free(x);
     }
-    int64_t caps = -1, reps = -1;
-    gx_serve_model_graph_counts(mg, &caps, &reps);
-    CHECK_MSG(caps == 1 && reps == 2, "captures %lld (want 1), replays %lld (want 2)", (long long)caps,
-              (long long)reps);
+    serve_check_graph_counts(T, mg, 1, 2);
     serve_graph_pair_close(T, &g, me, mg);
 }

@@ -93,7 +93,7 @@ typedef struct { const char *name; size_t off; char type; } ec_field;   /* 'd' d
 static const ec_field ec_fields[] = {
     F_("accuracy", cls.accuracy, 'd'), F_("auc_macro", cls.auc_macro, 'd'), F_("auc_micro", cls.auc_micro, 'd'),
     F_("ap_macro", cls.ap_macro, 'd'), F_("nll", nll, 'd'), F_("rec_ssim", rec_ssim, 'd'),
-    F_("rec_msd", rec_msd, 'd'), F_("n_test", n, 'i'),
+    F_("rec_msd", rec_msd, 'd'), F_("n_test", n, 'i'), F_("z2_class_probe", z2_class_probe, 'd'),
     F_("cf_valid_hidden", cf_valid_hidden, 'd'), F_("cf_valid_reencoded", cf_valid_reencoded, 'd'),
     F_("cf_valid_judge", cf_valid_judge, 'd'), F_("cf_fallback", cf_fallback, 'd'),
     F_("judge_acc_x", judge_acc_x, 'd'), F_("judge_acc_rec", judge_acc_rec, 'd'),
@@ -244,6 +244,7 @@ static void ec_close(ec_env *E) {
 
 typedef struct ec_cls_acc {
     gx_real *probs;            /* [n,K] */
+    float   *z2;               /* [n,d2] */
     int32_t *label;
     int64_t  n;
     double   nll, msd, ssim;
@@ -251,7 +252,7 @@ typedef struct ec_cls_acc {
 } ec_cls_acc;
 
 gx_eval_cf_image_stats gx_eval_cf_image(const gx_cf_out *out, int64_t i, const float *x, int64_t K, int64_t S,
-                                        float *xr, gx_real *probs) {
+                                        float *xr, gx_real *probs, float *z2) {
     gx_eval_cf_image_stats st = { 0 };
     const int64_t px = 3 * S * S, plane = S * S;
     /* Read here on the host: a device pass must hand over host copies (on
@@ -264,6 +265,10 @@ gx_eval_cf_image_stats gx_eval_cf_image(const gx_cf_out *out, int64_t i, const f
     for (int64_t c = 0; c < K; c++) sum += exp((double)g[c] - mx);
     for (int64_t c = 0; c < K; c++) probs[c] = (gx_real)(exp((double)g[c] - mx) / sum);
     st.nll = -(mx + log(sum)) - (double)out->logdet->data[i];
+    if (z2 && out->z2) {
+        const int64_t d2 = out->z2->shape[1];
+        for (int64_t j = 0; j < d2; j++) z2[j] = (float)out->z2->data[i * d2 + j];
+    }
     const gx_real *ri = out->xrec->data + i * px;
     for (int64_t j = 0; j < px; j++) {
         double t = (double)ri[j] - x[j];
@@ -288,14 +293,17 @@ gx_cf_out gx_eval_cf_out_host(gx_ctx *ctx, const gx_cf_out *out) {
     h.g = gx_to_host(ctx, out->g);
     h.logdet = gx_to_host(ctx, out->logdet);
     h.xrec = gx_to_host(ctx, out->xrec);
+    h.z2 = out->z2 ? gx_to_host(ctx, out->z2) : NULL;
     return h;
 }
 
 /* Per-image numbers of one batch (gx_eval_cf_image); xr: 3*S*S float
  * scratch for gx_morph_ssim. */
-static void ec_cls_add(ec_cls_acc *a, const gx_cf_out *out, const gx_batch *b, int64_t K, int64_t S, float *xr) {
+static void ec_cls_add(ec_cls_acc *a, const gx_cf_out *out, const gx_batch *b, int64_t K, int64_t S, int64_t d2,
+                       float *xr) {
     for (int64_t i = 0; i < b->n; i++, a->n++) {
-        gx_eval_cf_image_stats st = gx_eval_cf_image(out, i, b->x + i * 3 * S * S, K, S, xr, a->probs + a->n * K);
+        gx_eval_cf_image_stats st = gx_eval_cf_image(out, i, b->x + i * 3 * S * S, K, S, xr, a->probs + a->n * K,
+                                                     a->z2 + a->n * d2);
         a->label[a->n] = b->label[i];
         a->nll += st.nll;
         a->msd += st.msd;
@@ -304,13 +312,14 @@ static void ec_cls_add(ec_cls_acc *a, const gx_cf_out *out, const gx_batch *b, i
 }
 
 static gx_status ec_classify(ec_env *E, gx_eval_cf_result *r, gx_err *err) {
-    const int64_t K = E->m.cfg.classes, S = E->m.cfg.size;
+    const int64_t K = E->m.cfg.classes, S = E->m.cfg.size, d2 = E->m.cfg.d - E->m.cfg.d1;
     ec_cls_acc a;
     memset(&a, 0, sizeof a);
     a.probs = malloc((size_t)(E->n_test * K) * sizeof *a.probs);
+    a.z2 = malloc((size_t)(E->n_test * (d2 > 0 ? d2 : 1)) * sizeof *a.z2);
     a.label = malloc((size_t)E->n_test * sizeof *a.label);
     float *xr = malloc((size_t)(3 * S * S) * sizeof *xr);
-    gx_status s = a.probs && a.label && xr ? GX_OK : gx_err_set(err, GX_ERR_NOMEM, "eval: out of memory");
+    gx_status s = a.probs && a.z2 && a.label && xr ? GX_OK : gx_err_set(err, GX_ERR_NOMEM, "eval: out of memory");
     if (s == GX_OK) s = gx_loader_start_epoch(E->L, 0, err);
     gx_ctx *ctx = &E->ctx;
     ctx->grad_enabled = 0;
@@ -322,7 +331,7 @@ static gx_status ec_classify(ec_env *E, gx_eval_cf_result *r, gx_err *err) {
         for (int64_t i = 0; i < x->numel; i++) x->data[i] = (gx_real)b.x[i];
         gx_cf_out out = gx_cf_forward(ctx, &E->m, gx_to_ctx(ctx, x), 0.0, NULL, 1);
         gx_cf_out ho = gx_eval_cf_out_host(ctx, &out);
-        ec_cls_add(&a, &ho, &b, K, S, xr);
+        ec_cls_add(&a, &ho, &b, K, S, d2, xr);
         gx_ctx_reset(ctx);
     }
     double dt = gx_train_now() - t0;
@@ -333,10 +342,12 @@ static gx_status ec_classify(ec_env *E, gx_eval_cf_result *r, gx_err *err) {
         r->nll = ec_mean(a.nll, a.n);
         r->rec_msd = ec_mean(a.msd, a.n);
         r->rec_ssim = ec_mean(a.ssim, a.n_ssim);
+        r->z2_class_probe = d2 > 0 ? gx_metric_centroid_probe(a.z2, a.label, a.n, d2, (int)K) : NAN;
         r->images_per_s = dt > 0 ? (double)a.n / dt : NAN;
         r->n_params = gx_params_count(&E->m.params, 0);
     }
     free(a.probs);
+    free(a.z2);
     free(a.label);
     free(xr);
     return s;
@@ -609,6 +620,8 @@ static void ec_print(FILE *f, const gx_eval_cf_result *r, const gx_eval_cf_opts 
             c->auc_macro, c->auc_micro, c->ap_macro, r->nll);
     for (int k = 0; k < c->k; k++) fprintf(f, " %d:%.3f", k, c->recall[k]);
     fprintf(f, "\n  reconstruction: SSIM %.4f  MSD %.5f   (%.1f images/s)\n", r->rec_ssim, r->rec_msd, r->images_per_s);
+    fprintf(f, "  z2 (the spec's class-independent part): nearest class mean finds the class of %.4f "
+            "(chance about %.3f)\n", r->z2_class_probe, c->k > 0 ? 1.0 / c->k : NAN);
     fprintf(f, "counterfactuals: %lld (%lld images x their other classes)\n", (long long)r->cf_count,
             (long long)r->cf_images);
     fprintf(f, "  valid: hidden %.4f  re-encoded %.4f  judge %.4f  fallback %.4f\n", r->cf_valid_hidden,

@@ -22,7 +22,9 @@
  * checkpoint's run id and epoch when db_path is given:
  *   classification over every test image: accuracy, recall_<k>, auc_macro,
  *     auc_micro, ap_macro, nll (mean hidden-space negative log-likelihood),
- *     rec_ssim, rec_msd (x against x~ = D(E(x))), n_test;
+ *     rec_ssim, rec_msd (x against x~ = D(E(x))), n_test, z2_class_probe
+ *     (how well the nearest class mean reads the class from z2, which the
+ *     spec calls class-independent; gx_metric_centroid_probe);
  *   counterfactuals over the first cf_n test images x their K-1 other
  *     classes (all test images when cf_n <= 0): cf_valid_hidden,
  *     cf_valid_reencoded, cf_valid_judge (NULL without a judge: stored
@@ -111,6 +113,10 @@ typedef struct gx_eval_cf_result {
     int64_t n;                 /* test images classified */
     gx_cls_metrics cls;
     double  nll, rec_ssim, rec_msd;
+    /* gx_metric_centroid_probe of z2 = E(x)[d1:] over the test images with
+     * their true classes: the spec calls z2 class-independent, so this
+     * should sit near chance (~1/K); NaN when d2 is 0. */
+    double  z2_class_probe;
     int64_t cf_images;         /* test images with counterfactuals */
     int64_t cf_count;          /* counterfactuals (images x K-1 targets) */
     double  cf_valid_hidden, cf_valid_reencoded, cf_valid_judge;   /* judge: NaN without one */
@@ -145,14 +151,14 @@ typedef struct gx_eval_cf_image_stats {
 } gx_eval_cf_image_stats;
 
 /* Image i of a CF-INN forward pass with reconstruction (out: g [B,K],
- * logdet, xrec; host tensors: a device pass reads them back with
+ * logdet, xrec, z2; host tensors: a device pass reads them back with
  * gx_to_host first), x its input [3,S,S]: the posteriors softmax(g_i) into
- * probs[K], and the numbers above. xr: 3*S*S floats of scratch (NULL: no
- * SSIM). The trainer's validation and gx_eval_cf both take these numbers
+ * probs[K], its z2 row into z2[d2] (NULL: not wanted), and the numbers
+ * above. xr: 3*S*S floats of scratch (NULL: no SSIM). The trainer's validation and gx_eval_cf both take these numbers
  * from here, so the two report the same metric. */
 gx_eval_cf_image_stats gx_eval_cf_image(const gx_cf_out *out, int64_t i, const float *x, int64_t K, int64_t S,
-                                        float *xr, gx_real *probs);
-/* The outputs gx_eval_cf_image reads (g, logdet, x~) on the host: copies
+                                        float *xr, gx_real *probs, float *z2);
+/* The outputs gx_eval_cf_image reads (g, logdet, x~, z2) on the host: copies
  * of a device pass's (gx_to_host), the same tensors on the CPU. */
 gx_cf_out gx_eval_cf_out_host(gx_ctx *ctx, const gx_cf_out *out);
 

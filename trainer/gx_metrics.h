@@ -116,6 +116,18 @@ double gx_metric_median(double *x, int64_t n);
  * the mean is 0. */
 double gx_metric_cv(const double *x, int n);
 
+/* How much class a feature vector carries, by the simplest classifier that
+ * could read it: feat [n,d] (row i labelled label[i]) is split into two
+ * folds by parity of i; each fold's rows are classified by the nearest
+ * (Euclidean) class mean of the other fold, and the share classified as
+ * their label is returned. Only classes in [0,k) with a row in the other
+ * fold are candidates (ties: the lower class); rows with a label outside
+ * [0,k) take no part. Chance is about the largest class share; 1 means the
+ * classes sit apart. The CF-INN's eval applies it to z2, which the spec
+ * calls class-independent (docs/models.md). NaN when no row can be scored,
+ * a value is not finite, or memory runs out. */
+double gx_metric_centroid_probe(const float *feat, const int32_t *label, int64_t n, int64_t d, int k);
+
 /* ---- per-epoch storage (migrations/0006_confusion.sql) ------------------
  *
  * The trainers store each epoch's confusion matrices beside its metric rows,

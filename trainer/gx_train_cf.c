@@ -424,6 +424,8 @@ typedef struct cf_val_acc {
     int64_t  n, cap;
     int      k;
     gx_real *probs;                /* [n,k] posteriors */
+    float   *z2;                   /* [n,d2] (z2_class_probe) */
+    int64_t  d2;
     int32_t *label;                /* [n] */
     double   nll, rec_msd, rec_ssim;   /* sums over images */
     int64_t  n_ssim;
@@ -433,19 +435,22 @@ typedef struct cf_val_acc {
 } cf_val_acc;
 
 static void cf_val_free(cf_val_acc *a) {
-    free(a->probs); free(a->label); free(a->cf_x);
+    free(a->probs); free(a->z2); free(a->label); free(a->cf_x);
     memset(a, 0, sizeof *a);
 }
 
-static gx_status cf_val_alloc(cf_val_acc *a, int64_t cap, int k, int64_t cf_cap, int64_t px, gx_err *err) {
+static gx_status cf_val_alloc(cf_val_acc *a, int64_t cap, int k, int64_t d2, int64_t cf_cap, int64_t px,
+                              gx_err *err) {
     memset(a, 0, sizeof *a);
     a->cap = cap > 0 ? cap : 1;
     a->k = k;
+    a->d2 = d2;
+    a->z2 = malloc((size_t)a->cap * (size_t)(d2 > 0 ? d2 : 1) * sizeof *a->z2);
     a->cf_cap = cf_cap < cap ? cf_cap : cap;
     a->probs = malloc((size_t)a->cap * (size_t)k * sizeof *a->probs);
     a->label = malloc((size_t)a->cap * sizeof *a->label);
     a->cf_x = malloc((size_t)(a->cf_cap > 0 ? a->cf_cap : 1) * (size_t)px * sizeof *a->cf_x);
-    if (a->probs && a->label && a->cf_x) return GX_OK;
+    if (a->probs && a->z2 && a->label && a->cf_x) return GX_OK;
     cf_val_free(a);
     return gx_err_set(err, GX_ERR_NOMEM, "validation: out of memory for %lld samples", (long long)cap);
 }
@@ -458,7 +463,7 @@ static void cf_val_add(cf_val_acc *a, const gx_cf_out *out, const gx_batch *b, i
     float *xr = malloc((size_t)px * sizeof *xr);   /* NULL: no SSIM this batch */
     for (int64_t i = 0; i < b->n && a->n < a->cap; i++, a->n++) {
         const float *xi = b->x + i * px;
-        gx_eval_cf_image_stats st = gx_eval_cf_image(out, i, xi, K, S, xr, a->probs + a->n * K);
+        gx_eval_cf_image_stats st = gx_eval_cf_image(out, i, xi, K, S, xr, a->probs + a->n * K, a->z2 + a->n * a->d2);
         a->label[a->n] = b->label[i];
         a->nll += st.nll;
         a->rec_msd += st.msd;
@@ -597,7 +602,8 @@ static gx_status cf_rows_val(cf_run *R, int epoch, gx_train_rows *w, gx_cls_metr
     gx_cf_loss_cfg lc = cf_epoch_loss(&R->o, epoch);
     const int64_t S = R->m.cfg.size, px = 3 * S * S;
     cf_val_acc a;
-    gx_status s = cf_val_alloc(&a, R->nsplit[1], (int)R->m.cfg.classes, R->o.cf_eval_n, px, err);
+    gx_status s = cf_val_alloc(&a, R->nsplit[1], (int)R->m.cfg.classes, R->m.cfg.d - R->m.cfg.d1, R->o.cf_eval_n,
+                               px, err);
     if (s != GX_OK) return s;
     s = cf_val_pass(R, &lc, &a, err);
     if (s == GX_OK) s = gx_metrics_classify(a.probs, a.label, a.n, a.k, cm, err);
@@ -612,6 +618,8 @@ static gx_status cf_rows_val(cf_run *R, int epoch, gx_train_rows *w, gx_cls_metr
         gx_train_row(w, "val", a.n ? a.nll / (double)a.n : NAN, "nll");
         gx_train_row(w, "val", a.n ? a.rec_msd / (double)a.n : NAN, "rec_msd");
         gx_train_row(w, "val", a.n_ssim ? a.rec_ssim / (double)a.n_ssim : NAN, "rec_ssim");
+        gx_train_row(w, "val", a.d2 > 0 ? gx_metric_centroid_probe(a.z2, a.label, a.n, a.d2, a.k) : NAN,
+                     "z2_class_probe");
         for (int k = 0; k < CF_NM; k++) {
             if (k == CF_M_JUDGE && !R->judge_ready) continue;
             gx_train_row(w, "val", cnt ? sums[k] / (double)cnt : NAN, "%s", cf_m_names[k]);

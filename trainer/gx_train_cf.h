@@ -54,7 +54,9 @@
  * lr, images_per_s, grad_norm (mean before clipping); split "val" (eval
  * mode, no noise): the same loss terms, accuracy, recall_<k> for every
  * class k, auc_macro, nll (mean hidden-space negative log-likelihood),
- * rec_ssim and rec_msd (x against its reconstruction, the spec's SSIM) and,
+ * rec_ssim and rec_msd (x against its reconstruction, the spec's SSIM),
+ * z2_class_probe (gx_metric_centroid_probe of z2 with the true classes:
+ * how much class the spec's class-independent z2 carries) and,
  * over the first cf_eval_n validation images x their K-1 other classes:
  * cf_valid_hidden, cf_valid_reencoded, cf_valid_judge (only with a judge),
  * cf_fallback (share of targets that needed Delta = mu_q - h), cf_msd_x_cf,

@@ -207,6 +207,21 @@ GX_TEST(eval_cf_rows_and_split) {
     if (x && gx_cf_classify(&ctx, &m, x, n, pred, NULL, NULL, NULL, &err) == GX_OK)
         for (int64_t i = 0; i < n; i++) correct += pred[i] == lab[i];
     CHECK_NEAR(r.cls.accuracy, (double)correct / (double)(n ? n : 1), 1e-12);
+    /* z2 = E(x)[d1:] of the same images in one batch (eval-mode ops are
+     * batch invariant), probed with the true classes. */
+    const int64_t d = m.cfg.d, d1 = m.cfg.d1, d2 = d - d1;
+    float *z2 = malloc((size_t)(n > 0 ? n : 1) * (size_t)d2 * sizeof *z2);
+    if (x && z2) {
+        ctx.grad_enabled = 0;
+        gx_tensor *xt = gx_tensor_new(&ctx, 4, GX_SHAPE(n, 3, 32, 32));
+        for (int64_t i = 0; i < xt->numel; i++) xt->data[i] = (gx_real)x[i];
+        gx_tensor *z = gx_cf_encode(&ctx, &m, xt);
+        for (int64_t i = 0; i < n; i++)
+            for (int64_t j = 0; j < d2; j++) z2[i * d2 + j] = (float)z->data[i * d + d1 + j];
+        CHECK(d2 > 0 && r.z2_class_probe >= 0 && r.z2_class_probe <= 1);
+        CHECK_NEAR(r.z2_class_probe, gx_metric_centroid_probe(z2, lab, n, d2, 10), 1e-12);
+    }
+    free(z2);
     int classes_present = 0, seen[10] = { 0 };
     for (int64_t i = 0; lab && i < n; i++)
         if (lab[i] >= 0 && lab[i] < 10 && !seen[lab[i]]) seen[lab[i]] = 1, classes_present++;
@@ -227,6 +242,7 @@ GX_TEST(eval_cf_rows_and_split) {
     CHECK(k == 1);
     CHECK_NEAR(db_value(T, F->db, F->run_id, "cf_n", &k), 27, 0);
     CHECK_NEAR(db_value(T, F->db, F->run_id, "cf_bg_frac_ok", &k), r.cf_bg_frac_ok, 1e-12);
+    CHECK_NEAR(db_value(T, F->db, F->run_id, "z2_class_probe", &k), r.z2_class_probe, 1e-12);
     CHECK_NEAR(db_value(T, F->db, F->run_id, "cf_ssim_rec_cf", &k), r.cf_ssim_rec_cf, 1e-12);
     db_value(T, F->db, F->run_id, "recall_9", &k);
     CHECK(k == 1);

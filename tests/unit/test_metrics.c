@@ -300,6 +300,67 @@ GX_TEST(metrics_median_and_cv) {
     CHECK(isnan(gx_metric_cv(zero, 2)));
 }
 
+/* ------------------------------------------------------ centroid probe */
+
+/* A hand case in 1-D. Rows 0..5 (folds: even rows 0,2,4, odd rows 1,3,5):
+ *   row   0    1    2    3    4    5
+ *   x     0.0  0.2  1.0  0.6  3.0  2.0
+ *   label 0    0    1    1    1    0
+ * Even fold's means: class 0 = 0.0, class 1 = (1 + 3)/2 = 2.0. Odd rows
+ * against them: 0.2 -> 0 (right), 0.6 -> 0 (wrong), 2.0 -> 1 (wrong).
+ * Odd fold's means: class 0 = (0.2 + 2.0)/2 = 1.1, class 1 = 0.6. Even
+ * rows: 0.0 -> 1 (wrong), 1.0 -> 0 (|1 - 1.1| = .1 < .4: wrong), 3.0 -> 0
+ * (wrong). 1 of 6. */
+GX_TEST(metrics_centroid_probe_hand_case) {
+    float x[] = { 0.0f, 0.2f, 1.0f, 0.6f, 3.0f, 2.0f };
+    int32_t y[] = { 0, 0, 1, 1, 1, 0 };
+    CHECK_NEAR(gx_metric_centroid_probe(x, y, 6, 1, 2), 1.0 / 6.0, 1e-12);
+    /* Separated classes: every row right. */
+    float sep[] = { 0, 0, -0.1f, 0.1f, 10, 10, 9.9f, 10.2f };
+    int32_t ys[] = { 0, 0, 1, 1 };
+    CHECK_NEAR(gx_metric_centroid_probe(sep, ys, 4, 2, 2), 1.0, 0);
+    /* An unlabelled row takes no part; a class seen in one fold only is no
+     * candidate when the other fold is scored, so its rows cannot be right. */
+    float u[] = { 0, 5, 0.1f, 7, 5.1f };
+    int32_t yu[] = { 0, 1, 0, 2, -1 };
+    /* Even rows 0, 2 (labels 0, 0; row 4 unlabelled) against the odd fold's
+     * means (class 1 = 5, class 2 = 7): both go to class 1, wrong. Odd rows
+     * 1 (class 1) and 3 (class 2) against the even fold's (class 0 = .05):
+     * both wrong (class 0 is their only candidate). 0 of 4. */
+    CHECK_NEAR(gx_metric_centroid_probe(u, yu, 5, 1, 3), 0.0, 0);
+    /* Nothing to score, bad values, bad arguments: NaN. */
+    CHECK(isnan(gx_metric_centroid_probe(x, y, 1, 1, 2)));
+    int32_t none[] = { -1, -1, -1, -1, -1, -1 };
+    CHECK(isnan(gx_metric_centroid_probe(x, none, 6, 1, 2)));
+    float bad[] = { 0.0f, NAN, 1.0f, 0.6f };
+    CHECK(isnan(gx_metric_centroid_probe(bad, y, 4, 1, 2)));
+    CHECK(isnan(gx_metric_centroid_probe(NULL, y, 6, 1, 2)));
+}
+
+/* Features that ignore the label score near the largest class share;
+ * features equal to a one-hot of the label score 1. */
+GX_TEST(metrics_centroid_probe_chance_and_perfect) {
+    enum { N = 2000, D = 8, K = 4 };
+    float *f = malloc(sizeof(float) * N * D), *oh = malloc(sizeof(float) * N * K);
+    int32_t *y = malloc(sizeof(int32_t) * N);
+    uint64_t r = 12345;
+    for (int i = 0; i < N; i++) {
+        r = r * 6364136223846793005ULL + 1442695040888963407ULL;
+        y[i] = (int32_t)((r >> 33) % K);
+        for (int j = 0; j < D; j++) {
+            r = r * 6364136223846793005ULL + 1442695040888963407ULL;
+            f[i * D + j] = (float)((double)(r >> 11) / 9007199254740992.0);
+        }
+        for (int c = 0; c < K; c++) oh[i * K + c] = c == y[i];
+    }
+    double p = gx_metric_centroid_probe(f, y, N, D, K);
+    CHECK_MSG(p > 0.20 && p < 0.32, "uninformative features: probe %g, chance about 0.25", p);
+    CHECK_NEAR(gx_metric_centroid_probe(oh, y, N, K, K), 1.0, 0);
+    free(f);
+    free(oh);
+    free(y);
+}
+
 /* ------------------------------------------- against brute-force definitions */
 
 /* Scores on 6 levels (many ties) against random labels: the sort-and-group

@@ -176,7 +176,7 @@ GX_TEST(train_cf_run_metrics_checkpoints) {
     sqlite3_finalize(q);
     static const char *const val_names[] = {
         "loss_total", "loss_x", "loss_y", "loss_ib", "loss_mmd", "loss_rec", "accuracy", "recall_0",
-        "recall_9", "auc_macro", "nll", "rec_ssim", "rec_msd", "cf_valid_hidden", "cf_valid_reencoded",
+        "recall_9", "auc_macro", "nll", "rec_ssim", "rec_msd", "z2_class_probe", "cf_valid_hidden", "cf_valid_reencoded",
         "cf_fallback", "cf_msd_x_cf", "cf_ssim_x_cf", "cf_msd_rec_cf", "cf_ssim_rec_cf", "cf_msd_x_rec",
         "cf_ssim_x_rec", "cf_n" };
     static const char *const train_names[] = {
@@ -199,6 +199,9 @@ GX_TEST(train_cf_run_metrics_checkpoints) {
     CHECK(n == 3 && v[0] == 1 && v[1] == 1 && v[2] == 1);
     CHECK(gx_db_metric_get(db, F->A.run_id, "val", "cf_n", ep, v, 8, &n, &err) == GX_OK && v[2] == 27);
     CHECK(gx_db_metric_get(db, F->A.run_id, "val", "cf_valid_judge", ep, v, 8, &n, &err) == GX_OK && n == 0);
+    /* A share of the validation images. */
+    CHECK(gx_db_metric_get(db, F->A.run_id, "val", "z2_class_probe", ep, v, 8, &n, &err) == GX_OK);
+    CHECK(n == 3 && v[2] >= 0 && v[2] <= 1);
     /* SSIM in [-1, 1], MSD >= 0, lr decays by 0.99 per epoch. */
     CHECK(gx_db_metric_get(db, F->A.run_id, "val", "cf_ssim_x_cf", ep, v, 8, &n, &err) == GX_OK);
     CHECK(v[2] >= -1 && v[2] <= 1);

@@ -234,6 +234,37 @@ gx_tensor *gx_cf_background_loss(gx_ctx *ctx, gx_cf_model *m, const gx_cf_out *o
     return cf_background_of(ctx, cf_mix_decode(ctx, m, o, nb), o->xrec, bg);
 }
 
+/* The z2 class-mean term. Why it exists: the spec splits z into a
+ * class-dependent z1 and a class-independent z2, and a counterfactual keeps
+ * z2. Nothing in the spec's losses makes z2 class-independent: in the
+ * session-7 model the nearest class mean of z2 gives the class of 90% of the
+ * test images (eval metric z2_class_probe), so a counterfactual's decoder
+ * still reads the source's class from z2 and draws the target over the
+ * remains of the source (docs/models.md). The term pulls the batch's class
+ * means of z2 together (their first moment; the MMD keeps z2 near N(0, I)
+ * overall). As a product: D = Q z2 with the constant Q [K,B],
+ * Q[c,i] = sqrt(n_c/B) (1[y_i = c]/n_c - 1/B) (row c: the weighted
+ * difference of class c's mean and the batch mean), and the term is
+ * sum(D^2)/d2 — two engine ops, so its gradient is theirs. */
+gx_tensor *gx_cf_z2_class_loss(gx_ctx *ctx, gx_cf_model *m, gx_tensor *z2, const int64_t *labels) {
+    const int64_t K = m->cfg.classes, B = z2->shape[0], d2 = z2->shape[1];
+    GX_ASSERT_MSG(z2->ndim == 2 && d2 > 0 && B > 0, "gx_cf_z2_class_loss: z2 must be [B,d2], d2 > 0");
+    int64_t n[GX_CF_MAX_CLASSES] = { 0 };
+    for (int64_t i = 0; i < B; i++) {
+        GX_ASSERT_MSG(labels[i] >= 0 && labels[i] < K, "gx_cf_z2_class_loss: label %lld of sample %lld not in "
+                      "[0,%lld)", (long long)labels[i], (long long)i, (long long)K);
+        n[labels[i]]++;
+    }
+    gx_tensor *Q = gx_tensor_new_host(ctx, 2, GX_SHAPE(K, B));
+    for (int64_t c = 0; c < K; c++)
+        for (int64_t i = 0; i < B; i++)
+            Q->data[c * B + i] = n[c] ? (gx_real)(sqrt((double)n[c] / (double)B) *
+                                                  ((labels[i] == c ? 1.0 / (double)n[c] : 0.0) - 1.0 / (double)B))
+                                      : 0;
+    gx_tensor *D = gx_matmul(ctx, gx_to_ctx(ctx, Q), z2);
+    return gx_scale(ctx, gx_sum_all(ctx, gx_square(ctx, D)), 1.0 / (double)d2);
+}
+
 gx_cf_loss_terms gx_cf_loss_given(gx_ctx *ctx, gx_cf_model *m, const gx_cf_out *o, gx_tensor *x,
                                   const int64_t *labels, const gx_tensor *bg, gx_tensor *mmd_n,
                                   const gx_cf_loss_cfg *cfg) {
@@ -256,6 +287,10 @@ gx_cf_loss_terms gx_cf_loss_given(gx_ctx *ctx, gx_cf_model *m, const gx_cf_out *
         gx_tensor *l1 = gx_mean_all(ctx, gx_abs(ctx, gx_sub(ctx, o->xrec, x)));
         L.l_rec = gx_add(ctx, gx_affine(ctx, L.ssim, -a, a), gx_scale(ctx, l1, 1.0 - a));
         total = cf_acc(ctx, total, L.l_rec, cfg->w_rec);
+    }
+    if (cfg->w_z2 != 0 && o->z2 && o->z2->shape[1] > 0) {
+        L.l_z2 = gx_cf_z2_class_loss(ctx, m, o->z2, labels);
+        total = cf_acc(ctx, total, L.l_z2, cfg->w_z2);
     }
     /* The two added terms share one mixed decode. */
     if ((cfg->w_cyc != 0 || cfg->w_bg != 0) && o->z1->shape[0] >= 2) {

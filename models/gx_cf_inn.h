@@ -153,6 +153,8 @@ typedef struct gx_cf_loss_cfg {
                               (gx_cf_cycle_loss, our addition) with this weight */
     double w_bg;           /* 0 (the spec's loss); > 0 adds the background term
                               (gx_cf_background_loss, our addition) with this weight */
+    double w_z2;           /* 0 (the spec's loss); > 0 adds the z2 class-mean term
+                              (gx_cf_z2_class_loss, our addition) with this weight */
 } gx_cf_loss_cfg;
 gx_cf_loss_cfg gx_cf_loss_cfg_default(void);
 
@@ -162,6 +164,7 @@ typedef struct gx_cf_loss_terms {
     gx_tensor *l_cyc;      /* scalar, or NULL when w_cyc is 0 or the batch has 1 image */
     gx_tensor *l_bg;       /* scalar, or NULL when w_bg is 0, the batch has 1 image or
                               the mask has no background pixel */
+    gx_tensor *l_z2;       /* scalar, or NULL when w_z2 is 0 */
 } gx_cf_loss_terms;
 
 /* Latent cycle term (not in the spec; see cf_inn_loss.c for why): each
@@ -178,6 +181,13 @@ gx_tensor *gx_cf_cycle_loss(gx_ctx *ctx, gx_cf_model *m, const gx_cf_out *o);
  * [B,1,S,S] with 1 outside the galaxy's segment and 0 on it. NULL when B < 2
  * or bg has no 1. Gradients reach the decoder (and, through z2, the encoder). */
 gx_tensor *gx_cf_background_loss(gx_ctx *ctx, gx_cf_model *m, const gx_cf_out *o, const gx_tensor *bg);
+
+/* z2 class-mean term (not in the spec; see cf_inn_loss.c for why): the
+ * between-class scatter of z2 [B,d2] in the batch, per dimension:
+ * (1/d2) sum_c (n_c/B) ||mean of z2 over class c - mean of z2||^2, n_c the
+ * batch's samples of class c (labels [B] in [0,K), asserted). 0 when every
+ * sample has one class. Gradients reach the encoder through z2. */
+gx_tensor *gx_cf_z2_class_loss(gx_ctx *ctx, gx_cf_model *m, gx_tensor *z2, const int64_t *labels);
 
 /* The spec's losses on one batch. labels [B] class indices; mmd_rng draws the
  * m reference samples n ~ N(0, I_d); bg: the background mask of

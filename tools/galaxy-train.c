@@ -115,12 +115,15 @@ static void usage_cf(FILE *f) {
         "  --seed S           seed of init, split, sampling, augmentation, noise (default 1)\n"
         "  --judge FILE       a wavelet-mamba checkpoint that also classifies each\n"
         "                     counterfactual (metric cf_valid_judge)\n"
+        "  --init FILE        start from this cf-inn checkpoint's weights (same config\n"
+        "                     and size; a new run with a fresh optimiser: fine-tuning)\n"
         "  --set KEY=VALUE    any option by name (repeatable): lr, mu_lr_mult, lr_decay,\n"
         "                     beta1, beta2, eps, clip, warmup_epochs (epochs with L_R +\n"
         "                     L_MMD only; the paper's option is 10), noise_sigma, d, d1,\n"
         "                     hidden, blocks, subnet, clamp, beta, label_smooth, w_rec,\n"
         "                     w_mmd, w_ib, w_cyc (latent cycle term), w_bg (background\n"
-        "                     term; both our additions, docs/models.md), ssim_weight,\n"
+        "                     term), w_z2 (z2 class-mean term; the three are our\n"
+        "                     additions, docs/models.md), ssim_weight,\n"
         "                     crop_frac, balanced, augment, aug_rot, aug_hflip, aug_vflip,\n"
         "                     max_train, cf_eval_n,\n"
         "                     prefetch, threads (the list: trainer/gx_train_cf.h)\n"
@@ -437,7 +440,7 @@ static gx_status wm_set(void *o, const char *key, const char *value, gx_err *err
 
 /* Flags of `cf-inn` that take a value (--quiet and --help do not). */
 static const char *const cf_flags[] = { "--data", "--db", "--out", "--config", "--size", "--epochs", "--batch",
-                                        "--seed", "--judge", "--resume", "--set", NULL };
+                                        "--seed", "--judge", "--init", "--resume", "--set", NULL };
 
 /* A `cf-inn` flag that train_flag does not take; 0 or the exit status of
  * a bad value. */
@@ -446,6 +449,7 @@ static int cf_flag(void *opts, const char *a, const char *val) {
     gx_train_cf_opts *o = opts;
     long long v;
     if (!strcmp(a, "--judge")) o->judge = val;
+    else if (!strcmp(a, "--init")) o->init = val;
     else if (!strcmp(a, "--size")) {
         if (!parse_ll(val, 16, 1024, &v) || (v & (v - 1)))
             return bad(C, a, "must be 16, 32, 64, ... 1024");

@@ -93,7 +93,7 @@ static const gx_train_set_key cf_set_keys[] = {
     K_("blocks", 'l', model.blocks), K_("subnet", 'l', model.subnet), K_("clamp", 'd', model.clamp),
     K_("beta", 'd', loss.beta), K_("label_smooth", 'd', loss.label_smooth),
     K_("w_rec", 'd', loss.w_rec), K_("w_mmd", 'd', loss.w_mmd), K_("w_ib", 'd', loss.w_ib),
-    K_("w_cyc", 'd', loss.w_cyc), K_("w_bg", 'd', loss.w_bg),
+    K_("w_cyc", 'd', loss.w_cyc), K_("w_bg", 'd', loss.w_bg), K_("w_z2", 'd', loss.w_z2),
     K_("ssim_weight", 'd', loss.ssim_weight),
     K_("aug_rot", 'd', aug.rot_max_deg), K_("aug_hflip", 'd', aug.p_hflip), K_("aug_vflip", 'd', aug.p_vflip),
 };
@@ -195,15 +195,15 @@ static char *cf_run_config_json(const gx_train_cf_opts *o) {
     free(mj);
     const gx_cf_loss_cfg *l = &o->loss;
     json_t *t = json_pack("{s:s,s:i,s:i,s:I,s:I,s:f,s:f,s:f,s:f,s:f,s:f,s:i,s:f,s:i,s:i,s:f,s:f,s:f,s:f,s:f,"
-                          "s:f,s:f,s:f,s:i,s:s?,s:I,s:i}",
+                          "s:f,s:f,s:f,s:f,s:i,s:s?,s:s?,s:I,s:i}",
         "config", o->config_name ? o->config_name : "", "epochs", o->epochs, "batch", o->batch,
         "seed", (json_int_t)o->seed, "max_train", (json_int_t)o->max_train, "lr", o->lr,
         "mu_lr_mult", o->mu_lr_mult, "lr_decay", o->lr_decay, "beta1", o->beta1, "beta2", o->beta2,
         "clip", o->clip, "warmup_epochs", o->warmup_epochs, "noise_sigma", o->noise_sigma,
         "balanced", o->balanced, "augment", o->augment, "beta", l->beta, "label_smooth", l->label_smooth,
-        "w_rec", l->w_rec, "w_mmd", l->w_mmd, "w_ib", l->w_ib, "w_cyc", l->w_cyc, "w_bg", l->w_bg,
+        "w_rec", l->w_rec, "w_mmd", l->w_mmd, "w_ib", l->w_ib, "w_cyc", l->w_cyc, "w_bg", l->w_bg, "w_z2", l->w_z2,
         "ssim_weight", l->ssim_weight,
-        "cf_eval_n", o->cf_eval_n, "judge", o->judge, "split_seed", (json_int_t)o->split_seed,
+        "cf_eval_n", o->cf_eval_n, "judge", o->judge, "init", o->init, "split_seed", (json_int_t)o->split_seed,
         "half", o->half);
     return gx_train_config_json(j, t);
 }
@@ -218,10 +218,10 @@ typedef struct cf_rows {
 } cf_rows;
 
 /* The loss terms, in the order of gx_cf_loss_terms after total. */
-enum { CF_L_TOTAL, CF_L_X, CF_L_Y, CF_L_IB, CF_L_MMD, CF_L_REC, CF_L_CYC, CF_L_BG, CF_L_SSIM, CF_NL };
+enum { CF_L_TOTAL, CF_L_X, CF_L_Y, CF_L_IB, CF_L_MMD, CF_L_REC, CF_L_CYC, CF_L_BG, CF_L_Z2, CF_L_SSIM, CF_NL };
 static const char *const cf_loss_names[CF_NL] = { "loss_total", "loss_x", "loss_y", "loss_ib",
                                                   "loss_mmd", "loss_rec", "loss_cyc", "loss_bg",
-                                                  "rec_ssim" };
+                                                  "loss_z2", "rec_ssim" };
 
 /* Sums of the loss terms weighted by batch size; a term the loss did not
  * compute (weight 0, e.g. IB in warm-up) stays NaN. */
@@ -232,7 +232,7 @@ typedef struct cf_loss_vals { double v[CF_NL]; int have[CF_NL]; } cf_loss_vals;
 
 /* The values of the terms the loss computed, read back in one transfer. */
 static void cf_loss_values(gx_ctx *ctx, const gx_cf_loss_terms *L, cf_loss_vals *lv) {
-    gx_tensor *t[CF_NL] = { L->total, L->l_x, L->l_y, L->l_ib, L->l_mmd, L->l_rec, L->l_cyc, L->l_bg, L->ssim };
+    gx_tensor *t[CF_NL] = { L->total, L->l_x, L->l_y, L->l_ib, L->l_mmd, L->l_rec, L->l_cyc, L->l_bg, L->l_z2, L->ssim };
     gx_to_host_scalars(ctx, CF_NL, t, lv->v);
     for (int i = 0; i < CF_NL; i++) lv->have[i] = t[i] != NULL;
 }
@@ -324,7 +324,9 @@ static gx_tensor *cf_batch_bg(gx_ctx *ctx, const gx_batch *b, int64_t S, const g
 /* The loss configuration of an epoch: warm-up epochs drop the IB term. */
 static gx_cf_loss_cfg cf_epoch_loss(const gx_train_cf_opts *o, int epoch) {
     gx_cf_loss_cfg lc = o->loss;
-    if (epoch < o->warmup_epochs) lc.w_ib = 0;
+    /* Warm-up is the spec's L_R + L_MMD without labels: the two terms that
+     * read them wait (the cycle and background terms do not). */
+    if (epoch < o->warmup_epochs) lc.w_ib = lc.w_z2 = 0;
     return lc;
 }
 
@@ -680,6 +682,22 @@ static gx_status cf_load_state(cf_run *R, gx_err *err) {
     return GX_OK;
 }
 
+/* --init: a checkpoint's parameters and buffers (names and shapes must be
+ * the model's: the same config and size), then the permutations derived
+ * from them. A resumed run has its own weights. */
+static gx_status cf_load_init(cf_run *R, gx_err *err) {
+    if (R->o.resume_run > 0)
+        return gx_err_set(err, GX_ERR_INVALID, "--init and --resume: a resumed run continues its own weights");
+    gx_st_file f;
+    memset(&f, 0, sizeof f);
+    gx_err e2;
+    gx_status s = gx_st_read(&f, R->o.init, &e2);
+    if (s == GX_OK && (s = gx_params_load(&R->m.params, &f, 1, &e2)) == GX_OK) s = gx_cf_sync_perms(&R->m, &e2);
+    gx_st_close(&f);
+    if (s != GX_OK) return gx_err_set(err, s, "--init %s: %s", R->o.init, e2.msg);
+    return GX_OK;
+}
+
 /* ---------------------------------------------------------- setup/teardown */
 
 /* split_seed and half of a run's config_json "train" (kept as they are
@@ -810,6 +828,7 @@ static gx_status cf_setup(cf_run *R, gx_err *err) {
     if (o->resume_run > 0 && (s = cf_run_seed(R, &e2)) != GX_OK)
         return gx_err_set(err, s, "--resume %lld: %s", (long long)o->resume_run, e2.msg);
     if ((s = cf_setup_model(R, err)) != GX_OK) return s;
+    if (o->init && (s = cf_load_init(R, err)) != GX_OK) return s;
     if (o->judge && (s = cf_open_judge(R, err)) != GX_OK) return s;
     if (o->resume_run > 0) {
         if (access(R->paths.state, F_OK) == 0 && (s = cf_load_state(R, &e2)) != GX_OK)

@@ -13,9 +13,10 @@
  *   if (gx_train_cf(&o, &r, &err) != GX_OK) puts(err.msg);
  *
  * Training (the spec's): L = w_rec L_R + w_mmd L_MMD + w_ib L_IB (+ w_cyc L_cyc
- * + w_bg L_bg, the latent cycle and background terms of models/cf_inn_loss.c, our
- * additions, 0 by default; L_bg's mask is the segmentation of each augmented
- * image, the recipe the background metric uses) on batches
+ * + w_bg L_bg + w_z2 L_z2, the latent cycle, background and z2 class-mean
+ * terms of models/cf_inn_loss.c, our additions, 0 by default; L_bg's mask is
+ * the segmentation of each augmented image, the recipe the background metric
+ * uses; warm-up epochs leave out L_IB and L_z2, the terms that read labels) on batches
  * of the training part (seeded stratified 70/15/15 split, the loader's
  * rotation + flip augmentation), Adam (betas 0.9/0.99, no weight decay),
  * lr 3e-4 for everything but the mixture means, which run at mu_lr_mult (3)
@@ -49,7 +50,7 @@
  *
  * Per epoch the database (runs.model_kind "cf-inn") receives, split "train":
  * loss_total, loss_x, loss_y, loss_ib, loss_mmd, loss_rec, loss_cyc (with w_cyc), loss_bg
- * (with w_bg), rec_ssim (the
+ * (with w_bg), loss_z2 (with w_z2), rec_ssim (the
  * loss's SSIM), accuracy (nearest mean of the noisy h, augmented batches),
  * lr, images_per_s, grad_norm (mean before clipping); split "val" (eval
  * mode, no noise): the same loss terms, accuracy, recall_<k> for every
@@ -91,6 +92,9 @@ typedef struct gx_train_cf_opts {
     const char *out_dir;       /* checkpoints and training state (created if absent) */
     const char *config_name;   /* "tiny" | "default" (informational) */
     const char *judge;         /* wavelet-mamba checkpoint, or NULL */
+    const char *init;          /* a cf-inn checkpoint whose weights a new run starts
+                                  from (fine-tuning; the optimiser starts fresh), or
+                                  NULL: the seeded init */
     gx_cf_config model;        /* widths; .size the input size; .classes is replaced
                                   by the dataset's class count */
     int      epochs;           /* 100 */
@@ -141,7 +145,7 @@ gx_status gx_train_cf_opts_default(gx_train_cf_opts *o, const char *config, gx_e
  * beta1, beta2, eps, clip, warmup_epochs, noise_sigma, epochs, batch, seed,
  * size, crop_frac, balanced, augment, prefetch, max_train, split_seed, half,
  * cf_eval_n, threads; model widths d, d1, hidden, blocks, subnet, clamp; losses beta,
- * label_smooth, w_rec, w_mmd, w_ib, w_cyc, w_bg, ssim_weight; augmentation aug_rot,
+ * label_smooth, w_rec, w_mmd, w_ib, w_cyc, w_bg, w_z2, ssim_weight; augmentation aug_rot,
  * aug_hflip, aug_vflip. GX_ERR_NOTFOUND names an unknown key,
  * GX_ERR_INVALID the key and the bad value. */
 gx_status gx_train_cf_set(gx_train_cf_opts *o, const char *key, const char *value, gx_err *err);

@@ -6,7 +6,9 @@ the training noise and MMD samples, outputs, every loss term and every gradient)
 tests/fixtures/cfinn_tiny_cyc.safetensors and cfinn_tiny_bg.safetensors (the latent cycle
 term and the background term, our additions to the spec, each alone: its value and every
 gradient, on the eval forward of the same inputs; the background fixture also holds its mask
-and two power-of-two weight scalings that make the term well conditioned, see below).
+and two power-of-two weight scalings that make the term well conditioned, see below), and
+tests/fixtures/cfinn_z2_term.safetensors (the z2 class-mean term, our third addition, on a
+given z2: its value and its gradient; see z2_class_loss).
 
 Written from the spec (not from models/cf_inn.c): nn.Modules whose state_dict names are
 the checkpoint names of models/gx_cf_inn.h. Where the C code takes other routes, this
@@ -254,6 +256,20 @@ def losses(model, out, x, labels, nsamp, L=LOSS):
 # ----------------------------------------------------------------------------- fixture
 
 
+def z2_class_loss(z2, labels):
+    """The z2 class-mean term (not in the spec; models/cf_inn_loss.c says why): the batch's
+    between-class scatter of z2 per dimension, sum over classes present of
+    (n_c / B) * |mean of class c - batch mean|^2, divided by d2. Written as the definition
+    (a loop over the classes); the C code takes a constant-matrix product."""
+    B, d2 = z2.shape
+    mean = z2.mean(0)
+    total = z2.new_zeros(())
+    for c in labels.unique():
+        rows = z2[labels == c]
+        total = total + rows.shape[0] / B * ((rows.mean(0) - mean) ** 2).sum()
+    return total / d2
+
+
 def cycle_loss(model, out):
     """The latent cycle term (not in the spec; models/cf_inn_loss.c says why): sample i's z2
     decoded with the z1 of sample (i+1) mod B, re-encoded; mean squared distance of the
@@ -368,6 +384,18 @@ def export_fixture():
     write_safetensors(os.path.join(FIXDIR, "cfinn_tiny_bg.safetensors"), bgf, SOURCE)
     print(f"background term {lb.item():.6f} over {int(bgm.sum().item())} of {int(ring.sum().item())} "
           "ring pixels")
+
+    # The z2 term on a given z2 of O(1) spread: the tiny model's own z2 at this init varies
+    # by ~2e-4 around values of ~0.1, so its class means would differ by float rounding.
+    # Labels with classes of 1, 2 and 3 samples and one class (9) that is absent.
+    z2 = f32(torch.randn(6, cfg["d"] - d1, generator=g, dtype=torch.float64)).requires_grad_(True)
+    lab6 = torch.tensor([3, 0, 7, 3, 0, 3])
+    lz = z2_class_loss(z2, lab6)
+    lz.backward()
+    write_safetensors(os.path.join(FIXDIR, "cfinn_z2_term.safetensors"),
+                      {"in.z2": ("F32", z2.detach()), "in.labels": ("F32", lab6.double()),
+                       "loss.l_z2": ("F32", lz.detach().reshape(1)), "grad.in.z2": ("F32", z2.grad)}, SOURCE)
+    print(f"z2 term {lz.item():.6f}")
 
     torch.manual_seed(0)
     io["count.default"] = ("F32", torch.tensor([float(count(CFINN(CONFIGS["default"])))]))

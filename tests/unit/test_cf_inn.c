@@ -688,3 +688,65 @@ done:
     gx_st_close(&fio);
     gx_cf_free(&m);
 }
+
+/* The z2 class-mean term against its PyTorch twin (cfinn_ref.py's
+ * z2_class_loss, the definition as a loop over classes) on the fixture's
+ * z2 [6,8] and labels (classes of 3, 2 and 1 samples): value and gradient.
+ * Then its contract: one class only, or every row equal, gives 0; the term
+ * is invariant to adding one vector to every row; through gx_cf_loss it
+ * adds w_z2 times its value and nothing else. */
+GX_TEST(cf_z2_term_parity_and_contract) {
+    gx_cf_model m;
+    gx_st_file f;
+    if (!load_tiny(T, &m)) { gx_cf_free(&m); return; }
+    if (!gx_fixture_open(T, &f, "cfinn_z2_term.safetensors")) { gx_cf_free(&m); return; }
+    gx_ctx ctx;
+    gx_ctx_init(&ctx, 16 << 20);
+    gx_tensor *z2 = gx_fixture_tensor(T, &ctx, &f, "in.z2");
+    gx_tensor *lab = gx_fixture_tensor(T, &ctx, &f, "in.labels");
+    gx_tensor *gref = gx_fixture_tensor(T, &ctx, &f, "grad.in.z2");
+    if (!z2 || !lab || !gref) goto done;
+    const int64_t B = z2->shape[0], d2 = z2->shape[1];
+    CHECK(B == 6 && d2 == m.cfg.d - m.cfg.d1);
+    int64_t y[6];
+    for (int64_t i = 0; i < B; i++) y[i] = (int64_t)lab->data[i];
+    ctx.grad_enabled = 1;
+    z2->requires_grad = 1;
+    gx_tensor *l = gx_cf_z2_class_loss(&ctx, &m, z2, y);
+    gx_fixture_check(T, &f, "loss.l_z2", l->data, 1, OUT_ATOL, OUT_RTOL);
+    gx_backward(&ctx, l, NULL);
+    CHECK(z2->grad != NULL);
+    if (z2->grad) check_full(T, "z2 term gradient", z2->grad, gref->data, z2->numel);
+    ctx.grad_enabled = 0;
+    /* One class: every class mean is the batch mean. */
+    int64_t one[6] = { 4, 4, 4, 4, 4, 4 };
+    CHECK_NEAR(gx_cf_z2_class_loss(&ctx, &m, z2, one)->data[0], 0, 1e-7);
+    /* Every row equal: no scatter whatever the labels. */
+    gx_tensor *same = gx_tensor_new(&ctx, 2, z2->shape);
+    for (int64_t i = 0; i < B; i++) memcpy(same->data + i * d2, z2->data, (size_t)d2 * sizeof(gx_real));
+    CHECK_NEAR(gx_cf_z2_class_loss(&ctx, &m, same, y)->data[0], 0, 1e-7);
+    /* A shift of every row leaves the scatter alone. */
+    gx_tensor *shift = gx_tensor_new(&ctx, 2, z2->shape);
+    for (int64_t i = 0; i < z2->numel; i++) shift->data[i] = z2->data[i] + (gx_real)(0.5 * (double)(i % d2) - 1.0);
+    CHECK_NEAR(gx_cf_z2_class_loss(&ctx, &m, shift, y)->data[0], l->data[0], 1e-5);
+    /* Through the total of a model forward: + w_z2 * term, the rest unchanged. */
+    gx_tensor *x = gx_tensor_new(&ctx, 4, GX_SHAPE(4, 3, 32, 32));
+    fill_images(x, 3);
+    int64_t y4[4] = { 3, 0, 9, 3 };
+    gx_cf_out o = gx_cf_forward(&ctx, &m, x, 0.0, NULL, 1);
+    gx_cf_loss_cfg lc = gx_cf_loss_cfg_default();
+    lc.w_mmd = 0;
+    gx_cf_loss_terms a = gx_cf_loss(&ctx, &m, &o, x, y4, NULL, NULL, &lc);
+    lc.w_z2 = 1000;
+    gx_cf_loss_terms b = gx_cf_loss(&ctx, &m, &o, x, y4, NULL, NULL, &lc);
+    gx_tensor *lz = gx_cf_z2_class_loss(&ctx, &m, o.z2, y4);
+    CHECK(a.l_z2 == NULL && b.l_z2 != NULL && lz);
+    if (b.l_z2 && lz) {
+        CHECK_NEAR(b.l_z2->data[0], lz->data[0], 1e-12);
+        CHECK_NEAR(b.total->data[0], a.total->data[0] + 1000 * lz->data[0], 1e-4);
+    }
+done:
+    gx_ctx_free(&ctx);
+    gx_st_close(&f);
+    gx_cf_free(&m);
+}

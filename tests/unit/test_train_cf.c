@@ -271,14 +271,15 @@ GX_TEST(train_cf_added_terms_stored) {
     CHECK(gx_train_cf_set(&o, "w_cyc", "1", &err) == GX_OK);
     CHECK(gx_train_cf_set(&o, "w_bg", "20", &err) == GX_OK);
     CHECK(gx_train_cf_set(&o, "w_bg", "x", &err) != GX_OK && strstr(err.msg, "w_bg"));
+    CHECK(gx_train_cf_set(&o, "w_z2", "5", &err) == GX_OK && o.loss.w_z2 == 5);
     CHECK_MSG(gx_train_cf(&o, &r, &err) == GX_OK, "train D: %s", err.msg);
     gx_db *db;
     int n, ep[8];
     double v[8];
     CHECK(gx_db_open(&db, F->d.db, &err) == GX_OK);
-    const char *splits[2] = { "train", "val" }, *terms[2] = { "loss_cyc", "loss_bg" };
+    const char *splits[2] = { "train", "val" }, *terms[3] = { "loss_cyc", "loss_bg", "loss_z2" };
     for (int s = 0; s < 2; s++)
-        for (int t = 0; t < 2; t++) {
+        for (int t = 0; t < 3; t++) {
             CHECK(gx_db_metric_get(db, r.run_id, splits[s], terms[t], ep, v, 8, &n, &err) == GX_OK);
             CHECK_MSG(n == 3 && isfinite(v[0]) && v[0] > 0 && isfinite(v[2]) && v[2] > 0,
                       "%s %s: %d rows, %g .. %g", splits[s], terms[t], n, n ? v[0] : NAN, n ? v[n - 1] : NAN);
@@ -288,9 +289,85 @@ GX_TEST(train_cf_added_terms_stored) {
     sqlite3_stmt *q;
     sqlite3_prepare_v2(gx_db_handle(db), "SELECT config_json FROM runs WHERE id = ?", -1, &q, NULL);
     sqlite3_bind_int64(q, 1, r.run_id);
-    CHECK(sqlite3_step(q) == SQLITE_ROW && strstr((const char *)sqlite3_column_text(q, 0), "\"w_bg\":20"));
+    CHECK(sqlite3_step(q) == SQLITE_ROW && strstr((const char *)sqlite3_column_text(q, 0), "\"w_bg\":20") &&
+          strstr((const char *)sqlite3_column_text(q, 0), "\"w_z2\":5"));
     sqlite3_finalize(q);
     gx_db_close(db);
+}
+
+/* The largest |difference| between the trainable parameters of two cf-inn
+ * checkpoints (buffers, such as m-hat, left out); -1 when one does not load
+ * or their parameter lists differ. */
+static double trainable_diff(const char *a, const char *b) {
+    gx_st_file fa, fb;
+    memset(&fa, 0, sizeof fa);
+    memset(&fb, 0, sizeof fb);
+    gx_cf_model ma, mb;
+    gx_err err;
+    int ok = gx_st_read(&fa, a, &err) == GX_OK && gx_cf_load(&fa, &ma, NULL, &err) == GX_OK;
+    if (ok && !(gx_st_read(&fb, b, &err) == GX_OK && gx_cf_load(&fb, &mb, NULL, &err) == GX_OK)) {
+        gx_cf_free(&ma);
+        ok = 0;
+    }
+    gx_st_close(&fa);
+    gx_st_close(&fb);
+    if (!ok) return -1;
+    double worst = ma.params.n == mb.params.n ? 0 : -1;
+    for (int i = 0; worst >= 0 && i < ma.params.n; i++) {
+        gx_param *p = ma.params.items[i], *q = mb.params.items[i];
+        if (p->flags & GX_PARAM_BUFFER) continue;
+        if (p->t.numel != q->t.numel) { worst = -1; break; }
+        for (int64_t j = 0; j < p->t.numel; j++) {
+            double e = fabs((double)p->t.data[j] - (double)q->t.data[j]);
+            if (e > worst) worst = e;
+        }
+    }
+    gx_cf_free(&ma);
+    gx_cf_free(&mb);
+    return worst;
+}
+
+/* --init: a new run starts from a checkpoint's weights. With lr 1e-12 the
+ * steps move no weight by more than about 1e-11 (Adam's steps are about lr),
+ * so the run's checkpoint holds run A's trained weights; the seeded init does
+ * not. A resumed run, a missing file and a file of
+ * another model are refused, naming the flag. */
+GX_TEST(train_cf_init_starts_from_a_checkpoint) {
+    cf_fixture *F = fx_get(T);
+    if (!F) return;
+    char out[160], outS[160], ckA[200], ck[200], ckS[200];
+    snprintf(out, sizeof out, "%s/I", F->d.dir);
+    snprintf(outS, sizeof outS, "%s/S", F->d.dir);
+    snprintf(ckA, sizeof ckA, "%s/last.safetensors", F->d.outA);
+    snprintf(ck, sizeof ck, "%s/last.safetensors", out);
+    snprintf(ckS, sizeof ckS, "%s/last.safetensors", outS);
+    gx_train_cf_opts o;
+    gx_train_cf_result r;
+    gx_err err;
+    fx_opts(&o, out);
+    o.epochs = 1;
+    o.lr = 1e-12;
+    o.cf_eval_n = 0;
+    o.init = ckA;
+    CHECK_MSG(gx_train_cf(&o, &r, &err) == GX_OK, "train with --init: %s", err.msg);
+    double d = trainable_diff(ck, ckA);
+    CHECK_MSG(d >= 0 && d < 1e-9, "--init: run A's weights moved by %g", d);
+    fx_opts(&o, outS);
+    o.epochs = 1;
+    o.lr = 1e-12;
+    o.cf_eval_n = 0;
+    CHECK_MSG(gx_train_cf(&o, &r, &err) == GX_OK, "train without --init: %s", err.msg);
+    d = trainable_diff(ckS, ckA);
+    CHECK_MSG(d > 1e-3, "without --init the weights are within %g of run A's", d);
+    /* Refusals. */
+    o.init = ckA;
+    o.resume_run = r.run_id;
+    CHECK(gx_train_cf(&o, &r, &err) == GX_ERR_INVALID && strstr(err.msg, "--init") && strstr(err.msg, "--resume"));
+    o.resume_run = 0;
+    o.init = "no/such.safetensors";
+    CHECK(gx_train_cf(&o, &r, &err) != GX_OK && strstr(err.msg, "--init no/such.safetensors"));
+    o.init = F->d.db;   /* not a safetensors file */
+    CHECK(gx_train_cf(&o, &r, &err) != GX_OK && strstr(err.msg, "--init"));
 }
 
 GX_TEST(train_cf_resume_bit_identical) {

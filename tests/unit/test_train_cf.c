@@ -332,6 +332,13 @@ static double trainable_diff(const char *a, const char *b) {
  * so the run's checkpoint holds run A's trained weights; the seeded init does
  * not. A resumed run, a missing file and a file of
  * another model are refused, naming the flag. */
+static void still_opts(gx_train_cf_opts *o, const char *out) {
+    fx_opts(o, out);
+    o->epochs = 1;
+    o->lr = 1e-12;
+    o->cf_eval_n = 0;
+}
+
 GX_TEST(train_cf_init_starts_from_a_checkpoint) {
     cf_fixture *F = fx_get(T);
     if (!F) return;
@@ -344,18 +351,12 @@ GX_TEST(train_cf_init_starts_from_a_checkpoint) {
     gx_train_cf_opts o;
     gx_train_cf_result r;
     gx_err err;
-    fx_opts(&o, out);
-    o.epochs = 1;
-    o.lr = 1e-12;
-    o.cf_eval_n = 0;
+    still_opts(&o, out);
     o.init = ckA;
     CHECK_MSG(gx_train_cf(&o, &r, &err) == GX_OK, "train with --init: %s", err.msg);
     double d = trainable_diff(ck, ckA);
     CHECK_MSG(d >= 0 && d < 1e-9, "--init: run A's weights moved by %g", d);
-    fx_opts(&o, outS);
-    o.epochs = 1;
-    o.lr = 1e-12;
-    o.cf_eval_n = 0;
+    still_opts(&o, outS);
     CHECK_MSG(gx_train_cf(&o, &r, &err) == GX_OK, "train without --init: %s", err.msg);
     d = trainable_diff(ckS, ckA);
     CHECK_MSG(d > 1e-3, "without --init the weights are within %g of run A's", d);

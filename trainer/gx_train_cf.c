@@ -321,7 +321,7 @@ static gx_tensor *cf_batch_bg(gx_ctx *ctx, const gx_batch *b, int64_t S, const g
     return bg;
 }
 
-/* The loss configuration of an epoch: warm-up epochs drop the IB term. */
+/* The loss configuration of an epoch: warm-up epochs drop the terms that read labels. */
 static gx_cf_loss_cfg cf_epoch_loss(const gx_train_cf_opts *o, int epoch) {
     gx_cf_loss_cfg lc = o->loss;
     /* Warm-up is the spec's L_R + L_MMD without labels: the two terms that

@@ -342,7 +342,7 @@ static gx_status ec_classify(ec_env *E, gx_eval_cf_result *r, gx_err *err) {
         r->nll = ec_mean(a.nll, a.n);
         r->rec_msd = ec_mean(a.msd, a.n);
         r->rec_ssim = ec_mean(a.ssim, a.n_ssim);
-        r->z2_class_probe = d2 > 0 ? gx_metric_centroid_probe(a.z2, a.label, a.n, d2, (int)K) : NAN;
+        r->z2_class_probe = gx_metric_centroid_probe(a.z2, a.label, a.n, d2, (int)K);   /* NaN when d2 is 0 */
         r->images_per_s = dt > 0 ? (double)a.n / dt : NAN;
         r->n_params = gx_params_count(&E->m.params, 0);
     }

@@ -133,52 +133,55 @@ double gx_metric_cv(const double *x, int n) {
 }
 
 /* The class means of fold f's rows (i % 2 == f) into mean [k,d] (double),
- * cnt [k]. 0 when a value is not finite. */
-static int probe_means(const float *feat, const int32_t *label, int64_t n, int64_t d, int k, int f, double *mean,
-                       int64_t *cnt) {
+ * cnt [k]. */
+static void probe_means(const float *feat, const int32_t *label, int64_t n, int64_t d, int k, int f, double *mean,
+                        int64_t *cnt) {
     memset(mean, 0, (size_t)k * (size_t)d * sizeof *mean);
     memset(cnt, 0, (size_t)k * sizeof *cnt);
     for (int64_t i = f; i < n; i += 2) {
         if (label[i] < 0 || label[i] >= k) continue;
-        for (int64_t j = 0; j < d; j++) {
-            if (!isfinite(feat[i * d + j])) return 0;
-            mean[label[i] * d + j] += (double)feat[i * d + j];
-        }
+        for (int64_t j = 0; j < d; j++) mean[label[i] * d + j] += (double)feat[i * d + j];
         cnt[label[i]]++;
     }
     for (int c = 0; c < k; c++)
         for (int64_t j = 0; cnt[c] && j < d; j++) mean[c * d + j] /= (double)cnt[c];
-    return 1;
+}
+
+/* The class c with cnt[c] > 0 whose mean is nearest to row [d] (ties: the
+ * lower c); -1 when no class has a row. */
+static int probe_nearest(const float *row, const double *mean, const int64_t *cnt, int64_t d, int k) {
+    int best = -1;
+    double best_d = INFINITY;
+    for (int c = 0; c < k; c++) {
+        if (!cnt[c]) continue;
+        double s = 0;
+        for (int64_t j = 0; j < d; j++) {
+            double t = (double)row[j] - mean[c * d + j];
+            s += t * t;
+        }
+        if (s < best_d) { best_d = s; best = c; }
+    }
+    return best;
 }
 
 double gx_metric_centroid_probe(const float *feat, const int32_t *label, int64_t n, int64_t d, int k) {
     if (!feat || !label || n < 2 || d < 1 || k < 1) return NAN;
+    for (int64_t i = 0; i < n * d; i++)
+        if (!isfinite(feat[i])) return NAN;
     double *mean = malloc((size_t)k * (size_t)d * sizeof *mean);
     int64_t *cnt = malloc((size_t)k * sizeof *cnt), hits = 0, scored = 0;
-    int ok = mean && cnt;
-    for (int f = 0; ok && f < 2; f++) {
+    for (int f = 0; mean && cnt && f < 2; f++) {
         /* Means from the other fold, then this fold's rows against them. */
-        if (!(ok = probe_means(feat, label, n, d, k, 1 - f, mean, cnt))) break;
+        probe_means(feat, label, n, d, k, 1 - f, mean, cnt);
         for (int64_t i = f; i < n; i += 2) {
             if (label[i] < 0 || label[i] >= k) continue;
-            int best = -1;
-            double best_d = INFINITY;
-            for (int c = 0; c < k; c++) {
-                if (!cnt[c]) continue;
-                double s = 0;
-                for (int64_t j = 0; j < d; j++) {
-                    double t = (double)feat[i * d + j] - mean[c * d + j];
-                    s += t * t;
-                }
-                if (!isfinite(s)) { ok = 0; break; }
-                if (s < best_d) { best_d = s; best = c; }
-            }
-            if (!ok) break;
-            if (best < 0) continue;
+            int c = probe_nearest(feat + i * d, mean, cnt, d, k);
+            if (c < 0) continue;
             scored++;
-            hits += best == label[i];
+            hits += c == label[i];
         }
     }
+    int ok = mean && cnt;
     free(mean);
     free(cnt);
     return ok && scored > 0 ? (double)hits / (double)scored : NAN;

@@ -620,8 +620,7 @@ static gx_status cf_rows_val(cf_run *R, int epoch, gx_train_rows *w, gx_cls_metr
         gx_train_row(w, "val", a.n ? a.nll / (double)a.n : NAN, "nll");
         gx_train_row(w, "val", a.n ? a.rec_msd / (double)a.n : NAN, "rec_msd");
         gx_train_row(w, "val", a.n_ssim ? a.rec_ssim / (double)a.n_ssim : NAN, "rec_ssim");
-        gx_train_row(w, "val", a.d2 > 0 ? gx_metric_centroid_probe(a.z2, a.label, a.n, a.d2, a.k) : NAN,
-                     "z2_class_probe");
+        gx_train_row(w, "val", gx_metric_centroid_probe(a.z2, a.label, a.n, a.d2, a.k), "z2_class_probe");
         for (int k = 0; k < CF_NM; k++) {
             if (k == CF_M_JUDGE && !R->judge_ready) continue;
             gx_train_row(w, "val", cnt ? sums[k] / (double)cnt : NAN, "%s", cf_m_names[k]);

@@ -42,6 +42,14 @@ static int load_tiny(gx_test_state *T, gx_cf_model *m) {
     return st == GX_OK;
 }
 
+/* The tiny fixture model and the fixture file `name`; on failure the model
+ * is freed and 0 returned. */
+static int open_tiny_with(gx_test_state *T, gx_cf_model *m, gx_st_file *f, const char *name) {
+    if (!load_tiny(T, m)) { gx_cf_free(m); return 0; }
+    if (!gx_fixture_open(T, f, name)) { gx_cf_free(m); return 0; }
+    return 1;
+}
+
 /* ------------------------------------------------------------ parameters */
 
 static double min_pair_dist(const gx_tensor *mu, double *max_out) {
@@ -194,8 +202,7 @@ static double grad_rel_err(gx_test_state *T, gx_ctx *ctx, const gx_st_file *f, c
 GX_TEST(cf_parity_tiny_outputs_losses_gradients) {
     gx_cf_model m;
     gx_st_file f;
-    if (!load_tiny(T, &m)) { gx_cf_free(&m); return; }
-    if (!gx_fixture_open(T, &f, "cfinn_tiny_io.safetensors")) { gx_cf_free(&m); return; }
+    if (!open_tiny_with(T, &m, &f, "cfinn_tiny_io.safetensors")) return;
     gx_ctx ctx;
     gx_ctx_init(&ctx, 64 << 20);
     gx_tensor *x = gx_fixture_tensor(T, &ctx, &f, "in.x");
@@ -266,8 +273,7 @@ done:
 GX_TEST(cf_flow_inverse_is_exact) {
     gx_cf_model m;
     gx_st_file f;
-    if (!load_tiny(T, &m)) { gx_cf_free(&m); return; }
-    if (!gx_fixture_open(T, &f, "cfinn_tiny_io.safetensors")) { gx_cf_free(&m); return; }
+    if (!open_tiny_with(T, &m, &f, "cfinn_tiny_io.safetensors")) return;
     gx_ctx ctx;
     gx_ctx_init(&ctx, 16 << 20);
     /* Parity of the inverse with PyTorch's. */
@@ -541,8 +547,7 @@ GX_TEST(cf_loss_weights_skip_terms) {
  * on failure everything opened is closed again and 0 returned. */
 static int open_term_fixtures(gx_test_state *T, gx_cf_model *m, gx_st_file *fio, gx_st_file *f,
                               const char *term_fixture) {
-    if (!load_tiny(T, m)) { gx_cf_free(m); return 0; }
-    if (!gx_fixture_open(T, fio, "cfinn_tiny_io.safetensors")) { gx_cf_free(m); return 0; }
+    if (!open_tiny_with(T, m, fio, "cfinn_tiny_io.safetensors")) return 0;
     if (!gx_fixture_open(T, f, term_fixture)) {
         gx_st_close(fio);
         gx_cf_free(m);
@@ -698,8 +703,7 @@ done:
 GX_TEST(cf_z2_term_parity_and_contract) {
     gx_cf_model m;
     gx_st_file f;
-    if (!load_tiny(T, &m)) { gx_cf_free(&m); return; }
-    if (!gx_fixture_open(T, &f, "cfinn_z2_term.safetensors")) { gx_cf_free(&m); return; }
+    if (!open_tiny_with(T, &m, &f, "cfinn_z2_term.safetensors")) return;
     gx_ctx ctx;
     gx_ctx_init(&ctx, 16 << 20);
     gx_tensor *z2 = gx_fixture_tensor(T, &ctx, &f, "in.z2");

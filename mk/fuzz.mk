@@ -5,6 +5,8 @@
 #
 #   make fuzz          build and run each target for FUZZ_SECS (default 60 s)
 #   make fuzz-smoke    the same for FUZZ_SMOKE_SECS (default 10 s); part of `make test`
+#   make fuzz-http     galaxyd's whole HTTP surface, FUZZ_HTTP_SECS (default 300 s),
+#                      against its sanitizer build (tests/daemon/http_fuzz.py; below)
 #
 # Each target (tests/fuzz/fuzz_*.c) is built with clang -fsanitize=fuzzer,address,undefined
 # and the io sources linked directly (not libgalaxyd.a, which is built with gcc and without
@@ -87,3 +89,21 @@ fuzz-smoke:
 ifneq ($(SAN),1)
 test-run: fuzz-smoke
 endif
+
+# galaxyd's whole HTTP surface (tests/daemon/http_fuzz.py): a long seeded
+# campaign against the AddressSanitizer + UBSan build of galaxyd (galaxy-synth
+# and galaxy-train, which only make the tiny models, from the plain $(BUILD)).
+# FUZZ_HTTP_SECS (default 300); FUZZ_HTTP_SEED (default: a fresh one, printed,
+# so a failure can be replayed with FUZZ_HTTP_SEED=N). `make test` runs the same
+# test file for 15 s with seed 1, in every pass of tests/daemon.
+FUZZ_HTTP_SECS ?= 300
+FUZZ_HTTP_SEED ?=
+.PHONY: fuzz-http
+fuzz-http:
+	@$(MAKE) --no-print-directory $(BUILD)/galaxy-synth $(BUILD)/galaxy-train
+	@$(MAKE) --no-print-directory BUILD=build-asan SAN=1 build-asan/galaxyd
+	@seed=$${FUZZ_HTTP_SEED:-$(FUZZ_HTTP_SEED)}; seed=$${seed:-$$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')}; \
+	echo "fuzz-http: seed $$seed for $(FUZZ_HTTP_SECS) s against build-asan/galaxyd"; \
+	GALAXYD_BUILD=build-asan GALAXYD_TRAIN_BUILD=$(BUILD) GX_HTTP_FUZZ_SEED=$$seed GX_HTTP_FUZZ_SECS=$(FUZZ_HTTP_SECS) \
+	  $(PYTHON) -m pytest -q -s -p no:cacheprovider tests/daemon/test_http_fuzz.py \
+	  && echo "fuzz-http: ok (seed $$seed)" || { echo "fuzz-http: FAILED (seed $$seed)"; exit 1; }

@@ -25,6 +25,7 @@ Raises AssertionError with the request, status and reason on any mismatch.
 import json
 import os
 import re
+import urllib.parse
 
 import jsonschema
 import yaml
@@ -43,7 +44,9 @@ class OpenAPI:
         self.components = self.doc.get("components", {})
         self.routes = []   # (literal segments, regex, template), most literal first
         for tmpl in self.doc["paths"]:
-            rx = "^" + re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(tmpl)) + "$"
+            # A {param} segment is 1..255 bytes (galaxyd's GX_ROUTE_PARAM_MAX):
+            # a longer one matches no route (the document's header says so).
+            rx = "^" + re.sub(r"\\\{[^/]+?\\\}", "[^/]{1,255}", re.escape(tmpl)) + "$"
             self.routes.append((tmpl.count("{"), re.compile(rx), tmpl))
         self.routes.sort(key=lambda r: (r[0], -len(r[2])))
         self._validators = {}
@@ -64,11 +67,20 @@ class OpenAPI:
         return node
 
     def match(self, path):
-        """The path template of a request path (query stripped), or None."""
-        path = path.split("?", 1)[0]
+        """The path template of a request path (query stripped), or None.
+        The path is percent-decoded first, as galaxyd routes it: "%2F" in a
+        segment is a '/' that splits it."""
+        # (bytes as latin-1 characters, so that {1,255} counts bytes)
+        path = urllib.parse.unquote_to_bytes(path.split("?", 1)[0]).decode("latin-1")
         for _, rx, tmpl in self.routes:
             if rx.match(path):
                 return tmpl
+        # galaxyd's router drops one trailing '/' (a convention of the
+        # document's header): "/v1/models/" is "/v1/models".
+        if len(path) > 1 and path.endswith("/"):
+            for _, rx, tmpl in self.routes:
+                if tmpl != "/{file}" and rx.match(path[:-1]):
+                    return tmpl
         # Static files may sit in sub-folders of the web root: every path
         # outside the API prefixes belongs to the static-file operation.
         if "/{file}" in self.doc["paths"] and not re.match(r"^/(v1|v2)(/|$)", path):

@@ -93,11 +93,13 @@ endif
 # galaxyd's whole HTTP surface (tests/daemon/http_fuzz.py): a long seeded
 # campaign against the AddressSanitizer + UBSan build of galaxyd (galaxy-synth
 # and galaxy-train, which only make the tiny models, from the plain $(BUILD)).
-# FUZZ_HTTP_SECS (default 300); FUZZ_HTTP_SEED (default: a fresh one, printed,
-# so a failure can be replayed with FUZZ_HTTP_SEED=N). `make test` runs the same
-# test file for 15 s with seed 1, in every pass of tests/daemon.
+# FUZZ_HTTP_SECS (default 300); FUZZ_HTTP_CLIENTS concurrent clients (default 4,
+# seeds N, N+1, ...); FUZZ_HTTP_SEED N (default: a fresh one, printed, so a
+# failure can be replayed with FUZZ_HTTP_SEED=N). `make test` runs the same test
+# file for 15 s with 2 clients from seed 1, in every pass of tests/daemon.
 FUZZ_HTTP_SECS ?= 300
 FUZZ_HTTP_SEED ?=
+FUZZ_HTTP_CLIENTS ?= 4
 .PHONY: fuzz-http
 fuzz-http:
 	@$(MAKE) --no-print-directory $(BUILD)/galaxy-synth $(BUILD)/galaxy-train
@@ -105,5 +107,6 @@ fuzz-http:
 	@seed=$${FUZZ_HTTP_SEED:-$(FUZZ_HTTP_SEED)}; seed=$${seed:-$$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')}; \
 	echo "fuzz-http: seed $$seed for $(FUZZ_HTTP_SECS) s against build-asan/galaxyd"; \
 	GALAXYD_BUILD=build-asan GALAXYD_TRAIN_BUILD=$(BUILD) GX_HTTP_FUZZ_SEED=$$seed GX_HTTP_FUZZ_SECS=$(FUZZ_HTTP_SECS) \
+	  GX_HTTP_FUZZ_CLIENTS=$(FUZZ_HTTP_CLIENTS) \
 	  $(PYTHON) -m pytest -q -s -p no:cacheprovider tests/daemon/test_http_fuzz.py \
 	  && echo "fuzz-http: ok (seed $$seed)" || { echo "fuzz-http: FAILED (seed $$seed)"; exit 1; }

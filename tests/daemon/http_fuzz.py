@@ -28,6 +28,7 @@ import base64
 import json
 import os
 import random
+import threading
 import time
 import urllib.parse
 
@@ -378,14 +379,42 @@ class HttpFuzzer:
         if r.status_code != 200:
             raise FuzzFailure(f"/healthz answered {r.status_code} after {self.sent} requests", {})
 
-    def campaign(self, seconds, max_requests=None, health_every=20):
+    def campaign(self, seconds, health_every=20, stop=None):
+        """Sends requests until seconds pass (or stop, a threading.Event, is
+        set by another client's failure)."""
         deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline and (max_requests is None or self.sent < max_requests):
+        while time.monotonic() < deadline and not (stop and stop.is_set()):
             self.send(self.next_request())
             if self.sent % health_every == 0:
                 self.healthy()
         self.healthy()
         return self.sent
+
+
+def parallel_campaign(spec_factory, base_url, seed, seconds, clients):
+    """clients fuzzers (seeds seed, seed+1, ...) against one server at once,
+    each on its own connection: the stores, caches and model queues see
+    concurrent, interleaved traffic. Returns the fuzzers; raises the first
+    FuzzFailure (with .client, its index) after stopping the others."""
+    fuzzers = [HttpFuzzer(spec_factory(), base_url, seed + i) for i in range(clients)]
+    stop, failures = threading.Event(), []
+
+    def run(i):
+        try:
+            fuzzers[i].campaign(seconds, stop=stop)
+        except FuzzFailure as e:
+            e.client = i
+            failures.append(e)
+            stop.set()
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if failures:
+        raise failures[0]
+    return fuzzers
 
 
 def describe(req, limit=600):

@@ -1,8 +1,9 @@
 """A seeded fuzz campaign against one galaxyd serving all three kinds of model
 (http_fuzz.py says what is generated and checked).
 
-`make test` runs it for GX_HTTP_FUZZ_SECS (default 15 s) with seed
-GX_HTTP_FUZZ_SEED (default 1), so a run is reproducible; it runs again in
+`make test` runs it for GX_HTTP_FUZZ_SECS (default 15 s) with
+GX_HTTP_FUZZ_CLIENTS (default 2) concurrent clients seeded GX_HTTP_FUZZ_SEED
+(default 1) and up, so each client's requests are reproducible; it runs again in
 `make test-asan`, where galaxyd is the AddressSanitizer + UBSan build and
 any memory error aborts the process. `make fuzz-http` is the long campaign
 with a fresh seed. A failure names the seed and the request, and saves the
@@ -14,11 +15,12 @@ import shutil
 import pytest
 
 from conftest import MODEL, SHARED_FLAGS, Galaxyd
-from http_fuzz import FuzzFailure, HttpFuzzer, describe, save
+from http_fuzz import FuzzFailure, describe, parallel_campaign, save
 from openapi_check import OpenAPI
 
 SECS = float(os.environ.get("GX_HTTP_FUZZ_SECS", "15"))
 SEED = int(os.environ.get("GX_HTTP_FUZZ_SEED", "1"))
+CLIENTS = int(os.environ.get("GX_HTTP_FUZZ_CLIENTS", "2"))
 
 
 @pytest.fixture(scope="module")
@@ -39,25 +41,32 @@ def fuzz_server(env, cf_env, uda_env):
 
 
 def test_http_fuzz_campaign(fuzz_server):
-    # Its own OpenAPI instance: the route-coverage test of test_routes.py
+    # Its own OpenAPI instances: the route-coverage test of test_routes.py
     # counts what the deliberate tests answered, not what the fuzzer hit.
-    fz = HttpFuzzer(OpenAPI(), fuzz_server.base, SEED)
     try:
-        fz.campaign(SECS)
+        fuzzers = parallel_campaign(OpenAPI, fuzz_server.base, SEED, SECS, CLIENTS)
     except FuzzFailure as e:
         shown = "(none: the server stopped answering)"
         if e.req:
-            path = os.path.join(fuzz_server.workdir, f"fuzz-failure-seed{SEED}.json")
+            path = os.path.join(fuzz_server.workdir, f"fuzz-failure-seed{SEED + e.client}.json")
             save(e.req, path)
             shown = f"(saved to {path}):\n{describe(e.req)}"
-        pytest.fail(f"seed {SEED}, request {fz.sent + 1}: {e}\nrequest {shown}\n"
+        pytest.fail(f"client {e.client} (seed {SEED + e.client}) of {CLIENTS}: {e}\nrequest {shown}\n"
                     f"server log tail:\n{fuzz_server.log()[-2000:]}")
-    print(f"http fuzz: seed {SEED}, {fz.sent} requests in {SECS:g} s, statuses {sorted(fz.statuses.items())}; "
-          f"2xx by operation: {sorted(fz.ok_ops.items())}")
-    # Not vacuous: the campaign reached the models (2xx) and the checks (4xx).
-    assert fz.sent >= 20, f"only {fz.sent} requests in {SECS} s"
-    assert any(200 <= s < 300 for s in fz.statuses), fz.statuses
-    assert any(400 <= s < 500 for s in fz.statuses), fz.statuses
+    statuses, ok_ops = {}, {}
+    for fz in fuzzers:
+        for k, v in fz.statuses.items():
+            statuses[k] = statuses.get(k, 0) + v
+        for k, v in fz.ok_ops.items():
+            ok_ops[k] = ok_ops.get(k, 0) + v
+    sent = sum(fz.sent for fz in fuzzers)
+    print(f"http fuzz: seeds {SEED}..{SEED + CLIENTS - 1} ({CLIENTS} clients), {sent} requests in {SECS:g} s, "
+          f"statuses {sorted(statuses.items())}; 2xx by operation: {sorted(ok_ops.items())}")
+    # Not vacuous: every client ran, and the campaign reached the models (2xx
+    # of a POST) and the checks (4xx).
+    assert all(fz.sent >= 10 for fz in fuzzers), [fz.sent for fz in fuzzers]
+    assert any(k.startswith("POST /v1/") for k in ok_ops), ok_ops
+    assert any(400 <= s < 500 for s in statuses), statuses
     rc = fuzz_server.stop()
     log = fuzz_server.log()
     assert rc == 0, f"galaxyd exited {rc} after the campaign:\n{log[-3000:]}"

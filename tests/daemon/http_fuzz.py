@@ -103,7 +103,7 @@ class HttpFuzzer:
         self.ops = [(m, t) for m, t in spec.operations() if m != "HEAD"]
         self.images = _corpus_images()
         self.pool = {"id": [], "object_id": [], "run_id": ["1"], "target": ["0", "1"], "name": [],
-                     "kind": ["uda", "table2", "table3", "cf-inn"], "file": ["grid.png", "input.png",
+                     "kind": ["bias", "compare", "uda", "two-models"], "file": ["grid.png", "input.png",
                                                                                "reconstruction.png", "0.png"]}
         self.session = requests.Session()
         self.sent = 0

@@ -11,10 +11,11 @@ request as JSON beside the server's log (http_fuzz.reproduce sends it again).
 """
 import os
 import shutil
+import subprocess
 
 import pytest
 
-from conftest import MODEL, SHARED_FLAGS, Galaxyd
+from conftest import MODEL, SHARED_FLAGS, Galaxyd, tool
 from http_fuzz import FuzzFailure, describe, parallel_campaign, save
 from openapi_check import OpenAPI
 
@@ -26,15 +27,22 @@ CLIENTS = int(os.environ.get("GX_HTTP_FUZZ_CLIENTS", "2"))
 @pytest.fixture(scope="module")
 def fuzz_server(env, cf_env, uda_env):
     """galaxyd with the tiny wavelet-mamba, cf-inn and uda checkpoints of the
-    session, the shared server's limits and the API key."""
+    session, the shared server's limits, the API key and a database that
+    holds a training run."""
     d = os.path.join(env["dir"], "fuzz")
     models = os.path.join(d, "models")
     os.makedirs(models)
     shutil.copy(os.path.join(env["models"], f"{MODEL}.safetensors"), models)
     shutil.copy(cf_env["ckpt"], os.path.join(models, "cf-inn.safetensors"))
     shutil.copy(uda_env["ckpt"], os.path.join(models, "uda.safetensors"))
+    # The database of the session's cf-inn training run: the runs, metrics,
+    # confusion and report routes then answer from real rows.
+    db = os.path.join(d, "galaxyd.sqlite")
+    shutil.copy(os.path.join(cf_env["dir"], "r.sqlite"), db)
+    subprocess.run([tool("galaxy-train"), "eval", "--checkpoint", cf_env["ckpt"], "--data", env["h5"], "--db", db,
+                    "--cf-n", "2"], check=True, timeout=300, capture_output=True)   # test rows: /v1/reports
     s = Galaxyd(os.path.join(d, "srv"), models, env["web"], extra=SHARED_FLAGS + ["--cf-cache-mb", "4"],
-                api_key_file=env["key_file"])
+                api_key_file=env["key_file"], db=db)
     yield s
     if s.proc.poll() is None:
         s.stop()

@@ -5,6 +5,8 @@
     body = spec.check_raw("GET", "/x", 404, headers, raw_bytes)   # raw-socket answers
 
 For every response:
+  * a request target with a control character (%00-%1F, %7F) must have been
+    answered before routing: 404 for one in the path, 400 in the query;
   * the path is matched against the path templates (a literal segment wins over
     a template; `{param}` never spans a '/'; a path outside /v1 and /v2 is the
     static-file operation /{file} whatever its depth);
@@ -34,6 +36,18 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 SPEC_PATH = os.path.join(ROOT, "api", "openapi.yaml")
 METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+def control_char_status(target):
+    """404 when the request target's path holds a control character
+    (%00-%1F, %7F after one level of percent-decoding), 400 when its query
+    does, else 0: galaxyd answers those before routing, on any path and for
+    any method (a convention of the document's header)."""
+    path, _, query = target.partition("?")
+
+    def has_ctl(text):
+        return any(b < 0x20 or b == 0x7f for b in urllib.parse.unquote_to_bytes(text))
+    return 404 if has_ctl(path) else 400 if has_ctl(query) else 0
 
 
 class OpenAPI:
@@ -137,8 +151,13 @@ class OpenAPI:
         where = f"{method} {path} -> {status}"
         rid = h.get("x-request-id")
         assert rid and REQUEST_ID_RE.match(rid), f"{where}: missing or bad X-Request-Id ({rid!r})"
-        tmpl, op = self.operation(method, path)
         is_v2 = path.startswith("/v2")
+        ctl = control_char_status(path)
+        if ctl:
+            assert status == ctl, (f"{where}: a control character in the {'path' if ctl == 404 else 'query'} "
+                                   f"is answered {ctl} before routing, whatever the method")
+            return self._check_error_body(where, h, body, is_v2)
+        tmpl, op = self.operation(method, path)
         if tmpl is None:
             assert status == 404, f"{where}: path matches no route of api/openapi.yaml, so only 404 is allowed"
             return self._check_error_body(where, h, body, is_v2)

@@ -12,6 +12,7 @@ request as JSON beside the server's log (http_fuzz.reproduce sends it again).
 import os
 import shutil
 import subprocess
+from collections import Counter
 
 import pytest
 
@@ -61,12 +62,8 @@ def test_http_fuzz_campaign(fuzz_server):
             shown = f"(saved to {path}):\n{describe(e.req)}"
         pytest.fail(f"client {e.client} (seed {SEED + e.client}) of {CLIENTS}: {e}\nrequest {shown}\n"
                     f"server log tail:\n{fuzz_server.log()[-2000:]}")
-    statuses, ok_ops = {}, {}
-    for fz in fuzzers:
-        for k, v in fz.statuses.items():
-            statuses[k] = statuses.get(k, 0) + v
-        for k, v in fz.ok_ops.items():
-            ok_ops[k] = ok_ops.get(k, 0) + v
+    statuses = sum((fz.statuses for fz in fuzzers), Counter())
+    ok_ops = sum((fz.ok_ops for fz in fuzzers), Counter())
     sent = sum(fz.sent for fz in fuzzers)
     print(f"http fuzz: seeds {SEED}..{SEED + CLIENTS - 1} ({CLIENTS} clients), {sent} requests in {SECS:g} s, "
           f"statuses {sorted(statuses.items())}; 2xx by operation: {sorted(ok_ops.items())}")

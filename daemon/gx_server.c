@@ -762,7 +762,15 @@ static gx_status srv_start_mhd(gx_server *s, gx_err *err) {
     if (pthread_create(&s->watchdog, NULL, srv_watchdog_main, s) != 0)
         return gx_err_set(err, GX_ERR_NOMEM, "server: cannot start the connection watchdog thread");
     s->watchdog_running = 1;
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME |
+    /* poll(), not epoll: libmicrohttpd 0.9.75's MHD_quiesce_daemon takes
+     * the listening socket out of each pool thread's epoll set from the
+     * caller's thread while that thread may be removing it too, with no
+     * lock, and panics (abort) on the loser's ENOENT: "Failed to remove
+     * listen FD from epoll set" (daemon.c:5531, 1 stop in ~400 in our
+     * tests). Under poll() a quiesced thread just stops polling the socket.
+     * With at most --max-connections sockets per thread, poll's linear
+     * scan costs nothing measurable (docs/benchmarks.md, 2026-11-24). */
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL | MHD_ALLOW_SUSPEND_RESUME |
                      MHD_USE_ERROR_LOG | (v6 ? MHD_USE_IPv6 : 0);
     s->mhd = MHD_start_daemon(flags, (uint16_t)s->o.port, NULL, NULL, srv_access, s,
                               MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
@@ -832,11 +840,13 @@ void gx_server_stop(gx_server *s) {
      * answers now carry Connection: close) until every accepted request is
      * answered, which includes every job still queued. */
     MHD_socket lfd = s->mhd ? MHD_quiesce_daemon(s->mhd) : MHD_INVALID_SOCKET;
-    /* Close the listening socket now, not after the drain: while it stays
-     * open the kernel keeps completing handshakes into its backlog, and
-     * every such client would get a reset at the end instead of a refusal
-     * now (which clients and load balancers retry elsewhere). */
-    if (lfd != MHD_INVALID_SOCKET) close(lfd);
+    /* Stop listening now, not after the drain: while the socket listens the
+     * kernel keeps completing handshakes into its backlog, and every such
+     * client would get a reset at the end instead of a refusal now (which
+     * clients and load balancers retry elsewhere). shutdown(), not close():
+     * a pool thread may still be polling the descriptor, and libmicrohttpd
+     * says a quiesced socket must stay open until MHD_stop_daemon. */
+    if (lfd != MHD_INVALID_SOCKET) shutdown(lfd, SHUT_RDWR);
     /* Queued jobs need not wait out --batch-delay-us for batch-mates that
      * can no longer arrive. */
     gx_registry *reg = s->models ? gx_registry_acquire(s->models) : NULL;
@@ -865,5 +875,6 @@ void gx_server_stop(gx_server *s) {
         return;
     }
     if (s->mhd) MHD_stop_daemon(s->mhd);
+    if (lfd != MHD_INVALID_SOCKET) close(lfd);
     srv_free(s);
 }

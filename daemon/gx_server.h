@@ -10,7 +10,7 @@
  *   ... gx_server_reload(s, &err) on SIGHUP ...
  *   gx_server_stop(s);        // graceful: quiesce, drain, answer, close the db
  *
- * Threads: libmicrohttpd runs an internal epoll loop with a pool of `threads`
+ * Threads: libmicrohttpd runs an internal poll() loop with a pool of `threads`
  * threads; a handler decodes and preprocesses the upload in its own thread,
  * submits one gx_job per image to the model's batcher, and suspends the
  * connection. The batcher's worker calls done() for each job; the last one

@@ -385,6 +385,10 @@ class Galaxyd:
                 self.proc.kill()
                 self.proc.wait()
                 raise AssertionError(f"galaxyd did not exit within {timeout} s of signal {sig}")
+        if self.proc.returncode != 0:
+            # pytest shows a failing test's captured stdout: a rare abort at
+            # shutdown is then diagnosable from the CI log alone.
+            print(f"galaxyd exited with {self.proc.returncode}; its log ends:\n{self.log()[-4000:]}")
         return self.proc.returncode
 
 
@@ -481,10 +485,11 @@ def env(tmp_path_factory):
     }
 
 
-def start(env, name, extra=(), api_key=True, models=None):
-    """A galaxyd of its own for one test (stop it with .stop())."""
+def start(env, name, extra=(), api_key=True, models=None, proc_env=None):
+    """A galaxyd of its own for one test (stop it with .stop()); proc_env:
+    its environment (default: the tests')."""
     return Galaxyd(os.path.join(env["dir"], "srv-" + name), models or env["models"], env["web"],
-                   extra=extra, api_key_file=env["key_file"] if api_key else None)
+                   extra=extra, api_key_file=env["key_file"] if api_key else None, env=proc_env)
 
 
 # Limits of the shared server: small enough that the bad-input corpus can

@@ -833,8 +833,8 @@ gx_status gx_server_reload(gx_server *s, gx_err *err) {
     return st;
 }
 
-void gx_server_stop(gx_server *s) {
-    if (!s) return;
+gx_status gx_server_stop(gx_server *s) {
+    if (!s) return GX_OK;
     atomic_store(&s->draining, 1);
     /* Stop accepting; connections already open keep being served (their
      * answers now carry Connection: close) until every accepted request is
@@ -872,9 +872,10 @@ void gx_server_stop(gx_server *s) {
          * point at: leave the process to exit instead. */
         fprintf(stderr, "galaxyd: %d request(s) still unanswered after %d ms; not waiting longer\n",
                 left, s->o.drain_timeout_ms);
-        return;
+        return GX_ERR_TIMEOUT;
     }
     if (s->mhd) MHD_stop_daemon(s->mhd);
     if (lfd != MHD_INVALID_SOCKET) close(lfd);
     srv_free(s);
+    return GX_OK;
 }

@@ -75,8 +75,11 @@ int gx_server_port(const gx_server *s);
 gx_status gx_server_reload(gx_server *s, gx_err *err);
 /* Stops accepting, lets every accepted request finish (queued jobs are
  * computed and answered), stops MHD, closes the registry and the database,
- * frees s. NULL is fine. */
-void gx_server_stop(gx_server *s);
+ * frees s: GX_OK. NULL is fine. GX_ERR_TIMEOUT when requests are still
+ * unanswered after the drain timeout: then nothing is stopped or freed
+ * (jobs may still be running on the models), and the caller should exit
+ * without freeing what the models use (the device pool). */
+gx_status gx_server_stop(gx_server *s);
 
 /* ------------------------------------------------------------ routing */
 

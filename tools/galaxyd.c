@@ -225,7 +225,12 @@ int main(int argc, char **argv) {
         fprintf(stderr, "galaxyd: %s: draining and stopping\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
         break;
     }
-    gx_server_stop(s);
+    if (gx_server_stop(s) != GX_OK) {
+        /* A job may still be running on the device: its memory stays
+         * allocated until the process is gone. */
+        fprintf(stderr, "galaxyd: stopped without waiting for the unanswered request(s)\n");
+        return 0;
+    }
     if (sdev.pool) gx_cuda_pool_destroy(sdev.pool);   /* after every model is freed */
     fprintf(stderr, "galaxyd: stopped\n");
     return 0;

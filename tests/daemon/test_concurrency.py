@@ -6,6 +6,7 @@
     answered 200, and the process exits 0; a new connection is refused at
     once; SIGTERM while every libmicrohttpd thread is busy exits 0 (a shim
     widens libmicrohttpd's epoll quiesce race, which once aborted galaxyd);
+    a request that never completes holds a stop only for the drain timeout;
   * reloads (API and SIGHUP, alternating checkpoints) under load: no request fails;
   * a full queue answers 503 + Retry-After at once; a passed deadline 504.
 
@@ -194,6 +195,19 @@ def test_sigterm_under_load_exits_cleanly(env, tmp_path):
             s.stop()
 
 
+def half_sent_classify(s, png):
+    """A connection whose POST /v1/classify has sent its headers and 10 bytes
+    of png, once galaxyd counts it in flight (it holds a drain until the
+    rest comes): the caller closes it."""
+    head = (f"POST /v1/classify HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+            f"Authorization: {auth()['Authorization']}\r\nContent-Length: {len(png)}\r\n\r\n").encode()
+    c = socket.create_connection((s.host, s.port), timeout=30)
+    c.sendall(head + png[:10])
+    inflight = lambda: metric(requests.get(s.url("/metrics"), timeout=10).text, "galaxyd_inflight_requests") or 0
+    wait_for(lambda: inflight() >= 2, 20, "the half-sent request in flight (besides /metrics)")
+    return c
+
+
 def test_draining_refuses_new_connections(env):
     # SIGTERM stops listening at once: while an accepted request is still
     # open (its body half sent, so the drain waits for it), a new connection
@@ -201,13 +215,8 @@ def test_draining_refuses_new_connections(env):
     # to be reset at the end; the open request is then answered.
     s = start(env, "refuse")
     png = galaxy_png(4242)
-    head = (f"POST /v1/classify HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
-            f"Authorization: {auth()['Authorization']}\r\nContent-Length: {len(png)}\r\n\r\n").encode()
-    inflight = lambda: metric(requests.get(s.url("/metrics"), timeout=10).text, "galaxyd_inflight_requests") or 0
     try:
-        with socket.create_connection((s.host, s.port), timeout=30) as c:
-            c.sendall(head + png[:10])
-            wait_for(lambda: inflight() >= 2, 20, "the half-sent request in flight (besides /metrics)")
+        with half_sent_classify(s, png) as c:
             s.send_signal(signal.SIGTERM)
 
             def refused():
@@ -225,6 +234,27 @@ def test_draining_refuses_new_connections(env):
             assert ans is not None and ans.status == 200, f"the open request: {ans!r}"
         rc = s.proc.wait(60)
         assert rc == 0, f"galaxyd exited {rc} after SIGTERM:\n{s.log()[-2000:]}"
+    finally:
+        s.stop()
+
+
+def test_drain_timeout_gives_up(env):
+    # A request that never completes (its body half sent, the connection
+    # watchdog far away) cannot hold a stop forever: after the drain timeout
+    # (--deadline-ms + 5 s) galaxyd says so and exits 0 without freeing what
+    # its models use (on a device, a job may still be running).
+    s = start(env, "give-up", ["--deadline-ms", "1000", "--conn-timeout", "120"])
+    try:
+        with half_sent_classify(s, galaxy_png(4343)):
+            t0 = time.monotonic()
+            s.send_signal(signal.SIGTERM)
+            rc = s.proc.wait(60)
+            took = time.monotonic() - t0
+        log = s.log()
+        assert rc == 0, f"galaxyd exited {rc}:\n{log[-2000:]}"
+        assert 5.5 < took < 30, f"stopped {took:.1f} s after SIGTERM (drain timeout 6 s)"
+        assert "1 request(s) still unanswered after 6000 ms" in log, log[-2000:]
+        assert "stopped without waiting for the unanswered request(s)" in log, log[-2000:]
     finally:
         s.stop()
 

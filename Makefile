@@ -216,8 +216,10 @@ fixtures:
 	@scripts/deps.sh bench
 	@for s in tests/parity/gen_*.py; do echo "== $$s"; $(PYTHON) $$s || exit 1; done
 
+# Every build folder `make test`, `make test-asan` and the fuzz targets make
+# (their emulated-device twins included); other BUILD= folders are yours to remove.
 clean:
-	rm -rf build build-asan
+	rm -rf build build-emu build-asan build-asan-emu build-fuzz
 
 # Fragments owned by one component each (fuzzing, benchmarks, ...).
 include $(sort $(wildcard mk/*.mk))

@@ -208,6 +208,10 @@ static void srv_job_done(gx_job *job, void *user) {
 }
 
 enum MHD_Result srv_submit_and_suspend(srv_req *r, srv_finish_fn finish) {
+    return srv_submit_overlap_suspend(r, NULL, NULL, finish);
+}
+
+enum MHD_Result srv_submit_overlap_suspend(srv_req *r, srv_during_fn during, void *ctx, srv_finish_fn finish) {
     const gx_serve_info *info = r->entry->info;
     size_t per = (size_t)3 * (size_t)info->input_size * (size_t)info->input_size;
     int64_t deadline = srv_now_ns() + (int64_t)r->srv->o.deadline_ms * 1000000;
@@ -233,6 +237,9 @@ enum MHD_Result srv_submit_and_suspend(srv_req *r, srv_finish_fn finish) {
                        s == GX_ERR_BUSY ? "the model's queue is full, retry later" : err.msg);
         }
     }
+    /* The handler's extra count keeps done() from resuming (and finish from
+     * running) until the suspend below, so during may still write to r. */
+    if (during && atomic_load(&r->pending) > 1) during(r, ctx);
     if (atomic_load(&r->pending) == 1) {   /* every job failed or is already done */
         atomic_store(&r->pending, 0);
         r->finish = NULL;

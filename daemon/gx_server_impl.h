@@ -178,6 +178,12 @@ const char *srv_header(srv_req *r, const char *key);
  * connection until the last is done; finish runs on the resumed call (or
  * right away when nothing is left to wait for). */
 enum MHD_Result srv_submit_and_suspend(srv_req *r, srv_finish_fn finish);
+/* The same, and when a job was queued, during(r, ctx) runs on the handler's
+ * thread before the suspend: work that needs the upload but not the model's
+ * answer overlaps the forward pass instead of delaying it. during answers
+ * nothing; it records a failure in r (an item's status) for finish. */
+typedef void (*srv_during_fn)(srv_req *r, void *ctx);
+enum MHD_Result srv_submit_overlap_suspend(srv_req *r, srv_during_fn during, void *ctx, srv_finish_fn finish);
 /* Allocates items/jobs/x for n images of the entry's model. */
 gx_status srv_alloc_items(srv_req *r, int n, gx_err *err);
 double srv_ms_since(int64_t t0_ns);

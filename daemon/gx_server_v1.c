@@ -117,31 +117,42 @@ static enum MHD_Result v1_classify_finish(srv_req *r) {
     return srv_json(r, 200, o);
 }
 
-/* Members computed while the upload is at hand (the answer is built after
- * the batcher ran): ?morph=1 adds "morphology" (gx_server_morph.c), a
- * loaded cf-inn model adds "cf_inn" (gx_server_cf.c). 0 when answered. */
-static int v1_classify_extras(srv_req *r, const void *img, size_t n) {
+/* ?morph: 0 or 1 in *on; 0 returned when the request was answered (400). */
+static int v1_morph_flag(srv_req *r, int *on) {
     const char *mq = srv_query(r, "morph");
-    int morph = mq && (!strcmp(mq, "1") || !strcmp(mq, "true"));
-    if (mq && !morph && strcmp(mq, "0") && strcmp(mq, "false")) {
+    *on = mq && (!strcmp(mq, "1") || !strcmp(mq, "true"));
+    if (mq && !*on && strcmp(mq, "0") && strcmp(mq, "false")) {
         srv_error(r, 400, "bad_field", "field 'morph': '%.32s' is not 0, 1, true or false", mq);
         return 0;
     }
-    json_t *cf = srv_cf_classify_json(r, img, n);
-    if (!morph && !cf) return 1;
+    return 1;
+}
+
+typedef struct v1_extras { const void *img; size_t n; int morph; } v1_extras;
+
+/* Members computed from the upload while the batcher runs the classifier
+ * (srv_submit_overlap_suspend): ?morph=1 adds "morphology"
+ * (gx_server_morph.c), a loaded cf-inn model adds "cf_inn"
+ * (gx_server_cf.c). A morphology failure becomes the item's error, which
+ * v1_classify_finish answers. */
+static void v1_classify_extras(srv_req *r, void *ctx) {
+    const v1_extras *x = ctx;
+    json_t *cf = srv_cf_classify_json(r, x->img, x->n);
+    if (!x->morph && !cf) return;
     r->extra = json_object();
     if (cf) json_object_set_new(r->extra, "cf_inn", cf);
-    if (!morph) return 1;
+    if (!x->morph) return;
+    srv_item *it = &r->items[0];
     int http = 500;
     const char *code = "internal";
     gx_err err = { { 0 } };
-    json_t *m = srv_morph_json(r, img, n, srv_query(r, "band"), &http, &code, &err);
+    json_t *m = srv_morph_json(r, x->img, x->n, srv_query(r, "band"), &http, &code, &err);
     if (!m) {
-        srv_error(r, http, code, "morphology: %s", err.msg);
-        return 0;
+        it->status = http, it->code = code;
+        snprintf(it->message, sizeof it->message, "morphology: %.*s", (int)sizeof it->message - 13, err.msg);
+        return;
     }
     json_object_set_new(r->extra, "morphology", m);
-    return 1;
 }
 
 static enum MHD_Result v1_classify(srv_req *r) {
@@ -157,8 +168,9 @@ static enum MHD_Result v1_classify(srv_req *r) {
     srv_prepare(r, 0, in.img[0], in.len[0]);
     if (r->items[0].status)
         return srv_error(r, r->items[0].status, r->items[0].code, "%s", r->items[0].message);
-    if (!v1_classify_extras(r, in.img[0], in.len[0])) return MHD_YES;
-    return srv_submit_and_suspend(r, v1_classify_finish);
+    v1_extras x = { in.img[0], in.len[0], 0 };
+    if (!v1_morph_flag(r, &x.morph)) return MHD_YES;
+    return srv_submit_overlap_suspend(r, v1_classify_extras, &x, v1_classify_finish);
 }
 
 /* ------------------------------------------------------------ /v1/classify/batch */

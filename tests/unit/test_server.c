@@ -488,7 +488,7 @@ GX_TEST(server_in_process_healthz_classify_store) {
 
     ts_protocol_errors(T, port, png, n);
     free(png);
-    gx_server_stop(s);
+    CHECK(gx_server_stop(s) == GX_OK);   /* every request answered: a full stop */
     tserve_rmtree(dir);
 }
 
@@ -552,7 +552,7 @@ GX_TEST(server_drops_slow_clients_not_queued_ones) {
     CHECK(png && ts_status(port, head, png, n, "\"probs\"", NULL) == 200);
     CHECK(ts_now() - t0 > 1.3);
     free(png);
-    gx_server_stop(s);
+    CHECK(gx_server_stop(s) == GX_OK);   /* every request answered: a full stop */
     tserve_rmtree(dir);
 }
 

@@ -149,7 +149,8 @@ static void v1_classify_extras(srv_req *r, void *ctx) {
     json_t *m = srv_morph_json(r, x->img, x->n, srv_query(r, "band"), &http, &code, &err);
     if (!m) {
         it->status = http, it->code = code;
-        snprintf(it->message, sizeof it->message, "morphology: %.*s", (int)sizeof it->message - 13, err.msg);
+        snprintf(it->message, sizeof it->message, "morphology: %.*s",
+                 (int)(sizeof it->message - sizeof "morphology: "), err.msg);
         return;
     }
     json_object_set_new(r->extra, "morphology", m);

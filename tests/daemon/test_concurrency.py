@@ -44,6 +44,12 @@ def queue_depth(server):
     return metric(text, "galaxyd_queue_depth", {"model": MODEL}) or 0
 
 
+def inflight(server):
+    """Requests galaxyd is handling (this /metrics request included)."""
+    text = requests.get(server.url("/metrics"), timeout=10).text
+    return metric(text, "galaxyd_inflight_requests") or 0
+
+
 def run_threads(fns):
     """Starts one thread per fn at the same moment (a barrier); returns results
     in order (an exception object where a call raised)."""
@@ -185,8 +191,7 @@ def test_sigterm_under_load_exits_cleanly(env, tmp_path):
             for t in ts:
                 t.start()
             wait_for(lambda: answered[0] >= 50, 30, "50 answers under load")
-            s.send_signal(signal.SIGTERM)
-            rc = s.proc.wait(60)
+            rc = s.stop()   # SIGTERM, under the load
             assert rc == 0, f"cycle {cycle}: galaxyd exited {rc} after SIGTERM under load:\n{s.log()[-2000:]}"
         finally:
             stop.set()
@@ -203,8 +208,7 @@ def half_sent_classify(s, png):
             f"Authorization: {auth()['Authorization']}\r\nContent-Length: {len(png)}\r\n\r\n").encode()
     c = socket.create_connection((s.host, s.port), timeout=30)
     c.sendall(head + png[:10])
-    inflight = lambda: metric(requests.get(s.url("/metrics"), timeout=10).text, "galaxyd_inflight_requests") or 0
-    wait_for(lambda: inflight() >= 2, 20, "the half-sent request in flight (besides /metrics)")
+    wait_for(lambda: inflight(s) >= 2, 20, "the half-sent request in flight (besides /metrics)")
     return c
 
 
@@ -247,8 +251,7 @@ def test_drain_timeout_gives_up(env):
     try:
         with half_sent_classify(s, galaxy_png(4343)):
             t0 = time.monotonic()
-            s.send_signal(signal.SIGTERM)
-            rc = s.proc.wait(60)
+            rc = s.stop()   # SIGTERM
             took = time.monotonic() - t0
         log = s.log()
         assert rc == 0, f"galaxyd exited {rc}:\n{log[-2000:]}"

@@ -10,7 +10,7 @@
  * it made. forward() computes rows [0, b) of one chunk in eval mode on ctx
  * into the row-offset outputs; the common code holds the mutex, splits a
  * chunk's rows over the threads (gx_ctx_for_parts: ctx is the model's own
- * or a side context of it) and resets the arenas.
+ * for a lone part, else a side context of it) and resets the arenas.
  */
 #ifndef GX_SERVE_IMPL_H
 #define GX_SERVE_IMPL_H

@@ -189,8 +189,9 @@ struct gx_ctx {
                                   gradients and scratch live on that device and
                                   ops on device tensors run there; the tensor
                                   structs and the tape stay in host memory */
-    struct gx_ctx *side;       /* gx_ctx_for_parts' contexts for threads 1..n_side
-                                  (kept between calls: their arenas are warm) */
+    struct gx_ctx *side;       /* gx_ctx_for_parts' contexts, one per thread of
+                                  a split call (kept between calls: their
+                                  arenas are warm) */
     int      n_side;
 };
 
@@ -200,22 +201,27 @@ void gx_ctx_free(gx_ctx *ctx);
 void gx_ctx_reset(gx_ctx *ctx);
 
 /* Coarse parallelism for inference: fn(part_ctx, lo, hi, arg) runs once for
- * each of P contiguous parts [lo, hi) of [0, n), P = min(threads, n, max_parts)
- * parts on P threads at once. Part 0 runs on ctx itself, part i on a side
- * context of ctx (made on first use, kept and reset after the call, freed
- * with ctx). Inside fn every op runs on one thread (nested OpenMP regions
- * and BLAS see an active region), so one OpenMP region stands for the
- * hundreds of small ones the ops would open: on a 2-core VM those cost more
- * than they gain (docs/benchmarks.md). A single part (n = 1) also runs its
- * ops on one thread: OpenBLAS's GEMM bits depend on its thread count, so a
- * row's bits must not depend on whether its batch was split. fn must write
- * its results to memory it owns (tensors in a side context are gone when
- * this returns) and must only read shared data. With grad enabled, on a
- * device ctx, inside an OpenMP region or at one thread, it is one plain
- * call fn(ctx, 0, n, arg) (at one thread the same single-threaded ops).
- * Every row's bits are then the same whatever n, the split and the thread
- * count, when the ops fn runs are batch invariant over the split dim (ctx's
- * default). Returns P. */
+ * each of P contiguous parts [lo, hi) of [0, n) (sizes within one, in any
+ * order), on up to min(threads, P) threads at once. P is a multiple of the
+ * threads, up to 4 parts per thread while a part keeps at least 4 rows,
+ * never fewer than min(threads, n), and at most max_parts when that is > 0
+ * (see gx_parts_count). A thread takes the next part when it is done with
+ * one, so one that loses its core for a while does fewer. With several
+ * parts, thread t runs its parts on side context t of ctx (made on first
+ * use, kept, reset after every part, freed with ctx), so the memory is one
+ * part per thread; a single part runs on ctx itself. Inside fn every op
+ * runs on one thread (nested OpenMP regions and BLAS see an active region),
+ * so one OpenMP region stands for the hundreds of small ones the ops would
+ * open: on a 2-core VM those cost more than they gain (docs/benchmarks.md).
+ * A single part (n = 1) also runs its ops on one thread: OpenBLAS's GEMM
+ * bits depend on its thread count, so a row's bits must not depend on
+ * whether its batch was split. fn must write its results to memory it owns
+ * (tensors in a side context are gone when the part ends) and must only
+ * read shared data. With grad enabled, on a device ctx, inside an OpenMP
+ * region or at one thread, it is one plain call fn(ctx, 0, n, arg) (at one
+ * thread the same single-threaded ops). Every row's bits are then the same
+ * whatever n, the split and the thread count, when the ops fn runs are
+ * batch invariant over the split dim (ctx's default). Returns P. */
 typedef void (*gx_part_fn)(gx_ctx *ctx, int64_t lo, int64_t hi, void *arg);
 int gx_ctx_for_parts(gx_ctx *ctx, int64_t n, int max_parts, gx_part_fn fn, void *arg);
 

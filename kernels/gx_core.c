@@ -248,19 +248,38 @@ void gx_ctx_reset(gx_ctx *ctx) {
     ctx->n_nodes = 0;
 }
 
-/* Side contexts 1..want-1 for gx_ctx_for_parts; fewer parts when the
- * array cannot grow (a side context's arena itself grows on demand). */
+/* n_side side contexts for gx_ctx_for_parts (one per thread of a split
+ * call); fewer when the array cannot grow (a side context's arena itself
+ * grows on demand). Returns how many there are. */
 static int gx_ctx_sides(gx_ctx *ctx, int want) {
-    if (want - 1 <= ctx->n_side) return want;
-    gx_ctx *s = realloc(ctx->side, (size_t)(want - 1) * sizeof *s);
-    if (!s) return ctx->n_side + 1;
-    for (int i = ctx->n_side; i < want - 1; i++) {
+    if (want <= ctx->n_side) return want;
+    gx_ctx *s = realloc(ctx->side, (size_t)want * sizeof *s);
+    if (!s) return ctx->n_side;
+    for (int i = ctx->n_side; i < want; i++) {
         gx_ctx_init(&s[i], 0);
         s[i].arena.limit = ctx->arena.limit;   /* a cap on the ctx caps each part */
     }
     ctx->side = s;
-    ctx->n_side = want - 1;
+    ctx->n_side = want;
     return want;
+}
+
+/* How many parts: a multiple of the threads, up to GX_PARTS_PER_THREAD
+ * each, while a part keeps at least GX_PART_MIN_ROWS rows (its GEMMs stay
+ * wide enough to run at speed); never fewer parts than min(threads, n).
+ * More parts than threads let a thread that lost its core for a while
+ * (the HTTP threads, another process: a 2-core VM has no spare core) take
+ * fewer of them instead of holding the others at the end of the region
+ * (docs/benchmarks.md, 2026-11-24 "parts"). */
+#define GX_PARTS_PER_THREAD 4
+#define GX_PART_MIN_ROWS 4
+static int64_t gx_parts_count(int64_t n, int64_t threads, int max_parts) {
+    int64_t k = n / (threads * GX_PART_MIN_ROWS);
+    if (k > GX_PARTS_PER_THREAD) k = GX_PARTS_PER_THREAD;
+    if (k < 1) k = 1;
+    int64_t p = threads * k;
+    if (max_parts > 0 && p > max_parts) p = max_parts;
+    return p > n ? n : p;
 }
 
 int gx_ctx_for_parts(gx_ctx *ctx, int64_t n, int max_parts, gx_part_fn fn, void *arg) {
@@ -276,30 +295,36 @@ int gx_ctx_for_parts(gx_ctx *ctx, int64_t n, int max_parts, gx_part_fn fn, void 
         fn(ctx, 0, n, arg);
         return 1;
     }
-    int64_t p = threads;
-    if (max_parts > 0 && p > max_parts) p = max_parts;
-    if (p > n) p = n;
-    const int np = p > 1 ? gx_ctx_sides(ctx, (int)p) : 1;
-    for (int i = 0; i < np - 1; i++) ctx->side[i].batch_invariant = ctx->batch_invariant;   /* may change */
+    int64_t np = gx_parts_count(n, threads, max_parts);
+    int nt = (int)(np < threads ? np : threads);
+    if (np > 1) nt = gx_ctx_sides(ctx, nt);
+    if (nt < 2) np = nt = 1;   /* no side context could be made: one part on ctx */
+    for (int i = 0; np > 1 && i < nt; i++) ctx->side[i].batch_invariant = ctx->batch_invariant;   /* may change */
     /* Contiguous parts, sizes differing by at most one: part i is
-     * [i n / np, (i + 1) n / np). A single part (n = 1) still runs inside
-     * a team of two, the second thread idle: OpenBLAS's sgemm does not give
-     * the same bits at 1 and 2 threads, so every part's ops must run on one
-     * thread for a row's bits not to depend on whether its batch was split
-     * (a lone image against the same image among 63 others). */
-    #pragma omp parallel num_threads(np > 1 ? np : 2)
+     * [i n / np, (i + 1) n / np). Several parts: thread t runs the parts it
+     * takes (dynamically) on side context t, reset after each, so the
+     * memory is one part per thread whatever the split. A single part
+     * (n = 1) runs on ctx, still inside a team of two, the second thread
+     * idle: OpenBLAS's sgemm does not give the same bits at 1 and 2
+     * threads, so every part's ops must run on one thread for a row's bits
+     * not to depend on whether its batch was split (a lone image against
+     * the same image among 63 others). */
+    #pragma omp parallel num_threads(nt > 1 ? nt : 2)
     {
 #ifdef _OPENMP
         omp_set_num_threads(1);   /* nested regions of this part: one thread */
+        const int t = omp_get_thread_num();
+#else
+        const int t = 0;
 #endif
-        #pragma omp for schedule(static, 1)
-        for (int i = 0; i < np; i++) {
-            gx_ctx *c = i ? &ctx->side[i - 1] : ctx;
+        #pragma omp for schedule(dynamic, 1)
+        for (int64_t i = 0; i < np; i++) {
+            gx_ctx *c = np > 1 ? &ctx->side[t] : ctx;
             fn(c, n * i / np, n * (i + 1) / np, arg);
+            if (np > 1) gx_ctx_reset(c);
         }
     }
-    for (int i = 0; i < np - 1; i++) gx_ctx_reset(&ctx->side[i]);
-    return np;
+    return (int)np;
 }
 
 gx_node *gx_tape_record(gx_ctx *ctx, const char *op, gx_backward_fn bw,

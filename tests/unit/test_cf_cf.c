@@ -317,7 +317,7 @@ GX_TEST(cf_grid_same_bits_at_any_thread_count) {
         CHECK_MSG(!memcmp(xc[0], xc[k], (size_t)(K * px) * sizeof *xc[k]), "%d threads: x_cf bits differ", k + 1);
         CHECK_MSG(!memcmp(r[0], r[k], (size_t)K * sizeof r[0][0]), "%d threads: results differ", k + 1);
     }
-    CHECK(ctx.n_side == 2);   /* the 3-thread grid ran on three contexts */
+    CHECK(ctx.n_side == 3);   /* the 3-thread grid ran on three side contexts */
     gx_set_threads(saved);
     for (int k = 0; k < 3; k++) { free(xr[k]); free(xc[k]); }
     free(x);

@@ -6,6 +6,7 @@
 
 #include "gx_math.h"
 #include <string.h>
+#include <unistd.h>
 
 GX_TEST(arena_alignment_growth_and_coalescing_reset) {
     gx_arena a;
@@ -160,11 +161,13 @@ GX_TEST(rng_is_reproducible_and_well_distributed) {
 }
 
 /* gx_ctx_for_parts: what each part saw. */
+#define PARTS_MAX 16
 typedef struct {
-    int64_t lo[8], hi[8];
-    gx_ctx *ctx[8];
+    int64_t lo[PARTS_MAX], hi[PARTS_MAX];
+    gx_ctx *ctx[PARTS_MAX];
+    int fresh[PARTS_MAX];        /* the part's ctx held nothing when it began */
     int calls, nested_threads;
-    double sum[8];
+    double sum[PARTS_MAX];
 } parts_log;
 
 static void parts_record(gx_ctx *ctx, int64_t lo, int64_t hi, void *arg) {
@@ -172,10 +175,11 @@ static void parts_record(gx_ctx *ctx, int64_t lo, int64_t hi, void *arg) {
     int i;
     #pragma omp atomic capture
     i = L->calls++;
-    if (i >= 8) return;
+    if (i >= PARTS_MAX) return;
     L->lo[i] = lo;
     L->hi[i] = hi;
     L->ctx[i] = ctx;
+    L->fresh[i] = ctx->arena.used_total == 0;
     /* Ops inside a part run on one thread, and the part's ctx works. */
     #pragma omp parallel
     {
@@ -188,15 +192,18 @@ static void parts_record(gx_ctx *ctx, int64_t lo, int64_t hi, void *arg) {
     L->sum[i] = (double)s->data[0];
 }
 
-/* The parts tile [0, n) in order, one each, sizes within one; part 0 runs on
- * the caller's ctx; the count follows threads, n and max_parts; one call
- * with grad on or at one thread; side contexts are kept and reset. */
+/* The parts tile [0, n) in order, one each, sizes within one; their count
+ * follows threads, n and max_parts (a multiple of the threads, up to 4 per
+ * thread while parts keep 4 rows); a lone part runs on the caller's ctx,
+ * several on side contexts, each part on a reset one; one call with grad on
+ * or at one thread; side contexts are kept and reset. */
 GX_TEST(ctx_for_parts_splits_and_falls_back) {
     int saved = gx_get_threads();
     gx_ctx ctx;
     gx_ctx_init(&ctx, 1 << 20);
     static const struct { int threads; int64_t n; int maxp, want; } cs[] = {
         { 2, 10, 0, 2 }, { 3, 10, 0, 3 }, { 3, 2, 0, 2 }, { 4, 9, 3, 3 }, { 1, 10, 0, 1 }, { 3, 1, 0, 1 },
+        { 2, 15, 0, 2 }, { 2, 16, 0, 4 }, { 2, 32, 0, 8 }, { 2, 64, 0, 8 }, { 3, 24, 0, 6 }, { 2, 32, 5, 5 },
     };
     for (size_t c = 0; c < sizeof cs / sizeof cs[0]; c++) {
         gx_set_threads(cs[c].threads);
@@ -212,7 +219,7 @@ GX_TEST(ctx_for_parts_splits_and_falls_back) {
         int64_t covered = 0, mn = cs[c].n, mx = 0;
         for (int64_t at = 0; at < cs[c].n;) {
             int k = -1;
-            for (int i = 0; i < L.calls && i < 8; i++)
+            for (int i = 0; i < L.calls && i < PARTS_MAX; i++)
                 if (L.lo[i] == at) k = i;
             CHECK_MSG(k >= 0, "no part starts at %lld", (long long)at);
             if (k < 0) break;
@@ -220,13 +227,14 @@ GX_TEST(ctx_for_parts_splits_and_falls_back) {
             if (len < mn) mn = len;
             if (len > mx) mx = len;
             CHECK(L.sum[k] == (double)(L.lo[k] + L.hi[k] - 1) * (double)len / 2);
-            CHECK((L.ctx[k] == &ctx) == (at == 0));
+            if (np == 1) CHECK(L.ctx[k] == &ctx);
+            else CHECK(L.ctx[k] >= ctx.side && L.ctx[k] < ctx.side + cs[c].threads && L.fresh[k]);
             covered += len;
             at = L.hi[k];
         }
         CHECK(covered == cs[c].n && mx - mn <= 1);
     }
-    CHECK(ctx.n_side == 2);                 /* the most side contexts any call needed */
+    CHECK(ctx.n_side == 3);                 /* one per thread of the widest split call */
     for (int i = 0; i < ctx.n_side; i++) CHECK(ctx.side[i].arena.used_total == 0);
     gx_set_threads(2);
     ctx.grad_enabled = 1;
@@ -236,6 +244,48 @@ GX_TEST(ctx_for_parts_splits_and_falls_back) {
     ctx.grad_enabled = 0;
     memset(&L, 0, sizeof L);
     CHECK(gx_ctx_for_parts(&ctx, 0, 0, parts_record, &L) == 0 && L.calls == 0);
+    gx_ctx_free(&ctx);
+    gx_set_threads(saved);
+}
+
+/* A thread held up in one part does not hold the others' parts: part 0
+ * waits until the other seven are done (2 s at most), which only a thread
+ * that takes parts as it gets free can do; with parts dealt out in advance
+ * the wait would run out and part 0's thread would then run its share. */
+typedef struct {
+    int done, waited_out;
+    gx_ctx *ctx0, *ctx[8];
+} parts_stall;
+
+static void parts_stall_part(gx_ctx *ctx, int64_t lo, int64_t hi, void *arg) {
+    parts_stall *S = arg;
+    int64_t i = lo / (hi - lo);
+    S->ctx[i] = ctx;
+    if (i == 0) {
+        for (int ms = 0;; ms++) {
+            int d;
+            #pragma omp atomic read
+            d = S->done;
+            if (d == 7) break;
+            if (ms == 2000) { S->waited_out = 1; break; }
+            usleep(1000);
+        }
+        return;
+    }
+    #pragma omp atomic
+    S->done++;
+}
+
+GX_TEST(ctx_for_parts_balances_a_stalled_thread) {
+    int saved = gx_get_threads();
+    gx_set_threads(2);
+    gx_ctx ctx;
+    gx_ctx_init(&ctx, 1 << 20);
+    parts_stall S;
+    memset(&S, 0, sizeof S);
+    CHECK(gx_ctx_for_parts(&ctx, 32, 0, parts_stall_part, &S) == 8);
+    CHECK(!S.waited_out && S.done == 7);
+    for (int i = 1; i < 8; i++) CHECK(S.ctx[i] != S.ctx[0]);   /* the other thread ran them all */
     gx_ctx_free(&ctx);
     gx_set_threads(saved);
 }

@@ -48,8 +48,10 @@ if ! ls "$models"/*.safetensors >/dev/null 2>&1; then
   models=$tmp/models
   model_note="tiny test checkpoint (no bundled model found)"
 fi
-# The classifier measured is the WaveletMamba (the directory may also hold the
-# cf-inn and uda bundles, which galaxyd loads but /v1/classify does not use).
+# The raw forward measured is the WaveletMamba's. With a cf-inn bundle in the
+# directory, /v1/classify also runs the CF-INN's classification of each image
+# (beside the forward; docs/serving.md), so the efficiency counts that work as
+# serving overhead; MODELS=DIR with the WaveletMamba alone leaves it out.
 ckpt="$models/wavelet-mamba.safetensors"
 [ -f "$ckpt" ] || ckpt=$(ls "$models"/*.safetensors | head -n 1)
 

@@ -317,9 +317,9 @@ int gx_ctx_for_parts(gx_ctx *ctx, int64_t n, int max_parts, gx_part_fn fn, void 
 #else
         const int t = 0;
 #endif
+        gx_ctx *c = np > 1 ? &ctx->side[t] : ctx;
         #pragma omp for schedule(dynamic, 1)
         for (int64_t i = 0; i < np; i++) {
-            gx_ctx *c = np > 1 ? &ctx->side[t] : ctx;
             fn(c, n * i / np, n * (i + 1) / np, arg);
             if (np > 1) gx_ctx_reset(c);
         }

@@ -254,7 +254,7 @@ GX_TEST(ctx_for_parts_splits_and_falls_back) {
  * the wait would run out and part 0's thread would then run its share. */
 typedef struct {
     int done, waited_out;
-    gx_ctx *ctx0, *ctx[8];
+    gx_ctx *ctx[8];
 } parts_stall;
 
 static void parts_stall_part(gx_ctx *ctx, int64_t lo, int64_t hi, void *arg) {

@@ -208,12 +208,12 @@ static gx_sk_a gx_sk_pack(gx_ctx *ctx, const gx_real *a, int64_t M, int64_t Kt, 
 }
 
 #ifdef GX_SK_X86
-/* One k step of the 6x16 block: two 8-wide loads of B's row, six
- * broadcasts of A, twelve FMAs into named registers (an array of vectors
- * is kept in memory by the compiler, a load and a store per FMA). */
+/* One k step of the 6x16 block: two 8-wide loads of B (one per half),
+ * six broadcasts of A, twelve FMAs into named registers (an array of
+ * vectors is kept in memory by the compiler, a load and a store per FMA). */
 #define GX_SK_STEP(LOAD0, LOAD1)                                                    \
     do {                                                                           \
-        const float *b_ = brow[k] + n0, *a_ = ap + k * GX_SK_MR;                   \
+        const float *b0_ = br0[k] + n0, *b1_ = br1[k] + n1, *a_ = ap + k * GX_SK_MR; \
         __m256 b0 = LOAD0, b1 = LOAD1, a0;                                         \
         a0 = _mm256_broadcast_ss(a_ + 0);                                          \
         c00 = _mm256_fmadd_ps(a0, b0, c00); c01 = _mm256_fmadd_ps(a0, b1, c01);    \
@@ -229,29 +229,34 @@ static gx_sk_a gx_sk_pack(gx_ctx *ctx, const gx_real *a, int64_t M, int64_t Kt, 
         c50 = _mm256_fmadd_ps(a0, b0, c50); c51 = _mm256_fmadd_ps(a0, b1, c51);    \
     } while (0)
 
-/* One MR x 16 block of C (rows mrows <= MR valid, columns nn <= 16 valid),
- * C = (acc ? C : 0) + A_panel B[:, n0 .. n0+nn). */
+/* One MR x 16 block of C as two halves of 8 columns (rows mrows <= MR
+ * valid): half h is C_h [.., nn_h] (row stride ldc, nn_h <= 8 valid
+ * columns) = (acc ? C_h : 0) + A_panel B_h, where row k of B_h starts at
+ * br_h[k] + n_h. One sample's block of 16 columns is the halves n0 and
+ * n0 + 8 of the same rows; a pair block (gx_sk_run) is two samples' column
+ * tails of <= 8, so a 2x2 output (6 columns on the padded width) fills 12
+ * of the 16 lanes instead of 6. */
 __attribute__((target("avx2,fma")))
-static void gx_sk_block_avx2(int64_t K, const float *ap, const float *const *brow, int64_t n0, int nn,
-                             float *c, int64_t ldc, int mrows, int acc) {
-    static const int32_t lanes[24] = { -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
-                                       0, 0, 0, 0, 0, 0, 0, 0 };
-    __m256i m0 = _mm256_loadu_si256((const __m256i *)(lanes + 16 - (nn < 8 ? nn : 8)));
-    __m256i m1 = _mm256_loadu_si256((const __m256i *)(lanes + 16 - (nn > 8 ? nn - 8 : 0)));
+static void gx_sk_block_avx2(int64_t K, const float *ap, const float *const *br0, int64_t n0, int nn0,
+                             const float *const *br1, int64_t n1, int nn1, float *c0, float *c1, int64_t ldc,
+                             int mrows, int acc) {
+    static const int32_t lanes[16] = { -1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0 };
+    __m256i m0 = _mm256_loadu_si256((const __m256i *)(lanes + 8 - nn0));
+    __m256i m1 = _mm256_loadu_si256((const __m256i *)(lanes + 8 - nn1));
     __m256 z = _mm256_setzero_ps();
-#define GX_SK_LD(i, h) ((acc && (i) < mrows) ? _mm256_maskload_ps(c + (i) * ldc + n0 + 8 * (h), (h) ? m1 : m0) : z)
+#define GX_SK_LD(i, h) ((acc && (i) < mrows) ? _mm256_maskload_ps(((h) ? c1 : c0) + (i) * ldc, (h) ? m1 : m0) : z)
     __m256 c00 = GX_SK_LD(0, 0), c01 = GX_SK_LD(0, 1), c10 = GX_SK_LD(1, 0), c11 = GX_SK_LD(1, 1);
     __m256 c20 = GX_SK_LD(2, 0), c21 = GX_SK_LD(2, 1), c30 = GX_SK_LD(3, 0), c31 = GX_SK_LD(3, 1);
     __m256 c40 = GX_SK_LD(4, 0), c41 = GX_SK_LD(4, 1), c50 = GX_SK_LD(5, 0), c51 = GX_SK_LD(5, 1);
 #undef GX_SK_LD
-    if (nn == GX_SK_NR)
-        for (int64_t k = 0; k < K; k++) GX_SK_STEP(_mm256_loadu_ps(b_), _mm256_loadu_ps(b_ + 8));
+    if (nn0 == 8 && nn1 == 8)
+        for (int64_t k = 0; k < K; k++) GX_SK_STEP(_mm256_loadu_ps(b0_), _mm256_loadu_ps(b1_));
     else
-        for (int64_t k = 0; k < K; k++) GX_SK_STEP(_mm256_maskload_ps(b_, m0), _mm256_maskload_ps(b_ + 8, m1));
+        for (int64_t k = 0; k < K; k++) GX_SK_STEP(_mm256_maskload_ps(b0_, m0), _mm256_maskload_ps(b1_, m1));
     __m256 r[GX_SK_MR][2] = { { c00, c01 }, { c10, c11 }, { c20, c21 }, { c30, c31 }, { c40, c41 }, { c50, c51 } };
     for (int i = 0; i < mrows; i++) {
-        _mm256_maskstore_ps(c + i * ldc + n0, m0, r[i][0]);
-        _mm256_maskstore_ps(c + i * ldc + n0 + 8, m1, r[i][1]);
+        _mm256_maskstore_ps(c0 + i * ldc, m0, r[i][0]);
+        _mm256_maskstore_ps(c1 + i * ldc, m1, r[i][1]);
     }
 }
 #undef GX_SK_STEP
@@ -287,6 +292,42 @@ static int gx_sk_simd(void) {
  * group, sample), own disjoint rows of C: they split across OpenMP threads
  * with no reduction. */
 #define GX_SK_KC 256
+
+/* One sample's blocks of columns [0, n_end) for weight panels [p0, p1) and
+ * depth chunk [k0, k0 + kn). */
+static void gx_sk_strip(const gx_sk_a *a, int64_t p0, int64_t p1, int64_t k0, int64_t kn,
+                        const gx_real *const *br, int64_t n_end, gx_real *c, int64_t ldc, int acc, int simd) {
+    (void)simd;
+    for (int64_t n0 = 0; n0 < n_end; n0 += GX_SK_NR) {
+        const int nn = (int)(n_end - n0 < GX_SK_NR ? n_end - n0 : GX_SK_NR);
+        for (int64_t pn = p0; pn < p1; pn++) {
+            const int mrows = (int)(a->M - pn * GX_SK_MR < GX_SK_MR ? a->M - pn * GX_SK_MR : GX_SK_MR);
+            const gx_real *ap = a->ap + (pn * a->K + k0) * GX_SK_MR;
+            gx_real *cb = c + pn * GX_SK_MR * ldc + n0;
+#ifdef GX_SK_X86
+            if (simd) {
+                gx_sk_block_avx2(kn, ap, br + k0, n0, nn < 8 ? nn : 8, br + k0, n0 + 8, nn > 8 ? nn - 8 : 0, cb,
+                                 cb + 8, ldc, mrows, acc);
+                continue;
+            }
+#endif
+            gx_sk_block_ref(kn, ap, br + k0, n0, nn, cb - n0, ldc, mrows, acc);
+        }
+    }
+}
+
+/* For each sample s < ns: C_s [M, N] (row stride ldc) = (acc ? C_s : 0) +
+ * A B_s, where row k of B_s is brow[s*K + k][0 .. N).
+ * Blocking: the depth runs in chunks of GX_SK_KC (a chunk's 16-column strip
+ * of B, <= 16 KB, stays in L1 while a group of weight panels, <= 128 KB,
+ * sits in L2 and is reused for every strip). A chunk continues the
+ * element's FMA chain from the value stored by the previous one, so the
+ * order is k = 0..K-1 whatever the blocking. With AVX2, when the last
+ * block of columns has 1..8 (small outputs: 2x2 is 6 columns wide, 4x4 22)
+ * two samples' last blocks share one block (gx_sk_block_avx2's halves):
+ * the same chain per element, half the blocks. The units of work, (panel
+ * group, one or two samples), own disjoint rows of C: they split across
+ * OpenMP threads with no reduction. */
 static void gx_sk_run(const gx_sk_a *a, int64_t ns, const gx_real *const *brow, int64_t N,
                       gx_real *const *c, int64_t ldc, int acc) {
     const int64_t K = a->K, panels = (a->M + GX_SK_MR - 1) / GX_SK_MR;
@@ -294,27 +335,29 @@ static void gx_sk_run(const gx_sk_a *a, int64_t ns, const gx_real *const *brow, 
     int64_t pg = 32768 / (GX_SK_MR * kc);
     if (pg < 1) pg = 1;
     const int64_t groups = (panels + pg - 1) / pg;
-    int simd = gx_sk_simd();
-    (void)simd;
+    const int simd = gx_sk_simd();
+    const int tail = (int)(N % GX_SK_NR);
+    const int pair = simd && ns > 1 && tail > 0 && tail <= 8;
+    const int64_t step = pair ? 2 : 1, nu = (ns + step - 1) / step, n_full = pair ? N - tail : N;
     #pragma omp parallel for schedule(static) if (ns * a->M * N * K > 8 * GX_PAR_THRESHOLD)
-    for (int64_t u = 0; u < groups * ns; u++) {
-        const int64_t g = u / ns, smp = u % ns, p1 = (g + 1) * pg < panels ? (g + 1) * pg : panels;
-        const gx_real *const *br = brow + smp * K;
+    for (int64_t u = 0; u < groups * nu; u++) {
+        const int64_t g = u / nu, s0 = (u % nu) * step, s1 = s0 + step < ns ? s0 + step : ns;
+        const int64_t p0 = g * pg, p1 = (g + 1) * pg < panels ? (g + 1) * pg : panels;
         for (int64_t k0 = 0; k0 < K; k0 += kc) {
             const int64_t kn = K - k0 < kc ? K - k0 : kc;
-            for (int64_t n0 = 0; n0 < N; n0 += GX_SK_NR) {
-                const int nn = (int)(N - n0 < GX_SK_NR ? N - n0 : GX_SK_NR);
-                for (int64_t pn = g * pg; pn < p1; pn++) {
-                    const int mrows = (int)(a->M - pn * GX_SK_MR < GX_SK_MR ? a->M - pn * GX_SK_MR : GX_SK_MR);
-                    const gx_real *ap = a->ap + (pn * K + k0) * GX_SK_MR;
-                    gx_real *cb = c[smp] + pn * GX_SK_MR * ldc;
-                    const int ac = acc || k0 > 0;
+            const int ac = acc || k0 > 0;
+            for (int64_t smp = s0; smp < s1; smp++)
+                gx_sk_strip(a, p0, p1, k0, kn, brow + smp * K, s1 - s0 == 2 ? n_full : N, c[smp], ldc, ac, simd);
 #ifdef GX_SK_X86
-                    if (simd) { gx_sk_block_avx2(kn, ap, br + k0, n0, nn, cb, ldc, mrows, ac); continue; }
-#endif
-                    gx_sk_block_ref(kn, ap, br + k0, n0, nn, cb, ldc, mrows, ac);
+            if (pair && s1 - s0 == 2)
+                for (int64_t pn = p0; pn < p1; pn++) {
+                    const int mrows = (int)(a->M - pn * GX_SK_MR < GX_SK_MR ? a->M - pn * GX_SK_MR : GX_SK_MR);
+                    const int64_t off = pn * GX_SK_MR * ldc + n_full;
+                    gx_sk_block_avx2(kn, a->ap + (pn * K + k0) * GX_SK_MR, brow + s0 * K + k0, n_full, tail,
+                                     brow + s1 * K - K + k0, n_full, tail, c[s0] + off, c[s1 - 1] + off, ldc, mrows,
+                                     ac);
                 }
-            }
+#endif
         }
     }
 }

@@ -188,10 +188,11 @@ static void gx_col2im(gx_ctx *ctx, const gx_real *dcol, int64_t C, const gx_conv
 /* Weights packed for gx_sk_run: ap [ceil(M/MR)][K][MR], zero-padded rows. */
 typedef struct { int64_t M, K; gx_real *ap; } gx_sk_a;
 
-/* Packs ntap matrices [M, Kt] (tap t at a + t*tstride, row stride lda),
- * concatenated along the depth: K = ntap*Kt, k = t*Kt + kk. */
-static gx_sk_a gx_sk_pack(gx_ctx *ctx, const gx_real *a, int64_t M, int64_t Kt, int64_t lda, int64_t ntap,
-                          int64_t tstride) {
+/* Packs ntap matrices [M, Kt] (element (row, kk) of tap t at
+ * a[t*tstride + row*lda + kk*ldk]), concatenated along the depth:
+ * K = ntap*Kt, k = t*Kt + kk. Each panel is written in order. */
+static gx_sk_a gx_sk_pack(gx_ctx *ctx, const gx_real *a, int64_t M, int64_t Kt, int64_t lda, int64_t ldk,
+                          int64_t ntap, int64_t tstride) {
     gx_sk_a p = { M, ntap * Kt, NULL };
     int64_t panels = (M + GX_SK_MR - 1) / GX_SK_MR;
     p.ap = gx_ctx_alloc(ctx, (size_t)(panels * p.K * GX_SK_MR) * sizeof(gx_real));
@@ -201,7 +202,7 @@ static gx_sk_a gx_sk_pack(gx_ctx *ctx, const gx_real *a, int64_t M, int64_t Kt, 
                 gx_real *d = p.ap + (pn * p.K + t * Kt + kk) * GX_SK_MR;
                 for (int r = 0; r < GX_SK_MR; r++) {
                     int64_t row = pn * GX_SK_MR + r;
-                    d[r] = row < M ? a[t * tstride + row * lda + kk] : 0;
+                    d[r] = row < M ? a[t * tstride + row * lda + kk * ldk] : 0;
                 }
             }
     return p;
@@ -293,6 +294,11 @@ static int gx_sk_simd(void) {
  * with no reduction. */
 #define GX_SK_KC 256
 
+/* Valid rows of weight panel pn (the last one may be short). */
+static int gx_sk_panel_rows(const gx_sk_a *a, int64_t pn) {
+    return (int)(a->M - pn * GX_SK_MR < GX_SK_MR ? a->M - pn * GX_SK_MR : GX_SK_MR);
+}
+
 /* One sample's blocks of columns [0, n_end) for weight panels [p0, p1) and
  * depth chunk [k0, k0 + kn). */
 static void gx_sk_strip(const gx_sk_a *a, int64_t p0, int64_t p1, int64_t k0, int64_t kn,
@@ -301,7 +307,7 @@ static void gx_sk_strip(const gx_sk_a *a, int64_t p0, int64_t p1, int64_t k0, in
     for (int64_t n0 = 0; n0 < n_end; n0 += GX_SK_NR) {
         const int nn = (int)(n_end - n0 < GX_SK_NR ? n_end - n0 : GX_SK_NR);
         for (int64_t pn = p0; pn < p1; pn++) {
-            const int mrows = (int)(a->M - pn * GX_SK_MR < GX_SK_MR ? a->M - pn * GX_SK_MR : GX_SK_MR);
+            const int mrows = gx_sk_panel_rows(a, pn);
             const gx_real *ap = a->ap + (pn * a->K + k0) * GX_SK_MR;
             gx_real *cb = c + pn * GX_SK_MR * ldc + n0;
 #ifdef GX_SK_X86
@@ -351,7 +357,7 @@ static void gx_sk_run(const gx_sk_a *a, int64_t ns, const gx_real *const *brow, 
 #ifdef GX_SK_X86
             if (pair && s1 - s0 == 2)
                 for (int64_t pn = p0; pn < p1; pn++) {
-                    const int mrows = (int)(a->M - pn * GX_SK_MR < GX_SK_MR ? a->M - pn * GX_SK_MR : GX_SK_MR);
+                    const int mrows = gx_sk_panel_rows(a, pn);
                     const int64_t off = pn * GX_SK_MR * ldc + n_full;
                     gx_sk_block_avx2(kn, a->ap + (pn * K + k0) * GX_SK_MR, brow + s0 * K + k0, n_full, tail,
                                      brow + s1 * K - K + k0, n_full, tail, c[s0] + off, c[s1 - 1] + off, ldc, mrows,
@@ -400,7 +406,7 @@ static void gx_conv2d_im2col_fwd_sk(gx_ctx *ctx, const gx_conv_geom *q, const gx
     const gx_real **brow = gx_ctx_alloc(ctx, (size_t)(ch * K) * sizeof *brow);
     gx_real **cp = gx_ctx_alloc(ctx, (size_t)ch * sizeof *cp);
     for (int64_t g = 0; g < q->g; g++) {
-        gx_sk_a a = gx_sk_pack(ctx, w + g * cout_g * K, cout_g, K, K, 1, 0);
+        gx_sk_a a = gx_sk_pack(ctx, w + g * cout_g * K, cout_g, K, K, 1, 1, 0);
         for (int64_t n0 = 0; n0 < q->B; n0 += ch) {
             int64_t ns = q->B - n0 < ch ? q->B - n0 : ch;
             for (int64_t i = 0; i < ns; i++) {
@@ -500,29 +506,6 @@ static gx_real *gx_shift_weights(gx_ctx *ctx, const gx_conv_geom *q, const gx_sh
     return wt;
 }
 
-/* Group g's weights packed for gx_sk_run straight from w [Cout, Cin_g, kh,
- * kw], depth k = tap * Cin_g + ci: the same panels as gx_sk_pack of
- * gx_shift_weights' tap-major copy, without that copy. Why: at batch 1 the
- * two passes over the weights were 60% of a ResNet-18 forward at 64x64
- * (layer3/4: 2.4 M weights per conv against 4-16 output pixels); this one
- * reads each row of w once, in order, and writes inside one panel. */
-static gx_sk_a gx_sk_pack_taps(gx_ctx *ctx, const gx_shift_geom *s, const gx_real *w,
-                               int64_t g) {
-    gx_sk_a p = { s->cout_g, s->kk * s->cin_g, NULL };
-    int64_t panels = (p.M + GX_SK_MR - 1) / GX_SK_MR;
-    p.ap = gx_ctx_alloc(ctx, (size_t)(panels * p.K * GX_SK_MR) * sizeof(gx_real));
-    for (int64_t pn = 0; pn < panels; pn++) {
-        int64_t r0 = pn * GX_SK_MR, nr = p.M - r0 < GX_SK_MR ? p.M - r0 : GX_SK_MR;
-        const gx_real *wp = w + (g * s->cout_g + r0) * s->cin_g * s->kk, *wr[GX_SK_MR];
-        for (int r = 0; r < GX_SK_MR; r++) wr[r] = wp + (r < nr ? r : 0) * s->cin_g * s->kk;
-        gx_real *d = p.ap + pn * p.K * GX_SK_MR;
-        for (int64_t t = 0; t < s->kk; t++)
-            for (int64_t ci = 0; ci < s->cin_g; ci++, d += GX_SK_MR)
-                for (int r = 0; r < GX_SK_MR; r++) d[r] = r < nr ? wr[r][ci * s->kk + t] : 0;
-    }
-    return p;
-}
-
 /* Interior of the padded planes xp [C, Hp, Wp] from x [C, H, W]; the zero
  * border was written once when xp was allocated. */
 static void gx_pad_planes(const gx_conv_geom *q, const gx_shift_geom *s, const gx_real *x, int64_t C, gx_real *xp) {
@@ -570,7 +553,11 @@ static void gx_conv2d_shift_fwd_sk(gx_ctx *ctx, const gx_conv_geom *q, const gx_
     const gx_real **brow = gx_ctx_alloc(ctx, (size_t)(ch * K) * sizeof *brow);
     gx_real **cp = gx_ctx_alloc(ctx, (size_t)ch * sizeof *cp);
     for (int64_t g = 0; g < q->g; g++) {
-        gx_sk_a a = gx_sk_pack_taps(ctx, &s, w, g);
+        /* Straight from w [Cout, Cin_g, kh, kw] (depth k = tap * Cin_g + ci),
+         * not from gx_shift_weights' tap-major copy: at batch 1 the two passes
+         * over the weights were 60% of a ResNet-18 forward at 64x64. */
+        gx_sk_a a = gx_sk_pack(ctx, w + g * s.cout_g * s.cin_g * s.kk, s.cout_g, s.cin_g, s.cin_g * s.kk, s.kk,
+                               s.kk, 1);
         for (int64_t n0 = 0; n0 < q->B; n0 += ch) {
             int64_t ns = q->B - n0 < ch ? q->B - n0 : ch;
             for (int64_t i = 0; i < ns; i++) {
@@ -1091,7 +1078,7 @@ static void gx_upconv_fwd_small(gx_ctx *ctx, const gx_conv_geom *q, int64_t Cout
     const gx_real **brow = gx_ctx_alloc(ctx, (size_t)(ch * K) * sizeof *brow);
     gx_real **cp = gx_ctx_alloc(ctx, (size_t)ch * sizeof *cp);
     for (int par = 0; par < 4; par++) {
-        gx_sk_a a = gx_sk_pack(ctx, wt + par * Cout * q->Cin, Cout, q->Cin, q->Cin, 4, 4 * Cout * q->Cin);
+        gx_sk_a a = gx_sk_pack(ctx, wt + par * Cout * q->Cin, Cout, q->Cin, q->Cin, 1, 4, 4 * Cout * q->Cin);
         for (int64_t n0 = 0; n0 < q->B; n0 += ch) {
             const int64_t ns = q->B - n0 < ch ? q->B - n0 : ch;
             for (int64_t i = 0; i < ns; i++) {

@@ -12,12 +12,18 @@
  *     source-validation accuracy within one image; last.safetensors tensor by tensor within
  *     2e-3 + 1e-2 relative (8 SGD steps; a GPU may flip an ES mask bit or an
  *     AC key of a sample sitting on the boundary, which moves a weight by
- *     about lambda lr / B per step, ~1e-5: far inside); the device
- *     checkpoint loads and predicts like the CPU one.
+ *     about lambda lr / B per step, ~1e-5: far inside); the SGD momentum
+ *     buffers each within 25% in the L2 norm and the bank's p within 0.05
+ *     (why: tu_state_close); the device checkpoint loads and predicts like
+ *     the CPU one, within 0.03.
  *   - resume_across_devices: a CPU run stopped after epoch 1, resumed on
  *     the device for epoch 2, ends where the uninterrupted CPU run ends
- *     (same tolerances): the device takes up host weights, SGD momentum and
- *     the bank from the state file; and the reverse (device, then CPU).
+ *     (the weight tolerance for every float of both files, momentum too:
+ *     with one epoch on the other side these runs stay short of the
+ *     near-tie that tu_state_close describes, with gaps of 2e-5 measured),
+ *     and the device-written checkpoint predicts within 1e-3: the device
+ *     takes up host weights, SGD momentum and the bank from the state file;
+ *     and the reverse (device, then CPU).
  *   - baseline_lambda0: no target in training; the target BN set copied
  *     from the source set on the host copies and uploaded each epoch: the
  *     device checkpoint has d1 == d0 exactly, and matches the CPU run.
@@ -40,6 +46,9 @@
 #define TU_LOSS_ATOL 1e-5
 #define TU_W_ATOL    2e-3
 #define TU_W_RTOL    1e-2
+#define TU_MOMENTUM_REL 0.25
+#define TU_PRED_TOL     1e-3f
+#define TU_PRED_TOL_PAST_TIE 3e-2f   /* tu_state_close says why */
 
 typedef struct {
     int ready, ok;
@@ -154,9 +163,44 @@ static void tu_files_close(gx_test_state *T, const char *dirA, const char *dirB,
     CHECK_MSG(compared < 0 || compared > 20, "%s: only %d float tensors compared", file, compared);
 }
 
+/* The two runs' train_state.safetensors after 2 epochs of 8 steps. The
+ * momentum buffers are compared as whole tensors, not element by element.
+ * Why: this run's step 7 holds a near-tie. Two CPU builds whose conv
+ * backward sums the same products in another order (per sample, or over
+ * the batch at once) give every parameter's gradient norm within 2.3e-5 of
+ * each other in steps 1-6. In step 7 the losses still agree to 3e-6, but
+ * the source BN set's gradients jump apart by up to 1.6%: the same forward
+ * value, its gradient routed elsewhere (a max-pool or ReLU tie in the
+ * stem). After step 8 their momentum buffers differ by up to 11% of their
+ * norm, and element by element by 2x in places, while losses, metric rows
+ * and weights agree. A GPU sums in its own order and can land on either
+ * side of the tie too. 25% of the norm covers that;
+ * a buffer that was not carried over, was zeroed or belongs to another
+ * parameter is off by 100% or more. The bank's p (probabilities of the
+ * latest steps) moves with it, by up to 0.018: 0.05 absolute. Weights,
+ * losses and the other floats keep the tight tolerance. So do the resume
+ * runs, whose one epoch on the other side stays short of the tie. The
+ * final models of such a pair give probabilities up to 0.014 apart (the
+ * cosine head's temperature 0.05 multiplies logit gaps by 20), so their
+ * predictions are compared within 0.03 here, within 1e-3 after a resume. */
+static void tu_state_close(gx_test_state *T, const char *dirA, const char *dirB) {
+    static const dtu_tol_rule rules[] = {
+        { "optim.buf.", INFINITY, 0 },   /* only NaN fails here: dtu_files_norm_close below */
+        { "bank.p", 0.05, 0 },
+    };
+    char pa[256], pb[256];
+    snprintf(pa, sizeof pa, "%s/train_state.safetensors", dirA);
+    snprintf(pb, sizeof pb, "%s/train_state.safetensors", dirB);
+    dtu_files_close_by_name(T, pa, pb, TU_W_ATOL, TU_W_RTOL, rules, (int)(sizeof rules / sizeof *rules),
+                            DTU_OTHER_BY_SIZE, NULL);
+    int bufs = dtu_files_norm_close(T, pa, pb, "optim.buf.", TU_MOMENTUM_REL, NULL);
+    CHECK_MSG(bufs < 0 || bufs > 20, "%s: only %d momentum buffers compared", pb, bufs);
+}
+
 /* The device checkpoint loads, and its predictions of the same images are
- * the CPU checkpoint's (target BN set: what galaxyd serves). */
-static void tu_checkpoints_predict_alike(gx_test_state *T, const char *dirA, const char *dirB, int64_t run_b) {
+ * the CPU checkpoint's within tol (target BN set: what galaxyd serves). */
+static void tu_checkpoints_predict_alike(gx_test_state *T, const char *dirA, const char *dirB, int64_t run_b,
+                                         float tol) {
     const char *dirs[2] = { dirA, dirB };
     gx_uda_model m[2];
     gx_uda_meta meta[2];
@@ -186,7 +230,8 @@ static void tu_checkpoints_predict_alike(gx_test_state *T, const char *dirA, con
         for (int k = 0; x && k < 2; k++)
             CHECK(gx_uda_predict(&ctx, &m[k], x, S, N, GX_UDA_TARGET, pr[k], en[k], NULL, &err) == GX_OK);
         for (int i = 0; x && i < N * 2; i++)
-            CHECK_MSG(fabsf(pr[1][i] - pr[0][i]) <= 1e-3f, "prob %d: cpu %g device %g", i, pr[0][i], pr[1][i]);
+            CHECK_MSG(fabsf(pr[1][i] - pr[0][i]) <= tol, "prob %d: cpu %g device %g (tol %g)", i, pr[0][i], pr[1][i],
+                      (double)tol);
         gx_ctx_free(&ctx);
         free(x);
     }
@@ -219,8 +264,8 @@ GX_TEST(dispatch_train_uda_cpu_vs_device) {
               "last train loss: cpu %.9g device %.9g", ra.last_train_loss, rb.last_train_loss);
     tu_rows_agree(T, ra.run_id, rb.run_id, 2, 1);
     tu_files_close(T, outA, outB, "last.safetensors");
-    tu_files_close(T, outA, outB, "train_state.safetensors");   /* momentum and the bank too */
-    tu_checkpoints_predict_alike(T, outA, outB, rb.run_id);
+    tu_state_close(T, outA, outB);   /* momentum and the bank */
+    tu_checkpoints_predict_alike(T, outA, outB, rb.run_id, TU_PRED_TOL_PAST_TIE);
 }
 
 /* Epoch 1 on `first`, epoch 2 resumed on the other device, into out. */
@@ -260,6 +305,7 @@ GX_TEST(dispatch_train_uda_resume_across_devices) {
         tu_rows_agree(T, ra.run_id, rc, 2, 1);
         tu_files_close(T, outA, outC, "last.safetensors");
         tu_files_close(T, outA, outC, "train_state.safetensors");
+        tu_checkpoints_predict_alike(T, outA, outC, rc, TU_PRED_TOL);   /* written by the device */
     }
     if (tu_run_switched(T, F, outD, GX_DEVICE_CUDA, &rd)) {
         tu_rows_agree(T, ra.run_id, rd, 2, 1);

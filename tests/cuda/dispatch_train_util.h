@@ -8,7 +8,9 @@
  *     dtu_rows_close_by_epoch, where later epochs drift further);
  *   - dtu_files_close: every tensor of two safetensors files, float tensors
  *     within atol + rtol |a| (per-name tolerances with
- *     dtu_files_close_by_name).
+ *     dtu_files_close_by_name);
+ *   - dtu_files_norm_close: the float tensors of a name prefix, each as a
+ *     whole: ||b - a||_2 <= rel ||a||_2.
  * Each test file keeps its own tolerances and says why; these only check.
  *
  * Static inline, as unit/test_train_util.h (which this builds on).
@@ -143,6 +145,57 @@ static inline int dtu_files_close_by_name(gx_test_state *T, const char *pa, cons
                   "%s: missing, of another dtype or size in %s, or not F32", ta->name, pb);
         if (same && ta->dtype == GX_ST_F32)
             compared += dtu_tensor_close(T, pb, ta, tb, dtu_tol_for(ta->name, atol, rtol, rules, n_rules), max_abs_gap);
+    }
+    gx_st_close(&a);
+    gx_st_close(&b);
+    return ok ? compared : -1;
+}
+
+/* ||b - a||_2 / ||a||_2 of one F32 tensor pair (0 when both are zero), or
+ * -1 when it could not be read (checked). */
+static inline double dtu_tensor_rel_l2(gx_test_state *T, const gx_st_tensor *ta, const gx_st_tensor *tb) {
+    int64_t n = (int64_t)(ta->nbytes / 4);
+    gx_real *va = malloc((size_t)(n ? n : 1) * sizeof *va), *vb = malloc((size_t)(n ? n : 1) * sizeof *vb);
+    gx_err err;
+    double d2 = 0, a2 = 0, rel = -1;
+    int ok = va && vb && gx_st_to_real(ta, va, n, &err) == GX_OK && gx_st_to_real(tb, vb, n, &err) == GX_OK;
+    CHECK_MSG(ok, "%s: not readable", ta->name);
+    for (int64_t k = 0; ok && k < n; k++) {
+        d2 += ((double)vb[k] - va[k]) * ((double)vb[k] - va[k]);
+        a2 += (double)va[k] * va[k];
+    }
+    if (ok) rel = d2 == 0 ? 0 : sqrt(d2) / sqrt(a2);   /* NaN or inf fail the caller's bound */
+    free(va);
+    free(vb);
+    return rel;
+}
+
+/* Every F32 tensor of pa whose name starts with `prefix` has a namesake in
+ * pb within `rel` in the L2 norm: ||b - a|| <= rel ||a||. For state that
+ * a caller compares as a whole, not element by element (why: at its call).
+ * The largest ratio goes to *max_rel when it is not NULL (it is only
+ * raised). Returns the number of tensors compared, -1 when a file could
+ * not be read (a failure). */
+static inline int dtu_files_norm_close(gx_test_state *T, const char *pa, const char *pb, const char *prefix, double rel,
+                                       double *max_rel) {
+    gx_st_file a, b;
+    gx_err err;
+    memset(&a, 0, sizeof a);
+    memset(&b, 0, sizeof b);
+    int ok = gx_st_read(&a, pa, &err) == GX_OK && gx_st_read(&b, pb, &err) == GX_OK, compared = 0;
+    CHECK_MSG(ok, "read %s / %s: %s", pa, pb, err.msg);
+    size_t np = strlen(prefix);
+    for (int i = 0; ok && i < a.n; i++) {
+        const gx_st_tensor *ta = &a.tensors[i], *tb = gx_st_find(&b, ta->name);
+        if (strncmp(ta->name, prefix, np) || ta->dtype != GX_ST_F32) continue;
+        if (!tb || tb->nbytes != ta->nbytes || tb->dtype != ta->dtype) {
+            CHECK_MSG(0, "%s: missing, or of another dtype or size in %s", ta->name, pb);
+            continue;
+        }
+        double r = dtu_tensor_rel_l2(T, ta, tb);
+        CHECK_MSG(r >= 0 && r <= rel, "%s %s: ||b - a|| / ||a|| = %.3g (bound %g)", pb, ta->name, r, rel);
+        if (max_rel && !(r <= *max_rel)) *max_rel = r;
+        compared++;
     }
     gx_st_close(&a);
     gx_st_close(&b);

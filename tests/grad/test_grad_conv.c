@@ -1,7 +1,9 @@
 /*
  * test_grad_conv.c — finite-difference gradient checks (f64) for conv2d
- * (every path: shifted GEMM for stride 1 with and without padding, im2col
- * GEMM for stride > 1, 1x1 pointwise, grouped, depthwise; odd sizes) and the causal depthwise conv1d.
+ * (every path: shifted GEMM for stride 1 with and without padding, its
+ * backward for a batch of one (per sample) and of several (the whole batch
+ * in one GEMM per tap), im2col GEMM for stride > 1, 1x1 pointwise, grouped,
+ * depthwise; odd sizes) and the causal depthwise conv1d.
  */
 #include "gx_test.h"
 
@@ -34,10 +36,12 @@ GX_TEST(grad_conv2d_general) {
     check_conv2d(T, "3x3 s3 p0", 2, 1, 8, 7, 2, 3, (conv_args){ 3, 0, 1, 1 });
     check_conv2d(T, "3x3 s1 p0", 2, 3, 6, 5, 2, 3, (conv_args){ 1, 0, 1, 1 });
     check_conv2d(T, "5x5 s1 p1", 1, 2, 7, 8, 3, 5, (conv_args){ 1, 1, 1, 1 });
+    check_conv2d(T, "5x5 s1 p2, 3 samples", 3, 2, 6, 7, 3, 5, (conv_args){ 1, 2, 1, 1 });
 }
 
 GX_TEST(grad_conv2d_groups_and_pointwise) {
     check_conv2d(T, "groups2 3x3", 2, 4, 5, 5, 6, 3, (conv_args){ 1, 1, 2, 1 });
+    check_conv2d(T, "groups2 3x3, 3 samples", 3, 4, 4, 6, 4, 3, (conv_args){ 1, 1, 2, 0 });
     check_conv2d(T, "groups2 s2", 1, 4, 7, 6, 2, 3, (conv_args){ 2, 0, 2, 1 });
     check_conv2d(T, "1x1", 2, 3, 3, 5, 4, 1, (conv_args){ 1, 0, 1, 1 });
     check_conv2d(T, "1x1 groups3", 1, 3, 4, 3, 6, 1, (conv_args){ 1, 0, 3, 0 });

@@ -745,6 +745,84 @@ static void gx_conv2d_shift_bwd(gx_ctx *ctx, const gx_conv_geom *q, const gx_rea
     if (dw) gx_shift_weights_back(q, &s, dwt, dw);
 }
 
+/* ------------------------------------ small outputs, samples side by side */
+
+/* Outputs of at most this many pixels per sample (ResNet-18's layer3 and
+ * layer4 at 64x64: 4x4 and 2x2) take gx_conv2d_small_fwd_sk. */
+#define GX_SK_SMALL_HW 32
+/* Columns per unit of work there: two 16-column blocks. */
+#define GX_SK_SMALL_CW 32
+
+/* Columns of samples n0 .. n0+ns-1, group g, side by side: row k of col
+ * (length L) holds every sample's N = Ho*Wo input values for depth index k,
+ * sample i at i*N; zero where the tap falls into the padding. The depth
+ * order is the one of the path this replaces, so each output element's FMA
+ * chain is unchanged: k = tap * Cin_g + ci for stride 1 (the shifted GEMM),
+ * k = ci * kh*kw + tap for stride > 1 (im2col). */
+static void gx_small_cols(const gx_conv_geom *q, const gx_real *x, int64_t n0, int64_t ns, int64_t g, gx_real *col,
+                          int64_t L) {
+    const int64_t cin_g = q->Cin / q->g, kk = q->kh * q->kw, N = q->Ho * q->Wo, K = cin_g * kk;
+    #pragma omp parallel for schedule(static) if (K * ns * N > GX_PAR_THRESHOLD)
+    for (int64_t k = 0; k < K; k++) {
+        const int64_t ci = q->s == 1 ? k % cin_g : k / kk, t = q->s == 1 ? k / cin_g : k % kk;
+        const int64_t ty = t / q->kw, tx = t % q->kw;
+        int64_t oy0, oy1, ox0, ox1;
+        gx_valid_range(q->H, q->Ho, q->s, q->p, ty, &oy0, &oy1);
+        gx_valid_range(q->W, q->Wo, q->s, q->p, tx, &ox0, &ox1);
+        gx_real *dst = col + k * L;
+        memset(dst, 0, (size_t)L * sizeof(gx_real));
+        for (int64_t i = 0; i < ns; i++) {
+            const gx_real *xc = x + ((n0 + i) * q->Cin + g * cin_g + ci) * q->H * q->W;
+            for (int64_t oy = oy0; oy < oy1; oy++) {
+                const gx_real *src = xc + (oy * q->s - q->p + ty) * q->W - q->p + tx;
+                gx_real *d = dst + i * N + oy * q->Wo;
+                for (int64_t ox = ox0; ox < ox1; ox++) d[ox] = src[ox * q->s];
+            }
+        }
+    }
+}
+
+/* Small outputs on the packed-weight GEMM with the samples side by side.
+ * Why: a 2x2 output is 6 columns wide on the padded width (4 of them
+ * output pixels), half of one 16-column block; a 4x4 one 22 (16), a block
+ * and a half. Laid side by side, 32 samples of 2x2 fill 8 blocks instead of
+ * 16 half-blocks of which a third is junk. Same weights' panels, same depth
+ * order as gx_conv2d_shift_fwd_sk / gx_conv2d_im2col_fwd_sk, same chain per
+ * element from the bias: the bits do not depend on the neighbours, so the
+ * result is still batch invariant (a batch of one is the old layout less
+ * its junk columns). Units of GX_SK_SMALL_CW columns split across threads;
+ * the last few columns run as one narrower unit. */
+static void gx_conv2d_small_fwd_sk(gx_ctx *ctx, const gx_conv_geom *q, const gx_real *x, const gx_real *w,
+                                   const gx_real *b, gx_real *y) {
+    const int64_t cin_g = q->Cin / q->g, cout_g = q->Cout / q->g, kk = q->kh * q->kw, K = cin_g * kk;
+    const int64_t N = q->Ho * q->Wo, ch = gx_sk_chunk(K * N, q->B), L = ch * N;
+    gx_real *col = gx_ctx_alloc(ctx, (size_t)(K * L) * sizeof(gx_real));
+    gx_real *yt = gx_ctx_alloc(ctx, (size_t)(cout_g * L) * sizeof(gx_real));
+    const int64_t units = L / GX_SK_SMALL_CW + 1;
+    const gx_real **brow = gx_ctx_alloc(ctx, (size_t)(units * K) * sizeof *brow);
+    gx_real **cp = gx_ctx_alloc(ctx, (size_t)units * sizeof *cp);
+    for (int64_t g = 0; g < q->g; g++) {
+        const gx_real *wg = w + g * cout_g * K;
+        gx_sk_a a = q->s == 1 ? gx_sk_pack(ctx, wg, cout_g, cin_g, K, kk, kk, 1) : gx_sk_pack(ctx, wg, cout_g, K, K, 1, 1, 0);
+        for (int64_t n0 = 0; n0 < q->B; n0 += ch) {
+            const int64_t ns = q->B - n0 < ch ? q->B - n0 : ch, cols = ns * N;
+            const int64_t full = cols / GX_SK_SMALL_CW, rest = cols - full * GX_SK_SMALL_CW;
+            gx_small_cols(q, x, n0, ns, g, col, L);
+            if (b) gx_bias_seed(yt, b + g * cout_g, cout_g, L);   /* row stride L: seeds every column */
+            for (int64_t u = 0; u <= full; u++) {
+                for (int64_t k = 0; k < K; k++) brow[u * K + k] = col + k * L + u * GX_SK_SMALL_CW;
+                cp[u] = yt + u * GX_SK_SMALL_CW;
+            }
+            if (full) gx_sk_run(&a, full, brow, GX_SK_SMALL_CW, cp, L, b != NULL);
+            if (rest) gx_sk_run(&a, 1, brow + full * K, rest, cp + full, L, b != NULL);
+            #pragma omp parallel for schedule(static) if (cout_g * cols > GX_PAR_THRESHOLD)
+            for (int64_t co = 0; co < cout_g; co++)
+                for (int64_t i = 0; i < ns; i++)
+                    memcpy(y + ((n0 + i) * q->Cout + g * cout_g + co) * N, yt + co * L + i * N, (size_t)N * sizeof(gx_real));
+        }
+    }
+}
+
 /* Stride 1 never needs im2col (see the shifted-GEMM section). */
 static void gx_conv2d_im2col_fwd(gx_ctx *ctx, const gx_conv_geom *q, const gx_real *x,
                                  const gx_real *w, const gx_real *b, gx_real *y) {
@@ -760,7 +838,8 @@ static void gx_conv2d_shift_fwd(gx_ctx *ctx, const gx_conv_geom *q, const gx_rea
 
 static void gx_conv2d_gemm_fwd(gx_ctx *ctx, const gx_conv_geom *q, const gx_real *x,
                                const gx_real *w, const gx_real *b, gx_real *y) {
-    if (q->s == 1) gx_conv2d_shift_fwd(ctx, q, x, w, b, y);
+    if (q->Ho * q->Wo <= GX_SK_SMALL_HW && gx_sk_pays(q)) gx_conv2d_small_fwd_sk(ctx, q, x, w, b, y);
+    else if (q->s == 1) gx_conv2d_shift_fwd(ctx, q, x, w, b, y);
     else gx_conv2d_im2col_fwd(ctx, q, x, w, b, y);
 }
 

@@ -287,12 +287,15 @@ GX_TEST(batch_invariance_linear_op) {
     gx_ctx_free(&ctx);
 }
 
-/* conv2d's three paths (shifted GEMM, im2col at stride 2, depthwise) and a
- * grouped conv, on odd spatial sizes. */
+/* conv2d's paths (shifted GEMM, im2col at stride 2, depthwise, small
+ * outputs with the samples side by side: ResNet-18's 4x4 and 2x2 layers
+ * at 64x64, 5x5 grouped, 4x4 at stride 2) and a grouped conv, on odd
+ * spatial sizes. */
 GX_TEST(batch_invariance_conv2d_op) {
     static const struct { int64_t cin, cout, k, H; int stride, pad, groups; } cs[] = {
         { 8, 16, 3, 13, 1, 1, 1 }, { 16, 8, 1, 9, 1, 0, 1 }, { 6, 10, 3, 11, 2, 1, 1 },
-        { 12, 12, 3, 10, 1, 1, 12 }, { 8, 8, 3, 7, 1, 1, 2 }, { 3, 32, 3, 32, 1, 1, 1 } };
+        { 12, 12, 3, 10, 1, 1, 12 }, { 8, 8, 3, 7, 1, 1, 2 }, { 3, 32, 3, 32, 1, 1, 1 },
+        { 64, 64, 3, 4, 1, 1, 1 }, { 32, 48, 3, 2, 1, 1, 1 }, { 8, 8, 3, 5, 1, 1, 2 }, { 16, 40, 3, 8, 2, 1, 1 } };
     gx_ctx ctx;
     gx_ctx_init(&ctx, 16 << 20);
     ctx.batch_invariant = 1;

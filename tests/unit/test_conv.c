@@ -365,18 +365,23 @@ static void conv_naive(const gx_real *x, const gx_real *w, const gx_real *b, int
 }
 
 /* Shapes chosen to take every forward path: few output channels (the
- * packed-weight GEMM, with a row tail: 7 = 6 + 1, and grouped), tiny
- * strided outputs (packed-weight GEMM from im2col columns), and the BLAS
- * paths; widths that leave column tails of 1..15. */
+ * packed-weight GEMM, with a row tail: 7 = 6 + 1, and grouped), small
+ * outputs (at most 32 pixels: the packed-weight GEMM with the samples side
+ * by side, in units of 32 columns and a rest, stride 1 and 2, with and
+ * without bias), and the BLAS paths; widths that leave column tails of
+ * 1..15. */
 GX_TEST(conv2d_forward_paths_match_direct_loop) {
-    static const struct { int64_t B, Ci, H, W, Co, k; int s, p, g; } cs[] = {
-        { 2, 5, 9, 13, 3, 3, 1, 1, 1 },   /* Cout 3: packed-weight, shifted */
-        { 3, 4, 7, 6, 7, 3, 1, 1, 1 },    /* Cout 7: two row panels */
-        { 2, 6, 5, 17, 8, 3, 1, 0, 2 },   /* grouped, no padding */
-        { 2, 9, 8, 8, 20, 4, 2, 1, 1 },   /* 4x4 output: packed-weight from im2col */
-        { 2, 3, 11, 9, 24, 3, 2, 1, 1 },  /* 6x5 output (30 <= 32): packed-weight */
-        { 1, 6, 12, 12, 20, 3, 1, 1, 1 }, /* shifted BLAS */
-        { 2, 4, 20, 20, 18, 4, 2, 1, 1 }, /* 10x10 output: im2col BLAS */
+    static const struct { int64_t B, Ci, H, W, Co, k; int s, p, g, nobias; } cs[] = {
+        { 2, 5, 9, 13, 3, 3, 1, 1, 1, 0 },   /* Cout 3: packed-weight, shifted */
+        { 3, 4, 7, 6, 7, 3, 1, 1, 1, 0 },    /* Cout 7: two row panels */
+        { 2, 6, 5, 17, 8, 3, 1, 0, 2, 0 },   /* grouped, no padding */
+        { 2, 9, 8, 8, 20, 4, 2, 1, 1, 0 },   /* 4x4 output at stride 2: one unit */
+        { 2, 3, 11, 9, 24, 3, 2, 1, 1, 0 },  /* 6x5 output (30): a unit and a rest of 28 */
+        { 5, 6, 4, 4, 9, 3, 1, 1, 1, 0 },    /* 4x4 at stride 1: 80 columns, 2 units + 16 */
+        { 7, 8, 2, 2, 14, 3, 1, 1, 2, 1 },   /* 2x2, grouped, no bias: a rest of 28 */
+        { 3, 5, 3, 3, 6, 3, 1, 0, 1, 1 },    /* 1x1 output: 3 columns */
+        { 1, 6, 12, 12, 20, 3, 1, 1, 1, 0 }, /* shifted BLAS */
+        { 2, 4, 20, 20, 18, 4, 2, 1, 1, 0 }, /* 10x10 output: im2col BLAS */
     };
     gx_ctx ctx;
     gx_ctx_init(&ctx, 1 << 22);
@@ -386,13 +391,14 @@ GX_TEST(conv2d_forward_paths_match_direct_loop) {
         gx_tensor *x = gx_test_const(&ctx, &rng, 4, GX_SHAPE(cs[c].B, cs[c].Ci, cs[c].H, cs[c].W), -1, 1);
         gx_tensor *w = gx_test_const(&ctx, &rng, 4, GX_SHAPE(cs[c].Co, cs[c].Ci / cs[c].g, cs[c].k, cs[c].k), -1, 1);
         gx_tensor *b = gx_test_const(&ctx, &rng, 1, GX_SHAPE(cs[c].Co), -1, 1);
+        if (cs[c].nobias) b = NULL;
         gx_tensor *y = gx_conv2d(&ctx, x, w, b, cs[c].s, cs[c].p, cs[c].g);
         int64_t Ho = y->shape[2], Wo = y->shape[3];
         double *want = malloc((size_t)y->numel * sizeof *want);
         gx_real *wr = gx_ctx_alloc(&ctx, (size_t)y->numel * sizeof(gx_real));
         CHECK(want != NULL);
         if (!want) break;
-        conv_naive(x->data, w->data, b->data, cs[c].B, cs[c].Ci, cs[c].H, cs[c].W, cs[c].Co, cs[c].k, cs[c].s,
+        conv_naive(x->data, w->data, b ? b->data : NULL, cs[c].B, cs[c].Ci, cs[c].H, cs[c].W, cs[c].Co, cs[c].k, cs[c].s,
                    cs[c].p, cs[c].g, want, Ho, Wo);
         for (int64_t i = 0; i < y->numel; i++) wr[i] = (gx_real)want[i];
         char lab[48];

@@ -313,8 +313,12 @@ gx_status gx_serve_model_load_on(gx_serve_model **out, const char *path, const c
     }
     if (s == GX_OK) s = serve_fill_info(m, &f, err);
     /* Served models only run forward: no gradient buffers, here or on the
-     * device (half the parameters' memory). */
-    if (s == GX_OK) gx_params_drop_grads((gx_params *)m->params);
+     * device (half the parameters' memory); and their weights never change,
+     * so a CPU conv packs its weights once, not per batch (gx_params_freeze). */
+    if (s == GX_OK) {
+        gx_params_drop_grads((gx_params *)m->params);
+        gx_params_freeze((gx_params *)m->params);
+    }
     gx_st_close(&f);
     if (s != GX_OK) {
         gx_serve_model_free(m);

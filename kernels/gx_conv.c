@@ -193,11 +193,10 @@ typedef struct { int64_t M, K; gx_real *ap; } gx_sk_a;
 /* Packs ntap matrices [M, Kt] (element (row, kk) of tap t at
  * a[t*tstride + row*lda + kk*ldk]), concatenated along the depth:
  * K = ntap*Kt, k = t*Kt + kk. Each panel is written in order. */
-static gx_sk_a gx_sk_pack(gx_ctx *ctx, const gx_real *a, int64_t M, int64_t Kt, int64_t lda, int64_t ldk,
-                          int64_t ntap, int64_t tstride) {
-    gx_sk_a p = { M, ntap * Kt, NULL };
+static gx_sk_a gx_sk_pack_into(gx_real *ap, const gx_real *a, int64_t M, int64_t Kt, int64_t lda, int64_t ldk,
+                               int64_t ntap, int64_t tstride) {
+    gx_sk_a p = { M, ntap * Kt, ap };
     int64_t panels = (M + GX_SK_MR - 1) / GX_SK_MR;
-    p.ap = gx_ctx_alloc(ctx, (size_t)(panels * p.K * GX_SK_MR) * sizeof(gx_real));
     for (int64_t pn = 0; pn < panels; pn++)
         for (int64_t t = 0; t < ntap; t++)
             for (int64_t kk = 0; kk < Kt; kk++) {
@@ -208,6 +207,18 @@ static gx_sk_a gx_sk_pack(gx_ctx *ctx, const gx_real *a, int64_t M, int64_t Kt, 
                 }
             }
     return p;
+}
+
+/* Values in the panels of an [M, K] weight matrix (rows padded to MR). */
+static int64_t gx_sk_panel_size(int64_t M, int64_t K) {
+    return (M + GX_SK_MR - 1) / GX_SK_MR * GX_SK_MR * K;
+}
+
+/* gx_sk_pack_into a buffer from the arena. */
+static gx_sk_a gx_sk_pack(gx_ctx *ctx, const gx_real *a, int64_t M, int64_t Kt, int64_t lda, int64_t ldk,
+                          int64_t ntap, int64_t tstride) {
+    gx_real *ap = gx_ctx_alloc(ctx, (size_t)gx_sk_panel_size(M, ntap * Kt) * sizeof(gx_real));
+    return gx_sk_pack_into(ap, a, M, Kt, lda, ldk, ntap, tstride);
 }
 
 #ifdef GX_SK_X86
@@ -390,6 +401,66 @@ static int64_t gx_sk_chunk(int64_t per_sample, int64_t B) {
     return n < 1 ? 1 : n > B ? B : n;
 }
 
+/* ------------------------------------------ conv weights for the packed GEMM */
+
+/* The packed panels of every group of a frozen conv weight, kept in the
+ * tensor's cache (gx_params_freeze). Why: at batch 1 the packing, a pass over
+ * every weight per call, was 46% of a ResNet-18 forward at 64x64 (perf,
+ * 2026-11-24); a served model's weights never change. data and the
+ * geometry are the key: a tensor whose data moved (to the device) or that
+ * another conv reads another way packs per call as before. */
+typedef struct {
+    const gx_real *data;
+    int64_t groups, M, K;
+    int tap_major;
+    gx_real *panels;           /* groups * gx_sk_panel_size(M, K) values, after this header */
+} gx_sk_wcache;
+
+/* Depth order of a conv's packed weights: k = tap * Cin_g + ci at stride 1
+ * (the shifted GEMM, and gx_conv2d_small_fwd_sk at stride 1), k = ci *
+ * kh*kw + tap otherwise (im2col). */
+static gx_sk_a gx_sk_conv_pack_into(gx_real *ap, const gx_conv_geom *q, const gx_real *w, int64_t g) {
+    const int64_t cin_g = q->Cin / q->g, cout_g = q->Cout / q->g, kk = q->kh * q->kw, K = cin_g * kk;
+    const gx_real *wg = w + g * cout_g * K;
+    return q->s == 1 ? gx_sk_pack_into(ap, wg, cout_g, cin_g, K, kk, kk, 1)
+                     : gx_sk_pack_into(ap, wg, cout_g, K, K, 1, 1, 0);
+}
+
+/* The cache of frozen weight w for q, made now if it has none; NULL when
+ * it is for another geometry or memory is short. Threads serving the same
+ * model may get here together: each packs, one publishes (compare and
+ * swap), the others free theirs and take the published one. */
+static const gx_sk_wcache *gx_sk_wcache_get(const gx_conv_geom *q, gx_tensor *w) {
+    const int64_t M = q->Cout / q->g, K = q->Cin / q->g * q->kh * q->kw, per = gx_sk_panel_size(M, K);
+    gx_sk_wcache *c = __atomic_load_n((gx_sk_wcache **)&w->cache, __ATOMIC_ACQUIRE);
+    if (!c) {
+        const size_t hdr = (sizeof *c + 63) & ~(size_t)63;
+        gx_sk_wcache *n = aligned_alloc(64, hdr + ((size_t)(q->g * per) * sizeof(gx_real) + 63) / 64 * 64);
+        if (!n) return NULL;
+        *n = (gx_sk_wcache){ w->data, q->g, M, K, q->s == 1, (gx_real *)((char *)n + hdr) };
+        for (int64_t g = 0; g < q->g; g++) gx_sk_conv_pack_into(n->panels + g * per, q, w->data, g);
+        void *expected = NULL;
+        if (__atomic_compare_exchange_n(&w->cache, &expected, n, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+            c = n;
+        } else {
+            free(n);
+            c = expected;
+        }
+    }
+    int same = c->data == w->data && c->groups == q->g && c->M == M && c->K == K && c->tap_major == (q->s == 1);
+    return same ? c : NULL;
+}
+
+/* Group g's packed weights: from a frozen tensor's cache, else packed into
+ * the arena now. The same panels either way, so the same bits. */
+static gx_sk_a gx_sk_conv_weights(gx_ctx *ctx, const gx_conv_geom *q, gx_tensor *w, int64_t g) {
+    const int64_t M = q->Cout / q->g, K = q->Cin / q->g * q->kh * q->kw;
+    const gx_sk_wcache *c = w->frozen ? gx_sk_wcache_get(q, w) : NULL;
+    if (c) return (gx_sk_a){ M, K, c->panels + g * gx_sk_panel_size(M, K) };
+    gx_real *ap = gx_ctx_alloc(ctx, (size_t)gx_sk_panel_size(M, K) * sizeof(gx_real));
+    return gx_sk_conv_pack_into(ap, q, w->data, g);
+}
+
 /* ------------------------------------------------ im2col path (stride > 1) */
 
 /* Output rows [rows, n] of one (sample, group) seeded with the bias. */
@@ -401,14 +472,14 @@ static void gx_bias_seed(gx_real *out, const gx_real *b, int64_t rows, int64_t n
 /* Stride > 1 with im2col columns on the packed-weight GEMM (see
  * gx_sk_pays for when). */
 static void gx_conv2d_im2col_fwd_sk(gx_ctx *ctx, const gx_conv_geom *q, const gx_real *x,
-                                    const gx_real *w, const gx_real *b, gx_real *y) {
+                                    gx_tensor *w, const gx_real *b, gx_real *y) {
     int64_t cin_g = q->Cin / q->g, cout_g = q->Cout / q->g;
     int64_t K = cin_g * q->kh * q->kw, N = q->Ho * q->Wo, ch = gx_sk_chunk(K * N, q->B);
     gx_real *col = gx_ctx_alloc(ctx, (size_t)(ch * K * N) * sizeof(gx_real));
     const gx_real **brow = gx_ctx_alloc(ctx, (size_t)(ch * K) * sizeof *brow);
     gx_real **cp = gx_ctx_alloc(ctx, (size_t)ch * sizeof *cp);
     for (int64_t g = 0; g < q->g; g++) {
-        gx_sk_a a = gx_sk_pack(ctx, w + g * cout_g * K, cout_g, K, K, 1, 1, 0);
+        gx_sk_a a = gx_sk_conv_weights(ctx, q, w, g);
         for (int64_t n0 = 0; n0 < q->B; n0 += ch) {
             int64_t ns = q->B - n0 < ch ? q->B - n0 : ch;
             for (int64_t i = 0; i < ns; i++) {
@@ -545,7 +616,7 @@ static void gx_unwiden_planes(const gx_conv_geom *q, const gx_shift_geom *s, con
 /* The shifted-GEMM forward on the packed-weight GEMM: depth index
  * k = tap * Cin_g + ci reads padded plane ci at the tap's offset. */
 static void gx_conv2d_shift_fwd_sk(gx_ctx *ctx, const gx_conv_geom *q, const gx_real *x,
-                                   const gx_real *w, const gx_real *b, gx_real *y) {
+                                   gx_tensor *w, const gx_real *b, gx_real *y) {
     gx_shift_geom s = gx_shift_make(q);
     int64_t N = q->Ho * q->Wo, K = s.kk * s.cin_g;
     int wide = q->Wo != s.Wp;
@@ -558,8 +629,7 @@ static void gx_conv2d_shift_fwd_sk(gx_ctx *ctx, const gx_conv_geom *q, const gx_
         /* Straight from w [Cout, Cin_g, kh, kw] (depth k = tap * Cin_g + ci),
          * not from gx_shift_weights' tap-major copy: at batch 1 the two passes
          * over the weights were 60% of a ResNet-18 forward at 64x64. */
-        gx_sk_a a = gx_sk_pack(ctx, w + g * s.cout_g * s.cin_g * s.kk, s.cout_g, s.cin_g, s.cin_g * s.kk, s.kk,
-                               s.kk, 1);
+        gx_sk_a a = gx_sk_conv_weights(ctx, q, w, g);
         for (int64_t n0 = 0; n0 < q->B; n0 += ch) {
             int64_t ns = q->B - n0 < ch ? q->B - n0 : ch;
             for (int64_t i = 0; i < ns; i++) {
@@ -792,7 +862,7 @@ static void gx_small_cols(const gx_conv_geom *q, const gx_real *x, int64_t n0, i
  * result is still batch invariant (a batch of one is the old layout less
  * its junk columns). Units of GX_SK_SMALL_CW columns split across threads;
  * the last few columns run as one narrower unit. */
-static void gx_conv2d_small_fwd_sk(gx_ctx *ctx, const gx_conv_geom *q, const gx_real *x, const gx_real *w,
+static void gx_conv2d_small_fwd_sk(gx_ctx *ctx, const gx_conv_geom *q, const gx_real *x, gx_tensor *w,
                                    const gx_real *b, gx_real *y) {
     const int64_t cin_g = q->Cin / q->g, cout_g = q->Cout / q->g, kk = q->kh * q->kw, K = cin_g * kk;
     const int64_t N = q->Ho * q->Wo, ch = gx_sk_chunk(K * N, q->B), L = ch * N;
@@ -802,8 +872,7 @@ static void gx_conv2d_small_fwd_sk(gx_ctx *ctx, const gx_conv_geom *q, const gx_
     const gx_real **brow = gx_ctx_alloc(ctx, (size_t)(units * K) * sizeof *brow);
     gx_real **cp = gx_ctx_alloc(ctx, (size_t)units * sizeof *cp);
     for (int64_t g = 0; g < q->g; g++) {
-        const gx_real *wg = w + g * cout_g * K;
-        gx_sk_a a = q->s == 1 ? gx_sk_pack(ctx, wg, cout_g, cin_g, K, kk, kk, 1) : gx_sk_pack(ctx, wg, cout_g, K, K, 1, 1, 0);
+        gx_sk_a a = gx_sk_conv_weights(ctx, q, w, g);
         for (int64_t n0 = 0; n0 < q->B; n0 += ch) {
             const int64_t ns = q->B - n0 < ch ? q->B - n0 : ch, cols = ns * N;
             const int64_t full = cols / GX_SK_SMALL_CW, rest = cols - full * GX_SK_SMALL_CW;
@@ -825,19 +894,19 @@ static void gx_conv2d_small_fwd_sk(gx_ctx *ctx, const gx_conv_geom *q, const gx_
 
 /* Stride 1 never needs im2col (see the shifted-GEMM section). */
 static void gx_conv2d_im2col_fwd(gx_ctx *ctx, const gx_conv_geom *q, const gx_real *x,
-                                 const gx_real *w, const gx_real *b, gx_real *y) {
+                                 gx_tensor *w, const gx_real *b, gx_real *y) {
     if (gx_sk_pays(q)) gx_conv2d_im2col_fwd_sk(ctx, q, x, w, b, y);
-    else gx_conv2d_im2col_fwd_blas(ctx, q, x, w, b, y);
+    else gx_conv2d_im2col_fwd_blas(ctx, q, x, w->data, b, y);
 }
 
 static void gx_conv2d_shift_fwd(gx_ctx *ctx, const gx_conv_geom *q, const gx_real *x,
-                                const gx_real *w, const gx_real *b, gx_real *y) {
+                                gx_tensor *w, const gx_real *b, gx_real *y) {
     if (gx_sk_pays(q)) gx_conv2d_shift_fwd_sk(ctx, q, x, w, b, y);
-    else gx_conv2d_shift_fwd_blas(ctx, q, x, w, b, y);
+    else gx_conv2d_shift_fwd_blas(ctx, q, x, w->data, b, y);
 }
 
 static void gx_conv2d_gemm_fwd(gx_ctx *ctx, const gx_conv_geom *q, const gx_real *x,
-                               const gx_real *w, const gx_real *b, gx_real *y) {
+                               gx_tensor *w, const gx_real *b, gx_real *y) {
     if (q->Ho * q->Wo <= GX_SK_SMALL_HW && gx_sk_pays(q)) gx_conv2d_small_fwd_sk(ctx, q, x, w, b, y);
     else if (q->s == 1) gx_conv2d_shift_fwd(ctx, q, x, w, b, y);
     else gx_conv2d_im2col_fwd(ctx, q, x, w, b, y);
@@ -1013,7 +1082,7 @@ gx_tensor *gx_conv2d(gx_ctx *ctx, gx_tensor *x, gx_tensor *w, gx_tensor *b,
     if (gx_conv_is_depthwise(&q))
         gx_dw_fwd(ctx, &q, x->data, w->data, b ? b->data : NULL, y->data);
     else
-        gx_conv2d_gemm_fwd(ctx, &q, x->data, w->data, b ? b->data : NULL, y->data);
+        gx_conv2d_gemm_fwd(ctx, &q, x->data, w, b ? b->data : NULL, y->data);
     gx_tensor *ins[3] = { x, w, b };
     gx_node *n = gx_tape_record(ctx, "conv2d", gx_conv2d_backward, y, b ? 3 : 2, ins);
     if (n) gx_geom_save(&q, n);

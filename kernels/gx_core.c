@@ -393,6 +393,7 @@ void gx_params_free(gx_params *p) {
     for (int i = 0; i < p->n; i++) {
         free(p->items[i]->t.data);
         free(p->items[i]->t.grad);
+        free(p->items[i]->t.cache);
         free(p->items[i]);
     }
     free(p->items);
@@ -463,6 +464,10 @@ void gx_params_drop_grads(gx_params *p) {
         p->items[i]->t.grad = NULL;
         p->items[i]->t.requires_grad = 0;
     }
+}
+
+void gx_params_freeze(gx_params *p) {
+    for (int i = 0; i < p->n; i++) p->items[i]->t.frozen = 1;
 }
 
 int64_t gx_params_count(const gx_params *p, unsigned mask) {

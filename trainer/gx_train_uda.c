@@ -1145,6 +1145,7 @@ static gx_status uda_score_model(uda_scorer *S, gx_err *err) {
     gx_st_close(&f);
     if (s != GX_OK) return gx_err_set(err, s, "--model %s: %s", o->model_path, e2.msg);
     S->model_ready = 1;
+    gx_params_freeze(&S->m.params);   /* scoring only: conv weights packed once */
     if ((s = gx_train_device_params(&S->dev, &S->m.params, "uda model", err)) != GX_OK) return s;
     if ((s = gx_sha256_file(o->model_path, S->sha, err)) != GX_OK) return s;
     snprintf(S->name, sizeof S->name, "%s", uda_basename(o->model_path));

@@ -101,6 +101,7 @@ static void ub_predict_once(void *arg) {
 }
 
 static void ub_predict(gx_uda_model *m, int64_t B, double seconds) {
+    gx_params_freeze(&m->params);   /* as galaxyd and `galaxy-train score` serve it */
     gx_ctx ctx;
     gx_ctx_init(&ctx, 64 << 20);
     const int64_t px = 3 * m->cfg.size * m->cfg.size, K = m->cfg.classes;

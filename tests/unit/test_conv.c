@@ -4,12 +4,16 @@
  * zero-copy, depthwise direct) on random data, every forward path (BLAS
  * and the packed-weight GEMM) against a direct loop, the fused
  * upsample + 3x3 conv against the unfused pair, and its LeakyReLU
- * epilogue against upconv + leaky_relu.
+ * epilogue against upconv + leaky_relu, and the packed weights a frozen
+ * parameter keeps (gx_params_freeze) against packing per call.
  */
 #include "gx_test.h"
 
 #include <stdlib.h>
 #include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 GX_TEST(conv2d_valid_2x2_ones) {
     gx_ctx ctx;
@@ -408,4 +412,110 @@ GX_TEST(conv2d_forward_paths_match_direct_loop) {
         gx_ctx_reset(&ctx);
     }
     gx_ctx_free(&ctx);
+}
+
+/* ------------------------------------ frozen weights: packed once, same bits */
+
+typedef struct { int64_t B, Ci, H, Co, k; int s, p, g; } fz_case;
+
+/* 1 where the packed-weight GEMM runs (and so keeps caches): f32 on a CPU
+ * with AVX2 and FMA. */
+static int fz_packs(void) {
+#if !defined(GX_F64) && defined(__x86_64__) && defined(__GNUC__)
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+    return 0;
+#endif
+}
+
+/* conv2d of x with weight w (frozen or not). */
+static gx_tensor *fz_conv(gx_ctx *ctx, gx_tensor *x, gx_tensor *w, gx_tensor *b, const fz_case *c) {
+    return gx_conv2d(ctx, x, w, b, c->s, c->p, c->g);
+}
+
+/* The packed-weight paths (shifted at stride 1, small outputs at both
+ * strides, im2col at stride 2, grouped): a frozen weight's first call
+ * makes its cache, later calls read it; every call's bits equal those of
+ * the same weight not frozen (packed per call). The same frozen tensor
+ * read by a conv of another geometry packs per call (its cache is for the
+ * first) and is still right. gx_params_free frees the caches (ASan's leak
+ * check in make test-asan). */
+GX_TEST(conv2d_frozen_weights_same_bits) {
+    static const fz_case cs[] = {
+        { 3, 6, 9, 3, 3, 1, 1, 1 },     /* Cout 3: shifted, 9x9 output */
+        { 5, 16, 4, 24, 3, 1, 1, 1 },   /* 4x4 output: small, stride 1 */
+        { 4, 8, 8, 20, 4, 2, 1, 2 },    /* 4x4 at stride 2, grouped: small */
+        { 2, 3, 11, 7, 3, 2, 1, 1 },    /* Cout 7 at stride 2, 6x6: im2col */
+    };
+    gx_ctx ctx;
+    gx_ctx_init(&ctx, 1 << 22);
+    gx_rng rng;
+    gx_rng_init(&rng, 83);
+    for (size_t c = 0; c < sizeof cs / sizeof cs[0]; c++) {
+        gx_params fp, pp;
+        gx_params_init(&fp);
+        gx_params_init(&pp);
+        const int64_t wshape[4] = { cs[c].Co, cs[c].Ci / cs[c].g, cs[c].k, cs[c].k };
+        gx_tensor *wf = gx_params_add(&fp, "w", 4, wshape, 0), *wp = gx_params_add(&pp, "w", 4, wshape, 0);
+        gx_rng_fill_uniform(&rng, wf->data, wf->numel, -1, 1);
+        memcpy(wp->data, wf->data, (size_t)wf->numel * sizeof(gx_real));
+        gx_params_drop_grads(&fp);
+        gx_params_drop_grads(&pp);
+        gx_params_freeze(&fp);
+        gx_tensor *b = gx_test_const(&ctx, &rng, 1, GX_SHAPE(cs[c].Co), -1, 1);
+        gx_tensor *x = gx_test_const(&ctx, &rng, 4, GX_SHAPE(cs[c].B, cs[c].Ci, cs[c].H, cs[c].H), -1, 1);
+        gx_tensor *want = fz_conv(&ctx, x, wp, b, &cs[c]);
+        CHECK_MSG(wp->cache == NULL, "case %zu: a weight not frozen got a cache", c);
+        for (int call = 0; call < 2; call++) {
+            gx_tensor *got = fz_conv(&ctx, x, wf, b, &cs[c]);
+            CHECK_MSG(!memcmp(got->data, want->data, (size_t)want->numel * sizeof(gx_real)),
+                      "case %zu call %d: frozen weights give other bits", c, call);
+            CHECK_MSG(!fz_packs() || wf->cache != NULL, "case %zu: no cache after call %d", c, call);
+        }
+        /* The same frozen weight at stride 1 and padding 0 (another geometry
+         * for cases 2-3, the same for 0-1: either way the right result). */
+        fz_case other = cs[c];
+        other.s = other.s == 1 ? 2 : 1;
+        other.p = 0;
+        gx_tensor *o_want = fz_conv(&ctx, x, wp, b, &other), *o_got = fz_conv(&ctx, x, wf, b, &other);
+        CHECK_MSG(!memcmp(o_got->data, o_want->data, (size_t)o_want->numel * sizeof(gx_real)),
+                  "case %zu: the frozen weight in another geometry gives other bits", c);
+        gx_ctx_reset(&ctx);
+        gx_params_free(&fp);
+        gx_params_free(&pp);
+    }
+    gx_ctx_free(&ctx);
+}
+
+/* Threads serving one model reach a frozen weight's first call together:
+ * each gets the right bits, and one cache is kept (ASan: no leak of the
+ * others'). */
+GX_TEST(conv2d_frozen_weights_first_use_from_threads) {
+    enum { NT = 4 };
+    const fz_case c = { 2, 32, 4, 48, 3, 1, 1, 1 };
+    gx_params fp, pp;
+    gx_params_init(&fp);
+    gx_params_init(&pp);
+    const int64_t wshape[4] = { c.Co, c.Ci, c.k, c.k };
+    gx_tensor *wf = gx_params_add(&fp, "w", 4, wshape, 0), *wp = gx_params_add(&pp, "w", 4, wshape, 0);
+    gx_rng rng;
+    gx_rng_init(&rng, 84);
+    gx_rng_fill_uniform(&rng, wf->data, wf->numel, -1, 1);
+    memcpy(wp->data, wf->data, (size_t)wf->numel * sizeof(gx_real));
+    gx_params_freeze(&fp);
+    gx_ctx ctx[NT + 1];
+    for (int t = 0; t <= NT; t++) gx_ctx_init(&ctx[t], 1 << 20);
+    gx_tensor *x = gx_test_const(&ctx[NT], &rng, 4, GX_SHAPE(c.B, c.Ci, c.H, c.H), -1, 1);
+    gx_tensor *want = fz_conv(&ctx[NT], x, wp, NULL, &c);
+    int same[NT] = { 0 };
+    #pragma omp parallel for num_threads(NT) schedule(static, 1)
+    for (int t = 0; t < NT; t++) {
+        gx_tensor *got = fz_conv(&ctx[t], x, wf, NULL, &c);
+        same[t] = !memcmp(got->data, want->data, (size_t)want->numel * sizeof(gx_real));
+    }
+    for (int t = 0; t < NT; t++) CHECK_MSG(same[t], "thread %d: other bits", t);
+    CHECK(!fz_packs() || wf->cache != NULL);
+    for (int t = 0; t <= NT; t++) gx_ctx_free(&ctx[t]);
+    gx_params_free(&fp);
+    gx_params_free(&pp);
 }

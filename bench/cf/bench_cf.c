@@ -143,6 +143,7 @@ static void cb_classify_once(cb_env *e, void *arg) {
 static void cb_classify(int64_t B, double seconds) {
     cb_env e;
     cb_env_init(&e, B);
+    gx_params_freeze(&e.m.params);   /* as galaxyd serves it */
     cb_cls c = { malloc((size_t)B * sizeof *c.pred), malloc((size_t)(B * e.m.cfg.classes) * sizeof *c.probs),
                  malloc((size_t)B * sizeof *c.nll) };
     if (!c.pred || !c.probs || !c.nll) cb_die("classify buffers", NULL);
@@ -219,6 +220,7 @@ static void cb_cfgrid(void) {
     cb_env e;
     cb_env_init(&e, CB_GRID_IMAGES);
     cb_grid_setup(&e);
+    gx_params_freeze(&e.m.params);   /* as galaxyd serves it */
     const int K = (int)e.m.cfg.classes, runs = cb_runs();
     int64_t targets[GX_CF_MAX_CLASSES];
     for (int k = 0; k < K; k++) targets[k] = k;

@@ -58,6 +58,7 @@ static void wb_case(const char *name, gx_wm_config cfg, int train, int B, double
     gx_wm_model m;
     gx_wm_init(&m, cfg, 1);
     m.coord_dropout = 0;
+    if (!train) gx_params_freeze(&m.params);   /* as galaxyd serves it */
     gx_ctx ctx;
     gx_ctx_init(&ctx, 64 << 20);
     gx_ctx data;

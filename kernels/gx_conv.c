@@ -714,6 +714,12 @@ static void gx_gather_planes(const gx_real *src, int64_t B, int64_t Ctot, int64_
     }
 }
 
+/* Planes up to this many columns (Nw: 16x16 with padding 1 is 286) take
+ * the whole-batch backward. Larger ones keep the per-sample loop: their
+ * GEMMs are already wide, and batch-sized copies of them would only add
+ * memory traffic (a WaveletMamba at 64x64 trained 35% slower that way). */
+#define GX_SHIFT_BWD_BATCH_NW 1024
+
 /* The shifted-GEMM backward over the whole batch at once: every operand is
  * one matrix with sample n's (padded, widened) plane at column n*P, so each
  * tap is one GEMM over all samples (K = B*P for dW, N = B*P for dx) instead
@@ -730,12 +736,6 @@ static void gx_gather_planes(const gx_real *src, int64_t B, int64_t Ctot, int64_
  * here, so the step's arena does not grow by it. Returns 0, having done
  * nothing, when that memory is not there: the caller runs the per-sample
  * loop, as it does for a batch of one. */
-/* Planes up to this many columns (Nw: 16x16 with padding 1 is 286) take
- * the whole-batch backward. Larger ones keep the per-sample loop: their
- * GEMMs are already wide, and batch-sized copies of them would only add
- * memory traffic (a WaveletMamba at 64x64 trained 35% slower that way). */
-#define GX_SHIFT_BWD_BATCH_NW 1024
-
 static int gx_conv2d_shift_bwd_batch(const gx_conv_geom *q, const gx_shift_geom *s, const gx_real *wt,
                                      const gx_real *x, const gx_real *dy, gx_real *dx, gx_real *dwt) {
     const int64_t off_max = (q->kh - 1) * s->Wp + (q->kw - 1);

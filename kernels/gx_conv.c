@@ -403,18 +403,48 @@ static int64_t gx_sk_chunk(int64_t per_sample, int64_t B) {
 
 /* ------------------------------------------ conv weights for the packed GEMM */
 
-/* The packed panels of every group of a frozen conv weight, kept in the
- * tensor's cache (gx_params_freeze). Why: at batch 1 the packing, a pass over
- * every weight per call, was 46% of a ResNet-18 forward at 64x64 (perf,
- * 2026-11-24); a served model's weights never change. data and the
- * geometry are the key: a tensor whose data moved (to the device) or that
- * another conv reads another way packs per call as before. */
+/* A frozen conv weight's cache (gx_params_freeze): the copy of its values
+ * that the conv's path reads, made once instead of on every call. Why: at
+ * batch 1 the packing, a pass over every weight per call, was 46% of a
+ * ResNet-18 forward at 64x64 (perf, 2026-11-24), and the shifted GEMM's
+ * tap-major copy another 8% after that; a served model's weights never
+ * change. What the copy is (kind), the data pointer and the geometry are
+ * the key: a tensor whose data moved (to the device) or that another conv
+ * reads another way makes its copy per call as before. */
+enum { GX_WC_SK_TAP = 1, GX_WC_SK_CHANNEL = 2, GX_WC_SHIFT_TAPS = 3 };
+typedef void (*gx_wc_fill_fn)(const gx_conv_geom *q, const gx_real *w, gx_real *dst);
 typedef struct {
     const gx_real *data;
-    int64_t groups, M, K;
-    int tap_major;
-    gx_real *panels;           /* groups * gx_sk_panel_size(M, K) values, after this header */
-} gx_sk_wcache;
+    int64_t groups, M, K, n;
+    int kind;
+    gx_real *v;                /* n values, after this header */
+} gx_wcache;
+
+/* The n values of weight w's copy of this kind for q (fill writes them),
+ * from its cache, made now if it has none; NULL when the cache is another
+ * copy or memory is short. Threads serving the same model may get here
+ * together: each fills, one publishes (compare and swap), the others free
+ * theirs and take the published one. */
+static const gx_real *gx_wcache_get(const gx_conv_geom *q, gx_tensor *w, int kind, int64_t n, gx_wc_fill_fn fill) {
+    const int64_t M = q->Cout / q->g, K = q->Cin / q->g * q->kh * q->kw;
+    gx_wcache *c = __atomic_load_n((gx_wcache **)&w->cache, __ATOMIC_ACQUIRE);
+    if (!c) {
+        const size_t hdr = (sizeof *c + 63) & ~(size_t)63;
+        gx_wcache *nc = aligned_alloc(64, hdr + ((size_t)n * sizeof(gx_real) + 63) / 64 * 64);
+        if (!nc) return NULL;
+        *nc = (gx_wcache){ w->data, q->g, M, K, n, kind, (gx_real *)((char *)nc + hdr) };
+        fill(q, w->data, nc->v);
+        void *expected = NULL;
+        if (__atomic_compare_exchange_n(&w->cache, &expected, nc, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+            c = nc;
+        } else {
+            free(nc);
+            c = expected;
+        }
+    }
+    int same = c->data == w->data && c->kind == kind && c->n == n && c->groups == q->g && c->M == M && c->K == K;
+    return same ? c->v : NULL;
+}
 
 /* Depth order of a conv's packed weights: k = tap * Cin_g + ci at stride 1
  * (the shifted GEMM, and gx_conv2d_small_fwd_sk at stride 1), k = ci *
@@ -426,38 +456,21 @@ static gx_sk_a gx_sk_conv_pack_into(gx_real *ap, const gx_conv_geom *q, const gx
                      : gx_sk_pack_into(ap, wg, cout_g, K, K, 1, 1, 0);
 }
 
-/* The cache of frozen weight w for q, made now if it has none; NULL when
- * it is for another geometry or memory is short. Threads serving the same
- * model may get here together: each packs, one publishes (compare and
- * swap), the others free theirs and take the published one. */
-static const gx_sk_wcache *gx_sk_wcache_get(const gx_conv_geom *q, gx_tensor *w) {
-    const int64_t M = q->Cout / q->g, K = q->Cin / q->g * q->kh * q->kw, per = gx_sk_panel_size(M, K);
-    gx_sk_wcache *c = __atomic_load_n((gx_sk_wcache **)&w->cache, __ATOMIC_ACQUIRE);
-    if (!c) {
-        const size_t hdr = (sizeof *c + 63) & ~(size_t)63;
-        gx_sk_wcache *n = aligned_alloc(64, hdr + ((size_t)(q->g * per) * sizeof(gx_real) + 63) / 64 * 64);
-        if (!n) return NULL;
-        *n = (gx_sk_wcache){ w->data, q->g, M, K, q->s == 1, (gx_real *)((char *)n + hdr) };
-        for (int64_t g = 0; g < q->g; g++) gx_sk_conv_pack_into(n->panels + g * per, q, w->data, g);
-        void *expected = NULL;
-        if (__atomic_compare_exchange_n(&w->cache, &expected, n, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
-            c = n;
-        } else {
-            free(n);
-            c = expected;
-        }
-    }
-    int same = c->data == w->data && c->groups == q->g && c->M == M && c->K == K && c->tap_major == (q->s == 1);
-    return same ? c : NULL;
+/* Every group's panels, one after the other (a gx_wc_fill_fn). */
+static void gx_sk_conv_fill(const gx_conv_geom *q, const gx_real *w, gx_real *dst) {
+    const int64_t per = gx_sk_panel_size(q->Cout / q->g, q->Cin / q->g * q->kh * q->kw);
+    for (int64_t g = 0; g < q->g; g++) gx_sk_conv_pack_into(dst + g * per, q, w, g);
 }
 
 /* Group g's packed weights: from a frozen tensor's cache, else packed into
  * the arena now. The same panels either way, so the same bits. */
 static gx_sk_a gx_sk_conv_weights(gx_ctx *ctx, const gx_conv_geom *q, gx_tensor *w, int64_t g) {
-    const int64_t M = q->Cout / q->g, K = q->Cin / q->g * q->kh * q->kw;
-    const gx_sk_wcache *c = w->frozen ? gx_sk_wcache_get(q, w) : NULL;
-    if (c) return (gx_sk_a){ M, K, c->panels + g * gx_sk_panel_size(M, K) };
-    gx_real *ap = gx_ctx_alloc(ctx, (size_t)gx_sk_panel_size(M, K) * sizeof(gx_real));
+    const int64_t M = q->Cout / q->g, K = q->Cin / q->g * q->kh * q->kw, per = gx_sk_panel_size(M, K);
+    const gx_real *v = w->frozen ? gx_wcache_get(q, w, q->s == 1 ? GX_WC_SK_TAP : GX_WC_SK_CHANNEL, q->g * per,
+                                                 gx_sk_conv_fill)
+                                 : NULL;
+    if (v) return (gx_sk_a){ M, K, (gx_real *)v + g * per };   /* read only */
+    gx_real *ap = gx_ctx_alloc(ctx, (size_t)per * sizeof(gx_real));
     return gx_sk_conv_pack_into(ap, q, w->data, g);
 }
 
@@ -569,14 +582,29 @@ static gx_shift_geom gx_shift_make(const gx_conv_geom *q) {
 }
 
 /* wt [kk, Cout, Cin_g] from w [Cout, Cin_g, kh, kw]: each tap's matrix
- * contiguous, as GEMM needs. */
+ * contiguous, as GEMM needs (a gx_wc_fill_fn). */
+static void gx_shift_weights_fill(const gx_conv_geom *q, const gx_real *w, gx_real *wt) {
+    const int64_t cin_g = q->Cin / q->g, kk = q->kh * q->kw;
+    for (int64_t co = 0; co < q->Cout; co++)
+        for (int64_t ci = 0; ci < cin_g; ci++)
+            for (int64_t t = 0; t < kk; t++)
+                wt[(t * q->Cout + co) * cin_g + ci] = w[(co * cin_g + ci) * kk + t];
+}
+
+/* The tap-major copy of w in the arena. */
 static gx_real *gx_shift_weights(gx_ctx *ctx, const gx_conv_geom *q, const gx_shift_geom *s, const gx_real *w) {
     gx_real *wt = gx_ctx_alloc(ctx, (size_t)(s->kk * q->Cout * s->cin_g) * sizeof(gx_real));
-    for (int64_t co = 0; co < q->Cout; co++)
-        for (int64_t ci = 0; ci < s->cin_g; ci++)
-            for (int64_t t = 0; t < s->kk; t++)
-                wt[(t * q->Cout + co) * s->cin_g + ci] = w[(co * s->cin_g + ci) * s->kk + t];
+    gx_shift_weights_fill(q, w, wt);
     return wt;
+}
+
+/* The tap-major copy of weight tensor w: a frozen tensor's cache, else
+ * made in the arena now. */
+static const gx_real *gx_shift_weights_of(gx_ctx *ctx, const gx_conv_geom *q, const gx_shift_geom *s, gx_tensor *w) {
+    const gx_real *v = w->frozen ? gx_wcache_get(q, w, GX_WC_SHIFT_TAPS, s->kk * q->Cout * s->cin_g,
+                                                 gx_shift_weights_fill)
+                                 : NULL;
+    return v ? v : gx_shift_weights(ctx, q, s, w->data);
 }
 
 /* Interior of the padded planes xp [C, Hp, Wp] from x [C, H, W]; the zero
@@ -648,11 +676,11 @@ static void gx_conv2d_shift_fwd_sk(gx_ctx *ctx, const gx_conv_geom *q, const gx_
 }
 
 static void gx_conv2d_shift_fwd_blas(gx_ctx *ctx, const gx_conv_geom *q, const gx_real *x,
-                                     const gx_real *w, const gx_real *b, gx_real *y) {
+                                     gx_tensor *w, const gx_real *b, gx_real *y) {
     gx_shift_geom s = gx_shift_make(q);
     int64_t N = q->Ho * q->Wo;
     int wide = q->Wo != s.Wp;      /* else Yw is y itself (kw == 1, p == 0) */
-    const gx_real *wt = gx_shift_weights(ctx, q, &s, w);
+    const gx_real *wt = gx_shift_weights_of(ctx, q, &s, w);
     gx_real *xp = q->p ? gx_zalloc(ctx, s.cin_g * s.P) : NULL;
     gx_real *yw = wide ? gx_ctx_alloc(ctx, (size_t)(s.cout_g * s.Nw) * sizeof(gx_real)) : NULL;
     for (int64_t n = 0; n < q->B; n++) {
@@ -902,7 +930,7 @@ static void gx_conv2d_im2col_fwd(gx_ctx *ctx, const gx_conv_geom *q, const gx_re
 static void gx_conv2d_shift_fwd(gx_ctx *ctx, const gx_conv_geom *q, const gx_real *x,
                                 gx_tensor *w, const gx_real *b, gx_real *y) {
     if (gx_sk_pays(q)) gx_conv2d_shift_fwd_sk(ctx, q, x, w, b, y);
-    else gx_conv2d_shift_fwd_blas(ctx, q, x, w->data, b, y);
+    else gx_conv2d_shift_fwd_blas(ctx, q, x, w, b, y);
 }
 
 static void gx_conv2d_gemm_fwd(gx_ctx *ctx, const gx_conv_geom *q, const gx_real *x,

@@ -434,9 +434,10 @@ static gx_tensor *fz_conv(gx_ctx *ctx, gx_tensor *x, gx_tensor *w, gx_tensor *b,
 }
 
 /* The packed-weight paths (shifted at stride 1, small outputs at both
- * strides, im2col at stride 2, grouped): a frozen weight's first call
- * makes its cache, later calls read it; every call's bits equal those of
- * the same weight not frozen (packed per call). The same frozen tensor
+ * strides, im2col at stride 2, grouped) and the shifted BLAS path (its
+ * tap-major copy): a frozen weight's first call makes its cache, later
+ * calls read it; every call's bits equal those of the same weight not
+ * frozen (its copy made per call). The same frozen tensor
  * read by a conv of another geometry packs per call (its cache is for the
  * first) and is still right. gx_params_free frees the caches (ASan's leak
  * check in make test-asan). */
@@ -446,6 +447,7 @@ GX_TEST(conv2d_frozen_weights_same_bits) {
         { 5, 16, 4, 24, 3, 1, 1, 1 },   /* 4x4 output: small, stride 1 */
         { 4, 8, 8, 20, 4, 2, 1, 2 },    /* 4x4 at stride 2, grouped: small */
         { 2, 3, 11, 7, 3, 2, 1, 1 },    /* Cout 7 at stride 2, 6x6: im2col */
+        { 2, 8, 9, 16, 3, 1, 1, 1 },    /* Cout 16, 9x9: the shifted BLAS path's tap-major copy */
     };
     gx_ctx ctx;
     gx_ctx_init(&ctx, 1 << 22);

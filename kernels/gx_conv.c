@@ -882,9 +882,10 @@ static void gx_small_cols(const gx_conv_geom *q, const gx_real *x, int64_t n0, i
 
 /* Small outputs on the packed-weight GEMM with the samples side by side.
  * Why: a 2x2 output is 6 columns wide on the padded width (4 of them
- * output pixels), half of one 16-column block; a 4x4 one 22 (16), a block
- * and a half. Laid side by side, 32 samples of 2x2 fill 8 blocks instead of
- * 16 half-blocks of which a third is junk. Same weights' panels, same depth
+ * output pixels), 6 lanes of one 8-lane half of a 16-column block (two
+ * samples share a block); a 4x4 one 22 (16), a block and 6 lanes. Laid side
+ * by side, 32 samples of 2x2 fill 8 blocks instead of 16 of which half the
+ * lanes are output pixels. Same weights' panels, same depth
  * order as gx_conv2d_shift_fwd_sk / gx_conv2d_im2col_fwd_sk, same chain per
  * element from the bias: the bits do not depend on the neighbours, so the
  * result is still batch invariant (a batch of one is the old layout less

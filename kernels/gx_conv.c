@@ -607,14 +607,42 @@ static const gx_real *gx_shift_weights_of(gx_ctx *ctx, const gx_conv_geom *q, co
     return v ? v : gx_shift_weights(ctx, q, s, w->data);
 }
 
-/* Interior of the padded planes xp [C, Hp, Wp] from x [C, H, W]; the zero
- * border was written once when xp was allocated. */
-static void gx_pad_planes(const gx_conv_geom *q, const gx_shift_geom *s, const gx_real *x, int64_t C, gx_real *xp) {
-    #pragma omp parallel for schedule(static) if (C * q->H * q->W > GX_PAR_THRESHOLD)
-    for (int64_t c = 0; c < C; c++)
-        for (int64_t h = 0; h < q->H; h++)
-            memcpy(xp + c * s->P + (h + q->p) * s->Wp + q->p, x + (c * q->H + h) * q->W,
-                   (size_t)q->W * sizeof(gx_real));
+/* Planes [H, W] of channels c0 .. c0+C-1 of every sample of src [B, Ctot,
+ * H, W] into dst, one row of length L per channel: sample n's plane at
+ * column n*P + at, its rows Wp apart (the padded width). What lies between
+ * is left as it is (zero, written once at allocation: the borders and junk
+ * columns). One sample's padded planes are B = 1, L = P, at = p*Wp + p;
+ * its wide rows (the shifted GEMM's output width) L = Nw, at = 0. */
+static void gx_gather_planes(const gx_real *src, int64_t B, int64_t Ctot, int64_t c0, int64_t C, int64_t H,
+                             int64_t W, gx_real *dst, int64_t L, const gx_shift_geom *s, int64_t at) {
+    #pragma omp parallel for schedule(static) if (B * C * H * W > GX_PAR_THRESHOLD)
+    for (int64_t nc = 0; nc < B * C; nc++) {
+        int64_t n = nc / C, c = nc % C;
+        for (int64_t h = 0; h < H; h++)
+            memcpy(dst + c * L + n * s->P + at + h * s->Wp, src + ((n * Ctot + c0 + c) * H + h) * W,
+                   (size_t)W * sizeof(gx_real));
+    }
+}
+
+/* The way back, adding: planes c0 .. c0+C-1 of dst [B, Ctot, H, W] += the
+ * planes that src holds in gx_gather_planes' layout (row length L, sample n
+ * at column n*P + at). */
+static void gx_scatter_add_planes(gx_real *dst, int64_t B, int64_t Ctot, int64_t c0, int64_t C, int64_t H,
+                                  int64_t W, const gx_real *src, int64_t L, const gx_shift_geom *s, int64_t at) {
+    #pragma omp parallel for schedule(static) if (B * C * H * W > GX_PAR_THRESHOLD)
+    for (int64_t nc = 0; nc < B * C; nc++) {
+        int64_t n = nc / C, c = nc % C;
+        for (int64_t h = 0; h < H; h++) {
+            const gx_real *r = src + c * L + n * s->P + at + h * s->Wp;
+            gx_real *d = dst + ((n * Ctot + c0 + c) * H + h) * W;
+            for (int64_t k = 0; k < W; k++) d[k] += r[k];
+        }
+    }
+}
+
+/* Where the interior of a padded plane starts. */
+static int64_t gx_pad_at(const gx_conv_geom *q, const gx_shift_geom *s) {
+    return q->p * s->Wp + q->p;
 }
 
 /* Zeroed [n] scratch. */
@@ -629,7 +657,7 @@ static const gx_real *gx_shift_input(const gx_conv_geom *q, const gx_shift_geom 
                                      int64_t n, int64_t g, gx_real *xp) {
     const gx_real *xg = x + (n * q->Cin + g * s->cin_g) * q->H * q->W;
     if (!xp) return xg;
-    gx_pad_planes(q, s, xg, s->cin_g, xp);
+    gx_gather_planes(xg, 1, s->cin_g, 0, s->cin_g, q->H, q->W, xp, s->P, s, gx_pad_at(q, s));
     return xp;
 }
 
@@ -699,47 +727,12 @@ static void gx_conv2d_shift_fwd_blas(gx_ctx *ctx, const gx_conv_geom *q, const g
     }
 }
 
-/* dyw [Cout_g, Nw] from dy planes [Cout_g, Ho, Wo]; the junk columns were
- * zeroed at allocation and are never written. */
-static void gx_widen_planes(const gx_conv_geom *q, const gx_shift_geom *s, const gx_real *dy, gx_real *dyw) {
-    #pragma omp parallel for schedule(static) if (s->cout_g * q->Ho * q->Wo > GX_PAR_THRESHOLD)
-    for (int64_t co = 0; co < s->cout_g; co++)
-        for (int64_t oh = 0; oh < q->Ho; oh++)
-            memcpy(dyw + co * s->Nw + oh * s->Wp, dy + (co * q->Ho + oh) * q->Wo, (size_t)q->Wo * sizeof(gx_real));
-}
-
-/* dx [C, H, W] += interior of dxp [C, Hp, Wp]. */
-static void gx_unpad_add(const gx_conv_geom *q, const gx_shift_geom *s, const gx_real *dxp, int64_t C, gx_real *dx) {
-    #pragma omp parallel for schedule(static) if (C * q->H * q->W > GX_PAR_THRESHOLD)
-    for (int64_t c = 0; c < C; c++)
-        for (int64_t h = 0; h < q->H; h++) {
-            const gx_real *src = dxp + c * s->P + (h + q->p) * s->Wp + q->p;
-            gx_real *d = dx + (c * q->H + h) * q->W;
-            for (int64_t k = 0; k < q->W; k++) d[k] += src[k];
-        }
-}
-
 /* dw [Cout, Cin_g, kh, kw] += dwt [kk, Cout, Cin_g] (undo the reorder). */
 static void gx_shift_weights_back(const gx_conv_geom *q, const gx_shift_geom *s, const gx_real *dwt, gx_real *dw) {
     for (int64_t co = 0; co < q->Cout; co++)
         for (int64_t ci = 0; ci < s->cin_g; ci++)
             for (int64_t t = 0; t < s->kk; t++)
                 dw[(co * s->cin_g + ci) * s->kk + t] += dwt[(t * q->Cout + co) * s->cin_g + ci];
-}
-
-/* Planes [H, W] of channels c0 .. c0+C-1 of every sample of src [B, Ctot,
- * H, W] into dst, one row of length L per channel: sample n's plane at
- * column n*P + at, its rows Wp apart (the padded width). What lies between
- * is left as it is (zero: the borders and junk columns). */
-static void gx_gather_planes(const gx_real *src, int64_t B, int64_t Ctot, int64_t c0, int64_t C, int64_t H,
-                             int64_t W, gx_real *dst, int64_t L, const gx_shift_geom *s, int64_t at) {
-    #pragma omp parallel for schedule(static) if (B * C * H * W > GX_PAR_THRESHOLD)
-    for (int64_t nc = 0; nc < B * C; nc++) {
-        int64_t n = nc / C, c = nc % C;
-        for (int64_t h = 0; h < H; h++)
-            memcpy(dst + c * L + n * s->P + at + h * s->Wp, src + ((n * Ctot + c0 + c) * H + h) * W,
-                   (size_t)W * sizeof(gx_real));
-    }
 }
 
 /* Planes up to this many columns (Nw: 16x16 with padding 1 is 286) take
@@ -778,7 +771,7 @@ static int gx_conv2d_shift_bwd_batch(const gx_conv_geom *q, const gx_shift_geom 
     for (int64_t g = 0; g < q->g; g++) {
         gx_gather_planes(dy, q->B, q->Cout, g * s->cout_g, s->cout_g, q->Ho, q->Wo, dyc, L, s, 0);
         if (dwt) {
-            gx_gather_planes(x, q->B, q->Cin, g * s->cin_g, s->cin_g, q->H, q->W, xc, L, s, q->p * s->Wp + q->p);
+            gx_gather_planes(x, q->B, q->Cin, g * s->cin_g, s->cin_g, q->H, q->W, xc, L, s, gx_pad_at(q, s));
             for (int64_t t = 0; t < s->kk; t++)
                 gx_gemm(0, 1, s->cout_g, s->cin_g, cols, 1.0, dyc, L, xc + (t / q->kw) * s->Wp + t % q->kw, L, 1.0,
                         dwt + (t * q->Cout + g * s->cout_g) * s->cin_g, s->cin_g);
@@ -788,15 +781,7 @@ static int gx_conv2d_shift_bwd_batch(const gx_conv_geom *q, const gx_shift_geom 
             for (int64_t t = 0; t < s->kk; t++)
                 gx_gemm(1, 0, s->cin_g, cols, s->cout_g, 1.0, wt + (t * q->Cout + g * s->cout_g) * s->cin_g, s->cin_g,
                         dyc, L, 1.0, dxc + (t / q->kw) * s->Wp + t % q->kw, L);
-            #pragma omp parallel for schedule(static) if (q->B * s->cin_g * q->H * q->W > GX_PAR_THRESHOLD)
-            for (int64_t nc = 0; nc < q->B * s->cin_g; nc++) {
-                int64_t n = nc / s->cin_g, c = nc % s->cin_g;
-                for (int64_t h = 0; h < q->H; h++) {
-                    const gx_real *src = dxc + c * L + n * s->P + (h + q->p) * s->Wp + q->p;
-                    gx_real *d = dx + ((n * q->Cin + g * s->cin_g + c) * q->H + h) * q->W;
-                    for (int64_t k = 0; k < q->W; k++) d[k] += src[k];
-                }
-            }
+            gx_scatter_add_planes(dx, q->B, q->Cin, g * s->cin_g, s->cin_g, q->H, q->W, dxc, L, s, gx_pad_at(q, s));
         }
     }
     free(dyc); free(xc); free(dxc);
@@ -820,7 +805,7 @@ static void gx_conv2d_shift_bwd(gx_ctx *ctx, const gx_conv_geom *q, const gx_rea
     for (int64_t n = 0; n < q->B; n++) {
         for (int64_t g = 0; g < q->g; g++) {
             const gx_real *dyg = dy + (n * q->Cout + g * s.cout_g) * N;
-            if (wide) gx_widen_planes(q, &s, dyg, dyw);
+            if (wide) gx_gather_planes(dyg, 1, s.cout_g, 0, s.cout_g, q->Ho, q->Wo, dyw, s.Nw, &s, 0);
             const gx_real *gw = wide ? dyw : dyg;
             if (dw) {
                 /* Samples run in order: the batch sum is deterministic. */
@@ -836,7 +821,8 @@ static void gx_conv2d_shift_bwd(gx_ctx *ctx, const gx_conv_geom *q, const gx_rea
                 for (int64_t t = 0; t < s.kk; t++)
                     gx_gemm(1, 0, s.cin_g, s.Nw, s.cout_g, 1.0, wt + (t * q->Cout + g * s.cout_g) * s.cin_g, s.cin_g,
                             gw, s.Nw, 1.0, out + (t / q->kw) * s.Wp + t % q->kw, s.P);
-                if (dxp) gx_unpad_add(q, &s, dxp, s.cin_g, dxg);
+                if (dxp)
+                    gx_scatter_add_planes(dxg, 1, s.cin_g, 0, s.cin_g, q->H, q->W, dxp, s.P, &s, gx_pad_at(q, &s));
             }
         }
     }
@@ -916,7 +902,8 @@ static void gx_conv2d_small_fwd_sk(gx_ctx *ctx, const gx_conv_geom *q, const gx_
             #pragma omp parallel for schedule(static) if (cout_g * cols > GX_PAR_THRESHOLD)
             for (int64_t co = 0; co < cout_g; co++)
                 for (int64_t i = 0; i < ns; i++)
-                    memcpy(y + ((n0 + i) * q->Cout + g * cout_g + co) * N, yt + co * L + i * N, (size_t)N * sizeof(gx_real));
+                    memcpy(y + ((n0 + i) * q->Cout + g * cout_g + co) * N, yt + co * L + i * N,
+                           (size_t)N * sizeof(gx_real));
         }
     }
 }
@@ -1376,7 +1363,8 @@ static void gx_upconv_bwd(gx_ctx *ctx, const gx_conv_geom *q, int64_t Cout, cons
             for (int64_t t = 0; t < 4; t++)
                 gx_gemm(1, 0, q->Cin, s.Nw, q->Cout, 1.0, wt + t * q->Cout * q->Cin, q->Cin, dyw, s.Nw,
                         1.0, dxp + (t / 2) * s.Wp + t % 2, s.P);
-            gx_unpad_add(q, &s, dxp, q->Cin, dx + n * q->Cin * q->H * q->W);
+            gx_scatter_add_planes(dx + n * q->Cin * q->H * q->W, 1, q->Cin, 0, q->Cin, q->H, q->W, dxp, s.P, &s,
+                                  gx_pad_at(q, &s));
         }
     }
     if (dw) gx_up_unfold(dwt, Cout, q->Cin, dw);

@@ -123,6 +123,17 @@ static inline int dtu_tensor_close(gx_test_state *T, const char *pb, const gx_st
     return ok;
 }
 
+/* Reads the files at pa and pb into a and b (checked); 1 when both were
+ * read. a and b are closable (gx_st_close) either way. */
+static inline int dtu_files_read(gx_test_state *T, const char *pa, const char *pb, gx_st_file *a, gx_st_file *b) {
+    gx_err err;
+    memset(a, 0, sizeof *a);
+    memset(b, 0, sizeof *b);
+    int ok = gx_st_read(a, pa, &err) == GX_OK && gx_st_read(b, pb, &err) == GX_OK;
+    CHECK_MSG(ok, "read %s / %s: %s", pa, pb, err.msg);
+    return ok;
+}
+
 /* The files at pa (the reference) and pb hold the same tensors (as many,
  * at least one, each of a's in b with its dtype and size), every F32
  * tensor of b within the tolerance of its name of a's: |b - a| <= atol +
@@ -132,11 +143,7 @@ static inline int dtu_tensor_close(gx_test_state *T, const char *pb, const gx_st
 static inline int dtu_files_close_by_name(gx_test_state *T, const char *pa, const char *pb, double atol, double rtol,
                                           const dtu_tol_rule *rules, int n_rules, int other, double *max_abs_gap) {
     gx_st_file a, b;
-    gx_err err;
-    memset(&a, 0, sizeof a);
-    memset(&b, 0, sizeof b);
-    int ok = gx_st_read(&a, pa, &err) == GX_OK && gx_st_read(&b, pb, &err) == GX_OK, compared = 0;
-    CHECK_MSG(ok, "read %s / %s: %s", pa, pb, err.msg);
+    int ok = dtu_files_read(T, pa, pb, &a, &b), compared = 0;
     CHECK_MSG(!ok || (a.n == b.n && a.n > 0), "%s: %d tensors, %s: %d", pa, a.n, pb, b.n);
     for (int i = 0; ok && i < a.n; i++) {
         const gx_st_tensor *ta = &a.tensors[i], *tb = gx_st_find(&b, ta->name);
@@ -179,11 +186,7 @@ static inline double dtu_tensor_rel_l2(gx_test_state *T, const gx_st_tensor *ta,
 static inline int dtu_files_norm_close(gx_test_state *T, const char *pa, const char *pb, const char *prefix, double rel,
                                        double *max_rel) {
     gx_st_file a, b;
-    gx_err err;
-    memset(&a, 0, sizeof a);
-    memset(&b, 0, sizeof b);
-    int ok = gx_st_read(&a, pa, &err) == GX_OK && gx_st_read(&b, pb, &err) == GX_OK, compared = 0;
-    CHECK_MSG(ok, "read %s / %s: %s", pa, pb, err.msg);
+    int ok = dtu_files_read(T, pa, pb, &a, &b), compared = 0;
     size_t np = strlen(prefix);
     for (int i = 0; ok && i < a.n; i++) {
         const gx_st_tensor *ta = &a.tensors[i], *tb = gx_st_find(&b, ta->name);

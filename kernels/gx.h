@@ -121,8 +121,9 @@ typedef struct gx_tensor {
     uint8_t  device;           /* gx_device: where data and grad live (kernels/gx_device.c) */
     uint8_t  frozen;           /* a parameter whose values no longer change (gx_params_freeze) */
     const char *name;          /* parameter name, or NULL for activations */
-    void    *cache;            /* of a frozen parameter: a derived copy an op keeps (the packed
-                                  conv weights, gx_conv.c), made on first use, freed with it */
+    void    *cache;            /* of a frozen parameter: a derived copy an op keeps (a conv's
+                                  packed or tap-major weights, gx_conv.c), made on first use,
+                                  freed with it */
 } gx_tensor;
 
 /* Shape literal helper: gx_tensor_new(ctx, 3, GX_SHAPE(B, C, L)). */
@@ -303,9 +304,9 @@ void       gx_params_zero_grad(gx_params *p);
 void       gx_params_drop_grads(gx_params *p);
 /* Promises that no parameter's values change from here on (a model that
  * only serves): an op may then keep a derived copy with the tensor, made
- * on first use (gx_conv2d keeps its packed weight panels: about the size of
- * the weights that take that path, and no packing per call). Freed by
- * gx_params_free. */
+ * on first use (gx_conv2d keeps its packed or tap-major weight copy: about
+ * the size of the weights that take those paths, and no copy per call).
+ * Freed by gx_params_free. */
 void       gx_params_freeze(gx_params *p);
 /* Number of elements over parameters whose flags intersect `mask`
  * (mask 0 = every trainable parameter, i.e. not BUFFER/FROZEN). */

@@ -197,12 +197,22 @@ struct gx_ctx {
                                   a split call (kept between calls: their
                                   arenas are warm) */
     int      n_side;
+    void    *scratch;          /* gx_ctx_scratch's buffer: host memory outside
+                                  the arena, kept (and grown) between calls */
+    size_t   scratch_cap;
 };
 
 void gx_ctx_init(gx_ctx *ctx, size_t arena_bytes);
 void gx_ctx_free(gx_ctx *ctx);
 /* Drops the tape and every activation. Parameters are untouched. */
 void gx_ctx_reset(gx_ctx *ctx);
+/* A host buffer of at least `bytes` for one op's temporaries, valid until
+ * the next gx_ctx_scratch call on ctx (contents undefined), or NULL when
+ * memory is short. For the large, call-long temporaries that the arena
+ * should not keep for the rest of a step: a fresh malloc of that size is a
+ * fresh mmap, and the kernel zeroed its pages on every call (10% of a UDA
+ * training step's cycles in clear_page). Freed with ctx. */
+void *gx_ctx_scratch(gx_ctx *ctx, size_t bytes);
 
 /* Coarse parallelism for inference: fn(part_ctx, lo, hi, arg) runs once for
  * each of P contiguous parts [lo, hi) of [0, n) (sizes within one, in any

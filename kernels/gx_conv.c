@@ -128,28 +128,33 @@ static void gx_im2col(const gx_real *x, int64_t C, const gx_conv_geom *q, gx_rea
     }
 }
 
-/* dx [C, H, W] += col2im(dcol [C*kh*kw, Ho*Wo]). Each channel gathers its
- * kh*kw rows into a per-thread double plane, so threads own disjoint
- * channels (no races) and every pixel's sum is taken in double. */
-static void gx_col2im(gx_ctx *ctx, const gx_real *dcol, int64_t C, const gx_conv_geom *q, gx_real *dx) {
+/* dx += col2im(dcol) for ns samples: sample i's dcol [C*kh*kw, Ho*Wo] has
+ * row r at dcol + r*ld + i*Ho*Wo (ld = Ho*Wo for one sample; the batched
+ * backward lays the samples side by side), its dx [C, H, W] at dx +
+ * i*Cin*H*W. Each (sample, channel) plane gathers its kh*kw rows into a
+ * per-thread double plane, so threads own disjoint planes (no races) and
+ * every pixel's sum is taken in double. */
+static void gx_col2im(gx_ctx *ctx, const gx_real *dcol, int64_t ld, int64_t ns, int64_t C, const gx_conv_geom *q,
+                      gx_real *dx) {
     int64_t HW = q->H * q->W, OHW = q->Ho * q->Wo, kk = q->kh * q->kw;
-    int par = C * kk * OHW > GX_PAR_THRESHOLD;
+    int par = ns * C * kk * OHW > GX_PAR_THRESHOLD;
     double *scratch = gx_ctx_alloc(ctx, (size_t)(gx_get_threads() * HW) * sizeof(double));
     #pragma omp parallel for schedule(static) if (par)
-    for (int64_t c = 0; c < C; c++) {
+    for (int64_t ic = 0; ic < ns * C; ic++) {
+        const int64_t i = ic / C, c = ic % C;
         double *acc = scratch + gx_thread_id() * HW;
         memset(acc, 0, (size_t)HW * sizeof(double));
         for (int64_t r = c * kk; r < (c + 1) * kk; r++) {
-            int64_t i = (r % kk) / q->kw, j = r % q->kw, oh0, oh1, ow0, ow1;
-            gx_valid_range(q->H, q->Ho, q->s, q->p, i, &oh0, &oh1);
-            gx_valid_range(q->W, q->Wo, q->s, q->p, j, &ow0, &ow1);
+            int64_t ti = (r % kk) / q->kw, tj = r % q->kw, oh0, oh1, ow0, ow1;
+            gx_valid_range(q->H, q->Ho, q->s, q->p, ti, &oh0, &oh1);
+            gx_valid_range(q->W, q->Wo, q->s, q->p, tj, &ow0, &ow1);
             for (int64_t oh = oh0; oh < oh1; oh++) {
-                const gx_real *src = dcol + r * OHW + oh * q->Wo;
-                double *d = acc + (oh * q->s - q->p + i) * q->W - q->p + j;
+                const gx_real *src = dcol + r * ld + i * OHW + oh * q->Wo;
+                double *d = acc + (oh * q->s - q->p + ti) * q->W - q->p + tj;
                 for (int64_t ow = ow0; ow < ow1; ow++) d[ow * q->s] += (double)src[ow];
             }
         }
-        gx_real *dxc = dx + c * HW;
+        gx_real *dxc = dx + (i * q->Cin + c) * HW;
         for (int64_t k = 0; k < HW; k++) dxc[k] += (gx_real)acc[k];
     }
 }
@@ -546,7 +551,7 @@ static void gx_conv2d_im2col_bwd(gx_ctx *ctx, const gx_conv_geom *q, const gx_re
             if (dx) {
                 /* col is free again: reuse it for dcol = W_g^T dY_g. */
                 gx_gemm(1, 0, K, N, cout_g, 1.0, w + g * cout_g * K, K, dyg, N, 0.0, col, N);
-                gx_col2im(ctx, col, cin_g, q, dx + (n * q->Cin + g * cin_g) * q->H * q->W);
+                gx_col2im(ctx, col, N, 1, cin_g, q, dx + (n * q->Cin + g * cin_g) * q->H * q->W);
             }
         }
     }
@@ -585,10 +590,16 @@ static gx_shift_geom gx_shift_make(const gx_conv_geom *q) {
  * contiguous, as GEMM needs (a gx_wc_fill_fn). */
 static void gx_shift_weights_fill(const gx_conv_geom *q, const gx_real *w, gx_real *wt) {
     const int64_t cin_g = q->Cin / q->g, kk = q->kh * q->kw;
+    /* Rows of wt written in order, each from one filter's [cin_g, kk] block
+     * (in cache): tap-innermost writes strode Cout*cin_g floats apart, a
+     * TLB miss per element for layer4's 9 MB (3% of a UDA training step,
+     * all of it on one thread). */
     for (int64_t co = 0; co < q->Cout; co++)
-        for (int64_t ci = 0; ci < cin_g; ci++)
-            for (int64_t t = 0; t < kk; t++)
-                wt[(t * q->Cout + co) * cin_g + ci] = w[(co * cin_g + ci) * kk + t];
+        for (int64_t t = 0; t < kk; t++) {
+            const gx_real *src = w + co * cin_g * kk + t;
+            gx_real *dst = wt + (t * q->Cout + co) * cin_g;
+            for (int64_t ci = 0; ci < cin_g; ci++) dst[ci] = src[ci * kk];
+        }
 }
 
 /* The tap-major copy of w in the arena. */
@@ -729,10 +740,13 @@ static void gx_conv2d_shift_fwd_blas(gx_ctx *ctx, const gx_conv_geom *q, const g
 
 /* dw [Cout, Cin_g, kh, kw] += dwt [kk, Cout, Cin_g] (undo the reorder). */
 static void gx_shift_weights_back(const gx_conv_geom *q, const gx_shift_geom *s, const gx_real *dwt, gx_real *dw) {
+    /* Rows of dwt read in order (as gx_shift_weights_fill writes them). */
     for (int64_t co = 0; co < q->Cout; co++)
-        for (int64_t ci = 0; ci < s->cin_g; ci++)
-            for (int64_t t = 0; t < s->kk; t++)
-                dw[(co * s->cin_g + ci) * s->kk + t] += dwt[(t * q->Cout + co) * s->cin_g + ci];
+        for (int64_t t = 0; t < s->kk; t++) {
+            const gx_real *src = dwt + (t * q->Cout + co) * s->cin_g;
+            gx_real *dst = dw + co * s->cin_g * s->kk + t;
+            for (int64_t ci = 0; ci < s->cin_g; ci++) dst[ci * s->kk] += src[ci];
+        }
 }
 
 /* Planes up to this many columns (Nw: 16x16 with padding 1 is 286) take
@@ -753,21 +767,24 @@ static void gx_shift_weights_back(const gx_conv_geom *q, const gx_shift_geom *s,
  * dW's sum over the batch is now BLAS's, not sample after sample; it is
  * still a fixed function of the batch (a training step's gradient depends
  * on the whole batch anyway; forwards stay per sample for batch
- * invariance). Scratch (three batch-sized copies) is malloc'd and freed
- * here, so the step's arena does not grow by it. Returns 0, having done
- * nothing, when that memory is not there: the caller runs the per-sample
- * loop, as it does for a batch of one. */
-static int gx_conv2d_shift_bwd_batch(const gx_conv_geom *q, const gx_shift_geom *s, const gx_real *wt,
-                                     const gx_real *x, const gx_real *dy, gx_real *dx, gx_real *dwt) {
+ * invariance). Scratch (three batch-sized copies) is the ctx's
+ * gx_ctx_scratch, so the step's arena does not grow by it and its pages stay
+ * mapped from call to call. Returns 0, having done nothing, when that memory
+ * is not there: the caller runs the per-sample loop, as it does for a batch
+ * of one. */
+static int gx_conv2d_shift_bwd_batch(gx_ctx *ctx, const gx_conv_geom *q, const gx_shift_geom *s,
+                                     const gx_real *wt, const gx_real *x, const gx_real *dy, gx_real *dx,
+                                     gx_real *dwt) {
     const int64_t off_max = (q->kh - 1) * s->Wp + (q->kw - 1);
     const int64_t cols = (q->B - 1) * s->P + s->Nw, L = q->B * s->P + off_max;
-    gx_real *dyc = calloc((size_t)(s->cout_g * L), sizeof *dyc);
-    gx_real *xc = dwt ? calloc((size_t)(s->cin_g * L), sizeof *xc) : NULL;
-    gx_real *dxc = dx ? malloc((size_t)(s->cin_g * L) * sizeof *dxc) : NULL;
-    if (!dyc || (dwt && !xc) || (dx && !dxc)) {
-        free(dyc); free(xc); free(dxc);
-        return 0;
-    }
+    const size_t ny = (size_t)(s->cout_g * L), nx = dwt ? (size_t)(s->cin_g * L) : 0,
+                 ndx = dx ? (size_t)(s->cin_g * L) : 0;
+    gx_real *dyc = gx_ctx_scratch(ctx, (ny + nx + ndx) * sizeof *dyc);
+    if (!dyc) return 0;
+    gx_real *xc = dwt ? dyc + ny : NULL, *dxc = dx ? dyc + ny + nx : NULL;
+    /* The gathers write plane interiors only: borders and the junk columns
+     * must read zero, for every group. */
+    memset(dyc, 0, (ny + nx) * sizeof *dyc);
     for (int64_t g = 0; g < q->g; g++) {
         gx_gather_planes(dy, q->B, q->Cout, g * s->cout_g, s->cout_g, q->Ho, q->Wo, dyc, L, s, 0);
         if (dwt) {
@@ -784,7 +801,6 @@ static int gx_conv2d_shift_bwd_batch(const gx_conv_geom *q, const gx_shift_geom 
             gx_scatter_add_planes(dx, q->B, q->Cin, g * s->cin_g, s->cin_g, q->H, q->W, dxc, L, s, gx_pad_at(q, s));
         }
     }
-    free(dyc); free(xc); free(dxc);
     return 1;
 }
 
@@ -795,7 +811,7 @@ static void gx_conv2d_shift_bwd(gx_ctx *ctx, const gx_conv_geom *q, const gx_rea
     int wide = q->Wo != s.Wp;
     const gx_real *wt = gx_shift_weights(ctx, q, &s, w);
     gx_real *dwt = dw ? gx_zalloc(ctx, s.kk * q->Cout * s.cin_g) : NULL;
-    if (q->B > 1 && s.Nw <= GX_SHIFT_BWD_BATCH_NW && gx_conv2d_shift_bwd_batch(q, &s, wt, x, dy, dx, dwt)) {
+    if (q->B > 1 && s.Nw <= GX_SHIFT_BWD_BATCH_NW && gx_conv2d_shift_bwd_batch(ctx, q, &s, wt, x, dy, dx, dwt)) {
         if (dw) gx_shift_weights_back(q, &s, dwt, dw);
         return;
     }
@@ -839,16 +855,16 @@ static void gx_conv2d_shift_bwd(gx_ctx *ctx, const gx_conv_geom *q, const gx_rea
 
 /* Columns of samples n0 .. n0+ns-1, group g, side by side: row k of col
  * (length L) holds every sample's N = Ho*Wo input values for depth index k,
- * sample i at i*N; zero where the tap falls into the padding. The depth
- * order is the one of the path this replaces, so each output element's FMA
- * chain is unchanged: k = tap * Cin_g + ci for stride 1 (the shifted GEMM),
- * k = ci * kh*kw + tap for stride > 1 (im2col). */
-static void gx_small_cols(const gx_conv_geom *q, const gx_real *x, int64_t n0, int64_t ns, int64_t g, gx_real *col,
-                          int64_t L) {
+ * sample i at i*N; zero where the tap falls into the padding. Depth order:
+ * tap-major k = tap * Cin_g + ci (the shifted GEMM's) or k = ci * kh*kw +
+ * tap (im2col's, the weight's own layout). The forward takes the order of
+ * the path it replaces, so each output element's FMA chain is unchanged. */
+static void gx_small_cols(const gx_conv_geom *q, const gx_real *x, int64_t n0, int64_t ns, int64_t g, int tap_major,
+                          gx_real *col, int64_t L) {
     const int64_t cin_g = q->Cin / q->g, kk = q->kh * q->kw, N = q->Ho * q->Wo, K = cin_g * kk;
     #pragma omp parallel for schedule(static) if (K * ns * N > GX_PAR_THRESHOLD)
     for (int64_t k = 0; k < K; k++) {
-        const int64_t ci = q->s == 1 ? k % cin_g : k / kk, t = q->s == 1 ? k / cin_g : k % kk;
+        const int64_t ci = tap_major ? k % cin_g : k / kk, t = tap_major ? k / cin_g : k % kk;
         const int64_t ty = t / q->kw, tx = t % q->kw;
         int64_t oy0, oy1, ox0, ox1;
         gx_valid_range(q->H, q->Ho, q->s, q->p, ty, &oy0, &oy1);
@@ -891,7 +907,7 @@ static void gx_conv2d_small_fwd_sk(gx_ctx *ctx, const gx_conv_geom *q, const gx_
         for (int64_t n0 = 0; n0 < q->B; n0 += ch) {
             const int64_t ns = q->B - n0 < ch ? q->B - n0 : ch, cols = ns * N;
             const int64_t full = cols / GX_SK_SMALL_CW, rest = cols - full * GX_SK_SMALL_CW;
-            gx_small_cols(q, x, n0, ns, g, col, L);
+            gx_small_cols(q, x, n0, ns, g, q->s == 1, col, L);
             if (b) gx_bias_seed(yt, b + g * cout_g, cout_g, L);   /* row stride L: seeds every column */
             for (int64_t u = 0; u <= full; u++) {
                 for (int64_t k = 0; k < K; k++) brow[u * K + k] = col + k * L + u * GX_SK_SMALL_CW;
@@ -906,6 +922,46 @@ static void gx_conv2d_small_fwd_sk(gx_ctx *ctx, const gx_conv_geom *q, const gx_
                            (size_t)N * sizeof(gx_real));
         }
     }
+}
+
+/* Outputs of at most this many pixels per sample take the whole-batch
+ * backward below in a batch of more than one. */
+#define GX_SMALL_BWD_HW 64
+
+/* The backward of a small-output conv over the whole batch, on im2col
+ * columns with the samples side by side (gx_small_cols, the weight's own
+ * depth order): dW_g += dY_g col^T and dcol = W_g^T dY_g are one GEMM
+ * each over every sample, then col2im. Why: the shifted GEMM computes on
+ * the padded planes, and a 2x2 output's plane is 4x4 (a 4x4 one's 6x6), so
+ * its backward multiplied 4x (2.25x) more columns than there are outputs,
+ * mostly zeros; the per-sample im2col path of the strided convs ran GEMMs
+ * 4 or 16 columns wide. Here every column is an output pixel. The batch
+ * sums of dW are BLAS's, a fixed function of the batch, as in
+ * gx_conv2d_shift_bwd_batch. Scratch is gx_ctx_scratch (dY and the columns,
+ * which dcol then reuses). Returns 0, having done nothing, when that memory
+ * is not there. */
+static int gx_conv2d_small_bwd_batch(gx_ctx *ctx, const gx_conv_geom *q, const gx_real *x, const gx_real *w,
+                                     const gx_real *dy, gx_real *dx, gx_real *dw) {
+    const int64_t cin_g = q->Cin / q->g, cout_g = q->Cout / q->g, K = cin_g * q->kh * q->kw;
+    const int64_t N = q->Ho * q->Wo, L = q->B * N;
+    gx_real *dyc = gx_ctx_scratch(ctx, (size_t)((cout_g + K) * L) * sizeof *dyc);
+    if (!dyc) return 0;
+    gx_real *col = dyc + cout_g * L;
+    for (int64_t g = 0; g < q->g; g++) {
+        #pragma omp parallel for schedule(static) if (cout_g * L > GX_PAR_THRESHOLD)
+        for (int64_t co = 0; co < cout_g; co++)
+            for (int64_t n = 0; n < q->B; n++)
+                memcpy(dyc + co * L + n * N, dy + (n * q->Cout + g * cout_g + co) * N, (size_t)N * sizeof *dyc);
+        if (dw) {
+            gx_small_cols(q, x, 0, q->B, g, 0, col, L);
+            gx_gemm(0, 1, cout_g, K, L, 1.0, dyc, L, col, L, 1.0, dw + g * cout_g * K, K);
+        }
+        if (dx) {
+            gx_gemm(1, 0, K, L, cout_g, 1.0, w + g * cout_g * K, K, dyc, L, 0.0, col, L);
+            gx_col2im(ctx, col, L, q->B, cin_g, q, dx + g * cin_g * q->H * q->W);
+        }
+    }
+    return 1;
 }
 
 /* Stride 1 never needs im2col (see the shifted-GEMM section). */
@@ -930,6 +986,7 @@ static void gx_conv2d_gemm_fwd(gx_ctx *ctx, const gx_conv_geom *q, const gx_real
 
 static void gx_conv2d_gemm_bwd(gx_ctx *ctx, const gx_conv_geom *q, const gx_real *x,
                                const gx_real *w, const gx_real *dy, gx_real *dx, gx_real *dw) {
+    if (q->B > 1 && q->Ho * q->Wo <= GX_SMALL_BWD_HW && gx_conv2d_small_bwd_batch(ctx, q, x, w, dy, dx, dw)) return;
     if (q->s == 1) gx_conv2d_shift_bwd(ctx, q, x, w, dy, dx, dw);
     else gx_conv2d_im2col_bwd(ctx, q, x, w, dy, dx, dw);
 }

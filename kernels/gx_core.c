@@ -234,8 +234,20 @@ void gx_ctx_free(gx_ctx *ctx) {
     if (ctx->cuda) gx_cuda_device_reset(ctx->cuda);
     for (int i = 0; i < ctx->n_side; i++) gx_ctx_free(&ctx->side[i]);
     free(ctx->side);
+    free(ctx->scratch);
     gx_arena_free(&ctx->arena);
     memset(ctx, 0, sizeof *ctx);
+}
+
+void *gx_ctx_scratch(gx_ctx *ctx, size_t bytes) {
+    if (bytes <= ctx->scratch_cap) return ctx->scratch;
+    size_t cap = (bytes + GX_ARENA_ALIGN - 1) & ~(size_t)(GX_ARENA_ALIGN - 1);
+    void *p = aligned_alloc(GX_ARENA_ALIGN, cap);
+    if (!p) return NULL;
+    free(ctx->scratch);
+    ctx->scratch = p;
+    ctx->scratch_cap = cap;
+    return p;
 }
 
 void gx_ctx_reset(gx_ctx *ctx) {

@@ -2,8 +2,11 @@
  * test_grad_conv.c — finite-difference gradient checks (f64) for conv2d
  * (every path: shifted GEMM for stride 1 with and without padding, its
  * backward for a batch of one (per sample) and of several (the whole batch
- * in one GEMM per tap), im2col GEMM for stride > 1, 1x1 pointwise, grouped,
- * depthwise; odd sizes) and the causal depthwise conv1d.
+ * in one GEMM per tap: outputs over 64 pixels), im2col GEMM for stride > 1
+ * (per sample: one sample, or outputs over 64 pixels), the whole-batch
+ * backward of small outputs (several samples, at most 64 output pixels:
+ * most cases below), 1x1 pointwise, grouped, depthwise; odd sizes) and the
+ * causal depthwise conv1d.
  */
 #include "gx_test.h"
 
@@ -46,6 +49,11 @@ GX_TEST(grad_conv2d_groups_and_pointwise) {
     check_conv2d(T, "1x1", 2, 3, 3, 5, 4, 1, (conv_args){ 1, 0, 1, 1 });
     check_conv2d(T, "1x1 groups3", 1, 3, 4, 3, 6, 1, (conv_args){ 1, 0, 3, 0 });
     check_conv2d(T, "1x1 s2", 1, 3, 5, 5, 2, 1, (conv_args){ 2, 0, 1, 1 });
+    /* Outputs over 64 pixels in a batch: the shifted GEMM's whole-batch
+     * backward (stride 1) and im2col's per-sample one (stride 2). */
+    check_conv2d(T, "3x3 p1 9x10 out, 2 samples", 2, 2, 9, 10, 2, 3, (conv_args){ 1, 1, 1, 1 });
+    check_conv2d(T, "groups2 3x3 p0 9x9 out, 2 samples", 2, 4, 11, 11, 2, 3, (conv_args){ 1, 0, 2, 0 });
+    check_conv2d(T, "4x4 s2 p1 9x9 out, 2 samples", 2, 2, 18, 18, 2, 4, (conv_args){ 2, 1, 1, 1 });
 }
 
 GX_TEST(grad_conv2d_depthwise) {

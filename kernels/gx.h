@@ -187,7 +187,8 @@ struct gx_ctx {
                                   forward bits equal its batch-of-1 result
                                   (x's leading dim is the batch); 0 lets
                                   gx_linear fold the batch into one GEMM
-                                  (training may; see gx_matmul.c) */
+                                  and convs run over the whole batch
+                                  (training may; gx_matmul.c, gx_conv.c) */
     struct gx_cuda_exec *cuda; /* NULL: every tensor this ctx makes lives in
                                   host memory. Else (gx_device.c) new tensors,
                                   gradients and scratch live on that device and

@@ -635,18 +635,21 @@ static void gx_gather_planes(const gx_real *src, int64_t B, int64_t Ctot, int64_
     }
 }
 
-/* The way back, adding: planes c0 .. c0+C-1 of dst [B, Ctot, H, W] += the
+/* The way back: planes c0 .. c0+C-1 of dst [B, Ctot, H, W] = (add: +=) the
  * planes that src holds in gx_gather_planes' layout (row length L, sample n
  * at column n*P + at). */
-static void gx_scatter_add_planes(gx_real *dst, int64_t B, int64_t Ctot, int64_t c0, int64_t C, int64_t H,
-                                  int64_t W, const gx_real *src, int64_t L, const gx_shift_geom *s, int64_t at) {
+static void gx_scatter_planes(gx_real *dst, int64_t B, int64_t Ctot, int64_t c0, int64_t C, int64_t H, int64_t W,
+                              const gx_real *src, int64_t L, const gx_shift_geom *s, int64_t at, int add) {
     #pragma omp parallel for schedule(static) if (B * C * H * W > GX_PAR_THRESHOLD)
     for (int64_t nc = 0; nc < B * C; nc++) {
         int64_t n = nc / C, c = nc % C;
         for (int64_t h = 0; h < H; h++) {
             const gx_real *r = src + c * L + n * s->P + at + h * s->Wp;
             gx_real *d = dst + ((n * Ctot + c0 + c) * H + h) * W;
-            for (int64_t k = 0; k < W; k++) d[k] += r[k];
+            if (add)
+                for (int64_t k = 0; k < W; k++) d[k] += r[k];
+            else
+                memcpy(d, r, (size_t)W * sizeof *d);
         }
     }
 }
@@ -798,7 +801,7 @@ static int gx_conv2d_shift_bwd_batch(gx_ctx *ctx, const gx_conv_geom *q, const g
             for (int64_t t = 0; t < s->kk; t++)
                 gx_gemm(1, 0, s->cin_g, cols, s->cout_g, 1.0, wt + (t * q->Cout + g * s->cout_g) * s->cin_g, s->cin_g,
                         dyc, L, 1.0, dxc + (t / q->kw) * s->Wp + t % q->kw, L);
-            gx_scatter_add_planes(dx, q->B, q->Cin, g * s->cin_g, s->cin_g, q->H, q->W, dxc, L, s, gx_pad_at(q, s));
+            gx_scatter_planes(dx, q->B, q->Cin, g * s->cin_g, s->cin_g, q->H, q->W, dxc, L, s, gx_pad_at(q, s), 1);
         }
     }
     return 1;
@@ -838,7 +841,7 @@ static void gx_conv2d_shift_bwd(gx_ctx *ctx, const gx_conv_geom *q, const gx_rea
                     gx_gemm(1, 0, s.cin_g, s.Nw, s.cout_g, 1.0, wt + (t * q->Cout + g * s.cout_g) * s.cin_g, s.cin_g,
                             gw, s.Nw, 1.0, out + (t / q->kw) * s.Wp + t % q->kw, s.P);
                 if (dxp)
-                    gx_scatter_add_planes(dxg, 1, s.cin_g, 0, s.cin_g, q->H, q->W, dxp, s.P, &s, gx_pad_at(q, &s));
+                    gx_scatter_planes(dxg, 1, s.cin_g, 0, s.cin_g, q->H, q->W, dxp, s.P, &s, gx_pad_at(q, &s), 1);
             }
         }
     }
@@ -852,6 +855,19 @@ static void gx_conv2d_shift_bwd(gx_ctx *ctx, const gx_conv_geom *q, const gx_rea
 #define GX_SK_SMALL_HW 32
 /* Columns per unit of work there: two 16-column blocks. */
 #define GX_SK_SMALL_CW 32
+
+/* Planes c0 .. c0+C-1 of samples 0 .. B-1 of t [B, Ctot, N] against the
+ * rows of m [C, L] that hold them side by side (sample n at column n*N):
+ * to_rows copies t into m, else m into t. */
+static void gx_side_by_side(gx_real *t, gx_real *m, int64_t B, int64_t Ctot, int64_t c0, int64_t C, int64_t N,
+                            int64_t L, int to_rows) {
+    #pragma omp parallel for schedule(static) if (C * B * N > GX_PAR_THRESHOLD)
+    for (int64_t c = 0; c < C; c++)
+        for (int64_t n = 0; n < B; n++) {
+            gx_real *tp = t + (n * Ctot + c0 + c) * N, *mp = m + c * L + n * N;
+            memcpy(to_rows ? mp : tp, to_rows ? tp : mp, (size_t)N * sizeof *tp);
+        }
+}
 
 /* Columns of samples n0 .. n0+ns-1, group g, side by side: row k of col
  * (length L) holds every sample's N = Ho*Wo input values for depth index k,
@@ -915,11 +931,7 @@ static void gx_conv2d_small_fwd_sk(gx_ctx *ctx, const gx_conv_geom *q, const gx_
             }
             if (full) gx_sk_run(&a, full, brow, GX_SK_SMALL_CW, cp, L, b != NULL);
             if (rest) gx_sk_run(&a, 1, brow + full * K, rest, cp + full, L, b != NULL);
-            #pragma omp parallel for schedule(static) if (cout_g * cols > GX_PAR_THRESHOLD)
-            for (int64_t co = 0; co < cout_g; co++)
-                for (int64_t i = 0; i < ns; i++)
-                    memcpy(y + ((n0 + i) * q->Cout + g * cout_g + co) * N, yt + co * L + i * N,
-                           (size_t)N * sizeof(gx_real));
+            gx_side_by_side(y + n0 * q->Cout * N, yt, ns, q->Cout, g * cout_g, cout_g, N, L, 0);
         }
     }
 }
@@ -937,31 +949,100 @@ static void gx_conv2d_small_fwd_sk(gx_ctx *ctx, const gx_conv_geom *q, const gx_
  * mostly zeros; the per-sample im2col path of the strided convs ran GEMMs
  * 4 or 16 columns wide. Here every column is an output pixel. The batch
  * sums of dW are BLAS's, a fixed function of the batch, as in
- * gx_conv2d_shift_bwd_batch. Scratch is gx_ctx_scratch (dY and the columns,
+ * gx_conv2d_shift_bwd_batch. Scratch is gx_small_bufs (dY and the columns,
  * which dcol then reuses). Returns 0, having done nothing, when that memory
  * is not there. */
+/* The whole batch's im2col layout for a small-output conv: rows [Cout_g, L]
+ * (the output or dY, side by side) and col [K, L] (L = B * Ho*Wo), both in
+ * gx_ctx_scratch. 0 when that memory is not there. */
+typedef struct { int64_t cin_g, cout_g, K, N, L; gx_real *rows, *col; } gx_small_bufs;
+
+static int gx_small_bufs_get(gx_ctx *ctx, const gx_conv_geom *q, gx_small_bufs *sb) {
+    sb->cin_g = q->Cin / q->g;
+    sb->cout_g = q->Cout / q->g;
+    sb->K = sb->cin_g * q->kh * q->kw;
+    sb->N = q->Ho * q->Wo;
+    sb->L = q->B * sb->N;
+    sb->rows = gx_ctx_scratch(ctx, (size_t)((sb->cout_g + sb->K) * sb->L) * sizeof *sb->rows);
+    sb->col = sb->rows ? sb->rows + sb->cout_g * sb->L : NULL;
+    return sb->rows != NULL;
+}
+
 static int gx_conv2d_small_bwd_batch(gx_ctx *ctx, const gx_conv_geom *q, const gx_real *x, const gx_real *w,
                                      const gx_real *dy, gx_real *dx, gx_real *dw) {
-    const int64_t cin_g = q->Cin / q->g, cout_g = q->Cout / q->g, K = cin_g * q->kh * q->kw;
-    const int64_t N = q->Ho * q->Wo, L = q->B * N;
-    gx_real *dyc = gx_ctx_scratch(ctx, (size_t)((cout_g + K) * L) * sizeof *dyc);
-    if (!dyc) return 0;
-    gx_real *col = dyc + cout_g * L;
+    gx_small_bufs sb;
+    if (!gx_small_bufs_get(ctx, q, &sb)) return 0;
+    const int64_t K = sb.K, L = sb.L, cout_g = sb.cout_g;
     for (int64_t g = 0; g < q->g; g++) {
-        #pragma omp parallel for schedule(static) if (cout_g * L > GX_PAR_THRESHOLD)
-        for (int64_t co = 0; co < cout_g; co++)
-            for (int64_t n = 0; n < q->B; n++)
-                memcpy(dyc + co * L + n * N, dy + (n * q->Cout + g * cout_g + co) * N, (size_t)N * sizeof *dyc);
+        gx_side_by_side((gx_real *)dy, sb.rows, q->B, q->Cout, g * cout_g, cout_g, sb.N, L, 1);
         if (dw) {
-            gx_small_cols(q, x, 0, q->B, g, 0, col, L);
-            gx_gemm(0, 1, cout_g, K, L, 1.0, dyc, L, col, L, 1.0, dw + g * cout_g * K, K);
+            gx_small_cols(q, x, 0, q->B, g, 0, sb.col, L);
+            gx_gemm(0, 1, cout_g, K, L, 1.0, sb.rows, L, sb.col, L, 1.0, dw + g * cout_g * K, K);
         }
         if (dx) {
-            gx_gemm(1, 0, K, L, cout_g, 1.0, w + g * cout_g * K, K, dyc, L, 0.0, col, L);
-            gx_col2im(ctx, col, L, q->B, cin_g, q, dx + g * cin_g * q->H * q->W);
+            gx_gemm(1, 0, K, L, cout_g, 1.0, w + g * cout_g * K, K, sb.rows, L, 0.0, sb.col, L);
+            gx_col2im(ctx, sb.col, L, q->B, sb.cin_g, q, dx + g * sb.cin_g * q->H * q->W);
         }
     }
     return 1;
+}
+
+/* ------------------------------- training forwards over the whole batch
+ *
+ * A training step may let a sample's forward depend on its batch-mates
+ * (ctx->batch_invariant 0; batch norm in training mode does anyway). The
+ * forwards that run a narrow BLAS GEMM per sample then run in the
+ * backward's layouts instead, one GEMM per tap (or one in all) over the
+ * batch: outputs of at most GX_SMALL_BWD_HW pixels on im2col columns side
+ * by side, larger stride-1 planes of at most GX_SHIFT_BWD_BATCH_NW columns
+ * as the shifted GEMM over all samples' padded planes (a tap's view of
+ * sample n reads into the next sample's zero border or the row's tail only
+ * in the junk columns, which are dropped). Convs the packed-weight GEMM
+ * takes (gx_sk_pays) keep it: it already lays small outputs side by side.
+ * Scratch is gx_ctx_scratch. Each returns 0, having done nothing, when that
+ * memory is not there. */
+static int gx_conv2d_small_fwd_batch(gx_ctx *ctx, const gx_conv_geom *q, const gx_real *x, const gx_real *w,
+                                     const gx_real *b, gx_real *y) {
+    gx_small_bufs sb;
+    if (!gx_small_bufs_get(ctx, q, &sb)) return 0;
+    const int64_t K = sb.K, L = sb.L, cout_g = sb.cout_g;
+    for (int64_t g = 0; g < q->g; g++) {
+        gx_small_cols(q, x, 0, q->B, g, 0, sb.col, L);
+        if (b) gx_bias_seed(sb.rows, b + g * cout_g, cout_g, L);
+        gx_gemm(0, 0, cout_g, L, K, 1.0, w + g * cout_g * K, K, sb.col, L, b ? 1.0 : 0.0, sb.rows, L);
+        gx_side_by_side(y, sb.rows, q->B, q->Cout, g * cout_g, cout_g, sb.N, L, 0);
+    }
+    return 1;
+}
+
+static int gx_conv2d_shift_fwd_batch(gx_ctx *ctx, const gx_conv_geom *q, const gx_real *x, gx_tensor *w,
+                                     const gx_real *b, gx_real *y) {
+    gx_shift_geom s = gx_shift_make(q);
+    const int64_t off_max = (q->kh - 1) * s.Wp + (q->kw - 1);
+    const int64_t cols = (q->B - 1) * s.P + s.Nw, L = q->B * s.P + off_max;
+    const gx_real *wt = gx_shift_weights_of(ctx, q, &s, w);
+    gx_real *xc = gx_ctx_scratch(ctx, (size_t)((s.cin_g + s.cout_g) * L) * sizeof *xc);
+    if (!xc) return 0;
+    gx_real *yc = xc + s.cin_g * L;
+    memset(xc, 0, (size_t)(s.cin_g * L) * sizeof *xc);   /* the borders, for every group */
+    for (int64_t g = 0; g < q->g; g++) {
+        gx_gather_planes(x, q->B, q->Cin, g * s.cin_g, s.cin_g, q->H, q->W, xc, L, &s, gx_pad_at(q, &s));
+        if (b) gx_bias_seed(yc, b + g * s.cout_g, s.cout_g, L);
+        for (int64_t t = 0; t < s.kk; t++)
+            gx_gemm(0, 0, s.cout_g, cols, s.cin_g, 1.0, wt + (t * q->Cout + g * s.cout_g) * s.cin_g, s.cin_g,
+                    xc + (t / q->kw) * s.Wp + t % q->kw, L, (b || t) ? 1.0 : 0.0, yc, L);
+        gx_scatter_planes(y, q->B, q->Cout, g * s.cout_g, s.cout_g, q->Ho, q->Wo, yc, L, &s, 0, 0);
+    }
+    return 1;
+}
+
+/* The whole-batch forward that fits q, if any (1: y is written). */
+static int gx_conv2d_fwd_batch(gx_ctx *ctx, const gx_conv_geom *q, const gx_real *x, gx_tensor *w,
+                               const gx_real *b, gx_real *y) {
+    if (q->B < 2 || gx_sk_pays(q)) return 0;
+    if (q->Ho * q->Wo <= GX_SMALL_BWD_HW) return gx_conv2d_small_fwd_batch(ctx, q, x, w->data, b, y);
+    if (q->s == 1 && gx_shift_make(q).Nw <= GX_SHIFT_BWD_BATCH_NW) return gx_conv2d_shift_fwd_batch(ctx, q, x, w, b, y);
+    return 0;
 }
 
 /* Stride 1 never needs im2col (see the shifted-GEMM section). */
@@ -979,6 +1060,7 @@ static void gx_conv2d_shift_fwd(gx_ctx *ctx, const gx_conv_geom *q, const gx_rea
 
 static void gx_conv2d_gemm_fwd(gx_ctx *ctx, const gx_conv_geom *q, const gx_real *x,
                                gx_tensor *w, const gx_real *b, gx_real *y) {
+    if (!ctx->batch_invariant && gx_conv2d_fwd_batch(ctx, q, x, w, b, y)) return;
     if (q->Ho * q->Wo <= GX_SK_SMALL_HW && gx_sk_pays(q)) gx_conv2d_small_fwd_sk(ctx, q, x, w, b, y);
     else if (q->s == 1) gx_conv2d_shift_fwd(ctx, q, x, w, b, y);
     else gx_conv2d_im2col_fwd(ctx, q, x, w, b, y);
@@ -1420,8 +1502,8 @@ static void gx_upconv_bwd(gx_ctx *ctx, const gx_conv_geom *q, int64_t Cout, cons
             for (int64_t t = 0; t < 4; t++)
                 gx_gemm(1, 0, q->Cin, s.Nw, q->Cout, 1.0, wt + t * q->Cout * q->Cin, q->Cin, dyw, s.Nw,
                         1.0, dxp + (t / 2) * s.Wp + t % 2, s.P);
-            gx_scatter_add_planes(dx + n * q->Cin * q->H * q->W, 1, q->Cin, 0, q->Cin, q->H, q->W, dxp, s.P, &s,
-                                  gx_pad_at(q, &s));
+            gx_scatter_planes(dx + n * q->Cin * q->H * q->W, 1, q->Cin, 0, q->Cin, q->H, q->W, dxp, s.P, &s,
+                              gx_pad_at(q, &s), 1);
         }
     }
     if (dw) gx_up_unfold(dwt, Cout, q->Cin, dw);

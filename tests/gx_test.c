@@ -151,6 +151,7 @@ int gx_gradcheck(gx_test_state *T, const char *label, gx_gc_fn fn, void *arg,
                  int n_in, gx_tensor *const *in, gx_gc_opts o) {
     gx_ctx c;
     gx_ctx_init(&c, 1 << 20);
+    c.batch_invariant = !o.train;
     /* Leaf gradients must outlive resets of the evaluation context. */
     gx_real *saved_grad[GX_NODE_MAX_IN * 2] = {0};
     GX_ASSERT(n_in <= GX_NODE_MAX_IN * 2);

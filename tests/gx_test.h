@@ -75,8 +75,10 @@ gx_tensor *gx_test_const(gx_ctx *ctx, gx_rng *rng, int ndim, const int64_t *shap
  * spread evenly; 0 = all) with central differences (L(x+h) - L(x-h))/2h.
  * Inputs that do not require grad are held constant. Returns 1 on success. */
 typedef gx_tensor *(*gx_gc_fn)(gx_ctx *ctx, gx_tensor *const *in, void *arg);
-typedef struct gx_gc_opts { double eps, atol, rtol; int64_t max_elems; } gx_gc_opts;
-#define GX_GC_DEFAULTS ((gx_gc_opts){ 1e-6, 1e-7, 1e-5, 0 })
+/* train: evaluate fn on a ctx with batch_invariant 0 (a training step's,
+ * where whole-batch forwards may run); 0 in GX_GC_DEFAULTS. */
+typedef struct gx_gc_opts { double eps, atol, rtol; int64_t max_elems; int train; } gx_gc_opts;
+#define GX_GC_DEFAULTS ((gx_gc_opts){ 1e-6, 1e-7, 1e-5, 0, 0 })
 int gx_gradcheck(gx_test_state *T, const char *label, gx_gc_fn fn, void *arg,
                  int n_in, gx_tensor *const *in, gx_gc_opts opts);
 

@@ -778,8 +778,8 @@ static gx_status uda_batch_tensor(uda_run *R, const gx_batch *b, int n_views, co
  * the host reads are: the head (renormalised on the host), the target's p
  * and f (AC and the bank), the source's p and f (the bank), the loss values
  * (one transfer); then one sync. */
-static gx_status uda_step(uda_run *R, int epoch, const gx_batch *bs, const gx_batch *bt,
-                          uda_epoch_stats *es, gx_err *err) {
+static gx_status uda_step_run(uda_run *R, int epoch, const gx_batch *bs, const gx_batch *bt,
+                              uda_epoch_stats *es, gx_err *err) {
     const gx_train_uda_opts *o = &R->o;
     gx_ctx *ctx = &R->ctx;
     gx_rng base, sr;
@@ -849,6 +849,18 @@ static gx_status uda_step(uda_run *R, int epoch, const gx_batch *bs, const gx_ba
     es->lr_backbone = lrs[0];
     es->lr_head = lrs[1];
     return GX_OK;
+}
+
+/* One training step. Batch norm in training mode makes each row's forward
+ * depend on its batch-mates anyway, so the step's convs may run over the
+ * whole batch (ctx->batch_invariant 0: kernels/gx_conv.c); evaluation and
+ * scoring on the same ctx keep batch invariance. */
+static gx_status uda_step(uda_run *R, int epoch, const gx_batch *bs, const gx_batch *bt,
+                          uda_epoch_stats *es, gx_err *err) {
+    R->ctx.batch_invariant = 0;
+    gx_status s = uda_step_run(R, epoch, bs, bt, es, err);
+    R->ctx.batch_invariant = 1;
+    return s;
 }
 
 static gx_status uda_train_epoch(uda_run *R, int epoch, uda_epoch_stats *es, gx_err *err) {

@@ -174,6 +174,7 @@ static void ub_train_once(void *arg) {
     ub_train_st *s = arg;
     gx_ctx *ctx = &s->ctx;
     ctx->grad_enabled = 1;
+    ctx->batch_invariant = 0;   /* as galaxy-train uda's step (uda_step) */
     gx_uda_renorm_head(s->m);
     gx_uda_out os = gx_uda_forward(ctx, s->m, s->xs, GX_UDA_SOURCE, 1);
     gx_tensor *ce = gx_uda_loss_ce(ctx, os.p, s->ys, s->class_w);

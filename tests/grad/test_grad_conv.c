@@ -17,8 +17,8 @@ static gx_tensor *conv2d_fn(gx_ctx *ctx, gx_tensor *const *in, void *arg) {
     return gx_conv2d(ctx, in[0], in[1], a->bias ? in[2] : NULL, a->s, a->p, a->g);
 }
 
-static void check_conv2d(gx_test_state *T, const char *label, int64_t B, int64_t Ci, int64_t H, int64_t W,
-                         int64_t Co, int64_t k, conv_args a) {
+static void check_conv2d_on(gx_test_state *T, const char *label, int64_t B, int64_t Ci, int64_t H, int64_t W,
+                            int64_t Co, int64_t k, conv_args a, int batch_invariant) {
     gx_ctx ctx;
     gx_ctx_init(&ctx, 1 << 16);
     gx_rng rng;
@@ -28,8 +28,25 @@ static void check_conv2d(gx_test_state *T, const char *label, int64_t B, int64_t
         gx_test_leaf(&ctx, &rng, 4, GX_SHAPE(Co, Ci / a.g, k, k), -1, 1),
         gx_test_leaf(&ctx, &rng, 1, GX_SHAPE(Co), -1, 1),
     };
-    CHECK(gx_gradcheck(T, label, conv2d_fn, &a, a.bias ? 3 : 2, t, GX_GC_DEFAULTS));
+    gx_gc_opts o = GX_GC_DEFAULTS;
+    o.train = !batch_invariant;
+    CHECK(gx_gradcheck(T, label, conv2d_fn, &a, a.bias ? 3 : 2, t, o));
     gx_ctx_free(&ctx);
+}
+
+static void check_conv2d(gx_test_state *T, const char *label, int64_t B, int64_t Ci, int64_t H, int64_t W,
+                         int64_t Co, int64_t k, conv_args a) {
+    check_conv2d_on(T, label, B, Ci, H, W, Co, k, a, 1);
+}
+
+/* A training step's ctx (batch_invariant 0): the forwards over the whole
+ * batch (columns side by side up to 64 output pixels, the shifted GEMM over
+ * all samples' planes above), against their backward. */
+GX_TEST(grad_conv2d_training_forwards) {
+    check_conv2d_on(T, "train 3x3 p1 4x5, 2 samples", 2, 3, 4, 5, 2, 3, (conv_args){ 1, 1, 1, 1 }, 0);
+    check_conv2d_on(T, "train 3x3 s2 groups2, 3 samples", 3, 4, 7, 6, 4, 3, (conv_args){ 2, 1, 2, 0 }, 0);
+    check_conv2d_on(T, "train 3x3 p1 9x10, 2 samples", 2, 2, 9, 10, 2, 3, (conv_args){ 1, 1, 1, 1 }, 0);
+    check_conv2d_on(T, "train groups2 3x3 p0 9x9, 2 samples", 2, 4, 11, 11, 2, 3, (conv_args){ 1, 0, 2, 0 }, 0);
 }
 
 GX_TEST(grad_conv2d_general) {

@@ -368,30 +368,18 @@ static void conv_naive(const gx_real *x, const gx_real *w, const gx_real *b, int
                 }
 }
 
-/* Shapes chosen to take every forward path: few output channels (the
- * packed-weight GEMM, with a row tail: 7 = 6 + 1, and grouped), small
- * outputs (at most 32 pixels: the packed-weight GEMM with the samples side
- * by side, in units of 32 columns and a rest, stride 1 and 2, with and
- * without bias), and the BLAS paths; widths that leave column tails of
- * 1..15. */
-GX_TEST(conv2d_forward_paths_match_direct_loop) {
-    static const struct { int64_t B, Ci, H, W, Co, k; int s, p, g, nobias; } cs[] = {
-        { 2, 5, 9, 13, 3, 3, 1, 1, 1, 0 },   /* Cout 3: packed-weight, shifted */
-        { 3, 4, 7, 6, 7, 3, 1, 1, 1, 0 },    /* Cout 7: two row panels */
-        { 2, 6, 5, 17, 8, 3, 1, 0, 2, 0 },   /* grouped, no padding */
-        { 2, 9, 8, 8, 20, 4, 2, 1, 1, 0 },   /* 4x4 output at stride 2: one unit */
-        { 2, 3, 11, 9, 24, 3, 2, 1, 1, 0 },  /* 6x5 output (30): a unit and a rest of 28 */
-        { 5, 6, 4, 4, 9, 3, 1, 1, 1, 0 },    /* 4x4 at stride 1: 80 columns, 2 units + 16 */
-        { 7, 8, 2, 2, 14, 3, 1, 1, 2, 1 },   /* 2x2, grouped, no bias: a rest of 28 */
-        { 3, 5, 3, 3, 6, 3, 1, 0, 1, 1 },    /* 1x1 output: 3 columns */
-        { 1, 6, 12, 12, 20, 3, 1, 1, 1, 0 }, /* shifted BLAS */
-        { 2, 4, 20, 20, 18, 4, 2, 1, 1, 0 }, /* 10x10 output: im2col BLAS */
-    };
+typedef struct { int64_t B, Ci, H, W, Co, k; int s, p, g, nobias; } cv_case;
+
+/* Each case's gx_conv2d against conv_naive within 1e-5, on a ctx with the
+ * given batch invariance (0: a training step's, where whole-batch forwards
+ * may run). */
+static void conv_cases_match_direct_loop(gx_test_state *T, const cv_case *cs, size_t n, int batch_invariant) {
     gx_ctx ctx;
     gx_ctx_init(&ctx, 1 << 22);
+    ctx.batch_invariant = batch_invariant;
     gx_rng rng;
     gx_rng_init(&rng, 71);
-    for (size_t c = 0; c < sizeof cs / sizeof cs[0]; c++) {
+    for (size_t c = 0; c < n; c++) {
         gx_tensor *x = gx_test_const(&ctx, &rng, 4, GX_SHAPE(cs[c].B, cs[c].Ci, cs[c].H, cs[c].W), -1, 1);
         gx_tensor *w = gx_test_const(&ctx, &rng, 4, GX_SHAPE(cs[c].Co, cs[c].Ci / cs[c].g, cs[c].k, cs[c].k), -1, 1);
         gx_tensor *b = gx_test_const(&ctx, &rng, 1, GX_SHAPE(cs[c].Co), -1, 1);
@@ -405,13 +393,60 @@ GX_TEST(conv2d_forward_paths_match_direct_loop) {
         conv_naive(x->data, w->data, b ? b->data : NULL, cs[c].B, cs[c].Ci, cs[c].H, cs[c].W, cs[c].Co, cs[c].k, cs[c].s,
                    cs[c].p, cs[c].g, want, Ho, Wo);
         for (int64_t i = 0; i < y->numel; i++) wr[i] = (gx_real)want[i];
-        char lab[48];
-        snprintf(lab, sizeof lab, "conv2d case %zu", c);
+        char lab[64];
+        snprintf(lab, sizeof lab, "conv2d case %zu (batch invariant %d)", c, batch_invariant);
         gx_test_allclose(T, lab, y->data, wr, y->numel, 1e-5, 1e-5);
         free(want);
         gx_ctx_reset(&ctx);
     }
     gx_ctx_free(&ctx);
+}
+
+/* Shapes chosen to take every forward path: few output channels (the
+ * packed-weight GEMM, with a row tail: 7 = 6 + 1, and grouped), small
+ * outputs (at most 32 pixels: the packed-weight GEMM with the samples side
+ * by side, in units of 32 columns and a rest, stride 1 and 2, with and
+ * without bias), and the BLAS paths; widths that leave column tails of
+ * 1..15. */
+static const cv_case cv_paths[] = {
+    { 2, 5, 9, 13, 3, 3, 1, 1, 1, 0 },   /* Cout 3: packed-weight, shifted */
+    { 3, 4, 7, 6, 7, 3, 1, 1, 1, 0 },    /* Cout 7: two row panels */
+    { 2, 6, 5, 17, 8, 3, 1, 0, 2, 0 },   /* grouped, no padding */
+    { 2, 9, 8, 8, 20, 4, 2, 1, 1, 0 },   /* 4x4 output at stride 2: one unit */
+    { 2, 3, 11, 9, 24, 3, 2, 1, 1, 0 },  /* 6x5 output (30): a unit and a rest of 28 */
+    { 5, 6, 4, 4, 9, 3, 1, 1, 1, 0 },    /* 4x4 at stride 1: 80 columns, 2 units + 16 */
+    { 7, 8, 2, 2, 14, 3, 1, 1, 2, 1 },   /* 2x2, grouped, no bias: a rest of 28 */
+    { 3, 5, 3, 3, 6, 3, 1, 0, 1, 1 },    /* 1x1 output: 3 columns */
+    { 1, 6, 12, 12, 20, 3, 1, 1, 1, 0 }, /* shifted BLAS */
+    { 2, 4, 20, 20, 18, 4, 2, 1, 1, 0 }, /* 10x10 output: im2col BLAS */
+};
+
+GX_TEST(conv2d_forward_paths_match_direct_loop) {
+    conv_cases_match_direct_loop(T, cv_paths, sizeof cv_paths / sizeof *cv_paths, 1);
+}
+
+/* A training step's ctx (batch_invariant 0): with 16 or more output
+ * channels per group, several samples and outputs of 33..64 pixels (any
+ * stride) the forward runs on im2col columns of the whole batch; larger
+ * stride-1 outputs as the shifted GEMM over all samples' padded planes.
+ * With grouped convs, bias or none, padding or none; then the shapes that
+ * keep their per-sample or packed-weight paths (one sample, few channels,
+ * a large strided output). */
+static const cv_case cv_train[] = {
+    { 3, 5, 8, 8, 16, 3, 1, 1, 1, 0 },    /* 8x8 (64 px), stride 1: columns side by side */
+    { 2, 6, 14, 12, 32, 3, 2, 1, 2, 1 },  /* 7x6 (42 px), stride 2, grouped, no bias */
+    { 4, 3, 9, 9, 17, 3, 1, 0, 1, 0 },    /* 7x7 (49 px), no padding */
+    { 3, 5, 11, 10, 16, 3, 1, 1, 1, 0 },  /* 11x10: shifted GEMM over the batch */
+    { 2, 8, 12, 9, 32, 3, 1, 1, 2, 1 },   /* the same, grouped, no bias */
+    { 2, 4, 10, 13, 18, 3, 1, 0, 1, 0 },  /* no padding: 8x11 */
+    { 3, 4, 9, 9, 20, 1, 1, 0, 1, 0 },    /* 1x1 on 81 px */
+    { 1, 6, 12, 12, 20, 3, 1, 1, 1, 0 },  /* one sample: per-sample path */
+    { 3, 5, 9, 13, 3, 3, 1, 1, 1, 0 },    /* Cout 3: packed-weight */
+    { 2, 4, 20, 20, 18, 4, 2, 1, 1, 0 },  /* 10x10 at stride 2: im2col per sample */
+};
+
+GX_TEST(conv2d_training_forwards_match_direct_loop) {
+    conv_cases_match_direct_loop(T, cv_train, sizeof cv_train / sizeof *cv_train, 0);
 }
 
 /* ------------------------------------ frozen weights: packed once, same bits */

@@ -35,13 +35,14 @@ import requests
 from test_device_flag import ROOT, emu_tool, synth, tool, trainer_args  # noqa: F401 (synth: a fixture)
 
 sys.path.insert(0, os.path.join(ROOT, "tests", "daemon"))
+sys.path.insert(0, os.path.join(ROOT, "tests"))
 from openapi_check import OpenAPI  # noqa: E402  (galaxyd's answers against api/openapi.yaml)
+from sanitizer_marks import sanitizer_report  # noqa: E402
 
 SPEC = OpenAPI()
 
 FAULT_WORDS = "an illegal memory access was encountered (emulated fault at launch %d)"
 COUNT_RE = re.compile(r"gx_cuda_emu: (\d+) launches")
-SANITIZER_RE = re.compile(r"(Address|Leak|UndefinedBehavior)Sanitizer|runtime error:")
 
 
 def emu_env(**kv):
@@ -61,7 +62,7 @@ def launches(stderr):
 
 def clean_exit(r, what):
     """A failure that the program reported: status 1 and no sanitizer report."""
-    assert not SANITIZER_RE.search(r.stderr), f"{what}: sanitizer report:\n{r.stderr[-4000:]}"
+    assert not sanitizer_report(r.stderr), f"{what}: sanitizer report:\n{r.stderr[-4000:]}"
     assert r.returncode == 1, f"{what}: exit {r.returncode}\n{r.stderr[-3000:]}"
 
 
@@ -234,7 +235,7 @@ def emu_daemon(served, name, **faults):
 
 def stopped_cleanly(d):
     rc, log = d.stop()
-    assert not SANITIZER_RE.search(log), log[-4000:]
+    assert not sanitizer_report(log), log[-4000:]
     assert rc == 0, f"galaxyd exited {rc}:\n{log[-3000:]}"
     return log
 

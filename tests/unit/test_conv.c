@@ -426,7 +426,7 @@ GX_TEST(conv2d_forward_paths_match_direct_loop) {
 }
 
 /* A training step's ctx (batch_invariant 0): with 16 or more output
- * channels per group, several samples and outputs of 33..64 pixels (any
+ * channels per group, several samples and outputs of at most 64 pixels (any
  * stride) the forward runs on im2col columns of the whole batch; larger
  * stride-1 outputs as the shifted GEMM over all samples' padded planes.
  * With grouped convs, bias or none, padding or none; then the shapes that
@@ -436,6 +436,8 @@ static const cv_case cv_train[] = {
     { 3, 5, 8, 8, 16, 3, 1, 1, 1, 0 },    /* 8x8 (64 px), stride 1: columns side by side */
     { 2, 6, 14, 12, 32, 3, 2, 1, 2, 1 },  /* 7x6 (42 px), stride 2, grouped, no bias */
     { 4, 3, 9, 9, 17, 3, 1, 0, 1, 0 },    /* 7x7 (49 px), no padding */
+    { 5, 6, 4, 4, 20, 3, 1, 1, 1, 0 },    /* 4x4 (16 px): not the packed-weight GEMM here */
+    { 3, 8, 4, 4, 32, 3, 2, 1, 2, 1 },    /* 2x2 at stride 2, grouped, no bias */
     { 3, 5, 11, 10, 16, 3, 1, 1, 1, 0 },  /* 11x10: shifted GEMM over the batch */
     { 2, 8, 12, 9, 32, 3, 1, 1, 2, 1 },   /* the same, grouped, no bias */
     { 2, 4, 10, 13, 18, 3, 1, 0, 1, 0 },  /* no padding: 8x11 */

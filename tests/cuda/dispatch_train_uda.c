@@ -187,12 +187,15 @@ static void tu_files_close(gx_test_state *T, const char *dirA, const char *dirB,
  * from the CPU's and one momentum buffer 33% off in the L2 norm, while its
  * weights keep the tight tolerance. A GPU sums in its own order and lands
  * on either side of such ties too. 50% of the norm covers that; a buffer
- * that was not carried over, was zeroed or belongs to another parameter is
- * off by 100% or more. The bank's p (probabilities of the latest steps)
- * moves with it, by up to 0.018: 0.05 absolute. Weights and the other
- * floats keep the tight tolerance. So does the resume run whose first
- * epoch is on the CPU (the device then takes one epoch from the CPU's
- * state: no tie crossed, gaps of 2e-5). The final models of such a pair
+ * that was zeroed or belongs to another parameter is off by 100% or more.
+ * (One that a resume failed to carry over would keep 0.9^4 of its epoch-1
+ * value, which this bound may not catch: carrying momentum both ways is
+ * held to the tight tolerance by the resume run whose first epoch is on
+ * the CPU, where the device loads the CPU's state and writes its own.) The
+ * bank's p (probabilities of the latest steps) moves with it, by up to
+ * 0.018: 0.05 absolute. Weights and the other floats keep the tight
+ * tolerance. So does that CPU-first resume run (the device takes one epoch
+ * from the CPU's state: no tie crossed, gaps of 2e-5). The final models of such a pair
  * give probabilities up to 0.014 apart (the cosine head's temperature 0.05
  * multiplies logit gaps by 20), so their predictions are compared within
  * 0.03, within 1e-3 for the CPU-first resume. */

@@ -752,6 +752,15 @@ static void gx_shift_weights_back(const gx_conv_geom *q, const gx_shift_geom *s,
         }
 }
 
+/* The whole batch's shifted-GEMM rows: sample n's padded plane at column
+ * n*P, cols = the GEMMs' width (the last plane's wide rows end it), L =
+ * the row length (a tap's view reads up to off_max columns past cols). */
+static void gx_shift_batch_span(const gx_conv_geom *q, const gx_shift_geom *s, int64_t *cols, int64_t *L) {
+    const int64_t off_max = (q->kh - 1) * s->Wp + (q->kw - 1);
+    *cols = (q->B - 1) * s->P + s->Nw;
+    *L = q->B * s->P + off_max;
+}
+
 /* Planes up to this many columns (Nw: 16x16 with padding 1 is 286) take
  * the whole-batch backward. Larger ones keep the per-sample loop: their
  * GEMMs are already wide, and batch-sized copies of them would only add
@@ -778,8 +787,8 @@ static void gx_shift_weights_back(const gx_conv_geom *q, const gx_shift_geom *s,
 static int gx_conv2d_shift_bwd_batch(gx_ctx *ctx, const gx_conv_geom *q, const gx_shift_geom *s,
                                      const gx_real *wt, const gx_real *x, const gx_real *dy, gx_real *dx,
                                      gx_real *dwt) {
-    const int64_t off_max = (q->kh - 1) * s->Wp + (q->kw - 1);
-    const int64_t cols = (q->B - 1) * s->P + s->Nw, L = q->B * s->P + off_max;
+    int64_t cols, L;
+    gx_shift_batch_span(q, s, &cols, &L);
     const size_t ny = (size_t)(s->cout_g * L), nx = dwt ? (size_t)(s->cin_g * L) : 0,
                  ndx = dx ? (size_t)(s->cin_g * L) : 0;
     gx_real *dyc = gx_ctx_scratch(ctx, (ny + nx + ndx) * sizeof *dyc);
@@ -940,18 +949,6 @@ static void gx_conv2d_small_fwd_sk(gx_ctx *ctx, const gx_conv_geom *q, const gx_
  * backward below in a batch of more than one. */
 #define GX_SMALL_BWD_HW 64
 
-/* The backward of a small-output conv over the whole batch, on im2col
- * columns with the samples side by side (gx_small_cols, the weight's own
- * depth order): dW_g += dY_g col^T and dcol = W_g^T dY_g are one GEMM
- * each over every sample, then col2im. Why: the shifted GEMM computes on
- * the padded planes, and a 2x2 output's plane is 4x4 (a 4x4 one's 6x6), so
- * its backward multiplied 4x (2.25x) more columns than there are outputs,
- * mostly zeros; the per-sample im2col path of the strided convs ran GEMMs
- * 4 or 16 columns wide. Here every column is an output pixel. The batch
- * sums of dW are BLAS's, a fixed function of the batch, as in
- * gx_conv2d_shift_bwd_batch. Scratch is gx_small_bufs (dY and the columns,
- * which dcol then reuses). Returns 0, having done nothing, when that memory
- * is not there. */
 /* The whole batch's im2col layout for a small-output conv: rows [Cout_g, L]
  * (the output or dY, side by side) and col [K, L] (L = B * Ho*Wo), both in
  * gx_ctx_scratch. 0 when that memory is not there. */
@@ -968,6 +965,18 @@ static int gx_small_bufs_get(gx_ctx *ctx, const gx_conv_geom *q, gx_small_bufs *
     return sb->rows != NULL;
 }
 
+/* The backward of a small-output conv over the whole batch, on im2col
+ * columns with the samples side by side (gx_small_cols, the weight's own
+ * depth order): dW_g += dY_g col^T and dcol = W_g^T dY_g are one GEMM
+ * each over every sample, then col2im. Why: the shifted GEMM computes on
+ * the padded planes, and a 2x2 output's plane is 4x4 (a 4x4 one's 6x6), so
+ * its backward multiplied 4x (2.25x) more columns than there are outputs,
+ * mostly zeros; the per-sample im2col path of the strided convs ran GEMMs
+ * 4 or 16 columns wide. Here every column is an output pixel. The batch
+ * sums of dW are BLAS's, a fixed function of the batch, as in
+ * gx_conv2d_shift_bwd_batch. Scratch is gx_small_bufs (dY and the columns,
+ * which dcol then reuses). Returns 0, having done nothing, when that memory
+ * is not there. */
 static int gx_conv2d_small_bwd_batch(gx_ctx *ctx, const gx_conv_geom *q, const gx_real *x, const gx_real *w,
                                      const gx_real *dy, gx_real *dx, gx_real *dw) {
     gx_small_bufs sb;
@@ -1020,8 +1029,8 @@ static int gx_conv2d_small_fwd_batch(gx_ctx *ctx, const gx_conv_geom *q, const g
 static int gx_conv2d_shift_fwd_batch(gx_ctx *ctx, const gx_conv_geom *q, const gx_real *x, gx_tensor *w,
                                      const gx_real *b, gx_real *y) {
     gx_shift_geom s = gx_shift_make(q);
-    const int64_t off_max = (q->kh - 1) * s.Wp + (q->kw - 1);
-    const int64_t cols = (q->B - 1) * s.P + s.Nw, L = q->B * s.P + off_max;
+    int64_t cols, L;
+    gx_shift_batch_span(q, &s, &cols, &L);
     const gx_real *wt = gx_shift_weights_of(ctx, q, &s, w);
     gx_real *xc = gx_ctx_scratch(ctx, (size_t)((s.cin_g + s.cout_g) * L) * sizeof *xc);
     if (!xc) return 0;

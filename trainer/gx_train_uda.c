@@ -857,9 +857,10 @@ static gx_status uda_step_run(uda_run *R, int epoch, const gx_batch *bs, const g
  * scoring on the same ctx keep batch invariance. */
 static gx_status uda_step(uda_run *R, int epoch, const gx_batch *bs, const gx_batch *bt,
                           uda_epoch_stats *es, gx_err *err) {
+    const int keep = R->ctx.batch_invariant;
     R->ctx.batch_invariant = 0;
     gx_status s = uda_step_run(R, epoch, bs, bt, es, err);
-    R->ctx.batch_invariant = 1;
+    R->ctx.batch_invariant = keep;
     return s;
 }
 

@@ -122,7 +122,7 @@ static int tu_run(gx_test_state *T, const gx_train_uda_opts *o, gx_train_uda_res
 /* The per-epoch rows of runs a (CPU) and b (device), by split and name:
  * (atol, rtol) for each; adapt 0 (lambda 0) has no AC/ES rows. */
 static const struct tu_row { const char *split, *name; double atol, rtol; int adapt_only; } tu_rows[] = {
-    /* rtol 0: the caller's loss tolerance (tu_rows_agree). */
+    /* The loss_ rows: rtol is the caller's (tu_rows_agree). */
     { "train", "loss_ce", TU_LOSS_ATOL, 0, 0 },
     { "train", "loss_total", TU_LOSS_ATOL, 0, 0 },
     { "train", "loss_ac", TU_LOSS_ATOL, 0, 1 },
@@ -151,7 +151,7 @@ static void tu_rows_agree(gx_test_state *T, int64_t a, int64_t b, int epochs, in
     for (size_t i = 0; i < sizeof tu_rows / sizeof *tu_rows; i++)
         if (adapt || !tu_rows[i].adapt_only)
             dtu_rows_close(T, db, a, b, tu_rows[i].split, tu_rows[i].name, epochs, tu_rows[i].atol,
-                           tu_rows[i].rtol > 0 || strncmp(tu_rows[i].name, "loss_", 5) ? tu_rows[i].rtol : loss_rtol,
+                           strncmp(tu_rows[i].name, "loss_", 5) ? tu_rows[i].rtol : loss_rtol,
                            NULL);
     ttu_check_checkpoint_sha(T, gx_db_handle(db), b);
     gx_db_close(db);
@@ -195,10 +195,10 @@ static void tu_files_close(gx_test_state *T, const char *dirA, const char *dirB,
  * bank's p (probabilities of the latest steps) moves with it, by up to
  * 0.018: 0.05 absolute. Weights and the other floats keep the tight
  * tolerance. So does that CPU-first resume run (the device takes one epoch
- * from the CPU's state: no tie crossed, gaps of 2e-5). The final models of such a pair
- * give probabilities up to 0.014 apart (the cosine head's temperature 0.05
- * multiplies logit gaps by 20), so their predictions are compared within
- * 0.03, within 1e-3 for the CPU-first resume. */
+ * from the CPU's state: no tie crossed, gaps of 2e-5). The final models of
+ * such a pair give probabilities up to 0.014 apart (the cosine head's
+ * temperature 0.05 multiplies logit gaps by 20), so their predictions are
+ * compared within 0.03, within 1e-3 for the CPU-first resume. */
 static void tu_state_close(gx_test_state *T, const char *dirA, const char *dirB) {
     static const dtu_tol_rule rules[] = {
         { "optim.buf.", INFINITY, 0 },   /* only NaN fails here: dtu_files_norm_close below */

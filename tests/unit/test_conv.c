@@ -390,8 +390,8 @@ static void conv_cases_match_direct_loop(gx_test_state *T, const cv_case *cs, si
         gx_real *wr = gx_ctx_alloc(&ctx, (size_t)y->numel * sizeof(gx_real));
         CHECK(want != NULL);
         if (!want) break;
-        conv_naive(x->data, w->data, b ? b->data : NULL, cs[c].B, cs[c].Ci, cs[c].H, cs[c].W, cs[c].Co, cs[c].k, cs[c].s,
-                   cs[c].p, cs[c].g, want, Ho, Wo);
+        conv_naive(x->data, w->data, b ? b->data : NULL, cs[c].B, cs[c].Ci, cs[c].H, cs[c].W, cs[c].Co, cs[c].k,
+                   cs[c].s, cs[c].p, cs[c].g, want, Ho, Wo);
         for (int64_t i = 0; i < y->numel; i++) wr[i] = (gx_real)want[i];
         char lab[64];
         snprintf(lab, sizeof lab, "conv2d case %zu (batch invariant %d)", c, batch_invariant);

@@ -5,6 +5,8 @@
  */
 #include "gx_test.h"
 
+#include <string.h>
+
 static gx_tensor *arange4(gx_ctx *ctx, int64_t B, int64_t C, int64_t H, int64_t W, int grad) {
     gx_tensor *t = gx_tensor_new(ctx, 4, GX_SHAPE(B, C, H, W));
     for (int64_t i = 0; i < t->numel; i++) t->data[i] = (gx_real)i;
@@ -88,4 +90,60 @@ GX_TEST(pool_nearest2x_blocks_and_grad_sums) {
     const gx_real gw[4] = { 10, 18, 42, 50 };
     gx_test_allclose(T, "nearest x2 grad", x->grad, gw, 4, 0, 0);
     gx_ctx_free(&ctx);
+}
+
+/* x for the max-pool comparison: small integers (ties in most windows),
+ * +0 and -0 side by side, -inf, and NaNs with different payloads and
+ * signs, so that a fold that took the first maximum or the last NaN in
+ * another order than the scan would give other bits. */
+static gx_tensor *maxpool_input(gx_ctx *ctx, gx_rng *r, int64_t H, int64_t W) {
+    gx_tensor *x = gx_tensor_new(ctx, 4, GX_SHAPE(2, 3, H, W));
+    for (int64_t i = 0; i < x->numel; i++) {
+        const uint32_t u = gx_rng_u32(r) % 64;
+        gx_real v = (gx_real)(u % 4);
+        if (u < 8) v = u % 2 ? -0.0f : 0.0f;
+        else if (u == 8) v = -INFINITY;
+        else if (u == 9 || u == 10) {
+            uint32_t bits = 0x7fc00000u | (gx_rng_u32(r) & 0xffffu) | (u == 10 ? 0x80000000u : 0);
+            float f;
+            memcpy(&f, &bits, sizeof f);
+            v = (gx_real)f;
+        }
+        x->data[i] = v;
+    }
+    return x;
+}
+
+/* Inference (nothing taped) takes gx_max_pool2d's values-only path: row
+ * folds over window columns, then over rows. It must give the taped scan's
+ * bits exactly, in every window shape, at the frame's edges, and across
+ * its 512-column chunks (W 1100 at stride 1). */
+GX_TEST(pool_max_inference_values_match_taped_scan) {
+    static const int cfg[][5] = {   /* k, s, pad, H, W */
+        { 3, 2, 1, 32, 32 }, { 3, 2, 1, 7, 9 }, { 2, 2, 0, 8, 6 }, { 3, 1, 1, 5, 11 },
+        { 4, 3, 2, 10, 13 }, { 2, 3, 1, 9, 8 }, { 1, 1, 0, 3, 4 }, { 3, 1, 1, 3, 1100 },
+    };
+    gx_rng r;
+    gx_rng_init(&r, 7);
+    for (size_t c = 0; c < sizeof cfg / sizeof cfg[0]; c++) {
+        gx_ctx ctx;
+        gx_ctx_init(&ctx, 1 << 20);
+        gx_tensor *x = maxpool_input(&ctx, &r, cfg[c][3], cfg[c][4]);
+        ctx.grad_enabled = 1;
+        x->requires_grad = 1;
+        gx_tensor *taped = gx_max_pool2d(&ctx, x, cfg[c][0], cfg[c][1], cfg[c][2]);
+        CHECK_MSG(ctx.tape != NULL, "cfg %zu: the reference pass did not tape", c);
+        ctx.grad_enabled = 0;
+        gx_tensor *inf = gx_max_pool2d(&ctx, x, cfg[c][0], cfg[c][1], cfg[c][2]);
+        CHECK(inf->numel == taped->numel);
+        int64_t diff = 0, nans = 0;
+        for (int64_t i = 0; i < inf->numel; i++) {
+            diff += memcmp(&inf->data[i], &taped->data[i], sizeof(gx_real)) != 0;
+            nans += inf->data[i] != inf->data[i];
+        }
+        CHECK_MSG(diff == 0, "cfg %zu (k %d s %d pad %d): %lld of %lld outputs differ in their bits", c,
+                  cfg[c][0], cfg[c][1], cfg[c][2], (long long)diff, (long long)inf->numel);
+        CHECK_MSG(c == 6 || nans > 0, "cfg %zu: no NaN reached the output", c);
+        gx_ctx_free(&ctx);
+    }
 }

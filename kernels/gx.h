@@ -189,6 +189,9 @@ struct gx_ctx {
                                   gx_linear fold the batch into one GEMM
                                   and convs run over the whole batch
                                   (training may; gx_matmul.c, gx_conv.c) */
+    int      sk_avx2_only;     /* 1: the packed-weight conv GEMM keeps its
+                                  AVX2 block on an AVX-512 CPU (same bits;
+                                  for the test that compares the two) */
     struct gx_cuda_exec *cuda; /* NULL: every tensor this ctx makes lives in
                                   host memory. Else (gx_device.c) new tensors,
                                   gradients and scratch live on that device and

@@ -311,7 +311,10 @@ int gx_ctx_for_parts(gx_ctx *ctx, int64_t n, int max_parts, gx_part_fn fn, void 
     int nt = (int)(np < threads ? np : threads);
     if (np > 1) nt = gx_ctx_sides(ctx, nt);
     if (nt < 2) np = nt = 1;   /* no side context could be made: one part on ctx */
-    for (int i = 0; np > 1 && i < nt; i++) ctx->side[i].batch_invariant = ctx->batch_invariant;   /* may change */
+    for (int i = 0; np > 1 && i < nt; i++) {   /* may change between calls */
+        ctx->side[i].batch_invariant = ctx->batch_invariant;
+        ctx->side[i].sk_avx2_only = ctx->sk_avx2_only;
+    }
     /* Contiguous parts, sizes differing by at most one: part i is
      * [i n / np, (i + 1) n / np). Several parts: thread t runs the parts it
      * takes (dynamically) on side context t, reset after each, so the

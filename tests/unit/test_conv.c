@@ -451,6 +451,51 @@ GX_TEST(conv2d_training_forwards_match_direct_loop) {
     conv_cases_match_direct_loop(T, cv_train, sizeof cv_train / sizeof *cv_train, 0);
 }
 
+/* ------------------------- the packed-weight GEMM's AVX-512 and AVX2 blocks */
+
+/* On an AVX-512 CPU the packed-weight GEMM runs 6x32 blocks; each output
+ * element's FMA chain is the 6x16 AVX2 block's, so every forward path
+ * that uses it with samples of 32 columns or more (gx_sk_run keeps the
+ * AVX2 block for narrower ones: cv_paths' shifted, im2col and side-by-side
+ * cases, and the wide shapes below, whose column tails pair two samples
+ * (<= 16) or not) gives the same bits with
+ * ctx->sk_avx2_only set and not. Elsewhere: a visible skip. */
+GX_TEST(conv2d_avx512_block_same_bits_as_avx2) {
+#if !defined(GX_F64) && defined(__x86_64__) && defined(__GNUC__)
+    if (!__builtin_cpu_supports("avx512f") || !__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) {
+        printf("%s: skipped: no AVX-512 on this CPU (the AVX2 block is the one in use)\n", T->name);
+        return;
+    }
+#else
+    printf("%s: skipped: not an f32 x86-64 build\n", T->name);
+    return;
+#endif
+    static const cv_case wide[] = {
+        { 3, 4, 20, 20, 5, 3, 1, 1, 1, 0 },  /* Cout 5, shifted, 20x22 columns */
+        { 3, 4, 17, 17, 5, 3, 2, 1, 1, 0 },  /* Cout 5 at stride 2: 81 columns, tail 17 */
+        { 4, 4, 11, 11, 5, 3, 2, 1, 1, 1 },  /* 36 columns: tails of 4 paired */
+        { 33, 8, 2, 2, 40, 3, 1, 1, 1, 0 },  /* 2x2 side by side: 132 columns */
+    };
+    gx_ctx ctx;
+    gx_ctx_init(&ctx, 1 << 22);
+    gx_rng rng;
+    gx_rng_init(&rng, 97);
+    const size_t np = sizeof cv_paths / sizeof *cv_paths, nw = sizeof wide / sizeof *wide;
+    for (size_t c = 0; c < np + nw; c++) {
+        const cv_case *k = c < np ? &cv_paths[c] : &wide[c - np];
+        gx_tensor *x = gx_test_const(&ctx, &rng, 4, GX_SHAPE(k->B, k->Ci, k->H, k->W), -1, 1);
+        gx_tensor *w = gx_test_const(&ctx, &rng, 4, GX_SHAPE(k->Co, k->Ci / k->g, k->k, k->k), -1, 1);
+        gx_tensor *b = k->nobias ? NULL : gx_test_const(&ctx, &rng, 1, GX_SHAPE(k->Co), -1, 1);
+        ctx.sk_avx2_only = 1;
+        gx_tensor *y2 = gx_conv2d(&ctx, x, w, b, k->s, k->p, k->g);
+        ctx.sk_avx2_only = 0;
+        gx_tensor *y5 = gx_conv2d(&ctx, x, w, b, k->s, k->p, k->g);
+        CHECK_MSG(same_bits(y2, y5), "conv case %zu: the AVX-512 block gives other bits", c);
+        gx_ctx_reset(&ctx);
+    }
+    gx_ctx_free(&ctx);
+}
+
 /* ------------------------------------ frozen weights: packed once, same bits */
 
 typedef struct { int64_t B, Ci, H, Co, k; int s, p, g; } fz_case;

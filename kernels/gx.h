@@ -221,7 +221,7 @@ void *gx_ctx_scratch(gx_ctx *ctx, size_t bytes);
 /* Coarse parallelism for inference: fn(part_ctx, lo, hi, arg) runs once for
  * each of P contiguous parts [lo, hi) of [0, n) (sizes within one, in any
  * order), on up to min(threads, P) threads at once. P is a multiple of the
- * threads, up to 4 parts per thread while a part keeps at least 4 rows,
+ * threads, up to 4 parts per thread while a part keeps at least 8 rows,
  * never fewer than min(threads, n), and at most max_parts when that is > 0
  * (see gx_parts_count). A thread takes the next part when it is done with
  * one, so one that loses its core for a while does fewer. With several

@@ -282,9 +282,13 @@ static int gx_ctx_sides(gx_ctx *ctx, int want) {
  * More parts than threads let a thread that lost its core for a while
  * (the HTTP threads, another process: a 2-core VM has no spare core) take
  * fewer of them instead of holding the others at the end of the region
- * (docs/benchmarks.md, 2026-11-24 "parts"). */
+ * (docs/benchmarks.md, 2026-11-24 "parts"). 8 rows, not 4: a ResNet-18
+ * part of 4 images gives its 2x2 and 4x4 layers 16 and 64 columns side by
+ * side; UDA predict at batch 32 on 2 threads took 76 ms in 8 parts of 4
+ * and 66.6 in 4 of 8, CF-INN classify 19.4-19.9 -> 17.7-18.5 ms
+ * (2026-11-25, docs/benchmarks.md). */
 #define GX_PARTS_PER_THREAD 4
-#define GX_PART_MIN_ROWS 4
+#define GX_PART_MIN_ROWS 8
 static int64_t gx_parts_count(int64_t n, int64_t threads, int max_parts) {
     int64_t k = n / (threads * GX_PART_MIN_ROWS);
     if (k > GX_PARTS_PER_THREAD) k = GX_PARTS_PER_THREAD;

@@ -194,7 +194,7 @@ static void parts_record(gx_ctx *ctx, int64_t lo, int64_t hi, void *arg) {
 
 /* The parts tile [0, n) in order, one each, sizes within one; their count
  * follows threads, n and max_parts (a multiple of the threads, up to 4 per
- * thread while parts keep 4 rows); a lone part runs on the caller's ctx,
+ * thread while parts keep 8 rows); a lone part runs on the caller's ctx,
  * several on side contexts, each part on a reset one; one call with grad on
  * or at one thread; side contexts are kept and reset. */
 GX_TEST(ctx_for_parts_splits_and_falls_back) {
@@ -203,7 +203,8 @@ GX_TEST(ctx_for_parts_splits_and_falls_back) {
     gx_ctx_init(&ctx, 1 << 20);
     static const struct { int threads; int64_t n; int maxp, want; } cs[] = {
         { 2, 10, 0, 2 }, { 3, 10, 0, 3 }, { 3, 2, 0, 2 }, { 4, 9, 3, 3 }, { 1, 10, 0, 1 }, { 3, 1, 0, 1 },
-        { 2, 15, 0, 2 }, { 2, 16, 0, 4 }, { 2, 32, 0, 8 }, { 2, 64, 0, 8 }, { 3, 24, 0, 6 }, { 2, 32, 5, 5 },
+        { 2, 31, 0, 2 }, { 2, 32, 0, 4 }, { 2, 48, 0, 6 }, { 2, 64, 0, 8 }, { 2, 128, 0, 8 }, { 3, 24, 0, 3 },
+        { 3, 48, 0, 6 }, { 2, 64, 5, 5 },
     };
     for (size_t c = 0; c < sizeof cs / sizeof cs[0]; c++) {
         gx_set_threads(cs[c].threads);
@@ -283,7 +284,7 @@ GX_TEST(ctx_for_parts_balances_a_stalled_thread) {
     gx_ctx_init(&ctx, 1 << 20);
     parts_stall S;
     memset(&S, 0, sizeof S);
-    CHECK(gx_ctx_for_parts(&ctx, 32, 0, parts_stall_part, &S) == 8);
+    CHECK(gx_ctx_for_parts(&ctx, 64, 0, parts_stall_part, &S) == 8);
     CHECK(!S.waited_out && S.done == 7);
     for (int i = 1; i < 8; i++) CHECK(S.ctx[i] != S.ctx[0]);   /* the other thread ran them all */
     gx_ctx_free(&ctx);

@@ -103,10 +103,62 @@ static void gx_valid_range(int64_t n, int64_t no, int64_t s, int64_t p, int64_t 
 
 /* ------------------------------------------------------- im2col / col2im */
 
+/* Longest zero-padded input row gx_im2col_strided splits into phases. */
+#define GX_IM2COL_ROW 4096
+
+/* gx_im2col for stride > 1. Why: there the copy was one strided load per
+ * element, 25% of the bundled tiny UDA model's scoring (its 7x7 stride-2
+ * stem: 147 column rows per sample for 8 output channels; perf,
+ * 2026-11-25). Each input row y of a channel is padded with zeros to the
+ * span the windows read and split into its s phases once (phase r holds
+ * the padded row's elements r, r + s, ...); then for every kernel row i
+ * whose output row oh = (y + p - i) / s is whole, the kw column rows (c, i,
+ * j) of that output row are contiguous runs of phase j % s from j / s: a
+ * memcpy each. Output rows whose input row lies in the padding are zeroed
+ * first. The same values as the strided loop, so the same bits. */
+static void gx_im2col_strided(const gx_real *x, int64_t C, const gx_conv_geom *q, gx_real *col) {
+    const int64_t HW = q->Ho * q->Wo, kk = q->kh * q->kw, s = q->s;
+    const int64_t span = (q->Wo - 1) * s + q->kw, pl = span / s + 1;
+    #pragma omp parallel for schedule(static) if (C * kk * HW > GX_PAR_THRESHOLD)
+    for (int64_t c = 0; c < C; c++) {
+        gx_real ph[GX_IM2COL_ROW];
+        const gx_real *xc = x + c * q->H * q->W;
+        for (int64_t i = 0; i < q->kh; i++) {
+            int64_t oh0, oh1;
+            gx_valid_range(q->H, q->Ho, s, q->p, i, &oh0, &oh1);
+            for (int64_t j = 0; j < q->kw; j++) {
+                gx_real *dst = col + ((c * q->kh + i) * q->kw + j) * HW;
+                memset(dst, 0, (size_t)(oh0 * q->Wo) * sizeof(gx_real));
+                memset(dst + oh1 * q->Wo, 0, (size_t)((q->Ho - oh1) * q->Wo) * sizeof(gx_real));
+            }
+        }
+        for (int64_t y = 0; y < q->H; y++) {
+            for (int64_t r = 0; r < s; r++) {
+                gx_real *d = ph + r * pl;
+                for (int64_t t = r; t < span; t += s, d++) {
+                    const int64_t xi = t - q->p;
+                    *d = xi >= 0 && xi < q->W ? xc[y * q->W + xi] : 0;
+                }
+            }
+            for (int64_t i = 0; i < q->kh; i++) {
+                const int64_t num = y + q->p - i, oh = num / s;
+                if (num < 0 || num % s || oh >= q->Ho) continue;
+                for (int64_t j = 0; j < q->kw; j++)
+                    memcpy(col + ((c * q->kh + i) * q->kw + j) * HW + oh * q->Wo, ph + (j % s) * pl + j / s,
+                           (size_t)q->Wo * sizeof(gx_real));
+            }
+        }
+    }
+}
+
 /* col [C*kh*kw, Ho*Wo] from x [C, H, W] (one sample's group of channels).
  * Rows are independent, so channels split across OpenMP threads. */
 static void gx_im2col(const gx_real *x, int64_t C, const gx_conv_geom *q, gx_real *col) {
     int64_t HW = q->Ho * q->Wo, kk = q->kh * q->kw;
+    if (q->s > 1 && ((q->Wo - 1) * q->s + q->kw) + q->s <= GX_IM2COL_ROW) {
+        gx_im2col_strided(x, C, q, col);
+        return;
+    }
     #pragma omp parallel for schedule(static) if (C * kk * HW > GX_PAR_THRESHOLD)
     for (int64_t r = 0; r < C * kk; r++) {
         int64_t c = r / kk, i = (r % kk) / q->kw, j = r % q->kw;

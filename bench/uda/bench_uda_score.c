@@ -76,6 +76,7 @@ static gx_status us_load(us_run *u, const char *ckpt, const char *data, gx_err *
     gx_st_close(&f);
     if (s != GX_OK) return s;
     u->model_ready = 1;
+    gx_params_freeze(&u->m.params);   /* as `galaxy-train score` scores: conv weights packed once */
     u->crop_frac = meta.crop_frac > 0 ? meta.crop_frac : 1.0;
     if ((s = gx_dataset_open(data, NULL, &u->ds, err)) != GX_OK) return s;
     u->n = u->ds->n;

@@ -419,6 +419,8 @@ static const cv_case cv_paths[] = {
     { 3, 5, 3, 3, 6, 3, 1, 0, 1, 1 },    /* 1x1 output: 3 columns */
     { 1, 6, 12, 12, 20, 3, 1, 1, 1, 0 }, /* shifted BLAS */
     { 2, 4, 20, 20, 18, 4, 2, 1, 1, 0 }, /* 10x10 output: im2col BLAS */
+    { 2, 3, 23, 17, 8, 7, 2, 3, 1, 0 },  /* a 7x7 stride-2 stem, 12x9: im2col, packed-weight */
+    { 2, 4, 31, 26, 20, 3, 3, 0, 1, 1 }, /* stride 3, no padding, 10x9: im2col BLAS */
 };
 
 GX_TEST(conv2d_forward_paths_match_direct_loop) {

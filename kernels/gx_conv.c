@@ -507,6 +507,67 @@ static void gx_sk_run(const gx_ctx *ctx, const gx_sk_a *a, int64_t ns, const gx_
     }
 }
 
+/* The shifted GEMM's output without its junk columns: for each sample s,
+ * C_s [M, Ho*Wo] (row stride Ho*Wo) = (acc ? C_s : 0) + A B_s, where
+ * output pixel (oh, ow) reads column oh*Wp + ow of the rows brow[s*K + k]
+ * (the padded planes' tap views). Each output row is cut into runs of at
+ * most h columns, and a block's two halves take two consecutive runs (of
+ * one row, or the end of one and the start of the next), so no lane
+ * computes the Wp - Wo columns between rows that the wide layout needs
+ * (ResNet-18 at 64x64: 12.5% of layer1's columns, 25% of layer2's). The
+ * blocking, the threads' units and each element's chain from the bias are
+ * gx_sk_run's, so the bits are the wide layout's. */
+static void gx_sk_run_rows(const gx_ctx *ctx, const gx_sk_a *a, int64_t ns, const gx_real *const *brow, int64_t Ho,
+                           int64_t Wo, int64_t Wp, gx_real *const *c, int acc) {
+    const int64_t K = a->K, panels = (a->M + GX_SK_MR - 1) / GX_SK_MR, N = Ho * Wo;
+    const int64_t kc = K < GX_SK_KC ? (K > 0 ? K : 1) : GX_SK_KC;
+    int64_t pg = 32768 / (GX_SK_MR * kc);
+    if (pg < 1) pg = 1;
+    const int64_t groups = (panels + pg - 1) / pg;
+    const int simd = gx_sk_simd(), h = simd && Wo >= 16 ? gx_sk_half(ctx) : 8;
+    const int64_t per_row = (Wo + h - 1) / h, runs = Ho * per_row, blocks = (runs + 1) / 2;
+    #pragma omp parallel for schedule(static) if (ns * a->M * N * K > 8 * GX_PAR_THRESHOLD)
+    for (int64_t u = 0; u < groups * ns; u++) {
+        const int64_t g = u / ns, smp = u % ns, p0 = g * pg, p1 = (g + 1) * pg < panels ? (g + 1) * pg : panels;
+        const gx_real *const *br = brow + smp * K;
+        for (int64_t k0 = 0; k0 < K; k0 += kc) {
+            const int64_t kn = K - k0 < kc ? K - k0 : kc;
+            const int ac = acc || k0 > 0;
+            for (int64_t m = 0; m < blocks; m++) {
+                int64_t boff[2] = { 0, 0 }, coff[2] = { 0, 0 };
+                int len[2] = { 0, 0 };
+                for (int hh = 0; hh < 2 && 2 * m + hh < runs; hh++) {
+                    const int64_t r = 2 * m + hh, oh = r / per_row, j0 = (r % per_row) * h;
+                    boff[hh] = oh * Wp + j0;
+                    coff[hh] = oh * Wo + j0;
+                    len[hh] = (int)(Wo - j0 < h ? Wo - j0 : h);
+                }
+                for (int64_t pn = p0; pn < p1; pn++) {
+                    const int mrows = gx_sk_panel_rows(a, pn);
+                    const gx_real *ap = a->ap + (pn * K + k0) * GX_SK_MR;
+                    gx_real *cb = c[smp] + pn * GX_SK_MR * N;
+#ifdef GX_SK_X86
+                    if (simd) {
+                        gx_sk_block_fn blk = h == 16 ? gx_sk_block_avx512 : gx_sk_block_avx2;
+                        blk(kn, ap, br + k0, boff[0], len[0], br + k0, boff[1], len[1], cb + coff[0], cb + coff[1],
+                            N, mrows, ac);
+                        continue;
+                    }
+#endif
+                    for (int hh = 0; hh < 2; hh++)   /* the definition, as gx_sk_block_ref */
+                        for (int i = 0; i < mrows; i++)
+                            for (int j = 0; j < len[hh]; j++) {
+                                gx_real *cv = cb + i * N + coff[hh] + j;
+                                gx_real sum = ac ? *cv : 0;
+                                for (int64_t k = 0; k < kn; k++) sum += ap[k * GX_SK_MR + i] * br[k0 + k][boff[hh] + j];
+                                *cv = sum;
+                            }
+                }
+            }
+        }
+    }
+}
+
 /* Where the packed-weight GEMM beats a BLAS call per sample (measured,
  * 2-core AVX2 box, batch 10, 1 thread, best of 15): few output channels
  * per group, where BLAS's 16-row micro-kernel idles (the decoder's 3x3
@@ -514,10 +575,18 @@ static void gx_sk_run(const gx_ctx *ctx, const gx_sk_a *a, int64_t ns, const gx_
  * with many weights, where re-packing the weights per sample dominates (the
  * encoder's 4x4 s2 128->256 conv, 4x4 output: 3.09 ms instead of 3.75).
  * Elsewhere BLAS's packed panels win (e.g. 3x3 32->32 at 64x64: BLAS ~1.5x
- * faster), so the other convs keep it. A pure function of the geometry:
- * the same path for every batch size. */
+ * faster), so the other convs keep it. Since the shifted path writes only
+ * the output columns (gx_sk_run_rows, 2026-11-25), stride-1 outputs of up
+ * to GX_SK_SHIFT_HW pixels take it too: ResNet-18 predict at 64x64, batch
+ * 32, 127-129 -> 115-116.5 ms at 1 thread and 67-72 -> 59.5-60.6 at 2
+ * (its layer1 at 16x16 and layer2 at 8x8; with the AVX2 block alone
+ * 137-139 -> 127-129), CF-INN classify and grid unchanged; strided convs of
+ * that size stay on BLAS (CF-INN classify 5% slower with them), and so do
+ * larger outputs (the 32x32 stem: 2% slower). A pure function of the
+ * geometry: the same path for every batch size. */
+#define GX_SK_SHIFT_HW 256
 static int gx_sk_pays(const gx_conv_geom *q) {
-    return gx_sk_simd() && (q->Cout / q->g < 16 || q->Ho * q->Wo <= 32);
+    return gx_sk_simd() && (q->Cout / q->g < 16 || q->Ho * q->Wo <= 32 || (q->s == 1 && q->Ho * q->Wo <= GX_SK_SHIFT_HW));
 }
 
 /* Samples per gx_sk_run call: their inputs (padded planes or im2col
@@ -805,15 +874,14 @@ static void gx_unwiden_planes(const gx_conv_geom *q, const gx_shift_geom *s, con
 }
 
 /* The shifted-GEMM forward on the packed-weight GEMM: depth index
- * k = tap * Cin_g + ci reads padded plane ci at the tap's offset. */
+ * k = tap * Cin_g + ci reads padded plane ci at the tap's offset; the
+ * output rows go straight into y (gx_sk_run_rows: no junk columns). */
 static void gx_conv2d_shift_fwd_sk(gx_ctx *ctx, const gx_conv_geom *q, const gx_real *x,
                                    gx_tensor *w, const gx_real *b, gx_real *y) {
     gx_shift_geom s = gx_shift_make(q);
     int64_t N = q->Ho * q->Wo, K = s.kk * s.cin_g;
-    int wide = q->Wo != s.Wp;
-    int64_t ch = gx_sk_chunk((q->p ? s.cin_g * s.P : 0) + (wide ? s.cout_g * s.Nw : 0), q->B);
+    int64_t ch = gx_sk_chunk(q->p ? s.cin_g * s.P : 0, q->B);
     gx_real *xp = q->p ? gx_zalloc(ctx, ch * s.cin_g * s.P) : NULL;
-    gx_real *yw = wide ? gx_ctx_alloc(ctx, (size_t)(ch * s.cout_g * s.Nw) * sizeof(gx_real)) : NULL;
     const gx_real **brow = gx_ctx_alloc(ctx, (size_t)(ch * K) * sizeof *brow);
     gx_real **cp = gx_ctx_alloc(ctx, (size_t)ch * sizeof *cp);
     for (int64_t g = 0; g < q->g; g++) {
@@ -828,12 +896,10 @@ static void gx_conv2d_shift_fwd_sk(gx_ctx *ctx, const gx_conv_geom *q, const gx_
                 for (int64_t t = 0; t < s.kk; t++)
                     for (int64_t c = 0; c < s.cin_g; c++)
                         brow[i * K + t * s.cin_g + c] = in + c * s.P + (t / q->kw) * s.Wp + t % q->kw;
-                cp[i] = wide ? yw + i * s.cout_g * s.Nw : y + ((n0 + i) * q->Cout + g * s.cout_g) * N;
-                if (b) gx_bias_seed(cp[i], b + g * s.cout_g, s.cout_g, s.Nw);
+                cp[i] = y + ((n0 + i) * q->Cout + g * s.cout_g) * N;
+                if (b) gx_bias_seed(cp[i], b + g * s.cout_g, s.cout_g, N);
             }
-            gx_sk_run(ctx, &a, ns, brow, s.Nw, cp, s.Nw, b != NULL);
-            for (int64_t i = 0; wide && i < ns; i++)
-                gx_unwiden_planes(q, &s, cp[i], y + ((n0 + i) * q->Cout + g * s.cout_g) * N);
+            gx_sk_run_rows(ctx, &a, ns, brow, q->Ho, q->Wo, s.Wp, cp, b != NULL);
         }
     }
 }

@@ -406,8 +406,9 @@ static void conv_cases_match_direct_loop(gx_test_state *T, const cv_case *cs, si
  * packed-weight GEMM, with a row tail: 7 = 6 + 1, and grouped), small
  * outputs (at most 32 pixels: the packed-weight GEMM with the samples side
  * by side, in units of 32 columns and a rest, stride 1 and 2, with and
- * without bias), and the BLAS paths; widths that leave column tails of
- * 1..15. */
+ * without bias), stride-1 outputs of up to 256 pixels (the packed-weight
+ * GEMM over output rows, runs of 8 or 16 columns), and the BLAS paths;
+ * widths that leave column tails of 1..15. */
 static const cv_case cv_paths[] = {
     { 2, 5, 9, 13, 3, 3, 1, 1, 1, 0 },   /* Cout 3: packed-weight, shifted */
     { 3, 4, 7, 6, 7, 3, 1, 1, 1, 0 },    /* Cout 7: two row panels */
@@ -417,7 +418,9 @@ static const cv_case cv_paths[] = {
     { 5, 6, 4, 4, 9, 3, 1, 1, 1, 0 },    /* 4x4 at stride 1: 80 columns, 2 units + 16 */
     { 7, 8, 2, 2, 14, 3, 1, 1, 2, 1 },   /* 2x2, grouped, no bias: a rest of 28 */
     { 3, 5, 3, 3, 6, 3, 1, 0, 1, 1 },    /* 1x1 output: 3 columns */
-    { 1, 6, 12, 12, 20, 3, 1, 1, 1, 0 }, /* shifted BLAS */
+    { 1, 6, 17, 17, 20, 3, 1, 1, 1, 0 }, /* 17x17 (over GX_SK_SHIFT_HW): shifted BLAS */
+    { 2, 6, 12, 12, 20, 3, 1, 1, 1, 0 }, /* 12x12, Cout 20: packed-weight, shifted */
+    { 2, 16, 16, 16, 24, 3, 1, 1, 1, 1 },/* ResNet-18's layer1 shape (16x16): packed-weight, shifted */
     { 2, 4, 20, 20, 18, 4, 2, 1, 1, 0 }, /* 10x10 output: im2col BLAS */
     { 2, 3, 23, 17, 8, 7, 2, 3, 1, 0 },  /* a 7x7 stride-2 stem, 12x9: im2col, packed-weight */
     { 2, 4, 31, 26, 20, 3, 3, 0, 1, 1 }, /* stride 3, no padding, 10x9: im2col BLAS */
@@ -531,7 +534,7 @@ GX_TEST(conv2d_frozen_weights_same_bits) {
         { 5, 16, 4, 24, 3, 1, 1, 1 },   /* 4x4 output: small, stride 1 */
         { 4, 8, 8, 20, 4, 2, 1, 2 },    /* 4x4 at stride 2, grouped: small */
         { 2, 3, 11, 7, 3, 2, 1, 1 },    /* Cout 7 at stride 2, 6x6: im2col */
-        { 2, 8, 9, 16, 3, 1, 1, 1 },    /* Cout 16, 9x9: the shifted BLAS path's tap-major copy */
+        { 2, 8, 17, 16, 3, 1, 1, 1 },   /* Cout 16, 17x17: the shifted BLAS path's tap-major copy */
     };
     gx_ctx ctx;
     gx_ctx_init(&ctx, 1 << 22);

@@ -33,6 +33,7 @@
 #include "gx_anomaly_store.h"
 #include "gx_image.h"
 
+#include <limits.h>
 #include <math.h>
 #include <sqlite3.h>
 #include <stdio.h>
@@ -214,6 +215,10 @@ static gx_status as_rec_check(const gx_anomaly_rec *r, gx_err *err) {
     if (r->thumb_x && (r->thumb_side < 1 || r->thumb_side > 4096))
         return gx_err_set(err, GX_ERR_INVALID, "anomaly store: thumb_side of '%s' must be in [1, 4096]",
                           r->external_id);
+    if (r->thumb_png && (r->thumb_png_n < 1 || r->thumb_png_n > INT_MAX || r->thumb_png_side < 1 ||
+                         r->thumb_png_side > 4096))
+        return gx_err_set(err, GX_ERR_INVALID, "anomaly store: thumbnail PNG of '%s': %zu bytes, side %d",
+                          r->external_id, r->thumb_png_n, r->thumb_png_side);
     return GX_OK;
 }
 
@@ -251,12 +256,14 @@ static gx_status as_thumb_put(as_put_stmts *p, const gx_anomaly_rec *r, gx_err *
     if (rc == SQLITE_ROW) return GX_OK;
     if (rc != SQLITE_DONE) return as_fail(p->h, rc, err, "find thumbnail");
     uint8_t *png = NULL;
-    size_t n = 0;
-    int side = 0;
-    gx_status s = gx_anomaly_thumb_png(r->thumb_x, r->thumb_side, &png, &n, &side, err);
-    if (s != GX_OK) return s;
+    size_t n = r->thumb_png_n;
+    int side = r->thumb_png_side;
+    if (!r->thumb_png) {
+        gx_status s = gx_anomaly_thumb_png(r->thumb_x, r->thumb_side, &png, &n, &side, err);
+        if (s != GX_OK) return s;
+    }
     sqlite3_bind_text(p->thumb_ins, 1, r->image_sha256, -1, SQLITE_STATIC);
-    sqlite3_bind_blob(p->thumb_ins, 2, png, (int)n, SQLITE_STATIC);
+    sqlite3_bind_blob(p->thumb_ins, 2, r->thumb_png ? r->thumb_png : png, (int)n, SQLITE_STATIC);
     sqlite3_bind_int(p->thumb_ins, 3, side);
     rc = sqlite3_step(p->thumb_ins);
     gx_anomaly_stmt_reset(p->thumb_ins);
@@ -295,7 +302,7 @@ static gx_status as_put_one(as_put_stmts *p, gx_anomaly_rec *r, gx_err *err) {
     }
     gx_anomaly_stmt_reset(st);
     if (rc != SQLITE_ROW) return as_fail(p->h, rc, err, "read score");
-    return r->thumb_x ? as_thumb_put(p, r, err) : GX_OK;
+    return r->thumb_x || r->thumb_png ? as_thumb_put(p, r, err) : GX_OK;
 }
 
 gx_status gx_anomaly_put_many(gx_db *db, gx_anomaly_rec *r, int64_t n, gx_err *err) {

@@ -54,6 +54,11 @@ typedef struct gx_anomaly_rec {
     const float *thumb_x;      /* the model's input [3, thumb_side, thumb_side] (CHW, values
                                   in [0,1]); NULL: store no thumbnail */
     int         thumb_side;
+    const uint8_t *thumb_png;  /* thumb_x's thumbnail already made by gx_anomaly_thumb_png (a
+                                  caller may make them on several threads), or NULL: made
+                                  here when the image has none */
+    size_t      thumb_png_n;
+    int         thumb_png_side;
     /* out */
     int64_t     id;            /* anomaly_scores.id */
     int64_t     object_row;    /* objects.id */

@@ -548,6 +548,43 @@ GX_TEST(anomaly_thumb_stored_with_score_and_found_by_version) {
     adb_close(&t);
 }
 
+/* A thumbnail the caller made (gx_anomaly_thumb_png, as the scorer does on
+ * its threads) is stored byte for byte; one with no bytes or a bad side is
+ * refused with the object named, and nothing of its batch is stored. */
+GX_TEST(anomaly_thumb_png_given_is_stored_as_is) {
+    adb t;
+    if (!adb_open(&t)) { CHECK(0); return; }
+    int64_t m1 = model(t.db, "uda", SHA_A);
+    const int S = 16;
+    float *x = thumb_input(S, 5);
+    uint8_t *png = NULL, *got = NULL;
+    size_t n = 0, got_n = 0;
+    int side = 0;
+    gx_err err;
+    CHECK(x && gx_anomaly_thumb_png(x, S, &png, &n, &side, &err) == GX_OK && side == S);
+    gx_anomaly_rec r = rec("given", SHA_A, m1, 0.4);
+    r.thumb_png = png;
+    r.thumb_png_n = n;
+    r.thumb_png_side = side;
+    CHECK(gx_anomaly_put(t.db, &r, &err) == GX_OK);
+    CHECK(gx_anomaly_thumb_get(t.db, "given", 0, &got, &got_n, NULL, &err) == GX_OK);
+    CHECK(got && got_n == n && !memcmp(got, png, n));
+    free(got);
+    gx_anomaly_rec bad[2] = { rec("fine", SHA_B, m1, 0.1), rec("broken", SHA_B, m1, 0.2) };
+    bad[1].thumb_png = png;
+    bad[1].thumb_png_n = 0;
+    bad[1].thumb_png_side = side;
+    CHECK(gx_anomaly_put_many(t.db, bad, 2, &err) == GX_ERR_INVALID && strstr(err.msg, "broken"));
+    bad[1].thumb_png_n = n;
+    bad[1].thumb_png_side = 0;
+    CHECK(gx_anomaly_put_many(t.db, bad, 2, &err) == GX_ERR_INVALID && strstr(err.msg, "thumbnail"));
+    CHECK(tfx_sql_int(gx_db_handle(t.db), "SELECT count(*) FROM anomaly_scores") == 1);
+    CHECK(tfx_sql_int(gx_db_handle(t.db), "SELECT count(*) FROM anomaly_thumbs") == 1);
+    free(png);
+    free(x);
+    adb_close(&t);
+}
+
 GX_TEST(anomaly_thumb_large_input_is_shrunk) {
     const int S = 150;
     float *x = thumb_input(S, 3);

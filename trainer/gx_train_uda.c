@@ -1189,6 +1189,18 @@ typedef struct uda_item {
     int       png_side;
 } uda_item;
 
+/* px [hw, 3] (HWC bytes) = lrintf(255 * im [3, hw]) (CHW floats): the
+ * bytes an HDF5 row stored. Built without errno semantics for lrintf, GCC
+ * makes it a vector conversion (the same rounding: to nearest, ties to
+ * even) instead of a libm call per value, 5% of a 1-thread scoring run. */
+#if defined(__GNUC__) && !defined(__clang__)
+__attribute__((optimize("no-math-errno")))
+#endif
+static void uda_score_bytes(const float *im, size_t hw, uint8_t *px) {
+    for (int c = 0; c < 3; c++)
+        for (size_t p = 0; p < hw; p++) px[p * 3 + c] = (uint8_t)lrintf(im[c * hw + p] * 255.0f);
+}
+
 /* Image hash and format of dataset row i (its image already in it->im). */
 static gx_status uda_score_hash(const uda_scorer *S, int64_t i, uda_item *it, char sha[65], gx_err *err) {
     if (S->ds->kind == GX_DATASET_FOLDER) {
@@ -1205,8 +1217,7 @@ static gx_status uda_score_hash(const uda_scorer *S, int64_t i, uda_item *it, ch
     size_t hw = (size_t)im->h * im->w;
     uint8_t *px = malloc(hw * 3);
     if (!px) return gx_err_set(err, GX_ERR_NOMEM, "score: out of memory");
-    for (size_t p = 0; p < hw; p++)
-        for (int c = 0; c < 3; c++) px[p * 3 + c] = (uint8_t)lrintf(im->data[c * hw + p] * 255.0f);
+    uda_score_bytes(im->data, hw, px);
     gx_sha256_hex(px, hw * 3, sha);
     free(px);
     it->fmt = "h5";

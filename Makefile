@@ -29,7 +29,9 @@ else
 CUDA    ?= 1
 endif
 
-CFLAGS_COMMON = -std=c11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -fopenmp -Ikernels -Iio -Imodels -Isynth -Itrainer -Idaemon -Imorph -Itests $(HDF5_CFLAGS) -MMD -MP
+# -fno-trapping-math: no code here reads FP exception flags; it lets GCC
+# vectorise elementwise selects such as ReLU's (docs/engine.md, Precision).
+CFLAGS_COMMON = -std=c11 -D_GNU_SOURCE -O2 -fno-trapping-math -g -Wall -Wextra -fopenmp -Ikernels -Iio -Imodels -Isynth -Itrainer -Idaemon -Imorph -Itests $(HDF5_CFLAGS) -MMD -MP
 ifeq ($(WERROR),1)
 CFLAGS_COMMON += -Werror
 endif

@@ -222,7 +222,8 @@ static void gx_col2im(gx_ctx *ctx, const gx_real *dcol, int64_t ld, int64_t ns, 
  * micro-kernel mostly multiplies padding. There (gx_sk_pays) the f32
  * forwards use this small GEMM instead: the weights are packed once per op
  * call into panels of GX_SK_MR rows, and a 6x16 AVX2/FMA register-blocked
- * kernel (6x32 on AVX-512 CPUs, same bits: gx_sk_block_avx512) streams each sample's input rows straight from where they lie (a
+ * kernel (6x32 on AVX-512 CPUs, same bits: gx_sk_block_avx512) streams
+ * each sample's input rows straight from where they lie (a
  * row pointer per depth index k: the taps of the shifted-GEMM path are just
  * pointer offsets, so all taps run as one depth loop and the output is
  * loaded and stored once instead of once per tap). Elsewhere BLAS stays:
@@ -586,7 +587,8 @@ static void gx_sk_run_rows(const gx_ctx *ctx, const gx_sk_a *a, int64_t ns, cons
  * geometry: the same path for every batch size. */
 #define GX_SK_SHIFT_HW 256
 static int gx_sk_pays(const gx_conv_geom *q) {
-    return gx_sk_simd() && (q->Cout / q->g < 16 || q->Ho * q->Wo <= 32 || (q->s == 1 && q->Ho * q->Wo <= GX_SK_SHIFT_HW));
+    const int64_t hw = q->Ho * q->Wo;
+    return gx_sk_simd() && (q->Cout / q->g < 16 || hw <= 32 || (q->s == 1 && hw <= GX_SK_SHIFT_HW));
 }
 
 /* Samples per gx_sk_run call: their inputs (padded planes or im2col

@@ -103,6 +103,14 @@ static void gx_valid_range(int64_t n, int64_t no, int64_t s, int64_t p, int64_t 
 
 /* ------------------------------------------------------- im2col / col2im */
 
+/* dst[0 .. n) = src[0 .. n): blocks of 8 with constant-size copies (inlined:
+ * memcpy's call was most of a 16- or 32-value copy), then the rest. */
+static inline void gx_im2col_run(gx_real *dst, const gx_real *src, int64_t n) {
+    int64_t o = 0;
+    for (; o + 8 <= n; o += 8) __builtin_memcpy(dst + o, src + o, 8 * sizeof(gx_real));
+    for (; o < n; o++) dst[o] = src[o];
+}
+
 /* Longest zero-padded input row gx_im2col_strided splits into phases. */
 #define GX_IM2COL_ROW 4096
 
@@ -140,12 +148,15 @@ static void gx_im2col_strided(const gx_real *x, int64_t C, const gx_conv_geom *q
                     *d = xi >= 0 && xi < q->W ? xc[y * q->W + xi] : 0;
                 }
             }
-            for (int64_t i = 0; i < q->kh; i++) {
-                const int64_t num = y + q->p - i, oh = num / s;
-                if (num < 0 || num % s || oh >= q->Ho) continue;
-                for (int64_t j = 0; j < q->kw; j++)
-                    memcpy(col + ((c * q->kh + i) * q->kw + j) * HW + oh * q->Wo, ph + (j % s) * pl + j / s,
-                           (size_t)q->Wo * sizeof(gx_real));
+            /* Kernel rows i = (y + p) mod s, + s, ...: output rows oh, oh - 1, ... */
+            const int64_t i0 = (y + q->p) % s;
+            for (int64_t i = i0, oh = (y + q->p - i0) / s; i < q->kh && oh >= 0; i += s, oh--) {
+                if (oh >= q->Ho) continue;
+                gx_real *dst = col + (c * q->kh + i) * q->kw * HW + oh * q->Wo;
+                for (int64_t j = 0, r = 0, o = 0; j < q->kw; j++, dst += HW) {
+                    gx_im2col_run(dst, ph + r * pl + o, q->Wo);   /* phase j % s from j / s */
+                    if (++r == s) { r = 0; o++; }
+                }
             }
         }
     }

@@ -1065,17 +1065,28 @@ static void gx_conv2d_shift_bwd(gx_ctx *ctx, const gx_conv_geom *q, const gx_rea
 /* Columns per unit of work there: two 16-column blocks. */
 #define GX_SK_SMALL_CW 32
 
-/* Planes c0 .. c0+C-1 of samples 0 .. B-1 of t [B, Ctot, N] against the
- * rows of m [C, L] that hold them side by side (sample n at column n*N):
- * to_rows copies t into m, else m into t. */
-static void gx_side_by_side(gx_real *t, gx_real *m, int64_t B, int64_t Ctot, int64_t c0, int64_t C, int64_t N,
-                            int64_t L, int to_rows) {
+/* Planes c0 .. c0+C-1 of samples 0 .. B-1 of a tensor [B, Ctot, N] against
+ * the rows of m [C, L] that hold them side by side (sample n at column n*N):
+ * gx_side_by_side_rows copies the tensor t into m, gx_side_by_side_planes
+ * m back into the tensor. The element at (n, c) of either layout: */
+static int64_t gx_sbs_plane_at(int64_t n, int64_t c, int64_t Ctot, int64_t c0, int64_t N) {
+    return (n * Ctot + c0 + c) * N;
+}
+
+static void gx_side_by_side_rows(const gx_real *t, gx_real *m, int64_t B, int64_t Ctot, int64_t c0, int64_t C,
+                                 int64_t N, int64_t L) {
     #pragma omp parallel for schedule(static) if (C * B * N > GX_PAR_THRESHOLD)
     for (int64_t c = 0; c < C; c++)
-        for (int64_t n = 0; n < B; n++) {
-            gx_real *tp = t + (n * Ctot + c0 + c) * N, *mp = m + c * L + n * N;
-            memcpy(to_rows ? mp : tp, to_rows ? tp : mp, (size_t)N * sizeof *tp);
-        }
+        for (int64_t n = 0; n < B; n++)
+            memcpy(m + c * L + n * N, t + gx_sbs_plane_at(n, c, Ctot, c0, N), (size_t)N * sizeof *t);
+}
+
+static void gx_side_by_side_planes(gx_real *t, const gx_real *m, int64_t B, int64_t Ctot, int64_t c0, int64_t C,
+                                   int64_t N, int64_t L) {
+    #pragma omp parallel for schedule(static) if (C * B * N > GX_PAR_THRESHOLD)
+    for (int64_t c = 0; c < C; c++)
+        for (int64_t n = 0; n < B; n++)
+            memcpy(t + gx_sbs_plane_at(n, c, Ctot, c0, N), m + c * L + n * N, (size_t)N * sizeof *t);
 }
 
 /* Columns of samples n0 .. n0+ns-1, group g, side by side: row k of col
@@ -1140,7 +1151,7 @@ static void gx_conv2d_small_fwd_sk(gx_ctx *ctx, const gx_conv_geom *q, const gx_
             }
             if (full) gx_sk_run(ctx, &a, full, brow, GX_SK_SMALL_CW, cp, L, b != NULL);
             if (rest) gx_sk_run(ctx, &a, 1, brow + full * K, rest, cp + full, L, b != NULL);
-            gx_side_by_side(y + n0 * q->Cout * N, yt, ns, q->Cout, g * cout_g, cout_g, N, L, 0);
+            gx_side_by_side_planes(y + n0 * q->Cout * N, yt, ns, q->Cout, g * cout_g, cout_g, N, L);
         }
     }
 }
@@ -1183,7 +1194,7 @@ static int gx_conv2d_small_bwd_batch(gx_ctx *ctx, const gx_conv_geom *q, const g
     if (!gx_small_bufs_get(ctx, q, &sb)) return 0;
     const int64_t K = sb.K, L = sb.L, cout_g = sb.cout_g;
     for (int64_t g = 0; g < q->g; g++) {
-        gx_side_by_side((gx_real *)dy, sb.rows, q->B, q->Cout, g * cout_g, cout_g, sb.N, L, 1);
+        gx_side_by_side_rows(dy, sb.rows, q->B, q->Cout, g * cout_g, cout_g, sb.N, L);
         if (dw) {
             gx_small_cols(q, x, 0, q->B, g, 0, sb.col, L);
             gx_gemm(0, 1, cout_g, K, L, 1.0, sb.rows, L, sb.col, L, 1.0, dw + g * cout_g * K, K);
@@ -1221,7 +1232,7 @@ static int gx_conv2d_small_fwd_batch(gx_ctx *ctx, const gx_conv_geom *q, const g
         gx_small_cols(q, x, 0, q->B, g, 0, sb.col, L);
         if (b) gx_bias_seed(sb.rows, b + g * cout_g, cout_g, L);
         gx_gemm(0, 0, cout_g, L, K, 1.0, w + g * cout_g * K, K, sb.col, L, b ? 1.0 : 0.0, sb.rows, L);
-        gx_side_by_side(y, sb.rows, q->B, q->Cout, g * cout_g, cout_g, sb.N, L, 0);
+        gx_side_by_side_planes(y, sb.rows, q->B, q->Cout, g * cout_g, cout_g, sb.N, L);
     }
     return 1;
 }

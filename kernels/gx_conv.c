@@ -122,8 +122,9 @@ static inline void gx_im2col_run(gx_real *dst, const gx_real *src, int64_t n) {
  * the padded row's elements r, r + s, ...); then for every kernel row i
  * whose output row oh = (y + p - i) / s is whole, the kw column rows (c, i,
  * j) of that output row are contiguous runs of phase j % s from j / s: a
- * memcpy each. Output rows whose input row lies in the padding are zeroed
- * first. The same values as the strided loop, so the same bits. */
+ * copy each (gx_im2col_run). Output rows whose input row lies in the
+ * padding are zeroed first. The same values as the strided loop, so the
+ * same bits. */
 static void gx_im2col_strided(const gx_real *x, int64_t C, const gx_conv_geom *q, gx_real *col) {
     const int64_t HW = q->Ho * q->Wo, kk = q->kh * q->kw, s = q->s;
     const int64_t span = (q->Wo - 1) * s + q->kw, pl = span / s + 1;
@@ -141,13 +142,7 @@ static void gx_im2col_strided(const gx_real *x, int64_t C, const gx_conv_geom *q
             }
         }
         for (int64_t y = 0; y < q->H; y++) {
-            for (int64_t r = 0; r < s; r++) {
-                gx_real *d = ph + r * pl;
-                for (int64_t t = r; t < span; t += s, d++) {
-                    const int64_t xi = t - q->p;
-                    *d = xi >= 0 && xi < q->W ? xc[y * q->W + xi] : 0;
-                }
-            }
+            gx_row_phases(xc + y * q->W, q->W, -q->p, span, s, 0, ph, pl);
             /* Kernel rows i = (y + p) mod s, + s, ...: output rows oh, oh - 1, ... */
             const int64_t i0 = (y + q->p) % s;
             for (int64_t i = i0, oh = (y + q->p - i0) / s; i < q->kh && oh >= 0; i += s, oh--) {
@@ -290,26 +285,24 @@ static gx_sk_a gx_sk_pack(gx_ctx *ctx, const gx_real *a, int64_t M, int64_t Kt, 
 }
 
 #ifdef GX_SK_X86
-/* One k step of the 6x16 block: two 8-wide loads of B (one per half),
- * six broadcasts of A, twelve FMAs into named registers (an array of
- * vectors is kept in memory by the compiler, a load and a store per FMA). */
-#define GX_SK_STEP(LOAD0, LOAD1)                                                    \
+/* One k step of a 6-row block: two loads of B (one per half), six
+ * broadcasts of A, twelve FMAs into named registers (an array of vectors is
+ * kept in memory by the compiler, a load and a store per FMA). V is the
+ * vector type, BCAST(p) broadcasts *p, FMA is its multiply-add: the AVX2
+ * block (8-lane halves) and the AVX-512 one (16-lane) share this step. */
+#define GX_SK_STEP(V, BCAST, FMA, LOAD0, LOAD1)                                     \
     do {                                                                           \
         const float *b0_ = br0[k] + n0, *b1_ = br1[k] + n1, *a_ = ap + k * GX_SK_MR; \
-        __m256 b0 = LOAD0, b1 = LOAD1, a0;                                         \
-        a0 = _mm256_broadcast_ss(a_ + 0);                                          \
-        c00 = _mm256_fmadd_ps(a0, b0, c00); c01 = _mm256_fmadd_ps(a0, b1, c01);    \
-        a0 = _mm256_broadcast_ss(a_ + 1);                                          \
-        c10 = _mm256_fmadd_ps(a0, b0, c10); c11 = _mm256_fmadd_ps(a0, b1, c11);    \
-        a0 = _mm256_broadcast_ss(a_ + 2);                                          \
-        c20 = _mm256_fmadd_ps(a0, b0, c20); c21 = _mm256_fmadd_ps(a0, b1, c21);    \
-        a0 = _mm256_broadcast_ss(a_ + 3);                                          \
-        c30 = _mm256_fmadd_ps(a0, b0, c30); c31 = _mm256_fmadd_ps(a0, b1, c31);    \
-        a0 = _mm256_broadcast_ss(a_ + 4);                                          \
-        c40 = _mm256_fmadd_ps(a0, b0, c40); c41 = _mm256_fmadd_ps(a0, b1, c41);    \
-        a0 = _mm256_broadcast_ss(a_ + 5);                                          \
-        c50 = _mm256_fmadd_ps(a0, b0, c50); c51 = _mm256_fmadd_ps(a0, b1, c51);    \
+        V b0 = LOAD0, b1 = LOAD1, a0;                                              \
+        a0 = BCAST(a_ + 0); c00 = FMA(a0, b0, c00); c01 = FMA(a0, b1, c01);        \
+        a0 = BCAST(a_ + 1); c10 = FMA(a0, b0, c10); c11 = FMA(a0, b1, c11);        \
+        a0 = BCAST(a_ + 2); c20 = FMA(a0, b0, c20); c21 = FMA(a0, b1, c21);        \
+        a0 = BCAST(a_ + 3); c30 = FMA(a0, b0, c30); c31 = FMA(a0, b1, c31);        \
+        a0 = BCAST(a_ + 4); c40 = FMA(a0, b0, c40); c41 = FMA(a0, b1, c41);        \
+        a0 = BCAST(a_ + 5); c50 = FMA(a0, b0, c50); c51 = FMA(a0, b1, c51);        \
     } while (0)
+#define GX_SK_BCAST8(p) _mm256_broadcast_ss(p)
+#define GX_SK_BCAST16(p) _mm512_set1_ps(*(p))
 
 /* One MR x 16 block of C as two halves of 8 columns (rows mrows <= MR
  * valid): half h is C_h [.., nn_h] (row stride ldc, nn_h <= 8 valid
@@ -332,39 +325,23 @@ static void gx_sk_block_avx2(int64_t K, const float *ap, const float *const *br0
     __m256 c40 = GX_SK_LD(4, 0), c41 = GX_SK_LD(4, 1), c50 = GX_SK_LD(5, 0), c51 = GX_SK_LD(5, 1);
 #undef GX_SK_LD
     if (nn0 == 8 && nn1 == 8)
-        for (int64_t k = 0; k < K; k++) GX_SK_STEP(_mm256_loadu_ps(b0_), _mm256_loadu_ps(b1_));
+        for (int64_t k = 0; k < K; k++)
+            GX_SK_STEP(__m256, GX_SK_BCAST8, _mm256_fmadd_ps, _mm256_loadu_ps(b0_), _mm256_loadu_ps(b1_));
     else
-        for (int64_t k = 0; k < K; k++) GX_SK_STEP(_mm256_maskload_ps(b0_, m0), _mm256_maskload_ps(b1_, m1));
+        for (int64_t k = 0; k < K; k++)
+            GX_SK_STEP(__m256, GX_SK_BCAST8, _mm256_fmadd_ps, _mm256_maskload_ps(b0_, m0),
+                       _mm256_maskload_ps(b1_, m1));
     __m256 r[GX_SK_MR][2] = { { c00, c01 }, { c10, c11 }, { c20, c21 }, { c30, c31 }, { c40, c41 }, { c50, c51 } };
     for (int i = 0; i < mrows; i++) {
         _mm256_maskstore_ps(c0 + i * ldc, m0, r[i][0]);
         _mm256_maskstore_ps(c1 + i * ldc, m1, r[i][1]);
     }
 }
-#undef GX_SK_STEP
 
 /* The same block with 16-lane halves (a 6x32 block: 12 zmm accumulators,
  * two loads of B and six broadcasts per k). Each element's chain is the
  * AVX2 block's, so the two give the same bits; the wider block halves the
  * loads and loop steps per multiply-add. */
-#define GX_SK_STEP16(LOAD0, LOAD1)                                                  \
-    do {                                                                           \
-        const float *b0_ = br0[k] + n0, *b1_ = br1[k] + n1, *a_ = ap + k * GX_SK_MR; \
-        __m512 b0 = LOAD0, b1 = LOAD1, a0;                                         \
-        a0 = _mm512_set1_ps(a_[0]);                                                \
-        c00 = _mm512_fmadd_ps(a0, b0, c00); c01 = _mm512_fmadd_ps(a0, b1, c01);    \
-        a0 = _mm512_set1_ps(a_[1]);                                                \
-        c10 = _mm512_fmadd_ps(a0, b0, c10); c11 = _mm512_fmadd_ps(a0, b1, c11);    \
-        a0 = _mm512_set1_ps(a_[2]);                                                \
-        c20 = _mm512_fmadd_ps(a0, b0, c20); c21 = _mm512_fmadd_ps(a0, b1, c21);    \
-        a0 = _mm512_set1_ps(a_[3]);                                                \
-        c30 = _mm512_fmadd_ps(a0, b0, c30); c31 = _mm512_fmadd_ps(a0, b1, c31);    \
-        a0 = _mm512_set1_ps(a_[4]);                                                \
-        c40 = _mm512_fmadd_ps(a0, b0, c40); c41 = _mm512_fmadd_ps(a0, b1, c41);    \
-        a0 = _mm512_set1_ps(a_[5]);                                                \
-        c50 = _mm512_fmadd_ps(a0, b0, c50); c51 = _mm512_fmadd_ps(a0, b1, c51);    \
-    } while (0)
-
 __attribute__((target("avx512f")))
 static void gx_sk_block_avx512(int64_t K, const float *ap, const float *const *br0, int64_t n0, int nn0,
                                const float *const *br1, int64_t n1, int nn1, float *c0, float *c1, int64_t ldc,
@@ -377,32 +354,41 @@ static void gx_sk_block_avx512(int64_t K, const float *ap, const float *const *b
     __m512 c40 = GX_SK_LD(4, 0), c41 = GX_SK_LD(4, 1), c50 = GX_SK_LD(5, 0), c51 = GX_SK_LD(5, 1);
 #undef GX_SK_LD
     if (nn0 == 16 && nn1 == 16)
-        for (int64_t k = 0; k < K; k++) GX_SK_STEP16(_mm512_loadu_ps(b0_), _mm512_loadu_ps(b1_));
+        for (int64_t k = 0; k < K; k++)
+            GX_SK_STEP(__m512, GX_SK_BCAST16, _mm512_fmadd_ps, _mm512_loadu_ps(b0_), _mm512_loadu_ps(b1_));
     else
-        for (int64_t k = 0; k < K; k++) GX_SK_STEP16(_mm512_maskz_loadu_ps(m0, b0_), _mm512_maskz_loadu_ps(m1, b1_));
+        for (int64_t k = 0; k < K; k++)
+            GX_SK_STEP(__m512, GX_SK_BCAST16, _mm512_fmadd_ps, _mm512_maskz_loadu_ps(m0, b0_),
+                       _mm512_maskz_loadu_ps(m1, b1_));
     __m512 r[GX_SK_MR][2] = { { c00, c01 }, { c10, c11 }, { c20, c21 }, { c30, c31 }, { c40, c41 }, { c50, c51 } };
     for (int i = 0; i < mrows; i++) {
         _mm512_mask_storeu_ps(c0 + i * ldc, m0, r[i][0]);
         _mm512_mask_storeu_ps(c1 + i * ldc, m1, r[i][1]);
     }
 }
-#undef GX_SK_STEP16
+#undef GX_SK_STEP
+#undef GX_SK_BCAST8
+#undef GX_SK_BCAST16
 
-/* The widest block this CPU runs: half-widths of 16 (AVX-512), 8 (AVX2) or
- * 0 (none). */
+/* The block whose halves are h (16: AVX-512, else 8: AVX2) lanes wide. */
 typedef void (*gx_sk_block_fn)(int64_t K, const float *ap, const float *const *br0, int64_t n0, int nn0,
                                const float *const *br1, int64_t n1, int nn1, float *c0, float *c1, int64_t ldc,
                                int mrows, int acc);
+static gx_sk_block_fn gx_sk_block_for(int h) {
+    return h == 16 ? gx_sk_block_avx512 : gx_sk_block_avx2;
+}
 #endif
 
-/* The same block without SIMD: the definition (see the section comment). */
+/* The same block without SIMD, one run of nn columns: c [mrows, nn] (row
+ * stride ldc) from columns n0 .. n0+nn-1 of the rows brow[k]. The
+ * definition (see the section comment). */
 static void gx_sk_block_ref(int64_t K, const gx_real *ap, const gx_real *const *brow, int64_t n0, int nn,
                             gx_real *c, int64_t ldc, int mrows, int acc) {
     for (int i = 0; i < mrows; i++)
         for (int j = 0; j < nn; j++) {
-            gx_real s = acc ? c[i * ldc + n0 + j] : 0;
+            gx_real s = acc ? c[i * ldc + j] : 0;
             for (int64_t k = 0; k < K; k++) s += ap[k * GX_SK_MR + i] * brow[k][n0 + j];
-            c[i * ldc + n0 + j] = s;
+            c[i * ldc + j] = s;
         }
 }
 
@@ -459,15 +445,14 @@ static void gx_sk_strip(const gx_sk_a *a, int64_t p0, int64_t p1, int64_t k0, in
             gx_real *cb = c + pn * GX_SK_MR * ldc + n0;
 #ifdef GX_SK_X86
             if (simd) {
-                gx_sk_block_fn blk = h == 16 ? gx_sk_block_avx512 : gx_sk_block_avx2;
-                blk(kn, ap, br + k0, n0, nn < h ? nn : h, br + k0, n0 + h, nn > h ? nn - h : 0, cb, cb + h, ldc,
-                    mrows, acc);
+                gx_sk_block_for(h)(kn, ap, br + k0, n0, nn < h ? nn : h, br + k0, n0 + h, nn > h ? nn - h : 0, cb,
+                                   cb + h, ldc, mrows, acc);
                 continue;
             }
 #else
             (void)h;
 #endif
-            gx_sk_block_ref(kn, ap, br + k0, n0, nn, cb - n0, ldc, mrows, acc);
+            gx_sk_block_ref(kn, ap, br + k0, n0, nn, cb, ldc, mrows, acc);
         }
     }
 }
@@ -484,13 +469,23 @@ static void gx_sk_strip(const gx_sk_a *a, int64_t p0, int64_t p1, int64_t k0, in
  * the same chain per element, half the blocks. The units of work, (panel
  * group, one or two samples), own disjoint rows of C: they split across
  * OpenMP threads with no reduction. */
+/* The blocking above for weights a: depth chunks of kc, groups of pg
+ * panels (groups of them in all). */
+typedef struct { int64_t panels, kc, pg, groups; } gx_sk_blocks;
+static gx_sk_blocks gx_sk_blocking(const gx_sk_a *a) {
+    gx_sk_blocks b;
+    b.panels = (a->M + GX_SK_MR - 1) / GX_SK_MR;
+    b.kc = a->K < GX_SK_KC ? (a->K > 0 ? a->K : 1) : GX_SK_KC;
+    b.pg = 32768 / (GX_SK_MR * b.kc);
+    if (b.pg < 1) b.pg = 1;
+    b.groups = (b.panels + b.pg - 1) / b.pg;
+    return b;
+}
+
 static void gx_sk_run(const gx_ctx *ctx, const gx_sk_a *a, int64_t ns, const gx_real *const *brow, int64_t N,
                       gx_real *const *c, int64_t ldc, int acc) {
-    const int64_t K = a->K, panels = (a->M + GX_SK_MR - 1) / GX_SK_MR;
-    const int64_t kc = K < GX_SK_KC ? (K > 0 ? K : 1) : GX_SK_KC;
-    int64_t pg = 32768 / (GX_SK_MR * kc);
-    if (pg < 1) pg = 1;
-    const int64_t groups = (panels + pg - 1) / pg;
+    const gx_sk_blocks bl = gx_sk_blocking(a);
+    const int64_t K = a->K, panels = bl.panels, kc = bl.kc, pg = bl.pg, groups = bl.groups;
     const int simd = gx_sk_simd(), h = simd && N >= 32 ? gx_sk_half(ctx) : 8;
     const int tail = (int)(N % (2 * h));
     const int pair = simd && ns > 1 && tail > 0 && tail <= h;
@@ -510,9 +505,9 @@ static void gx_sk_run(const gx_ctx *ctx, const gx_sk_a *a, int64_t ns, const gx_
                 for (int64_t pn = p0; pn < p1; pn++) {
                     const int mrows = gx_sk_panel_rows(a, pn);
                     const int64_t off = pn * GX_SK_MR * ldc + n_full;
-                    gx_sk_block_fn blk = h == 16 ? gx_sk_block_avx512 : gx_sk_block_avx2;
-                    blk(kn, a->ap + (pn * K + k0) * GX_SK_MR, brow + s0 * K + k0, n_full, tail,
-                        brow + s1 * K - K + k0, n_full, tail, c[s0] + off, c[s1 - 1] + off, ldc, mrows, ac);
+                    gx_sk_block_for(h)(kn, a->ap + (pn * K + k0) * GX_SK_MR, brow + s0 * K + k0, n_full, tail,
+                                       brow + s1 * K - K + k0, n_full, tail, c[s0] + off, c[s1 - 1] + off, ldc,
+                                       mrows, ac);
                 }
 #endif
         }
@@ -531,11 +526,8 @@ static void gx_sk_run(const gx_ctx *ctx, const gx_sk_a *a, int64_t ns, const gx_
  * gx_sk_run's, so the bits are the wide layout's. */
 static void gx_sk_run_rows(const gx_ctx *ctx, const gx_sk_a *a, int64_t ns, const gx_real *const *brow, int64_t Ho,
                            int64_t Wo, int64_t Wp, gx_real *const *c, int acc) {
-    const int64_t K = a->K, panels = (a->M + GX_SK_MR - 1) / GX_SK_MR, N = Ho * Wo;
-    const int64_t kc = K < GX_SK_KC ? (K > 0 ? K : 1) : GX_SK_KC;
-    int64_t pg = 32768 / (GX_SK_MR * kc);
-    if (pg < 1) pg = 1;
-    const int64_t groups = (panels + pg - 1) / pg;
+    const gx_sk_blocks bl = gx_sk_blocking(a);
+    const int64_t K = a->K, panels = bl.panels, kc = bl.kc, pg = bl.pg, groups = bl.groups, N = Ho * Wo;
     const int simd = gx_sk_simd(), h = simd && Wo >= 16 ? gx_sk_half(ctx) : 8;
     const int64_t per_row = (Wo + h - 1) / h, runs = Ho * per_row, blocks = (runs + 1) / 2;
     #pragma omp parallel for schedule(static) if (ns * a->M * N * K > 8 * GX_PAR_THRESHOLD)
@@ -560,20 +552,13 @@ static void gx_sk_run_rows(const gx_ctx *ctx, const gx_sk_a *a, int64_t ns, cons
                     gx_real *cb = c[smp] + pn * GX_SK_MR * N;
 #ifdef GX_SK_X86
                     if (simd) {
-                        gx_sk_block_fn blk = h == 16 ? gx_sk_block_avx512 : gx_sk_block_avx2;
-                        blk(kn, ap, br + k0, boff[0], len[0], br + k0, boff[1], len[1], cb + coff[0], cb + coff[1],
-                            N, mrows, ac);
+                        gx_sk_block_for(h)(kn, ap, br + k0, boff[0], len[0], br + k0, boff[1], len[1],
+                                           cb + coff[0], cb + coff[1], N, mrows, ac);
                         continue;
                     }
 #endif
-                    for (int hh = 0; hh < 2; hh++)   /* the definition, as gx_sk_block_ref */
-                        for (int i = 0; i < mrows; i++)
-                            for (int j = 0; j < len[hh]; j++) {
-                                gx_real *cv = cb + i * N + coff[hh] + j;
-                                gx_real sum = ac ? *cv : 0;
-                                for (int64_t k = 0; k < kn; k++) sum += ap[k * GX_SK_MR + i] * br[k0 + k][boff[hh] + j];
-                                *cv = sum;
-                            }
+                    for (int hh = 0; hh < 2; hh++)
+                        gx_sk_block_ref(kn, ap, br + k0, boff[hh], len[hh], cb + coff[hh], N, mrows, ac);
                 }
             }
         }

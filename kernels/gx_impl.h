@@ -65,6 +65,21 @@ gx_tensor *gx_view_header(gx_ctx *ctx, const gx_tensor *x, int ndim, const int64
 /* Element counts above which an elementwise loop is worth an OpenMP team. */
 #define GX_PAR_THRESHOLD 32768
 
+/* Elements x0 .. x0+span-1 of a row of W values (fill where outside
+ * [0, W)) split into its s phases: ph[r*pl + u] = element x0 + u*s + r.
+ * A strided window's tap dx over consecutive outputs is then the contiguous
+ * run phase dx % s from dx / s (im2col and max-pool at stride > 1). */
+static inline void gx_row_phases(const gx_real *row, int64_t W, int64_t x0, int64_t span, int64_t s, gx_real fill,
+                                 gx_real *ph, int64_t pl) {
+    for (int64_t r = 0; r < s; r++) {
+        gx_real *d = ph + r * pl;
+        for (int64_t t = r; t < span; t += s, d++) {
+            const int64_t x = x0 + t;
+            *d = x >= 0 && x < W ? row[x] : fill;
+        }
+    }
+}
+
 /* Collapse x's shape around dim into [outer, n, inner]. */
 static inline void gx_split_dims(const gx_tensor *x, int dim, int64_t *outer, int64_t *n, int64_t *inner) {
     int64_t o = 1, i = 1;

@@ -308,14 +308,8 @@ static inline gx_real gx_maxpool_take(gx_real b, gx_real v) {
  * each. buf holds (nj - 1) * s + k + s values. */
 static void gx_maxpool_row(const gx_real *in, int64_t W, int64_t j0, int64_t nj, int k, int s, int pad,
                            gx_real *buf, gx_real *dst) {
-    const int64_t xb = j0 * s - pad, span = (nj - 1) * s + k, pl = span / s + 1;
-    for (int p = 0; p < s; p++) {
-        gx_real *d = buf + p * pl;
-        for (int64_t t = p; t < span; t += s, d++) {
-            const int64_t x = xb + t;
-            *d = x >= 0 && x < W ? in[x] : -INFINITY;
-        }
-    }
+    const int64_t span = (nj - 1) * s + k, pl = span / s + 1;
+    gx_row_phases(in, W, j0 * s - pad, span, s, -INFINITY, buf, pl);
     for (int64_t jj = 0; jj < nj; jj++) dst[jj] = -INFINITY;
     for (int dx = 0; dx < k; dx++) {
         const gx_real *ph = buf + (dx % s) * pl + dx / s;

@@ -863,14 +863,6 @@ static const gx_real *gx_shift_input(const gx_conv_geom *q, const gx_shift_geom 
     return xp;
 }
 
-/* Wide output rows [Cout_g, Nw] -> planes [Cout_g, Ho, Wo] (drop junk). */
-static void gx_unwiden_planes(const gx_conv_geom *q, const gx_shift_geom *s, const gx_real *yw, gx_real *yg) {
-    #pragma omp parallel for schedule(static) if (s->cout_g * q->Ho * q->Wo > GX_PAR_THRESHOLD)
-    for (int64_t co = 0; co < s->cout_g; co++)
-        for (int64_t oh = 0; oh < q->Ho; oh++)
-            memcpy(yg + (co * q->Ho + oh) * q->Wo, yw + co * s->Nw + oh * s->Wp, (size_t)q->Wo * sizeof(gx_real));
-}
-
 /* The shifted-GEMM forward on the packed-weight GEMM: depth index
  * k = tap * Cin_g + ci reads padded plane ci at the tap's offset; the
  * output rows go straight into y (gx_sk_run_rows: no junk columns). */
@@ -921,7 +913,8 @@ static void gx_conv2d_shift_fwd_blas(gx_ctx *ctx, const gx_conv_geom *q, const g
             for (int64_t t = 0; t < s.kk; t++)
                 gx_gemm(0, 0, s.cout_g, s.Nw, s.cin_g, 1.0, wt + (t * q->Cout + g * s.cout_g) * s.cin_g, s.cin_g,
                         in + (t / q->kw) * s.Wp + t % q->kw, s.P, (b || t) ? 1.0 : 0.0, out, s.Nw);
-            if (wide) gx_unwiden_planes(q, &s, yw, yg);
+            if (wide)   /* wide rows [Cout_g, Nw] -> planes [Cout_g, Ho, Wo]: the junk dropped */
+                gx_scatter_planes(yg, 1, s.cout_g, 0, s.cout_g, q->Ho, q->Wo, yw, s.Nw, &s, 0, 0);
         }
     }
 }

@@ -1231,10 +1231,9 @@ static const char *uda_score_survey(const uda_scorer *S, int64_t i) {
     return sv ? sv->name : NULL;
 }
 
-/* The record of item j (scored into slot it->slot of x). */
+/* The record of dataset row i (its thumbnail already made). */
 static void uda_score_rec(const uda_scorer *S, int64_t i, const uda_item *it, const char *ext, const char *sha,
-                          const float *x, gx_anomaly_rec *q) {
-    const int side = (int)S->m.cfg.size;
+                          gx_anomaly_rec *q) {
     memset(q, 0, sizeof *q);
     q->external_id = ext;
     q->image_sha256 = sha;
@@ -1247,9 +1246,7 @@ static void uda_score_rec(const uda_scorer *S, int64_t i, const uda_item *it, co
     q->dec = S->ds->dec[i];
     q->model_id = S->model_id;
     q->threshold = S->threshold;
-    q->thumb_x = x + (size_t)3 * side * side * (size_t)it->slot;   /* what the model sees: the thumbnail */
-    q->thumb_side = side;
-    q->thumb_png = it->png;
+    q->thumb_png = it->png;   /* of what the model sees */
     q->thumb_png_n = it->png_n;
     q->thumb_png_side = it->png_side;
 }
@@ -1300,7 +1297,7 @@ static gx_status uda_score_batch(uda_scorer *S, int64_t i0, int64_t i1, float *x
     for (int64_t j = 0; j < nb && s == GX_OK; j++) {   /* the first failure in row order */
         if (items[j].s != GX_OK) s = gx_err_set(err, items[j].s, "%s", items[j].err.msg);
         else if (items[j].exists) r->skipped++;
-        else uda_score_rec(S, i0 + j, &items[j], ext[j], sha[j], x, &recs[items[j].slot]);
+        else uda_score_rec(S, i0 + j, &items[j], ext[j], sha[j], &recs[items[j].slot]);
     }
     float *probs = NULL, *ent = NULL;
     int64_t *pred = NULL;
